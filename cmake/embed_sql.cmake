@@ -1,0 +1,13 @@
+# Writes OUT: a C array of {name, text} for every migration in FILES, in order.
+set(body "")
+set(table "")
+set(i 0)
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND body "static const char sql_${i}[] = {${hex}0x00};\n")
+  string(APPEND table "    {\"${name}\", sql_${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+file(WRITE ${OUT} "/* generated from sql/ by cmake/embed_sql.cmake */\n#include \"common/migrate.h\"\n${body}\nconst struct shoal_migration shoal_migrations[] = {\n${table}    {0, 0}};\n")

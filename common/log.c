@@ -1,0 +1,106 @@
+/*
+ * Log line formatting. A line is built in a stack buffer and written with a
+ * single write(2) so lines from several threads never interleave. Lines longer
+ * than the buffer are cut, never split.
+ */
+#include "common/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+shoal_log_level_t shoal_log_min_level = SHOAL_LOG_INFO;
+static const char *log_proc = "shoal";
+static int log_json;
+
+static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
+
+void shoal_log_init(const char *proc, shoal_log_level_t level, int json)
+{
+    log_proc = proc ? proc : "shoal";
+    shoal_log_min_level = level;
+    log_json = json;
+}
+
+int shoal_log_level_parse(const char *s)
+{
+    for (int i = 0; i <= SHOAL_LOG_OFF; i++)
+        if (s && strcasecmp(s, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* Appends s to buf as JSON string content (without quotes). */
+static size_t json_escape(char *buf, size_t cap, size_t n, const char *s)
+{
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    return n;
+}
+
+void shoal_log_write(shoal_log_level_t level, const char *module, const char *fmt, ...)
+{
+    char msg[2048], line[4096];
+    struct timespec ts;
+    struct tm tm;
+    char tbuf[40];
+    va_list ap;
+    size_t n;
+
+    if (level < shoal_log_min_level || level >= SHOAL_LOG_OFF)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
+
+    if (log_json) {
+        n = (size_t)snprintf(line, sizeof(line),
+                             "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"proc\":\"%s\","
+                             "\"module\":\"%s\",\"msg\":\"",
+                             tbuf, ts.tv_nsec / 1000000, level_names[level], log_proc, module);
+        if (n >= sizeof(line))
+            n = sizeof(line) - 1;
+        n = json_escape(line, sizeof(line) - 3, n, msg);
+        line[n++] = '"';
+        line[n++] = '}';
+    } else {
+        /* The message runs up to the first " key=" field; quote it so the line
+         * stays machine-readable. */
+        const char *fields = NULL;
+        for (const char *p = msg; (p = strchr(p, ' ')) != NULL; p++) {
+            const char *q = p + 1;
+            while ((*q >= 'a' && *q <= 'z') || *q == '_' || (*q >= '0' && *q <= '9'))
+                q++;
+            if (*q == '=' && q > p + 1) {
+                fields = p;
+                break;
+            }
+        }
+        int mlen = fields ? (int)(fields - msg) : (int)strlen(msg);
+        n = (size_t)snprintf(line, sizeof(line),
+                             "ts=%s.%03ldZ level=%s proc=%s module=%s msg=\"%.*s\"%s", tbuf,
+                             ts.tv_nsec / 1000000, level_names[level], log_proc, module, mlen,
+                             msg, fields ? fields : "");
+        if (n >= sizeof(line) - 1)
+            n = sizeof(line) - 2;
+    }
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}
