@@ -1,4 +1,6 @@
-# Writes OUT: a C array of {name, text} for every migration in FILES, in order.
+# Writes OUT: a C array of {name, text} for every migration in SQL_DIR, in order.
+file(GLOB FILES ${SQL_DIR}/*.sql)
+list(SORT FILES)
 set(body "")
 set(table "")
 set(i 0)

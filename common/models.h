@@ -57,7 +57,9 @@ const shoal_model_t *shoal_models_find(const shoal_models_t *models, const char 
 size_t shoal_models_count(const shoal_models_t *models);
 const shoal_model_t *shoal_models_at(const shoal_models_t *models, size_t i);
 
-/* Cost in USD of one call. */
+/* Cost in USD of one call. tokens_in counts every prompt token, the
+ * tokens_cached among them included (OpenAI's prompt_tokens); those are billed
+ * at cached_input_usd_per_mtok, which defaults to the input price. */
 double shoal_model_cost(const shoal_model_t *m, long tokens_in, long tokens_out,
                         long tokens_cached);
 

@@ -1,6 +1,214 @@
+/*
+ * shoal-scheduler: job intake from the jobs topic and the merger stage.
+ * Several instances form one consumer group; each job message is handled to
+ * the end (recorded, tasks acknowledged by Kafka) before its offset is stored.
+ */
+#include <jansson.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/kafka.h"
+#include "common/log.h"
+#include "common/models.h"
+#include "common/opt.h"
+#include "common/pg.h"
+#include "common/service.h"
+#include "scheduler/intake.h"
+#include "scheduler/merger.h"
+
+struct sched_conf {
+    const char *bootstrap;
+    const char *pg;
+    const char *models;
+    const char *group;
+    const char *topic_prefix;
+    long max_job_bytes;
+    long migrate_wait_s;
+    const char *log_level;
+    const char *log_format;
+    shoal_kprops_t kafka;
+};
+
+#define OFF(f) offsetof(struct sched_conf, f)
+static const struct shoal_opt sched_opts[] = {
+    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0,
+     "Kafka bootstrap servers"},
+    {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,
+     "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"},
+    {"models", SHOAL_OPT_STR, OFF(models), "models.json", 0, 0, "models file"},
+    {"group", SHOAL_OPT_STR, OFF(group), "shoal-scheduler", 0, 0, "Kafka consumer group"},
+    {"topic-prefix", SHOAL_OPT_STR, OFF(topic_prefix), "shoal", 0, 0,
+     "topic names start with this (shoal.jobs, shoal.tasks.high, ...)"},
+    {"max-job-bytes", SHOAL_OPT_INT, OFF(max_job_bytes), "16777216", 1024, 1L << 30,
+     "larger job messages are rejected"},
+    {"migrate-wait", SHOAL_OPT_INT, OFF(migrate_wait_s), "60", 0, 3600,
+     "seconds to wait for PostgreSQL at start"},
+    {"log-level", SHOAL_OPT_STR, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"log-format", SHOAL_OPT_STR, OFF(log_format), "text", 0, 0, "text or json"},
+    {"kafka", SHOAL_OPT_KPROPS, OFF(kafka), NULL, 0, 0, "librdkafka property"},
+    {0},
+};
+
+static const char usage[] = "shoal-scheduler [options]";
+static const char summary[] =
+    "Takes jobs from the jobs topic, validates them, records them in PostgreSQL, splits\n"
+    "them into chunk tasks on the priority task topics, and merges each job's output\n"
+    "when its last task ends.";
+
+static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *msg)
 {
-    fputs("not built yet\n", stderr);
-    return 1;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt), msg->partition)->offset =
+        msg->offset + 1;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(rk, l);
+    if (e)
+        shoal_log_warn("intake", "could not store offset error=\"%s\"", rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer, shoal_merger_t *merger,
+                   const rd_kafka_message_t *msg)
+{
+    char err[1024];
+    long backoff = 200;
+    shoal_intake_result_t res;
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+
+    for (;;) {
+        shoal_err_t e = shoal_intake_job(ic, topic, msg->partition, msg->offset, msg->payload,
+                                         msg->len, &res, err, sizeof(err));
+        if (e == SHOAL_OK)
+            break;
+        if (!shoal_err_retriable(e)) {
+            shoal_log_error("intake", "cannot handle job message, skipping it source=%s/%d@%lld "
+                            "error=\"%s\"", topic, (int)msg->partition, (long long)msg->offset,
+                            err);
+            store_offset(consumer, msg);
+            return;
+        }
+        if (shoal_service_stopping())
+            return; /* offset not stored: the message comes again */
+        shoal_log_warn("intake", "could not handle job, retrying job_id=%s error=\"%s\"",
+                       res.job_id, err);
+        shoal_service_sleep_ms(backoff);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    switch (res.outcome) {
+    case SHOAL_INTAKE_NEW:
+        shoal_log_info("intake", "job accepted job_id=%s tasks=%d", res.job_id, res.tasks);
+        break;
+    case SHOAL_INTAKE_DUPLICATE:
+        shoal_log_info("intake", "job already known job_id=%s republished=%d", res.job_id,
+                       res.published);
+        break;
+    case SHOAL_INTAKE_REJECTED:
+        shoal_log_warn("intake", "job rejected job_id=%s reason=\"%s\"", res.job_id, res.reason);
+        break;
+    }
+    /* Accepted/rejected events go out before the offset moves. */
+    int merged;
+    if (shoal_merger_poll(merger, &merged, err, sizeof(err)) != SHOAL_OK)
+        shoal_log_warn("merger", "could not merge or publish events error=\"%s\"", err);
+    store_offset(consumer, msg);
+}
+
+int main(int argc, char **argv)
+{
+    struct sched_conf conf;
+    shoal_optres_t res;
+    char err[1024];
+
+    memset(&conf, 0, sizeof(conf));
+    if (shoal_opt_parse(sched_opts, &conf, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal-scheduler: %s\n", err);
+        return 2;
+    }
+    if (res.help) {
+        shoal_opt_help(stdout, usage, summary, sched_opts);
+        return 0;
+    }
+    if (conf.kafka.n == 1 && !strcmp(conf.kafka.kv[0], "list")) {
+        shoal_kafka_print_properties();
+        return 0;
+    }
+    if (res.npos) {
+        fprintf(stderr, "shoal-scheduler: unexpected argument \"%s\" (see --help)\n", res.pos[0]);
+        return 2;
+    }
+    if (shoal_service_log_setup("scheduler", conf.log_level, conf.log_format, err, sizeof(err)) !=
+        SHOAL_OK) {
+        fprintf(stderr, "shoal-scheduler: %s\n", err);
+        return 2;
+    }
+    shoal_service_signals();
+
+    shoal_models_t *models = shoal_models_load(conf.models, err, sizeof(err));
+    if (!models) {
+        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"",
+                        conf.models, err);
+        return 1;
+    }
+    shoal_pg_t *pg = shoal_pg_new(conf.pg, "shoal-scheduler");
+    if (shoal_service_migrate(pg, (int)conf.migrate_wait_s, err, sizeof(err)) != SHOAL_OK) {
+        shoal_log_error("main", "could not prepare the database error=\"%s\"", err);
+        shoal_pg_destroy(pg);
+        shoal_models_destroy(models);
+        return 1;
+    }
+
+    shoal_topics_t topics;
+    shoal_topics_init(&topics, conf.topic_prefix);
+    rd_kafka_t *producer = shoal_kafka_producer_new(conf.bootstrap, &conf.kafka, err, sizeof(err));
+    const char *subs[] = {topics.jobs};
+    rd_kafka_t *consumer =
+        producer ? shoal_kafka_consumer_new(conf.bootstrap, conf.group, &conf.kafka, subs, 1, NULL,
+                                            NULL, err, sizeof(err))
+                 : NULL;
+    shoal_merger_t *merger = shoal_merger_new(conf.pg, producer, topics.events);
+    if (!producer || !consumer || !merger) {
+        shoal_log_error("main", "could not start error=\"%s\"", err);
+        return 1;
+    }
+
+    shoal_intake_conf_t ic = {pg, producer, &topics, models, (size_t)conf.max_job_bytes, 0};
+    const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
+    if (fault)
+        ic.fault_kill_after = strtol(fault, NULL, 10);
+
+    shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.group, topics.jobs);
+    double last_merge_err = 0;
+    while (!shoal_service_stopping()) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 100);
+        if (msg) {
+            if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                /* nothing */
+            } else if (msg->err) {
+                shoal_log_warn("kafka", "consumer error error=\"%s\"",
+                               rd_kafka_message_errstr(msg));
+            } else {
+                handle(&ic, consumer, merger, msg);
+            }
+            rd_kafka_message_destroy(msg);
+        }
+        int merged;
+        if (shoal_merger_poll(merger, &merged, err, sizeof(err)) != SHOAL_OK) {
+            double now = shoal_service_now_ms();
+            if (now - last_merge_err > 5000) {
+                shoal_log_warn("merger", "could not merge, will retry error=\"%s\"", err);
+                last_merge_err = now;
+            }
+        }
+        rd_kafka_poll(producer, 0);
+    }
+
+    shoal_log_info("main", "scheduler stopping");
+    rd_kafka_consumer_close(consumer);
+    rd_kafka_destroy(consumer);
+    rd_kafka_flush(producer, 10000);
+    rd_kafka_destroy(producer);
+    shoal_merger_destroy(merger);
+    shoal_pg_destroy(pg);
+    shoal_models_destroy(models);
+    return 0;
 }

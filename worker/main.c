@@ -1,6 +1,141 @@
+/*
+ * shoal-worker: a stateless task executor. Start as many as needed; they share
+ * the task topics through one consumer group.
+ */
 #include <stdio.h>
-int main(void)
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "common/kafka.h"
+#include "common/log.h"
+#include "common/models.h"
+#include "common/opt.h"
+#include "common/service.h"
+#include "worker/runner.h"
+
+struct worker_conf {
+    const char *bootstrap;
+    const char *pg;
+    const char *models;
+    const char *group;
+    const char *topic_prefix;
+    const char *worker_id;
+    long max_inflight;
+    long batch_size;
+    long flush_ms;
+    long grace_ms;
+    long migrate_wait_s;
+    const char *log_level;
+    const char *log_format;
+    shoal_kprops_t kafka;
+};
+
+#define OFF(f) offsetof(struct worker_conf, f)
+static const struct shoal_opt worker_opts[] = {
+    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0,
+     "Kafka bootstrap servers"},
+    {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,
+     "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"},
+    {"models", SHOAL_OPT_STR, OFF(models), "models.json", 0, 0, "models file"},
+    {"group", SHOAL_OPT_STR, OFF(group), "shoal-workers", 0, 0, "Kafka consumer group"},
+    {"topic-prefix", SHOAL_OPT_STR, OFF(topic_prefix), "shoal", 0, 0,
+     "topic names start with this (shoal.tasks.high, ...)"},
+    {"worker-id", SHOAL_OPT_STR, OFF(worker_id), NULL, 0, 0,
+     "name recorded with each call (default: hostname-pid)"},
+    {"max-inflight", SHOAL_OPT_INT, OFF(max_inflight), "64", 1, 4096,
+     "tasks held at once: concurrent model calls plus those waiting to retry"},
+    {"batch-size", SHOAL_OPT_INT, OFF(batch_size), "200", 1, 10000,
+     "results written to PostgreSQL per transaction"},
+    {"flush-ms", SHOAL_OPT_INT, OFF(flush_ms), "50", 0, 60000,
+     "longest a finished result waits before it is written"},
+    {"grace-ms", SHOAL_OPT_INT, OFF(grace_ms), "10000", 0, 600000,
+     "on SIGTERM, how long running calls may finish"},
+    {"migrate-wait", SHOAL_OPT_INT, OFF(migrate_wait_s), "60", 0, 3600,
+     "seconds to wait for PostgreSQL at start"},
+    {"log-level", SHOAL_OPT_STR, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"log-format", SHOAL_OPT_STR, OFF(log_format), "text", 0, 0, "text or json"},
+    {"kafka", SHOAL_OPT_KPROPS, OFF(kafka), NULL, 0, 0, "librdkafka property"},
+    {0},
+};
+
+static const char usage[] = "shoal-worker [options]";
+static const char summary[] =
+    "Runs chunk tasks from the task topics: calls the model over HTTP with many calls\n"
+    "in flight, retries transient failures, and writes results and per-call metrics to\n"
+    "PostgreSQL before committing its Kafka position.";
+
+int main(int argc, char **argv)
 {
-    fputs("not built yet\n", stderr);
-    return 1;
+    struct worker_conf conf;
+    shoal_optres_t res;
+    char err[1024], idbuf[300], host[256];
+
+    memset(&conf, 0, sizeof(conf));
+    if (shoal_opt_parse(worker_opts, &conf, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal-worker: %s\n", err);
+        return 2;
+    }
+    if (res.help) {
+        shoal_opt_help(stdout, usage, summary, worker_opts);
+        return 0;
+    }
+    if (conf.kafka.n == 1 && !strcmp(conf.kafka.kv[0], "list")) {
+        shoal_kafka_print_properties();
+        return 0;
+    }
+    if (res.npos) {
+        fprintf(stderr, "shoal-worker: unexpected argument \"%s\" (see --help)\n", res.pos[0]);
+        return 2;
+    }
+    if (shoal_service_log_setup("worker", conf.log_level, conf.log_format, err, sizeof(err)) !=
+        SHOAL_OK) {
+        fprintf(stderr, "shoal-worker: %s\n", err);
+        return 2;
+    }
+    if (!conf.worker_id || !*conf.worker_id) {
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "worker");
+        host[sizeof(host) - 1] = '\0';
+        snprintf(idbuf, sizeof(idbuf), "%s-%d", host, (int)getpid());
+        conf.worker_id = idbuf;
+    }
+    shoal_service_signals();
+
+    /* Every call holds a socket: make sure the descriptor limit allows them. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max &&
+        rl.rlim_cur < (rlim_t)(conf.max_inflight * 2 + 256)) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    shoal_models_t *models = shoal_models_load(conf.models, err, sizeof(err));
+    if (!models) {
+        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"",
+                        conf.models, err);
+        return 1;
+    }
+    shoal_pg_t *pg = shoal_pg_new(conf.pg, "shoal-worker");
+    shoal_err_t e = shoal_service_migrate(pg, (int)conf.migrate_wait_s, err, sizeof(err));
+    shoal_pg_destroy(pg);
+    if (e != SHOAL_OK) {
+        shoal_log_error("main", "could not prepare the database error=\"%s\"", err);
+        shoal_models_destroy(models);
+        return 1;
+    }
+
+    shoal_topics_t topics;
+    shoal_topics_init(&topics, conf.topic_prefix);
+    shoal_runner_conf_t rc = {conf.bootstrap, conf.pg,           conf.group,      conf.worker_id,
+                              &topics,        models,            &conf.kafka,     conf.max_inflight,
+                              conf.batch_size, conf.flush_ms,    conf.grace_ms};
+    shoal_runner_stats_t stats;
+    e = shoal_runner_run(&rc, &stats, err, sizeof(err));
+    shoal_models_destroy(models);
+    if (e != SHOAL_OK) {
+        shoal_log_error("main", "worker failed error=\"%s\"", err);
+        return 1;
+    }
+    return 0;
 }

@@ -1,0 +1,259 @@
+/*
+ * `shoal dev`: the whole fleet on this machine (cli/devstack.c), with
+ * connection settings printed and written for the CLI; `--demo` also runs
+ * the sample job end to end and prints its output and a short SQL summary.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/clienv.h"
+#include "cli/commands.h"
+#include "cli/devstack.h"
+#include "cli/proc.h"
+#include "common/kafka.h"
+#include "common/opt.h"
+#include "common/pg.h"
+#include "common/service.h"
+
+struct dev_conf {
+    int demo;
+    long workers;
+    long sim_latency_ms;
+    const char *workdir;
+    const char *job;
+    const char *log_level;
+};
+
+#define OFF(f) offsetof(struct dev_conf, f)
+static const struct shoal_opt dev_opts[] = {
+    {"demo", SHOAL_OPT_BOOL, OFF(demo), "false", 0, 0,
+     "run the sample job, print its output and a summary, then stop everything"},
+    {"workers", SHOAL_OPT_INT, OFF(workers), "2", 1, SHOAL_DEVSTACK_MAX_PROCS, "worker processes"},
+    {"sim-latency-ms", SHOAL_OPT_INT, OFF(sim_latency_ms), "20", 0, 600000,
+     "simulated model latency"},
+    {"workdir", SHOAL_OPT_STR, OFF(workdir), NULL, 0, 0,
+     "keep data and logs here (default: a temporary directory removed at exit)"},
+    {"job", SHOAL_OPT_STR, OFF(job), NULL, 0, 0,
+     "job file for --demo (default: examples/demo-job.json)"},
+    {"log-level", SHOAL_OPT_STR, OFF(log_level), "warn", 0, 0,
+     "log level of the started processes (their logs go to <workdir>/logs)"},
+    {0},
+};
+
+/* The sample job: next to the binary's source tree, or installed. */
+static int find_demo_job(const char *bindir, char *out, size_t len)
+{
+    const char *env = getenv("SHOAL_EXAMPLES");
+    const char *cands[] = {"%s/demo-job.json", "%s/../examples/demo-job.json",
+                           "%s/../../examples/demo-job.json",
+                           "%s/../share/shoal/examples/demo-job.json"};
+    if (env) {
+        snprintf(out, len, "%s/demo-job.json", env);
+        if (access(out, R_OK) == 0)
+            return 1;
+    }
+    for (size_t i = 1; i < sizeof(cands) / sizeof(cands[0]); i++) {
+        snprintf(out, len, cands[i], bindir);
+        if (access(out, R_OK) == 0)
+            return 1;
+    }
+    snprintf(out, len, "/usr/share/shoal/examples/demo-job.json");
+    return access(out, R_OK) == 0;
+}
+
+static void print_summary(shoal_pg_t *pg, const char *job_id)
+{
+    PGresult *r;
+    char err[256];
+    const char *params[] = {job_id};
+    printf("\n-- SELECT * FROM shoal.job_cost WHERE job_id = '%s'\n", job_id);
+    if (shoal_pg_exec(pg,
+                      "SELECT calls, tokens_in, tokens_out, round(cost_usd::numeric, 6), "
+                      "round(est_cost_usd::numeric, 6) FROM shoal.job_cost WHERE job_id = $1",
+                      1, params, &r, err, sizeof(err)) == SHOAL_OK) {
+        if (PQntuples(r))
+            printf("calls=%s tokens_in=%s tokens_out=%s cost_usd=%s est_cost_usd=%s\n",
+                   PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
+                   PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4));
+        PQclear(r);
+    }
+    printf("-- SELECT * FROM shoal.model_latency\n");
+    if (shoal_pg_exec(pg,
+                      "SELECT model, calls, error_pct, round(p50_ms::numeric, 2), "
+                      "round(p90_ms::numeric, 2), round(p99_ms::numeric, 2) FROM "
+                      "shoal.model_latency ORDER BY model",
+                      0, NULL, &r, err, sizeof(err)) == SHOAL_OK) {
+        for (int i = 0; i < PQntuples(r); i++)
+            printf("model=%s calls=%s error_pct=%s p50_ms=%s p90_ms=%s p99_ms=%s\n",
+                   PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                   PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5));
+        PQclear(r);
+    }
+}
+
+static int run_demo(shoal_devstack_t *ds, const char *job_path)
+{
+    char err[1024];
+    FILE *f = fopen(job_path, "rb");
+    json_error_t jerr;
+    json_t *doc = f ? json_loadf(f, 0, &jerr) : NULL;
+    if (f)
+        fclose(f);
+    if (!json_is_object(doc)) {
+        fprintf(stderr, "shoal: cannot read the demo job %s\n", job_path);
+        json_decref(doc);
+        return SHOAL_EXIT_ERROR;
+    }
+    const char *jid = json_string_value(json_object_get(doc, "job_id"));
+    char job_id[256];
+    snprintf(job_id, sizeof(job_id), "%s", jid ? jid : "demo");
+    json_object_set_new(doc, "job_id", json_string(job_id));
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+
+    shoal_topics_t topics;
+    shoal_topics_init(&topics, NULL);
+    rd_kafka_t *rk = shoal_kafka_producer_new(shoal_devstack_bootstrap(ds), NULL, err, sizeof(err));
+    int rc = SHOAL_EXIT_OK;
+    if (!rk || !text ||
+        shoal_kafka_produce_sync(rk, topics.jobs, job_id, text, strlen(text), 30000, err,
+                                 sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: could not submit the demo job: %s\n", err);
+        rc = SHOAL_EXIT_ERROR;
+    }
+    if (rk)
+        rd_kafka_destroy(rk);
+    free(text);
+    if (rc != SHOAL_EXIT_OK)
+        return rc;
+    printf("submitted job %s from %s\n", job_id, job_path);
+    fflush(stdout);
+
+    shoal_pg_t *pg = shoal_pg_new(shoal_devstack_pg_url(ds), "shoal-dev");
+    rc = shoal_cmd_follow(pg, job_id, 300, 120000, 0);
+
+    PGresult *r;
+    const char *params[] = {job_id};
+    char status[32] = "unknown";
+    long tasks = 0, results = 0;
+    if (shoal_pg_exec(pg,
+                      "SELECT status, tasks_total, (SELECT count(*) FROM shoal.results r WHERE "
+                      "r.job_id = j.job_id), coalesce(output, '') FROM shoal.jobs j WHERE job_id "
+                      "= $1",
+                      1, params, &r, err, sizeof(err)) == SHOAL_OK &&
+        PQntuples(r) == 1) {
+        snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 0));
+        tasks = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+        results = strtol(PQgetvalue(r, 0, 2), NULL, 10);
+        const char *out = PQgetvalue(r, 0, 3);
+        size_t n = strlen(out);
+        printf("\n-- merged output (shoal results %s), %zu bytes:\n", job_id, n);
+        fwrite(out, 1, n > 2000 ? 2000 : n, stdout);
+        if (n > 2000)
+            printf("\n... (%zu more bytes)", n - 2000);
+        printf("\n");
+        PQclear(r);
+    }
+    print_summary(pg, job_id);
+    shoal_pg_destroy(pg);
+    printf("RESULT bench=demo job=%s status=%s tasks=%ld results=%ld\n", job_id, status, tasks,
+           results);
+    fflush(stdout);
+    return rc;
+}
+
+int shoal_cmd_dev(int argc, char **argv)
+{
+    static const char usage[] = "shoal dev [--demo] [options]";
+    static const char summary[] =
+        "Starts shoal on this machine: a local Kafka (librdkafka's mock cluster, a real Kafka\n"
+        "protocol endpoint on 127.0.0.1), a throwaway PostgreSQL cluster, the provider\n"
+        "simulator, a scheduler and workers. Prints the connection settings as export lines\n"
+        "and writes them to $SHOAL_HOME/dev.env (default ~/.shoal/dev.env), where the other\n"
+        "shoal commands find them. Runs until Ctrl-C and then stops everything it started.";
+    struct dev_conf c;
+    shoal_optres_t res;
+    char err[1024], envpath[1024], job[1024];
+
+    memset(&c, 0, sizeof(c));
+    if (shoal_opt_parse(dev_opts, &c, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: %s\n", err);
+        return SHOAL_EXIT_USAGE;
+    }
+    if (res.help) {
+        shoal_opt_help(stdout, usage, summary, dev_opts);
+        return SHOAL_EXIT_OK;
+    }
+    if (res.npos) {
+        fprintf(stderr, "shoal: usage: %s (see --help)\n", usage);
+        return SHOAL_EXIT_USAGE;
+    }
+    char *bindir = shoal_proc_self_dir();
+    if (!bindir) {
+        fprintf(stderr, "shoal: cannot find the directory of the shoal binary\n");
+        return SHOAL_EXIT_ERROR;
+    }
+    if (c.demo && !c.job && !find_demo_job(bindir, job, sizeof(job))) {
+        fprintf(stderr, "shoal: cannot find examples/demo-job.json; pass --job FILE\n");
+        free(bindir);
+        return SHOAL_EXIT_USAGE;
+    }
+    if (c.job)
+        snprintf(job, sizeof(job), "%s", c.job);
+    shoal_service_signals();
+
+    shoal_devstack_conf_t dc = {c.workdir, bindir, (int)c.workers, 1, c.sim_latency_ms, NULL,
+                                c.log_level};
+    fprintf(stderr, "starting Kafka (mock cluster), PostgreSQL, simulator, scheduler and %ld "
+                    "workers...\n",
+            c.workers);
+    shoal_devstack_t *ds = shoal_devstack_new(&dc, err, sizeof(err));
+    free(bindir);
+    if (!ds) {
+        fprintf(stderr, "shoal: could not start the local stack: %s\n", err);
+        return SHOAL_EXIT_ERROR;
+    }
+    shoal_clienv_path(envpath, sizeof(envpath));
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s", envpath);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        mkdir(dir, 0755);
+    }
+    if (shoal_devstack_write_env(ds, envpath, err, sizeof(err)) != SHOAL_OK)
+        fprintf(stderr, "shoal: %s\n", err);
+    printf("export SHOAL_BOOTSTRAP='%s'\nexport SHOAL_PG='%s'\nexport SHOAL_MODELS='%s'\n"
+           "export SHOAL_SIM_URL='%s'\n",
+           shoal_devstack_bootstrap(ds), shoal_devstack_pg_url(ds),
+           shoal_devstack_models_path(ds), shoal_devstack_sim_url(ds));
+    printf("# also written to %s; logs in %s/logs\n", envpath, shoal_devstack_workdir(ds));
+    fflush(stdout);
+
+    int rc = SHOAL_EXIT_OK;
+    if (c.demo) {
+        rc = run_demo(ds, job);
+    } else {
+        fprintf(stderr, "shoal dev is running; submit jobs with `shoal submit FILE`; Ctrl-C "
+                        "stops everything\n");
+        while (!shoal_service_stopping()) {
+            shoal_service_sleep_ms(500);
+            for (int i = 0; i < (int)c.workers; i++) {
+                struct shoal_proc *p = shoal_devstack_proc(ds, "worker", i);
+                if (p && !shoal_proc_alive(p)) {
+                    fprintf(stderr, "worker %d exited; restarting it\n", i);
+                    shoal_devstack_restart(ds, "worker", i, NULL, err, sizeof(err));
+                }
+            }
+        }
+        fprintf(stderr, "stopping...\n");
+    }
+    shoal_devstack_destroy(ds);
+    unlink(envpath);
+    return rc;
+}

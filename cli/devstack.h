@@ -1,0 +1,58 @@
+/*
+ * The whole fleet on one machine: a Kafka from librdkafka's mock cluster
+ * (served from this process, a real Kafka protocol endpoint on 127.0.0.1), a
+ * throwaway PostgreSQL cluster, the provider simulator, schedulers and
+ * workers as child processes, and a models file pointing at the simulator.
+ * Used by `shoal dev` and by every integration test and benchmark. Stopping
+ * it stops every process it started and removes the work directory it made.
+ * Not thread-safe.
+ */
+#ifndef SHOAL_CLI_DEVSTACK_H
+#define SHOAL_CLI_DEVSTACK_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+
+struct shoal_proc;
+struct shoal_pgcluster;
+
+#define SHOAL_DEVSTACK_MAX_PROCS 16
+
+typedef struct {
+    const char *workdir;            /* NULL: a new directory under $TMPDIR or /tmp */
+    const char *bindir;             /* holds shoal-scheduler, shoal-worker, shoal-sim */
+    int workers;                    /* worker processes (default 2 when 0) */
+    int schedulers;                 /* scheduler processes (default 1 when 0) */
+    long sim_latency_ms;
+    const char *const *worker_args; /* extra worker arguments, NULL-terminated, or NULL */
+    const char *log_level;          /* for the children; NULL = info */
+} shoal_devstack_conf_t;
+
+typedef struct shoal_devstack shoal_devstack_t;
+
+/* Starts everything and waits until each piece answers. NULL with the reason
+ * (and which log to read) on failure. */
+shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *errbuf,
+                                     size_t errlen);
+
+void shoal_devstack_destroy(shoal_devstack_t *ds); /* NULL is ok */
+
+/* Borrowed strings, valid until destroy. */
+const char *shoal_devstack_bootstrap(const shoal_devstack_t *ds);
+const char *shoal_devstack_pg_url(const shoal_devstack_t *ds);
+const char *shoal_devstack_sim_url(const shoal_devstack_t *ds);
+const char *shoal_devstack_models_path(const shoal_devstack_t *ds);
+const char *shoal_devstack_workdir(const shoal_devstack_t *ds);
+
+/* Writes `export NAME='value'` lines for the CLI and for shells. */
+shoal_err_t shoal_devstack_write_env(const shoal_devstack_t *ds, const char *path, char *errbuf,
+                                     size_t errlen);
+
+/* Process control for fault tests. kind is "worker" or "scheduler". */
+struct shoal_proc *shoal_devstack_proc(shoal_devstack_t *ds, const char *kind, int i);
+shoal_err_t shoal_devstack_restart(shoal_devstack_t *ds, const char *kind, int i,
+                                   char *const extra_env[], char *errbuf, size_t errlen);
+struct shoal_pgcluster *shoal_devstack_pg(shoal_devstack_t *ds);
+
+#endif

@@ -1,0 +1,267 @@
+/*
+ * librdkafka configuration and handle construction (see kafka.h).
+ */
+#include "common/kafka.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+extern char **environ;
+
+void shoal_topics_init(shoal_topics_t *t, const char *prefix)
+{
+    if (!prefix || !*prefix)
+        prefix = "shoal";
+    snprintf(t->jobs, sizeof(t->jobs), "%s.jobs", prefix);
+    snprintf(t->tasks_high, sizeof(t->tasks_high), "%s.tasks.high", prefix);
+    snprintf(t->tasks_normal, sizeof(t->tasks_normal), "%s.tasks.normal", prefix);
+    snprintf(t->tasks_low, sizeof(t->tasks_low), "%s.tasks.low", prefix);
+    snprintf(t->dlq, sizeof(t->dlq), "%s.tasks.dlq", prefix);
+    snprintf(t->events, sizeof(t->events), "%s.events", prefix);
+}
+
+const char *shoal_topics_task(const shoal_topics_t *t, const char *priority)
+{
+    if (priority && !strcmp(priority, "high"))
+        return t->tasks_high;
+    if (priority && !strcmp(priority, "low"))
+        return t->tasks_low;
+    return t->tasks_normal;
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
+    shoal_log_level_t l = level <= 3   ? SHOAL_LOG_ERROR
+                          : level == 4 ? SHOAL_LOG_WARN
+                          : level <= 6 ? SHOAL_LOG_INFO
+                                       : SHOAL_LOG_DEBUG;
+    SHOAL_LOG_AT(l, "kafka", "%s fac=%s", buf, fac);
+}
+
+static shoal_err_t set(rd_kafka_conf_t *conf, const char *key, const char *val, const char *from,
+                       char *errbuf, size_t errlen)
+{
+    char why[512];
+    if (rd_kafka_conf_set(conf, key, val, why, sizeof(why)) != RD_KAFKA_CONF_OK)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s %s: %s", from, key, why);
+    return SHOAL_OK;
+}
+
+rd_kafka_conf_t *shoal_kafka_conf_new(const char *bootstrap, const shoal_kprops_t *props,
+                                      char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char key[256];
+
+    if (set(conf, "log.queue", "true", "default", errbuf, errlen) != SHOAL_OK)
+        goto fail;
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    if (bootstrap && *bootstrap &&
+        set(conf, "bootstrap.servers", bootstrap, "option --bootstrap", errbuf, errlen) != SHOAL_OK)
+        goto fail;
+
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "SHOAL_KAFKA_", 12) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        size_t klen = eq ? (size_t)(eq - (*e + 12)) : 0;
+        if (!eq || klen == 0 || klen >= sizeof(key))
+            continue;
+        for (size_t i = 0; i < klen; i++) {
+            char c = (*e)[12 + i];
+            key[i] = c == '_' ? '.' : (char)tolower((unsigned char)c);
+        }
+        key[klen] = '\0';
+        if (set(conf, key, eq + 1, "environment", errbuf, errlen) != SHOAL_OK)
+            goto fail;
+    }
+
+    for (int i = 0; props && i < props->n; i++) {
+        const char *kv = props->kv[i];
+        const char *eq = strchr(kv, '=');
+        if (!eq || (size_t)(eq - kv) >= sizeof(key)) {
+            shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "-X %s: expected key=value", kv);
+            goto fail;
+        }
+        memcpy(key, kv, (size_t)(eq - kv));
+        key[eq - kv] = '\0';
+        if (set(conf, key, eq + 1, "-X", errbuf, errlen) != SHOAL_OK)
+            goto fail;
+    }
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static int user_set(const shoal_kprops_t *props, const char *key)
+{
+    size_t kl = strlen(key);
+    for (int i = 0; props && i < props->n; i++)
+        if (!strncmp(props->kv[i], key, kl) && props->kv[i][kl] == '=')
+            return 1;
+    char env[256];
+    size_t n = (size_t)snprintf(env, sizeof(env), "SHOAL_KAFKA_");
+    for (const char *p = key; *p && n + 1 < sizeof(env); p++)
+        env[n++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+    env[n] = '\0';
+    return getenv(env) != NULL;
+}
+
+static rd_kafka_t *make(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf, size_t errlen)
+{
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "could not create a Kafka client: %s",
+                      why);
+        return NULL;
+    }
+    rd_kafka_set_log_queue(rk, NULL); /* logs are served by rd_kafka_poll */
+    return rk;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    shoal_kafka_ack_t *ack = m->_private;
+    if (!ack)
+        return;
+    ack->pending--;
+    if (m->err && !ack->err)
+        ack->err = m->err;
+}
+
+rd_kafka_t *shoal_kafka_producer_new(const char *bootstrap, const shoal_kprops_t *props,
+                                     char *errbuf, size_t errlen)
+{
+    static const char *defaults[][2] = {
+        {"enable.idempotence", "true"}, {"linger.ms", "5"}, {"message.max.bytes", "16777216"}};
+    rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
+    if (!conf)
+        return NULL;
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+        if (!user_set(props, defaults[i][0]) &&
+            set(conf, defaults[i][0], defaults[i][1], "default", errbuf, errlen) != SHOAL_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    return make(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
+}
+
+rd_kafka_t *shoal_kafka_consumer_new(const char *bootstrap, const char *group,
+                                     const shoal_kprops_t *props, const char *const *topics,
+                                     int ntopics, shoal_kafka_rebalance_cb *rebalance_cb,
+                                     void *opaque, char *errbuf, size_t errlen)
+{
+    static const char *defaults[][2] = {{"enable.auto.commit", "true"},
+                                        {"enable.auto.offset.store", "false"},
+                                        {"auto.offset.reset", "earliest"},
+                                        {"auto.commit.interval.ms", "500"}};
+    rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
+    if (!conf)
+        return NULL;
+    if (set(conf, "group.id", group, "option --group", errbuf, errlen) != SHOAL_OK) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+        if (!user_set(props, defaults[i][0]) &&
+            set(conf, defaults[i][0], defaults[i][1], "default", errbuf, errlen) != SHOAL_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    if (rebalance_cb)
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    rd_kafka_t *rk = make(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
+    if (!rk)
+        return NULL;
+    rd_kafka_poll_set_consumer(rk);
+
+    rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(ntopics);
+    for (int i = 0; i < ntopics; i++)
+        rd_kafka_topic_partition_list_add(tl, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, tl);
+    rd_kafka_topic_partition_list_destroy(tl);
+    if (e) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "could not subscribe: %s",
+                      rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+shoal_err_t shoal_kafka_produce(rd_kafka_t *rk, const char *topic, const char *key,
+                                const void *value, size_t len, shoal_kafka_ack_t *ack,
+                                char *errbuf, size_t errlen)
+{
+    rd_kafka_resp_err_t e;
+    for (int tries = 0;; tries++) {
+        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+                              RD_KAFKA_V_VALUE((void *)value, len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(ack),
+                              RD_KAFKA_V_END);
+        /* A full local queue drains as deliveries complete: wait, then retry. */
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries > 600)
+            break;
+        rd_kafka_poll(rk, 100);
+    }
+    if (e)
+        return shoal_err_set(errbuf, errlen,
+                             e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? SHOAL_ERR_LIMIT
+                                                                       : SHOAL_ERR_RETRY,
+                             "could not produce to %s: %s", topic, rd_kafka_err2str(e));
+    if (ack)
+        ack->pending++;
+    return SHOAL_OK;
+}
+
+shoal_err_t shoal_kafka_ack_wait(rd_kafka_t *rk, shoal_kafka_ack_t *ack, int timeout_ms,
+                                 char *errbuf, size_t errlen)
+{
+    int waited = 0;
+    while (ack->pending > 0 && waited < timeout_ms) {
+        rd_kafka_poll(rk, 50);
+        waited += 50;
+    }
+    if (ack->err)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "Kafka refused a message: %s",
+                             rd_kafka_err2str(ack->err));
+    if (ack->pending > 0)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY,
+                             "%d messages not acknowledged within %d ms (is Kafka reachable?)",
+                             ack->pending, timeout_ms);
+    return SHOAL_OK;
+}
+
+shoal_err_t shoal_kafka_produce_sync(rd_kafka_t *rk, const char *topic, const char *key,
+                                     const void *value, size_t len, int timeout_ms,
+                                     char *errbuf, size_t errlen)
+{
+    shoal_kafka_ack_t ack = {0, 0};
+    shoal_err_t err = shoal_kafka_produce(rk, topic, key, value, len, &ack, errbuf, errlen);
+    if (err != SHOAL_OK)
+        return err;
+    return shoal_kafka_ack_wait(rk, &ack, timeout_ms, errbuf, errlen);
+}
+
+void shoal_kafka_print_properties(void)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_properties_show(stdout);
+    rd_kafka_conf_destroy(conf);
+}

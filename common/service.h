@@ -1,0 +1,35 @@
+/*
+ * What every long-running shoal process does the same way: log setup from
+ * options, SIGINT/SIGTERM turning into a stop flag, interruptible sleeps, and
+ * bringing the database schema up to date at start while the server may
+ * still be coming up.
+ */
+#ifndef SHOAL_COMMON_SERVICE_H
+#define SHOAL_COMMON_SERVICE_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+#include "common/pg.h"
+
+/* Sets up logging from "--log-level" and "--log-format" (text|json) values. */
+shoal_err_t shoal_service_log_setup(const char *proc, const char *level, const char *format,
+                                    char *errbuf, size_t errlen);
+
+/* SIGINT and SIGTERM set the stop flag; SIGPIPE is ignored. */
+void shoal_service_signals(void);
+
+int shoal_service_stopping(void);
+void shoal_service_request_stop(void);
+
+/* Sleeps ms milliseconds, returning early when a stop was requested. */
+void shoal_service_sleep_ms(long ms);
+
+/* Applies migrations, retrying retriable failures with backoff for up to
+ * wait_s seconds (or until a stop). */
+shoal_err_t shoal_service_migrate(shoal_pg_t *pg, int wait_s, char *errbuf, size_t errlen);
+
+/* Monotonic milliseconds. */
+double shoal_service_now_ms(void);
+
+#endif

@@ -1,0 +1,332 @@
+/*
+ * curl multi driver (see http.h). Each call owns an easy handle (taken from a
+ * pool so handles and their buffers are reused), a copy of its body and a
+ * response buffer capped at MAX_BODY.
+ */
+#include "worker/http.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "worker/provider.h"
+
+#define MAX_BODY (16 * 1024 * 1024)
+
+struct call {
+    CURL *easy;
+    void *user;
+    char *req;
+    size_t reqlen;
+    char *buf;
+    size_t len, cap;
+    int overflow;
+    long retry_after_ms;
+    long timeout_ms;
+    double start_at_ms; /* monotonic; 0 when started */
+    double started_unix;
+    char url[2048];
+    const struct curl_slist *headers;
+    char errbuf[CURL_ERROR_SIZE];
+    struct call *next;          /* delayed list or free pool */
+    struct call *aprev, *anext; /* running list */
+};
+
+struct shoal_http {
+    CURLM *multi;
+    shoal_http_done_fn done;
+    void *arg;
+    struct call *delayed; /* not yet started, unsorted */
+    struct call *pool;    /* finished calls kept for their easy handles */
+    struct call *active;  /* running transfers */
+    int pending;
+};
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static double unix_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+shoal_http_t *shoal_http_new(shoal_http_done_fn done, void *arg, char *errbuf, size_t errlen)
+{
+    static int global_init;
+    if (!global_init) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not initialize libcurl");
+            return NULL;
+        }
+        global_init = 1;
+    }
+    shoal_http_t *h = calloc(1, sizeof(*h));
+    if (!h || !(h->multi = curl_multi_init())) {
+        free(h);
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a curl multi handle");
+        return NULL;
+    }
+    h->done = done;
+    h->arg = arg;
+    curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    return h;
+}
+
+static void call_free(struct call *c)
+{
+    if (!c)
+        return;
+    if (c->easy)
+        curl_easy_cleanup(c->easy);
+    free(c->req);
+    free(c->buf);
+    free(c);
+}
+
+void shoal_http_destroy(shoal_http_t *h)
+{
+    if (!h)
+        return;
+    struct call *c, *n;
+    /* Abandon running transfers: their owners are torn down with us. */
+    for (c = h->active; c; c = n) {
+        n = c->anext;
+        curl_multi_remove_handle(h->multi, c->easy);
+        call_free(c);
+    }
+    for (c = h->delayed; c; c = n) {
+        n = c->next;
+        call_free(c);
+    }
+    for (c = h->pool; c; c = n) {
+        n = c->next;
+        call_free(c);
+    }
+    curl_multi_cleanup(h->multi);
+    free(h);
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+    struct call *c = arg;
+    size_t add = size * n;
+    if (c->len + add + 1 > MAX_BODY) {
+        c->overflow = 1;
+        return 0; /* aborts the transfer */
+    }
+    if (c->len + add + 1 > c->cap) {
+        size_t ncap = c->cap ? c->cap : 4096;
+        while (ncap < c->len + add + 1)
+            ncap *= 2;
+        char *nb = realloc(c->buf, ncap);
+        if (!nb)
+            return 0;
+        c->buf = nb;
+        c->cap = ncap;
+    }
+    memcpy(c->buf + c->len, data, add);
+    c->len += add;
+    c->buf[c->len] = '\0';
+    return add;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+    struct call *c = arg;
+    size_t len = size * n;
+    char line[128];
+    if (len < sizeof(line) && len > 12) {
+        memcpy(line, data, len);
+        line[len] = '\0';
+        if (!strncasecmp(line, "retry-after-ms:", 15)) /* milliseconds, not seconds */
+            c->retry_after_ms = shoal_provider_retry_after_ms(line + 15) / 1000;
+        else if (!strncasecmp(line, "retry-after:", 12) && c->retry_after_ms < 0)
+            c->retry_after_ms = shoal_provider_retry_after_ms(line + 12);
+    }
+    return len;
+}
+
+static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t errlen)
+{
+    CURL *e = c->easy;
+    if (!e) {
+        if (!(e = c->easy = curl_easy_init()))
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a transfer");
+    } else {
+        curl_easy_reset(e);
+    }
+    c->len = 0;
+    c->overflow = 0;
+    c->retry_after_ms = -1;
+    c->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_URL, c->url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->req);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)c->reqlen);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 10000 ? c->timeout_ms : 10000L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    c->start_at_ms = 0;
+    c->started_unix = unix_s();
+    if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not start a transfer");
+    c->aprev = NULL;
+    c->anext = h->active;
+    if (h->active)
+        h->active->aprev = c;
+    h->active = c;
+    return SHOAL_OK;
+}
+
+shoal_err_t shoal_http_post(shoal_http_t *h, const char *url, const struct curl_slist *headers,
+                            const char *body, size_t len, long timeout_ms, long start_after_ms,
+                            void *user, char *errbuf, size_t errlen)
+{
+    struct call *c = h->pool;
+    if (c) {
+        h->pool = c->next;
+    } else if (!(c = calloc(1, sizeof(*c)))) {
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
+    c->next = NULL;
+    free(c->req);
+    if (!(c->req = malloc(len + 1))) {
+        call_free(c);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
+    memcpy(c->req, body, len);
+    c->req[len] = '\0';
+    c->reqlen = len;
+    c->user = user;
+    c->headers = headers;
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : 60000;
+    snprintf(c->url, sizeof(c->url), "%s", url);
+    h->pending++;
+    if (start_after_ms > 0) {
+        c->start_at_ms = mono_ms() + (double)start_after_ms;
+        c->next = h->delayed;
+        h->delayed = c;
+        return SHOAL_OK;
+    }
+    shoal_err_t err = start(h, c, errbuf, errlen);
+    if (err != SHOAL_OK) {
+        h->pending--;
+        call_free(c);
+    }
+    return err;
+}
+
+int shoal_http_pending(const shoal_http_t *h)
+{
+    return h->pending;
+}
+
+/* Starts due delayed calls; returns ms until the next one is due (or -1). */
+static long start_due(shoal_http_t *h)
+{
+    double now = mono_ms(), next = -1;
+    struct call **pp = &h->delayed;
+    while (*pp) {
+        struct call *c = *pp;
+        if (c->start_at_ms <= now) {
+            *pp = c->next;
+            c->next = NULL;
+            char err[128];
+            if (start(h, c, err, sizeof(err)) != SHOAL_OK) {
+                /* Report it as a transport failure so its owner retries. */
+                shoal_http_reply_t r = {0, err, 0, "", 0, -1, unix_s(), 0};
+                h->pending--;
+                h->done(c->user, &r, h->arg);
+                c->next = h->pool;
+                h->pool = c;
+            }
+            continue;
+        }
+        if (next < 0 || c->start_at_ms - now < next)
+            next = c->start_at_ms - now;
+        pp = &c->next;
+    }
+    return next < 0 ? -1 : (long)next + 1;
+}
+
+shoal_err_t shoal_http_run(shoal_http_t *h, int timeout_ms, int extra_fd, char *errbuf,
+                           size_t errlen)
+{
+    int running, left, nfds = 0;
+    struct curl_waitfd extra = {extra_fd, CURL_WAIT_POLLIN, 0};
+    CURLMsg *m;
+
+    long due = start_due(h);
+    if (due >= 0 && due < timeout_ms)
+        timeout_ms = (int)due;
+    CURLMcode mc = curl_multi_perform(h->multi, &running);
+    if (mc == CURLM_OK && running > 0)
+        mc = curl_multi_poll(h->multi, extra_fd >= 0 ? &extra : NULL, extra_fd >= 0 ? 1 : 0,
+                             timeout_ms, &nfds);
+    else if (mc == CURLM_OK && timeout_ms > 0 && (extra_fd >= 0 || due >= 0))
+        mc = curl_multi_poll(h->multi, extra_fd >= 0 ? &extra : NULL, extra_fd >= 0 ? 1 : 0,
+                             timeout_ms, &nfds);
+    if (mc == CURLM_OK)
+        mc = curl_multi_perform(h->multi, &running);
+    if (mc != CURLM_OK)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "curl multi failed: %s",
+                             curl_multi_strerror(mc));
+
+    while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        struct call *c = NULL;
+        CURL *e = m->easy_handle;
+        CURLcode res = m->data.result;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
+        curl_multi_remove_handle(h->multi, e);
+        if (c->aprev)
+            c->aprev->anext = c->anext;
+        else
+            h->active = c->anext;
+        if (c->anext)
+            c->anext->aprev = c->aprev;
+
+        shoal_http_reply_t r;
+        memset(&r, 0, sizeof(r));
+        double total = 0;
+        curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
+        if (res == CURLE_OK)
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
+        r.timed_out = res == CURLE_OPERATION_TIMEDOUT;
+        r.error = res == CURLE_OK ? NULL
+                  : c->overflow   ? "answer larger than 16 MiB"
+                  : c->errbuf[0]  ? c->errbuf
+                                  : curl_easy_strerror(res);
+        r.body = c->buf ? c->buf : "";
+        r.len = c->len;
+        r.retry_after_ms = c->retry_after_ms;
+        r.started_unix = c->started_unix;
+        r.latency_ms = total * 1000.0;
+        h->pending--;
+        h->done(c->user, &r, h->arg);
+        c->user = NULL;
+        c->next = h->pool;
+        h->pool = c;
+    }
+    return SHOAL_OK;
+}
