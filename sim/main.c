@@ -1,6 +1,157 @@
+/*
+ * shoal-sim: the provider simulator as a process, for tests, benchmarks and
+ * the dev stack. Starts the server (sim/sim.c), announces the port on stdout
+ * ("listening port=N") and optionally in a file, and serves until SIGINT or
+ * SIGTERM, then stops cleanly and exits 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/opt.h"
+#include "common/service.h"
+#include "sim/sim.h"
+
+struct sim_opts {
+    const char *bind;
+    long port;
+    long latency_ms;
+    long jitter_ms;
+    long threads;
+    long max_conns;
+    const char *port_file;
+    const char *log_level;
+    const char *log_format;
+};
+
+#define OFF(f) offsetof(struct sim_opts, f)
+static const struct shoal_opt sim_opts_table[] = {
+    {"bind", SHOAL_OPT_STR, OFF(bind), "127.0.0.1", 0, 0, "IPv4 address to listen on"},
+    {"port", SHOAL_OPT_INT, OFF(port), "0", 0, 65535, "TCP port; 0 picks a free one"},
+    {"latency-ms", SHOAL_OPT_INT, OFF(latency_ms), "0", 0, 3600000,
+     "mean delay added to each successful reply, in ms"},
+    {"latency-jitter-ms", SHOAL_OPT_INT, OFF(jitter_ms), "0", 0, 3600000,
+     "the delay is uniform in latency-ms +/- this, in ms"},
+    {"threads", SHOAL_OPT_INT, OFF(threads), "1", 1, 64, "HTTP polling threads"},
+    {"max-conns", SHOAL_OPT_INT, OFF(max_conns), "16384", 1, 1000000,
+     "concurrent connections accepted"},
+    {"port-file", SHOAL_OPT_STR, OFF(port_file), NULL, 0, 0,
+     "write the bound port and a newline to this file once listening (removed at exit)"},
+    {"log-level", SHOAL_OPT_STR, OFF(log_level), "info", 0, 0, "debug, info, warn, error or off"},
+    {"log-format", SHOAL_OPT_STR, OFF(log_format), "text", 0, 0, "text or json"},
+    {0},
+};
+
+/* Each connection is a descriptor: lift the soft limit as far as allowed. */
+static void raise_fd_limit(void)
 {
-    fputs("not built yet\n", stderr);
-    return 1;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            shoal_log_warn("sim", "could not raise the open file limit error=\"%s\"",
+                           strerror(errno));
+    }
+}
+
+/* Writes "port\n" to path through a temporary file and rename(2), so a reader
+ * never sees a partial number. */
+static shoal_err_t write_port_file(const char *path, int port, char *errbuf, size_t errlen)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "port file path is too long");
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create \"%s\": %s", tmp,
+                             strerror(errno));
+    int ok = fprintf(f, "%d\n", port) > 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not write \"%s\": %s", path,
+                             strerror(e));
+    }
+    return SHOAL_OK;
+}
+
+int main(int argc, char **argv)
+{
+    struct sim_opts o;
+    shoal_optres_t res;
+    char err[512];
+
+    memset(&o, 0, sizeof(o));
+    if (shoal_opt_parse(sim_opts_table, &o, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal-sim: %s\n", err);
+        return EXIT_FAILURE;
+    }
+    if (res.help) {
+        shoal_opt_help(stdout, "shoal-sim [options]",
+                       "Provider simulator: serves the OpenAI (POST /v1/chat/completions) and\n"
+                       "Anthropic (POST /v1/messages) wire shapes with content derived from the\n"
+                       "prompt, plus GET /stats, POST /stats/reset and GET /health.",
+                       sim_opts_table);
+        return EXIT_SUCCESS;
+    }
+    if (res.npos > 0) {
+        fprintf(stderr, "shoal-sim: unexpected argument \"%s\" (see --help)\n", res.pos[0]);
+        return EXIT_FAILURE;
+    }
+    if (shoal_service_log_setup("sim", o.log_level, o.log_format, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal-sim: %s\n", err);
+        return EXIT_FAILURE;
+    }
+    raise_fd_limit();
+
+    /* The server's threads inherit a mask without the stop signals, so they
+     * always reach the main thread, which waits for them below. */
+    sigset_t stop_sigs, old;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGTERM);
+    shoal_service_signals();
+    pthread_sigmask(SIG_BLOCK, &stop_sigs, &old);
+
+    shoal_sim_conf_t conf;
+    shoal_sim_conf_init(&conf);
+    conf.bind = o.bind;
+    conf.port = (int)o.port;
+    conf.latency_ms = o.latency_ms;
+    conf.jitter_ms = o.jitter_ms;
+    conf.threads = (int)o.threads;
+    conf.max_conns = (unsigned)o.max_conns;
+    shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!sim) {
+        shoal_log_error("sim", "could not start the simulator error=\"%s\"", err);
+        return EXIT_FAILURE;
+    }
+    int port = shoal_sim_port(sim);
+    if (o.port_file && write_port_file(o.port_file, port, err, sizeof(err)) != SHOAL_OK) {
+        shoal_log_error("sim", "could not write the port file error=\"%s\"", err);
+        shoal_sim_destroy(sim);
+        return EXIT_FAILURE;
+    }
+    printf("listening port=%d\n", port);
+    fflush(stdout);
+    shoal_log_info("sim", "listening bind=%s port=%d latency_ms=%ld jitter_ms=%ld threads=%ld",
+                   o.bind, port, o.latency_ms, o.jitter_ms, o.threads);
+
+    while (!shoal_service_stopping())
+        shoal_service_sleep_ms(1000);
+
+    shoal_log_info("sim", "stopping");
+    shoal_sim_destroy(sim);
+    if (o.port_file)
+        unlink(o.port_file);
+    shoal_log_info("sim", "stopped");
+    return EXIT_SUCCESS;
 }

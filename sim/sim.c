@@ -1,1 +1,1086 @@
-/* placeholder */
+/*
+ * The provider simulator (see sim.h for what it answers).
+ *
+ * libmicrohttpd runs the HTTP side on its own epoll thread(s). A request's
+ * body is gathered into a per-request buffer capped at max_body, parsed with
+ * jansson, and answered with a reply built from the prompt alone. Latency
+ * never blocks a thread: the connection is suspended and put on a timer heap;
+ * one timer thread resumes it when due, and libmicrohttpd calls the handler
+ * again, which queues the reply it had prepared. So thousands of delayed
+ * replies cost one heap entry each, not one thread each.
+ *
+ * Locks: timers.lock guards the heap and is held across
+ * MHD_suspend_connection() and MHD_resume_connection(), so a connection is
+ * never resumed before it is suspended; libmicrohttpd never calls back into
+ * us while holding its own locks, so there is no cycle. stats_lock guards the
+ * counters and the set of prompts seen. Neither is taken while holding the
+ * other.
+ *
+ * Shutdown: the timer thread is told to stop and resumes every sleeping
+ * connection before it exits; a handler that finds the simulator stopping
+ * replies at once instead of sleeping. Only then is the daemon stopped,
+ * because libmicrohttpd aborts if a connection is still suspended.
+ *
+ * Room for later: rate limits and injected faults go in decide_fault(),
+ * between parsing and replying; a reply already carries its status, body,
+ * delay and extra headers, which is all a 429 with Retry-After, a 5xx, a
+ * malformed body or a reply that never comes needs.
+ */
+#include "sim/sim.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define MOD "sim"
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* The set of prompt hashes answered with 200 stops growing at this many slots
+ * (32 MiB, about 2 million prompts); later prompts count as untracked. */
+#define SEEN_MAX_SLOTS (1u << 22)
+
+#define DEFAULT_MAX_CONNS 16384u
+#define LISTEN_BACKLOG 4096
+/* Idle keep-alive connections are closed after this long; sleeping ones are
+ * exempt because libmicrohttpd does not time out suspended connections. */
+#define IDLE_TIMEOUT_S 300u
+#define BODY_INITIAL 4096u
+
+enum route {
+    ROUTE_OPENAI,
+    ROUTE_ANTHROPIC,
+    ROUTE_STATS,
+    ROUTE_STATS_RESET,
+    ROUTE_HEALTH,
+    ROUTE_NOT_FOUND,
+    ROUTE_BAD_METHOD,
+};
+
+/* One request: lives from the handler's first call to the completed callback. */
+struct req {
+    enum route route;
+    int counted; /* inflight was incremented for it */
+    int too_big; /* body passed max_body: the rest is dropped */
+    char *body;  /* owned; NUL-terminated when complete */
+    size_t len, cap;
+    struct MHD_Response *resp; /* prepared reply while the connection sleeps */
+    unsigned status;           /* status of resp */
+};
+
+/* A decided answer, before it becomes an MHD_Response. */
+struct reply {
+    unsigned status;
+    char *body; /* owned, malloc'd */
+    size_t body_len;
+    int ok; /* a model reply: counts tokens and the prompt */
+    uint64_t hash;
+    long long prompt_tokens, completion_tokens;
+    long long delay_ns;
+};
+
+struct timer {
+    long long due_ns;
+    struct MHD_Connection *conn;
+};
+
+struct timers {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* signalled when the earliest entry changes or on stop */
+    struct timer *heap;  /* min-heap on due_ns, at most cap entries */
+    size_t n, alloc, cap;
+    int stopping;
+    pthread_t thread;
+};
+
+struct seen {
+    uint64_t *slots; /* open addressing; 0 marks an empty slot */
+    size_t nslots, n;
+    int has_zero; /* the hash 0 itself, which cannot be stored */
+};
+
+struct shoal_sim {
+    shoal_sim_conf_t conf;
+    struct MHD_Daemon *daemon;
+    int port;
+    struct timers timers;
+    int timer_started;
+    atomic_ullong next_id;
+
+    pthread_mutex_t stats_lock;
+    shoal_sim_stats_t stats;
+    struct seen seen;
+};
+
+/* ---- small helpers ---- */
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)p[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+uint64_t shoal_sim_hash(const char *const *parts, size_t n)
+{
+    uint64_t h = FNV_OFFSET;
+    for (size_t i = 0; i < n; i++)
+        h = fnv1a(h, parts[i], strlen(parts[i]));
+    return h;
+}
+
+/* xorshift64*, one state per thread: jitter needs speed, not quality. */
+static uint64_t rand64(void)
+{
+    static _Thread_local uint64_t state;
+    if (state == 0) {
+        uint64_t seed = (uint64_t)now_ns() ^ (uint64_t)(uintptr_t)&state;
+        state = seed ? seed : FNV_OFFSET;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 2685821657736338717ULL;
+}
+
+static long long pick_delay_ns(const shoal_sim_conf_t *conf)
+{
+    long long d = (long long)conf->latency_ms * 1000000LL;
+    if (conf->jitter_ms > 0) {
+        unsigned long long span = (unsigned long long)conf->jitter_ms * 2000000ULL + 1;
+        d += (long long)(rand64() % span) - (long long)conf->jitter_ms * 1000000LL;
+    }
+    return d > 0 ? d : 0;
+}
+
+/* ---- prompts seen (guarded by stats_lock) ---- */
+
+static size_t seen_slot(uint64_t h, size_t nslots)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return (size_t)h & (nslots - 1);
+}
+
+static int seen_grow(struct seen *s)
+{
+    size_t nslots = s->nslots ? s->nslots * 2 : 1024;
+    if (nslots > SEEN_MAX_SLOTS)
+        return -1;
+    uint64_t *slots = calloc(nslots, sizeof(*slots));
+    if (!slots)
+        return -1;
+    for (size_t i = 0; i < s->nslots; i++) {
+        uint64_t h = s->slots[i];
+        if (!h)
+            continue;
+        size_t j = seen_slot(h, nslots);
+        while (slots[j])
+            j = (j + 1) & (nslots - 1);
+        slots[j] = h;
+    }
+    free(s->slots);
+    s->slots = slots;
+    s->nslots = nslots;
+    return 0;
+}
+
+/* 1 if h was there, 0 if it was added, -1 if it cannot be tracked (cap or
+ * memory). */
+static int seen_add(struct seen *s, uint64_t h)
+{
+    if (h == 0) {
+        int had = s->has_zero;
+        s->has_zero = 1;
+        return had;
+    }
+    if (s->nslots) {
+        size_t j = seen_slot(h, s->nslots);
+        for (; s->slots[j]; j = (j + 1) & (s->nslots - 1))
+            if (s->slots[j] == h)
+                return 1;
+    }
+    if ((s->n + 1) * 2 > s->nslots && seen_grow(s) != 0)
+        return -1;
+    size_t j = seen_slot(h, s->nslots);
+    while (s->slots[j])
+        j = (j + 1) & (s->nslots - 1);
+    s->slots[j] = h;
+    s->n++;
+    return 0;
+}
+
+static void seen_clear(struct seen *s)
+{
+    free(s->slots);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ---- counters ---- */
+
+static void account(shoal_sim_t *sim, const struct reply *rep)
+{
+    pthread_mutex_lock(&sim->stats_lock);
+    shoal_sim_stats_t *st = &sim->stats;
+    st->requests++;
+    if (rep->status < SHOAL_SIM_STATUS_MAX)
+        st->by_status[rep->status]++;
+    if (rep->ok) {
+        st->prompt_tokens += rep->prompt_tokens;
+        st->completion_tokens += rep->completion_tokens;
+        int r = seen_add(&sim->seen, rep->hash);
+        if (r > 0)
+            st->repeated_prompts++;
+        else if (r == 0)
+            st->distinct_prompts++;
+        else
+            st->untracked_prompts++;
+    }
+    pthread_mutex_unlock(&sim->stats_lock);
+}
+
+static void inflight_add(shoal_sim_t *sim, int delta)
+{
+    pthread_mutex_lock(&sim->stats_lock);
+    sim->stats.inflight += delta;
+    if (sim->stats.inflight > sim->stats.max_inflight)
+        sim->stats.max_inflight = sim->stats.inflight;
+    pthread_mutex_unlock(&sim->stats_lock);
+}
+
+void shoal_sim_stats(shoal_sim_t *sim, shoal_sim_stats_t *out)
+{
+    pthread_mutex_lock(&sim->stats_lock);
+    *out = sim->stats;
+    pthread_mutex_unlock(&sim->stats_lock);
+}
+
+void shoal_sim_stats_reset(shoal_sim_t *sim)
+{
+    pthread_mutex_lock(&sim->stats_lock);
+    long long inflight = sim->stats.inflight;
+    memset(&sim->stats, 0, sizeof(sim->stats));
+    sim->stats.inflight = inflight;
+    sim->stats.max_inflight = inflight;
+    seen_clear(&sim->seen);
+    pthread_mutex_unlock(&sim->stats_lock);
+}
+
+static char *stats_json(shoal_sim_t *sim)
+{
+    shoal_sim_stats_t st;
+    shoal_sim_stats(sim, &st);
+
+    json_t *by = json_object();
+    for (int code = 0; by && code < SHOAL_SIM_STATUS_MAX; code++) {
+        if (!st.by_status[code])
+            continue;
+        char key[8];
+        snprintf(key, sizeof(key), "%d", code);
+        json_object_set_new(by, key, json_integer(st.by_status[code]));
+    }
+    json_t *o = json_pack(
+        "{s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)st.requests,
+        "by_status", by, "prompt_tokens", (json_int_t)st.prompt_tokens, "completion_tokens",
+        (json_int_t)st.completion_tokens, "distinct_prompts", (json_int_t)st.distinct_prompts,
+        "repeated_prompts", (json_int_t)st.repeated_prompts, "untracked_prompts",
+        (json_int_t)st.untracked_prompts, "inflight", (json_int_t)st.inflight, "max_inflight",
+        (json_int_t)st.max_inflight);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+/* ---- timer heap and thread ---- */
+
+static void heap_swap(struct timer *a, struct timer *b)
+{
+    struct timer t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void heap_pop(struct timers *t)
+{
+    t->heap[0] = t->heap[--t->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < t->n && t->heap[l].due_ns < t->heap[m].due_ns)
+            m = l;
+        if (r < t->n && t->heap[r].due_ns < t->heap[m].due_ns)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(&t->heap[i], &t->heap[m]);
+        i = m;
+    }
+}
+
+/* Suspends conn until now + delay_ns. Returns 0, or -1 when the reply must go
+ * out at once (stopping, heap full, no memory). Called from the handler. */
+static int timers_sleep(struct timers *t, struct MHD_Connection *conn, long long delay_ns)
+{
+    int rc = -1;
+    pthread_mutex_lock(&t->lock);
+    if (t->stopping)
+        goto out;
+    if (t->n == t->alloc) {
+        if (t->alloc >= t->cap)
+            goto out;
+        size_t alloc = t->alloc ? t->alloc * 2 : 256;
+        if (alloc > t->cap)
+            alloc = t->cap;
+        struct timer *h = realloc(t->heap, alloc * sizeof(*h));
+        if (!h)
+            goto out;
+        t->heap = h;
+        t->alloc = alloc;
+    }
+    size_t i = t->n++;
+    t->heap[i].due_ns = now_ns() + delay_ns;
+    t->heap[i].conn = conn;
+    while (i > 0 && t->heap[(i - 1) / 2].due_ns > t->heap[i].due_ns) {
+        heap_swap(&t->heap[i], &t->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    MHD_suspend_connection(conn);
+    if (i == 0)
+        pthread_cond_signal(&t->cond);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+static void *timer_main(void *arg)
+{
+    struct timers *t = arg;
+
+    pthread_mutex_lock(&t->lock);
+    while (!t->stopping) {
+        long long now = now_ns();
+        while (t->n > 0 && t->heap[0].due_ns <= now) {
+            MHD_resume_connection(t->heap[0].conn);
+            heap_pop(t);
+        }
+        if (t->n == 0) {
+            pthread_cond_wait(&t->cond, &t->lock);
+        } else {
+            struct timespec ts = {(time_t)(t->heap[0].due_ns / 1000000000LL),
+                                  (long)(t->heap[0].due_ns % 1000000000LL)};
+            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+        }
+    }
+    while (t->n > 0) {
+        MHD_resume_connection(t->heap[0].conn);
+        heap_pop(t);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static int timers_init(struct timers *t, size_t cap, char *errbuf, size_t errlen)
+{
+    pthread_condattr_t ca;
+
+    memset(t, 0, sizeof(*t));
+    t->cap = cap;
+    if (pthread_mutex_init(&t->lock, NULL) != 0)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a mutex");
+    if (pthread_condattr_init(&ca) != 0) {
+        pthread_mutex_destroy(&t->lock);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a condition");
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&t->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0) {
+        pthread_mutex_destroy(&t->lock);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a condition");
+    }
+    return SHOAL_OK;
+}
+
+/* ---- request parsing ---- */
+
+/* Text of a message content: a string, null, or an array of parts of which
+ * the {"type":"text","text":...} ones count. When parts are joined the text
+ * is owned (free owned), else borrowed from the JSON. */
+struct text {
+    const char *p;
+    size_t len;
+    char *owned;
+};
+
+static shoal_err_t content_text(json_t *c, struct text *t, char *errbuf, size_t errlen)
+{
+    memset(t, 0, sizeof(*t));
+    t->p = "";
+    if (!c || json_is_null(c))
+        return SHOAL_OK;
+    if (json_is_string(c)) {
+        t->p = json_string_value(c);
+        t->len = json_string_length(c);
+        return SHOAL_OK;
+    }
+    if (!json_is_array(c))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "content must be a string or an array of parts");
+
+    size_t total = 0, i;
+    json_t *part;
+    json_array_foreach(c, i, part)
+    {
+        if (!json_is_object(part))
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "content part %zu must be an object", i);
+        json_t *txt = json_object_get(part, "text");
+        if (json_is_string(txt))
+            total += json_string_length(txt);
+    }
+    t->owned = malloc(total + 1);
+    if (!t->owned)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    json_array_foreach(c, i, part)
+    {
+        json_t *txt = json_object_get(part, "text");
+        if (json_is_string(txt)) {
+            memcpy(t->owned + t->len, json_string_value(txt), json_string_length(txt));
+            t->len += json_string_length(txt);
+        }
+    }
+    t->owned[t->len] = '\0';
+    t->p = t->owned;
+    return SHOAL_OK;
+}
+
+/* What the reply depends on. */
+struct prompt {
+    const char *model; /* borrowed from the request JSON */
+    uint64_t hash;
+    size_t chars;
+    struct text user; /* the last user message */
+    int json;         /* the client asked for JSON */
+};
+
+static void prompt_add(struct prompt *p, const struct text *t)
+{
+    p->hash = fnv1a(p->hash, t->p, t->len);
+    p->chars += t->len;
+}
+
+static shoal_err_t parse_prompt(json_t *req, enum route route, struct prompt *p, char *errbuf,
+                                size_t errlen)
+{
+    shoal_err_t err;
+    struct text t;
+    char why[256];
+
+    memset(p, 0, sizeof(*p));
+    p->hash = FNV_OFFSET;
+    p->user.p = "";
+    if (!json_is_object(req))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "request body must be a JSON object");
+    p->model = json_string_value(json_object_get(req, "model"));
+    if (!p->model)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "model must be a string");
+
+    json_t *mt = json_object_get(req, "max_tokens");
+    if (route == ROUTE_ANTHROPIC && !mt)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "max_tokens is required");
+    if (mt && !json_is_null(mt) && (!json_is_integer(mt) || json_integer_value(mt) < 1))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "max_tokens must be a positive integer");
+
+    json_t *msgs = json_object_get(req, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "messages must be a non-empty array");
+
+    if (route == ROUTE_ANTHROPIC) {
+        err = content_text(json_object_get(req, "system"), &t, why, sizeof(why));
+        if (err != SHOAL_OK)
+            return shoal_err_set(errbuf, errlen, err, "system: %s", why);
+        prompt_add(p, &t);
+        free(t.owned);
+    } else {
+        json_t *rf = json_object_get(req, "response_format");
+        const char *type = json_string_value(json_object_get(rf, "type"));
+        if (type && (!strcmp(type, "json_object") || !strcmp(type, "json_schema")))
+            p->json = 1;
+    }
+
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "messages[%zu].role must be a string", i);
+        if (route == ROUTE_ANTHROPIC && strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "messages[%zu].role must be \"user\" or \"assistant\"", i);
+        err = content_text(json_object_get(m, "content"), &t, why, sizeof(why));
+        if (err != SHOAL_OK)
+            return shoal_err_set(errbuf, errlen, err, "messages[%zu]: %s", i, why);
+        prompt_add(p, &t);
+        if (!strcmp(role, "user")) {
+            free(p->user.owned);
+            p->user = t;
+        } else {
+            free(t.owned);
+        }
+    }
+    if (strstr(p->user.p, "JSON"))
+        p->json = 1;
+    return SHOAL_OK;
+}
+
+/* ---- replies ---- */
+
+static void reply_error(struct reply *rep, enum route route, unsigned status, const char *type,
+                        const char *msg)
+{
+    json_t *o;
+    if (route == ROUTE_ANTHROPIC)
+        o = json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "type", type, "message",
+                      msg);
+    else
+        o = json_pack("{s:{s:s, s:s, s:n, s:n}}", "error", "message", msg, "type", type, "param",
+                      "code");
+    rep->status = status;
+    rep->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!rep->body) {
+        /* The message may not be valid UTF-8 (it can quote user input). */
+        rep->body = strdup("{\"error\":{\"message\":\"request rejected\","
+                           "\"type\":\"invalid_request_error\"}}");
+    }
+    rep->body_len = rep->body ? strlen(rep->body) : 0;
+}
+
+static long long tokens_of(size_t bytes)
+{
+    return (long long)((bytes + 3) / 4);
+}
+
+/* CONTENT from the prompt: "sim H U", or {"sim":H,"echo":U} in JSON mode. */
+static char *make_content(const struct prompt *p, size_t *len)
+{
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016" PRIx64, p->hash);
+
+    if (p->json) {
+        json_t *o = json_pack("{s:s, s:s%}", "sim", hex, "echo", p->user.p, p->user.len);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        *len = s ? strlen(s) : 0;
+        return s;
+    }
+    *len = 4 + 16 + 1 + p->user.len;
+    char *s = malloc(*len + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, "sim ", 4);
+    memcpy(s + 4, hex, 16);
+    s[20] = ' ';
+    memcpy(s + 21, p->user.p, p->user.len);
+    s[*len] = '\0';
+    return s;
+}
+
+static void reply_model(shoal_sim_t *sim, enum route route, const char *body, size_t len,
+                        struct reply *rep)
+{
+    char err[512];
+    json_error_t jerr;
+    struct prompt p;
+
+    json_t *req = json_loadb(body, len, 0, &jerr);
+    if (!req) {
+        snprintf(err, sizeof(err), "request body is not valid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        reply_error(rep, route, 400, "invalid_request_error", err);
+        return;
+    }
+    shoal_err_t e = parse_prompt(req, route, &p, err, sizeof(err));
+    if (e != SHOAL_OK) {
+        if (e == SHOAL_ERR_NOMEM)
+            reply_error(rep, route, 500, "api_error", "out of memory");
+        else
+            reply_error(rep, route, 400, "invalid_request_error", err);
+        goto out;
+    }
+
+    size_t clen;
+    char *content = make_content(&p, &clen);
+    if (!content) {
+        reply_error(rep, route, 500, "api_error", "out of memory");
+        goto out;
+    }
+    rep->ok = 1;
+    rep->hash = p.hash;
+    rep->prompt_tokens = tokens_of(p.chars);
+    if (rep->prompt_tokens < 1)
+        rep->prompt_tokens = 1;
+    rep->completion_tokens = tokens_of(clen);
+
+    unsigned long long n = atomic_fetch_add(&sim->next_id, 1) + 1;
+    char id[48];
+    json_t *o;
+    if (route == ROUTE_ANTHROPIC) {
+        snprintf(id, sizeof(id), "msg_sim_%llu", n);
+        o = json_pack("{s:s, s:s, s:s, s:s, s:[{s:s, s:s%}], s:s, s:n, s:{s:I, s:I}}", "id", id,
+                      "type", "message", "role", "assistant", "model", p.model, "content", "type",
+                      "text", "text", content, clen, "stop_reason", "end_turn", "stop_sequence",
+                      "usage", "input_tokens", (json_int_t)rep->prompt_tokens, "output_tokens",
+                      (json_int_t)rep->completion_tokens);
+    } else {
+        snprintf(id, sizeof(id), "chatcmpl-sim-%llu", n);
+        o = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:s%}, s:s}], s:{s:I, s:I, s:I}}",
+                      "id", id, "object", "chat.completion", "created", (json_int_t)time(NULL),
+                      "model", p.model, "choices", "index", 0, "message", "role", "assistant",
+                      "content", content, clen, "finish_reason", "stop", "usage", "prompt_tokens",
+                      (json_int_t)rep->prompt_tokens, "completion_tokens",
+                      (json_int_t)rep->completion_tokens, "total_tokens",
+                      (json_int_t)(rep->prompt_tokens + rep->completion_tokens));
+    }
+    free(content);
+    rep->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!rep->body) {
+        rep->ok = 0;
+        reply_error(rep, route, 500, "api_error", "out of memory");
+        goto out;
+    }
+    rep->status = 200;
+    rep->body_len = strlen(rep->body);
+    rep->delay_ns = pick_delay_ns(&sim->conf);
+out:
+    free(p.user.owned);
+    json_decref(req);
+}
+
+/* Where rate limits and injected faults will turn a reply into a 429, a 5xx,
+ * a malformed body or a reply that never comes. Nothing is configured yet. */
+static void decide_fault(shoal_sim_t *sim, struct reply *rep)
+{
+    (void)sim;
+    (void)rep;
+}
+
+/* ---- libmicrohttpd glue ---- */
+
+static enum route route_of(const char *method, const char *url)
+{
+    int post = !strcmp(method, MHD_HTTP_METHOD_POST);
+    int get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
+
+    if (!strcmp(url, "/v1/chat/completions"))
+        return post ? ROUTE_OPENAI : ROUTE_BAD_METHOD;
+    if (!strcmp(url, "/v1/messages"))
+        return post ? ROUTE_ANTHROPIC : ROUTE_BAD_METHOD;
+    if (!strcmp(url, "/stats"))
+        return get ? ROUTE_STATS : ROUTE_BAD_METHOD;
+    if (!strcmp(url, "/stats/reset"))
+        return post ? ROUTE_STATS_RESET : ROUTE_BAD_METHOD;
+    if (!strcmp(url, "/health"))
+        return get ? ROUTE_HEALTH : ROUTE_BAD_METHOD;
+    return ROUTE_NOT_FOUND;
+}
+
+static int is_control(const char *url)
+{
+    return !strcmp(url, "/stats") || !strcmp(url, "/stats/reset") || !strcmp(url, "/health");
+}
+
+static struct MHD_Response *make_response(struct reply *rep)
+{
+    struct MHD_Response *resp;
+    if (rep->body) {
+        resp = MHD_create_response_from_buffer(rep->body_len, rep->body, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+            free(rep->body);
+            rep->body = NULL;
+            return NULL;
+        }
+        rep->body = NULL;
+    } else {
+        /* No memory left for a body: an empty 500 is the best we can do. */
+        rep->status = 500;
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    }
+    if (resp)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    return resp;
+}
+
+static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status,
+                             struct MHD_Response *resp)
+{
+    if (!resp)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result answer_now(struct MHD_Connection *conn, struct reply *rep)
+{
+    struct MHD_Response *resp = make_response(rep);
+    return queue(conn, rep->status, resp);
+}
+
+static enum MHD_Result answer_text(struct MHD_Connection *conn, unsigned status, const char *text,
+                                   const char *type)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    if (resp)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    return queue(conn, status, resp);
+}
+
+static enum MHD_Result answer_stats(shoal_sim_t *sim, struct MHD_Connection *conn)
+{
+    struct reply rep = {.status = 200};
+    rep.body = stats_json(sim);
+    rep.body_len = rep.body ? strlen(rep.body) : 0;
+    return answer_now(conn, &rep);
+}
+
+/* The request's body is complete (or dropped): decide and send, or sleep. */
+static enum MHD_Result finish(shoal_sim_t *sim, struct MHD_Connection *conn, struct req *r,
+                              const char *url)
+{
+    struct reply rep = {0};
+    char msg[300];
+
+    switch (r->route) {
+    case ROUTE_STATS:
+        return answer_stats(sim, conn);
+    case ROUTE_STATS_RESET:
+        shoal_sim_stats_reset(sim);
+        return answer_stats(sim, conn);
+    case ROUTE_HEALTH:
+        return answer_text(conn, 200, "ok\n", "text/plain");
+    case ROUTE_NOT_FOUND:
+        snprintf(msg, sizeof(msg), "unknown path %.200s", url);
+        reply_error(&rep, ROUTE_OPENAI, 404, "not_found_error", msg);
+        break;
+    case ROUTE_BAD_METHOD:
+        snprintf(msg, sizeof(msg), "method not allowed on %.200s", url);
+        reply_error(&rep, ROUTE_OPENAI, 405, "invalid_request_error", msg);
+        break;
+    case ROUTE_OPENAI:
+    case ROUTE_ANTHROPIC:
+        if (r->too_big) {
+            snprintf(msg, sizeof(msg), "request body is larger than %zu bytes", sim->conf.max_body);
+            reply_error(&rep, r->route, 413, "request_too_large", msg);
+            break;
+        }
+        reply_model(sim, r->route, r->body ? r->body : "", r->len, &rep);
+        decide_fault(sim, &rep);
+        break;
+    }
+    free(r->body);
+    r->body = NULL;
+    if (r->counted)
+        account(sim, &rep);
+    shoal_log_debug(MOD, "reply status=%u prompt_tokens=%lld completion_tokens=%lld delay_ms=%lld",
+                    rep.status, rep.prompt_tokens, rep.completion_tokens, rep.delay_ns / 1000000);
+
+    if (rep.delay_ns <= 0)
+        return answer_now(conn, &rep);
+    r->resp = make_response(&rep);
+    r->status = rep.status;
+    if (!r->resp)
+        return MHD_NO;
+    if (timers_sleep(&sim->timers, conn, rep.delay_ns) == 0)
+        return MHD_YES;
+    struct MHD_Response *resp = r->resp;
+    r->resp = NULL;
+    return queue(conn, r->status, resp);
+}
+
+/* Appends an upload chunk; past max_body the request is marked and the rest
+ * dropped. */
+static void gather(shoal_sim_t *sim, struct req *r, const char *data, size_t n)
+{
+    if (r->too_big)
+        return;
+    if (r->len + n > sim->conf.max_body) {
+        r->too_big = 1;
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return;
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : BODY_INITIAL;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        if (cap > sim->conf.max_body + 1)
+            cap = sim->conf.max_body + 1;
+        char *b = realloc(r->body, cap);
+        if (!b) {
+            /* Answered like an oversized body: the client may retry smaller. */
+            r->too_big = 1;
+            free(r->body);
+            r->body = NULL;
+            r->len = r->cap = 0;
+            return;
+        }
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
+{
+    shoal_sim_t *sim = cls;
+    struct req *r = *req_cls;
+    (void)version;
+
+    if (!r) {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return MHD_NO;
+        r->route = route_of(method, url);
+        *req_cls = r;
+        if (!is_control(url)) {
+            r->counted = 1;
+            inflight_add(sim, 1);
+        }
+        if (r->route == ROUTE_OPENAI || r->route == ROUTE_ANTHROPIC) {
+            const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            char *end;
+            unsigned long long n = cl ? strtoull(cl, &end, 10) : 0;
+            if (cl && *end == '\0' && n > sim->conf.max_body) {
+                /* Refused before the body is sent (no 100 Continue). */
+                r->too_big = 1;
+                return finish(sim, conn, r, url);
+            }
+        }
+        return MHD_YES;
+    }
+    if (r->resp) {
+        /* Woken by the timer thread: send what was prepared. */
+        struct MHD_Response *resp = r->resp;
+        r->resp = NULL;
+        return queue(conn, r->status, resp);
+    }
+    if (*upload_data_size) {
+        if (r->route == ROUTE_OPENAI || r->route == ROUTE_ANTHROPIC)
+            gather(sim, r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return finish(sim, conn, r, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode why)
+{
+    shoal_sim_t *sim = cls;
+    struct req *r = *req_cls;
+    (void)conn;
+    (void)why;
+
+    if (!r)
+        return;
+    if (r->counted)
+        inflight_add(sim, -1);
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    free(r->body);
+    free(r);
+    *req_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+    (void)cls;
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    shoal_log_warn(MOD, "libmicrohttpd: %s", buf);
+}
+
+/* ---- life cycle ---- */
+
+void shoal_sim_conf_init(shoal_sim_conf_t *conf)
+{
+    memset(conf, 0, sizeof(*conf));
+    conf->bind = "127.0.0.1";
+    conf->threads = 1;
+    conf->max_conns = DEFAULT_MAX_CONNS;
+    conf->max_body = SHOAL_SIM_MAX_BODY_DEFAULT;
+}
+
+static int open_listener(const shoal_sim_conf_t *conf, int *port, char *errbuf, size_t errlen)
+{
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof(sa);
+    int one = 1;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)conf->port);
+    if (inet_pton(AF_INET, conf->bind, &sa.sin_addr) != 1) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "cannot listen on \"%s\": not an IPv4 address", conf->bind);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create a socket: %s",
+                      strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, LISTEN_BACKLOG) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &salen) != 0) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not listen on %s:%d: %s", conf->bind,
+                      conf->port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+shoal_sim_t *shoal_sim_new(const shoal_sim_conf_t *conf, char *errbuf, size_t errlen)
+{
+    const char *bad = NULL;
+    if (!conf->bind)
+        bad = "bind is not set";
+    else if (conf->port < 0 || conf->port > 65535)
+        bad = "port must be 0 to 65535";
+    else if (conf->latency_ms < 0 || conf->jitter_ms < 0)
+        bad = "latency and jitter must not be negative";
+    else if (conf->threads < 1 || conf->threads > 64)
+        bad = "threads must be 1 to 64";
+    else if (conf->max_conns < 1 || conf->max_body < 1)
+        bad = "max_conns and max_body must be positive";
+    if (bad) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "cannot start the simulator: %s", bad);
+        return NULL;
+    }
+    shoal_sim_t *sim = calloc(1, sizeof(*sim));
+    if (!sim) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    sim->conf = *conf;
+    if (pthread_mutex_init(&sim->stats_lock, NULL) != 0) {
+        free(sim);
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a mutex");
+        return NULL;
+    }
+    if (timers_init(&sim->timers, conf->max_conns, errbuf, errlen) != SHOAL_OK) {
+        pthread_mutex_destroy(&sim->stats_lock);
+        free(sim);
+        return NULL;
+    }
+    int err = pthread_create(&sim->timers.thread, NULL, timer_main, &sim->timers);
+    if (err != 0) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not start the timer thread: %s",
+                      strerror(err));
+        shoal_sim_destroy(sim);
+        return NULL;
+    }
+    sim->timer_started = 1;
+
+    int fd = open_listener(conf, &sim->port, errbuf, errlen);
+    if (fd < 0) {
+        shoal_sim_destroy(sim);
+        return NULL;
+    }
+    struct MHD_OptionItem pool[] = {
+        {conf->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)conf->threads,
+         NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    sim->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, sim, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, sim,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, conf->max_conns,
+        MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        sim, MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
+    if (!sim->daemon) {
+        /* libmicrohttpd may or may not have closed the socket on failure. */
+        if (fcntl(fd, F_GETFD) != -1)
+            close(fd);
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO,
+                      "could not start the HTTP server on %s:%d (see the log for why)", conf->bind,
+                      sim->port);
+        shoal_sim_destroy(sim);
+        return NULL;
+    }
+    return sim;
+}
+
+int shoal_sim_port(const shoal_sim_t *sim)
+{
+    return sim->port;
+}
+
+void shoal_sim_destroy(shoal_sim_t *sim)
+{
+    if (!sim)
+        return;
+    if (sim->timer_started) {
+        pthread_mutex_lock(&sim->timers.lock);
+        sim->timers.stopping = 1;
+        pthread_cond_signal(&sim->timers.cond);
+        pthread_mutex_unlock(&sim->timers.lock);
+        pthread_join(sim->timers.thread, NULL);
+    }
+    if (sim->daemon)
+        MHD_stop_daemon(sim->daemon);
+    free(sim->timers.heap);
+    pthread_cond_destroy(&sim->timers.cond);
+    pthread_mutex_destroy(&sim->timers.lock);
+    seen_clear(&sim->seen);
+    pthread_mutex_destroy(&sim->stats_lock);
+    free(sim);
+}

@@ -150,7 +150,8 @@ long shoal_provider_retry_after_ms(const char *value)
         value++;
     errno = 0;
     double v = strtod(value, &end);
-    if (errno || end == value || v < 0 || v > 86400)
+    /* Written so NaN ("nan" parses) fails too: converting it to long is undefined. */
+    if (errno || end == value || !(v >= 0 && v <= 86400))
         return -1;
     return (long)(v * 1000.0);
 }

@@ -1,1 +1,283 @@
-/* placeholder */
+/*
+ * Integration-test harness (see harness.h).
+ */
+#include "tests/support/harness.h"
+
+#include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "common/kafka.h"
+#include "common/log.h"
+#include "tests/support/check.h"
+
+struct harness {
+    shoal_devstack_t *ds;
+    shoal_pg_t *pg;
+    rd_kafka_t *producer;
+    char env[2048];
+};
+
+const char *harness_bin(const char *name)
+{
+    static char buf[4][1024];
+    static int i;
+    const char *dir = getenv("SHOAL_BINARY_DIR");
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir ? dir : SHOAL_BINARY_DIR, name);
+    return buf[i];
+}
+
+harness_t *harness_start(const harness_conf_t *conf)
+{
+    char err[1024];
+    harness_t *h = calloc(1, sizeof(*h));
+    CHECK(h != NULL);
+    const char *dir = getenv("SHOAL_BINARY_DIR");
+    shoal_log_init("test", SHOAL_LOG_WARN, 0);
+    shoal_devstack_conf_t dc = {NULL,
+                                dir ? dir : SHOAL_BINARY_DIR,
+                                conf->workers,
+                                conf->schedulers,
+                                conf->sim_latency_ms,
+                                conf->worker_args,
+                                "info"};
+    h->ds = shoal_devstack_new(&dc, err, sizeof(err));
+    if (!h->ds)
+        CHECK_FAIL("could not start the stack: %s", err);
+    h->pg = shoal_pg_new(shoal_devstack_pg_url(h->ds), "shoal-test");
+    h->producer = shoal_kafka_producer_new(shoal_devstack_bootstrap(h->ds), NULL, err, sizeof(err));
+    if (!h->producer)
+        CHECK_FAIL("could not create a producer: %s", err);
+    snprintf(h->env, sizeof(h->env),
+             "export SHOAL_BOOTSTRAP='%s' SHOAL_PG='%s' SHOAL_MODELS='%s' SHOAL_SIM_URL='%s' "
+             "SHOAL_HOME='%s';",
+             shoal_devstack_bootstrap(h->ds), shoal_devstack_pg_url(h->ds),
+             shoal_devstack_models_path(h->ds), shoal_devstack_sim_url(h->ds),
+             shoal_devstack_workdir(h->ds));
+    fprintf(stderr, "stack up: kafka=%s workdir=%s\n", shoal_devstack_bootstrap(h->ds),
+            shoal_devstack_workdir(h->ds));
+    return h;
+}
+
+void harness_stop(harness_t *h)
+{
+    if (!h)
+        return;
+    rd_kafka_flush(h->producer, 5000);
+    rd_kafka_destroy(h->producer);
+    shoal_pg_destroy(h->pg);
+    if (getenv("SHOAL_TEST_KEEP")) {
+        fprintf(stderr, "keeping %s\n", shoal_devstack_workdir(h->ds));
+    }
+    shoal_devstack_destroy(h->ds);
+    free(h);
+}
+
+shoal_devstack_t *harness_stack(harness_t *h)
+{
+    return h->ds;
+}
+
+shoal_pg_t *harness_pg(harness_t *h)
+{
+    return h->pg;
+}
+
+void harness_produce(harness_t *h, const char *topic, const char *key, const void *value,
+                     size_t len)
+{
+    char err[512];
+    if (shoal_kafka_produce_sync(h->producer, topic, key, value, len, 30000, err, sizeof(err)) !=
+        SHOAL_OK)
+        CHECK_FAIL("could not produce to %s: %s", topic, err);
+}
+
+static PGresult *query(harness_t *h, const char *sql, va_list ap)
+{
+    const char *params[16];
+    int n = 0;
+    const char *p;
+    char err[1024];
+    PGresult *r = NULL;
+    while ((p = va_arg(ap, const char *)) != NULL && n < 16)
+        params[n++] = p;
+    /* The server may be restarting in a fault test: retry briefly. */
+    for (int tries = 0; tries < 100; tries++) {
+        shoal_err_t e = shoal_pg_exec(h->pg, sql, n, params, &r, err, sizeof(err));
+        if (e == SHOAL_OK)
+            return r;
+        if (e != SHOAL_ERR_RETRY)
+            break;
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK_FAIL("query failed: %s: %s", sql, err);
+    return NULL;
+}
+
+long harness_long(harness_t *h, const char *sql, ...)
+{
+    va_list ap;
+    va_start(ap, sql);
+    PGresult *r = query(h, sql, ap);
+    va_end(ap);
+    long v = PQntuples(r) && !PQgetisnull(r, 0, 0) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return v;
+}
+
+void harness_str(harness_t *h, char *out, size_t outlen, const char *sql, ...)
+{
+    va_list ap;
+    va_start(ap, sql);
+    PGresult *r = query(h, sql, ap);
+    va_end(ap);
+    snprintf(out, outlen, "%s", PQntuples(r) && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+}
+
+void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *status,
+                      size_t len)
+{
+    double deadline = check_now_s() + timeout_s;
+    for (;;) {
+        harness_str(h, status, len, "SELECT status FROM shoal.jobs WHERE job_id = $1", job_id,
+                    NULL);
+        if (*status && strcmp(status, "running") != 0)
+            return;
+        if (check_now_s() > deadline) {
+            long done = harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1",
+                                     job_id, NULL);
+            CHECK_FAIL("job %s still \"%s\" after %.0f s (%ld tasks done)", job_id,
+                       *status ? status : "absent", timeout_s, done);
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static size_t collect(char *data, size_t size, size_t n, void *arg)
+{
+    json_t **buf = arg;
+    const char *old = json_string_value(*buf);
+    size_t ol = json_string_length(*buf);
+    char *joined = malloc(ol + size * n + 1);
+    memcpy(joined, old, ol);
+    memcpy(joined + ol, data, size * n);
+    joined[ol + size * n] = '\0';
+    json_decref(*buf);
+    *buf = json_stringn(joined, ol + size * n);
+    free(joined);
+    return size * n;
+}
+
+json_t *harness_sim_stats(harness_t *h)
+{
+    char url[256];
+    json_t *text = json_string("");
+    snprintf(url, sizeof(url), "%s/stats", shoal_devstack_sim_url(h->ds));
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &text);
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK)
+        CHECK_FAIL("GET %s failed: %s", url, curl_easy_strerror(rc));
+    json_t *doc = json_loads(json_string_value(text), 0, NULL);
+    json_decref(text);
+    CHECK(json_is_object(doc));
+    return doc;
+}
+
+json_t *harness_events(harness_t *h, const char *job_id, int want, double timeout_s)
+{
+    char err[512], group[64];
+    shoal_topics_t topics;
+    shoal_topics_init(&topics, NULL);
+    const char *subs[] = {topics.events};
+    snprintf(group, sizeof(group), "test-events-%d-%ld", (int)getpid(), (long)(check_now_s() * 1000));
+    shoal_kprops_t kp = {1, {"session.timeout.ms=6000"}};
+    rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(h->ds), group, &kp, subs, 1,
+                                             NULL, NULL, err, sizeof(err));
+    if (!c)
+        CHECK_FAIL("could not read events: %s", err);
+    json_t *out = json_array();
+    double deadline = check_now_s() + timeout_s;
+    while (check_now_s() < deadline && (want == 0 || (int)json_array_size(out) < want)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+        if (!m)
+            continue;
+        if (!m->err) {
+            json_t *ev = json_loadb(m->payload, m->len, 0, NULL);
+            const char *jid = json_string_value(json_object_get(ev, "job_id"));
+            if (ev && (!job_id || (jid && !strcmp(jid, job_id))))
+                json_array_append(out, ev);
+            json_decref(ev);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    return out;
+}
+
+char *harness_job(const char *job_id, int n, int max_items, const char *extra_fields)
+{
+    json_t *items = json_array();
+    char id[32], input[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "i%05d", i);
+        snprintf(input, sizeof(input), "item-%05d", i);
+        json_array_append_new(items, json_pack("{s:s, s:s}", "id", id, "input", input));
+    }
+    json_t *job = json_pack("{s:s, s:s, s:s, s:o, s:{s:i, s:i}}", "tenant", "test", "model",
+                            "sim-small", "prompt_template", "Echo:\n{{input}}", "items", items,
+                            "chunking", "max_items", max_items, "max_tokens", 12000);
+    if (job_id)
+        json_object_set_new(job, "job_id", json_string(job_id));
+    if (extra_fields) {
+        json_t *extra = json_loads(extra_fields, 0, NULL);
+        CHECK(json_is_object(extra));
+        json_object_update(job, extra);
+        json_decref(extra);
+    }
+    char *text = json_dumps(job, JSON_COMPACT);
+    json_decref(job);
+    return text;
+}
+
+int harness_sh(harness_t *h, char *out, size_t outlen, const char *fmt, ...)
+{
+    char cmd[8192], user[6000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(user, sizeof(user), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "%s %s", h->env, user);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = 0, got;
+    if (out && outlen)
+        out[0] = '\0';
+    char scratch[4096];
+    while ((got = fread(out && outlen ? out + n : scratch,
+                        1, out && outlen ? outlen - 1 - n : sizeof(scratch), p)) > 0) {
+        if (out && outlen) {
+            n += got;
+            out[n] = '\0';
+            if (n + 1 >= outlen)
+                break;
+        }
+    }
+    /* Drain whatever did not fit so the child is not blocked on a full pipe. */
+    while (fread(scratch, 1, sizeof(scratch), p) > 0)
+        ;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

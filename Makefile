@@ -1,0 +1,62 @@
+# The two commands (see README.md):
+#   make demo   install what is missing, build, run a real job end to end
+#   make test   install what is missing, build, run the whole suite, then the
+#               suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+# and:
+#   make bench [BENCH=e2e]   run the benchmarks in tests/bench/
+#   make format-check        clang-format --dry-run --Werror over the sources
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_ARGS ?=
+BENCH      ?=
+
+SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build*')
+
+.PHONY: all deps test-deps build build-asan demo test test-unit test-asan bench format-check clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh --run
+
+test-deps:
+	@bash scripts/install-deps.sh --test
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: test-deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSHOAL_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+demo: build
+	$(BUILD)/shoal dev --demo
+
+test: test-deps build format-check
+	cd $(BUILD) && ctest --output-on-failure --timeout 600 $(CTEST_ARGS)
+	$(MAKE) --no-print-directory test-asan
+
+# The sanitizer run: unit and integration tests with every binary (the
+# spawned scheduler, workers and simulator too) built with ASan+UBSan.
+test-asan: build-asan
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure --timeout 900 $(CTEST_ARGS)
+
+test-unit: build
+	cd $(BUILD) && ctest -L unit --output-on-failure
+
+bench: build
+	@set -e; for b in $(BUILD)/tests/bench-*; do \
+	  name=$${b##*/bench-}; \
+	  if [ -z "$(BENCH)" ] || [ "$(BENCH)" = "$$name" ]; then \
+	    echo "== bench $$name"; $$b; fi; done
+
+format-check:
+	clang-format --dry-run --Werror $(SOURCES)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

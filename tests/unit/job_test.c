@@ -1,0 +1,1431 @@
+/*
+ * Jobs. The heart of this test holds the C validator to the JSON Schema: a
+ * real validator (tests/schema_check.py, Python's jsonschema) judges every
+ * file of tests/data/jobs/ and a set of generated edge cases, and the C
+ * verdict must agree on each. It also checks that valid jobs parse, invalid
+ * ones fail with the message fragment listed in tests/data/jobs/invalid/EXPECT,
+ * that tasks follow the chunking rules and the task schema, that settings
+ * carry no prompt text, prompt rendering, and every allocation failure path.
+ */
+#include "common/job.h"
+
+#include <dirent.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/models.h"
+#include "tests/support/check.h"
+
+#define PYTHON "/usr/bin/python3"
+#define MAX_JOB_BYTES ((size_t)1 << 20)
+#define MAX_FILES 512
+
+static shoal_models_t *models;
+
+/* ---- files ---- */
+
+static const char *source_dir(void)
+{
+    const char *d = getenv("SHOAL_SOURCE_DIR");
+    return d && *d ? d : SHOAL_SOURCE_DIR;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+
+    if (!f)
+        CHECK_FAIL("cannot open %s", path);
+    CHECK(fseek(f, 0, SEEK_END) == 0);
+    n = ftell(f);
+    CHECK(n >= 0);
+    rewind(f);
+    buf = malloc((size_t)n + 1);
+    CHECK(buf != NULL);
+    CHECK_INT_EQ(fread(buf, 1, (size_t)n, f), n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void write_file(const char *dir, const char *name, const char *data, size_t len)
+{
+    char path[1024];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "wb");
+    if (!f)
+        CHECK_FAIL("cannot create %s", path);
+    CHECK_INT_EQ(fwrite(data, 1, len, f), len);
+    CHECK(fclose(f) == 0);
+}
+
+static void write_json(const char *dir, const char *name, const json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    CHECK(text != NULL);
+    write_file(dir, name, text, strlen(text));
+    free(text);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted *.json names in dir; caller frees each and the array. */
+static size_t list_json(const char *dir, char ***out)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char **names = calloc(MAX_FILES, sizeof(*names));
+    size_t n = 0;
+
+    if (!d)
+        CHECK_FAIL("cannot open directory %s", dir);
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && strcmp(e->d_name + l - 5, ".json") == 0) {
+            CHECK(n < MAX_FILES);
+            names[n++] = strdup(e->d_name);
+        }
+    }
+    closedir(d);
+    qsort(names, n, sizeof(*names), cmp_str);
+    *out = names;
+    return n;
+}
+
+static void free_list(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static void remove_dir(const char *dir)
+{
+    char **names;
+    size_t n = list_json(dir, &names);
+    char path[1024];
+
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    free_list(names, n);
+    rmdir(dir);
+}
+
+/* ---- the reference validator ---- */
+
+struct verdicts {
+    char name[MAX_FILES][128];
+    char verdict[MAX_FILES][16];
+    size_t n;
+};
+
+static void shell_quote(char *out, size_t len, const char *s)
+{
+    if (strchr(s, '\''))
+        CHECK_FAIL("path has a single quote: %s", s);
+    snprintf(out, len, "'%s'", s);
+}
+
+/* Runs tests/schema_check.py on dir with the schema schema_name. Fails the
+ * test (never skips) when Python or jsonschema is missing. */
+static void run_reference(const char *schema_name, const char *dir, struct verdicts *v)
+{
+    char script[1024], schema[1024], qs[1100], qsc[1100], qd[1100], cmd[4096], line[512];
+    FILE *p;
+    int status;
+
+    if (access(PYTHON, X_OK) != 0)
+        CHECK_FAIL(PYTHON " is missing: the job schema test needs it and python3-jsonschema "
+                          "(apt-get install python3 python3-jsonschema)");
+    snprintf(script, sizeof(script), "%s/tests/schema_check.py", source_dir());
+    snprintf(schema, sizeof(schema), "%s/schemas/%s", source_dir(), schema_name);
+    shell_quote(qs, sizeof(qs), script);
+    shell_quote(qsc, sizeof(qsc), schema);
+    shell_quote(qd, sizeof(qd), dir);
+    snprintf(cmd, sizeof(cmd), PYTHON " %s --schema %s %s", qs, qsc, qd);
+    fflush(NULL);
+    p = popen(cmd, "r");
+    if (!p)
+        CHECK_FAIL("cannot run %s", cmd);
+    v->n = 0;
+    while (fgets(line, sizeof(line), p)) {
+        char *tab = strchr(line, '\t'), *nl = strchr(line, '\n');
+        CHECK(tab != NULL && nl != NULL && v->n < MAX_FILES);
+        *tab = '\0';
+        *nl = '\0';
+        snprintf(v->name[v->n], sizeof(v->name[0]), "%.127s", line);
+        snprintf(v->verdict[v->n], sizeof(v->verdict[0]), "%.15s", tab + 1);
+        v->n++;
+    }
+    status = pclose(p);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) == 3)
+        CHECK_FAIL("python3-jsonschema is missing: install it (apt-get install "
+                   "python3-jsonschema); the job schema test cannot run without it");
+    if (WEXITSTATUS(status) != 0)
+        CHECK_FAIL("%s failed with status %d", cmd, WEXITSTATUS(status));
+}
+
+static const char *verdict_of(const struct verdicts *v, const char *name)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        if (strcmp(v->name[i], name) == 0)
+            return v->verdict[i];
+    }
+    CHECK_FAIL("the reference validator printed no verdict for %s", name);
+    return NULL;
+}
+
+/* The C side's verdict in the reference's words. */
+static const char *c_verdict(const char *buf, size_t len, char *err, size_t errlen)
+{
+    json_t *doc;
+    shoal_err_t rc;
+
+    err[0] = '\0';
+    doc = shoal_job_decode(buf, len, err, errlen);
+    if (!doc)
+        return "decode-error";
+    rc = shoal_job_check_schema(doc, err, errlen);
+    json_decref(doc);
+    return rc == SHOAL_OK ? "valid" : "invalid";
+}
+
+static void check_style(const char *file, const char *err)
+{
+    size_t n = strlen(err);
+
+    if (n == 0)
+        CHECK_FAIL("%s: empty error message", file);
+    if (err[n - 1] == '.')
+        CHECK_FAIL("%s: message ends with a period: %s", file, err);
+    if (err[0] >= 'A' && err[0] <= 'Z')
+        CHECK_FAIL("%s: message starts upper case: %s", file, err);
+}
+
+/* ---- the corpus ---- */
+
+static void check_no_prompt_text(const shoal_job_t *job, const char *file);
+static void check_tasks_shape(const shoal_job_t *job, const json_t *tasks, const char *file);
+
+static void test_valid_corpus(const char *tasks_dir)
+{
+    char dir[1024], path[1100], err[1024];
+    char **names;
+    size_t n;
+    struct verdicts *ref = calloc(1, sizeof(*ref));
+
+    snprintf(dir, sizeof(dir), "%s/tests/data/jobs/valid", source_dir());
+    run_reference("job.schema.json", dir, ref);
+    n = list_json(dir, &names);
+    CHECK_INT_GE(n, 8);
+    CHECK_INT_EQ(ref->n, n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        char *buf, task_file[256];
+        shoal_job_t *job;
+        json_t *tasks;
+        const char *cv;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        buf = read_file(path, &len);
+        if (strcmp(verdict_of(ref, names[i]), "valid") != 0)
+            CHECK_FAIL("valid/%s: the JSON Schema says %s", names[i], verdict_of(ref, names[i]));
+        cv = c_verdict(buf, len, err, sizeof(err));
+        if (strcmp(cv, "valid") != 0)
+            CHECK_FAIL("valid/%s: shoal_job_check_schema says %s: %s", names[i], cv, err);
+        job = shoal_job_parse(buf, len, MAX_JOB_BYTES, models, err, sizeof(err));
+        if (!job)
+            CHECK_FAIL("valid/%s: shoal_job_parse rejected it: %s", names[i], err);
+        /* the document with defaults still satisfies the schema */
+        if (shoal_job_check_schema(shoal_job_json(job), err, sizeof(err)) != SHOAL_OK)
+            CHECK_FAIL("valid/%s: defaults broke the schema: %s", names[i], err);
+        if (!shoal_job_id(job))
+            CHECK_INT_EQ(shoal_job_set_id(job, "corpus-job"), SHOAL_OK);
+        tasks = shoal_job_tasks(job, err, sizeof(err));
+        if (!tasks)
+            CHECK_FAIL("valid/%s: shoal_job_tasks: %s", names[i], err);
+        check_tasks_shape(job, tasks, names[i]);
+        check_no_prompt_text(job, names[i]);
+        for (size_t k = 0; k < json_array_size(tasks); k++) {
+            snprintf(task_file, sizeof(task_file), "%.100s.%zu.json", names[i], k);
+            write_json(tasks_dir, task_file, json_array_get(tasks, k));
+        }
+        json_decref(tasks);
+        shoal_job_destroy(job);
+        free(buf);
+    }
+    free_list(names, n);
+    free(ref);
+}
+
+struct expect {
+    char file[128];
+    char fragment[512];
+    char kind[16];
+};
+
+static size_t read_expect(const char *dir, struct expect *ex, size_t max)
+{
+    char path[1100], line[1024];
+    FILE *f;
+    size_t n = 0;
+
+    snprintf(path, sizeof(path), "%s/EXPECT", dir);
+    if (!(f = fopen(path, "r")))
+        CHECK_FAIL("cannot open %s", path);
+    while (fgets(line, sizeof(line), f)) {
+        char *t1, *t2, *nl;
+
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        t1 = strchr(line, '\t');
+        t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+        nl = strchr(line, '\n');
+        if (!t1 || !t2 || !nl)
+            CHECK_FAIL("EXPECT: malformed line: %s", line);
+        *t1 = *t2 = *nl = '\0';
+        CHECK(n < max);
+        snprintf(ex[n].file, sizeof(ex[n].file), "%.127s", line);
+        snprintf(ex[n].fragment, sizeof(ex[n].fragment), "%.511s", t1 + 1);
+        snprintf(ex[n].kind, sizeof(ex[n].kind), "%.15s", t2 + 1);
+        if (strcmp(ex[n].kind, "decode") && strcmp(ex[n].kind, "schema") &&
+            strcmp(ex[n].kind, "semantic"))
+            CHECK_FAIL("EXPECT: %s: kind \"%s\" is not decode, schema or semantic", ex[n].file,
+                       ex[n].kind);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+static void test_invalid_corpus(void)
+{
+    char dir[1024], path[1100], err[1024];
+    char **names;
+    size_t n, n_ex;
+    struct verdicts *ref = calloc(1, sizeof(*ref));
+    struct expect *ex = calloc(MAX_FILES, sizeof(*ex));
+    size_t kinds[3] = {0, 0, 0};
+
+    snprintf(dir, sizeof(dir), "%s/tests/data/jobs/invalid", source_dir());
+    run_reference("job.schema.json", dir, ref);
+    n = list_json(dir, &names);
+    n_ex = read_expect(dir, ex, MAX_FILES);
+    CHECK_INT_GE(n, 24);
+    CHECK_INT_EQ(ref->n, n);
+    CHECK_INT_EQ(n_ex, n); /* one line per file ... */
+    for (size_t i = 0; i < n; i++) {
+        const struct expect *e = NULL;
+        const char *rv, *cv, *want;
+        size_t len;
+        char *buf;
+        shoal_job_t *job;
+
+        for (size_t j = 0; j < n_ex; j++) {
+            if (strcmp(ex[j].file, names[i]) == 0)
+                e = &ex[j];
+        }
+        if (!e) /* ... and a line for every file */
+            CHECK_FAIL("invalid/%s has no line in EXPECT", names[i]);
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        buf = read_file(path, &len);
+
+        rv = verdict_of(ref, names[i]);
+        cv = c_verdict(buf, len, err, sizeof(err));
+        if (strcmp(rv, cv) != 0)
+            CHECK_FAIL("invalid/%s: the JSON Schema says %s, shoal_job_check_schema says %s (%s)",
+                       names[i], rv, cv, err);
+        want = !strcmp(e->kind, "decode")   ? "decode-error"
+               : !strcmp(e->kind, "schema") ? "invalid"
+                                            : "valid";
+        if (strcmp(rv, want) != 0)
+            CHECK_FAIL("invalid/%s: EXPECT says %s but the JSON Schema verdict is %s", names[i],
+                       e->kind, rv);
+        kinds[!strcmp(e->kind, "decode") ? 0 : !strcmp(e->kind, "schema") ? 1 : 2]++;
+
+        err[0] = '\0';
+        job = shoal_job_parse(buf, len, MAX_JOB_BYTES, models, err, sizeof(err));
+        if (job)
+            CHECK_FAIL("invalid/%s: shoal_job_parse accepted it", names[i]);
+        if (!strstr(err, e->fragment))
+            CHECK_FAIL("invalid/%s: error \"%s\" does not contain \"%s\"", names[i], err,
+                       e->fragment);
+        check_style(names[i], err);
+        free(buf);
+    }
+    CHECK_INT_GE(kinds[0], 5);
+    CHECK_INT_GE(kinds[1], 20);
+    CHECK_INT_GE(kinds[2], 3);
+    free_list(names, n);
+    free(ex);
+    free(ref);
+}
+
+/* ---- generated edge cases, judged by both validators ---- */
+
+struct gen_case {
+    char name[64];
+    const char *expect; /* what both must say */
+};
+
+static struct gen_case gen_cases[MAX_FILES];
+static size_t n_gen;
+
+static json_t *base_job(void)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}]}", "tenant", "acme", "model",
+                          "sim-small", "prompt_template", "{{input}}", "items", "id", "a",
+                          "input", "x");
+    CHECK(j != NULL);
+    return j;
+}
+
+static char *repeat(const char *unit, size_t times)
+{
+    size_t u = strlen(unit);
+    char *s = malloc(u * times + 1);
+
+    CHECK(s != NULL);
+    for (size_t i = 0; i < times; i++)
+        memcpy(s + i * u, unit, u);
+    s[u * times] = '\0';
+    return s;
+}
+
+static void gen_json(const char *dir, const char *name, const char *expect, json_t *doc)
+{
+    CHECK(n_gen < MAX_FILES);
+    snprintf(gen_cases[n_gen].name, sizeof(gen_cases[0].name), "%s.json", name);
+    gen_cases[n_gen].expect = expect;
+    write_json(dir, gen_cases[n_gen].name, doc);
+    json_decref(doc);
+    n_gen++;
+}
+
+static void gen_raw(const char *dir, const char *name, const char *expect, const char *text)
+{
+    CHECK(n_gen < MAX_FILES);
+    snprintf(gen_cases[n_gen].name, sizeof(gen_cases[0].name), "%s.json", name);
+    gen_cases[n_gen].expect = expect;
+    write_file(dir, gen_cases[n_gen].name, text, strlen(text));
+    n_gen++;
+}
+
+/* base_job() with key set to value (stolen). */
+static void gen_field(const char *dir, const char *name, const char *expect, const char *key,
+                      json_t *value)
+{
+    json_t *j = base_job();
+    CHECK(json_object_set_new(j, key, value) == 0);
+    gen_json(dir, name, expect, j);
+}
+
+/* base_job() with one field of a sub-object ("chunking", "output", or the
+ * first item when parent is "item"). */
+static void gen_sub(const char *dir, const char *name, const char *expect, const char *parent,
+                    const char *key, json_t *value)
+{
+    json_t *j = base_job(), *p;
+
+    if (strcmp(parent, "item") == 0) {
+        p = json_array_get(json_object_get(j, "items"), 0);
+    } else {
+        p = json_object();
+        CHECK(json_object_set_new(j, parent, p) == 0);
+    }
+    CHECK(json_object_set_new(p, key, value) == 0);
+    gen_json(dir, name, expect, j);
+}
+
+static void gen_string_limits(const char *dir)
+{
+    static const struct {
+        const char *key;
+        size_t max;
+    } lim[] = {{"job_id", 200}, {"tenant", 100}, {"model", 100}};
+    char name[64];
+
+    for (size_t i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {
+        char *at = repeat("a", lim[i].max), *over = repeat("a", lim[i].max + 1);
+        snprintf(name, sizeof(name), "%s_at_limit", lim[i].key);
+        gen_field(dir, name, "valid", lim[i].key, json_string(at));
+        snprintf(name, sizeof(name), "%s_over_limit", lim[i].key);
+        gen_field(dir, name, "invalid", lim[i].key, json_string(over));
+        free(at);
+        free(over);
+    }
+    /* lengths count code points, not bytes */
+    {
+        char *e100 = repeat("\xc3\xa9", 100), *e101 = repeat("\xc3\xa9", 101);
+        char *cjk = repeat("\xe6\x97\xa5", 100), *emoji = repeat("\xf0\x9f\x9a\x80", 100);
+        gen_field(dir, "model_100_two_byte", "valid", "model", json_string(e100));
+        gen_field(dir, "model_101_two_byte", "invalid", "model", json_string(e101));
+        gen_field(dir, "model_100_cjk", "valid", "model", json_string(cjk));
+        gen_field(dir, "model_100_emoji", "valid", "model", json_string(emoji));
+        gen_sub(dir, "group_100_emoji", "valid", "item", "group", json_string(emoji));
+        free(e100);
+        free(e101);
+        free(cjk);
+        free(emoji);
+    }
+    {
+        char *g200 = repeat("g", 200), *g201 = repeat("g", 201);
+        gen_sub(dir, "group_at_limit", "valid", "item", "group", json_string(g200));
+        gen_sub(dir, "group_over_limit", "invalid", "item", "group", json_string(g201));
+        gen_sub(dir, "item_id_at_limit", "valid", "item", "id", json_string(g200));
+        gen_sub(dir, "item_id_over_limit", "invalid", "item", "id", json_string(g201));
+        free(g200);
+        free(g201);
+    }
+    {
+        char *s = repeat("s", 200000), *s1 = repeat("s", 200001);
+        char *t = repeat("t", 200000 - 9), *t1 = repeat("t", 200001 - 9);
+        char *tt, *tt1;
+        gen_field(dir, "system_at_limit", "valid", "system", json_string(s));
+        gen_field(dir, "system_over_limit", "invalid", "system", json_string(s1));
+        CHECK(asprintf(&tt, "%s{{input}}", t) > 0);
+        CHECK(asprintf(&tt1, "%s{{input}}", t1) > 0);
+        gen_field(dir, "template_at_limit", "valid", "prompt_template", json_string(tt));
+        gen_field(dir, "template_over_limit", "invalid", "prompt_template", json_string(tt1));
+        free(s);
+        free(s1);
+        free(t);
+        free(t1);
+        free(tt);
+        free(tt1);
+    }
+    {
+        char *in = repeat("i", 1000000), *in1 = repeat("i", 1000001);
+        char *e = repeat("\xc3\xa9", 1000000);
+        gen_sub(dir, "input_at_limit", "valid", "item", "input", json_string(in));
+        gen_sub(dir, "input_over_limit", "invalid", "item", "input", json_string(in1));
+        gen_sub(dir, "input_at_limit_two_byte", "valid", "item", "input", json_string(e));
+        free(in);
+        free(in1);
+        free(e);
+    }
+}
+
+static void gen_patterns(const char *dir)
+{
+    static const struct {
+        const char *value;
+        const char *job_id, *tenant;
+    } p[] = {
+        {"a.b_c-d", "valid", "valid"},
+        {"a:b", "valid", "invalid"},
+        {"a b", "invalid", "invalid"},
+        {"ab\n", "invalid", "invalid"},
+        {"\nab", "invalid", "invalid"},
+        {"ab\r", "invalid", "invalid"},
+        {"a/b", "invalid", "invalid"},
+        {"caf\xc3\xa9", "invalid", "invalid"},
+        {"a\xe2\x80\x8b", "invalid", "invalid"}, /* zero-width space */
+        {"-", "valid", "valid"},
+        {":", "valid", "invalid"},
+    };
+    char name[64];
+
+    for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
+        snprintf(name, sizeof(name), "job_id_pattern_%zu", i);
+        gen_field(dir, name, p[i].job_id, "job_id", json_string(p[i].value));
+        snprintf(name, sizeof(name), "tenant_pattern_%zu", i);
+        gen_field(dir, name, p[i].tenant, "tenant", json_string(p[i].value));
+        snprintf(name, sizeof(name), "item_id_pattern_%zu", i);
+        gen_sub(dir, name, p[i].job_id, "item", "id", json_string(p[i].value));
+    }
+    gen_field(dir, "template_braces_3", "valid", "prompt_template", json_string("{{{input}}}"));
+    gen_field(dir, "template_half", "invalid", "prompt_template", json_string("{{input}"));
+    gen_field(dir, "template_upper", "invalid", "prompt_template", json_string("{{INPUT}}"));
+    gen_field(dir, "template_only_ids", "invalid", "prompt_template", json_string("{{ids}}"));
+    gen_field(dir, "priority_case", "invalid", "priority", json_string("High"));
+    gen_field(dir, "merge_jsonl", "valid", "merge", json_string("jsonl"));
+    gen_field(dir, "merge_null", "invalid", "merge", json_null());
+}
+
+static void gen_numbers(const char *dir)
+{
+    static const struct {
+        const char *parent, *key, *text, *expect;
+    } n[] = {
+        {NULL, "max_attempts", "1", "valid"},
+        {NULL, "max_attempts", "20", "valid"},
+        {NULL, "max_attempts", "0", "invalid"},
+        {NULL, "max_attempts", "2e1", "valid"},
+        {NULL, "max_attempts", "2.1e1", "invalid"},
+        {NULL, "max_attempts", "-0", "invalid"},
+        {NULL, "max_attempts", "3.5", "invalid"},
+        {NULL, "max_attempts", "\"3\"", "invalid"},
+        {NULL, "max_attempts", "null", "invalid"},
+        {NULL, "max_attempts", "false", "invalid"},
+        {NULL, "timeout_ms", "100", "valid"},
+        {NULL, "timeout_ms", "99", "invalid"},
+        {NULL, "timeout_ms", "100.0", "valid"},
+        {NULL, "timeout_ms", "99.99999", "invalid"},
+        {NULL, "timeout_ms", "600000", "valid"},
+        {NULL, "timeout_ms", "6e5", "valid"},
+        {NULL, "timeout_ms", "600000.5", "invalid"},
+        {NULL, "timeout_ms", "9223372036854775807", "invalid"},
+        {NULL, "timeout_ms", "-9223372036854775808", "invalid"},
+        {NULL, "budget_usd", "5e-324", "valid"},
+        {NULL, "budget_usd", "1e308", "valid"},
+        {NULL, "budget_usd", "0.0", "invalid"},
+        {NULL, "budget_usd", "-0.0", "invalid"},
+        {NULL, "budget_usd", "1", "valid"},
+        {NULL, "budget_usd", "true", "invalid"},
+        {NULL, "budget_usd", "[1]", "invalid"},
+        {"chunking", "max_tokens", "1", "valid"},
+        {"chunking", "max_tokens", "1000000", "valid"},
+        {"chunking", "max_tokens", "1000001", "invalid"},
+        {"chunking", "max_tokens", "1e6", "valid"},
+        {"chunking", "max_tokens", "0", "invalid"},
+        {"chunking", "max_items", "1000", "valid"},
+        {"chunking", "max_items", "1000.0", "valid"},
+        {"chunking", "max_items", "1000.000001", "invalid"},
+        {"chunking", "max_items", "1e300", "invalid"},
+        {"chunking", "max_items", "-1e300", "invalid"},
+        {"chunking", "group_by", "\"group\"", "valid"},
+        {"chunking", "group_by", "null", "invalid"},
+        {"output", "format", "\"json\"", "valid"},
+        {"output", "format", "\"JSON\"", "invalid"},
+        {"output", "schema", "{}", "invalid"}, /* needs format json */
+    };
+    char name[64], text[512], *base;
+    json_t *b = base_job();
+
+    /* spliced as text so the number keeps its spelling (1e1, 100.0, -0) */
+    base = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    base[strlen(base) - 1] = '\0'; /* drop the closing brace */
+    for (size_t i = 0; i < sizeof(n) / sizeof(n[0]); i++) {
+        snprintf(name, sizeof(name), "number_%02zu_%s", i, n[i].key);
+        if (n[i].parent)
+            snprintf(text, sizeof(text), "%s,\"%s\":{\"%s\":%s}}", base, n[i].parent, n[i].key,
+                     n[i].text);
+        else
+            snprintf(text, sizeof(text), "%s,\"%s\":%s}", base, n[i].key, n[i].text);
+        gen_raw(dir, name, n[i].expect, text);
+    }
+    free(base);
+}
+
+static void gen_shapes(const char *dir)
+{
+    json_t *j, *items;
+    char *deep;
+
+    gen_raw(dir, "top_null", "invalid", "null");
+    gen_raw(dir, "top_number", "invalid", "42");
+    gen_raw(dir, "top_true", "invalid", "true");
+    gen_raw(dir, "top_empty_object", "invalid", "{}");
+    gen_raw(dir, "top_empty_array", "invalid", "[]");
+    gen_raw(dir, "whitespace_only", "decode-error", " \n\t ");
+    gen_raw(dir, "single_quotes", "decode-error", "{'tenant': 'acme'}");
+    gen_raw(dir, "trailing_comma", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"x\"},]}");
+    gen_raw(dir, "infinity", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"budget_usd\":Infinity}");
+    gen_raw(dir, "real_overflow", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"budget_usd\":1e400}");
+    gen_raw(dir, "raw_control_char", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"x\ty\"}]}");
+    gen_raw(dir, "nul_in_key", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"a\\u0000b\":1}");
+    gen_raw(dir, "surrogate_pair", "valid",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"\\ud83d\\ude80\"}]}");
+    gen_raw(dir, "lone_low_surrogate", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"\\udc00\"}]}");
+    gen_raw(dir, "duplicate_nested_key", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"x\",\"id\":\"b\"}]}");
+    gen_raw(dir, "utf8_surrogate_bytes", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"\xed\xa0\x80\"}]}");
+    gen_raw(dir, "utf8_above_max", "decode-error",
+            "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+            "\"items\":[{\"id\":\"a\",\"input\":\"\xf4\x90\x80\x80\"}]}");
+
+    /* nesting: the document itself is level 1, output 2, schema 3 */
+    for (int levels = 63; levels <= 64; levels++) {
+        json_t *inner = json_object(), *cur;
+        cur = inner;
+        for (int k = 3; k < levels; k++) {
+            json_t *next = json_object();
+            json_object_set_new(cur, "a", next);
+            cur = next;
+        }
+        j = base_job();
+        json_object_set_new(j, "output", json_pack("{s:s, s:o}", "format", "json", "schema", inner));
+        gen_json(dir, levels == 63 ? "depth_63" : "depth_64", "valid", j);
+    }
+    {
+        /* 65 levels: 62 nested arrays inside output.schema's object */
+        char *open = repeat("[", 62), *close = repeat("]", 62);
+        CHECK(asprintf(&deep,
+                       "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+                       "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"output\":{\"format\":"
+                       "\"json\",\"schema\":{\"a\":%s%s}}}",
+                       open, close) > 0);
+        gen_raw(dir, "depth_65", "decode-error", deep);
+        free(deep);
+        free(open);
+        free(close);
+    }
+
+    /* item counts at and over the limit */
+    for (int over = 0; over <= 1; over++) {
+        j = base_job();
+        items = json_array();
+        for (size_t i = 0; i < 100000u + (size_t)over; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "i%zu", i);
+            json_array_append_new(items, json_pack("{s:s, s:s}", "id", id, "input", ""));
+        }
+        json_object_set_new(j, "items", items);
+        gen_json(dir, over ? "items_over_limit" : "items_at_limit", over ? "invalid" : "valid",
+                 j);
+    }
+    gen_field(dir, "fallback_5", "valid", "fallback_models",
+              json_pack("[s,s,s,s,s]", "a", "b", "c", "d", "e"));
+    gen_field(dir, "fallback_empty", "valid", "fallback_models", json_array());
+    gen_field(dir, "fallback_empty_string", "invalid", "fallback_models", json_pack("[s]", ""));
+    gen_field(dir, "fallback_null", "invalid", "fallback_models", json_null());
+    gen_field(dir, "items_null", "invalid", "items", json_null());
+    gen_sub(dir, "item_input_null", "invalid", "item", "input", json_null());
+    gen_sub(dir, "item_group_number", "invalid", "item", "group", json_integer(1));
+    gen_field(dir, "output_schema_ok", "valid", "output",
+              json_pack("{s:s, s:{s:s}}", "format", "json", "schema", "type", "array"));
+    gen_field(dir, "output_schema_array", "invalid", "output",
+              json_pack("{s:s, s:[]}", "format", "json", "schema"));
+    gen_field(dir, "output_empty", "valid", "output", json_object());
+    gen_field(dir, "chunking_empty", "valid", "chunking", json_object());
+    gen_field(dir, "system_empty", "valid", "system", json_string(""));
+}
+
+static void test_generated(void)
+{
+    char tmpl[] = "/tmp/shoal-job-test-XXXXXX", err[1024], path[1100];
+    struct verdicts *ref = calloc(1, sizeof(*ref));
+    const char *dir = mkdtemp(tmpl);
+
+    CHECK(dir != NULL);
+    n_gen = 0;
+    gen_string_limits(dir);
+    gen_patterns(dir);
+    gen_numbers(dir);
+    gen_shapes(dir);
+    run_reference("job.schema.json", dir, ref);
+    CHECK_INT_EQ(ref->n, n_gen);
+    for (size_t i = 0; i < n_gen; i++) {
+        size_t len;
+        char *buf;
+        const char *rv, *cv;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, gen_cases[i].name);
+        buf = read_file(path, &len);
+        rv = verdict_of(ref, gen_cases[i].name);
+        cv = c_verdict(buf, len, err, sizeof(err));
+        if (strcmp(rv, cv) != 0)
+            CHECK_FAIL("generated %s: the JSON Schema says %s, shoal_job_check_schema says %s "
+                       "(%s)",
+                       gen_cases[i].name, rv, cv, err);
+        if (strcmp(rv, gen_cases[i].expect) != 0)
+            CHECK_FAIL("generated %s: both validators say %s, the test expects %s",
+                       gen_cases[i].name, rv, gen_cases[i].expect);
+        if (strcmp(cv, "valid") != 0)
+            check_style(gen_cases[i].name, err);
+        free(buf);
+    }
+    printf("job_test: %zu generated cases agree with the JSON Schema\n", n_gen);
+    remove_dir(dir);
+    free(ref);
+}
+
+/* ---- a multi-megabyte message ---- */
+
+static char *big_job(size_t n_items, size_t input_len, size_t *len)
+{
+    json_t *j = base_job(), *items = json_array();
+    char *in = repeat("w", input_len), *text;
+
+    for (size_t i = 0; i < n_items; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "big-%zu", i);
+        json_array_append_new(items, json_pack("{s:s, s:s}", "id", id, "input", in));
+    }
+    json_object_set_new(j, "items", items);
+    json_object_set_new(j, "chunking", json_pack("{s:i, s:i}", "max_tokens", 12000, "max_items", 12));
+    text = json_dumps(j, JSON_COMPACT);
+    CHECK(text != NULL);
+    *len = strlen(text);
+    json_decref(j);
+    free(in);
+    return text;
+}
+
+static void test_big_message(void)
+{
+    size_t len;
+    char *text = big_job(300, 10000, &len), err[512], want[128];
+    shoal_job_t *job;
+
+    CHECK_INT_GE(len, 3000000);
+    job = shoal_job_parse(text, len, MAX_JOB_BYTES, models, err, sizeof(err));
+    CHECK(job == NULL);
+    snprintf(want, sizeof(want), "job is %zu bytes; the limit is %zu (--max-job-bytes)", len,
+             MAX_JOB_BYTES);
+    CHECK_STR_EQ(err, want);
+
+    /* under a larger limit it is fine: 2500 tokens an item, 4 a chunk */
+    job = shoal_job_parse(text, len, 8u << 20, models, err, sizeof(err));
+    if (!job)
+        CHECK_FAIL("big job rejected: %s", err);
+    CHECK_INT_EQ(shoal_job_n_items(job), 300);
+    CHECK_INT_EQ(shoal_job_n_chunks(job), 75);
+    CHECK_INT_EQ(shoal_job_est_tokens(job), 75 * 3 + 300 * 2500);
+    shoal_job_destroy(job);
+    /* and 0 means no limit */
+    job = shoal_job_parse(text, len, 0, NULL, err, sizeof(err));
+    CHECK(job != NULL);
+    shoal_job_destroy(job);
+    free(text);
+}
+
+/* ---- getters, defaults, tasks, settings ---- */
+
+static shoal_job_t *parse_ok(const char *text)
+{
+    char err[1024];
+    shoal_job_t *job = shoal_job_parse(text, strlen(text), MAX_JOB_BYTES, models, err, sizeof(err));
+
+    if (!job)
+        CHECK_FAIL("rejected: %s\njob: %s", err, text);
+    return job;
+}
+
+static void test_defaults(void)
+{
+    shoal_job_t *job = parse_ok("{\"tenant\":\"acme\",\"model\":\"sim-small\","
+                                "\"prompt_template\":\"{{input}}\","
+                                "\"items\":[{\"id\":\"a\",\"input\":\"hello\"}]}");
+    const json_t *doc = shoal_job_json(job), *chunking = json_object_get(doc, "chunking");
+
+    CHECK(shoal_job_id(job) == NULL);
+    CHECK_STR_EQ(shoal_job_tenant(job), "acme");
+    CHECK_STR_EQ(shoal_job_model(job), "sim-small");
+    CHECK_STR_EQ(shoal_job_priority(job), "normal");
+    CHECK_STR_EQ(shoal_job_merge(job), "concat");
+    CHECK_STR_EQ(shoal_job_output_format(job), "text");
+    CHECK_INT_EQ(shoal_job_max_attempts(job), 3);
+    CHECK_INT_EQ(shoal_job_timeout_ms(job), 60000);
+    CHECK(shoal_job_budget_usd(job) <= 0);
+    CHECK_INT_EQ(shoal_job_n_items(job), 1);
+    CHECK_INT_EQ(shoal_job_n_chunks(job), 1);
+    CHECK_INT_EQ(shoal_job_est_tokens(job), 3 + 2);
+    CHECK_INT_EQ(json_integer_value(json_object_get(chunking, "max_tokens")), 12000);
+    CHECK_INT_EQ(json_integer_value(json_object_get(chunking, "max_items")), 1);
+    CHECK(json_object_get(chunking, "group_by") == NULL);
+    CHECK(json_is_array(json_object_get(doc, "fallback_models")));
+    CHECK_INT_EQ(json_array_size(json_object_get(doc, "fallback_models")), 0);
+
+    /* ids: set, checked, replaced */
+    CHECK_INT_EQ(shoal_job_set_id(job, "job 1"), SHOAL_ERR_INVALID);
+    CHECK_INT_EQ(shoal_job_set_id(job, ""), SHOAL_ERR_INVALID);
+    CHECK_INT_EQ(shoal_job_set_id(job, "\xff"), SHOAL_ERR_INVALID);
+    CHECK_INT_EQ(shoal_job_set_id(job, NULL), SHOAL_ERR_INVALID);
+    CHECK(shoal_job_id(job) == NULL);
+    {
+        char id[] = "j-1";
+        CHECK_INT_EQ(shoal_job_set_id(job, id), SHOAL_OK);
+        id[0] = 'x'; /* copied */
+        CHECK_STR_EQ(shoal_job_id(job), "j-1");
+    }
+    CHECK_INT_EQ(shoal_job_set_id(job, "j-2"), SHOAL_OK);
+    CHECK_STR_EQ(shoal_job_id(job), "j-2");
+    shoal_job_destroy(job);
+    shoal_job_destroy(NULL);
+
+    /* integral reals become integers in the document */
+    job = parse_ok("{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+                   "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"max_attempts\":5.0,"
+                   "\"timeout_ms\":1e4,\"chunking\":{\"max_items\":2e0},\"budget_usd\":0.25,"
+                   "\"priority\":\"low\",\"merge\":\"jsonl\",\"output\":{\"format\":\"json\"}}");
+    doc = shoal_job_json(job);
+    CHECK(json_is_integer(json_object_get(doc, "max_attempts")));
+    CHECK(json_is_integer(json_object_get(doc, "timeout_ms")));
+    CHECK(json_is_integer(json_object_get(json_object_get(doc, "chunking"), "max_items")));
+    CHECK_INT_EQ(shoal_job_max_attempts(job), 5);
+    CHECK_INT_EQ(shoal_job_timeout_ms(job), 10000);
+    CHECK(shoal_job_budget_usd(job) == 0.25);
+    CHECK_STR_EQ(shoal_job_priority(job), "low");
+    CHECK_STR_EQ(shoal_job_merge(job), "jsonl");
+    CHECK_STR_EQ(shoal_job_output_format(job), "json");
+    shoal_job_destroy(job);
+}
+
+/* Job with n items whose inputs are 4*tokens[i] characters, so item i is
+ * estimated at exactly tokens[i]; template "{{input}}" is 3 tokens. */
+static shoal_job_t *token_job(const long *tokens, const char *const *groups, size_t n,
+                              const char *extra)
+{
+    json_t *items = json_array();
+    char *items_text, *text;
+    shoal_job_t *job;
+
+    for (size_t i = 0; i < n; i++) {
+        char id[32], *in = repeat("abcd", (size_t)tokens[i]);
+        json_t *item;
+        snprintf(id, sizeof(id), "it%zu", i);
+        item = json_pack("{s:s, s:s}", "id", id, "input", in);
+        if (groups && groups[i])
+            json_object_set_new(item, "group", json_string(groups[i]));
+        json_array_append_new(items, item);
+        free(in);
+    }
+    items_text = json_dumps(items, JSON_COMPACT);
+    CHECK(asprintf(&text,
+                   "{\"job_id\":\"tj\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+                   "\"prompt_template\":\"{{input}}\",\"items\":%s%s}",
+                   items_text, extra) > 0);
+    job = parse_ok(text);
+    free(text);
+    free(items_text);
+    json_decref(items);
+    return job;
+}
+
+/* Checks chunk sizes, task ids, order and the per-task fields. */
+static void check_chunks(const shoal_job_t *job, const size_t *sizes, size_t n_chunks)
+{
+    char err[256], want_id[64];
+    json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+    size_t next_item = 0;
+
+    if (!tasks)
+        CHECK_FAIL("shoal_job_tasks: %s", err);
+    CHECK_INT_EQ(json_array_size(tasks), n_chunks);
+    CHECK_INT_EQ(shoal_job_n_chunks(job), n_chunks);
+    for (size_t k = 0; k < n_chunks; k++) {
+        const json_t *t = json_array_get(tasks, k), *items = json_object_get(t, "items");
+
+        snprintf(want_id, sizeof(want_id), "%s:%06zu", shoal_job_id(job), k);
+        CHECK_STR_EQ(json_string_value(json_object_get(t, "task_id")), want_id);
+        CHECK_STR_EQ(json_string_value(json_object_get(t, "job_id")), shoal_job_id(job));
+        CHECK_INT_EQ(json_integer_value(json_object_get(t, "chunk")), k);
+        CHECK_INT_EQ(json_integer_value(json_object_get(t, "n_chunks")), n_chunks);
+        if (json_array_size(items) != sizes[k])
+            CHECK_FAIL("chunk %zu holds %zu items, expected %zu", k, json_array_size(items),
+                       sizes[k]);
+        for (size_t i = 0; i < json_array_size(items); i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "it%zu", next_item++);
+            CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(items, i), "id")), id);
+        }
+    }
+    CHECK_INT_EQ(next_item, shoal_job_n_items(job));
+    json_decref(tasks);
+}
+
+static void test_tasks(void)
+{
+    long ten[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    char err[256];
+
+    /* max_items */
+    {
+        shoal_job_t *job = token_job(ten, NULL, 10, ",\"chunking\":{\"max_items\":3}");
+        size_t sizes[] = {3, 3, 3, 1};
+        check_chunks(job, sizes, 4);
+        shoal_job_destroy(job);
+    }
+    /* default max_items 1: one task per item */
+    {
+        shoal_job_t *job = token_job(ten, NULL, 10, "");
+        size_t sizes[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+        check_chunks(job, sizes, 10);
+        shoal_job_destroy(job);
+    }
+    /* max_tokens: base 3; 3+10+10 = 23 <= 25, a third item would be 33 */
+    {
+        long t[5] = {10, 10, 10, 10, 10};
+        shoal_job_t *job =
+            token_job(t, NULL, 5, ",\"chunking\":{\"max_items\":10,\"max_tokens\":25}");
+        size_t sizes[] = {2, 2, 1};
+        json_t *tasks;
+        check_chunks(job, sizes, 3);
+        tasks = shoal_job_tasks(job, err, sizeof(err));
+        CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(tasks, 0), "est_tokens")),
+                     23);
+        CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(tasks, 2), "est_tokens")),
+                     13);
+        CHECK_INT_EQ(shoal_job_est_tokens(job), 23 + 23 + 13);
+        json_decref(tasks);
+        shoal_job_destroy(job);
+    }
+    /* an item exactly filling max_tokens with the template is accepted... */
+    {
+        long t[2] = {22, 1};
+        shoal_job_t *job = token_job(t, NULL, 2, ",\"chunking\":{\"max_items\":5,\"max_tokens\":25}");
+        size_t sizes[] = {1, 1};
+        check_chunks(job, sizes, 2);
+        shoal_job_destroy(job);
+    }
+    /* ... one more token is not: system "abcd" adds one */
+    {
+        char *in = repeat("abcd", 22), *text;
+        CHECK(asprintf(&text,
+                       "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"abcd\","
+                       "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_tokens\":25},"
+                       "\"items\":[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":"
+                       "\"%s\"}]}",
+                       in) > 0);
+        CHECK(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+        CHECK_STR_EQ(err, "items[1].input is about 22 tokens; chunking.max_tokens is 25 "
+                          "(system and prompt_template add 4)");
+        free(text);
+        free(in);
+    }
+    /* groups: a change of group closes the chunk, order is kept */
+    {
+        long t[6] = {1, 1, 1, 1, 1, 1};
+        const char *g[6] = {"users", "users", "billing", NULL, NULL, "users"};
+        shoal_job_t *job = token_job(
+            t, g, 6, ",\"chunking\":{\"max_items\":10,\"group_by\":\"group\"}");
+        size_t sizes[] = {2, 1, 2, 1};
+        check_chunks(job, sizes, 4);
+        shoal_job_destroy(job);
+        /* without group_by the groups do not matter */
+        job = token_job(t, g, 6, ",\"chunking\":{\"max_items\":10}");
+        {
+            size_t one[] = {6};
+            check_chunks(job, one, 1);
+        }
+        shoal_job_destroy(job);
+        /* groups, max_items and max_tokens together */
+        {
+            long u[6] = {5, 5, 5, 5, 5, 5};
+            const char *h[6] = {"a", "a", "a", "b", "b", "b"};
+            size_t s[] = {2, 1, 2, 1}; /* closed by tokens, group, tokens */
+            job = token_job(u, h, 6,
+                            ",\"chunking\":{\"max_items\":3,\"max_tokens\":13,"
+                            "\"group_by\":\"group\"}");
+            check_chunks(job, s, 4);
+            shoal_job_destroy(job);
+        }
+    }
+    /* no job id: no tasks */
+    {
+        const char *text = "{\"tenant\":\"acme\",\"model\":\"sim-small\","
+                           "\"prompt_template\":\"{{input}}\",\"items\":[{\"id\":\"a\","
+                           "\"input\":\"x\"}]}";
+        shoal_job_t *job = parse_ok(text);
+        CHECK(shoal_job_tasks(job, err, sizeof(err)) == NULL);
+        CHECK_STR_CONTAINS(err, "no job_id");
+        CHECK_INT_EQ(shoal_job_set_id(job, "k:1"), SHOAL_OK);
+        {
+            json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+            CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(tasks, 0), "task_id")),
+                         "k:1:000000");
+            json_decref(tasks);
+        }
+        shoal_job_destroy(job);
+    }
+}
+
+/* Every task carries the job's settings; the union of the tasks' items is
+ * the job's items in order. */
+static void check_tasks_shape(const shoal_job_t *job, const json_t *tasks, const char *file)
+{
+    const json_t *doc = shoal_job_json(job), *items = json_object_get(doc, "items");
+    size_t next = 0;
+    long total = 0;
+
+    if (json_array_size(tasks) != shoal_job_n_chunks(job))
+        CHECK_FAIL("%s: %zu tasks, %zu chunks", file, json_array_size(tasks),
+                   shoal_job_n_chunks(job));
+    for (size_t k = 0; k < json_array_size(tasks); k++) {
+        const json_t *t = json_array_get(tasks, k), *ti = json_object_get(t, "items");
+
+        CHECK(json_equal(json_object_get(t, "tenant"), json_object_get(doc, "tenant")));
+        CHECK(json_equal(json_object_get(t, "model"), json_object_get(doc, "model")));
+        CHECK(json_equal(json_object_get(t, "priority"), json_object_get(doc, "priority")));
+        CHECK(json_equal(json_object_get(t, "output"), json_object_get(doc, "output")));
+        CHECK(json_equal(json_object_get(t, "fallback_models"),
+                         json_object_get(doc, "fallback_models")));
+        CHECK(json_equal(json_object_get(t, "prompt_template"),
+                         json_object_get(doc, "prompt_template")));
+        CHECK((json_object_get(t, "system") != NULL) == (json_object_get(doc, "system") != NULL));
+        CHECK_INT_GE(json_array_size(ti), 1);
+        for (size_t i = 0; i < json_array_size(ti); i++, next++) {
+            const json_t *a = json_array_get(ti, i), *b = json_array_get(items, next);
+            CHECK_INT_EQ(json_object_size(a), 2);
+            CHECK(json_equal(json_object_get(a, "id"), json_object_get(b, "id")));
+            CHECK(json_equal(json_object_get(a, "input"), json_object_get(b, "input")));
+        }
+        total += json_integer_value(json_object_get(t, "est_tokens"));
+    }
+    CHECK_INT_EQ(next, json_array_size(items));
+    CHECK_INT_EQ(total, shoal_job_est_tokens(job));
+}
+
+static void check_absent(const char *file, const char *dump, const json_t *s)
+{
+    if (!json_is_string(s) || json_string_length(s) < 6)
+        return; /* too short to tell prompt text from a setting */
+    if (strstr(dump, json_string_value(s)))
+        CHECK_FAIL("%s: settings contain prompt text \"%s\"", file, json_string_value(s));
+}
+
+static void check_no_prompt_text(const shoal_job_t *job, const char *file)
+{
+    static const char *const keys[] = {"tenant",     "priority",     "model",
+                                       "fallback_models", "chunking", "output",
+                                       "merge",      "max_attempts", "timeout_ms",
+                                       "n_items",    NULL};
+    const json_t *doc = shoal_job_json(job), *items = json_object_get(doc, "items");
+    json_t *s = shoal_job_settings(job);
+    char *dump;
+
+    CHECK(s != NULL);
+    for (size_t i = 0; keys[i]; i++) {
+        if (!json_object_get(s, keys[i]))
+            CHECK_FAIL("%s: settings lack \"%s\"", file, keys[i]);
+    }
+    CHECK(json_object_get(s, "system") == NULL);
+    CHECK(json_object_get(s, "prompt_template") == NULL);
+    CHECK(json_object_get(s, "items") == NULL);
+    CHECK((json_object_get(s, "budget_usd") != NULL) ==
+          (json_object_get(doc, "budget_usd") != NULL));
+    CHECK_INT_EQ(json_integer_value(json_object_get(s, "n_items")), shoal_job_n_items(job));
+    dump = json_dumps(s, JSON_COMPACT);
+    CHECK(dump != NULL);
+    check_absent(file, dump, json_object_get(doc, "system"));
+    check_absent(file, dump, json_object_get(doc, "prompt_template"));
+    for (size_t i = 0; i < json_array_size(items); i++)
+        check_absent(file, dump, json_object_get(json_array_get(items, i), "input"));
+    free(dump);
+    json_decref(s);
+}
+
+static void test_settings(void)
+{
+    shoal_job_t *job = parse_ok(
+        "{\"job_id\":\"s1\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+        "\"fallback_models\":[\"sim-large\"],\"system\":\"SECRET-SYSTEM\","
+        "\"prompt_template\":\"SECRET-TEMPLATE {{input}}\",\"budget_usd\":1.5,"
+        "\"items\":[{\"id\":\"a\",\"input\":\"SECRET-INPUT-1\"},{\"id\":\"b\","
+        "\"input\":\"SECRET-INPUT-2\"}],\"chunking\":{\"max_items\":2,\"group_by\":\"group\"}}");
+    json_t *s = shoal_job_settings(job);
+    char *dump = json_dumps(s, JSON_COMPACT | JSON_SORT_KEYS);
+
+    CHECK(strstr(dump, "SECRET") == NULL);
+    CHECK_STR_EQ(dump, "{\"budget_usd\":1.5,\"chunking\":{\"group_by\":\"group\",\"max_items\":2,"
+                       "\"max_tokens\":12000},\"fallback_models\":[\"sim-large\"],"
+                       "\"max_attempts\":3,\"merge\":\"concat\",\"model\":\"sim-small\","
+                       "\"n_items\":2,\"output\":{\"format\":\"text\"},\"priority\":\"normal\","
+                       "\"tenant\":\"acme\",\"timeout_ms\":60000}");
+    /* a deep copy: changing it leaves the job alone */
+    json_object_set_new(json_object_get(s, "chunking"), "max_items", json_integer(9));
+    CHECK_INT_EQ(json_integer_value(json_object_get(
+                     json_object_get(shoal_job_json(job), "chunking"), "max_items")),
+                 2);
+    free(dump);
+    json_decref(s);
+    shoal_job_destroy(job);
+}
+
+static void test_messages(void)
+{
+    static const struct {
+        const char *text, *want;
+    } m[] = {
+        {"{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"priority\":\"urgent\"}",
+         "priority: \"urgent\" is not one of high, normal, low"},
+        {"{\"tenant\":\"acme\",\"model\":\"gpt-9\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"}]}",
+         "model \"gpt-9\" is not in the models file (known: sim-small, sim-large)"},
+        {"{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"x\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"}]}",
+         "prompt_template: must contain {{input}}"},
+        {"{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[]}",
+         "items: must not be empty"},
+        {"{\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"}]}",
+         "missing required field \"tenant\""},
+        {"{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"tenat\":1}",
+         "unknown field \"tenat\" (did you mean \"tenant\"?)"},
+        {"{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"a\",\"input\":\"y\"}]}",
+         "items[1].id \"a\" repeats items[0].id"},
+        {"{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"job_id\":\"a\\\"b\\nc\"}",
+         "job_id: \"a\\\"b\\nc\" may only contain letters, digits and . _ : -"},
+        {"{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
+         "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"job_id\":\""
+         "0123456789012345678901234567890123456789 and then some\"}",
+         "job_id: \"0123456789012345678901234567890123456789...\" may only contain"},
+        {"[1,", "invalid JSON at line 1, column 3: "},
+    };
+    char err[1024];
+
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+        shoal_job_t *job = shoal_job_parse(m[i].text, strlen(m[i].text), 0, models, err,
+                                           sizeof(err));
+        if (job)
+            CHECK_FAIL("accepted: %s", m[i].text);
+        CHECK_STR_CONTAINS(err, m[i].want);
+    }
+    /* without a models file the model is not checked */
+    {
+        const char *t = m[1].text;
+        shoal_job_t *job = shoal_job_parse(t, strlen(t), 0, NULL, err, sizeof(err));
+        CHECK(job != NULL);
+        shoal_job_destroy(job);
+    }
+    /* a tiny error buffer truncates, a NULL one is allowed */
+    {
+        char small[8];
+        CHECK(shoal_job_parse("[]", 2, 0, NULL, small, sizeof(small)) == NULL);
+        CHECK_STR_EQ(small, "job: ex");
+        CHECK(shoal_job_parse("[]", 2, 0, NULL, NULL, 0) == NULL);
+    }
+}
+
+/* ---- rendering ---- */
+
+static void check_render(const char *tmpl, const char *items_json, const char *want)
+{
+    json_error_t e;
+    json_t *items = json_loads(items_json, 0, &e);
+    size_t len = 99;
+    char *out;
+
+    if (!items)
+        CHECK_FAIL("bad test items %s: %s", items_json, e.text);
+    out = shoal_job_render(tmpl, items, &len);
+    if (!out)
+        CHECK_FAIL("render failed for %s", tmpl);
+    CHECK_STR_EQ(out, want);
+    CHECK_INT_EQ(len, strlen(want));
+    free(out);
+    json_decref(items);
+}
+
+static void test_render(void)
+{
+    check_render("Summarize:\n{{input}}", "[{\"id\":\"a1\",\"input\":\"hello\"}]",
+                 "Summarize:\nhello");
+    check_render("{{input}}", "[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":\"y\"}]",
+                 "[a]\nx\n\n[b]\ny");
+    check_render("ids {{ids}}: {{input}}|{{ids}}",
+                 "[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":\"y\"},"
+                 "{\"id\":\"c\",\"input\":\"\"}]",
+                 "ids a, b, c: [a]\nx\n\n[b]\ny\n\n[c]\n|a, b, c");
+    check_render("{{ids}}", "[{\"id\":\"only\",\"input\":\"z\"}]", "only");
+    /* inputs are never expanded; unknown and broken placeholders stay */
+    check_render("<{{input}}> {{other}} {{ {{inp {{", "[{\"id\":\"a\",\"input\":\"{{ids}} {{input}}\"}]",
+                 "<{{ids}} {{input}}> {{other}} {{ {{inp {{");
+    check_render("{{{input}}}", "[{\"id\":\"a\",\"input\":\"v\"}]", "{v}");
+    check_render("no placeholder", "[{\"id\":\"a\",\"input\":\"v\"}]", "no placeholder");
+    check_render("[{{input}}][{{ids}}]", "[]", "[][]");
+    check_render("\xc3\xa9{{input}}\xc3\xa9", "[{\"id\":\"a\",\"input\":\"\\u65e5\"}]",
+                 "\xc3\xa9\xe6\x97\xa5\xc3\xa9");
+
+    /* NUL inside an input is copied; the length says where the text ends */
+    {
+        json_t *items = json_pack("[{s:s, s:s%}]", "id", "a", "input", "x\0y", (size_t)3);
+        size_t len;
+        char *out = shoal_job_render("<{{input}}>", items, &len);
+        CHECK(out != NULL);
+        CHECK_INT_EQ(len, 5);
+        CHECK(memcmp(out, "<x\0y>", 6) == 0);
+        free(out);
+        out = shoal_job_render("{{input}}", items, NULL); /* len_out may be NULL */
+        CHECK(out != NULL);
+        free(out);
+        json_decref(items);
+    }
+    /* malformed items */
+    {
+        json_t *bad[] = {json_pack("{s:s}", "id", "a"), json_pack("[{s:s}]", "id", "a"),
+                         json_pack("[{s:s, s:i}]", "id", "a", "input", 1), json_pack("[i]", 1),
+                         json_pack("[{s:i, s:s}]", "id", 1, "input", "x")};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            size_t len = 7;
+            CHECK(bad[i] != NULL);
+            CHECK(shoal_job_render("{{input}}", bad[i], &len) == NULL);
+            CHECK_INT_EQ(len, 0);
+            json_decref(bad[i]);
+        }
+        CHECK(shoal_job_render(NULL, NULL, NULL) == NULL);
+    }
+    /* the output cap: 70 copies of a 1 MB input would be 70 MB */
+    {
+        char *in = repeat("x", 1 << 20), *tmpl = repeat("{{input}}", 70);
+        json_t *items = json_pack("[{s:s, s:s}]", "id", "a", "input", in);
+        CHECK(shoal_job_render(tmpl, items, NULL) == NULL);
+        tmpl[9 * 60] = '\0'; /* 60 copies fit */
+        {
+            size_t len;
+            char *out = shoal_job_render(tmpl, items, &len);
+            CHECK(out != NULL);
+            CHECK_INT_EQ(len, 60u << 20);
+            free(out);
+        }
+        json_decref(items);
+        free(in);
+        free(tmpl);
+    }
+}
+
+/* ---- allocation failures ---- */
+
+static long fail_at = -1; /* the allocation (counting from 0) that fails; -1: none */
+static long alloc_count;
+
+/* Fails one allocation only. */
+static void *failing_malloc(size_t n)
+{
+    if (alloc_count++ == fail_at)
+        return NULL;
+    return malloc(n);
+}
+
+/* Fails each allocation of parse + tasks + settings in turn. Nothing may
+ * crash or leak (ASan). Past the decoder, every run must either report the
+ * failure or produce exactly what a clean run produces, so a failure that
+ * was ignored and left a field out shows up as a difference. Inside the
+ * decoder that cannot be asked: jansson 2.14's lexer drops a character of a
+ * string when growing its buffer fails, and still succeeds. */
+static void test_alloc_failures(const char *file)
+{
+    char path[1100], err[512];
+    size_t len, failures = 0;
+    char *buf;
+    long needed, decoding;
+    shoal_job_t *clean;
+    json_t *clean_tasks, *clean_settings;
+
+    snprintf(path, sizeof(path), "%s/tests/data/jobs/valid/%s", source_dir(), file);
+    buf = read_file(path, &len);
+    json_set_alloc_funcs(failing_malloc, free);
+
+    alloc_count = 0;
+    json_decref(shoal_job_decode(buf, len, err, sizeof(err)));
+    decoding = alloc_count;
+    alloc_count = 0;
+    clean = shoal_job_parse(buf, len, 0, models, err, sizeof(err));
+    CHECK(clean != NULL);
+    if (!shoal_job_id(clean))
+        CHECK_INT_EQ(shoal_job_set_id(clean, "alloc-test"), SHOAL_OK);
+    clean_tasks = shoal_job_tasks(clean, err, sizeof(err));
+    clean_settings = shoal_job_settings(clean);
+    CHECK(clean_tasks && clean_settings);
+    needed = alloc_count;
+    CHECK_INT_GE(needed, 20);
+
+    for (long n = 0; n < needed; n++) {
+        shoal_job_t *job;
+        json_t *t = NULL, *s = NULL;
+
+        alloc_count = 0;
+        fail_at = n;
+        err[0] = '\0';
+        job = shoal_job_parse(buf, len, 0, models, err, sizeof(err));
+        if (!job) {
+            CHECK(err[0] != '\0');
+            failures++;
+            continue;
+        }
+        if (!shoal_job_id(job) && shoal_job_set_id(job, "alloc-test") != SHOAL_OK) {
+            failures++;
+            shoal_job_destroy(job);
+            continue;
+        }
+        if (!(t = shoal_job_tasks(job, err, sizeof(err))))
+            CHECK_STR_EQ(err, "out of memory");
+        s = shoal_job_settings(job);
+        if (!t || !s) {
+            failures++;
+        } else if (n >= decoding) {
+            if (!json_equal(shoal_job_json(job), shoal_job_json(clean)) ||
+                !json_equal(t, clean_tasks) || !json_equal(s, clean_settings))
+                CHECK_FAIL("allocation %ld failed and the result is incomplete", n);
+        }
+        json_decref(t);
+        json_decref(s);
+        shoal_job_destroy(job);
+    }
+    fail_at = -1;
+    CHECK_INT_GE(failures, (size_t)needed * 9 / 10);
+    json_decref(clean_tasks);
+    json_decref(clean_settings);
+    shoal_job_destroy(clean);
+    json_set_alloc_funcs(malloc, free);
+    printf("job_test: %s: %zu of %ld allocation failures reported\n", file, failures, needed);
+    free(buf);
+}
+
+int main(void)
+{
+    char tmpl[] = "/tmp/shoal-job-tasks-XXXXXX", path[1100], err[512];
+    const char *tasks_dir;
+
+    snprintf(path, sizeof(path), "%s/tests/data/models.json", source_dir());
+    setenv("SHOAL_SIM_URL", "http://127.0.0.1:9", 1);
+    models = shoal_models_load(path, err, sizeof(err));
+    if (!models)
+        CHECK_FAIL("cannot load %s: %s", path, err);
+
+    tasks_dir = mkdtemp(tmpl);
+    CHECK(tasks_dir != NULL);
+    test_valid_corpus(tasks_dir);
+    {
+        /* every task the corpus produced satisfies the task schema */
+        struct verdicts *ref = calloc(1, sizeof(*ref));
+        run_reference("task.schema.json", tasks_dir, ref);
+        CHECK_INT_GE(ref->n, 8);
+        for (size_t i = 0; i < ref->n; i++) {
+            if (strcmp(ref->verdict[i], "valid") != 0)
+                CHECK_FAIL("task %s: the task schema says %s", ref->name[i], ref->verdict[i]);
+        }
+        free(ref);
+        remove_dir(tasks_dir);
+    }
+    test_invalid_corpus();
+    test_generated();
+    test_big_message();
+    test_defaults();
+    test_tasks();
+    test_settings();
+    test_messages();
+    test_render();
+    test_alloc_failures("all_fields.json");
+    test_alloc_failures("minimal.json");
+    shoal_models_destroy(models);
+    printf("job_test: ok\n");
+    return 0;
+}

@@ -1,0 +1,178 @@
+/*
+ * cli/mockkafka: the mock cluster creates shoal's topics, serves a producer
+ * and a consumer group from ordinary client handles, answers kcat's metadata
+ * request from another process, and rejects bad topics.
+ */
+#include "cli/mockkafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "tests/support/check.h"
+
+#define NMSG 100
+#define TOPIC "shoal.tasks.normal"
+
+static int delivered_ok, delivered_err;
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (msg->err)
+        delivered_err++;
+    else
+        delivered_ok++;
+}
+
+static void set(rd_kafka_conf_t *conf, const char *k, const char *v)
+{
+    char errstr[256];
+    if (rd_kafka_conf_set(conf, k, v, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+        CHECK_FAIL("%s=%s: %s", k, v, errstr);
+}
+
+static void produce(const char *bootstraps)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    set(conf, "bootstrap.servers", bootstraps);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!p)
+        CHECK_FAIL("producer: %s", errstr);
+    for (int i = 0; i < NMSG; i++) {
+        char key[16], val[32];
+        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(val, sizeof(val), "%d", i);
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(p, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_KEY(key, strlen(key)),
+                              RD_KAFKA_V_VALUE(val, strlen(val)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (err)
+            CHECK_FAIL("produce %d: %s", i, rd_kafka_err2str(err));
+        rd_kafka_poll(p, 0);
+    }
+    CHECK_INT_EQ(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_INT_EQ(delivered_ok, NMSG);
+    CHECK_INT_EQ(delivered_err, 0);
+    rd_kafka_destroy(p);
+}
+
+static void consume(const char *bootstraps)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    set(conf, "bootstrap.servers", bootstraps);
+    set(conf, "group.id", "mockkafka-test");
+    set(conf, "session.timeout.ms", "6000");
+    set(conf, "auto.offset.reset", "earliest");
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!c)
+        CHECK_FAIL("consumer: %s", errstr);
+    rd_kafka_poll_set_consumer(c);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, TOPIC, RD_KAFKA_PARTITION_UA);
+    CHECK_INT_EQ(rd_kafka_subscribe(c, topics), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(topics);
+
+    static char seen[NMSG];
+    int got = 0, dups = 0;
+    double deadline = check_now_s() + 60;
+    while (got < NMSG && check_now_s() < deadline) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(c, 200);
+        if (!msg)
+            continue;
+        if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            char val[32];
+            snprintf(val, sizeof(val), "%.*s", (int)msg->len, (const char *)msg->payload);
+            char *end;
+            long i = strtol(val, &end, 10);
+            CHECK(*end == '\0' && i >= 0 && i < NMSG);
+            if (seen[i])
+                dups++;
+            else
+                got++;
+            seen[i] = 1;
+        } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            fprintf(stderr, "consumer event: %s\n", rd_kafka_message_errstr(msg));
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    CHECK_INT_EQ(got, NMSG);
+    CHECK_INT_EQ(dups, 0);
+    CHECK_INT_EQ(rd_kafka_consumer_close(c), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(c);
+}
+
+/* kcat is another process and another client: the endpoint is real Kafka. */
+static void kcat_metadata(const char *bootstraps)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "kcat -b '%s' -L -m 15 2>&1", bootstraps);
+    FILE *f = popen(cmd, "r");
+    CHECK(f != NULL);
+    static char out[65536];
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    int st = pclose(f);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+        CHECK_FAIL("kcat not found: install the kcat package (it checks the mock cluster from "
+                   "another process)");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        CHECK_FAIL("kcat -L failed (status %d): %s", st, out);
+    CHECK_STR_CONTAINS(out, "topic \"" TOPIC "\" with 8 partitions");
+    CHECK_STR_CONTAINS(out, "topic \"shoal.jobs\" with 4 partitions");
+    CHECK_STR_CONTAINS(out, "topic \"shoal.tasks.dlq\" with 2 partitions");
+    CHECK_STR_CONTAINS(out, "topic \"shoal.events\" with 4 partitions");
+    CHECK_STR_CONTAINS(out, "topic \"dev.tasks.high\" with 8 partitions");
+    CHECK_STR_CONTAINS(out, "3 brokers");
+}
+
+static void test_errors(shoal_mockkafka_t *m)
+{
+    char err[256];
+    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, "", 1, err, sizeof(err)), SHOAL_ERR_INVALID);
+    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, "bad topic", 1, err, sizeof(err)),
+                 SHOAL_ERR_INVALID);
+    CHECK_STR_CONTAINS(err, "bad topic");
+    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, "ok", 0, err, sizeof(err)), SHOAL_ERR_INVALID);
+    CHECK_STR_CONTAINS(err, "0 partitions");
+    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, TOPIC, 8, err, sizeof(err)), SHOAL_ERR_INVALID);
+    CHECK_STR_CONTAINS(err, "exists already");
+    CHECK_INT_EQ(shoal_mockkafka_create_default_topics(m, NULL, err, sizeof(err)),
+                 SHOAL_ERR_INVALID);
+    CHECK_INT_EQ(shoal_mockkafka_create_topic(NULL, "x", 1, err, sizeof(err)), SHOAL_ERR_INVALID);
+
+    CHECK(shoal_mockkafka_new(0, err, sizeof(err)) == NULL);
+    CHECK_STR_CONTAINS(err, "brokers");
+    shoal_mockkafka_destroy(NULL);
+}
+
+int main(void)
+{
+    char err[256];
+    shoal_mockkafka_t *m = shoal_mockkafka_new(3, err, sizeof(err));
+    if (!m)
+        CHECK_FAIL("new: %s", err);
+    const char *bs = shoal_mockkafka_bootstraps(m);
+    CHECK_STR_CONTAINS(bs, "127.0.0.1:");
+    CHECK(shoal_mockkafka_cluster(m) != NULL);
+    if (shoal_mockkafka_create_default_topics(m, NULL, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("default topics: %s", err);
+    if (shoal_mockkafka_create_default_topics(m, "dev", err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("default topics with prefix: %s", err);
+    test_errors(m);
+
+    produce(bs);
+    consume(bs);
+    kcat_metadata(bs);
+
+    shoal_mockkafka_destroy(m);
+    printf("mockkafka_test ok\n");
+    return 0;
+}

@@ -1,0 +1,280 @@
+/*
+ * cli/pgcluster: a throwaway cluster accepts connections, stops (fast,
+ * immediate, killed from outside) and starts again on the same port with its
+ * data, cleans up its directory, reuses a caller's directory, explains a
+ * missing installation, and does not outlive a process that dies without
+ * destroying it.
+ */
+#include "cli/pgcluster.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "tests/support/check.h"
+
+static int dir_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void rm_tree(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* A zombie counts as dead: it is only waiting for its new parent to reap it. */
+static int pid_gone(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    return !rp || rp[1] == '\0' || rp[2] == 'Z' || rp[2] == 'X';
+}
+
+static PGconn *connect_ok(const char *url)
+{
+    PGconn *conn = PQconnectdb(url);
+    if (PQstatus(conn) != CONNECTION_OK)
+        CHECK_FAIL("connect: %s", PQerrorMessage(conn));
+    return conn;
+}
+
+static void exec_ok(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        CHECK_FAIL("%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+}
+
+/* The single value sql returns, as a string in out. */
+static void query_value(PGconn *conn, const char *sql, char *out, size_t outlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        CHECK_FAIL("%s: %s", sql, PQerrorMessage(conn));
+    snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+static void test_lifecycle(void)
+{
+    char err[512], val[64];
+    shoal_pgcluster_t *c = shoal_pgcluster_new(NULL, err, sizeof(err));
+    if (!c)
+        CHECK_FAIL("new: %s", err);
+    int port = shoal_pgcluster_port(c);
+    CHECK(port > 0);
+    CHECK(shoal_pgcluster_pid(c) > 0);
+    char want[96];
+    snprintf(want, sizeof(want), "postgresql://postgres@127.0.0.1:%d/postgres", port);
+    CHECK_STR_EQ(shoal_pgcluster_url(c), want);
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s", shoal_pgcluster_dir(c));
+    CHECK(dir_exists(dir));
+    CHECK(access(shoal_pgcluster_log_path(c), R_OK) == 0);
+
+    PGconn *conn = connect_ok(shoal_pgcluster_url(c));
+    query_value(conn, "SELECT 1", val, sizeof(val));
+    CHECK_STR_EQ(val, "1");
+    query_value(conn, "SHOW fsync", val, sizeof(val));
+    CHECK_STR_EQ(val, "off");
+    query_value(conn, "SHOW max_connections", val, sizeof(val));
+    CHECK_STR_EQ(val, "200");
+    query_value(conn, "SHOW server_encoding", val, sizeof(val));
+    CHECK_STR_EQ(val, "UTF8");
+    exec_ok(conn, "CREATE TABLE t (x int); INSERT INTO t VALUES (42)");
+
+    /* fast stop with a client connected */
+    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    CHECK_INT_EQ(shoal_pgcluster_pid(c), -1);
+    CHECK(PQping(shoal_pgcluster_url(c)) != PQPING_OK);
+    PGresult *res = PQexec(conn, "SELECT 1");
+    CHECK(PQresultStatus(res) != PGRES_TUPLES_OK);
+    PQclear(res);
+    PQfinish(conn);
+    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_FAST), SHOAL_OK); /* idempotent */
+
+    CHECK_INT_EQ(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK);
+    CHECK_INT_EQ(shoal_pgcluster_port(c), port);
+    CHECK_INT_EQ(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK); /* already running */
+    conn = connect_ok(shoal_pgcluster_url(c));
+    query_value(conn, "SELECT x FROM t", val, sizeof(val));
+    CHECK_STR_EQ(val, "42");
+    /* synchronous_commit=off may lose the last commits in a crash; this one
+     * is made durable explicitly */
+    exec_ok(conn, "SET synchronous_commit = on; INSERT INTO t VALUES (43)");
+
+    /* immediate stop: crash recovery on the next start keeps durable rows */
+    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_IMMEDIATE), SHOAL_OK);
+    PQfinish(conn);
+    if (shoal_pgcluster_start(c, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("start after immediate stop: %s", err);
+    conn = connect_ok(shoal_pgcluster_url(c));
+    query_value(conn, "SELECT count(*) FROM t", val, sizeof(val));
+    CHECK_STR_EQ(val, "2");
+
+    /* the postmaster killed from outside, a client still connected */
+    pid_t pid = shoal_pgcluster_pid(c);
+    CHECK_INT_EQ(kill(pid, SIGKILL), 0);
+    CHECK_WAIT(pid_gone(pid), 10, "the killed postmaster to die");
+    if (shoal_pgcluster_start(c, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("start after SIGKILL: %s", err);
+    CHECK(shoal_pgcluster_pid(c) != pid);
+    PQfinish(conn);
+    conn = connect_ok(shoal_pgcluster_url(c));
+    query_value(conn, "SELECT count(*) FROM t", val, sizeof(val));
+    CHECK_STR_EQ(val, "2");
+    PQfinish(conn);
+
+    /* smart stop with no client left */
+    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_SMART), SHOAL_OK);
+    CHECK_INT_EQ(shoal_pgcluster_pid(c), -1);
+    CHECK_INT_EQ(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK);
+
+    shoal_pgcluster_destroy(c);
+    CHECK(!dir_exists(dir));
+    CHECK(PQping(want) != PQPING_OK);
+}
+
+/* A dir that does not exist is created and removed; an existing one is kept
+ * and its cluster reused. */
+static void test_given_dir(void)
+{
+    char base[] = "/tmp/shoal-pgc-test-XXXXXX";
+    CHECK(mkdtemp(base) != NULL);
+    CHECK_INT_EQ(chmod(base, 0755), 0); /* the server's user must reach it */
+    char err[512], sub[600], val[64];
+
+    snprintf(sub, sizeof(sub), "%s/new", base);
+    shoal_pgcluster_t *c = shoal_pgcluster_new(sub, err, sizeof(err));
+    if (!c)
+        CHECK_FAIL("new(%s): %s", sub, err);
+    CHECK_STR_EQ(shoal_pgcluster_dir(c), sub);
+    shoal_pgcluster_destroy(c);
+    CHECK(!dir_exists(sub));
+
+    c = shoal_pgcluster_new(base, err, sizeof(err));
+    if (!c)
+        CHECK_FAIL("new(%s): %s", base, err);
+    PGconn *conn = connect_ok(shoal_pgcluster_url(c));
+    exec_ok(conn, "CREATE TABLE kept (x int)");
+    PQfinish(conn);
+    shoal_pgcluster_destroy(c);
+    CHECK(dir_exists(base));
+
+    c = shoal_pgcluster_new(base, err, sizeof(err));
+    if (!c)
+        CHECK_FAIL("new(%s) again: %s", base, err);
+    conn = connect_ok(shoal_pgcluster_url(c));
+    query_value(conn, "SELECT count(*) FROM kept", val, sizeof(val));
+    CHECK_STR_EQ(val, "0");
+    PQfinish(conn);
+    shoal_pgcluster_destroy(c);
+    CHECK(dir_exists(base));
+    rm_tree(base);
+}
+
+static void test_errors(void)
+{
+    char err[512] = "";
+    CHECK_INT_EQ(setenv("SHOAL_PG_BINDIR", "/nonexistent/bin", 1), 0);
+    shoal_pgcluster_t *c = shoal_pgcluster_new(NULL, err, sizeof(err));
+    CHECK(c == NULL);
+    CHECK_STR_CONTAINS(err, "SHOAL_PG_BINDIR");
+    CHECK_INT_EQ(unsetenv("SHOAL_PG_BINDIR"), 0);
+
+    c = shoal_pgcluster_new("/nonexistent/parent/dir", err, sizeof(err));
+    CHECK(c == NULL);
+    CHECK_STR_CONTAINS(err, "could not create directory");
+
+    if (geteuid() == 0) {
+        /* a directory the server's user cannot enter */
+        char base[] = "/tmp/shoal-pgc-test-XXXXXX";
+        CHECK(mkdtemp(base) != NULL);
+        char sub[600];
+        snprintf(sub, sizeof(sub), "%s/inner", base);
+        c = shoal_pgcluster_new(sub, err, sizeof(err));
+        CHECK(c == NULL);
+        CHECK_STR_CONTAINS(err, "accessible to user postgres");
+        rm_tree(base);
+    }
+
+    shoal_pgcluster_destroy(NULL);
+    CHECK_INT_EQ(shoal_pgcluster_stop(NULL, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    CHECK_INT_EQ(shoal_pgcluster_pid(NULL), -1);
+}
+
+/* A process that dies without destroy takes its server with it. */
+static void test_parent_death(void)
+{
+    struct {
+        pid_t pid;
+        char dir[512];
+    } info;
+    memset(&info, 0, sizeof(info));
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t mid = fork();
+    CHECK(mid >= 0);
+    if (mid == 0) {
+        close(fds[0]);
+        char err[512];
+        shoal_pgcluster_t *c = shoal_pgcluster_new(NULL, err, sizeof(err));
+        if (!c) {
+            fprintf(stderr, "new in child: %s\n", err);
+            _exit(1);
+        }
+        info.pid = shoal_pgcluster_pid(c);
+        snprintf(info.dir, sizeof(info.dir), "%s", shoal_pgcluster_dir(c));
+        ssize_t w = write(fds[1], &info, sizeof(info));
+        _exit(w == (ssize_t)sizeof(info) ? 0 : 1);
+    }
+    close(fds[1]);
+    CHECK_INT_EQ(read(fds[0], &info, sizeof(info)), sizeof(info));
+    close(fds[0]);
+    int st;
+    CHECK_INT_EQ(waitpid(mid, &st, 0), mid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(info.pid > 0);
+    CHECK_WAIT(pid_gone(info.pid), 30, "the server to shut down after its parent died");
+    CHECK(dir_exists(info.dir));
+    rm_tree(info.dir);
+}
+
+int main(void)
+{
+    shoal_log_init("pgcluster_test", SHOAL_LOG_DEBUG, 0);
+    test_lifecycle();
+    test_given_dir();
+    test_errors();
+    test_parent_death();
+    printf("pgcluster_test ok\n");
+    return 0;
+}
