@@ -52,18 +52,19 @@
 #define QUOTE_LEN 256
 
 struct shoal_job {
-    json_t *doc;          /* owned; defaults filled in */
-    json_t *items;        /* borrowed from doc */
+    json_t *doc;   /* owned; defaults filled in */
+    json_t *items; /* borrowed from doc */
     size_t n_items;
     size_t n_chunks;
-    size_t *chunk_start;  /* n_chunks + 1 entries; the last is n_items */
-    long *chunk_tokens;   /* n_chunks entries */
+    size_t *chunk_start; /* n_chunks + 1 entries; the last is n_items */
+    long *chunk_tokens;  /* n_chunks entries */
     long est_tokens;
 };
 
 static const char *const top_keys[] = {
-    "job_id", "tenant", "priority", "model", "fallback_models", "system", "prompt_template",
-    "items", "chunking", "output", "merge", "max_attempts", "timeout_ms", "budget_usd", NULL};
+    "job_id", "tenant",          "priority",   "model",      "fallback_models",
+    "system", "prompt_template", "items",      "chunking",   "output",
+    "merge",  "max_attempts",    "timeout_ms", "budget_usd", NULL};
 static const char *const top_required[] = {"tenant", "model", "prompt_template", "items", NULL};
 static const char *const item_keys[] = {"id", "input", "group", NULL};
 static const char *const item_required[] = {"id", "input", NULL};
@@ -248,8 +249,7 @@ static shoal_err_t check_string(const char *path, const json_t *v, size_t min, s
     if (n < min) {
         if (min == 1)
             return fail(errbuf, errlen, path, "must not be empty");
-        return fail(errbuf, errlen, path, "too short (%zu characters; the minimum is %zu)", n,
-                    min);
+        return fail(errbuf, errlen, path, "too short (%zu characters; the minimum is %zu)", n, min);
     }
     if (n > max)
         return fail(errbuf, errlen, path, "too long (%zu characters; the limit is %zu)", n, max);
@@ -258,8 +258,8 @@ static shoal_err_t check_string(const char *path, const json_t *v, size_t min, s
 
 static int key_char(unsigned char c, int colon)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-' || (colon && c == ':');
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || (colon && c == ':');
 }
 
 /* An identifier: 1..max characters, all from [A-Za-z0-9._-] (and ':' when
@@ -371,8 +371,7 @@ static shoal_err_t check_items(const json_t *items, char *errbuf, size_t errlen)
     if (n == 0)
         return fail(errbuf, errlen, "items", "must not be empty");
     if (n > ITEMS_MAX)
-        return fail(errbuf, errlen, "items", "too many items (%zu; the limit is %d)", n,
-                    ITEMS_MAX);
+        return fail(errbuf, errlen, "items", "too many items (%zu; the limit is %d)", n, ITEMS_MAX);
     for (size_t i = 0; i < n; i++) {
         const json_t *item = json_array_get(items, i), *v;
 
@@ -383,8 +382,8 @@ static shoal_err_t check_items(const json_t *items, char *errbuf, size_t errlen)
         if ((err = check_ident(path, json_object_get(item, "id"), KEY_MAX, 1, errbuf, errlen)))
             return err;
         snprintf(path, sizeof(path), "items[%zu].input", i);
-        if ((err = check_string(path, json_object_get(item, "input"), 0, INPUT_MAX, errbuf,
-                                errlen)))
+        if ((err =
+                 check_string(path, json_object_get(item, "input"), 0, INPUT_MAX, errbuf, errlen)))
             return err;
         if ((v = json_object_get(item, "group"))) {
             snprintf(path, sizeof(path), "items[%zu].group", i);
@@ -402,12 +401,11 @@ static shoal_err_t check_fallbacks(const json_t *v, char *errbuf, size_t errlen)
     shoal_err_t err;
 
     if (!json_is_array(v))
-        return fail(errbuf, errlen, "fallback_models", "expected an array, got %s",
-                    type_name(v));
+        return fail(errbuf, errlen, "fallback_models", "expected an array, got %s", type_name(v));
     n = json_array_size(v);
     if (n > FALLBACK_MAX)
-        return fail(errbuf, errlen, "fallback_models", "too many entries (%zu; the limit is %d)",
-                    n, FALLBACK_MAX);
+        return fail(errbuf, errlen, "fallback_models", "too many entries (%zu; the limit is %d)", n,
+                    FALLBACK_MAX);
     for (size_t i = 0; i < n; i++) {
         const json_t *m = json_array_get(v, i);
 
@@ -435,8 +433,8 @@ static shoal_err_t check_chunking(const json_t *v, char *errbuf, size_t errlen)
                              errlen)))
         return err;
     if ((f = json_object_get(v, "max_items")) &&
-        (err = check_integer("chunking.max_items", f, MAX_ITEMS_MIN, MAX_ITEMS_MAX, errbuf,
-                             errlen)))
+        (err =
+             check_integer("chunking.max_items", f, MAX_ITEMS_MIN, MAX_ITEMS_MAX, errbuf, errlen)))
         return err;
     if ((f = json_object_get(v, "group_by")) &&
         (err = check_enum("chunking.group_by", f, group_bys, errbuf, errlen)))
@@ -478,17 +476,15 @@ shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errle
     if ((v = json_object_get(doc, "job_id")) &&
         (err = check_ident("job_id", v, KEY_MAX, 1, errbuf, errlen)))
         return err;
-    if ((err = check_ident("tenant", json_object_get(doc, "tenant"), TENANT_MAX, 0, errbuf,
-                           errlen)))
+    if ((err =
+             check_ident("tenant", json_object_get(doc, "tenant"), TENANT_MAX, 0, errbuf, errlen)))
         return err;
     if ((v = json_object_get(doc, "priority")) &&
         (err = check_enum("priority", v, priorities, errbuf, errlen)))
         return err;
-    if ((err = check_string("model", json_object_get(doc, "model"), 1, MODEL_MAX, errbuf,
-                            errlen)))
+    if ((err = check_string("model", json_object_get(doc, "model"), 1, MODEL_MAX, errbuf, errlen)))
         return err;
-    if ((v = json_object_get(doc, "fallback_models")) &&
-        (err = check_fallbacks(v, errbuf, errlen)))
+    if ((v = json_object_get(doc, "fallback_models")) && (err = check_fallbacks(v, errbuf, errlen)))
         return err;
     if ((v = json_object_get(doc, "system")) &&
         (err = check_string("system", v, 0, PROMPT_MAX, errbuf, errlen)))
@@ -515,8 +511,7 @@ shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errle
         return err;
     if ((v = json_object_get(doc, "budget_usd"))) {
         if (!json_is_number(v))
-            return fail(errbuf, errlen, "budget_usd", "expected a number, got %s",
-                        type_name(v));
+            return fail(errbuf, errlen, "budget_usd", "expected a number, got %s", type_name(v));
         if (!(json_number_value(v) > 0))
             return fail(errbuf, errlen, "budget_usd", "must be more than 0, got %s",
                         number_text(num, sizeof(num), v));
@@ -612,8 +607,7 @@ static int fill_defaults(json_t *doc)
 
     if (set_default(doc, "priority", json_string("normal")) ||
         set_default(doc, "fallback_models", json_array()) ||
-        set_default(doc, "chunking", json_object()) ||
-        set_default(doc, "output", json_object()) ||
+        set_default(doc, "chunking", json_object()) || set_default(doc, "output", json_object()) ||
         set_default(doc, "merge", json_string("concat")) ||
         set_default(doc, "max_attempts", json_integer(ATTEMPTS_DEFAULT)) ||
         set_default(doc, "timeout_ms", json_integer(TIMEOUT_DEFAULT)))
@@ -678,8 +672,9 @@ static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf,
         return SHOAL_OK;
     {
         const json_t *id = json_object_get(json_array_get(items, repeat), "id");
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "items[%zu].id %s repeats items[%zu].id",
-                             repeat, quoted_json(q, id), original);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "items[%zu].id %s repeats items[%zu].id", repeat, quoted_json(q, id),
+                             original);
     }
 }
 
@@ -769,8 +764,8 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
         if (groups)
             groups[i] = json_string_value(json_object_get(item, "group"));
     }
-    job->n_chunks = shoal_chunk_plan(tokens, groups, n, base, &limits, job->chunk_start,
-                                     job->chunk_tokens);
+    job->n_chunks =
+        shoal_chunk_plan(tokens, groups, n, base, &limits, job->chunk_start, job->chunk_tokens);
     job->chunk_start[job->n_chunks] = n;
     job->est_tokens = 0;
     for (size_t k = 0; k < job->n_chunks; k++)
@@ -820,8 +815,7 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     job->items = json_object_get(doc, "items");
     job->n_items = json_array_size(job->items);
     if (check_unique_ids(job->items, job->n_items, errbuf, errlen) ||
-        (models && check_models(doc, models, errbuf, errlen)) ||
-        plan_chunks(job, errbuf, errlen)) {
+        (models && check_models(doc, models, errbuf, errlen)) || plan_chunks(job, errbuf, errlen)) {
         shoal_job_destroy(job);
         return NULL;
     }
@@ -927,9 +921,9 @@ static int copy_field(json_t *obj, const json_t *doc, const char *key)
 
 json_t *shoal_job_settings(const shoal_job_t *job)
 {
-    static const char *const keys[] = {"tenant",       "priority",   "model", "fallback_models",
-                                       "chunking",     "output",     "merge", "max_attempts",
-                                       "timeout_ms",   "budget_usd", NULL};
+    static const char *const keys[] = {"tenant",     "priority",   "model", "fallback_models",
+                                       "chunking",   "output",     "merge", "max_attempts",
+                                       "timeout_ms", "budget_usd", NULL};
     json_t *s = json_object();
 
     if (!s)

@@ -56,7 +56,7 @@ void shoal_job_destroy(shoal_job_t *job); /* NULL is ok */
  * Fields with a default return it when the job left them out. */
 const char *shoal_job_id(const shoal_job_t *job); /* NULL when the job has none */
 const char *shoal_job_tenant(const shoal_job_t *job);
-const char *shoal_job_priority(const shoal_job_t *job);      /* "high", "normal", "low" */
+const char *shoal_job_priority(const shoal_job_t *job); /* "high", "normal", "low" */
 const char *shoal_job_model(const shoal_job_t *job);
 const char *shoal_job_merge(const shoal_job_t *job);         /* "concat", "json_array", "jsonl" */
 const char *shoal_job_output_format(const shoal_job_t *job); /* "text", "json" */

@@ -36,6 +36,11 @@ const char *shoal_topics_task(const shoal_topics_t *t, const char *priority)
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
+    /* SHOAL_KAFKA_* settings reach producers and consumers alike; a
+     * consumer-only property on a producer is expected, not a problem. */
+    if (!strcmp(fac, "CONFWARN") && (strstr(buf, "is a consumer property") ||
+                                     strstr(buf, "is a producer property")))
+        level = 7;
     /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
     shoal_log_level_t l = level <= 3   ? SHOAL_LOG_ERROR
                           : level == 4 ? SHOAL_LOG_WARN

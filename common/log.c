@@ -33,19 +33,63 @@ int shoal_log_level_parse(const char *s)
     return -1;
 }
 
-/* Appends s to buf as JSON string content (without quotes). */
+/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no
+ * surrogates, nothing past U+10FFFF) at the start of s, 0 if there is none. */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (c == 0xe0)
+        lo = 0xa0;
+    else if (c == 0xed)
+        hi = 0x9f;
+    else if (c == 0xf0)
+        lo = 0x90;
+    else if (c == 0xf4)
+        hi = 0x8f;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* Appends s to buf as JSON string content (without quotes). Bytes that are
+ * not UTF-8, such as a character cut by a truncated message, become U+FFFD so
+ * the line stays valid JSON. */
 static size_t json_escape(char *buf, size_t cap, size_t n, const char *s)
 {
-    for (; *s && n + 7 < cap; s++) {
+    while (*s && n + 7 < cap) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
             buf[n++] = '\\';
             buf[n++] = (char)c;
         } else if (c < 0x20) {
             n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
-        } else {
+        } else if (c < 0x80) {
             buf[n++] = (char)c;
+        } else {
+            size_t len = utf8_seq_len((const unsigned char *)s);
+            if (len == 0) {
+                memcpy(buf + n, "\\ufffd", 6);
+                n += 6;
+            } else {
+                memcpy(buf + n, s, len);
+                n += len;
+                s += len - 1;
+            }
         }
+        s++;
     }
     return n;
 }
@@ -99,6 +143,11 @@ void shoal_log_write(shoal_log_level_t level, const char *module, const char *fm
                              msg, fields ? fields : "");
         if (n >= sizeof(line) - 1)
             n = sizeof(line) - 2;
+        /* One event, one line: a newline inside a message (libpq's have
+         * them) would otherwise start a line without ts= and level=. */
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)line[i] < 0x20)
+                line[i] = ' ';
     }
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);

@@ -26,10 +26,17 @@ struct shoal_models {
     size_t n;
 };
 
-static const char *const model_keys[] = {
-    "provider",           "endpoint",    "model", "api_key_env", "input_usd_per_mtok",
-    "output_usd_per_mtok", "cached_input_usd_per_mtok", "rpm", "tpm", "max_output_tokens",
-    NULL};
+static const char *const model_keys[] = {"provider",
+                                         "endpoint",
+                                         "model",
+                                         "api_key_env",
+                                         "input_usd_per_mtok",
+                                         "output_usd_per_mtok",
+                                         "cached_input_usd_per_mtok",
+                                         "rpm",
+                                         "tpm",
+                                         "max_output_tokens",
+                                         NULL};
 
 static char *dup_str(const char *s)
 {
@@ -126,8 +133,8 @@ static shoal_err_t get_count(const char *alias, const json_t *m, const char *key
         return SHOAL_OK;
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000000000)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                             "models.%s.%s: expected a whole number from 0 to 1000000000000",
-                             alias, key);
+                             "models.%s.%s: expected a whole number from 0 to 1000000000000", alias,
+                             key);
     *out = (long)json_integer_value(v);
     return SHOAL_OK;
 }
@@ -152,8 +159,8 @@ static shoal_err_t get_string(const char *alias, const json_t *m, const char *ke
 }
 
 /* Validates one alias and fills *m, its strings newly allocated. */
-static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_t *m,
-                              char *errbuf, size_t errlen)
+static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_t *m, char *errbuf,
+                              size_t errlen)
 {
     const char *provider, *endpoint, *model, *key_env, *key;
     char url[ENDPOINT_MAX];
@@ -195,10 +202,9 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
         return err;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                             "models.%s.endpoint: \"%s\" is not an http:// or https:// URL",
-                             alias, url);
-    if ((err = get_price(alias, def, "input_usd_per_mtok", &m->input_usd_per_mtok, errbuf,
-                         errlen)))
+                             "models.%s.endpoint: \"%s\" is not an http:// or https:// URL", alias,
+                             url);
+    if ((err = get_price(alias, def, "input_usd_per_mtok", &m->input_usd_per_mtok, errbuf, errlen)))
         return err;
     m->cached_input_usd_per_mtok = m->input_usd_per_mtok; /* no discount unless stated */
     if ((err = get_price(alias, def, "output_usd_per_mtok", &m->output_usd_per_mtok, errbuf,
@@ -207,8 +213,7 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
                          errbuf, errlen)) ||
         (err = get_count(alias, def, "rpm", &m->rpm, errbuf, errlen)) ||
         (err = get_count(alias, def, "tpm", &m->tpm, errbuf, errlen)) ||
-        (err = get_count(alias, def, "max_output_tokens", &m->max_output_tokens, errbuf,
-                         errlen)))
+        (err = get_count(alias, def, "max_output_tokens", &m->max_output_tokens, errbuf, errlen)))
         return err;
     m->alias = dup_str(alias);
     m->endpoint = dup_str(url);
@@ -304,8 +309,7 @@ shoal_models_t *shoal_models_load(const char *path, char *errbuf, size_t errlen)
     shoal_models_t *models;
 
     if (!f) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not open the file: %s",
-                      strerror(errno));
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not open the file: %s", strerror(errno));
         return NULL;
     }
     if (!(buf = malloc(MODELS_FILE_MAX + 1))) {
@@ -315,8 +319,7 @@ shoal_models_t *shoal_models_load(const char *path, char *errbuf, size_t errlen)
     }
     n = fread(buf, 1, MODELS_FILE_MAX + 1, f);
     if (ferror(f)) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not read the file: %s",
-                      strerror(errno));
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not read the file: %s", strerror(errno));
         models = NULL;
     } else if (n > MODELS_FILE_MAX) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_LIMIT, "the file is larger than %zu bytes",
@@ -353,8 +356,7 @@ const shoal_model_t *shoal_models_at(const shoal_models_t *models, size_t i)
 
 /* tokens_in counts every prompt token, cached ones included (OpenAI's
  * prompt_tokens); the cached part is billed at the cached price. */
-double shoal_model_cost(const shoal_model_t *m, long tokens_in, long tokens_out,
-                        long tokens_cached)
+double shoal_model_cost(const shoal_model_t *m, long tokens_in, long tokens_out, long tokens_cached)
 {
     double in, cached;
 

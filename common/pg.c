@@ -69,6 +69,20 @@ static void copy_msg(char *errbuf, size_t errlen, const char *prefix, const char
         errbuf[--n] = '\0';
 }
 
+/* libpq prints server notices (NOTICE, WARNING, a FATAL for an idle session)
+ * on stderr by default; they go through the log instead. */
+static void on_notice(void *arg, const char *message)
+{
+    char msg[512];
+
+    (void)arg;
+    copy_msg(msg, sizeof(msg), "", message);
+    if (!strncmp(msg, "NOTICE", 6) || !strncmp(msg, "INFO", 4) || !strncmp(msg, "LOG", 3))
+        shoal_log_debug("pg", "server said: %s", msg);
+    else
+        shoal_log_warn("pg", "server said: %s", msg);
+}
+
 static void drop(shoal_pg_t *pg)
 {
     if (pg->conn) {
@@ -96,6 +110,7 @@ shoal_err_t shoal_pg_connect(shoal_pg_t *pg, char *errbuf, size_t errlen)
         return SHOAL_ERR_RETRY;
     }
     pg->connects++;
+    PQsetNoticeProcessor(pg->conn, on_notice, NULL);
     if (pg->on_connect) {
         PGresult *r = PQexec(pg->conn, pg->on_connect);
         ExecStatusType st = PQresultStatus(r);

@@ -40,7 +40,7 @@ static const struct shoal_opt sched_opts[] = {
     {"group", SHOAL_OPT_STR, OFF(group), "shoal-scheduler", 0, 0, "Kafka consumer group"},
     {"topic-prefix", SHOAL_OPT_STR, OFF(topic_prefix), "shoal", 0, 0,
      "topic names start with this (shoal.jobs, shoal.tasks.high, ...)"},
-    {"max-job-bytes", SHOAL_OPT_INT, OFF(max_job_bytes), "16777216", 1024, 1L << 30,
+    {"max-job-bytes", SHOAL_OPT_INT, OFF(max_job_bytes), "1048576", 1024, 1L << 30,
      "larger job messages are rejected"},
     {"migrate-wait", SHOAL_OPT_INT, OFF(migrate_wait_s), "60", 0, 3600,
      "seconds to wait for PostgreSQL at start"},

@@ -147,10 +147,14 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
     if (len < sizeof(line) && len > 12) {
         memcpy(line, data, len);
         line[len] = '\0';
-        if (!strncasecmp(line, "retry-after-ms:", 15)) /* milliseconds, not seconds */
-            c->retry_after_ms = shoal_provider_retry_after_ms(line + 15) / 1000;
-        else if (!strncasecmp(line, "retry-after:", 12) && c->retry_after_ms < 0)
+        long ms;
+        if (!strncasecmp(line, "retry-after-ms:", 15)) { /* milliseconds, not seconds */
+            /* unreadable (-1) stays absent: -1 / 1000 would be 0, "retry now" */
+            if ((ms = shoal_provider_retry_after_ms(line + 15)) >= 0)
+                c->retry_after_ms = ms / 1000;
+        } else if (!strncasecmp(line, "retry-after:", 12) && c->retry_after_ms < 0) {
             c->retry_after_ms = shoal_provider_retry_after_ms(line + 12);
+        }
     }
     return len;
 }

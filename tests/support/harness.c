@@ -97,6 +97,22 @@ void harness_produce(harness_t *h, const char *topic, const char *key, const voi
         CHECK_FAIL("could not produce to %s: %s", topic, err);
 }
 
+void harness_produce_to(harness_t *h, const char *topic, int partition, const char *key,
+                        const void *value, size_t len)
+{
+    char err[512];
+    shoal_kafka_ack_t ack = {0, 0};
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        h->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)value, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&ack), RD_KAFKA_V_END);
+    if (e)
+        CHECK_FAIL("could not produce to %s/%d: %s", topic, partition, rd_kafka_err2str(e));
+    ack.pending++;
+    if (shoal_kafka_ack_wait(h->producer, &ack, 30000, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("could not produce to %s/%d: %s", topic, partition, err);
+}
+
 static PGresult *query(harness_t *h, const char *sql, va_list ap)
 {
     const char *params[16];

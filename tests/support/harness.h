@@ -32,6 +32,10 @@ shoal_pg_t *harness_pg(harness_t *h);
 void harness_produce(harness_t *h, const char *topic, const char *key, const void *value,
                      size_t len);
 
+/* Same, to one partition. */
+void harness_produce_to(harness_t *h, const char *topic, int partition, const char *key,
+                        const void *value, size_t len);
+
 /* Runs a query and returns the first column of the first row as a long
  * (-1 when there is no row). Parameters are NULL-terminated strings. */
 long harness_long(harness_t *h, const char *sql, ...);

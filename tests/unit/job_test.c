@@ -386,9 +386,8 @@ static size_t n_gen;
 
 static json_t *base_job(void)
 {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}]}", "tenant", "acme", "model",
-                          "sim-small", "prompt_template", "{{input}}", "items", "id", "a",
-                          "input", "x");
+    json_t *j = json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}]}", "tenant", "acme", "model", "sim-small",
+                          "prompt_template", "{{input}}", "items", "id", "a", "input", "x");
     CHECK(j != NULL);
     return j;
 }
@@ -675,7 +674,8 @@ static void gen_shapes(const char *dir)
             cur = next;
         }
         j = base_job();
-        json_object_set_new(j, "output", json_pack("{s:s, s:o}", "format", "json", "schema", inner));
+        json_object_set_new(j, "output",
+                            json_pack("{s:s, s:o}", "format", "json", "schema", inner));
         gen_json(dir, levels == 63 ? "depth_63" : "depth_64", "valid", j);
     }
     {
@@ -702,8 +702,7 @@ static void gen_shapes(const char *dir)
             json_array_append_new(items, json_pack("{s:s, s:s}", "id", id, "input", ""));
         }
         json_object_set_new(j, "items", items);
-        gen_json(dir, over ? "items_over_limit" : "items_at_limit", over ? "invalid" : "valid",
-                 j);
+        gen_json(dir, over ? "items_over_limit" : "items_at_limit", over ? "invalid" : "valid", j);
     }
     gen_field(dir, "fallback_5", "valid", "fallback_models",
               json_pack("[s,s,s,s,s]", "a", "b", "c", "d", "e"));
@@ -774,7 +773,8 @@ static char *big_job(size_t n_items, size_t input_len, size_t *len)
         json_array_append_new(items, json_pack("{s:s, s:s}", "id", id, "input", in));
     }
     json_object_set_new(j, "items", items);
-    json_object_set_new(j, "chunking", json_pack("{s:i, s:i}", "max_tokens", 12000, "max_items", 12));
+    json_object_set_new(j, "chunking",
+                        json_pack("{s:i, s:i}", "max_tokens", 12000, "max_items", 12));
     text = json_dumps(j, JSON_COMPACT);
     CHECK(text != NULL);
     *len = strlen(text);
@@ -985,7 +985,8 @@ static void test_tasks(void)
     /* an item exactly filling max_tokens with the template is accepted... */
     {
         long t[2] = {22, 1};
-        shoal_job_t *job = token_job(t, NULL, 2, ",\"chunking\":{\"max_items\":5,\"max_tokens\":25}");
+        shoal_job_t *job =
+            token_job(t, NULL, 2, ",\"chunking\":{\"max_items\":5,\"max_tokens\":25}");
         size_t sizes[] = {1, 1};
         check_chunks(job, sizes, 2);
         shoal_job_destroy(job);
@@ -1009,8 +1010,8 @@ static void test_tasks(void)
     {
         long t[6] = {1, 1, 1, 1, 1, 1};
         const char *g[6] = {"users", "users", "billing", NULL, NULL, "users"};
-        shoal_job_t *job = token_job(
-            t, g, 6, ",\"chunking\":{\"max_items\":10,\"group_by\":\"group\"}");
+        shoal_job_t *job =
+            token_job(t, g, 6, ",\"chunking\":{\"max_items\":10,\"group_by\":\"group\"}");
         size_t sizes[] = {2, 1, 2, 1};
         check_chunks(job, sizes, 4);
         shoal_job_destroy(job);
@@ -1098,10 +1099,9 @@ static void check_absent(const char *file, const char *dump, const json_t *s)
 
 static void check_no_prompt_text(const shoal_job_t *job, const char *file)
 {
-    static const char *const keys[] = {"tenant",     "priority",     "model",
-                                       "fallback_models", "chunking", "output",
-                                       "merge",      "max_attempts", "timeout_ms",
-                                       "n_items",    NULL};
+    static const char *const keys[] = {"tenant",     "priority", "model", "fallback_models",
+                                       "chunking",   "output",   "merge", "max_attempts",
+                                       "timeout_ms", "n_items",  NULL};
     const json_t *doc = shoal_job_json(job), *items = json_object_get(doc, "items");
     json_t *s = shoal_job_settings(job);
     char *dump;
@@ -1192,8 +1192,8 @@ static void test_messages(void)
     char err[1024];
 
     for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
-        shoal_job_t *job = shoal_job_parse(m[i].text, strlen(m[i].text), 0, models, err,
-                                           sizeof(err));
+        shoal_job_t *job =
+            shoal_job_parse(m[i].text, strlen(m[i].text), 0, models, err, sizeof(err));
         if (job)
             CHECK_FAIL("accepted: %s", m[i].text);
         CHECK_STR_CONTAINS(err, m[i].want);
@@ -1246,7 +1246,8 @@ static void test_render(void)
                  "ids a, b, c: [a]\nx\n\n[b]\ny\n\n[c]\n|a, b, c");
     check_render("{{ids}}", "[{\"id\":\"only\",\"input\":\"z\"}]", "only");
     /* inputs are never expanded; unknown and broken placeholders stay */
-    check_render("<{{input}}> {{other}} {{ {{inp {{", "[{\"id\":\"a\",\"input\":\"{{ids}} {{input}}\"}]",
+    check_render("<{{input}}> {{other}} {{ {{inp {{",
+                 "[{\"id\":\"a\",\"input\":\"{{ids}} {{input}}\"}]",
                  "<{{ids}} {{input}}> {{other}} {{ {{inp {{");
     check_render("{{{input}}}", "[{\"id\":\"a\",\"input\":\"v\"}]", "{v}");
     check_render("no placeholder", "[{\"id\":\"a\",\"input\":\"v\"}]", "no placeholder");

@@ -86,7 +86,8 @@ static void test_data_file(void)
     unsetenv("SHOAL_SIM_URL");
     m = shoal_models_load(path, err, sizeof(err));
     CHECK(m == NULL);
-    CHECK_STR_CONTAINS(err, "models.sim-small.endpoint: environment variable SHOAL_SIM_URL is not set");
+    CHECK_STR_CONTAINS(err,
+                       "models.sim-small.endpoint: environment variable SHOAL_SIM_URL is not set");
 
     setenv("SHOAL_SIM_URL", "", 1); /* set but empty: expands, then is not a URL */
     m = shoal_models_load(path, err, sizeof(err));
@@ -138,7 +139,8 @@ static void test_bad_files(void)
     expect_error("{\"models\": {\"a\": {}}, \"extra\": 1}", "unknown field \"extra\"");
     expect_error("{\"models\": {\"a\": {}, \"a\": {}}}", "duplicate object key");
 
-    expect_field_error("\"endpoint\": \"http://h/v1\", \"rmp\": 5", "models.m: unknown field \"rmp\"");
+    expect_field_error("\"endpoint\": \"http://h/v1\", \"rmp\": 5",
+                       "models.m: unknown field \"rmp\"");
     expect_error("{\"models\": {\"m\": {\"provider\": \"openai\", \"model\": \"x\"}}}",
                  "models.m: missing required field \"endpoint\"");
     expect_error("{\"models\": {\"m\": {\"endpoint\": \"http://h\", \"model\": \"x\"}}}",
@@ -161,8 +163,10 @@ static void test_bad_files(void)
                        "models.m.output_usd_per_mtok: expected a number >= 0");
     expect_field_error("\"endpoint\": \"http://h\", \"cached_input_usd_per_mtok\": -0.5",
                        "models.m.cached_input_usd_per_mtok: expected a number >= 0");
-    expect_field_error("\"endpoint\": \"http://h\", \"rpm\": -1", "models.m.rpm: expected a whole number");
-    expect_field_error("\"endpoint\": \"http://h\", \"tpm\": 1.5", "models.m.tpm: expected a whole number");
+    expect_field_error("\"endpoint\": \"http://h\", \"rpm\": -1",
+                       "models.m.rpm: expected a whole number");
+    expect_field_error("\"endpoint\": \"http://h\", \"tpm\": 1.5",
+                       "models.m.tpm: expected a whole number");
     expect_field_error("\"endpoint\": \"http://h\", \"max_output_tokens\": -3",
                        "models.m.max_output_tokens: expected a whole number");
 

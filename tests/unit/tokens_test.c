@@ -25,8 +25,13 @@ int main(void)
     CHECK_INT_EQ(shoal_tokens_codepoints("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 8), 4);
     CHECK_INT_EQ(est("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"), 1);
     /* a four-byte emoji and three ASCII letters: four code points */
-    CHECK_INT_EQ(shoal_tokens_codepoints("\xf0\x9f\x9a\x80" "abc", 7), 4);
-    CHECK_INT_EQ(est("\xf0\x9f\x9a\x80" "abc"), 1);
+    CHECK_INT_EQ(shoal_tokens_codepoints("\xf0\x9f\x9a\x80"
+                                         "abc",
+                                         7),
+                 4);
+    CHECK_INT_EQ(est("\xf0\x9f\x9a\x80"
+                     "abc"),
+                 1);
     /* CJK: three bytes each */
     CHECK_INT_EQ(est("\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe3\x83\x86"), 2);
 

@@ -1,0 +1,462 @@
+/*
+ * worker/http against the in-process provider simulator: many calls in
+ * flight on one multi handle all complete with their own bodies, a delayed
+ * call does not start early, a refused connection and a timeout end as
+ * transport failures (status 0), HTTP errors keep their status, body and
+ * Retry-After, and the pending count follows every submission and completion.
+ */
+#include "worker/http.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "common/models.h"
+#include "sim/sim.h"
+#include "tests/support/check.h"
+#include "worker/provider.h"
+
+#define NCALLS 200
+
+/* What the done callback saw for one call. */
+struct result {
+    int done; /* times the callback ran for this call */
+    long status;
+    char *body;
+    char error[256];
+    int timed_out;
+    long retry_after_ms;
+    double started_unix;
+    double latency_ms;
+    int pending_in_cb; /* shoal_http_pending() inside the callback */
+};
+
+struct ctx {
+    shoal_http_t *h;
+    int completed;
+};
+
+static void on_done(void *user, const shoal_http_reply_t *reply, void *arg)
+{
+    struct result *r = user;
+    struct ctx *ctx = arg;
+
+    r->done++;
+    r->status = reply->status;
+    r->body = malloc(reply->len + 1);
+    CHECK(r->body != NULL);
+    memcpy(r->body, reply->body, reply->len);
+    r->body[reply->len] = '\0';
+    snprintf(r->error, sizeof(r->error), "%s", reply->error ? reply->error : "");
+    r->timed_out = reply->timed_out;
+    r->retry_after_ms = reply->retry_after_ms;
+    r->started_unix = reply->started_unix;
+    r->latency_ms = reply->latency_ms;
+    r->pending_in_cb = shoal_http_pending(ctx->h);
+    ctx->completed++;
+}
+
+static double wall_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* Runs the loop until nothing is pending, failing after timeout_s. */
+static void run_until_idle(shoal_http_t *h, double timeout_s)
+{
+    char err[256];
+    double deadline = check_now_s() + timeout_s;
+
+    while (shoal_http_pending(h) > 0) {
+        if (check_now_s() > deadline)
+            CHECK_FAIL("%d calls still pending after %.0f s", shoal_http_pending(h), timeout_s);
+        if (shoal_http_run(h, 100, -1, err, sizeof(err)) != SHOAL_OK)
+            CHECK_FAIL("shoal_http_run: %s", err);
+    }
+}
+
+static shoal_sim_t *start_sim(long latency_ms)
+{
+    shoal_sim_conf_t conf;
+    char err[256];
+
+    shoal_sim_conf_init(&conf);
+    conf.port = 0;
+    conf.latency_ms = latency_ms;
+    shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
+    if (!sim)
+        CHECK_FAIL("shoal_sim_new: %s", err);
+    return sim;
+}
+
+static const shoal_model_t model = {
+    .alias = "sim",
+    .provider = SHOAL_PROVIDER_OPENAI,
+    .model = "sim-model",
+};
+
+static void post(shoal_http_t *h, const char *url, const struct curl_slist *hdr, const char *prompt,
+                 long timeout_ms, long start_after_ms, struct result *r)
+{
+    size_t len;
+    char err[256];
+    char *body = shoal_provider_request(&model, NULL, prompt, 0, &len);
+
+    CHECK(body != NULL);
+    if (shoal_http_post(h, url, hdr, body, len, timeout_ms, start_after_ms, r, err, sizeof(err)) !=
+        SHOAL_OK)
+        CHECK_FAIL("shoal_http_post: %s", err);
+    free(body); /* the body was copied */
+}
+
+static void test_many_in_flight(struct curl_slist *hdr)
+{
+    static struct result res[NCALLS];
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128], prompt[64];
+    shoal_sim_t *sim = start_sim(100);
+    shoal_sim_stats_t st;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    if (!ctx.h)
+        CHECK_FAIL("shoal_http_new: %s", err);
+    CHECK_INT_EQ(shoal_http_pending(ctx.h), 0);
+
+    memset(res, 0, sizeof(res));
+    for (int i = 0; i < NCALLS; i++) {
+        snprintf(prompt, sizeof(prompt), "item %d", i);
+        post(ctx.h, url, hdr, prompt, 30000, 0, &res[i]);
+        CHECK_INT_EQ(shoal_http_pending(ctx.h), i + 1);
+    }
+    run_until_idle(ctx.h, 60);
+    CHECK_INT_EQ(ctx.completed, NCALLS);
+    CHECK_INT_EQ(shoal_http_pending(ctx.h), 0);
+
+    int seen_pending[NCALLS] = {0};
+    for (int i = 0; i < NCALLS; i++) {
+        struct result *r = &res[i];
+        shoal_provider_reply_t rep;
+        CHECK_INT_EQ(r->done, 1);
+        if (r->status != 200)
+            CHECK_FAIL("call %d: status %ld error \"%s\" body %s", i, r->status, r->error, r->body);
+        CHECK_STR_EQ(r->error, "");
+        CHECK_INT_EQ(r->timed_out, 0);
+        CHECK_INT_EQ(r->retry_after_ms, -1);
+        CHECK(r->latency_ms > 0);
+        /* each call got the answer to its own prompt */
+        CHECK_INT_EQ(shoal_provider_parse(&model, r->body, strlen(r->body), &rep, err, sizeof(err)),
+                     SHOAL_OK);
+        snprintf(prompt, sizeof(prompt), " item %d", i);
+        size_t pl = strlen(prompt), cl = strlen(rep.content);
+        if (cl < pl || strcmp(rep.content + cl - pl, prompt) != 0)
+            CHECK_FAIL("call %d got \"%s\"", i, rep.content);
+        free(rep.content);
+        /* the count inside the callback already excludes the finished call */
+        CHECK(r->pending_in_cb >= 0 && r->pending_in_cb < NCALLS);
+        seen_pending[r->pending_in_cb]++;
+        free(r->body);
+    }
+    for (int i = 0; i < NCALLS; i++)
+        CHECK_INT_EQ(seen_pending[i], 1); /* NCALLS-1 down to 0, once each */
+
+    shoal_sim_stats(sim, &st);
+    CHECK_INT_EQ(st.requests, NCALLS);
+    CHECK_INT_EQ(st.by_status[200], NCALLS);
+    CHECK_INT_EQ(st.distinct_prompts, NCALLS);
+    CHECK_INT_EQ(st.repeated_prompts, 0);
+    /* the calls overlapped instead of running one after another */
+    CHECK(st.max_inflight > 1);
+
+    /* the handle is reusable: a second round on pooled transfers */
+    memset(res, 0, sizeof(res));
+    ctx.completed = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(prompt, sizeof(prompt), "again %d", i);
+        post(ctx.h, url, hdr, prompt, 30000, 0, &res[i]);
+    }
+    run_until_idle(ctx.h, 60);
+    CHECK_INT_EQ(ctx.completed, 10);
+    for (int i = 0; i < 10; i++) {
+        CHECK_INT_EQ(res[i].status, 200);
+        snprintf(prompt, sizeof(prompt), " again %d", i);
+        CHECK_STR_CONTAINS(res[i].body, prompt);
+        free(res[i].body);
+    }
+    shoal_http_destroy(ctx.h);
+    shoal_sim_destroy(sim);
+}
+
+static void test_delayed_start(struct curl_slist *hdr)
+{
+    struct result now, later;
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128];
+    shoal_sim_t *sim = start_sim(0);
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    CHECK(ctx.h != NULL);
+    memset(&now, 0, sizeof(now));
+    memset(&later, 0, sizeof(later));
+
+    double submitted = wall_s();
+    post(ctx.h, url, hdr, "later", 10000, 300, &later);
+    post(ctx.h, url, hdr, "now", 10000, 0, &now);
+    CHECK_INT_EQ(shoal_http_pending(ctx.h), 2); /* the delayed call counts */
+
+    run_until_idle(ctx.h, 30);
+    CHECK_INT_EQ(now.done, 1);
+    CHECK_INT_EQ(later.done, 1);
+    CHECK_INT_EQ(now.status, 200);
+    CHECK_INT_EQ(later.status, 200);
+    CHECK_STR_CONTAINS(later.body, " later");
+    /* a correctness check of the delay: it did not go out before it was due */
+    if (later.started_unix < submitted + 0.25)
+        CHECK_FAIL("delayed call started %.3f s after submission, expected >= 0.25",
+                   later.started_unix - submitted);
+    CHECK(now.started_unix >= submitted);
+    free(now.body);
+    free(later.body);
+
+    /* a delayed call abandoned by destroy never calls back (and leaks nothing) */
+    memset(&later, 0, sizeof(later));
+    post(ctx.h, url, hdr, "abandoned", 10000, 60000, &later);
+    CHECK_INT_EQ(shoal_http_pending(ctx.h), 1);
+    CHECK_INT_EQ(shoal_http_run(ctx.h, 0, -1, err, sizeof(err)), SHOAL_OK);
+    CHECK_INT_EQ(later.done, 0);
+    shoal_http_destroy(ctx.h);
+    CHECK_INT_EQ(later.done, 0);
+    shoal_sim_destroy(sim);
+}
+
+/* A port on 127.0.0.1 that nothing listens on: bound, then closed. */
+static int closed_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    CHECK(fd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_INT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    CHECK_INT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void test_refused(struct curl_slist *hdr)
+{
+    struct result r;
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128];
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", closed_port());
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    CHECK(ctx.h != NULL);
+    memset(&r, 0, sizeof(r));
+    post(ctx.h, url, hdr, "nobody home", 5000, 0, &r);
+    run_until_idle(ctx.h, 30);
+    CHECK_INT_EQ(r.done, 1);
+    CHECK_INT_EQ(r.status, 0);
+    CHECK(r.error[0] != '\0');
+    CHECK_INT_EQ(r.timed_out, 0);
+    CHECK_INT_EQ(shoal_provider_classify(r.status), SHOAL_OUTCOME_RETRY);
+    free(r.body);
+    shoal_http_destroy(ctx.h);
+}
+
+static void test_timeout(struct curl_slist *hdr)
+{
+    struct result r;
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128];
+    shoal_sim_t *sim = start_sim(2000);
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    CHECK(ctx.h != NULL);
+    memset(&r, 0, sizeof(r));
+    post(ctx.h, url, hdr, "slow", 200, 0, &r);
+    run_until_idle(ctx.h, 30);
+    CHECK_INT_EQ(r.done, 1);
+    CHECK_INT_EQ(r.timed_out, 1);
+    CHECK_INT_EQ(r.status, 0);
+    CHECK(r.error[0] != '\0');
+    free(r.body);
+
+    /* a call still in flight when the handle is destroyed never calls back */
+    memset(&r, 0, sizeof(r));
+    post(ctx.h, url, hdr, "abandoned", 10000, 0, &r);
+    CHECK_INT_EQ(shoal_http_run(ctx.h, 50, -1, err, sizeof(err)), SHOAL_OK);
+    CHECK_INT_EQ(shoal_http_pending(ctx.h), 1);
+    shoal_http_destroy(ctx.h);
+    CHECK_INT_EQ(r.done, 0);
+    shoal_sim_destroy(sim);
+}
+
+static void test_http_errors(struct curl_slist *hdr)
+{
+    struct result r404, r400;
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128], text[256];
+    shoal_sim_t *sim = start_sim(0);
+
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    CHECK(ctx.h != NULL);
+    memset(&r404, 0, sizeof(r404));
+    memset(&r400, 0, sizeof(r400));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/nowhere", shoal_sim_port(sim));
+    post(ctx.h, url, hdr, "lost", 10000, 0, &r404);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
+    if (shoal_http_post(ctx.h, url, hdr, "{not json", 9, 10000, 0, &r400, err, sizeof(err)) !=
+        SHOAL_OK)
+        CHECK_FAIL("shoal_http_post: %s", err);
+    run_until_idle(ctx.h, 30);
+
+    /* an HTTP error is an answer: its status and body arrive, no transport error */
+    CHECK_INT_EQ(r404.status, 404);
+    CHECK_STR_EQ(r404.error, "");
+    CHECK_INT_EQ(shoal_provider_classify(r404.status), SHOAL_OUTCOME_FATAL);
+    shoal_provider_error_text(r404.body, strlen(r404.body), text, sizeof(text));
+    CHECK_STR_CONTAINS(text, "/v1/nowhere");
+    CHECK_INT_EQ(r400.status, 400);
+    shoal_provider_error_text(r400.body, strlen(r400.body), text, sizeof(text));
+    CHECK_STR_CONTAINS(text, "not valid JSON");
+    free(r404.body);
+    free(r400.body);
+    shoal_http_destroy(ctx.h);
+    shoal_sim_destroy(sim);
+    shoal_http_destroy(NULL);
+}
+
+/* A one-thread server answering each connection with the next canned
+ * response, for headers the simulator does not send. */
+struct canned {
+    int fd;
+    int n;
+    const char *responses[4];
+};
+
+static void *canned_serve(void *arg)
+{
+    struct canned *cs = arg;
+    char buf[8192];
+
+    for (int i = 0; i < cs->n; i++) {
+        int conn = accept(cs->fd, NULL, NULL);
+        if (conn < 0)
+            return NULL;
+        /* read the head, then as much body as Content-Length says */
+        size_t got = 0;
+        char *end = NULL;
+        while (!end && got < sizeof(buf) - 1) {
+            ssize_t r = read(conn, buf + got, sizeof(buf) - 1 - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            buf[got] = '\0';
+            end = strstr(buf, "\r\n\r\n");
+        }
+        if (end) {
+            const char *cl = strcasestr(buf, "content-length:");
+            size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+            while (got < want && got < sizeof(buf) - 1) {
+                ssize_t r = read(conn, buf + got, sizeof(buf) - 1 - got);
+                if (r <= 0)
+                    break;
+                got += (size_t)r;
+            }
+        }
+        const char *resp = cs->responses[i];
+        ssize_t w = write(conn, resp, strlen(resp));
+        (void)w;
+        close(conn);
+    }
+    return NULL;
+}
+
+/* Retry-After in seconds and retry-after-ms in milliseconds reach the reply;
+ * an unreadable one counts as absent and does not hide the other. */
+static void test_retry_after(struct curl_slist *hdr)
+{
+    static const char *const heads[] = {
+        "Retry-After: 2\r\n",
+        "retry-after-ms: 1500\r\n",
+        "retry-after-ms: soon\r\nRetry-After: 3\r\n",
+        "X-Other: 1\r\n",
+    };
+    static const long want[] = {2000, 1500, 3000, -1};
+    static char resp[4][256];
+    struct canned cs;
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof(sa);
+    pthread_t th;
+    struct result r[4];
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128];
+
+    memset(&cs, 0, sizeof(cs));
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(cs.fd >= 0);
+    CHECK_INT_EQ(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    CHECK_INT_EQ(listen(cs.fd, 8), 0);
+    CHECK_INT_EQ(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(resp[i], sizeof(resp[i]),
+                 "HTTP/1.1 429 Too Many Requests\r\n%sContent-Type: application/json\r\n"
+                 "Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+                 heads[i]);
+        cs.responses[i] = resp[i];
+    }
+    cs.n = 4;
+    CHECK_INT_EQ(pthread_create(&th, NULL, canned_serve, &cs), 0);
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", ntohs(sa.sin_port));
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    CHECK(ctx.h != NULL);
+    /* one at a time, so the responses go out in order */
+    for (int i = 0; i < 4; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        post(ctx.h, url, hdr, "limited", 10000, 0, &r[i]);
+        run_until_idle(ctx.h, 30);
+        CHECK_INT_EQ(r[i].done, 1);
+        CHECK_INT_EQ(r[i].status, 429);
+        CHECK_STR_EQ(r[i].body, "{}");
+        if (r[i].retry_after_ms != want[i])
+            CHECK_FAIL("headers \"%s\": retry_after_ms %ld, expected %ld", heads[i],
+                       r[i].retry_after_ms, want[i]);
+        free(r[i].body);
+    }
+    CHECK_INT_EQ(pthread_join(th, NULL), 0);
+    close(cs.fd);
+    shoal_http_destroy(ctx.h);
+}
+
+int main(void)
+{
+    struct curl_slist *hdr = shoal_provider_headers(&model);
+    CHECK(hdr != NULL);
+
+    test_many_in_flight(hdr);
+    test_delayed_start(hdr);
+    test_refused(hdr);
+    test_timeout(hdr);
+    test_http_errors(hdr);
+    test_retry_after(hdr);
+    curl_slist_free_all(hdr);
+    printf("http_test: ok\n");
+    return 0;
+}

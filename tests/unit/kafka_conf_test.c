@@ -1,0 +1,176 @@
+/*
+ * common/kafka configuration: SHOAL_KAFKA_<KEY> variables map to librdkafka
+ * properties, -X key=value beats them, librdkafka's own reason for a bad
+ * property becomes the error (naming the key), and topic names follow the
+ * prefix.
+ */
+#include "common/kafka.h"
+
+#include <stdlib.h>
+
+#include "tests/support/check.h"
+
+extern char **environ;
+
+/* Starts from an environment without SHOAL_KAFKA_* variables. */
+static void clear_kafka_env(void)
+{
+    for (;;) {
+        char name[256] = "";
+        for (char **e = environ; *e; e++) {
+            const char *eq = strchr(*e, '=');
+            if (!strncmp(*e, "SHOAL_KAFKA_", 12) && eq && (size_t)(eq - *e) < sizeof(name)) {
+                snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
+                break;
+            }
+        }
+        if (!name[0])
+            return;
+        CHECK_INT_EQ(unsetenv(name), 0);
+    }
+}
+
+static void conf_value(rd_kafka_conf_t *conf, const char *key, char *out, size_t outlen)
+{
+    size_t size = outlen;
+    if (rd_kafka_conf_get(conf, key, out, &size) != RD_KAFKA_CONF_OK)
+        CHECK_FAIL("rd_kafka_conf_get(%s) failed", key);
+}
+
+static void test_env_and_flags(void)
+{
+    char err[512] = "", val[256];
+    shoal_kprops_t props = {0, {NULL}};
+
+    clear_kafka_env();
+    CHECK_INT_EQ(setenv("SHOAL_KAFKA_SESSION_TIMEOUT_MS", "7000", 1), 0);
+    CHECK_INT_EQ(setenv("SHOAL_KAFKA_CLIENT_ID", "from-env", 1), 0);
+    rd_kafka_conf_t *conf = shoal_kafka_conf_new("127.0.0.1:9092", &props, err, sizeof(err));
+    if (!conf)
+        CHECK_FAIL("conf_new: %s", err);
+    conf_value(conf, "session.timeout.ms", val, sizeof(val));
+    CHECK_STR_EQ(val, "7000");
+    conf_value(conf, "client.id", val, sizeof(val));
+    CHECK_STR_EQ(val, "from-env");
+    conf_value(conf, "bootstrap.servers", val, sizeof(val));
+    CHECK_STR_EQ(val, "127.0.0.1:9092");
+    rd_kafka_conf_destroy(conf);
+
+    /* -X beats the environment; the environment keeps what -X leaves */
+    props.kv[props.n++] = "session.timeout.ms=8000";
+    props.kv[props.n++] = "socket.timeout.ms=12345";
+    conf = shoal_kafka_conf_new(NULL, &props, err, sizeof(err));
+    if (!conf)
+        CHECK_FAIL("conf_new with -X: %s", err);
+    conf_value(conf, "session.timeout.ms", val, sizeof(val));
+    CHECK_STR_EQ(val, "8000");
+    conf_value(conf, "socket.timeout.ms", val, sizeof(val));
+    CHECK_STR_EQ(val, "12345");
+    conf_value(conf, "client.id", val, sizeof(val));
+    CHECK_STR_EQ(val, "from-env");
+    rd_kafka_conf_destroy(conf);
+
+    /* the environment may name bootstrap.servers itself; it beats the list */
+    CHECK_INT_EQ(setenv("SHOAL_KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9092", 1), 0);
+    conf = shoal_kafka_conf_new("127.0.0.1:9092", NULL, err, sizeof(err));
+    if (!conf)
+        CHECK_FAIL("conf_new: %s", err);
+    conf_value(conf, "bootstrap.servers", val, sizeof(val));
+    CHECK_STR_EQ(val, "10.0.0.1:9092");
+    rd_kafka_conf_destroy(conf);
+    clear_kafka_env();
+}
+
+static void test_errors(void)
+{
+    char err[512];
+    shoal_kprops_t props = {0, {NULL}};
+
+    clear_kafka_env();
+
+    /* an unknown -X property: librdkafka's reason, naming the key */
+    props.kv[props.n++] = "no.such.property=1";
+    err[0] = '\0';
+    CHECK(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
+    CHECK_STR_CONTAINS(err, "no.such.property");
+    CHECK_STR_CONTAINS(err, "No such configuration property");
+    CHECK_STR_CONTAINS(err, "-X");
+
+    /* a bad value for a real property */
+    props.kv[0] = "session.timeout.ms=soon";
+    err[0] = '\0';
+    CHECK(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
+    CHECK_STR_CONTAINS(err, "session.timeout.ms");
+    CHECK_STR_CONTAINS(err, "Invalid value");
+
+    /* a pair without "=" */
+    props.kv[0] = "session.timeout.ms";
+    err[0] = '\0';
+    CHECK(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
+    CHECK_STR_CONTAINS(err, "expected key=value");
+
+    /* a bad environment variable names the variable's property */
+    CHECK_INT_EQ(setenv("SHOAL_KAFKA_NO_SUCH_THING", "1", 1), 0);
+    err[0] = '\0';
+    CHECK(shoal_kafka_conf_new(NULL, NULL, err, sizeof(err)) == NULL);
+    CHECK_STR_CONTAINS(err, "environment");
+    CHECK_STR_CONTAINS(err, "no.such.thing");
+    clear_kafka_env();
+
+    CHECK_INT_EQ(setenv("SHOAL_KAFKA_SESSION_TIMEOUT_MS", "-5", 1), 0);
+    err[0] = '\0';
+    CHECK(shoal_kafka_conf_new(NULL, NULL, err, sizeof(err)) == NULL);
+    CHECK_STR_CONTAINS(err, "session.timeout.ms");
+    clear_kafka_env();
+
+    /* with the variable gone the same call works */
+    rd_kafka_conf_t *conf = shoal_kafka_conf_new(NULL, NULL, err, sizeof(err));
+    if (!conf)
+        CHECK_FAIL("conf_new: %s", err);
+    rd_kafka_conf_destroy(conf);
+}
+
+static void test_topics(void)
+{
+    shoal_topics_t t;
+
+    shoal_topics_init(&t, "acme");
+    CHECK_STR_EQ(t.jobs, "acme.jobs");
+    CHECK_STR_EQ(t.tasks_high, "acme.tasks.high");
+    CHECK_STR_EQ(t.tasks_normal, "acme.tasks.normal");
+    CHECK_STR_EQ(t.tasks_low, "acme.tasks.low");
+    CHECK_STR_EQ(t.dlq, "acme.tasks.dlq");
+    CHECK_STR_EQ(t.events, "acme.events");
+
+    CHECK_STR_EQ(shoal_topics_task(&t, "high"), "acme.tasks.high");
+    CHECK_STR_EQ(shoal_topics_task(&t, "normal"), "acme.tasks.normal");
+    CHECK_STR_EQ(shoal_topics_task(&t, "low"), "acme.tasks.low");
+    CHECK_STR_EQ(shoal_topics_task(&t, "urgent"), "acme.tasks.normal");
+    CHECK_STR_EQ(shoal_topics_task(&t, ""), "acme.tasks.normal");
+    CHECK_STR_EQ(shoal_topics_task(&t, NULL), "acme.tasks.normal");
+
+    shoal_topics_init(&t, NULL);
+    CHECK_STR_EQ(t.jobs, "shoal.jobs");
+    CHECK_STR_EQ(t.dlq, "shoal.tasks.dlq");
+    shoal_topics_init(&t, "");
+    CHECK_STR_EQ(t.events, "shoal.events");
+    CHECK_STR_EQ(shoal_topics_task(&t, "high"), "shoal.tasks.high");
+
+    /* a prefix longer than the buffers never overruns them */
+    char prefix[300];
+    memset(prefix, 'p', sizeof(prefix) - 1);
+    prefix[sizeof(prefix) - 1] = '\0';
+    shoal_topics_init(&t, prefix);
+    CHECK(strlen(t.jobs) < sizeof(t.jobs));
+    CHECK(strlen(t.tasks_normal) < sizeof(t.tasks_normal));
+    CHECK(strlen(t.events) < sizeof(t.events));
+}
+
+int main(void)
+{
+    test_env_and_flags();
+    test_errors();
+    test_topics();
+    printf("kafka_conf_test: ok\n");
+    return 0;
+}
