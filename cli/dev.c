@@ -208,7 +208,7 @@ int shoal_cmd_dev(int argc, char **argv)
     shoal_service_signals();
 
     shoal_devstack_conf_t dc = {c.workdir, bindir, (int)c.workers, 1, c.sim_latency_ms, NULL,
-                                c.log_level};
+                                c.log_level, NULL};
     fprintf(stderr, "starting Kafka (mock cluster), PostgreSQL, simulator, scheduler and %ld "
                     "workers...\n",
             c.workers);

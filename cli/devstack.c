@@ -144,7 +144,7 @@ shoal_err_t shoal_devstack_restart(shoal_devstack_t *ds, const char *kind, int i
 
 static shoal_err_t write_models(shoal_devstack_t *ds, char *errbuf, size_t errlen)
 {
-    char text[2048];
+    char text[8192];
     snprintf(ds->models_path, sizeof(ds->models_path), "%s/models.json", ds->workdir);
     snprintf(text, sizeof(text),
              "{\"models\": {\n"
@@ -156,9 +156,10 @@ static shoal_err_t write_models(shoal_devstack_t *ds, char *errbuf, size_t errle
              "2.5, \"output_usd_per_mtok\": 10.0},\n"
              "  \"sim-claude\": {\"provider\": \"anthropic\", \"endpoint\": \"%s/v1/messages\", "
              "\"model\": \"sim-claude\", \"input_usd_per_mtok\": 3.0, \"output_usd_per_mtok\": "
-             "15.0, \"max_output_tokens\": 1024}\n"
+             "15.0, \"max_output_tokens\": 1024}%s%s\n"
              "}}\n",
-             ds->sim_url, ds->sim_url, ds->sim_url);
+             ds->sim_url, ds->sim_url, ds->sim_url, ds->conf.extra_models ? ",\n  " : "",
+             ds->conf.extra_models ? ds->conf.extra_models : "");
     return write_file(ds->models_path, text, errbuf, errlen);
 }
 

@@ -27,6 +27,7 @@ typedef struct {
     long sim_latency_ms;
     const char *const *worker_args; /* extra worker arguments, NULL-terminated, or NULL */
     const char *log_level;          /* for the children; NULL = info */
+    const char *extra_models;       /* more "alias": {...} members for the models file */
 } shoal_devstack_conf_t;
 
 typedef struct shoal_devstack shoal_devstack_t;

@@ -24,7 +24,7 @@ static void write_file(const char *path, const char *text)
 
 int main(void)
 {
-    harness_conf_t conf = {2, 1, 0, NULL};
+    harness_conf_t conf = {.workers = 2, .schedulers = 1};
     harness_t *h = harness_start(&conf);
     char path[1024], out[1 << 16], status[64];
     const char *workdir = shoal_devstack_workdir(harness_stack(h));

@@ -91,7 +91,7 @@ int main(void)
     int n = load_cases(cases);
     CHECK_INT_GE(n, 21);
 
-    harness_conf_t conf = {1, 1, 0, NULL};
+    harness_conf_t conf = {.workers = 1, .schedulers = 1};
     harness_t *h = harness_start(&conf);
     char status[64], error[2048], source[64], id[256];
 

@@ -45,7 +45,8 @@ harness_t *harness_start(const harness_conf_t *conf)
                                 conf->schedulers,
                                 conf->sim_latency_ms,
                                 conf->worker_args,
-                                "info"};
+                                "info",
+                                conf->extra_models};
     h->ds = shoal_devstack_new(&dc, err, sizeof(err));
     if (!h->ds)
         CHECK_FAIL("could not start the stack: %s", err);

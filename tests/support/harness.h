@@ -20,6 +20,7 @@ typedef struct {
     int schedulers;
     long sim_latency_ms;
     const char *const *worker_args;
+    const char *extra_models; /* "alias": {...} members added to the models file */
 } harness_conf_t;
 
 harness_t *harness_start(const harness_conf_t *conf);

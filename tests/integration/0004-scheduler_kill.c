@@ -1,0 +1,76 @@
+/*
+ * kill -9 of the scheduler after it recorded a job but before it published
+ * all of its tasks (a fault hook kills it after 50 of 200): nothing was
+ * committed on the jobs topic, so after a restart the job message comes
+ * again, the scheduler publishes what is still pending, and every task runs
+ * exactly once.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/proc.h"
+#include "tests/support/check.h"
+#include "tests/support/harness.h"
+
+#define ITEMS 200
+
+int main(void)
+{
+    harness_conf_t conf = {.workers = 2, .schedulers = 1};
+    harness_t *h = harness_start(&conf);
+    char status[64], err[512];
+    shoal_devstack_t *ds = harness_stack(h);
+
+    char *const fault[] = {"SHOAL_FAULT_KILL_AFTER_PUBLISH=50", NULL};
+    if (shoal_devstack_restart(ds, "scheduler", 0, fault, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("could not restart the scheduler: %s", err);
+
+    char *job = harness_job("sk-1", ITEMS, 1, NULL);
+    harness_produce(h, "shoal.jobs", "sk-1", job, strlen(job));
+    free(job);
+
+    int exit_status = 0;
+    CHECK_INT_EQ(shoal_proc_wait(shoal_devstack_proc(ds, "scheduler", 0), 60000, &exit_status),
+                 SHOAL_OK);
+    CHECK_INT_EQ(exit_status, 128 + SIGKILL);
+    /* Recorded, partly published, none marked queued. */
+    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "sk-1",
+                              NULL),
+                 ITEMS);
+    CHECK_INT_EQ(harness_long(h,
+                              "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = "
+                              "'queued'",
+                              "sk-1", NULL),
+                 0);
+    /* The 50 that reached Kafka run meanwhile; the other 150 are stranded
+     * until the scheduler comes back. */
+    CHECK_WAIT(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1",
+                            NULL) == 50,
+               60, "the 50 published tasks to finish");
+    CHECK_STR_EQ((harness_str(h, status, sizeof(status),
+                              "SELECT status FROM shoal.jobs WHERE job_id = $1", "sk-1", NULL),
+                  status),
+                 "running");
+
+    if (shoal_devstack_restart(ds, "scheduler", 0, NULL, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("could not restart the scheduler: %s", err);
+    harness_wait_job(h, "sk-1", 120, status, sizeof(status));
+    CHECK_STR_EQ(status, "completed");
+    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1",
+                              NULL),
+                 ITEMS);
+
+    /* Every task ran once: one successful call per task, no prompt twice. */
+    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sk-1",
+                              NULL),
+                 ITEMS);
+    json_t *stats = harness_sim_stats(h);
+    CHECK_INT_EQ(json_integer_value(json_object_get(stats, "repeated_prompts")), 0);
+    CHECK_INT_EQ(json_integer_value(json_object_get(stats, "requests")), ITEMS);
+    json_decref(stats);
+    harness_stop(h);
+    fprintf(stderr, "ok\n");
+    return 0;
+}
