@@ -1,0 +1,118 @@
+/*
+ * Calls that keep failing: a model whose endpoint refuses connections is
+ * retried up to max_attempts, every call is recorded, each task goes to the
+ * dead-letter topic with its error, and the job ends `failed` with a reason
+ * and an event. A garbage message on a task topic is dead-lettered without
+ * stopping the worker: a good job behind it completes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/kafka.h"
+#include "tests/support/check.h"
+#include "tests/support/harness.h"
+
+static json_t *read_topic(harness_t *h, const char *topic, int want, double timeout_s)
+{
+    char err[512], group[64];
+    const char *subs[] = {topic};
+    snprintf(group, sizeof(group), "test-dlq-%ld", (long)(check_now_s() * 1000));
+    shoal_kprops_t kp = {1, {"session.timeout.ms=6000"}};
+    rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(harness_stack(h)), group,
+                                             &kp, subs, 1, NULL, NULL, err, sizeof(err));
+    if (!c)
+        CHECK_FAIL("consumer: %s", err);
+    json_t *out = json_array();
+    double deadline = check_now_s() + timeout_s;
+    while (check_now_s() < deadline && (int)json_array_size(out) < want) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+        if (!m)
+            continue;
+        if (!m->err)
+            json_array_append_new(out, json_loadb(m->payload, m->len, 0, NULL));
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    return out;
+}
+
+int main(void)
+{
+    harness_conf_t conf = {
+        .workers = 1,
+        .schedulers = 1,
+        .extra_models = "\"sim-down\": {\"provider\": \"openai\", \"endpoint\": "
+                        "\"http://127.0.0.1:1/v1/chat/completions\", \"model\": \"down\"}"};
+    harness_t *h = harness_start(&conf);
+    char status[64], buf[1024];
+
+    const char *garbage = "this is not a task";
+    harness_produce(h, "shoal.tasks.normal", "junk", garbage, strlen(garbage));
+
+    char *job = harness_job("down-1", 3, 1, "{\"model\": \"sim-down\", \"max_attempts\": 2}");
+    harness_produce(h, "shoal.jobs", "down-1", job, strlen(job));
+    free(job);
+    char *ok = harness_job("fine-1", 5, 1, NULL);
+    harness_produce(h, "shoal.jobs", "fine-1", ok, strlen(ok));
+    free(ok);
+
+    harness_wait_job(h, "fine-1", 60, status, sizeof(status));
+    CHECK_STR_EQ(status, "completed");
+    harness_wait_job(h, "down-1", 120, status, sizeof(status));
+    CHECK_STR_EQ(status, "failed");
+    harness_str(h, buf, sizeof(buf), "SELECT error FROM shoal.jobs WHERE job_id = 'down-1'", NULL);
+    CHECK_STR_EQ(buf, "3 of 3 tasks failed");
+
+    /* Two calls per task, both recorded as transport failures. */
+    CHECK_INT_EQ(harness_long(h,
+                              "SELECT count(*) FROM shoal.attempts WHERE job_id = 'down-1' AND "
+                              "http_status = 0",
+                              NULL),
+                 6);
+    CHECK_INT_EQ(harness_long(h,
+                              "SELECT count(*) FROM shoal.attempts WHERE job_id = 'down-1' AND "
+                              "outcome = 'failed'",
+                              NULL),
+                 3);
+    CHECK_INT_EQ(harness_long(h,
+                              "SELECT count(*) FROM shoal.tasks WHERE job_id = 'down-1' AND "
+                              "status = 'failed' AND attempts = 2 AND error LIKE '%after 2 "
+                              "attempts'",
+                              NULL),
+                 3);
+
+    /* The dead-letter topic holds the three tasks and the garbage message. */
+    json_t *dlq = read_topic(h, "shoal.tasks.dlq", 4, 60);
+    CHECK_INT_EQ(json_array_size(dlq), 4);
+    int tasks = 0, raw = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(dlq, i, m) {
+        CHECK(json_string_value(json_object_get(m, "error")) != NULL);
+        if (json_object_get(m, "task")) {
+            tasks++;
+            CHECK_STR_EQ(json_string_value(
+                             json_object_get(json_object_get(m, "task"), "job_id")),
+                         "down-1");
+        }
+        if (json_object_get(m, "raw")) {
+            raw++;
+            CHECK_STR_EQ(json_string_value(json_object_get(m, "raw")), garbage);
+        }
+    }
+    json_decref(dlq);
+    CHECK_INT_EQ(tasks, 3);
+    CHECK_INT_EQ(raw, 1);
+
+    json_t *ev = harness_events(h, "down-1", 2, 30);
+    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
+    CHECK_STR_EQ(json_string_value(json_object_get(last, "type")), "failed");
+    CHECK_INT_EQ(json_integer_value(json_object_get(last, "tasks_failed")), 3);
+    json_decref(ev);
+
+    harness_stop(h);
+    fprintf(stderr, "ok\n");
+    return 0;
+}
