@@ -37,13 +37,20 @@ struct cli_conf {
 
 #define OFF(f) offsetof(struct cli_conf, f)
 #define OPT_BOOTSTRAP                                                                              \
-    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0, "Kafka bootstrap servers"}
+    {                                                                                              \
+        "bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0,                        \
+            "Kafka bootstrap servers"                                                              \
+    }
 #define OPT_PG                                                                                     \
-    {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,                                    \
-     "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"}
+    {                                                                                              \
+        "pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,                                 \
+            "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"                          \
+    }
 #define OPT_INTERVAL                                                                               \
-    {"interval-ms", SHOAL_OPT_INT, OFF(interval_ms), "500", 50, 60000,                             \
-     "how often progress is refreshed"}
+    {                                                                                              \
+        "interval-ms", SHOAL_OPT_INT, OFF(interval_ms), "500", 50, 60000,                          \
+            "how often progress is refreshed"                                                      \
+    }
 
 static const struct shoal_opt submit_opts[] = {
     OPT_BOOTSTRAP,
@@ -62,7 +69,8 @@ static const struct shoal_opt submit_opts[] = {
 
 static const struct shoal_opt status_opts[] = {
     OPT_PG,
-    {"follow", SHOAL_OPT_BOOL, OFF(follow), "false", 0, 0, "keep printing progress until the job ends"},
+    {"follow", SHOAL_OPT_BOOL, OFF(follow), "false", 0, 0,
+     "keep printing progress until the job ends"},
     OPT_INTERVAL,
     {"timeout", SHOAL_OPT_INT, OFF(timeout_s), "0", 0, 86400 * 7,
      "with --follow: give up after this many seconds (0 = never)"},
@@ -175,14 +183,13 @@ int shoal_cmd_submit(int argc, char **argv)
     json_t *doc = NULL;
     if (!c.no_validate) {
         shoal_models_t *models = NULL;
-        if (c.models && *c.models &&
-            !(models = shoal_models_load(c.models, err, sizeof(err)))) {
+        if (c.models && *c.models && !(models = shoal_models_load(c.models, err, sizeof(err)))) {
             fprintf(stderr, "shoal: cannot load models file %s: %s\n", c.models, err);
             free(text);
             return SHOAL_EXIT_ERROR;
         }
-        shoal_job_t *job = shoal_job_parse(text, len, (size_t)MAX_FILE_BYTES, models, err,
-                                           sizeof(err));
+        shoal_job_t *job =
+            shoal_job_parse(text, len, (size_t)MAX_FILE_BYTES, models, err, sizeof(err));
         shoal_models_destroy(models);
         if (!job) {
             fprintf(stderr, "shoal: %s is not a valid job: %s\n", res.pos[0], err);
@@ -248,8 +255,8 @@ struct progress {
 };
 
 /* Reads a job's progress row: SHOAL_ERR_NOTFOUND when there is none. */
-static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct progress *p,
-                                 char *err, size_t errlen)
+static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct progress *p, char *err,
+                                 size_t errlen)
 {
     PGresult *r;
     const char *params[] = {job_id};
@@ -283,8 +290,9 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
 
 static void print_progress(FILE *out, const char *job_id, const struct progress *p)
 {
-    fprintf(out, "job %s %s: %ld/%ld tasks done (%.1f%%), %ld failed, tokens %lld in / %lld out, "
-                 "cost $%.4f (estimated $%.4f), elapsed %.1fs",
+    fprintf(out,
+            "job %s %s: %ld/%ld tasks done (%.1f%%), %ld failed, tokens %lld in / %lld out, "
+            "cost $%.4f (estimated $%.4f), elapsed %.1fs",
             job_id, p->status, p->done, p->total, p->percent, p->failed, p->tokens_in,
             p->tokens_out, p->cost, p->est_cost, p->elapsed);
     if (p->eta >= 0)
@@ -302,8 +310,8 @@ static int exit_for(const char *status)
     return SHOAL_EXIT_JOB_FAILED;
 }
 
-int shoal_cmd_follow(shoal_pg_t *pg, const char *job_id, long interval_ms,
-                     long appear_timeout_ms, int quiet)
+int shoal_cmd_follow(shoal_pg_t *pg, const char *job_id, long interval_ms, long appear_timeout_ms,
+                     int quiet)
 {
     struct progress p, last;
     char err[512];
@@ -315,8 +323,7 @@ int shoal_cmd_follow(shoal_pg_t *pg, const char *job_id, long interval_ms,
         shoal_err_t e = read_progress(pg, job_id, &p, err, sizeof(err));
         if (e == SHOAL_ERR_NOTFOUND) {
             if (appear_timeout_ms > 0 && shoal_service_now_ms() - start > appear_timeout_ms) {
-                fprintf(stderr, "shoal: job %s did not appear (is a scheduler running?)\n",
-                        job_id);
+                fprintf(stderr, "shoal: job %s did not appear (is a scheduler running?)\n", job_id);
                 return SHOAL_EXIT_NOT_FOUND;
             }
             if (!waiting_said && !quiet)
@@ -416,8 +423,9 @@ int shoal_cmd_results(int argc, char **argv)
             fprintf(stderr, "shoal: job %s was rejected: %s\n", res.pos[0], PQgetvalue(r, 0, 4));
             rc = SHOAL_EXIT_JOB_FAILED;
         } else {
-            fprintf(stderr, "shoal: job %s is %s (%s of %s tasks done); try again later or use "
-                            "shoal status --follow\n",
+            fprintf(stderr,
+                    "shoal: job %s is %s (%s of %s tasks done); try again later or use "
+                    "shoal status --follow\n",
                     res.pos[0], st, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
             rc = SHOAL_EXIT_NOT_DONE;
         }

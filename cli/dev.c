@@ -207,10 +207,11 @@ int shoal_cmd_dev(int argc, char **argv)
         snprintf(job, sizeof(job), "%s", c.job);
     shoal_service_signals();
 
-    shoal_devstack_conf_t dc = {c.workdir, bindir, (int)c.workers, 1, c.sim_latency_ms, NULL,
-                                c.log_level, NULL};
-    fprintf(stderr, "starting Kafka (mock cluster), PostgreSQL, simulator, scheduler and %ld "
-                    "workers...\n",
+    shoal_devstack_conf_t dc = {c.workdir,        bindir, (int)c.workers, 1,
+                                c.sim_latency_ms, NULL,   c.log_level,    NULL};
+    fprintf(stderr,
+            "starting Kafka (mock cluster), PostgreSQL, simulator, scheduler and %ld "
+            "workers...\n",
             c.workers);
     shoal_devstack_t *ds = shoal_devstack_new(&dc, err, sizeof(err));
     free(bindir);
@@ -230,8 +231,8 @@ int shoal_cmd_dev(int argc, char **argv)
         fprintf(stderr, "shoal: %s\n", err);
     printf("export SHOAL_BOOTSTRAP='%s'\nexport SHOAL_PG='%s'\nexport SHOAL_MODELS='%s'\n"
            "export SHOAL_SIM_URL='%s'\n",
-           shoal_devstack_bootstrap(ds), shoal_devstack_pg_url(ds),
-           shoal_devstack_models_path(ds), shoal_devstack_sim_url(ds));
+           shoal_devstack_bootstrap(ds), shoal_devstack_pg_url(ds), shoal_devstack_models_path(ds),
+           shoal_devstack_sim_url(ds));
     printf("# also written to %s; logs in %s/logs\n", envpath, shoal_devstack_workdir(ds));
     fflush(stdout);
 

@@ -179,8 +179,7 @@ static shoal_err_t start_sim(shoal_devstack_t *ds, char *errbuf, size_t errlen)
     return SHOAL_OK;
 }
 
-shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *errbuf,
-                                     size_t errlen)
+shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *errbuf, size_t errlen)
 {
     char path[700];
     shoal_devstack_t *ds = calloc(1, sizeof(*ds));
@@ -276,6 +275,57 @@ shoal_err_t shoal_devstack_write_env(const shoal_devstack_t *ds, const char *pat
              path, shoal_devstack_bootstrap(ds), shoal_pgcluster_url(ds->pg), ds->models_path,
              ds->sim_url);
     return write_file(path, text, errbuf, errlen);
+}
+
+/* True when a child's log holds a sanitizer report. */
+static int log_has_sanitizer_report(const shoal_devstack_t *ds, const char *name)
+{
+    char path[700], line[1024];
+    int found = 0;
+    snprintf(path, sizeof(path), "%s/logs/%s.log", ds->workdir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, "ERROR: AddressSanitizer") || strstr(line, "ERROR: LeakSanitizer") ||
+                strstr(line, "runtime error:");
+    fclose(f);
+    return found;
+}
+
+static int check_stop(shoal_devstack_t *ds, shoal_proc_t *p, char *report, size_t len)
+{
+    int status = -1;
+    if (!p)
+        return 0;
+    shoal_proc_stop(p, 15000);
+    shoal_proc_wait(p, 0, &status);
+    int bad = status != 0 || log_has_sanitizer_report(ds, shoal_proc_name(p));
+    if (bad) {
+        size_t n = strlen(report);
+        snprintf(report + n, len - n, "%s%s exited %d%s", n ? "; " : "", shoal_proc_name(p), status,
+                 log_has_sanitizer_report(ds, shoal_proc_name(p))
+                     ? " with a sanitizer report in its log"
+                     : "");
+    }
+    return bad;
+}
+
+int shoal_devstack_stop_procs(shoal_devstack_t *ds, char *report, size_t len)
+{
+    int bad = 0;
+    if (len)
+        report[0] = '\0';
+    /* Signal all workers first so they drain in parallel. */
+    for (int i = 0; i < SHOAL_DEVSTACK_MAX_PROCS; i++)
+        if (ds->workers[i] && shoal_proc_alive(ds->workers[i]))
+            shoal_proc_kill(ds->workers[i], 15);
+    for (int i = 0; i < SHOAL_DEVSTACK_MAX_PROCS; i++)
+        bad += check_stop(ds, ds->workers[i], report, len);
+    for (int i = 0; i < SHOAL_DEVSTACK_MAX_PROCS; i++)
+        bad += check_stop(ds, ds->schedulers[i], report, len);
+    bad += check_stop(ds, ds->sim, report, len);
+    return bad;
 }
 
 void shoal_devstack_destroy(shoal_devstack_t *ds)

@@ -20,10 +20,10 @@ struct shoal_pgcluster;
 #define SHOAL_DEVSTACK_MAX_PROCS 16
 
 typedef struct {
-    const char *workdir;            /* NULL: a new directory under $TMPDIR or /tmp */
-    const char *bindir;             /* holds shoal-scheduler, shoal-worker, shoal-sim */
-    int workers;                    /* worker processes (default 2 when 0) */
-    int schedulers;                 /* scheduler processes (default 1 when 0) */
+    const char *workdir; /* NULL: a new directory under $TMPDIR or /tmp */
+    const char *bindir;  /* holds shoal-scheduler, shoal-worker, shoal-sim */
+    int workers;         /* worker processes (default 2 when 0) */
+    int schedulers;      /* scheduler processes (default 1 when 0) */
     long sim_latency_ms;
     const char *const *worker_args; /* extra worker arguments, NULL-terminated, or NULL */
     const char *log_level;          /* for the children; NULL = info */
@@ -49,6 +49,12 @@ const char *shoal_devstack_workdir(const shoal_devstack_t *ds);
 /* Writes `export NAME='value'` lines for the CLI and for shells. */
 shoal_err_t shoal_devstack_write_env(const shoal_devstack_t *ds, const char *path, char *errbuf,
                                      size_t errlen);
+
+/* Stops every child (workers, schedulers, simulator) with SIGTERM and a grace
+ * period, and checks how they ended: returns how many exited other than with
+ * status 0 or printed a sanitizer report into their log, naming them in
+ * report. Kafka and PostgreSQL keep running until destroy. */
+int shoal_devstack_stop_procs(shoal_devstack_t *ds, char *report, size_t len);
 
 /* Process control for fault tests. kind is "worker" or "scheduler". */
 struct shoal_proc *shoal_devstack_proc(shoal_devstack_t *ds, const char *kind, int i);

@@ -38,8 +38,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     (void)rk;
     /* SHOAL_KAFKA_* settings reach producers and consumers alike; a
      * consumer-only property on a producer is expected, not a problem. */
-    if (!strcmp(fac, "CONFWARN") && (strstr(buf, "is a consumer property") ||
-                                     strstr(buf, "is a producer property")))
+    if (!strcmp(fac, "CONFWARN") &&
+        (strstr(buf, "is a consumer property") || strstr(buf, "is a producer property")))
         level = 7;
     /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
     shoal_log_level_t l = level <= 3   ? SHOAL_LOG_ERROR
@@ -210,16 +210,15 @@ rd_kafka_t *shoal_kafka_consumer_new(const char *bootstrap, const char *group,
 }
 
 shoal_err_t shoal_kafka_produce(rd_kafka_t *rk, const char *topic, const char *key,
-                                const void *value, size_t len, shoal_kafka_ack_t *ack,
-                                char *errbuf, size_t errlen)
+                                const void *value, size_t len, shoal_kafka_ack_t *ack, char *errbuf,
+                                size_t errlen)
 {
     rd_kafka_resp_err_t e;
     for (int tries = 0;; tries++) {
-        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                              RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-                              RD_KAFKA_V_VALUE((void *)value, len),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(ack),
-                              RD_KAFKA_V_END);
+        e = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_OPAQUE(ack), RD_KAFKA_V_END);
         /* A full local queue drains as deliveries complete: wait, then retry. */
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries > 600)
             break;
@@ -254,8 +253,8 @@ shoal_err_t shoal_kafka_ack_wait(rd_kafka_t *rk, shoal_kafka_ack_t *ack, int tim
 }
 
 shoal_err_t shoal_kafka_produce_sync(rd_kafka_t *rk, const char *topic, const char *key,
-                                     const void *value, size_t len, int timeout_ms,
-                                     char *errbuf, size_t errlen)
+                                     const void *value, size_t len, int timeout_ms, char *errbuf,
+                                     size_t errlen)
 {
     shoal_kafka_ack_t ack = {0, 0};
     shoal_err_t err = shoal_kafka_produce(rk, topic, key, value, len, &ack, errbuf, errlen);

@@ -64,8 +64,8 @@ typedef struct {
  * its delivery is counted in ack (may be NULL). Waits while the local queue is
  * full. */
 shoal_err_t shoal_kafka_produce(rd_kafka_t *rk, const char *topic, const char *key,
-                                const void *value, size_t len, shoal_kafka_ack_t *ack,
-                                char *errbuf, size_t errlen);
+                                const void *value, size_t len, shoal_kafka_ack_t *ack, char *errbuf,
+                                size_t errlen);
 
 /* Serves delivery reports until every message in ack is acknowledged, one
  * failed, or timeout_ms passed (then SHOAL_ERR_RETRY). */
@@ -75,8 +75,8 @@ shoal_err_t shoal_kafka_ack_wait(rd_kafka_t *rk, shoal_kafka_ack_t *ack, int tim
 /* Produces one message and waits (up to timeout_ms) until the broker has
  * acknowledged it. For the CLI and low-rate paths, not for fan-out. */
 shoal_err_t shoal_kafka_produce_sync(rd_kafka_t *rk, const char *topic, const char *key,
-                                     const void *value, size_t len, int timeout_ms,
-                                     char *errbuf, size_t errlen);
+                                     const void *value, size_t len, int timeout_ms, char *errbuf,
+                                     size_t errlen);
 
 /* Prints librdkafka's property list (for -X list). */
 void shoal_kafka_print_properties(void);

@@ -139,8 +139,8 @@ void shoal_log_write(shoal_log_level_t level, const char *module, const char *fm
         int mlen = fields ? (int)(fields - msg) : (int)strlen(msg);
         n = (size_t)snprintf(line, sizeof(line),
                              "ts=%s.%03ldZ level=%s proc=%s module=%s msg=\"%.*s\"%s", tbuf,
-                             ts.tv_nsec / 1000000, level_names[level], log_proc, module, mlen,
-                             msg, fields ? fields : "");
+                             ts.tv_nsec / 1000000, level_names[level], log_proc, module, mlen, msg,
+                             fields ? fields : "");
         if (n >= sizeof(line) - 1)
             n = sizeof(line) - 2;
         /* One event, one line: a newline inside a message (libpq's have

@@ -11,11 +11,10 @@
 /* Arbitrary constant: the advisory lock every shoal process takes to migrate. */
 #define MIGRATE_LOCK_KEY "7432001"
 
-static const char bootstrap_sql[] =
-    "CREATE SCHEMA IF NOT EXISTS shoal;"
-    "CREATE TABLE IF NOT EXISTS shoal.schema_version ("
-    " version integer PRIMARY KEY, name text NOT NULL,"
-    " applied_at timestamptz NOT NULL DEFAULT now())";
+static const char bootstrap_sql[] = "CREATE SCHEMA IF NOT EXISTS shoal;"
+                                    "CREATE TABLE IF NOT EXISTS shoal.schema_version ("
+                                    " version integer PRIMARY KEY, name text NOT NULL,"
+                                    " applied_at timestamptz NOT NULL DEFAULT now())";
 
 static long migration_number(const char *name)
 {

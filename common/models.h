@@ -36,8 +36,8 @@ typedef struct {
     double input_usd_per_mtok;
     double output_usd_per_mtok;
     double cached_input_usd_per_mtok;
-    long rpm, tpm;           /* 0 = unlimited */
-    long max_output_tokens;  /* 0 = provider default */
+    long rpm, tpm;          /* 0 = unlimited */
+    long max_output_tokens; /* 0 = provider default */
 } shoal_model_t;
 
 typedef struct shoal_models shoal_models_t;

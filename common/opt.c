@@ -44,8 +44,8 @@ static shoal_err_t set_value(const struct shoal_opt *o, void *conf, const char *
         errno = 0;
         double v = strtod(val, &end);
         if (errno || end == val || *end)
-            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                                 "%s %s: \"%s\" is not a number", from, o->name, val);
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s %s: \"%s\" is not a number",
+                                 from, o->name, val);
         *(double *)field = v;
         return SHOAL_OK;
     }
@@ -165,18 +165,18 @@ shoal_err_t shoal_opt_parse(const struct shoal_opt *opts, void *conf, int argc, 
     return SHOAL_OK;
 }
 
-void shoal_opt_help(FILE *out, const char *usage, const char *summary,
-                    const struct shoal_opt *opts)
+void shoal_opt_help(FILE *out, const char *usage, const char *summary, const struct shoal_opt *opts)
 {
     char env[128];
 
-    fprintf(out, "usage: %s\n\n%s\n\noptions (each also read from its environment twin):\n",
-            usage, summary);
+    fprintf(out, "usage: %s\n\n%s\n\noptions (each also read from its environment twin):\n", usage,
+            summary);
     for (const struct shoal_opt *o = opts; o->name; o++) {
         int type = o->type & SHOAL_OPT_TYPE_MASK;
         if (type == SHOAL_OPT_KPROPS) {
-            fprintf(out, "  -X key=value\n      %s\n      (also SHOAL_KAFKA_<KEY>, dots as "
-                         "underscores; -X list prints librdkafka's properties)\n",
+            fprintf(out,
+                    "  -X key=value\n      %s\n      (also SHOAL_KAFKA_<KEY>, dots as "
+                    "underscores; -X list prints librdkafka's properties)\n",
                     o->help);
             continue;
         }

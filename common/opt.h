@@ -22,7 +22,7 @@ enum {
     SHOAL_OPT_INT = 2,  /* long, bounded by min/max */
     SHOAL_OPT_BOOL = 3, /* int: present = 1; env "1/true/yes" or "0/false/no" */
     SHOAL_OPT_DOUBLE = 4,
-    SHOAL_OPT_KPROPS = 5,    /* shoal_kprops_t, filled by -X key=value */
+    SHOAL_OPT_KPROPS = 5, /* shoal_kprops_t, filled by -X key=value */
     SHOAL_OPT_TYPE_MASK = 0xff,
     SHOAL_OPT_SECRET = 0x100, /* never printed: --help shows [redacted] */
 };

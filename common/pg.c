@@ -115,8 +115,8 @@ shoal_err_t shoal_pg_connect(shoal_pg_t *pg, char *errbuf, size_t errlen)
         PGresult *r = PQexec(pg->conn, pg->on_connect);
         ExecStatusType st = PQresultStatus(r);
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            copy_msg(errbuf, errlen, "could not prepare the connection: ",
-                     PQerrorMessage(pg->conn));
+            copy_msg(errbuf, errlen,
+                     "could not prepare the connection: ", PQerrorMessage(pg->conn));
             PQclear(r);
             drop(pg);
             return SHOAL_ERR_RETRY;
@@ -133,13 +133,13 @@ static shoal_err_t classify(const PGresult *r, PGconn *conn)
         return SHOAL_ERR_RETRY;
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     if (!state)
-        return SHOAL_ERR_RETRY; /* no answer from the server at all */
-    if (!strncmp(state, "08", 2) ||    /* connection exception */
-        !strncmp(state, "57P", 3) ||   /* admin/crash shutdown, cannot connect now */
-        !strncmp(state, "53", 2) ||    /* insufficient resources */
-        !strcmp(state, "40001") ||     /* serialization failure */
-        !strcmp(state, "40P01") ||     /* deadlock detected */
-        !strcmp(state, "55P03"))       /* lock not available */
+        return SHOAL_ERR_RETRY;      /* no answer from the server at all */
+    if (!strncmp(state, "08", 2) ||  /* connection exception */
+        !strncmp(state, "57P", 3) || /* admin/crash shutdown, cannot connect now */
+        !strncmp(state, "53", 2) ||  /* insufficient resources */
+        !strcmp(state, "40001") ||   /* serialization failure */
+        !strcmp(state, "40P01") ||   /* deadlock detected */
+        !strcmp(state, "55P03"))     /* lock not available */
         return SHOAL_ERR_RETRY;
     return SHOAL_ERR_INVALID;
 }

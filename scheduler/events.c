@@ -69,8 +69,8 @@ rollback:
     return err;
 }
 
-shoal_err_t shoal_events_drain(shoal_pg_t *pg, rd_kafka_t *producer, const char *topic,
-                               int *sent, char *errbuf, size_t errlen)
+shoal_err_t shoal_events_drain(shoal_pg_t *pg, rd_kafka_t *producer, const char *topic, int *sent,
+                               char *errbuf, size_t errlen)
 {
     int n, total = 0;
     shoal_err_t err;

@@ -15,7 +15,7 @@
 #include "common/pg.h"
 
 /* Sends every waiting event to topic; *sent (may be NULL) counts them. */
-shoal_err_t shoal_events_drain(shoal_pg_t *pg, rd_kafka_t *producer, const char *topic,
-                               int *sent, char *errbuf, size_t errlen);
+shoal_err_t shoal_events_drain(shoal_pg_t *pg, rd_kafka_t *producer, const char *topic, int *sent,
+                               char *errbuf, size_t errlen);
 
 #endif

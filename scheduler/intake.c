@@ -22,10 +22,11 @@ static double estimate_cost(const shoal_model_t *m, const json_t *tasks, long *t
     json_t *t;
 
     *tokens = 0;
-    json_array_foreach(tasks, i, t) {
+    json_array_foreach(tasks, i, t)
+    {
         long in = (long)json_integer_value(json_object_get(t, "est_tokens"));
-        long out = m && m->max_output_tokens > 0 && in > m->max_output_tokens ? m->max_output_tokens
-                                                                              : in;
+        long out =
+            m && m->max_output_tokens > 0 && in > m->max_output_tokens ? m->max_output_tokens : in;
         *tokens += in;
         if (m)
             cost += shoal_model_cost(m, in, out, 0);
@@ -164,8 +165,8 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const char *job
         (*published)++;
         if (c->fault_kill_after > 0 && *published >= c->fault_kill_after) {
             shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS, NULL, 0);
-            shoal_log_warn("intake", "fault injection: killing self job_id=%s published=%d",
-                           job_id, *published);
+            shoal_log_warn("intake", "fault injection: killing self job_id=%s published=%d", job_id,
+                           *published);
             raise(SIGKILL);
         }
     }
@@ -193,8 +194,8 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     snprintf(source, sizeof(source), "%s/%d@%lld", topic, partition, offset);
     snprintf(derived, sizeof(derived), "%s-p%d-o%lld", topic, partition, offset);
 
-    shoal_job_t *job = shoal_job_parse(value ? value : "", len, c->max_job_bytes, c->models, why,
-                                       sizeof(why));
+    shoal_job_t *job =
+        shoal_job_parse(value ? value : "", len, c->max_job_bytes, c->models, why, sizeof(why));
     if (!job)
         return reject(c, source, derived, value ? value : "", len, why, out, errbuf, errlen);
     if (!shoal_job_id(job))
@@ -223,7 +224,8 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     json_t *taskrows = json_array();
     size_t i;
     json_t *t;
-    json_array_foreach(tasks, i, t) {
+    json_array_foreach(tasks, i, t)
+    {
         json_t *ids = json_array();
         size_t k;
         json_t *item;
@@ -234,13 +236,13 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                                                   json_object_get(t, "chunk"), "item_ids", ids,
                                                   "est_tokens", json_object_get(t, "est_tokens")));
     }
-    json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:f}", "job_id",
-                            out->job_id, "tenant", shoal_job_tenant(job), "priority",
-                            shoal_job_priority(job), "model", shoal_job_model(job), "merge",
-                            shoal_job_merge(job), "output_format", shoal_job_output_format(job),
-                            "source", source, "settings", shoal_job_settings(job), "items_total",
-                            (json_int_t)shoal_job_n_items(job), "est_tokens",
-                            (json_int_t)est_tokens, "est_cost_usd", est_cost);
+    json_t *row =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:f}", "job_id", out->job_id,
+                  "tenant", shoal_job_tenant(job), "priority", shoal_job_priority(job), "model",
+                  shoal_job_model(job), "merge", shoal_job_merge(job), "output_format",
+                  shoal_job_output_format(job), "source", source, "settings",
+                  shoal_job_settings(job), "items_total", (json_int_t)shoal_job_n_items(job),
+                  "est_tokens", (json_int_t)est_tokens, "est_cost_usd", est_cost);
     out->tasks = (int)json_array_size(tasks);
 
     err = row && taskrows ? record(c->pg, row, taskrows, status, sizeof(status), errbuf, errlen)

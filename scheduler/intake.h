@@ -24,7 +24,7 @@ typedef struct {
     const shoal_topics_t *topics; /* borrowed */
     const shoal_models_t *models; /* borrowed */
     size_t max_job_bytes;
-    long fault_kill_after;        /* test hook: SIGKILL self after publishing this many tasks */
+    long fault_kill_after; /* test hook: SIGKILL self after publishing this many tasks */
 } shoal_intake_conf_t;
 
 typedef enum {

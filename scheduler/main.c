@@ -32,8 +32,7 @@ struct sched_conf {
 
 #define OFF(f) offsetof(struct sched_conf, f)
 static const struct shoal_opt sched_opts[] = {
-    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0,
-     "Kafka bootstrap servers"},
+    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0, "Kafka bootstrap servers"},
     {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,
      "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"},
     {"models", SHOAL_OPT_STR, OFF(models), "models.json", 0, 0, "models file"},
@@ -81,9 +80,10 @@ static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer, shoal_me
         if (e == SHOAL_OK)
             break;
         if (!shoal_err_retriable(e)) {
-            shoal_log_error("intake", "cannot handle job message, skipping it source=%s/%d@%lld "
-                            "error=\"%s\"", topic, (int)msg->partition, (long long)msg->offset,
-                            err);
+            shoal_log_error("intake",
+                            "cannot handle job message, skipping it source=%s/%d@%lld "
+                            "error=\"%s\"",
+                            topic, (int)msg->partition, (long long)msg->offset, err);
             store_offset(consumer, msg);
             return;
         }
@@ -145,8 +145,8 @@ int main(int argc, char **argv)
 
     shoal_models_t *models = shoal_models_load(conf.models, err, sizeof(err));
     if (!models) {
-        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"",
-                        conf.models, err);
+        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"", conf.models,
+                        err);
         return 1;
     }
     shoal_pg_t *pg = shoal_pg_new(conf.pg, "shoal-scheduler");
@@ -161,10 +161,10 @@ int main(int argc, char **argv)
     shoal_topics_init(&topics, conf.topic_prefix);
     rd_kafka_t *producer = shoal_kafka_producer_new(conf.bootstrap, &conf.kafka, err, sizeof(err));
     const char *subs[] = {topics.jobs};
-    rd_kafka_t *consumer =
-        producer ? shoal_kafka_consumer_new(conf.bootstrap, conf.group, &conf.kafka, subs, 1, NULL,
-                                            NULL, err, sizeof(err))
-                 : NULL;
+    rd_kafka_t *consumer = producer
+                               ? shoal_kafka_consumer_new(conf.bootstrap, conf.group, &conf.kafka,
+                                                          subs, 1, NULL, NULL, err, sizeof(err))
+                               : NULL;
     shoal_merger_t *merger = shoal_merger_new(conf.pg, producer, topics.events);
     if (!producer || !consumer || !merger) {
         shoal_log_error("main", "could not start error=\"%s\"", err);

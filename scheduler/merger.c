@@ -93,15 +93,15 @@ shoal_err_t shoal_merger_poll(shoal_merger_t *m, int *merged, char *errbuf, size
     if ((err = shoal_pg_notifications(m->pg, on_notify, m, errbuf, errlen)) != SHOAL_OK)
         return err;
 
-    json_object_foreach_safe(m->due, tmp, job_id, v) {
+    json_object_foreach_safe(m->due, tmp, job_id, v)
+    {
         PGresult *r;
         const char *params[] = {job_id};
         err = shoal_pg_exec(m->pg, "SELECT shoal.merge_job($1)", 1, params, &r, errbuf, errlen);
         if (err == SHOAL_ERR_RETRY)
             return err; /* keep the job in the set; try again after reconnecting */
         if (err != SHOAL_OK) {
-            shoal_log_error("merger", "could not merge job job_id=%s error=\"%s\"", job_id,
-                            errbuf);
+            shoal_log_error("merger", "could not merge job job_id=%s error=\"%s\"", job_id, errbuf);
         } else {
             if (!PQgetisnull(r, 0, 0)) {
                 shoal_log_info("merger", "job finished job_id=%s status=%s", job_id,

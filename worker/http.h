@@ -17,14 +17,14 @@
 struct curl_slist;
 
 typedef struct {
-    long status;             /* HTTP status, 0 when no answer came */
-    const char *error;       /* transport error text when status is 0 */
-    int timed_out;           /* the call hit its timeout */
-    const char *body;        /* answer body, borrowed for the callback */
+    long status;       /* HTTP status, 0 when no answer came */
+    const char *error; /* transport error text when status is 0 */
+    int timed_out;     /* the call hit its timeout */
+    const char *body;  /* answer body, borrowed for the callback */
     size_t len;
-    long retry_after_ms;     /* from Retry-After / retry-after-ms, -1 if none */
-    double started_unix;     /* wall clock when the request went out */
-    double latency_ms;       /* request sent to answer complete */
+    long retry_after_ms; /* from Retry-After / retry-after-ms, -1 if none */
+    double started_unix; /* wall clock when the request went out */
+    double latency_ms;   /* request sent to answer complete */
 } shoal_http_reply_t;
 
 typedef void (*shoal_http_done_fn)(void *user, const shoal_http_reply_t *reply, void *arg);

@@ -33,8 +33,7 @@ struct worker_conf {
 
 #define OFF(f) offsetof(struct worker_conf, f)
 static const struct shoal_opt worker_opts[] = {
-    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0,
-     "Kafka bootstrap servers"},
+    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0, "Kafka bootstrap servers"},
     {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,
      "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"},
     {"models", SHOAL_OPT_STR, OFF(models), "models.json", 0, 0, "models file"},
@@ -112,8 +111,8 @@ int main(int argc, char **argv)
 
     shoal_models_t *models = shoal_models_load(conf.models, err, sizeof(err));
     if (!models) {
-        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"",
-                        conf.models, err);
+        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"", conf.models,
+                        err);
         return 1;
     }
     shoal_pg_t *pg = shoal_pg_new(conf.pg, "shoal-worker");
@@ -127,9 +126,9 @@ int main(int argc, char **argv)
 
     shoal_topics_t topics;
     shoal_topics_init(&topics, conf.topic_prefix);
-    shoal_runner_conf_t rc = {conf.bootstrap, conf.pg,           conf.group,      conf.worker_id,
-                              &topics,        models,            &conf.kafka,     conf.max_inflight,
-                              conf.batch_size, conf.flush_ms,    conf.grace_ms};
+    shoal_runner_conf_t rc = {conf.bootstrap,  conf.pg,       conf.group,   conf.worker_id,
+                              &topics,         models,        &conf.kafka,  conf.max_inflight,
+                              conf.batch_size, conf.flush_ms, conf.grace_ms};
     shoal_runner_stats_t stats;
     e = shoal_runner_run(&rc, &stats, err, sizeof(err));
     shoal_models_destroy(models);

@@ -21,8 +21,8 @@ typedef struct shoal_offsets shoal_offsets_t;
 
 /* Where a message sits; returned by track and given back to done. */
 typedef struct {
-    int slot;         /* partition slot inside the tracker */
-    uint32_t gen;     /* generation of that slot when tracked */
+    int slot;     /* partition slot inside the tracker */
+    uint32_t gen; /* generation of that slot when tracked */
     int64_t offset;
 } shoal_offset_ref_t;
 

@@ -27,8 +27,8 @@ char *shoal_provider_request(const shoal_model_t *m, const char *system, const c
                                                                   : DEFAULT_ANTHROPIC_MAX_TOKENS));
     } else {
         if (system && *system)
-            json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content",
-                                                  system));
+            json_array_append_new(msgs,
+                                  json_pack("{s:s, s:s}", "role", "system", "content", system));
         if (m->max_output_tokens > 0)
             json_object_set_new(req, "max_tokens", json_integer(m->max_output_tokens));
         if (want_json)

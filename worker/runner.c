@@ -43,13 +43,13 @@ struct runner {
     shoal_pg_t *pg;
     shoal_sink_t *sink;
     shoal_offsets_t *offsets;
-    json_t *held;                /* task_id -> shoal_task_t* as json_integer(intptr) */
+    json_t *held; /* task_id -> shoal_task_t* as json_integer(intptr) */
     long nheld;
-    shoal_task_t **unchecked;    /* taken, not yet checked against the database */
+    shoal_task_t **unchecked; /* taken, not yet checked against the database */
     size_t nunchecked, capunchecked;
     struct curl_slist **headers; /* per model, by index */
     shoal_kafka_ack_t dlq_ack;
-    double first_result_ms;      /* when the oldest unflushed result finished */
+    double first_result_ms; /* when the oldest unflushed result finished */
     double pg_retry_at_ms;
     unsigned long long seq;
     long long start_ms;
@@ -109,8 +109,8 @@ static void dead_letter(struct runner *r, const void *value, size_t len, const c
     json_decref(msg);
     if (!text)
         return;
-    if (shoal_kafka_produce(r->producer, r->conf->topics->dlq, key, text, strlen(text),
-                            &r->dlq_ack, err, sizeof(err)) != SHOAL_OK)
+    if (shoal_kafka_produce(r->producer, r->conf->topics->dlq, key, text, strlen(text), &r->dlq_ack,
+                            err, sizeof(err)) != SHOAL_OK)
         shoal_log_error("dlq", "could not dead-letter a task error=\"%s\"", err);
     free(text);
 }
@@ -150,8 +150,7 @@ static void start_call(struct runner *r, shoal_task_t *t, long delay_ms)
 {
     char err[256];
     if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->request,
-                        t->request_len, t->timeout_ms, delay_ms, t, err,
-                        sizeof(err)) != SHOAL_OK) {
+                        t->request_len, t->timeout_ms, delay_ms, t, err, sizeof(err)) != SHOAL_OK) {
         t->state = SHOAL_TASK_FAILED;
         snprintf(t->error, sizeof(t->error), "could not start the call: %s", err);
         finish(r, t);
@@ -192,13 +191,12 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     }
 
     int last = t->attempts >= t->max_attempts;
-    const char *outcome = oc == SHOAL_OUTCOME_OK ? "ok"
+    const char *outcome = oc == SHOAL_OUTCOME_OK               ? "ok"
                           : oc == SHOAL_OUTCOME_RETRY && !last ? "retry"
                                                                : "failed";
-    shoal_sink_add_attempt(r->sink,
-                           shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply,
-                                                  outcome, why, out.tokens_in, out.tokens_out,
-                                                  out.tokens_cached));
+    shoal_sink_add_attempt(r->sink, shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply,
+                                                           outcome, why, out.tokens_in,
+                                                           out.tokens_out, out.tokens_cached));
     if (oc == SHOAL_OUTCOME_OK) {
         t->state = SHOAL_TASK_DONE;
         t->output = out.content;
@@ -430,7 +428,8 @@ static void teardown(struct runner *r)
     /* Tasks still held were never made durable: their messages come again. */
     const char *k;
     json_t *v;
-    json_object_foreach(r->held, k, v) shoal_task_destroy((shoal_task_t *)(intptr_t)json_integer_value(v));
+    json_object_foreach(r->held, k, v)
+        shoal_task_destroy((shoal_task_t *)(intptr_t)json_integer_value(v));
     json_decref(r->held);
     free(r->unchecked);
     for (size_t i = 0; r->headers && i < shoal_models_count(r->conf->models); i++)

@@ -89,8 +89,8 @@ shoal_err_t shoal_sink_flush(shoal_sink_t *s, void (*done)(void *token, void *ar
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     }
     const char *params[] = {results, attempts};
-    err = shoal_pg_exec(s->pg, "SELECT * FROM shoal.record_batch($1::jsonb, $2::jsonb)", 2,
-                        params, &r, errbuf, errlen);
+    err = shoal_pg_exec(s->pg, "SELECT * FROM shoal.record_batch($1::jsonb, $2::jsonb)", 2, params,
+                        &r, errbuf, errlen);
     free(results);
     free(attempts);
     if (err != SHOAL_OK)

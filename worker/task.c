@@ -64,9 +64,8 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "could not render the prompt");
         goto fail;
     }
-    t->request = shoal_provider_request(t->model,
-                                        json_string_value(json_object_get(d, "system")), prompt,
-                                        t->want_json, &t->request_len);
+    t->request = shoal_provider_request(t->model, json_string_value(json_object_get(d, "system")),
+                                        prompt, t->want_json, &t->request_len);
     free(prompt);
     if (!t->request) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
@@ -103,19 +102,18 @@ shoal_err_t shoal_task_add_ref(shoal_task_t *t, const shoal_offset_ref_t *ref)
     return SHOAL_OK;
 }
 
-json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id,
-                               const char *worker_id, const shoal_http_reply_t *reply,
-                               const char *outcome, const char *error, long tokens_in,
-                               long tokens_out, long tokens_cached)
+json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
+                               const shoal_http_reply_t *reply, const char *outcome,
+                               const char *error, long tokens_in, long tokens_out,
+                               long tokens_cached)
 {
     double now = unix_now();
     json_t *row = json_pack(
-        "{s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:f, s:I, s:I, s:I, s:f, s:f, s:f}",
-        "attempt_id", attempt_id, "task_id", t->task_id, "job_id", t->job_id, "attempt",
-        t->attempts, "model", t->model->alias, "worker_id", worker_id, "http_status",
-        (int)reply->status, "outcome", outcome, "latency_ms", reply->latency_ms, "tokens_in",
-        (json_int_t)tokens_in, "tokens_out", (json_int_t)tokens_out, "tokens_cached",
-        (json_int_t)tokens_cached, "cost_usd",
+        "{s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:f, s:I, s:I, s:I, s:f, s:f, s:f}", "attempt_id",
+        attempt_id, "task_id", t->task_id, "job_id", t->job_id, "attempt", t->attempts, "model",
+        t->model->alias, "worker_id", worker_id, "http_status", (int)reply->status, "outcome",
+        outcome, "latency_ms", reply->latency_ms, "tokens_in", (json_int_t)tokens_in, "tokens_out",
+        (json_int_t)tokens_out, "tokens_cached", (json_int_t)tokens_cached, "cost_usd",
         shoal_model_cost(t->model, tokens_in, tokens_out, tokens_cached), "started_at",
         reply->started_unix, "finished_at", now);
     if (row && error && *error)
@@ -127,12 +125,11 @@ json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id,
 
 json_t *shoal_task_result_row(const shoal_task_t *t, const char *worker_id)
 {
-    json_t *row = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:i}", "task_id",
-                            t->task_id, "job_id", t->job_id, "chunk", (json_int_t)t->chunk,
-                            "status", t->state == SHOAL_TASK_DONE ? "done" : "failed", "model",
-                            t->model->alias, "tokens_in", (json_int_t)t->tokens_in, "tokens_out",
-                            (json_int_t)t->tokens_out, "worker_id", worker_id, "attempts",
-                            t->attempts);
+    json_t *row = json_pack(
+        "{s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:i}", "task_id", t->task_id, "job_id", t->job_id,
+        "chunk", (json_int_t)t->chunk, "status", t->state == SHOAL_TASK_DONE ? "done" : "failed",
+        "model", t->model->alias, "tokens_in", (json_int_t)t->tokens_in, "tokens_out",
+        (json_int_t)t->tokens_out, "worker_id", worker_id, "attempts", t->attempts);
     if (!row)
         return NULL;
     if (t->state == SHOAL_TASK_DONE)

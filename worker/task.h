@@ -18,9 +18,9 @@
 typedef enum { SHOAL_TASK_RUNNING = 0, SHOAL_TASK_DONE, SHOAL_TASK_FAILED } shoal_task_state_t;
 
 typedef struct shoal_task {
-    json_t *doc;             /* the task message; owned */
-    const char *task_id;     /* borrowed from doc */
-    const char *job_id;      /* borrowed from doc */
+    json_t *doc;         /* the task message; owned */
+    const char *task_id; /* borrowed from doc */
+    const char *job_id;  /* borrowed from doc */
     long chunk;
     long max_attempts;
     long timeout_ms;
@@ -29,12 +29,12 @@ typedef struct shoal_task {
     char *request;              /* request body; owned */
     size_t request_len;
 
-    int attempts;            /* calls made in this delivery */
-    double received_ms;      /* monotonic, when the message was taken */
+    int attempts;       /* calls made in this delivery */
+    double received_ms; /* monotonic, when the message was taken */
     shoal_task_state_t state;
-    char *output;            /* owned, set when done */
+    char *output; /* owned, set when done */
     long tokens_in, tokens_out;
-    char error[512];         /* why it failed, when failed */
+    char error[512]; /* why it failed, when failed */
 
     shoal_offset_ref_t *refs; /* Kafka positions released when durable */
     int nrefs, caprefs;
@@ -52,10 +52,10 @@ void shoal_task_destroy(shoal_task_t *t); /* NULL is ok */
 shoal_err_t shoal_task_add_ref(shoal_task_t *t, const shoal_offset_ref_t *ref);
 
 /* Row for shoal.attempts describing the call that just ended. */
-json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id,
-                               const char *worker_id, const shoal_http_reply_t *reply,
-                               const char *outcome, const char *error, long tokens_in,
-                               long tokens_out, long tokens_cached);
+json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
+                               const shoal_http_reply_t *reply, const char *outcome,
+                               const char *error, long tokens_in, long tokens_out,
+                               long tokens_cached);
 
 /* Row for shoal.record_batch's results: the task's final state. */
 json_t *shoal_task_result_row(const shoal_task_t *t, const char *worker_id);

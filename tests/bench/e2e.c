@@ -77,8 +77,7 @@ int main(void)
     double secs = check_now_s() - start;
     double w1 = kind_cpu_us(ds, "worker", workers), s1 = kind_cpu_us(ds, "scheduler", 1);
 
-    long results =
-        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = 'e2e'", NULL);
+    long results = harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = 'e2e'", NULL);
     CHECK_INT_EQ(results, tasks);
     json_t *stats = harness_sim_stats(h);
     long repeated = (long)json_integer_value(json_object_get(stats, "repeated_prompts"));

@@ -121,7 +121,7 @@ int main(int argc, char **argv)
 
     printf("served=%lld failed=%ld max_inflight=%lld\n", st.by_status[200], failed,
            st.max_inflight);
-    printf("RESULT bench=sim requests=%ld conns=%ld latency_ms=%ld seconds=%.3f req_per_s=%.0f\n", done,
-           conns, latency, secs, (double)done / secs);
+    printf("RESULT bench=sim requests=%ld conns=%ld latency_ms=%ld seconds=%.3f req_per_s=%.0f\n",
+           done, conns, latency, secs, (double)done / secs);
     return failed ? 1 : 0;
 }

@@ -39,12 +39,12 @@ int main(void)
     CHECK_STR_EQ(out, "big-1\n");
     harness_wait_job(h, "big-1", 180, status, sizeof(status));
     CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "big-1",
-                              NULL),
-                 1000);
-    CHECK_INT_EQ(harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "big-1",
-                              NULL),
-                 1000);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "big-1", NULL),
+        1000);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "big-1", NULL),
+        1000);
     /* Each result belongs to its item: the simulator echoes the prompt. */
     CHECK_INT_EQ(harness_long(h,
                               "SELECT count(*) FROM shoal.results r JOIN shoal.tasks t USING "
@@ -89,8 +89,7 @@ int main(void)
     CHECK(*kid);
     harness_wait_job(h, kid, 60, status, sizeof(status));
     CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", kid,
-                              NULL),
+    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", kid, NULL),
                  5);
     rc = harness_sh(h, out, sizeof(out), "%s results '%s' | wc -l", harness_bin("shoal"), kid);
     CHECK_INT_EQ(rc, 0);
@@ -102,12 +101,11 @@ int main(void)
                                            30000, NULL, 0),
                  SHOAL_OK);
     json_t *ev = harness_events(h, "big-1", 2, 30);
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "big-1",
-                              NULL),
-                 1);
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "big-1",
-                              NULL),
-                 1000);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "big-1", NULL), 1);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "big-1", NULL),
+        1000);
     json_t *after = harness_sim_stats(h);
     long calls_after = (long)json_integer_value(json_object_get(after, "requests"));
     CHECK_INT_EQ(calls_after - calls_before, 5); /* only the kcat job's 5 chunks */
@@ -118,7 +116,8 @@ int main(void)
     int accepted = 0, completed = 0;
     size_t i;
     json_t *e;
-    json_array_foreach(ev, i, e) {
+    json_array_foreach(ev, i, e)
+    {
         const char *type = json_string_value(json_object_get(e, "type"));
         accepted += type && !strcmp(type, "accepted");
         completed += type && !strcmp(type, "completed");
@@ -131,8 +130,7 @@ int main(void)
     rc = harness_sh(h, out, sizeof(out), "%s status big-1", harness_bin("shoal"));
     CHECK_INT_EQ(rc, 0);
     CHECK_STR_CONTAINS(out, "completed: 1000/1000 tasks done");
-    rc = harness_sh(h, out, sizeof(out), "%s status no-such-job 2>/dev/null",
-                    harness_bin("shoal"));
+    rc = harness_sh(h, out, sizeof(out), "%s status no-such-job 2>/dev/null", harness_bin("shoal"));
     CHECK_INT_EQ(rc, 4);
 
     harness_stop(h);

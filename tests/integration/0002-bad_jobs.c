@@ -73,8 +73,9 @@ static int load_cases(struct bad *cases)
     size_t big = 3u * 1024 * 1024;
     char *b = malloc(big + 1);
     CHECK(b != NULL);
-    int head = snprintf(b, big, "{\"tenant\":\"t\",\"model\":\"sim-small\",\"prompt_template\":"
-                                "\"{{input}}\",\"items\":[{\"id\":\"a\",\"input\":\"");
+    int head = snprintf(b, big,
+                        "{\"tenant\":\"t\",\"model\":\"sim-small\",\"prompt_template\":"
+                        "\"{{input}}\",\"items\":[{\"id\":\"a\",\"input\":\"");
     memset(b + head, 'x', big - (size_t)head - 4);
     memcpy(b + big - 4, "\"}]}", 4);
     b[big] = '\0';
@@ -122,8 +123,7 @@ int main(void)
         rejected++;
     }
     CHECK_INT_EQ(rejected, n);
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE status = 'rejected'",
-                              NULL),
+    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE status = 'rejected'", NULL),
                  n);
 
     /* One rejected event per bad message, naming the job and the reason. */
@@ -131,7 +131,8 @@ int main(void)
     int rejected_events = 0;
     size_t k;
     json_t *e;
-    json_array_foreach(events, k, e) {
+    json_array_foreach(events, k, e)
+    {
         const char *type = json_string_value(json_object_get(e, "type"));
         if (type && !strcmp(type, "rejected")) {
             rejected_events++;

@@ -18,8 +18,8 @@
 int main(void)
 {
     static const char *const wargs[] = {"--max-inflight", "16", NULL};
-    harness_conf_t conf = {.workers = 2, .schedulers = 1, .sim_latency_ms = 200,
-                           .worker_args = wargs};
+    harness_conf_t conf = {
+        .workers = 2, .schedulers = 1, .sim_latency_ms = 200, .worker_args = wargs};
     harness_t *h = harness_start(&conf);
     char status[64], err[512];
 
@@ -28,8 +28,9 @@ int main(void)
     free(job);
 
     /* Wait until the job is well under way, then kill a worker outright. */
-    CHECK_WAIT(harness_long(h, "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
-                               "= $1",
+    CHECK_WAIT(harness_long(h,
+                            "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
+                            "= $1",
                             "wk-1", NULL) >= 100,
                120, "100 tasks done");
     struct shoal_proc *w0 = shoal_devstack_proc(harness_stack(h), "worker", 0);
@@ -47,9 +48,9 @@ int main(void)
 
     harness_wait_job(h, "wk-1", 240, status, sizeof(status));
     CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "wk-1",
-                              NULL),
-                 ITEMS);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "wk-1", NULL),
+        ITEMS);
     CHECK_INT_EQ(harness_long(h,
                               "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = "
                               "'done'",
@@ -62,8 +63,7 @@ int main(void)
                               "wk-1", NULL),
                  ITEMS);
     char out[64], expect[64];
-    CHECK_INT_EQ(harness_sh(h, out, sizeof(out),
-                            "%s results wk-1 | grep -o 'item-[0-9]*' | md5sum",
+    CHECK_INT_EQ(harness_sh(h, out, sizeof(out), "%s results wk-1 | grep -o 'item-[0-9]*' | md5sum",
                             harness_bin("shoal")),
                  0);
     CHECK_INT_EQ(harness_sh(h, expect, sizeof(expect),

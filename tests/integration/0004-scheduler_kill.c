@@ -36,9 +36,8 @@ int main(void)
                  SHOAL_OK);
     CHECK_INT_EQ(exit_status, 128 + SIGKILL);
     /* Recorded, partly published, none marked queued. */
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "sk-1",
-                              NULL),
-                 ITEMS);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "sk-1", NULL), ITEMS);
     CHECK_INT_EQ(harness_long(h,
                               "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = "
                               "'queued'",
@@ -46,9 +45,9 @@ int main(void)
                  0);
     /* The 50 that reached Kafka run meanwhile; the other 150 are stranded
      * until the scheduler comes back. */
-    CHECK_WAIT(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1",
-                            NULL) == 50,
-               60, "the 50 published tasks to finish");
+    CHECK_WAIT(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1", NULL) == 50,
+        60, "the 50 published tasks to finish");
     CHECK_STR_EQ((harness_str(h, status, sizeof(status),
                               "SELECT status FROM shoal.jobs WHERE job_id = $1", "sk-1", NULL),
                   status),
@@ -58,14 +57,14 @@ int main(void)
         CHECK_FAIL("could not restart the scheduler: %s", err);
     harness_wait_job(h, "sk-1", 120, status, sizeof(status));
     CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1",
-                              NULL),
-                 ITEMS);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1", NULL),
+        ITEMS);
 
     /* Every task ran once: one successful call per task, no prompt twice. */
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sk-1",
-                              NULL),
-                 ITEMS);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sk-1", NULL),
+        ITEMS);
     json_t *stats = harness_sim_stats(h);
     CHECK_INT_EQ(json_integer_value(json_object_get(stats, "repeated_prompts")), 0);
     CHECK_INT_EQ(json_integer_value(json_object_get(stats, "requests")), ITEMS);

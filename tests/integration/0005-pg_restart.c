@@ -18,8 +18,8 @@
 int main(void)
 {
     static const char *const wargs[] = {"--max-inflight", "16", NULL};
-    harness_conf_t conf = {.workers = 2, .schedulers = 1, .sim_latency_ms = 100,
-                           .worker_args = wargs};
+    harness_conf_t conf = {
+        .workers = 2, .schedulers = 1, .sim_latency_ms = 100, .worker_args = wargs};
     harness_t *h = harness_start(&conf);
     char status[64], err[512];
     struct shoal_pgcluster *pg = shoal_devstack_pg(harness_stack(h));
@@ -27,8 +27,9 @@ int main(void)
     char *job = harness_job("pg-1", ITEMS, 1, NULL);
     harness_produce(h, "shoal.jobs", "pg-1", job, strlen(job));
     free(job);
-    CHECK_WAIT(harness_long(h, "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
-                               "= $1",
+    CHECK_WAIT(harness_long(h,
+                            "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
+                            "= $1",
                             "pg-1", NULL) >= 150,
                120, "150 tasks done");
 
@@ -43,12 +44,12 @@ int main(void)
 
     harness_wait_job(h, "pg-1", 240, status, sizeof(status));
     CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "pg-1",
-                              NULL),
-                 ITEMS);
-    CHECK_INT_EQ(harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "pg-1",
-                              NULL),
-                 ITEMS);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "pg-1", NULL),
+        ITEMS);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "pg-1", NULL),
+        ITEMS);
     harness_stop(h);
     fprintf(stderr, "ok\n");
     return 0;

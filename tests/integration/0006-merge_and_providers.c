@@ -97,9 +97,8 @@ int main(void)
 
     harness_wait_job(h, "m-groups", 60, status, sizeof(status));
     CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = 'm-groups'",
-                              NULL),
-                 2);
+    CHECK_INT_EQ(
+        harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = 'm-groups'", NULL), 2);
     harness_str(h, buf, sizeof(buf),
                 "SELECT string_agg(array_to_string(item_ids, ','), '|' ORDER BY chunk) FROM "
                 "shoal.tasks WHERE job_id = 'm-groups'",
@@ -115,9 +114,8 @@ int main(void)
     /* CLI exit codes: completed 0, rejected 3, results of a rejected job 3. */
     CHECK_INT_EQ(harness_sh(h, NULL, 0, "%s status m-groups >/dev/null", harness_bin("shoal")), 0);
     CHECK_INT_EQ(harness_sh(h, NULL, 0, "%s status m-budget >/dev/null", harness_bin("shoal")), 3);
-    CHECK_INT_EQ(harness_sh(h, NULL, 0, "%s results m-budget >/dev/null 2>&1",
-                            harness_bin("shoal")),
-                 3);
+    CHECK_INT_EQ(
+        harness_sh(h, NULL, 0, "%s results m-budget >/dev/null 2>&1", harness_bin("shoal")), 3);
     /* An invalid job file is refused by `shoal submit` itself: exit 2. */
     snprintf(buf, sizeof(buf), "%s submit %s/tests/data/jobs/invalid/empty_items.json 2>&1",
              harness_bin("shoal"), SHOAL_SOURCE_DIR);

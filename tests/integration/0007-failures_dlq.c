@@ -19,8 +19,8 @@ static json_t *read_topic(harness_t *h, const char *topic, int want, double time
     const char *subs[] = {topic};
     snprintf(group, sizeof(group), "test-dlq-%ld", (long)(check_now_s() * 1000));
     shoal_kprops_t kp = {1, {"session.timeout.ms=6000"}};
-    rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(harness_stack(h)), group,
-                                             &kp, subs, 1, NULL, NULL, err, sizeof(err));
+    rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(harness_stack(h)), group, &kp,
+                                             subs, 1, NULL, NULL, err, sizeof(err));
     if (!c)
         CHECK_FAIL("consumer: %s", err);
     json_t *out = json_array();
@@ -40,11 +40,11 @@ static json_t *read_topic(harness_t *h, const char *topic, int want, double time
 
 int main(void)
 {
-    harness_conf_t conf = {
-        .workers = 1,
-        .schedulers = 1,
-        .extra_models = "\"sim-down\": {\"provider\": \"openai\", \"endpoint\": "
-                        "\"http://127.0.0.1:1/v1/chat/completions\", \"model\": \"down\"}"};
+    harness_conf_t conf = {.workers = 1,
+                           .schedulers = 1,
+                           .extra_models =
+                               "\"sim-down\": {\"provider\": \"openai\", \"endpoint\": "
+                               "\"http://127.0.0.1:1/v1/chat/completions\", \"model\": \"down\"}"};
     harness_t *h = harness_start(&conf);
     char status[64], buf[1024];
 
@@ -89,12 +89,12 @@ int main(void)
     int tasks = 0, raw = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(dlq, i, m) {
+    json_array_foreach(dlq, i, m)
+    {
         CHECK(json_string_value(json_object_get(m, "error")) != NULL);
         if (json_object_get(m, "task")) {
             tasks++;
-            CHECK_STR_EQ(json_string_value(
-                             json_object_get(json_object_get(m, "task"), "job_id")),
+            CHECK_STR_EQ(json_string_value(json_object_get(json_object_get(m, "task"), "job_id")),
                          "down-1");
         }
         if (json_object_get(m, "raw")) {

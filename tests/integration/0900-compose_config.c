@@ -233,9 +233,9 @@ int main(void)
 
     /* Deterministic, secret-free input for the child. */
     static const char *const scrub[] = {
-        "OPENAI_API_KEY",        "ANTHROPIC_API_KEY",      "POSTGRES_PASSWORD", "SHOAL_LOG_LEVEL",
-        "KAFKA_HOST_PORT", "PG_HOST_PORT",     "COMPOSE_FILE",      "COMPOSE_PROFILES",
-        "COMPOSE_PROJECT_NAME",  "COMPOSE_PATH_SEPARATOR",
+        "OPENAI_API_KEY",       "ANTHROPIC_API_KEY",      "POSTGRES_PASSWORD", "SHOAL_LOG_LEVEL",
+        "KAFKA_HOST_PORT",      "PG_HOST_PORT",           "COMPOSE_FILE",      "COMPOSE_PROFILES",
+        "COMPOSE_PROJECT_NAME", "COMPOSE_PATH_SEPARATOR",
     };
     for (size_t i = 0; i < sizeof(scrub) / sizeof(scrub[0]); i++)
         unsetenv(scrub[i]);

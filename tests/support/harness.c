@@ -72,9 +72,12 @@ void harness_stop(harness_t *h)
     rd_kafka_flush(h->producer, 5000);
     rd_kafka_destroy(h->producer);
     shoal_pg_destroy(h->pg);
-    if (getenv("SHOAL_TEST_KEEP")) {
-        fprintf(stderr, "keeping %s\n", shoal_devstack_workdir(h->ds));
-    }
+    /* Every process must stop cleanly when asked, with no sanitizer report. */
+    char report[2048];
+    int bad = shoal_devstack_stop_procs(h->ds, report, sizeof(report));
+    if (bad)
+        CHECK_FAIL("%d processes ended badly: %s (logs in %s/logs)", bad, report,
+                   shoal_devstack_workdir(h->ds));
     shoal_devstack_destroy(h->ds);
     free(h);
 }
@@ -158,8 +161,7 @@ void harness_str(harness_t *h, char *out, size_t outlen, const char *sql, ...)
     PQclear(r);
 }
 
-void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *status,
-                      size_t len)
+void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *status, size_t len)
 {
     double deadline = check_now_s() + timeout_s;
     for (;;) {
@@ -218,7 +220,8 @@ json_t *harness_events(harness_t *h, const char *job_id, int want, double timeou
     shoal_topics_t topics;
     shoal_topics_init(&topics, NULL);
     const char *subs[] = {topics.events};
-    snprintf(group, sizeof(group), "test-events-%d-%ld", (int)getpid(), (long)(check_now_s() * 1000));
+    snprintf(group, sizeof(group), "test-events-%d-%ld", (int)getpid(),
+             (long)(check_now_s() * 1000));
     shoal_kprops_t kp = {1, {"session.timeout.ms=6000"}};
     rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(h->ds), group, &kp, subs, 1,
                                              NULL, NULL, err, sizeof(err));
@@ -283,8 +286,8 @@ int harness_sh(harness_t *h, char *out, size_t outlen, const char *fmt, ...)
     if (out && outlen)
         out[0] = '\0';
     char scratch[4096];
-    while ((got = fread(out && outlen ? out + n : scratch,
-                        1, out && outlen ? outlen - 1 - n : sizeof(scratch), p)) > 0) {
+    while ((got = fread(out && outlen ? out + n : scratch, 1,
+                        out && outlen ? outlen - 1 - n : sizeof(scratch), p)) > 0) {
         if (out && outlen) {
             n += got;
             out[n] = '\0';
