@@ -215,7 +215,14 @@ int shoal_cmd_submit(int argc, char **argv)
     }
 
     shoal_topics_t topics;
-    shoal_topics_init(&topics, c.topic_prefix);
+    if (shoal_topics_init(&topics, c.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: %s\n", err);
+        if (payload != text)
+            free(payload);
+        json_decref(doc);
+        free(text);
+        return SHOAL_EXIT_USAGE;
+    }
     rd_kafka_t *rk = shoal_kafka_producer_new(c.bootstrap, &c.kafka, err, sizeof(err));
     rc = SHOAL_EXIT_OK;
     if (!rk) {

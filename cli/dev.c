@@ -117,7 +117,7 @@ static int run_demo(shoal_devstack_t *ds, const char *job_path)
     json_decref(doc);
 
     shoal_topics_t topics;
-    shoal_topics_init(&topics, NULL);
+    shoal_topics_init(&topics, NULL, NULL, 0);
     rd_kafka_t *rk = shoal_kafka_producer_new(shoal_devstack_bootstrap(ds), NULL, err, sizeof(err));
     int rc = SHOAL_EXIT_OK;
     if (!rk || !text ||

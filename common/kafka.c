@@ -12,16 +12,27 @@
 
 extern char **environ;
 
-void shoal_topics_init(shoal_topics_t *t, const char *prefix)
+shoal_err_t shoal_topics_init(shoal_topics_t *t, const char *prefix, char *errbuf, size_t errlen)
 {
     if (!prefix || !*prefix)
         prefix = "shoal";
+    memset(t, 0, sizeof(*t));
+    if (strlen(prefix) > 100)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "topic-prefix: too long (%zu characters; the limit is 100)",
+                             strlen(prefix));
+    if (strspn(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+        strlen(prefix))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "topic-prefix: \"%s\" may only contain letters, digits and . _ -",
+                             prefix);
     snprintf(t->jobs, sizeof(t->jobs), "%s.jobs", prefix);
     snprintf(t->tasks_high, sizeof(t->tasks_high), "%s.tasks.high", prefix);
     snprintf(t->tasks_normal, sizeof(t->tasks_normal), "%s.tasks.normal", prefix);
     snprintf(t->tasks_low, sizeof(t->tasks_low), "%s.tasks.low", prefix);
     snprintf(t->dlq, sizeof(t->dlq), "%s.tasks.dlq", prefix);
     snprintf(t->events, sizeof(t->events), "%s.events", prefix);
+    return SHOAL_OK;
 }
 
 const char *shoal_topics_task(const shoal_topics_t *t, const char *priority)

@@ -25,7 +25,10 @@ typedef struct {
     char events[128];
 } shoal_topics_t;
 
-void shoal_topics_init(shoal_topics_t *t, const char *prefix);
+/* Fills t from a prefix (NULL or "" means "shoal"). SHOAL_ERR_INVALID when
+ * the prefix is longer than 100 characters or holds characters Kafka does not
+ * allow in topic names. */
+shoal_err_t shoal_topics_init(shoal_topics_t *t, const char *prefix, char *errbuf, size_t errlen);
 
 /* The task topic for a priority ("high", "normal", "low"); normal if unknown. */
 const char *shoal_topics_task(const shoal_topics_t *t, const char *priority);

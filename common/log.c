@@ -94,6 +94,58 @@ static size_t json_escape(char *buf, size_t cap, size_t n, const char *s)
     return n;
 }
 
+/* True at " key=". */
+static int field_start(const char *p)
+{
+    if (*p++ != ' ')
+        return 0;
+    const char *k = p;
+    while ((*p >= 'a' && *p <= 'z') || *p == '_' || (*p >= '0' && *p <= '9'))
+        p++;
+    return p > k && *p == '=';
+}
+
+/* Appends `key=value key="quoted value" ...` as JSON members. Anything that
+ * does not parse as a field ends up in a "rest" member, so nothing is lost. */
+static size_t json_fields(char *buf, size_t cap, size_t n, char *f)
+{
+    while (*f && n + 16 < cap) {
+        while (*f == ' ')
+            f++;
+        char *k = f;
+        while ((*f >= 'a' && *f <= 'z') || *f == '_' || (*f >= '0' && *f <= '9'))
+            f++;
+        if (f == k || *f != '=') {
+            n += (size_t)snprintf(buf + n, cap - n, ",\"rest\":\"");
+            n = json_escape(buf, cap - 2, n, k);
+            buf[n++] = '"';
+            break;
+        }
+        *f++ = '\0';
+        char *v = f;
+        if (*f == '"') {
+            /* A quoted value ends at the quote that ends the line or is
+             * followed by the next field, so values may hold quotes. */
+            v = ++f;
+            while (*f && !(*f == '"' && (!f[1] || field_start(f + 1))))
+                f++;
+        } else {
+            while (*f && *f != ' ')
+                f++;
+        }
+        char end = *f;
+        *f = '\0';
+        n += (size_t)snprintf(buf + n, cap - n, ",\"%s\":\"", k);
+        if (n + 8 >= cap)
+            break;
+        n = json_escape(buf, cap - 2, n, v);
+        buf[n++] = '"';
+        if (end)
+            f++;
+    }
+    return n;
+}
+
 void shoal_log_write(shoal_log_level_t level, const char *module, const char *fmt, ...)
 {
     char msg[2048], line[4096];
@@ -113,6 +165,15 @@ void shoal_log_write(shoal_log_level_t level, const char *module, const char *fm
     gmtime_r(&ts.tv_sec, &tm);
     strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
 
+    /* The message runs up to the first " key=" field. */
+    const char *fields = NULL;
+    for (const char *p = msg; (p = strchr(p, ' ')) != NULL; p++) {
+        if (field_start(p)) {
+            fields = p;
+            break;
+        }
+    }
+
     if (log_json) {
         n = (size_t)snprintf(line, sizeof(line),
                              "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"proc\":\"%s\","
@@ -120,22 +181,14 @@ void shoal_log_write(shoal_log_level_t level, const char *module, const char *fm
                              tbuf, ts.tv_nsec / 1000000, level_names[level], log_proc, module);
         if (n >= sizeof(line))
             n = sizeof(line) - 1;
+        if (fields)
+            *(char *)fields = '\0';
         n = json_escape(line, sizeof(line) - 3, n, msg);
         line[n++] = '"';
+        if (fields)
+            n = json_fields(line, sizeof(line) - 3, n, (char *)fields + 1);
         line[n++] = '}';
     } else {
-        /* The message runs up to the first " key=" field; quote it so the line
-         * stays machine-readable. */
-        const char *fields = NULL;
-        for (const char *p = msg; (p = strchr(p, ' ')) != NULL; p++) {
-            const char *q = p + 1;
-            while ((*q >= 'a' && *q <= 'z') || *q == '_' || (*q >= '0' && *q <= '9'))
-                q++;
-            if (*q == '=' && q > p + 1) {
-                fields = p;
-                break;
-            }
-        }
         int mlen = fields ? (int)(fields - msg) : (int)strlen(msg);
         n = (size_t)snprintf(line, sizeof(line),
                              "ts=%s.%03ldZ level=%s proc=%s module=%s msg=\"%.*s\"%s", tbuf,

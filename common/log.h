@@ -1,7 +1,7 @@
 /*
  * Structured logging: one line per event on stderr,
  *   ts=... level=info proc=worker module=engine msg="task done" job_id=j1
- * or the same fields as one JSON object per line. The level is checked before
+ * or the same fields as members of one JSON object per line. The level is checked before
  * any formatting. Callers put context in key=value fields after the message
  * and never pass secrets or prompt text. Thread-safe (one write(2) per line).
  */

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/migrate.h"
@@ -31,6 +32,22 @@ shoal_err_t shoal_service_log_setup(const char *proc, const char *level, const c
                              "log-format: \"%s\" is not one of text, json", format);
     shoal_log_init(proc, (shoal_log_level_t)l, format && !strcmp(format, "json"));
     return SHOAL_OK;
+}
+
+static void on_deadline(int sig)
+{
+    static const char msg[] = "shutdown took too long (Kafka or PostgreSQL unreachable?); "
+                              "exiting, unfinished work will be redelivered\n";
+    (void)sig;
+    ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)w;
+    _exit(1);
+}
+
+void shoal_service_shutdown_deadline(unsigned seconds)
+{
+    signal(SIGALRM, on_deadline);
+    alarm(seconds);
 }
 
 void shoal_service_signals(void)

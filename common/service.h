@@ -22,6 +22,11 @@ void shoal_service_signals(void);
 int shoal_service_stopping(void);
 void shoal_service_request_stop(void);
 
+/* Bounds shutdown: after `seconds`, the process logs and exits with status 1
+ * whatever it is blocked on (a consumer close against a Kafka that is gone
+ * can wait forever). Nothing is lost by it: uncommitted work is redelivered. */
+void shoal_service_shutdown_deadline(unsigned seconds);
+
 /* Sleeps ms milliseconds, returning early when a stop was requested. */
 void shoal_service_sleep_ms(long ms);
 

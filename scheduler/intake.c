@@ -198,8 +198,13 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         shoal_job_parse(value ? value : "", len, c->max_job_bytes, c->models, why, sizeof(why));
     if (!job)
         return reject(c, source, derived, value ? value : "", len, why, out, errbuf, errlen);
-    if (!shoal_job_id(job))
-        shoal_job_set_id(job, derived);
+    if (!shoal_job_id(job) && shoal_job_set_id(job, derived) != SHOAL_OK) {
+        shoal_job_destroy(job);
+        snprintf(why, sizeof(why),
+                 "the job has no job_id and none can be derived from topic \"%s\"; set job_id",
+                 topic);
+        return reject(c, source, derived, value, len, why, out, errbuf, errlen);
+    }
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
 
     json_t *tasks = shoal_job_tasks(job, why, sizeof(why));

@@ -141,6 +141,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-scheduler: %s\n", err);
         return 2;
     }
+    shoal_topics_t topics;
+    if (shoal_topics_init(&topics, conf.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal-scheduler: %s\n", err);
+        return 2;
+    }
     shoal_service_signals();
 
     shoal_models_t *models = shoal_models_load(conf.models, err, sizeof(err));
@@ -157,8 +162,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    shoal_topics_t topics;
-    shoal_topics_init(&topics, conf.topic_prefix);
     rd_kafka_t *producer = shoal_kafka_producer_new(conf.bootstrap, &conf.kafka, err, sizeof(err));
     const char *subs[] = {topics.jobs};
     rd_kafka_t *consumer = producer
@@ -203,6 +206,7 @@ int main(int argc, char **argv)
     }
 
     shoal_log_info("main", "scheduler stopping");
+    shoal_service_shutdown_deadline(30);
     rd_kafka_consumer_close(consumer);
     rd_kafka_destroy(consumer);
     rd_kafka_flush(producer, 10000);

@@ -99,6 +99,11 @@ int main(int argc, char **argv)
         snprintf(idbuf, sizeof(idbuf), "%s-%d", host, (int)getpid());
         conf.worker_id = idbuf;
     }
+    shoal_topics_t topics;
+    if (shoal_topics_init(&topics, conf.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal-worker: %s\n", err);
+        return 2;
+    }
     shoal_service_signals();
 
     /* Every call holds a socket: make sure the descriptor limit allows them. */
@@ -124,8 +129,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    shoal_topics_t topics;
-    shoal_topics_init(&topics, conf.topic_prefix);
     shoal_runner_conf_t rc = {conf.bootstrap,  conf.pg,       conf.group,   conf.worker_id,
                               &topics,         models,        &conf.kafka,  conf.max_inflight,
                               conf.batch_size, conf.flush_ms, conf.grace_ms};

@@ -494,6 +494,7 @@ shoal_err_t shoal_runner_run(const shoal_runner_conf_t *conf, shoal_runner_stats
 
     /* Stop: let running calls end within the grace period, write what is done. */
     shoal_log_info("main", "worker stopping held=%ld", r.nheld);
+    shoal_service_shutdown_deadline((unsigned)(conf->grace_ms / 1000) + 30);
     double deadline = shoal_service_now_ms() + (double)conf->grace_ms;
     while (shoal_http_pending(r.http) > 0 && shoal_service_now_ms() < deadline)
         shoal_http_run(r.http, 100, -1, errbuf, errlen);

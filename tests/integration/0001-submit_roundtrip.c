@@ -1,6 +1,6 @@
 /*
- * One stack, the main path: a 1000-item job submitted with the shoal CLI ends
- * completed with one result per item, merged in item order; the same job_id
+ * One stack with two schedulers and two workers, the main path: a 1000-item job submitted with the
+ * shoal CLI ends completed with one result per item, merged in item order; the same job_id
  * submitted again is one job; a job produced with kcat (no shoal client, no
  * job_id) completes under an id derived from its Kafka position; the CLI's
  * status and results commands report it; events mark each job's life.
@@ -24,7 +24,7 @@ static void write_file(const char *path, const char *text)
 
 int main(void)
 {
-    harness_conf_t conf = {.workers = 2, .schedulers = 1};
+    harness_conf_t conf = {.workers = 2, .schedulers = 2};
     harness_t *h = harness_start(&conf);
     char path[1024], out[1 << 16], status[64];
     const char *workdir = shoal_devstack_workdir(harness_stack(h));
@@ -95,11 +95,12 @@ int main(void)
     CHECK_INT_EQ(rc, 0);
     CHECK_INT_EQ(strtol(out, NULL, 10), 5);
 
-    /* The scheduler saw the duplicate and published nothing new. */
-    snprintf(path, sizeof(path), "%s/logs/scheduler-0.log", workdir);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(path, "already known\" job_id=big-1 republished=0",
-                                           30000, NULL, 0),
-                 SHOAL_OK);
+    /* A scheduler saw the duplicate and published nothing new. */
+    CHECK_WAIT(harness_sh(h, NULL, 0,
+                          "grep -q 'already known\" job_id=big-1 republished=0' "
+                          "%s/logs/scheduler-*.log",
+                          workdir) == 0,
+               30, "a scheduler to report the duplicate big-1");
     json_t *ev = harness_events(h, "big-1", 2, 30);
     CHECK_INT_EQ(
         harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "big-1", NULL), 1);

@@ -218,7 +218,7 @@ json_t *harness_events(harness_t *h, const char *job_id, int want, double timeou
 {
     char err[512], group[64];
     shoal_topics_t topics;
-    shoal_topics_init(&topics, NULL);
+    shoal_topics_init(&topics, NULL, NULL, 0);
     const char *subs[] = {topics.events};
     snprintf(group, sizeof(group), "test-events-%d-%ld", (int)getpid(),
              (long)(check_now_s() * 1000));

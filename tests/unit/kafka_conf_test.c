@@ -134,7 +134,7 @@ static void test_topics(void)
 {
     shoal_topics_t t;
 
-    shoal_topics_init(&t, "acme");
+    CHECK_INT_EQ(shoal_topics_init(&t, "acme", NULL, 0), SHOAL_OK);
     CHECK_STR_EQ(t.jobs, "acme.jobs");
     CHECK_STR_EQ(t.tasks_high, "acme.tasks.high");
     CHECK_STR_EQ(t.tasks_normal, "acme.tasks.normal");
@@ -149,21 +149,25 @@ static void test_topics(void)
     CHECK_STR_EQ(shoal_topics_task(&t, ""), "acme.tasks.normal");
     CHECK_STR_EQ(shoal_topics_task(&t, NULL), "acme.tasks.normal");
 
-    shoal_topics_init(&t, NULL);
+    CHECK_INT_EQ(shoal_topics_init(&t, NULL, NULL, 0), SHOAL_OK);
     CHECK_STR_EQ(t.jobs, "shoal.jobs");
     CHECK_STR_EQ(t.dlq, "shoal.tasks.dlq");
-    shoal_topics_init(&t, "");
+    CHECK_INT_EQ(shoal_topics_init(&t, "", NULL, 0), SHOAL_OK);
     CHECK_STR_EQ(t.events, "shoal.events");
     CHECK_STR_EQ(shoal_topics_task(&t, "high"), "shoal.tasks.high");
 
-    /* a prefix longer than the buffers never overruns them */
-    char prefix[300];
+    /* a prefix too long for distinct topic names, or with characters Kafka
+     * refuses, is an error naming the option */
+    char prefix[300], err[256];
     memset(prefix, 'p', sizeof(prefix) - 1);
     prefix[sizeof(prefix) - 1] = '\0';
-    shoal_topics_init(&t, prefix);
-    CHECK(strlen(t.jobs) < sizeof(t.jobs));
+    CHECK_INT_EQ(shoal_topics_init(&t, prefix, err, sizeof(err)), SHOAL_ERR_INVALID);
+    CHECK_STR_CONTAINS(err, "topic-prefix: too long");
+    prefix[100] = '\0';
+    CHECK_INT_EQ(shoal_topics_init(&t, prefix, err, sizeof(err)), SHOAL_OK);
     CHECK(strlen(t.tasks_normal) < sizeof(t.tasks_normal));
-    CHECK(strlen(t.events) < sizeof(t.events));
+    CHECK_INT_EQ(shoal_topics_init(&t, "my topics", err, sizeof(err)), SHOAL_ERR_INVALID);
+    CHECK_STR_CONTAINS(err, "may only contain");
 }
 
 int main(void)
