@@ -1,9 +1,10 @@
 /*
- * One stack with two schedulers and two workers, the main path: a 1000-item job submitted with the
- * shoal CLI ends completed with one result per item, merged in item order; the same job_id
- * submitted again is one job; a job produced with kcat (no shoal client, no
- * job_id) completes under an id derived from its Kafka position; the CLI's
- * status and results commands report it; events mark each job's life.
+ * One stack with two schedulers and two workers, the main path: a 1000-item
+ * job submitted with the shoal CLI ends completed with one result per item,
+ * merged in item order; the same job_id submitted again is one job; a job
+ * produced with kcat (no shoal client, no job_id) completes under an id
+ * derived from its Kafka position; the CLI's status and results commands
+ * report it; events mark each job's life.
  */
 #include <stdio.h>
 #include <stdlib.h>
