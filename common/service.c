@@ -4,12 +4,15 @@
 #include "common/service.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/kafka.h"
 #include "common/log.h"
 #include "common/migrate.h"
+#include "common/opt.h"
 
 static volatile sig_atomic_t stop_flag;
 
@@ -48,6 +51,40 @@ void shoal_service_shutdown_deadline(unsigned seconds)
 {
     signal(SIGALRM, on_deadline);
     alarm(seconds);
+}
+
+int shoal_service_cmdline(const char *proc, const char *usage, const char *summary,
+                          const struct shoal_opt *opts, void *conf, int argc, char **argv,
+                          const char *const *log_level, const char *const *log_format,
+                          const void *kafka)
+{
+    shoal_optres_t res;
+    char err[1024];
+    const shoal_kprops_t *kp = kafka;
+
+    if (shoal_opt_parse(opts, conf, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "%s: %s\n", proc, err);
+        return 2;
+    }
+    if (res.help) {
+        shoal_opt_help(stdout, usage, summary, opts);
+        return 0;
+    }
+    if (kp && kp->n == 1 && !strcmp(kp->kv[0], "list")) {
+        shoal_kafka_print_properties();
+        return 0;
+    }
+    if (res.npos) {
+        fprintf(stderr, "%s: unexpected argument \"%s\" (see --help)\n", proc, res.pos[0]);
+        return 2;
+    }
+    const char *short_name = strncmp(proc, "shoal-", 6) ? proc : proc + 6;
+    if (shoal_service_log_setup(short_name, *log_level, *log_format, err, sizeof(err)) !=
+        SHOAL_OK) {
+        fprintf(stderr, "%s: %s\n", proc, err);
+        return 2;
+    }
+    return -1;
 }
 
 void shoal_service_signals(void)

@@ -12,6 +12,18 @@
 #include "common/err.h"
 #include "common/pg.h"
 
+struct shoal_opt;
+
+/* A daemon's standard start: parses argv with its option table into conf,
+ * answers --help (and -X list when the table has -X), refuses positional
+ * arguments, and sets up logging from the conf's log-level/log-format fields
+ * (log_level/log_format point into conf; kafka may be NULL). Errors go to
+ * stderr as "<proc>: reason". Returns -1 to go on, else the exit code. */
+int shoal_service_cmdline(const char *proc, const char *usage, const char *summary,
+                          const struct shoal_opt *opts, void *conf, int argc, char **argv,
+                          const char *const *log_level, const char *const *log_format,
+                          const void *kafka);
+
 /* Sets up logging from "--log-level" and "--log-format" (text|json) values. */
 shoal_err_t shoal_service_log_setup(const char *proc, const char *level, const char *format,
                                     char *errbuf, size_t errlen);

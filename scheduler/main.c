@@ -116,31 +116,13 @@ static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer, shoal_me
 int main(int argc, char **argv)
 {
     struct sched_conf conf;
-    shoal_optres_t res;
     char err[1024];
 
     memset(&conf, 0, sizeof(conf));
-    if (shoal_opt_parse(sched_opts, &conf, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
-        fprintf(stderr, "shoal-scheduler: %s\n", err);
-        return 2;
-    }
-    if (res.help) {
-        shoal_opt_help(stdout, usage, summary, sched_opts);
-        return 0;
-    }
-    if (conf.kafka.n == 1 && !strcmp(conf.kafka.kv[0], "list")) {
-        shoal_kafka_print_properties();
-        return 0;
-    }
-    if (res.npos) {
-        fprintf(stderr, "shoal-scheduler: unexpected argument \"%s\" (see --help)\n", res.pos[0]);
-        return 2;
-    }
-    if (shoal_service_log_setup("scheduler", conf.log_level, conf.log_format, err, sizeof(err)) !=
-        SHOAL_OK) {
-        fprintf(stderr, "shoal-scheduler: %s\n", err);
-        return 2;
-    }
+    int rc = shoal_service_cmdline("shoal-scheduler", usage, summary, sched_opts, &conf, argc, argv,
+                                   &conf.log_level, &conf.log_format, &conf.kafka);
+    if (rc >= 0)
+        return rc;
     shoal_topics_t topics;
     if (shoal_topics_init(&topics, conf.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
         fprintf(stderr, "shoal-scheduler: %s\n", err);

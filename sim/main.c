@@ -85,30 +85,17 @@ static shoal_err_t write_port_file(const char *path, int port, char *errbuf, siz
 int main(int argc, char **argv)
 {
     struct sim_opts o;
-    shoal_optres_t res;
     char err[512];
 
     memset(&o, 0, sizeof(o));
-    if (shoal_opt_parse(sim_opts_table, &o, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
-        fprintf(stderr, "shoal-sim: %s\n", err);
-        return EXIT_FAILURE;
-    }
-    if (res.help) {
-        shoal_opt_help(stdout, "shoal-sim [options]",
-                       "Provider simulator: serves the OpenAI (POST /v1/chat/completions) and\n"
-                       "Anthropic (POST /v1/messages) wire shapes with content derived from the\n"
-                       "prompt, plus GET /stats, POST /stats/reset and GET /health.",
-                       sim_opts_table);
-        return EXIT_SUCCESS;
-    }
-    if (res.npos > 0) {
-        fprintf(stderr, "shoal-sim: unexpected argument \"%s\" (see --help)\n", res.pos[0]);
-        return EXIT_FAILURE;
-    }
-    if (shoal_service_log_setup("sim", o.log_level, o.log_format, err, sizeof(err)) != SHOAL_OK) {
-        fprintf(stderr, "shoal-sim: %s\n", err);
-        return EXIT_FAILURE;
-    }
+    int rc = shoal_service_cmdline(
+        "shoal-sim", "shoal-sim [options]",
+        "Provider simulator: serves the OpenAI (POST /v1/chat/completions) and\n"
+        "Anthropic (POST /v1/messages) wire shapes with content derived from the\n"
+        "prompt, plus GET /stats, POST /stats/reset and GET /health.",
+        sim_opts_table, &o, argc, argv, &o.log_level, &o.log_format, NULL);
+    if (rc >= 0)
+        return rc;
     raise_fd_limit();
 
     /* The server's threads inherit a mask without the stop signals, so they

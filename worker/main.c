@@ -67,31 +67,13 @@ static const char summary[] =
 int main(int argc, char **argv)
 {
     struct worker_conf conf;
-    shoal_optres_t res;
     char err[1024], idbuf[300], host[256];
 
     memset(&conf, 0, sizeof(conf));
-    if (shoal_opt_parse(worker_opts, &conf, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
-        fprintf(stderr, "shoal-worker: %s\n", err);
-        return 2;
-    }
-    if (res.help) {
-        shoal_opt_help(stdout, usage, summary, worker_opts);
-        return 0;
-    }
-    if (conf.kafka.n == 1 && !strcmp(conf.kafka.kv[0], "list")) {
-        shoal_kafka_print_properties();
-        return 0;
-    }
-    if (res.npos) {
-        fprintf(stderr, "shoal-worker: unexpected argument \"%s\" (see --help)\n", res.pos[0]);
-        return 2;
-    }
-    if (shoal_service_log_setup("worker", conf.log_level, conf.log_format, err, sizeof(err)) !=
-        SHOAL_OK) {
-        fprintf(stderr, "shoal-worker: %s\n", err);
-        return 2;
-    }
+    int rc = shoal_service_cmdline("shoal-worker", usage, summary, worker_opts, &conf, argc, argv,
+                                   &conf.log_level, &conf.log_format, &conf.kafka);
+    if (rc >= 0)
+        return rc;
     if (!conf.worker_id || !*conf.worker_id) {
         if (gethostname(host, sizeof(host)) != 0)
             snprintf(host, sizeof(host), "worker");
@@ -129,11 +111,19 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    shoal_runner_conf_t rc = {conf.bootstrap,  conf.pg,       conf.group,   conf.worker_id,
-                              &topics,         models,        &conf.kafka,  conf.max_inflight,
-                              conf.batch_size, conf.flush_ms, conf.grace_ms};
+    shoal_runner_conf_t runner = {.bootstrap = conf.bootstrap,
+                                  .pg = conf.pg,
+                                  .group = conf.group,
+                                  .worker_id = conf.worker_id,
+                                  .topics = &topics,
+                                  .models = models,
+                                  .kafka = &conf.kafka,
+                                  .max_inflight = conf.max_inflight,
+                                  .batch_size = conf.batch_size,
+                                  .flush_ms = conf.flush_ms,
+                                  .grace_ms = conf.grace_ms};
     shoal_runner_stats_t stats;
-    e = shoal_runner_run(&rc, &stats, err, sizeof(err));
+    e = shoal_runner_run(&runner, &stats, err, sizeof(err));
     shoal_models_destroy(models);
     if (e != SHOAL_OK) {
         shoal_log_error("main", "worker failed error=\"%s\"", err);

@@ -254,6 +254,9 @@ static void take(struct runner *r, rd_kafka_message_t *m)
     }
     shoal_task_add_ref(t, &ref);
     t->received_ms = shoal_service_now_ms();
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    t->received_unix = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     held_put(r, t);
     if (r->nunchecked == r->capunchecked) {
         size_t ncap = r->capunchecked ? r->capunchecked * 2 : CHECK_BATCH;

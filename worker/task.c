@@ -116,6 +116,11 @@ json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, co
         (json_int_t)tokens_out, "tokens_cached", (json_int_t)tokens_cached, "cost_usd",
         shoal_model_cost(t->model, tokens_in, tokens_out, tokens_cached), "started_at",
         reply->started_unix, "finished_at", now);
+    /* Time from taking the message to this call going out: waiting for a
+     * slot, the database check and any backoff before this attempt. */
+    if (row && t->received_unix > 0 && reply->started_unix >= t->received_unix)
+        json_object_set_new(row, "queue_ms",
+                            json_real((reply->started_unix - t->received_unix) * 1000.0));
     if (row && error && *error)
         json_object_set_new(row, "error", json_string(error));
     if (row && reply->retry_after_ms >= 0)

@@ -29,8 +29,9 @@ typedef struct shoal_task {
     char *request;              /* request body; owned */
     size_t request_len;
 
-    int attempts;       /* calls made in this delivery */
-    double received_ms; /* monotonic, when the message was taken */
+    int attempts;         /* calls made in this delivery */
+    double received_ms;   /* monotonic, when the message was taken */
+    double received_unix; /* wall clock of the same moment, for queue_ms */
     shoal_task_state_t state;
     char *output; /* owned, set when done */
     long tokens_in, tokens_out;

@@ -75,8 +75,10 @@ int main(void)
     json_t *stats = harness_sim_stats(h);
     long repeated = (long)json_integer_value(json_object_get(stats, "repeated_prompts"));
     json_decref(stats);
-    /* Only calls in flight at the kill may repeat: at most one worker's worth. */
-    CHECK(repeated <= 16);
+    /* Only calls in flight when a partition changed hands may repeat: those
+     * of the killed worker, and those of the survivor whose partitions moved
+     * at the restart's rebalance; each worker holds at most 16 tasks. */
+    CHECK(repeated <= 32);
     fprintf(stderr, "ok: killed at %ld/%d done, %ld calls repeated\n", done_at_kill, ITEMS,
             repeated);
     harness_stop(h);

@@ -91,7 +91,7 @@ int main(void)
     CHECK_INT_EQ(harness_long(h,
                               "SELECT count(*) FROM shoal.attempts WHERE job_id = 'm-claude' AND "
                               "model = 'sim-claude' AND http_status = 200 AND tokens_in > 0 AND "
-                              "cost_usd > 0",
+                              "cost_usd > 0 AND queue_ms >= 0",
                               NULL),
                  3);
 

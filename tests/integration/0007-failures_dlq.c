@@ -76,6 +76,14 @@ int main(void)
                               "outcome = 'failed'",
                               NULL),
                  3);
+    /* The second call of each task waited out a backoff (at least 125 ms),
+     * which shows in its queue time. */
+    CHECK_INT_EQ(harness_long(h,
+                              "SELECT count(*) FROM (SELECT task_id FROM shoal.attempts WHERE "
+                              "job_id = 'down-1' GROUP BY task_id HAVING max(queue_ms) - "
+                              "min(queue_ms) >= 100) t",
+                              NULL),
+                 3);
     CHECK_INT_EQ(harness_long(h,
                               "SELECT count(*) FROM shoal.tasks WHERE job_id = 'down-1' AND "
                               "status = 'failed' AND attempts = 2 AND error LIKE '%after 2 "
