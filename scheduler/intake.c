@@ -172,6 +172,8 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const char *job
     }
     snprintf(chunks + alen, cap - alen, "}");
     PQclear(r);
+    shoal_log_debug("intake", "tasks produced job_id=%s tasks=%d topic=%s", job_id, *published,
+                    topic);
     if (err == SHOAL_OK)
         err = shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS, errbuf, errlen);
     if (err == SHOAL_OK && rows > 0) {

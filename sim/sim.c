@@ -93,6 +93,7 @@ struct reply {
     uint64_t hash;
     long long prompt_tokens, completion_tokens;
     long long delay_ns;
+    int authorized; /* the request carried an API key header (never kept) */
 };
 
 struct timer {
@@ -249,6 +250,8 @@ static void account(shoal_sim_t *sim, const struct reply *rep)
     pthread_mutex_lock(&sim->stats_lock);
     shoal_sim_stats_t *st = &sim->stats;
     st->requests++;
+    if (rep->authorized)
+        st->authorized_requests++;
     if (rep->status < SHOAL_SIM_STATUS_MAX)
         st->by_status[rep->status]++;
     if (rep->ok) {
@@ -306,12 +309,12 @@ static char *stats_json(shoal_sim_t *sim)
         json_object_set_new(by, key, json_integer(st.by_status[code]));
     }
     json_t *o = json_pack(
-        "{s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)st.requests,
-        "by_status", by, "prompt_tokens", (json_int_t)st.prompt_tokens, "completion_tokens",
-        (json_int_t)st.completion_tokens, "distinct_prompts", (json_int_t)st.distinct_prompts,
-        "repeated_prompts", (json_int_t)st.repeated_prompts, "untracked_prompts",
-        (json_int_t)st.untracked_prompts, "inflight", (json_int_t)st.inflight, "max_inflight",
-        (json_int_t)st.max_inflight);
+        "{s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)st.requests,
+        "authorized_requests", (json_int_t)st.authorized_requests, "by_status", by, "prompt_tokens",
+        (json_int_t)st.prompt_tokens, "completion_tokens", (json_int_t)st.completion_tokens,
+        "distinct_prompts", (json_int_t)st.distinct_prompts, "repeated_prompts",
+        (json_int_t)st.repeated_prompts, "untracked_prompts", (json_int_t)st.untracked_prompts,
+        "inflight", (json_int_t)st.inflight, "max_inflight", (json_int_t)st.max_inflight);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -814,6 +817,8 @@ static enum MHD_Result finish(shoal_sim_t *sim, struct MHD_Connection *conn, str
     }
     free(r->body);
     r->body = NULL;
+    rep.authorized = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization") != NULL ||
+                     MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-api-key") != NULL;
     if (r->counted)
         account(sim, &rep);
     shoal_log_debug(MOD, "reply status=%u prompt_tokens=%lld completion_tokens=%lld delay_ms=%lld",

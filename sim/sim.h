@@ -55,6 +55,7 @@ typedef struct {
  * /stats, /stats/reset and /health. */
 typedef struct {
     long long requests;
+    long long authorized_requests;             /* with an Authorization or x-api-key header */
     long long by_status[SHOAL_SIM_STATUS_MAX]; /* indexed by HTTP status */
     long long prompt_tokens;                   /* summed over 200 replies */
     long long completion_tokens;               /* summed over 200 replies */

@@ -191,6 +191,11 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     }
 
     int last = t->attempts >= t->max_attempts;
+    shoal_log_debug("call",
+                    "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld "
+                    "latency_ms=%.1f tokens_in=%ld tokens_out=%ld",
+                    t->job_id, t->task_id, t->model->alias, t->attempts, reply->status,
+                    reply->latency_ms, out.tokens_in, out.tokens_out);
     const char *outcome = oc == SHOAL_OUTCOME_OK               ? "ok"
                           : oc == SHOAL_OUTCOME_RETRY && !last ? "retry"
                                                                : "failed";
@@ -353,6 +358,7 @@ static void flush(struct runner *r, int force)
         return;
     }
     r->stats->flushes++;
+    shoal_log_debug("db", "results written results=%zu jobs_ended=%d", n, ended);
     store_offsets(r);
 }
 

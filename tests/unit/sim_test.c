@@ -355,6 +355,25 @@ static void test_stats(CURL *h, shoal_sim_t *sim, int port)
     CHECK_INT_EQ(jint(j, "distinct_prompts", NULL), 2);
     CHECK_INT_EQ(jint(j, "repeated_prompts", NULL), 1);
     CHECK_INT_EQ(jint(j, "prompt_tokens", NULL), 2 + 2 + 1);
+    CHECK_INT_EQ(jint(j, "authorized_requests", NULL), 0);
+    json_decref(j);
+
+    /* A request with an API key header is counted as authorized. */
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
+    struct curl_slist *hdr = curl_slist_append(NULL, "Authorization: Bearer test-key");
+    memset(&r, 0, sizeof(r));
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, oa);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+    CHECK_INT_EQ(curl_easy_perform(h), CURLE_OK);
+    curl_slist_free_all(hdr);
+    resp_free(&r);
+    j = get_stats(h, port);
+    CHECK_INT_EQ(jint(j, "authorized_requests", NULL), 1);
     json_decref(j);
 }
 

@@ -1,0 +1,94 @@
+/*
+ * No API key, password or prompt text reaches a log line or the database:
+ * a scheduler and a worker run at debug level with a PostgreSQL URL holding
+ * a password and a model whose API key comes from the environment; a job
+ * with a distinctive system prompt completes (and the key really went out
+ * with every call); then every log and every row is searched for the three.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/pgcluster.h"
+#include "tests/support/check.h"
+#include "tests/support/harness.h"
+
+#define API_KEY "test-key-do-not-log-7f3a9c"
+#define PASSWORD "pw-do-not-log-5b2e"
+#define SYSTEM "SYSTEM-SECRET-91c4"
+
+int main(void)
+{
+    harness_conf_t conf = {.workers = 1,
+                           .schedulers = 1,
+                           .extra_models =
+                               "\"sim-keyed\": {\"provider\": \"openai\", \"endpoint\": "
+                               "\"${SHOAL_SIM_URL}/v1/chat/completions\", \"model\": \"keyed\", "
+                               "\"api_key_env\": \"SHOAL_TEST_API_KEY\"}"};
+    harness_t *h = harness_start(&conf);
+    shoal_devstack_t *ds = harness_stack(h);
+    char pg[512], key[128], level[64], status[64], err[512], out[4096];
+
+    /* The same server, reached through a URL with a password (trust auth
+     * ignores it, but every process holds it). */
+    snprintf(pg, sizeof(pg), "SHOAL_PG=postgresql://postgres:%s@127.0.0.1:%d/postgres", PASSWORD,
+             shoal_pgcluster_port(shoal_devstack_pg(ds)));
+    snprintf(key, sizeof(key), "SHOAL_TEST_API_KEY=%s", API_KEY);
+    snprintf(level, sizeof(level), "SHOAL_LOG_LEVEL=debug");
+    char *const env[] = {pg, key, level, NULL};
+    if (shoal_devstack_restart(ds, "scheduler", 0, env, err, sizeof(err)) != SHOAL_OK ||
+        shoal_devstack_restart(ds, "worker", 0, env, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("could not restart with secrets: %s", err);
+
+    char *job =
+        harness_job("secret-1", 5, 1, "{\"model\": \"sim-keyed\", \"system\": \"" SYSTEM "\"}");
+    harness_produce(h, "shoal.jobs", "secret-1", job, strlen(job));
+    free(job);
+    harness_wait_job(h, "secret-1", 90, status, sizeof(status));
+    CHECK_STR_EQ(status, "completed");
+    json_t *stats = harness_sim_stats(h);
+    CHECK_INT_EQ(json_integer_value(json_object_get(stats, "authorized_requests")), 5);
+    json_decref(stats);
+
+    /* --help shows where a secret comes from, never its value. */
+    CHECK_INT_EQ(harness_sh(h, out, sizeof(out),
+                            "%s --help 2>&1 | grep -c 'secret'; %s --help "
+                            "2>&1 | grep -c '%s'",
+                            harness_bin("shoal-scheduler"), harness_bin("shoal-scheduler"),
+                            PASSWORD),
+                 1); /* the last grep found nothing */
+    CHECK_STR_EQ(out, "1\n0\n");
+
+    /* Logs: debug level, every process of the stack. They describe each call
+     * of this job, so the search below is a real one. */
+    const char *wd = shoal_devstack_workdir(ds);
+    CHECK_INT_EQ(harness_sh(h, out, sizeof(out),
+                            "cat %s/logs/*.log | grep 'call ended' | grep -c 'job_id=secret-1'",
+                            wd),
+                 0);
+    CHECK_INT_EQ(strtol(out, NULL, 10), 5);
+    CHECK_INT_EQ(harness_sh(h, out, sizeof(out), "grep -l -e '%s' -e '%s' -e '%s' %s/logs/*.log",
+                            API_KEY, PASSWORD, SYSTEM, wd),
+                 1);
+
+    /* The database: every row of every shoal table, as text. */
+    long hits = harness_long(
+        h,
+        "SELECT count(*) FROM (SELECT row_to_json(j)::text AS t FROM shoal.jobs j UNION ALL "
+        "SELECT row_to_json(t)::text FROM shoal.tasks t UNION ALL SELECT row_to_json(r)::text "
+        "FROM shoal.results r UNION ALL SELECT row_to_json(a)::text FROM shoal.attempts a UNION "
+        "ALL SELECT row_to_json(e)::text FROM shoal.event_outbox e) x WHERE t LIKE '%' || $1 || "
+        "'%' OR t LIKE '%' || $2 || '%' OR t LIKE '%' || $3 || '%'",
+        API_KEY, PASSWORD, SYSTEM, NULL);
+    CHECK_INT_EQ(hits, 0);
+    /* ... while the job itself is there, with its settings. */
+    CHECK_INT_EQ(harness_long(h,
+                              "SELECT count(*) FROM shoal.jobs WHERE job_id = 'secret-1' AND "
+                              "settings->>'model' = 'sim-keyed'",
+                              NULL),
+                 1);
+
+    harness_stop(h);
+    fprintf(stderr, "ok\n");
+    return 0;
+}
