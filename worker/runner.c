@@ -99,10 +99,23 @@ static void dead_letter(struct runner *r, const void *value, size_t len, const c
     char err[256];
     json_t *msg = json_object();
     json_t *task = value ? json_loadb(value, len, 0, NULL) : NULL;
-    if (task)
+    if (task) {
         json_object_set_new(msg, "task", task);
-    else if (value)
-        json_object_set_new(msg, "raw", json_stringn_nocheck(value, len < 4096 ? len : 4096));
+    } else if (value) {
+        /* The message as text when it is UTF-8, else its first bytes in hex. */
+        size_t keep = len < 4096 ? len : 4096;
+        json_t *raw = json_stringn(value, keep);
+        if (raw) {
+            json_object_set_new(msg, "raw", raw);
+        } else {
+            char hex[2 * 1024 + 1];
+            size_t n = keep < 1024 ? keep : 1024;
+            for (size_t i = 0; i < n; i++)
+                snprintf(hex + 2 * i, 3, "%02x", ((const unsigned char *)value)[i]);
+            hex[2 * n] = '\0';
+            json_object_set_new(msg, "raw_hex", json_string(hex));
+        }
+    }
     json_object_set_new(msg, "error", json_string(error));
     json_object_set_new(msg, "worker_id", json_string(r->conf->worker_id));
     char *text = json_dumps(msg, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -126,7 +139,6 @@ static long backoff_ms(struct runner *r, int attempt, long retry_after_ms)
 
 static void finish(struct runner *r, shoal_task_t *t)
 {
-    char err[256];
     if (t->state == SHOAL_TASK_FAILED) {
         r->stats->tasks_failed++;
         char *v = json_dumps(t->doc, JSON_COMPACT);
@@ -139,11 +151,8 @@ static void finish(struct runner *r, shoal_task_t *t)
     }
     if (shoal_sink_results(r->sink) == 0)
         r->first_result_ms = shoal_service_now_ms();
-    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, r->conf->worker_id), t) !=
-        SHOAL_OK) {
-        shoal_err_set(err, sizeof(err), SHOAL_ERR_NOMEM, "out of memory");
-        shoal_log_error("task", "could not queue a result task_id=%s", t->task_id);
-    }
+    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, r->conf->worker_id), t) != SHOAL_OK)
+        shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
 }
 
 static void start_call(struct runner *r, shoal_task_t *t, long delay_ms)

@@ -2,8 +2,9 @@
  * Calls that keep failing: a model whose endpoint refuses connections is
  * retried up to max_attempts, every call is recorded, each task goes to the
  * dead-letter topic with its error, and the job ends `failed` with a reason
- * and an event. A garbage message on a task topic is dead-lettered without
- * stopping the worker: a good job behind it completes.
+ * and an event. Garbage messages on the task topics (text, and bytes that
+ * are not UTF-8) are dead-lettered without stopping the worker: a good job
+ * behind them completes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,8 @@ int main(void)
 
     const char *garbage = "this is not a task";
     harness_produce(h, "shoal.tasks.normal", "junk", garbage, strlen(garbage));
+    const char binary[] = "\xff\xfe\x01 not UTF-8";
+    harness_produce(h, "shoal.tasks.low", "junk2", binary, sizeof(binary) - 1);
 
     char *job = harness_job("down-1", 3, 1, "{\"model\": \"sim-down\", \"max_attempts\": 2}");
     harness_produce(h, "shoal.jobs", "down-1", job, strlen(job));
@@ -91,10 +94,10 @@ int main(void)
                               NULL),
                  3);
 
-    /* The dead-letter topic holds the three tasks and the garbage message. */
-    json_t *dlq = read_topic(h, "shoal.tasks.dlq", 4, 60);
-    CHECK_INT_EQ(json_array_size(dlq), 4);
-    int tasks = 0, raw = 0;
+    /* The dead-letter topic holds the three tasks and the garbage messages. */
+    json_t *dlq = read_topic(h, "shoal.tasks.dlq", 5, 60);
+    CHECK_INT_EQ(json_array_size(dlq), 5);
+    int tasks = 0, raw = 0, hex = 0;
     size_t i;
     json_t *m;
     json_array_foreach(dlq, i, m)
@@ -109,10 +112,16 @@ int main(void)
             raw++;
             CHECK_STR_EQ(json_string_value(json_object_get(m, "raw")), garbage);
         }
+        if (json_object_get(m, "raw_hex")) {
+            hex++;
+            CHECK_STR_EQ(json_string_value(json_object_get(m, "raw_hex")),
+                         "fffe01206e6f74205554462d38");
+        }
     }
     json_decref(dlq);
     CHECK_INT_EQ(tasks, 3);
     CHECK_INT_EQ(raw, 1);
+    CHECK_INT_EQ(hex, 1);
 
     json_t *ev = harness_events(h, "down-1", 2, 30);
     json_t *last = json_array_get(ev, json_array_size(ev) - 1);
