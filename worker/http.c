@@ -186,7 +186,11 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 10000 ? c->timeout_ms : 10000L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Waiting for a connection to show whether it multiplexes only pays off
+     * over TLS, where HTTP/2 is negotiated; on plain http:// it would queue
+     * every call behind the first one on the connection. */
+    if (!strncasecmp(c->url, "https://", 8))
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     c->start_at_ms = 0;

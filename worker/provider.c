@@ -17,26 +17,32 @@ char *shoal_provider_request(const shoal_model_t *m, const char *system, const c
     json_t *req = json_object();
     json_t *msgs = json_array();
     char *out;
+    /* Every step can fail for memory; a body missing a message must never be
+     * sent, so any failure makes the whole request fail. The setters take
+     * NULL containers and values and steal (free) what they are given. */
+    int bad = !req || !msgs;
 
-    json_object_set_new(req, "model", json_string(m->model));
+    bad |= json_object_set_new(req, "model", json_string(m->model));
     if (m->provider == SHOAL_PROVIDER_ANTHROPIC) {
         if (system && *system)
-            json_object_set_new(req, "system", json_string(system));
-        json_object_set_new(req, "max_tokens",
-                            json_integer(m->max_output_tokens > 0 ? m->max_output_tokens
-                                                                  : DEFAULT_ANTHROPIC_MAX_TOKENS));
+            bad |= json_object_set_new(req, "system", json_string(system));
+        bad |= json_object_set_new(req, "max_tokens",
+                                   json_integer(m->max_output_tokens > 0
+                                                    ? m->max_output_tokens
+                                                    : DEFAULT_ANTHROPIC_MAX_TOKENS));
     } else {
         if (system && *system)
-            json_array_append_new(msgs,
-                                  json_pack("{s:s, s:s}", "role", "system", "content", system));
+            bad |= json_array_append_new(
+                msgs, json_pack("{s:s, s:s}", "role", "system", "content", system));
         if (m->max_output_tokens > 0)
-            json_object_set_new(req, "max_tokens", json_integer(m->max_output_tokens));
+            bad |= json_object_set_new(req, "max_tokens", json_integer(m->max_output_tokens));
         if (want_json)
-            json_object_set_new(req, "response_format", json_pack("{s:s}", "type", "json_object"));
+            bad |= json_object_set_new(req, "response_format",
+                                       json_pack("{s:s}", "type", "json_object"));
     }
-    json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
-    json_object_set_new(req, "messages", msgs);
-    out = json_dumps(req, JSON_COMPACT);
+    bad |= json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
+    bad |= json_object_set_new(req, "messages", msgs);
+    out = bad ? NULL : json_dumps(req, JSON_COMPACT);
     json_decref(req);
     if (out && len)
         *len = strlen(out);

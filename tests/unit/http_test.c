@@ -445,12 +445,45 @@ static void test_retry_after(struct curl_slist *hdr)
     shoal_http_destroy(ctx.h);
 }
 
+/* Calls to a plain-http endpoint each get a connection at once instead of
+ * queueing behind the first one (waiting to learn whether it multiplexes
+ * only makes sense for HTTP/2 over TLS). With a 500 ms answer time, ten
+ * calls are all at the simulator together. */
+static void test_parallel_connections(struct curl_slist *hdr)
+{
+    static struct result res[10];
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128], prompt[64];
+    shoal_sim_t *sim = start_sim(500);
+    shoal_sim_stats_t st;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    CHECK(ctx.h != NULL);
+    memset(res, 0, sizeof(res));
+    for (int i = 0; i < 10; i++) {
+        snprintf(prompt, sizeof(prompt), "parallel %d", i);
+        post(ctx.h, url, hdr, prompt, 30000, 0, &res[i]);
+    }
+    run_until_idle(ctx.h, 60);
+    CHECK_INT_EQ(ctx.completed, 10);
+    for (int i = 0; i < 10; i++) {
+        CHECK_INT_EQ(res[i].status, 200);
+        free(res[i].body);
+    }
+    shoal_sim_stats(sim, &st);
+    CHECK_INT_EQ(st.max_inflight, 10);
+    shoal_http_destroy(ctx.h);
+    shoal_sim_destroy(sim);
+}
+
 int main(void)
 {
     struct curl_slist *hdr = shoal_provider_headers(&model);
     CHECK(hdr != NULL);
 
     test_many_in_flight(hdr);
+    test_parallel_connections(hdr);
     test_delayed_start(hdr);
     test_refused(hdr);
     test_timeout(hdr);
