@@ -129,6 +129,9 @@ END $$;
 
 -- Assembles a finished job's output by its merge strategy and closes it:
 -- completed (every task done), partial (some failed) or failed (none done).
+-- concat joins the outputs of the chunks that succeeded; json_array and jsonl
+-- keep one entry per chunk, so a failed chunk holds its place (null in the
+-- array, a line with "error" instead of "output").
 -- Returns the new status, or NULL when the job is not ready or already
 -- merged, so several mergers may race on one job safely.
 CREATE FUNCTION shoal.merge_job(p_job_id text) RETURNS text
@@ -146,17 +149,24 @@ BEGIN
     v_json := j.output_format = 'json';
 
     IF j.merge = 'json_array' THEN
-        SELECT coalesce(jsonb_agg(CASE WHEN v_json THEN shoal.try_jsonb(r.output)
-                                       ELSE to_jsonb(r.output) END ORDER BY r.chunk), '[]')::text
-        INTO v_out FROM shoal.results r WHERE r.job_id = p_job_id;
-    ELSIF j.merge = 'jsonl' THEN
-        SELECT string_agg(jsonb_build_object(
-                   'task_id', r.task_id, 'chunk', r.chunk, 'items', to_jsonb(t.item_ids),
-                   'output', CASE WHEN v_json THEN shoal.try_jsonb(r.output)
-                                  ELSE to_jsonb(r.output) END)::text || E'\n', '' ORDER BY r.chunk)
+        SELECT coalesce(jsonb_agg(CASE WHEN r.task_id IS NULL THEN 'null'::jsonb
+                                       WHEN v_json THEN shoal.try_jsonb(r.output)
+                                       ELSE to_jsonb(r.output) END ORDER BY t.chunk), '[]')::text
         INTO v_out
-        FROM shoal.results r JOIN shoal.tasks t USING (task_id)
-        WHERE r.job_id = p_job_id;
+        FROM shoal.tasks t LEFT JOIN shoal.results r USING (task_id)
+        WHERE t.job_id = p_job_id;
+    ELSIF j.merge = 'jsonl' THEN
+        SELECT string_agg((jsonb_build_object(
+                   'task_id', t.task_id, 'chunk', t.chunk, 'items', to_jsonb(t.item_ids))
+                   || CASE WHEN r.task_id IS NULL
+                           THEN jsonb_build_object('error', coalesce(t.error, 'failed'))
+                           ELSE jsonb_build_object('output',
+                                    CASE WHEN v_json THEN shoal.try_jsonb(r.output)
+                                         ELSE to_jsonb(r.output) END) END)::text
+                   || E'\n', '' ORDER BY t.chunk)
+        INTO v_out
+        FROM shoal.tasks t LEFT JOIN shoal.results r USING (task_id)
+        WHERE t.job_id = p_job_id;
     ELSE
         SELECT string_agg(r.output, E'\n' ORDER BY r.chunk) INTO v_out
         FROM shoal.results r WHERE r.job_id = p_job_id;

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "cli/pgcluster.h"
 #include "common/log.h"
 #include "common/migrate.h"
@@ -485,6 +487,39 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     value(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "j2", v, sizeof(v));
     CHECK_STR_EQ(v, "1"); /* a failed task has no result row */
 
+    /* json_array and jsonl keep a failed chunk's place */
+    static const char *const merges[][3] = {
+        {"j3", "json_array", "[\"only\", null]"},
+        {"j4", "jsonl",
+         "{\"chunk\": 0, \"items\": [\"a\"], \"output\": \"only\", "
+         "\"task_id\": \"j4/0\"}\n{\"chunk\": 1, \"error\": \"boom\", "
+         "\"items\": [\"b\"], \"task_id\": \"j4/1\"}\n"}};
+    for (int m = 0; m < 2; m++) {
+        const char *id = merges[m][0];
+        char tasksm[512];
+        json_t *jd = json_loads(job_j1, 0, NULL);
+        CHECK(jd != NULL);
+        json_object_set_new(jd, "job_id", json_string(id));
+        json_object_set_new(jd, "merge", json_string(merges[m][1]));
+        char *jobm = json_dumps(jd, JSON_COMPACT);
+        json_decref(jd);
+        snprintf(tasksm, sizeof(tasksm), "%s", tasks_j1);
+        for (char *p = tasksm; (p = strstr(p, "j1/")) != NULL; p++)
+            p[1] = id[1];
+        r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", jobm, tasksm);
+        free(jobm);
+        CHECK_STR_EQ(PQgetvalue(r, 0, 0), "new");
+        PQclear(r);
+        rows(id, 0, "done", "only", m ? "w1/6" : "w1/5", res, sizeof(res), att, sizeof(att));
+        CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 0);
+        rows(id, 1, "failed", "", m ? "w1/8" : "w1/7", res, sizeof(res), att, sizeof(att));
+        CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 1);
+        value(pg, "SELECT shoal.merge_job($1)", id, v, sizeof(v));
+        CHECK_STR_EQ(v, "partial");
+        value(pg, "SELECT output FROM shoal.jobs WHERE job_id = $1", id, v, sizeof(v));
+        CHECK_STR_EQ(v, merges[m][2]);
+    }
+
     /* the views */
     r = query(pg,
               "SELECT status, tasks_total, tasks_done, tasks_left, percent, calls, tokens_in, "
@@ -505,10 +540,11 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
               "FROM shoal.model_latency WHERE model = $1",
               "sim-small", NULL);
     CHECK_INT_EQ(PQntuples(r), 1);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "4");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 1), "3");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 2), "25.00");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 3), "25.00");
+    /* j1: 2 ok; j2, j3, j4: 1 ok and 1 failed (HTTP 500) each */
+    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "8");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 1), "5");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 2), "37.50");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 3), "37.50");
     CHECK_STR_EQ(PQgetvalue(r, 0, 4), "t");
     PQclear(r);
     value(pg, "SELECT count(*) FROM shoal.tenant_cost WHERE tenant = $1", "acme", v, sizeof(v));
