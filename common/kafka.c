@@ -248,18 +248,26 @@ shoal_err_t shoal_kafka_produce(rd_kafka_t *rk, const char *topic, const char *k
 shoal_err_t shoal_kafka_ack_wait(rd_kafka_t *rk, shoal_kafka_ack_t *ack, int timeout_ms,
                                  char *errbuf, size_t errlen)
 {
-    int waited = 0;
+    int waited = 0, late = 0;
     while (ack->pending > 0 && waited < timeout_ms) {
         rd_kafka_poll(rk, 50);
         waited += 50;
     }
+    if (ack->pending > 0) {
+        /* Give up on them, but never return while a delivery report could
+         * still reach ack: purged messages report at once. */
+        late = ack->pending;
+        rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        while (ack->pending > 0)
+            rd_kafka_poll(rk, 50);
+    }
+    if (late)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY,
+                             "%d messages not acknowledged within %d ms (is Kafka reachable?)",
+                             late, timeout_ms);
     if (ack->err)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "Kafka refused a message: %s",
                              rd_kafka_err2str(ack->err));
-    if (ack->pending > 0)
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY,
-                             "%d messages not acknowledged within %d ms (is Kafka reachable?)",
-                             ack->pending, timeout_ms);
     return SHOAL_OK;
 }
 

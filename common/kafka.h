@@ -70,8 +70,10 @@ shoal_err_t shoal_kafka_produce(rd_kafka_t *rk, const char *topic, const char *k
                                 const void *value, size_t len, shoal_kafka_ack_t *ack, char *errbuf,
                                 size_t errlen);
 
-/* Serves delivery reports until every message in ack is acknowledged, one
- * failed, or timeout_ms passed (then SHOAL_ERR_RETRY). */
+/* Serves delivery reports until every message in ack is acknowledged or
+ * failed. Past timeout_ms the producer's queued and in-flight messages are
+ * purged (SHOAL_ERR_RETRY): when it returns, nothing refers to ack any more,
+ * so a stack-allocated ack is safe. One batch at a time per producer. */
 shoal_err_t shoal_kafka_ack_wait(rd_kafka_t *rk, shoal_kafka_ack_t *ack, int timeout_ms,
                                  char *errbuf, size_t errlen);
 

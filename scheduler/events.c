@@ -34,8 +34,11 @@ static shoal_err_t drain_once(shoal_pg_t *pg, rd_kafka_t *producer, const char *
         err = shoal_kafka_produce(producer, topic, PQgetvalue(r, i, 1), payload, strlen(payload),
                                   &ack, errbuf, errlen);
     }
+    /* Always settle what was produced, even after an error: ack lives here. */
+    shoal_err_t werr = shoal_kafka_ack_wait(producer, &ack, ACK_TIMEOUT_MS,
+                                            err == SHOAL_OK ? errbuf : NULL, errlen);
     if (err == SHOAL_OK)
-        err = shoal_kafka_ack_wait(producer, &ack, ACK_TIMEOUT_MS, errbuf, errlen);
+        err = werr;
     if (err != SHOAL_OK || rows == 0) {
         PQclear(r);
         goto rollback;

@@ -174,8 +174,11 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const char *job
     PQclear(r);
     shoal_log_debug("intake", "tasks produced job_id=%s tasks=%d topic=%s", job_id, *published,
                     topic);
+    /* Always settle what was produced, even after an error: ack lives here. */
+    shoal_err_t werr = shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS,
+                                            err == SHOAL_OK ? errbuf : NULL, errlen);
     if (err == SHOAL_OK)
-        err = shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS, errbuf, errlen);
+        err = werr;
     if (err == SHOAL_OK && rows > 0) {
         const char *mp[] = {job_id, chunks};
         err = shoal_pg_exec(c->pg, "SELECT shoal.mark_queued($1, $2::int[])", 2, mp, NULL, errbuf,
