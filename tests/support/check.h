@@ -3,8 +3,8 @@
  * aborts the test executable with a non-zero status. CHECK_WAIT polls a
  * condition to a deadline instead of sleeping blindly.
  */
-#ifndef SHOAL_TESTS_CHECK_H
-#define SHOAL_TESTS_CHECK_H
+#ifndef SHOAL_TESTS_SUPPORT_CHECK_H
+#define SHOAL_TESTS_SUPPORT_CHECK_H
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,8 +4,8 @@
  * its PostgreSQL, and the simulator's counters. Every helper fails the test
  * (tests/support/check.h) instead of returning an error.
  */
-#ifndef SHOAL_TESTS_HARNESS_H
-#define SHOAL_TESTS_HARNESS_H
+#ifndef SHOAL_TESTS_SUPPORT_HARNESS_H
+#define SHOAL_TESTS_SUPPORT_HARNESS_H
 
 #include <jansson.h>
 #include <stddef.h>
