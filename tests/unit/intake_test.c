@@ -1,0 +1,521 @@
+/*
+ * scheduler/intake on a throwaway PostgreSQL and librdkafka's mock cluster:
+ * a valid job is recorded with its tasks queued, one message per task on the
+ * topic of its priority (keyed by task_id, each a task a worker parses) and
+ * an 'accepted' event in the outbox; the same message again publishes
+ * nothing; a job without job_id is named after its Kafka position; bad JSON
+ * and a job over its budget are stored as rejected with the reason; tasks
+ * left pending by a crash between recording and publishing are published by
+ * the redelivery; a database that is down makes the message retriable.
+ */
+#include "scheduler/intake.h"
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/mockkafka.h"
+#include "cli/pgcluster.h"
+#include "common/log.h"
+#include "common/migrate.h"
+#include "common/pg.h"
+#include "worker/task.h"
+#include "tests/support/check.h"
+
+static const char models_text[] =
+    "{\"models\": {\"fast\": {\"provider\": \"openai\","
+    " \"endpoint\": \"http://127.0.0.1:9/v1/chat/completions\", \"model\": \"gpt-4o-mini\","
+    " \"input_usd_per_mtok\": 1, \"output_usd_per_mtok\": 2}}}";
+
+static shoal_pgcluster_t *cluster;
+static shoal_mockkafka_t *kafka;
+static shoal_models_t *models;
+static shoal_topics_t topics;
+
+static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
+{
+    char err[512];
+    PGresult *r;
+    const char *params[] = {p1};
+    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("%s: %s", sql, err);
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
+        CHECK_FAIL("%s: %d rows, expected one value", sql, PQntuples(r));
+    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+/* The single text value of a query ("" for no row or NULL), into out. */
+static void qstr(shoal_pg_t *pg, const char *sql, const char *p1, char *out, size_t outlen)
+{
+    char err[512];
+    PGresult *r;
+    const char *params[] = {p1};
+    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("%s: %s", sql, err);
+    if (PQntuples(r) > 1)
+        CHECK_FAIL("%s: %d rows, expected at most one", sql, PQntuples(r));
+    snprintf(out, outlen, "%s", PQntuples(r) && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+}
+
+static void exec_ok(shoal_pg_t *pg, const char *sql, const char *p1)
+{
+    char err[512];
+    const char *params[] = {p1};
+    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, NULL, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("%s: %s", sql, err);
+}
+
+/* Every message on topic, read from the beginning to the end of each
+ * partition, as [{"key": ..., "value": ...}] (caller decrefs). */
+static json_t *read_topic(const char *topic)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *props[][2] = {{"bootstrap.servers", shoal_mockkafka_bootstraps(kafka)},
+                              {"group.id", "intake-test-reader"},
+                              {"enable.auto.commit", "false"},
+                              {"enable.partition.eof", "true"},
+                              {"fetch.wait.max.ms", "10"}};
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
+        if (rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, sizeof(errstr)) !=
+            RD_KAFKA_CONF_OK)
+            CHECK_FAIL("%s: %s", props[i][0], errstr);
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!c)
+        CHECK_FAIL("consumer: %s", errstr);
+    rd_kafka_poll_set_consumer(c);
+
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
+    const struct rd_kafka_metadata *md;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(c, 0, rkt, &md, 10000);
+    if (e)
+        CHECK_FAIL("metadata of %s: %s", topic, rd_kafka_err2str(e));
+    CHECK_INT_EQ(md->topic_cnt, 1);
+    int parts = md->topics[0].partition_cnt;
+    CHECK(parts > 0);
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int p = 0; p < parts; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    CHECK_INT_EQ(rd_kafka_assign(c, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(l);
+
+    json_t *out = json_array();
+    int eofs = 0;
+    double deadline = check_now_s() + 10;
+    char *seen_eof = calloc((size_t)parts, 1);
+    CHECK(seen_eof != NULL);
+    while (eofs < parts) {
+        if (check_now_s() > deadline)
+            CHECK_FAIL("%s: reached the end of %d of %d partitions in 10 s", topic, eofs, parts);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (!seen_eof[m->partition]++)
+                eofs++;
+        } else if (m->err) {
+            CHECK_FAIL("%s: %s", topic, rd_kafka_message_errstr(m));
+        } else {
+            json_array_append_new(
+                out, json_pack("{s:s%, s:s%}", "key", m->key ? (const char *)m->key : "",
+                               m->key ? m->key_len : 0, "value", (const char *)m->payload, m->len));
+        }
+        rd_kafka_message_destroy(m);
+    }
+    free(seen_eof);
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    return out;
+}
+
+/* Messages of msgs whose key starts with prefix. */
+static int count_prefix(const json_t *msgs, const char *prefix)
+{
+    int n = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach((json_t *)msgs, i, m)
+    {
+        if (!strncmp(json_string_value(json_object_get(m, "key")), prefix, strlen(prefix)))
+            n++;
+    }
+    return n;
+}
+
+/* A job of n one-item chunks; extra (JSON members, may be NULL) is merged in. */
+static char *job_text(const char *job_id, int n, const char *extra)
+{
+    json_t *items = json_array();
+    for (int i = 0; i < n; i++) {
+        char id[16], input[64];
+        snprintf(id, sizeof(id), "it%d", i);
+        snprintf(input, sizeof(input), "input number %d", i);
+        json_array_append_new(items, json_pack("{s:s, s:s}", "id", id, "input", input));
+    }
+    json_t *job = json_pack("{s:s, s:s, s:s, s:o}", "tenant", "acme", "model", "fast",
+                            "prompt_template", "Answer {{input}}", "items", items);
+    if (job_id)
+        json_object_set_new(job, "job_id", json_string(job_id));
+    if (extra) {
+        json_t *x = json_loads(extra, 0, NULL);
+        CHECK(json_is_object(x));
+        json_object_update(job, x);
+        json_decref(x);
+    }
+    char *text = json_dumps(job, JSON_COMPACT);
+    json_decref(job);
+    return text;
+}
+
+static shoal_err_t deliver(const shoal_intake_conf_t *c, int partition, long long offset,
+                           const char *text, shoal_intake_result_t *res)
+{
+    char err[512] = "";
+    shoal_err_t e = shoal_intake_job(c, topics.jobs, partition, offset, text, strlen(text), res,
+                                     err, sizeof(err));
+    if (e != SHOAL_OK && e != SHOAL_ERR_RETRY)
+        CHECK_FAIL("intake: %s: %s", shoal_err_name(e), err);
+    if (e == SHOAL_ERR_RETRY)
+        CHECK(err[0] != '\0');
+    return e;
+}
+
+static void test_new_and_duplicate(const shoal_intake_conf_t *c, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char v[512];
+    char *text = job_text("job-a", 5, "{\"priority\": \"high\"}");
+
+    CHECK_INT_EQ(deliver(c, 2, 41, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
+    CHECK_STR_EQ(res.job_id, "job-a");
+    CHECK_INT_EQ(res.tasks, 5);
+    CHECK_INT_EQ(res.published, 5);
+
+    qstr(pg,
+         "SELECT status || ' ' || source || ' ' || tasks_total || ' ' || items_total "
+         "FROM shoal.jobs WHERE job_id = $1",
+         "job-a", v, sizeof(v));
+    CHECK_STR_EQ(v, "running shoal.jobs/2@41 5 5");
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-a"), 5);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
+                       "AND queued_at IS NOT NULL",
+                       "job-a"),
+                 5);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                       "payload->>'type' = 'accepted' AND (payload->>'tasks')::int = 5",
+                       "job-a"),
+                 1);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
+                 1);
+
+    /* five messages on the high topic, keyed by task_id, each a task */
+    json_t *msgs = read_topic(topics.tasks_high);
+    CHECK_INT_EQ(json_array_size(msgs), 5);
+    int seen[5] = {0};
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        char err[512];
+        const char *value = json_string_value(json_object_get(m, "value"));
+        shoal_task_t *t = shoal_task_parse(value, strlen(value), models, err, sizeof(err));
+        if (!t)
+            CHECK_FAIL("message %zu is not a task: %s", i, err);
+        CHECK_STR_EQ(json_string_value(json_object_get(m, "key")), t->task_id);
+        CHECK_STR_EQ(t->job_id, "job-a");
+        CHECK(t->chunk >= 0 && t->chunk < 5);
+        seen[t->chunk]++;
+        char want[64];
+        snprintf(want, sizeof(want), "job-a:%06ld", t->chunk);
+        CHECK_STR_EQ(t->task_id, want);
+        shoal_task_destroy(t);
+    }
+    for (int k = 0; k < 5; k++)
+        CHECK_INT_EQ(seen[k], 1);
+    json_decref(msgs);
+    msgs = read_topic(topics.tasks_normal);
+    CHECK_INT_EQ(count_prefix(msgs, "job-a:"), 0);
+    json_decref(msgs);
+
+    /* the same message again: recognized, nothing published or recorded */
+    CHECK_INT_EQ(deliver(c, 2, 41, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    CHECK_STR_EQ(res.job_id, "job-a");
+    CHECK_INT_EQ(res.tasks, 5);
+    CHECK_INT_EQ(res.published, 0);
+    msgs = read_topic(topics.tasks_high);
+    CHECK_INT_EQ(json_array_size(msgs), 5);
+    json_decref(msgs);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
+                 1);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "job-a"), 1);
+    free(text);
+}
+
+static void test_derived_id(const shoal_intake_conf_t *c, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char *text = job_text(NULL, 2, NULL);
+
+    CHECK_INT_EQ(deliver(c, 3, 77, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
+    CHECK_STR_EQ(res.job_id, "shoal.jobs-p3-o77");
+    CHECK_INT_EQ(res.published, 2);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
+                       "shoal.jobs-p3-o77"),
+                 2);
+    /* the default priority is normal */
+    json_t *msgs = read_topic(topics.tasks_normal);
+    CHECK_INT_EQ(count_prefix(msgs, "shoal.jobs-p3-o77:"), 2);
+    json_decref(msgs);
+
+    /* the redelivery of that message finds the same job */
+    CHECK_INT_EQ(deliver(c, 3, 77, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    CHECK_STR_EQ(res.job_id, "shoal.jobs-p3-o77");
+    CHECK_INT_EQ(res.published, 0);
+    free(text);
+}
+
+static void test_rejected(const shoal_intake_conf_t *c, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char v[1024];
+
+    /* not JSON: stored under its Kafka position with the reason */
+    CHECK_INT_EQ(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
+    CHECK_STR_EQ(res.job_id, "shoal.jobs-p1-o9");
+    CHECK(res.reason[0] != '\0');
+    CHECK_INT_EQ(res.published, 0);
+    qstr(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
+    CHECK_STR_EQ(v, "rejected");
+    qstr(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
+    CHECK_STR_EQ(v, res.reason);
+    qstr(pg, "SELECT source FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
+    CHECK_STR_EQ(v, "shoal.jobs/1@9");
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", res.job_id), 0);
+    qstr(pg,
+         "SELECT payload->>'type' || '|' || (payload->>'error') FROM shoal.event_outbox "
+         "WHERE job_id = $1",
+         res.job_id, v, sizeof(v));
+    char want[1100];
+    snprintf(want, sizeof(want), "rejected|%s", res.reason);
+    CHECK_STR_EQ(v, want);
+    /* delivered again: still rejected, stored and announced once */
+    CHECK_INT_EQ(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", res.job_id), 1);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", res.job_id),
+                 1);
+
+    /* valid JSON that is not a valid job keeps its own id and tenant */
+    CHECK_INT_EQ(deliver(c, 0, 3, "{\"job_id\": \"bad-1\", \"tenant\": \"acme\"}", &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
+    CHECK_STR_EQ(res.job_id, "bad-1");
+    qstr(pg, "SELECT status || ' ' || tenant FROM shoal.jobs WHERE job_id = $1", "bad-1", v,
+         sizeof(v));
+    CHECK_STR_EQ(v, "rejected acme");
+
+    /* over budget: rejected before any task exists, naming budget_usd */
+    char *text = job_text("job-rich", 4, "{\"budget_usd\": 0.0000001}");
+    CHECK_INT_EQ(deliver(c, 0, 4, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
+    CHECK_STR_EQ(res.job_id, "job-rich");
+    CHECK_STR_CONTAINS(res.reason, "budget_usd");
+    CHECK_INT_EQ(res.published, 0);
+    qstr(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
+    CHECK_STR_EQ(v, "rejected");
+    qstr(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
+    CHECK_STR_CONTAINS(v, "budget_usd");
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-rich"), 0);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                       "payload->>'type' = 'rejected'",
+                       "job-rich"),
+                 1);
+    json_t *msgs = read_topic(topics.tasks_normal);
+    CHECK_INT_EQ(count_prefix(msgs, "job-rich:"), 0);
+    json_decref(msgs);
+    free(text);
+
+    /* a budget the estimate fits in is accepted */
+    text = job_text("job-thrifty", 2, "{\"budget_usd\": 10}");
+    CHECK_INT_EQ(deliver(c, 0, 5, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
+    free(text);
+}
+
+/* A crash after record_job and before every task was published leaves tasks
+ * pending; the redelivered message publishes exactly those. */
+static void test_pending_republished(const shoal_intake_conf_t *c, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char *text = job_text("job-crash", 4, "{\"priority\": \"low\"}");
+
+    CHECK_INT_EQ(deliver(c, 0, 10, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
+    CHECK_INT_EQ(res.published, 4);
+    exec_ok(pg,
+            "UPDATE shoal.tasks SET status = 'pending', queued_at = NULL "
+            "WHERE job_id = $1 AND chunk IN (1, 3)",
+            "job-crash");
+    /* one task a worker already finished stays finished */
+    exec_ok(pg, "UPDATE shoal.tasks SET status = 'done' WHERE job_id = $1 AND chunk = 0",
+            "job-crash");
+
+    CHECK_INT_EQ(deliver(c, 0, 10, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    CHECK_INT_EQ(res.published, 2);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
+                       "AND queued_at IS NOT NULL",
+                       "job-crash"),
+                 3);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'done'",
+                       "job-crash"),
+                 1);
+
+    json_t *msgs = read_topic(topics.tasks_low);
+    CHECK_INT_EQ(count_prefix(msgs, "job-crash:"), 6);
+    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000000"), 1);
+    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000001"), 2);
+    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000002"), 1);
+    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000003"), 2);
+    json_decref(msgs);
+
+    /* and once all are queued, another delivery publishes nothing */
+    CHECK_INT_EQ(deliver(c, 0, 10, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.published, 0);
+    free(text);
+}
+
+static void test_pg_down(const shoal_intake_conf_t *c, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char err[512];
+    char *text = job_text("job-later", 2, NULL);
+    const char *bad = "not json at all";
+
+    CHECK_INT_EQ(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    CHECK_INT_EQ(deliver(c, 0, 20, text, &res), SHOAL_ERR_RETRY);
+    CHECK_INT_EQ(res.published, 0);
+    /* a rejection must be stored before it counts as handled */
+    CHECK_INT_EQ(deliver(c, 0, 21, bad, &res), SHOAL_ERR_RETRY);
+    if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("restart: %s", err);
+    /* the checking handle's old connection fails once, then reconnects */
+    shoal_pg_exec(pg, "SELECT 1", 0, NULL, NULL, NULL, 0);
+    exec_ok(pg, "SELECT 1", NULL);
+
+    CHECK_INT_EQ(deliver(c, 0, 20, text, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
+    CHECK_INT_EQ(res.published, 2);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
+                       "job-later"),
+                 2);
+    CHECK_INT_EQ(deliver(c, 0, 21, bad, &res), SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
+    free(text);
+}
+
+/* A task Kafka's client refuses (over message.max.bytes) after another was
+ * produced: intake fails, and it returns only once the first message's
+ * delivery report was served, since that report points at intake's own
+ * stack. The job's tasks stay pending for the next delivery. */
+static void test_produce_fails(const shoal_intake_conf_t *base, shoal_pg_t *pg)
+{
+    char err[512];
+    shoal_kprops_t props = {1, {"message.max.bytes=2000"}};
+    rd_kafka_t *small =
+        shoal_kafka_producer_new(shoal_mockkafka_bootstraps(kafka), &props, err, sizeof(err));
+    if (!small)
+        CHECK_FAIL("producer: %s", err);
+    shoal_intake_conf_t c = *base;
+    c.producer = small;
+
+    json_t *job =
+        json_pack("{s:s, s:s, s:s, s:s, s:[{s:s, s:s}, {s:s, s:s}]}", "job_id", "job-huge",
+                  "tenant", "acme", "model", "fast", "prompt_template", "Answer {{input}}", "items",
+                  "id", "small", "input", "short", "id", "big", "input", "");
+    char big[3001];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    json_object_set_new(json_array_get(json_object_get(job, "items"), 1), "input",
+                        json_string(big));
+    char *text = json_dumps(job, JSON_COMPACT);
+    json_decref(job);
+
+    shoal_intake_result_t res;
+    err[0] = '\0';
+    shoal_err_t e =
+        shoal_intake_job(&c, topics.jobs, 0, 30, text, strlen(text), &res, err, sizeof(err));
+    CHECK(e != SHOAL_OK);
+    CHECK_STR_CONTAINS(err, topics.tasks_normal);
+    CHECK_INT_EQ(rd_kafka_outq_len(small), 0);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'pending'",
+                       "job-huge"),
+                 2);
+    free(text);
+    CHECK_INT_EQ(rd_kafka_flush(small, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(small);
+}
+
+int main(void)
+{
+    char err[512];
+
+    shoal_log_init("intake_test", SHOAL_LOG_ERROR, 0);
+    models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
+    if (!models)
+        CHECK_FAIL("models: %s", err);
+    CHECK_INT_EQ(shoal_topics_init(&topics, NULL, err, sizeof(err)), SHOAL_OK);
+    cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
+    if (!cluster)
+        CHECK_FAIL("cannot start PostgreSQL: %s", err);
+    kafka = shoal_mockkafka_new(1, err, sizeof(err));
+    if (!kafka)
+        CHECK_FAIL("cannot start the mock Kafka cluster: %s", err);
+    if (shoal_mockkafka_create_default_topics(kafka, NULL, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("topics: %s", err);
+    rd_kafka_t *producer =
+        shoal_kafka_producer_new(shoal_mockkafka_bootstraps(kafka), NULL, err, sizeof(err));
+    if (!producer)
+        CHECK_FAIL("producer: %s", err);
+    shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(cluster), "intake_test");
+    shoal_pg_t *checks = shoal_pg_new(shoal_pgcluster_url(cluster), "intake_test_checks");
+    CHECK(pg != NULL && checks != NULL);
+    if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("migrate: %s", err);
+
+    shoal_intake_conf_t conf = {pg, producer, &topics, models, 1 << 20, 0};
+    test_new_and_duplicate(&conf, checks);
+    test_derived_id(&conf, checks);
+    test_rejected(&conf, checks);
+    test_pending_republished(&conf, checks);
+    test_pg_down(&conf, checks);
+    test_produce_fails(&conf, checks);
+
+    CHECK_INT_EQ(rd_kafka_flush(producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(producer);
+    shoal_pg_destroy(checks);
+    shoal_pg_destroy(pg);
+    shoal_mockkafka_destroy(kafka);
+    shoal_pgcluster_destroy(cluster);
+    shoal_models_destroy(models);
+    printf("intake_test: ok\n");
+    return 0;
+}

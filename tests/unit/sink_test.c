@@ -1,0 +1,348 @@
+/*
+ * worker/sink on a throwaway PostgreSQL with the migrations applied: result
+ * and attempt rows made by worker/task for a job recorded with
+ * shoal.record_job are written by one flush, which hands every token back
+ * exactly once and reports the jobs whose last task it finished. A flush
+ * while the server is down is retriable, acknowledges nothing and keeps the
+ * batch, which the next flush after a restart writes once. Writing the same
+ * rows again changes no counter.
+ */
+#include "worker/sink.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/pgcluster.h"
+#include "common/job.h"
+#include "common/log.h"
+#include "common/migrate.h"
+#include "common/models.h"
+#include "common/pg.h"
+#include "worker/task.h"
+#include "tests/support/check.h"
+
+#define MAX_TOKENS 400
+
+static const char models_text[] =
+    "{\"models\": {\"fast\": {\"provider\": \"openai\","
+    " \"endpoint\": \"http://127.0.0.1:9/v1/chat/completions\", \"model\": \"gpt-4o-mini\","
+    " \"input_usd_per_mtok\": 1, \"output_usd_per_mtok\": 2}}}";
+
+static shoal_models_t *models;
+static shoal_pgcluster_t *cluster;
+
+/* How often done() handed back each token; tokens are &done_count[i]. */
+static int done_count[MAX_TOKENS];
+
+static void on_done(void *token, void *arg)
+{
+    int *calls = arg;
+    CHECK((int *)token >= done_count && (int *)token < done_count + MAX_TOKENS);
+    (*(int *)token)++;
+    (*calls)++;
+}
+
+static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
+{
+    char err[512];
+    PGresult *r;
+    const char *params[] = {p1};
+    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("%s: %s", sql, err);
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
+        CHECK_FAIL("%s: %d rows, expected one value", sql, PQntuples(r));
+    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+/* A job "<id>" of n one-item chunks, recorded through shoal.record_job as the
+ * scheduler does; returns its tasks as the worker parses them (caller
+ * destroys each and frees the array). */
+static shoal_task_t **record_job(shoal_pg_t *pg, const char *id, int n)
+{
+    char err[512];
+    json_t *items = json_array();
+    for (int i = 0; i < n; i++) {
+        char iid[16], input[32];
+        snprintf(iid, sizeof(iid), "i%d", i);
+        snprintf(input, sizeof(input), "item number %d", i);
+        json_array_append_new(items, json_pack("{s:s, s:s}", "id", iid, "input", input));
+    }
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o}", "job_id", id, "tenant", "acme", "model",
+                            "fast", "prompt_template", "Echo {{input}}", "items", items);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
+    free(text);
+    if (!job)
+        CHECK_FAIL("job: %s", err);
+    json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+    if (!tasks)
+        CHECK_FAIL("tasks: %s", err);
+    CHECK_INT_EQ(json_array_size(tasks), n);
+
+    json_t *rows = json_array();
+    shoal_task_t **out = calloc((size_t)n, sizeof(*out));
+    CHECK(out != NULL);
+    size_t k;
+    json_t *t;
+    json_array_foreach(tasks, k, t)
+    {
+        json_t *ids = json_array();
+        json_array_append(ids,
+                          json_object_get(json_array_get(json_object_get(t, "items"), 0), "id"));
+        json_array_append_new(rows, json_pack("{s:O, s:O, s:o, s:O}", "task_id",
+                                              json_object_get(t, "task_id"), "chunk",
+                                              json_object_get(t, "chunk"), "item_ids", ids,
+                                              "est_tokens", json_object_get(t, "est_tokens")));
+        char *msg = json_dumps(t, JSON_COMPACT);
+        out[k] = shoal_task_parse(msg, strlen(msg), models, err, sizeof(err));
+        free(msg);
+        if (!out[k])
+            CHECK_FAIL("task %zu: %s", k, err);
+    }
+    json_t *jobrow = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "job_id", id, "tenant",
+                               "acme", "priority", "normal", "model", "fast", "merge", "concat",
+                               "output_format", "text", "items_total", (json_int_t)n);
+    char *a = json_dumps(jobrow, JSON_COMPACT), *b = json_dumps(rows, JSON_COMPACT);
+    const char *params[] = {a, b};
+    PGresult *r;
+    if (shoal_pg_exec(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", 2, params, &r, err,
+                      sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("record_job: %s", err);
+    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "new");
+    PQclear(r);
+    free(a);
+    free(b);
+    json_decref(jobrow);
+    json_decref(rows);
+    json_decref(tasks);
+    shoal_job_destroy(job);
+    return out;
+}
+
+static void free_tasks(shoal_task_t **tasks, int n)
+{
+    for (int i = 0; i < n; i++)
+        shoal_task_destroy(tasks[i]);
+    free(tasks);
+}
+
+/* Marks t finished (done with output "out-<chunk>", or failed) after calls
+ * model calls. */
+static void finish(shoal_task_t *t, int ok, int calls)
+{
+    t->attempts = calls;
+    t->state = ok ? SHOAL_TASK_DONE : SHOAL_TASK_FAILED;
+    free(t->output);
+    t->output = NULL;
+    if (ok) {
+        char out[32];
+        snprintf(out, sizeof(out), "out-%ld", t->chunk);
+        t->output = strdup(out);
+        t->tokens_in = 10;
+        t->tokens_out = 4;
+    } else {
+        snprintf(t->error, sizeof(t->error), "%s", "HTTP 400: bad request");
+    }
+}
+
+/* Adds the attempt row of call number `attempt` of t (id "w1/<job>/<chunk>/<attempt>"). */
+static void add_attempt(shoal_sink_t *s, shoal_task_t *t, int attempt, int status)
+{
+    char id[256];
+    shoal_http_reply_t reply = {.status = status,
+                                .retry_after_ms = -1,
+                                .started_unix = 1700000000.0 + attempt,
+                                .latency_ms = 20.0};
+    snprintf(id, sizeof(id), "w1/%s/%ld/%d", t->job_id, t->chunk, attempt);
+    t->attempts = attempt;
+    json_t *row = shoal_task_attempt_row(t, id, "w1", &reply,
+                                         status == 200   ? "ok"
+                                         : status >= 500 ? "retry"
+                                                         : "failed",
+                                         status == 200 ? NULL : "provider error", 10, 4, 0);
+    CHECK(row != NULL);
+    shoal_sink_add_attempt(s, row);
+}
+
+static void add_result(shoal_sink_t *s, shoal_task_t *t, int token)
+{
+    CHECK(token >= 0 && token < MAX_TOKENS);
+    json_t *row = shoal_task_result_row(t, "w1");
+    CHECK(row != NULL);
+    CHECK_INT_EQ(shoal_sink_add_result(s, row, &done_count[token]), SHOAL_OK);
+}
+
+static void flush_ok(shoal_sink_t *s, int want_done, int want_ended)
+{
+    char err[512];
+    int calls = 0, ended = -1;
+    memset(done_count, 0, sizeof(done_count));
+    if (shoal_sink_flush(s, on_done, &calls, &ended, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("flush: %s", err);
+    CHECK_INT_EQ(calls, want_done);
+    CHECK_INT_EQ(ended, want_ended);
+    for (int i = 0; i < MAX_TOKENS; i++)
+        CHECK_INT_EQ(done_count[i], i < want_done ? 1 : 0);
+    CHECK_INT_EQ(shoal_sink_results(s), 0);
+    CHECK_INT_EQ(shoal_sink_attempts(s), 0);
+}
+
+static void test_flush(shoal_pg_t *pg)
+{
+    char err[512];
+    shoal_task_t **tasks = record_job(pg, "sink-1", 3);
+    shoal_sink_t *s = shoal_sink_new(pg);
+    CHECK(s != NULL);
+
+    /* nothing waiting: nothing to do */
+    flush_ok(s, 0, 0);
+
+    /* chunk 0 took a retry, chunk 1 went through at once */
+    finish(tasks[0], 1, 2);
+    add_attempt(s, tasks[0], 1, 503);
+    add_attempt(s, tasks[0], 2, 200);
+    add_result(s, tasks[0], 0);
+    finish(tasks[1], 1, 1);
+    add_attempt(s, tasks[1], 1, 200);
+    add_result(s, tasks[1], 1);
+    CHECK_INT_EQ(shoal_sink_results(s), 2);
+    CHECK_INT_EQ(shoal_sink_attempts(s), 3);
+    flush_ok(s, 2, 0);
+    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 3);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT attempts FROM shoal.tasks WHERE task_id = $1 AND status = 'done'",
+                       "sink-1:000000"),
+                 2);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.results WHERE task_id = $1 AND output = "
+                       "'out-1' AND worker_id = 'w1' AND tokens_in = 10 AND tokens_out = 4",
+                       "sink-1:000001"),
+                 1);
+
+    /* the last task (failed) is added, then the database goes away */
+    finish(tasks[2], 0, 1);
+    add_attempt(s, tasks[2], 1, 400);
+    add_result(s, tasks[2], 0);
+    CHECK_INT_EQ(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    for (int i = 0; i < 2; i++) {
+        int calls = 0, ended = -1;
+        memset(done_count, 0, sizeof(done_count));
+        err[0] = '\0';
+        CHECK_INT_EQ(shoal_sink_flush(s, on_done, &calls, &ended, err, sizeof(err)),
+                     SHOAL_ERR_RETRY);
+        CHECK(err[0] != '\0');
+        CHECK_INT_EQ(calls, 0);
+        CHECK_INT_EQ(done_count[0], 0);
+        CHECK_INT_EQ(ended, 0);
+        CHECK_INT_EQ(shoal_sink_results(s), 1);
+        CHECK_INT_EQ(shoal_sink_attempts(s), 1);
+    }
+    if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("restart: %s", err);
+    /* the kept batch goes out with the first flush and ends the job */
+    flush_ok(s, 1, 1);
+    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    CHECK_INT_EQ(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.tasks WHERE task_id = $1 AND status = 'failed' "
+                       "AND error = 'HTTP 400: bad request'",
+                       "sink-1:000002"),
+                 1);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
+                       "http_status = 400 AND outcome = 'failed' AND error = 'provider error'",
+                       "w1/sink-1/2/1"),
+                 1);
+
+    /* the same rows again, rebuilt as a worker that redelivers them would:
+     * durable, so acknowledged, but counted once */
+    add_attempt(s, tasks[0], 1, 503);
+    add_attempt(s, tasks[0], 2, 200);
+    finish(tasks[0], 1, 2);
+    add_result(s, tasks[0], 0);
+    add_attempt(s, tasks[1], 1, 200);
+    finish(tasks[1], 1, 1);
+    add_result(s, tasks[1], 1);
+    add_attempt(s, tasks[2], 1, 400);
+    finish(tasks[2], 0, 1);
+    add_result(s, tasks[2], 2);
+    flush_ok(s, 3, 0);
+    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    CHECK_INT_EQ(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    CHECK_INT_EQ(qlong(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "sink-1"), 4);
+
+    /* attempts alone are a batch too */
+    add_attempt(s, tasks[1], 2, 200);
+    CHECK_INT_EQ(shoal_sink_results(s), 0);
+    flush_ok(s, 0, 0);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 5);
+
+    shoal_sink_destroy(s);
+    free_tasks(tasks, 3);
+}
+
+/* More results than the sink's first token array holds, over two jobs that
+ * both end in the same flush; and a sink dropped with rows unflushed. */
+static void test_large_batch(shoal_pg_t *pg)
+{
+    const int big = 300;
+    shoal_task_t **a = record_job(pg, "sink-big", big);
+    shoal_task_t **b = record_job(pg, "sink-small", 1);
+    shoal_sink_t *s = shoal_sink_new(pg);
+    CHECK(s != NULL);
+    for (int i = 0; i < big; i++) {
+        finish(a[i], 1, 1);
+        add_attempt(s, a[i], 1, 200);
+        add_result(s, a[i], i);
+    }
+    finish(b[0], 1, 1);
+    add_result(s, b[0], big);
+    CHECK_INT_EQ(shoal_sink_results(s), big + 1);
+    flush_ok(s, big + 1, 2);
+    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-big"), big);
+    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-big"),
+                 big);
+
+    /* destroy drops what was never flushed */
+    add_attempt(s, a[0], 2, 200);
+    add_result(s, a[0], 0);
+    shoal_sink_destroy(s);
+    shoal_sink_destroy(NULL);
+    free_tasks(a, big);
+    free_tasks(b, 1);
+}
+
+int main(void)
+{
+    char err[512];
+
+    shoal_log_init("sink_test", SHOAL_LOG_ERROR, 0);
+    models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
+    if (!models)
+        CHECK_FAIL("models: %s", err);
+    cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
+    if (!cluster)
+        CHECK_FAIL("cannot start PostgreSQL: %s", err);
+    shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(cluster), "sink_test");
+    CHECK(pg != NULL);
+    if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
+        CHECK_FAIL("migrate: %s", err);
+
+    test_flush(pg);
+    test_large_batch(pg);
+
+    shoal_pg_destroy(pg);
+    shoal_pgcluster_destroy(cluster);
+    shoal_models_destroy(models);
+    printf("sink_test: ok\n");
+    return 0;
+}
