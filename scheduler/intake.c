@@ -161,6 +161,8 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const char *job
                                   json_string_value(json_object_get(task, "task_id")), value,
                                   strlen(value), &ack, errbuf, errlen);
         free(value);
+        if (err != SHOAL_OK)
+            break;
         alen += (size_t)snprintf(chunks + alen, cap - alen, "%s%ld", i ? "," : "", chunk);
         (*published)++;
         if (c->fault_kill_after > 0 && *published >= c->fault_kill_after) {
@@ -264,6 +266,19 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         if (out->outcome == SHOAL_INTAKE_NEW || strcmp(status, "exists:running") == 0)
             err = publish_pending(c, out->job_id, shoal_job_priority(job), tasks, &out->published,
                                   errbuf, errlen);
+        if (err == SHOAL_ERR_LIMIT) {
+            /* A task Kafka will never take: the job cannot run, so it ends
+             * failed with the reason instead of waiting forever. */
+            snprintf(out->reason, sizeof(out->reason),
+                     "%s; raise the producer's message.max.bytes (-X message.max.bytes=N, and "
+                     "the topic's max.message.bytes) or use smaller chunks",
+                     errbuf ? errbuf : "a task message is too large");
+            const char *params[] = {out->job_id, out->reason};
+            err = shoal_pg_exec(c->pg, "SELECT shoal.fail_job($1, $2)", 2, params, NULL, errbuf,
+                                errlen);
+            if (err == SHOAL_OK)
+                out->outcome = SHOAL_INTAKE_FAILED;
+        }
     }
     json_decref(tasks);
     shoal_job_destroy(job);

@@ -31,6 +31,7 @@ typedef enum {
     SHOAL_INTAKE_NEW = 1,   /* recorded now */
     SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published */
     SHOAL_INTAKE_REJECTED,  /* invalid; stored as rejected with the reason */
+    SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published: failed */
 } shoal_intake_outcome_t;
 
 typedef struct {

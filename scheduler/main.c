@@ -105,6 +105,9 @@ static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer, shoal_me
     case SHOAL_INTAKE_REJECTED:
         shoal_log_warn("intake", "job rejected job_id=%s reason=\"%s\"", res.job_id, res.reason);
         break;
+    case SHOAL_INTAKE_FAILED:
+        shoal_log_error("intake", "job failed job_id=%s reason=\"%s\"", res.job_id, res.reason);
+        break;
     }
     /* Accepted/rejected events go out before the offset moves. */
     int merged;

@@ -59,6 +59,23 @@ LANGUAGE sql AS $$
     WHERE job_id = p_job_id AND chunk = ANY(p_chunks) AND status = 'pending';
 $$;
 
+-- Ends a running job as failed before any task ran (its tasks cannot be
+-- published), with the reason and a failed event.
+CREATE FUNCTION shoal.fail_job(p_job_id text, p_error text) RETURNS void
+LANGUAGE sql AS $$
+    WITH j AS (
+        UPDATE shoal.jobs SET status = 'failed', error = p_error, finished_at = now(),
+                              output = ''
+        WHERE job_id = p_job_id AND status = 'running'
+        RETURNING job_id, tasks_total
+    )
+    INSERT INTO shoal.event_outbox (job_id, payload)
+    SELECT job_id, jsonb_build_object('type', 'failed', 'job_id', job_id, 'error', p_error,
+                                      'tasks', tasks_total, 'tasks_done', 0,
+                                      'tasks_failed', 0, 'ts', now())
+    FROM j;
+$$;
+
 -- Records a batch of finished tasks and the calls behind them. A task counts
 -- once: only tasks still pending/queued move to done/failed, only those get a
 -- result row, and only they bump their job's counters. Jobs whose last task

@@ -432,9 +432,10 @@ static void test_pg_down(const shoal_intake_conf_t *c, shoal_pg_t *pg)
 }
 
 /* A task Kafka's client refuses (over message.max.bytes) after another was
- * produced: intake fails, and it returns only once the first message's
- * delivery report was served, since that report points at intake's own
- * stack. The job's tasks stay pending for the next delivery. */
+ * produced: it will never be taken, so the job ends failed with a reason that
+ * says what to raise, and a failed event; intake returns only once the first
+ * message's delivery report was served, since that report points at intake's
+ * own stack. */
 static void test_produce_fails(const shoal_intake_conf_t *base, shoal_pg_t *pg)
 {
     char err[512];
@@ -462,13 +463,21 @@ static void test_produce_fails(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     err[0] = '\0';
     shoal_err_t e =
         shoal_intake_job(&c, topics.jobs, 0, 30, text, strlen(text), &res, err, sizeof(err));
-    CHECK(e != SHOAL_OK);
-    CHECK_STR_CONTAINS(err, topics.tasks_normal);
+    CHECK_INT_EQ(e, SHOAL_OK);
+    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_FAILED);
+    CHECK_INT_EQ(res.published, 1);
+    CHECK_STR_CONTAINS(res.reason, topics.tasks_normal);
+    CHECK_STR_CONTAINS(res.reason, "message.max.bytes");
     CHECK_INT_EQ(rd_kafka_outq_len(small), 0);
     CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'pending'",
+                       "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND status = 'failed'",
                        "job-huge"),
-                 2);
+                 1);
+    CHECK_INT_EQ(qlong(pg,
+                       "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                       "payload->>'type' = 'failed'",
+                       "job-huge"),
+                 1);
     free(text);
     CHECK_INT_EQ(rd_kafka_flush(small, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(small);
