@@ -186,7 +186,7 @@ void shoal_opt_help(FILE *out, const char *usage, const char *summary, const str
         if (o->type & SHOAL_OPT_SECRET)
             fprintf(out, ", secret: never printed");
         else if (o->def)
-            fprintf(out, ", default %s", o->def);
+            fprintf(out, ", default %s", *o->def ? o->def : "empty");
         if (type == SHOAL_OPT_INT && (o->min || o->max))
             fprintf(out, ", range %ld..%ld", o->min, o->max);
         fputc('\n', out);

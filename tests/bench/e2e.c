@@ -2,7 +2,8 @@
  * End-to-end throughput on this machine: a 5,000-item job, one item per
  * chunk, against the zero-latency simulator, from the moment it is produced
  * to the moment its merged output is committed. Prints the wall-clock rate
- * and the CPU each process kind spent per task (from /proc), ending with
+ * the CPU each process kind spent per task and the largest worker's peak
+ * resident memory (from /proc), ending with
  *   RESULT bench=e2e tasks=N tasks_per_s=N worker_cpu_us_per_task=N ...
  * A small job first warms the consumer groups so their joins are not timed.
  * SHOAL_BENCH_TASKS and SHOAL_BENCH_WORKERS change the size.
@@ -35,6 +36,34 @@ static double cpu_us(int pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
         return 0;
     return (double)(utime + stime) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Peak resident set size of a process (VmHWM), in KiB. */
+static long peak_rss_kb(int pid)
+{
+    char path[64], line[256];
+    long kb = 0;
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static long kind_peak_rss_kb(shoal_devstack_t *ds, const char *kind, int n)
+{
+    long max = 0;
+    for (int i = 0; i < n; i++) {
+        struct shoal_proc *p = shoal_devstack_proc(ds, kind, i);
+        long kb = p ? peak_rss_kb((int)shoal_proc_pid(p)) : 0;
+        if (kb > max)
+            max = kb;
+    }
+    return max;
 }
 
 static double kind_cpu_us(shoal_devstack_t *ds, const char *kind, int n)
@@ -84,16 +113,21 @@ int main(void)
     json_decref(stats);
 
     double wcpu = (w1 - w0) / tasks, scpu = (s1 - s0) / tasks;
+    long wrss = kind_peak_rss_kb(ds, "worker", workers);
+    long srss = kind_peak_rss_kb(ds, "scheduler", 1);
     printf("tasks            %d (one item per chunk), %d workers, zero-latency simulator\n", tasks,
            workers);
     printf("submit->merged   %.3f s\n", secs);
     printf("throughput       %.0f tasks/s\n", tasks / secs);
     printf("worker cpu       %.1f us/task (all workers)\n", wcpu);
     printf("scheduler cpu    %.1f us/task\n", scpu);
+    printf("worker peak rss  %ld KiB (largest worker)\n", wrss);
+    printf("scheduler rss    %ld KiB\n", srss);
     printf("repeated calls   %ld\n", repeated);
     printf("RESULT bench=e2e tasks=%d tasks_per_s=%.0f worker_cpu_us_per_task=%.1f "
-           "scheduler_cpu_us_per_task=%.1f seconds=%.3f workers=%d\n",
-           tasks, tasks / secs, wcpu, scpu, secs, workers);
+           "scheduler_cpu_us_per_task=%.1f worker_peak_rss_kb=%ld scheduler_peak_rss_kb=%ld "
+           "seconds=%.3f workers=%d\n",
+           tasks, tasks / secs, wcpu, scpu, wrss, srss, secs, workers);
     fflush(stdout);
     harness_stop(h);
     return 0;
