@@ -84,7 +84,7 @@ static void run_job(harness_t *h, const char *id, int n, const char *extra)
     harness_produce(h, "shoal.jobs", id, job, strlen(job));
     free(job);
     harness_wait_job(h, id, 600, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
+    assert_str_eq(status, "completed");
 }
 
 int main(void)
@@ -107,7 +107,7 @@ int main(void)
     double w1 = kind_cpu_us(ds, "worker", workers), s1 = kind_cpu_us(ds, "scheduler", 1);
 
     long results = harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = 'e2e'", NULL);
-    CHECK_INT_EQ(results, tasks);
+    assert_int_eq(results, tasks);
     json_t *stats = harness_sim_stats(h);
     long repeated = (long)json_integer_value(json_object_get(stats, "repeated_prompts"));
     json_decref(stats);

@@ -58,24 +58,24 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    CHECK(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
+    assert_true(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
 
     shoal_sim_conf_t conf;
     shoal_sim_conf_init(&conf);
     conf.latency_ms = latency;
     shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
     if (!sim)
-        CHECK_FAIL("shoal_sim_new: %s", err);
+        test_fail("shoal_sim_new: %s", err);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
 
     CURLM *m = curl_multi_init();
-    CHECK(m != NULL);
+    assert_true(m != NULL);
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, conns);
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
     long started = 0, done = 0, failed = 0;
     for (long i = 0; i < conns && started < requests; i++, started++) {
         CURL *e = curl_easy_init();
-        CHECK(e != NULL);
+        assert_true(e != NULL);
         curl_easy_setopt(e, CURLOPT_URL, url);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdr);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, BODY);
@@ -87,7 +87,7 @@ int main(int argc, char **argv)
     double t0 = check_now_s();
     int running = 1;
     while (done < requests) {
-        CHECK(curl_multi_perform(m, &running) == CURLM_OK);
+        assert_true(curl_multi_perform(m, &running) == CURLM_OK);
         CURLMsg *msg;
         int left;
         while ((msg = curl_multi_info_read(m, &left)) != NULL) {

@@ -18,9 +18,9 @@
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
+    assert_true(f != NULL);
     fputs(text, f);
-    CHECK(fclose(f) == 0);
+    assert_true(fclose(f) == 0);
 }
 
 int main(void)
@@ -36,40 +36,40 @@ int main(void)
     write_file(path, job);
     free(job);
     int rc = harness_sh(h, out, sizeof(out), "%s submit %s", harness_bin("shoal"), path);
-    CHECK_INT_EQ(rc, 0);
-    CHECK_STR_EQ(out, "big-1\n");
+    assert_int_eq(rc, 0);
+    assert_str_eq(out, "big-1\n");
     harness_wait_job(h, "big-1", 180, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(
+    assert_str_eq(status, "completed");
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "big-1", NULL),
         1000);
-    CHECK_INT_EQ(
+    assert_int_eq(
         harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "big-1", NULL),
         1000);
     /* Each result belongs to its item: the simulator echoes the prompt. */
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.results r JOIN shoal.tasks t USING "
-                              "(task_id) WHERE r.job_id = $1 AND position('item-' || "
-                              "substr(t.item_ids[1], 2) IN r.output) = 0",
-                              "big-1", NULL),
-                 0);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.results r JOIN shoal.tasks t USING "
+                               "(task_id) WHERE r.job_id = $1 AND position('item-' || "
+                               "substr(t.item_ids[1], 2) IN r.output) = 0",
+                               "big-1", NULL),
+                  0);
 
     /* Merged output: 1000 chunks in item order. */
     rc = harness_sh(h, out, sizeof(out), "%s results big-1 | grep -o 'item-[0-9]*' | md5sum",
                     harness_bin("shoal"));
-    CHECK_INT_EQ(rc, 0);
+    assert_int_eq(rc, 0);
     char expect[64];
-    CHECK_INT_EQ(harness_sh(h, expect, sizeof(expect),
-                            "for i in $(seq 0 999); do printf 'item-%%05d\\n' $i; done | md5sum"),
-                 0);
-    CHECK_STR_EQ(out, expect);
+    assert_int_eq(harness_sh(h, expect, sizeof(expect),
+                             "for i in $(seq 0 999); do printf 'item-%%05d\\n' $i; done | md5sum"),
+                  0);
+    assert_str_eq(out, expect);
 
     /* The same job_id again: still one job, no new calls. */
     json_t *before = harness_sim_stats(h);
     long calls_before = (long)json_integer_value(json_object_get(before, "requests"));
     json_decref(before);
     rc = harness_sh(h, out, sizeof(out), "%s submit %s", harness_bin("shoal"), path);
-    CHECK_INT_EQ(rc, 0);
+    assert_int_eq(rc, 0);
 
     /* A job from kcat, without job_id: the id comes from topic/partition/offset. */
     char *kjob = harness_job(NULL, 20, 4, "{\"merge\": \"jsonl\"}");
@@ -78,7 +78,7 @@ int main(void)
     free(kjob);
     rc = harness_sh(h, out, sizeof(out), "kcat -P -b \"$SHOAL_BOOTSTRAP\" -t shoal.jobs -p 0 %s",
                     path);
-    CHECK_INT_EQ(rc, 0);
+    assert_int_eq(rc, 0);
     char kid[256] = "";
     double deadline = check_now_s() + 60;
     while (!*kid && check_now_s() < deadline) {
@@ -87,31 +87,31 @@ int main(void)
                     NULL);
         usleep(100000);
     }
-    CHECK(*kid);
+    assert_true(*kid);
     harness_wait_job(h, kid, 60, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", kid, NULL),
-                 5);
+    assert_str_eq(status, "completed");
+    assert_int_eq(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", kid, NULL), 5);
     rc = harness_sh(h, out, sizeof(out), "%s results '%s' | wc -l", harness_bin("shoal"), kid);
-    CHECK_INT_EQ(rc, 0);
-    CHECK_INT_EQ(strtol(out, NULL, 10), 5);
+    assert_int_eq(rc, 0);
+    assert_int_eq(strtol(out, NULL, 10), 5);
 
     /* A scheduler saw the duplicate and published nothing new. */
-    CHECK_WAIT(harness_sh(h, NULL, 0,
-                          "grep -q 'already known\" job_id=big-1 republished=0' "
-                          "%s/logs/scheduler-*.log",
-                          workdir) == 0,
-               30, "a scheduler to report the duplicate big-1");
+    assert_wait(harness_sh(h, NULL, 0,
+                           "grep -q 'already known\" job_id=big-1 republished=0' "
+                           "%s/logs/scheduler-*.log",
+                           workdir) == 0,
+                30, "a scheduler to report the duplicate big-1");
     json_t *ev = harness_events(h, "big-1", 2, 30);
-    CHECK_INT_EQ(
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "big-1", NULL), 1);
-    CHECK_INT_EQ(
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "big-1", NULL),
         1000);
     json_t *after = harness_sim_stats(h);
     long calls_after = (long)json_integer_value(json_object_get(after, "requests"));
-    CHECK_INT_EQ(calls_after - calls_before, 5); /* only the kcat job's 5 chunks */
-    CHECK_INT_EQ(json_integer_value(json_object_get(after, "repeated_prompts")), 0);
+    assert_int_eq(calls_after - calls_before, 5); /* only the kcat job's 5 chunks */
+    assert_int_eq(json_integer_value(json_object_get(after, "repeated_prompts")), 0);
     json_decref(after);
 
     /* Events: accepted then completed for big-1 (the duplicate adds none). */
@@ -125,15 +125,15 @@ int main(void)
         completed += type && !strcmp(type, "completed");
     }
     json_decref(ev);
-    CHECK_INT_EQ(accepted, 1);
-    CHECK_INT_EQ(completed, 1);
+    assert_int_eq(accepted, 1);
+    assert_int_eq(completed, 1);
 
     /* status: exit 0 and the counts; an unknown job: exit 4. */
     rc = harness_sh(h, out, sizeof(out), "%s status big-1", harness_bin("shoal"));
-    CHECK_INT_EQ(rc, 0);
-    CHECK_STR_CONTAINS(out, "completed: 1000/1000 tasks done");
+    assert_int_eq(rc, 0);
+    assert_str_contains(out, "completed: 1000/1000 tasks done");
     rc = harness_sh(h, out, sizeof(out), "%s status no-such-job 2>/dev/null", harness_bin("shoal"));
-    CHECK_INT_EQ(rc, 4);
+    assert_int_eq(rc, 4);
 
     harness_stop(h);
     fprintf(stderr, "ok\n");

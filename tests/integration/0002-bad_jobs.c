@@ -26,13 +26,13 @@ struct bad {
 static char *slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    CHECK(f != NULL);
+    assert_true(f != NULL);
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *buf = malloc((size_t)n + 1);
-    CHECK(buf != NULL);
-    CHECK_INT_EQ(fread(buf, 1, (size_t)n, f), n);
+    assert_true(buf != NULL);
+    assert_int_eq(fread(buf, 1, (size_t)n, f), n);
     buf[n] = '\0';
     fclose(f);
     *len = (size_t)n;
@@ -45,13 +45,13 @@ static int load_cases(struct bad *cases)
     snprintf(dir, sizeof(dir), "%s/tests/data/jobs/invalid", SHOAL_SOURCE_DIR);
     snprintf(path, sizeof(path), "%s/EXPECT", dir);
     FILE *f = fopen(path, "r");
-    CHECK(f != NULL);
+    assert_true(f != NULL);
     int n = 0;
     while (fgets(line, sizeof(line), f) && n < MAX_CASES - 1) {
         if (line[0] == '#' || line[0] == '\n')
             continue;
         char *tab1 = strchr(line, '\t');
-        CHECK(tab1 != NULL);
+        assert_true(tab1 != NULL);
         *tab1 = '\0';
         char *frag = tab1 + 1;
         char *tab2 = strchr(frag, '\t');
@@ -72,7 +72,7 @@ static int load_cases(struct bad *cases)
      * (and under the mock cluster's per-partition log size). */
     size_t big = 3u * 1024 * 1024;
     char *b = malloc(big + 1);
-    CHECK(b != NULL);
+    assert_true(b != NULL);
     int head = snprintf(b, big,
                         "{\"tenant\":\"t\",\"model\":\"sim-small\",\"prompt_template\":"
                         "\"{{input}}\",\"items\":[{\"id\":\"a\",\"input\":\"");
@@ -90,7 +90,7 @@ int main(void)
 {
     static struct bad cases[MAX_CASES];
     int n = load_cases(cases);
-    CHECK_INT_GE(n, 21);
+    assert_int_ge(n, 21);
 
     harness_conf_t conf = {.workers = 1, .schedulers = 1};
     harness_t *h = harness_start(&conf);
@@ -104,7 +104,7 @@ int main(void)
     free(good);
 
     harness_wait_job(h, "good-after-bad", 120, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
+    assert_str_eq(status, "completed");
 
     int rejected = 0;
     for (int i = 0; i < n; i++) {
@@ -117,14 +117,14 @@ int main(void)
         harness_str(h, error, sizeof(error), "SELECT error FROM shoal.jobs WHERE source = $1",
                     source, NULL);
         if (strcmp(status, "rejected") != 0)
-            CHECK_FAIL("%s: expected rejected, got \"%s\"", cases[i].file, status);
+            test_fail("%s: expected rejected, got \"%s\"", cases[i].file, status);
         if (!strstr(error, cases[i].fragment))
-            CHECK_FAIL("%s: error \"%s\" lacks \"%s\"", cases[i].file, error, cases[i].fragment);
+            test_fail("%s: error \"%s\" lacks \"%s\"", cases[i].file, error, cases[i].fragment);
         rejected++;
     }
-    CHECK_INT_EQ(rejected, n);
-    CHECK_INT_EQ(harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE status = 'rejected'", NULL),
-                 n);
+    assert_int_eq(rejected, n);
+    assert_int_eq(
+        harness_long(h, "SELECT count(*) FROM shoal.jobs WHERE status = 'rejected'", NULL), n);
 
     /* One rejected event per bad message, naming the job and the reason. */
     json_t *events = harness_events(h, NULL, n + 2, 60);
@@ -136,17 +136,17 @@ int main(void)
         const char *type = json_string_value(json_object_get(e, "type"));
         if (type && !strcmp(type, "rejected")) {
             rejected_events++;
-            CHECK(json_string_value(json_object_get(e, "error")) != NULL);
+            assert_true(json_string_value(json_object_get(e, "error")) != NULL);
             snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(e, "job_id")));
-            CHECK_INT_EQ(harness_long(h,
-                                      "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND "
-                                      "status = 'rejected'",
-                                      id, NULL),
-                         1);
+            assert_int_eq(harness_long(h,
+                                       "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND "
+                                       "status = 'rejected'",
+                                       id, NULL),
+                          1);
         }
     }
     json_decref(events);
-    CHECK_INT_EQ(rejected_events, n);
+    assert_int_eq(rejected_events, n);
 
     for (int i = 0; i < n; i++)
         free(cases[i].body);

@@ -28,49 +28,50 @@ int main(void)
     free(job);
 
     /* Wait until the job is well under way, then kill a worker outright. */
-    CHECK_WAIT(harness_long(h,
-                            "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
-                            "= $1",
-                            "wk-1", NULL) >= 100,
-               120, "100 tasks done");
+    assert_wait(harness_long(h,
+                             "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
+                             "= $1",
+                             "wk-1", NULL) >= 100,
+                120, "100 tasks done");
     struct shoal_proc *w0 = shoal_devstack_proc(harness_stack(h), "worker", 0);
-    CHECK(w0 != NULL);
-    CHECK_INT_EQ(shoal_proc_kill(w0, SIGKILL), SHOAL_OK);
+    assert_true(w0 != NULL);
+    assert_int_eq(shoal_proc_kill(w0, SIGKILL), SHOAL_OK);
     int exit_status;
-    CHECK_INT_EQ(shoal_proc_wait(w0, 10000, &exit_status), SHOAL_OK);
-    CHECK_INT_EQ(exit_status, 128 + SIGKILL);
+    assert_int_eq(shoal_proc_wait(w0, 10000, &exit_status), SHOAL_OK);
+    assert_int_eq(exit_status, 128 + SIGKILL);
     long done_at_kill =
         harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "wk-1", NULL);
-    CHECK(done_at_kill < ITEMS);
+    assert_true(done_at_kill < ITEMS);
 
     if (shoal_devstack_restart(harness_stack(h), "worker", 0, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("could not restart worker 0: %s", err);
+        test_fail("could not restart worker 0: %s", err);
 
     harness_wait_job(h, "wk-1", 240, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(
+    assert_str_eq(status, "completed");
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "wk-1", NULL),
         ITEMS);
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = "
-                              "'done'",
-                              "wk-1", NULL),
-                 ITEMS);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = "
+                               "'done'",
+                               "wk-1", NULL),
+                  ITEMS);
     /* Every task has a call on record; the merged output is in item order. */
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(DISTINCT task_id) FROM shoal.attempts WHERE job_id "
-                              "= $1 AND outcome = 'ok'",
-                              "wk-1", NULL),
-                 ITEMS);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(DISTINCT task_id) FROM shoal.attempts WHERE job_id "
+                               "= $1 AND outcome = 'ok'",
+                               "wk-1", NULL),
+                  ITEMS);
     char out[64], expect[64];
-    CHECK_INT_EQ(harness_sh(h, out, sizeof(out), "%s results wk-1 | grep -o 'item-[0-9]*' | md5sum",
-                            harness_bin("shoal")),
-                 0);
-    CHECK_INT_EQ(harness_sh(h, expect, sizeof(expect),
-                            "for i in $(seq 0 %d); do printf 'item-%%05d\\n' $i; done | md5sum",
-                            ITEMS - 1),
-                 0);
-    CHECK_STR_EQ(out, expect);
+    assert_int_eq(harness_sh(h, out, sizeof(out),
+                             "%s results wk-1 | grep -o 'item-[0-9]*' | md5sum",
+                             harness_bin("shoal")),
+                  0);
+    assert_int_eq(harness_sh(h, expect, sizeof(expect),
+                             "for i in $(seq 0 %d); do printf 'item-%%05d\\n' $i; done | md5sum",
+                             ITEMS - 1),
+                  0);
+    assert_str_eq(out, expect);
 
     json_t *stats = harness_sim_stats(h);
     long repeated = (long)json_integer_value(json_object_get(stats, "repeated_prompts"));
@@ -78,7 +79,7 @@ int main(void)
     /* Only calls in flight when a partition changed hands may repeat: those
      * of the killed worker, and those of the survivor whose partitions moved
      * at the restart's rebalance; each worker holds at most 16 tasks. */
-    CHECK(repeated <= 32);
+    assert_true(repeated <= 32);
     fprintf(stderr, "ok: killed at %ld/%d done, %ld calls repeated\n", done_at_kill, ITEMS,
             repeated);
     harness_stop(h);

@@ -25,49 +25,49 @@ int main(void)
 
     char *const fault[] = {"SHOAL_FAULT_KILL_AFTER_PUBLISH=50", NULL};
     if (shoal_devstack_restart(ds, "scheduler", 0, fault, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("could not restart the scheduler: %s", err);
+        test_fail("could not restart the scheduler: %s", err);
 
     char *job = harness_job("sk-1", ITEMS, 1, NULL);
     harness_produce(h, "shoal.jobs", "sk-1", job, strlen(job));
     free(job);
 
     int exit_status = 0;
-    CHECK_INT_EQ(shoal_proc_wait(shoal_devstack_proc(ds, "scheduler", 0), 60000, &exit_status),
-                 SHOAL_OK);
-    CHECK_INT_EQ(exit_status, 128 + SIGKILL);
+    assert_int_eq(shoal_proc_wait(shoal_devstack_proc(ds, "scheduler", 0), 60000, &exit_status),
+                  SHOAL_OK);
+    assert_int_eq(exit_status, 128 + SIGKILL);
     /* Recorded, partly published, none marked queued. */
-    CHECK_INT_EQ(
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "sk-1", NULL), ITEMS);
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = "
-                              "'queued'",
-                              "sk-1", NULL),
-                 0);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = "
+                               "'queued'",
+                               "sk-1", NULL),
+                  0);
     /* The 50 that reached Kafka run meanwhile; the other 150 are stranded
      * until the scheduler comes back. */
-    CHECK_WAIT(
+    assert_wait(
         harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1", NULL) == 50,
         60, "the 50 published tasks to finish");
-    CHECK_STR_EQ((harness_str(h, status, sizeof(status),
-                              "SELECT status FROM shoal.jobs WHERE job_id = $1", "sk-1", NULL),
-                  status),
-                 "running");
+    assert_str_eq((harness_str(h, status, sizeof(status),
+                               "SELECT status FROM shoal.jobs WHERE job_id = $1", "sk-1", NULL),
+                   status),
+                  "running");
 
     if (shoal_devstack_restart(ds, "scheduler", 0, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("could not restart the scheduler: %s", err);
+        test_fail("could not restart the scheduler: %s", err);
     harness_wait_job(h, "sk-1", 120, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(
+    assert_str_eq(status, "completed");
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1", NULL),
         ITEMS);
 
     /* Every task ran once: one successful call per task, no prompt twice. */
-    CHECK_INT_EQ(
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sk-1", NULL),
         ITEMS);
     json_t *stats = harness_sim_stats(h);
-    CHECK_INT_EQ(json_integer_value(json_object_get(stats, "repeated_prompts")), 0);
-    CHECK_INT_EQ(json_integer_value(json_object_get(stats, "requests")), ITEMS);
+    assert_int_eq(json_integer_value(json_object_get(stats, "repeated_prompts")), 0);
+    assert_int_eq(json_integer_value(json_object_get(stats, "requests")), ITEMS);
     json_decref(stats);
     harness_stop(h);
     fprintf(stderr, "ok\n");

@@ -27,27 +27,27 @@ int main(void)
     char *job = harness_job("pg-1", ITEMS, 1, NULL);
     harness_produce(h, "shoal.jobs", "pg-1", job, strlen(job));
     free(job);
-    CHECK_WAIT(harness_long(h,
-                            "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
-                            "= $1",
-                            "pg-1", NULL) >= 150,
-               120, "150 tasks done");
+    assert_wait(harness_long(h,
+                             "SELECT coalesce(max(tasks_done), 0) FROM shoal.jobs WHERE job_id "
+                             "= $1",
+                             "pg-1", NULL) >= 150,
+                120, "150 tasks done");
 
-    CHECK_INT_EQ(shoal_pgcluster_stop(pg, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_stop(pg, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
     /* The outage lasts until a worker has felt it. */
     char log[1024];
     snprintf(log, sizeof(log), "%s/logs/worker-0.log", shoal_devstack_workdir(harness_stack(h)));
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "module=db msg=\"could not", 60000, NULL, 0),
-                 SHOAL_OK);
+    assert_int_eq(shoal_proc_wait_file_line(log, "module=db msg=\"could not", 60000, NULL, 0),
+                  SHOAL_OK);
     if (shoal_pgcluster_start(pg, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("could not start PostgreSQL again: %s", err);
+        test_fail("could not start PostgreSQL again: %s", err);
 
     harness_wait_job(h, "pg-1", 240, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(
+    assert_str_eq(status, "completed");
+    assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "pg-1", NULL),
         ITEMS);
-    CHECK_INT_EQ(
+    assert_int_eq(
         harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "pg-1", NULL),
         ITEMS);
     harness_stop(h);

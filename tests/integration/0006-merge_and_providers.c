@@ -54,74 +54,74 @@ int main(void)
     free(d);
 
     harness_wait_job(h, "m-json", 60, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
+    assert_str_eq(status, "completed");
     json_error_t jerr;
     json_t *arr = json_loads(job_output(h, "m-json"), 0, &jerr);
     if (!json_is_array(arr))
-        CHECK_FAIL("m-json output is not a JSON array: %s", jerr.text);
-    CHECK_INT_EQ(json_array_size(arr), 4);
+        test_fail("m-json output is not a JSON array: %s", jerr.text);
+    assert_int_eq(json_array_size(arr), 4);
     for (size_t i = 0; i < 4; i++) {
         json_t *el = json_array_get(arr, i);
-        CHECK(json_is_object(el));
+        assert_true(json_is_object(el));
         const char *echo = json_string_value(json_object_get(el, "echo"));
         snprintf(buf, sizeof(buf), "item-%05zu", i * 3);
-        CHECK_STR_CONTAINS(echo, buf); /* chunk i starts with item 3i */
+        assert_str_contains(echo, buf); /* chunk i starts with item 3i */
     }
     json_decref(arr);
 
     harness_wait_job(h, "m-claude", 60, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
+    assert_str_eq(status, "completed");
     char *lines = job_output(h, "m-claude");
     int nlines = 0;
     for (char *line = lines; line && *line; nlines++) {
         char *nl = strchr(line, '\n');
-        CHECK(nl != NULL);
+        assert_true(nl != NULL);
         json_t *obj = json_loadb(line, (size_t)(nl - line), 0, &jerr);
         if (!json_is_object(obj))
-            CHECK_FAIL("m-claude line %d is not JSON: %s", nlines, jerr.text);
-        CHECK_INT_EQ(json_integer_value(json_object_get(obj, "chunk")), nlines);
-        CHECK_INT_EQ(json_array_size(json_object_get(obj, "items")), 2);
+            test_fail("m-claude line %d is not JSON: %s", nlines, jerr.text);
+        assert_int_eq(json_integer_value(json_object_get(obj, "chunk")), nlines);
+        assert_int_eq(json_array_size(json_object_get(obj, "items")), 2);
         snprintf(buf, sizeof(buf), "item-%05d", nlines * 2 + 1);
-        CHECK_STR_CONTAINS(json_string_value(json_object_get(obj, "output")), buf);
+        assert_str_contains(json_string_value(json_object_get(obj, "output")), buf);
         json_decref(obj);
         line = nl + 1;
     }
-    CHECK_INT_EQ(nlines, 3);
+    assert_int_eq(nlines, 3);
     /* The calls went out in the Anthropic shape and were priced as sim-claude. */
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.attempts WHERE job_id = 'm-claude' AND "
-                              "model = 'sim-claude' AND http_status = 200 AND tokens_in > 0 AND "
-                              "cost_usd > 0 AND queue_ms >= 0",
-                              NULL),
-                 3);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.attempts WHERE job_id = 'm-claude' AND "
+                               "model = 'sim-claude' AND http_status = 200 AND tokens_in > 0 AND "
+                               "cost_usd > 0 AND queue_ms >= 0",
+                               NULL),
+                  3);
 
     harness_wait_job(h, "m-groups", 60, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
-    CHECK_INT_EQ(
+    assert_str_eq(status, "completed");
+    assert_int_eq(
         harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = 'm-groups'", NULL), 2);
     harness_str(h, buf, sizeof(buf),
                 "SELECT string_agg(array_to_string(item_ids, ','), '|' ORDER BY chunk) FROM "
                 "shoal.tasks WHERE job_id = 'm-groups'",
                 NULL);
-    CHECK_STR_EQ(buf, "a1,a2|b1,b2,b3");
+    assert_str_eq(buf, "a1,a2|b1,b2,b3");
 
     harness_wait_job(h, "m-budget", 60, status, sizeof(status));
-    CHECK_STR_EQ(status, "rejected");
+    assert_str_eq(status, "rejected");
     harness_str(h, buf, sizeof(buf), "SELECT error FROM shoal.jobs WHERE job_id = 'm-budget'",
                 NULL);
-    CHECK_STR_CONTAINS(buf, "budget_usd");
+    assert_str_contains(buf, "budget_usd");
 
     /* CLI exit codes: completed 0, rejected 3, results of a rejected job 3. */
-    CHECK_INT_EQ(harness_sh(h, NULL, 0, "%s status m-groups >/dev/null", harness_bin("shoal")), 0);
-    CHECK_INT_EQ(harness_sh(h, NULL, 0, "%s status m-budget >/dev/null", harness_bin("shoal")), 3);
-    CHECK_INT_EQ(
+    assert_int_eq(harness_sh(h, NULL, 0, "%s status m-groups >/dev/null", harness_bin("shoal")), 0);
+    assert_int_eq(harness_sh(h, NULL, 0, "%s status m-budget >/dev/null", harness_bin("shoal")), 3);
+    assert_int_eq(
         harness_sh(h, NULL, 0, "%s results m-budget >/dev/null 2>&1", harness_bin("shoal")), 3);
     /* An invalid job file is refused by `shoal submit` itself: exit 2. */
     snprintf(buf, sizeof(buf), "%s submit %s/tests/data/jobs/invalid/empty_items.json 2>&1",
              harness_bin("shoal"), SHOAL_SOURCE_DIR);
     char out[1024];
-    CHECK_INT_EQ(harness_sh(h, out, sizeof(out), "%s", buf), 2);
-    CHECK_STR_CONTAINS(out, "items: must not be empty");
+    assert_int_eq(harness_sh(h, out, sizeof(out), "%s", buf), 2);
+    assert_str_contains(out, "items: must not be empty");
 
     harness_stop(h);
     fprintf(stderr, "ok\n");

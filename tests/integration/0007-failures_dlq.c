@@ -23,7 +23,7 @@ static json_t *read_topic(harness_t *h, const char *topic, int want, double time
     rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(harness_stack(h)), group, &kp,
                                              subs, 1, NULL, NULL, err, sizeof(err));
     if (!c)
-        CHECK_FAIL("consumer: %s", err);
+        test_fail("consumer: %s", err);
     json_t *out = json_array();
     double deadline = check_now_s() + timeout_s;
     while (check_now_s() < deadline && (int)json_array_size(out) < want) {
@@ -62,71 +62,71 @@ int main(void)
     free(ok);
 
     harness_wait_job(h, "fine-1", 60, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
+    assert_str_eq(status, "completed");
     harness_wait_job(h, "down-1", 120, status, sizeof(status));
-    CHECK_STR_EQ(status, "failed");
+    assert_str_eq(status, "failed");
     harness_str(h, buf, sizeof(buf), "SELECT error FROM shoal.jobs WHERE job_id = 'down-1'", NULL);
-    CHECK_STR_EQ(buf, "3 of 3 tasks failed");
+    assert_str_eq(buf, "3 of 3 tasks failed");
 
     /* Two calls per task, both recorded as transport failures. */
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.attempts WHERE job_id = 'down-1' AND "
-                              "http_status = 0",
-                              NULL),
-                 6);
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.attempts WHERE job_id = 'down-1' AND "
-                              "outcome = 'failed'",
-                              NULL),
-                 3);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.attempts WHERE job_id = 'down-1' AND "
+                               "http_status = 0",
+                               NULL),
+                  6);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.attempts WHERE job_id = 'down-1' AND "
+                               "outcome = 'failed'",
+                               NULL),
+                  3);
     /* The second call of each task waited out a backoff (at least 125 ms),
      * which shows in its queue time. */
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM (SELECT task_id FROM shoal.attempts WHERE "
-                              "job_id = 'down-1' GROUP BY task_id HAVING max(queue_ms) - "
-                              "min(queue_ms) >= 100) t",
-                              NULL),
-                 3);
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.tasks WHERE job_id = 'down-1' AND "
-                              "status = 'failed' AND attempts = 2 AND error LIKE '%after 2 "
-                              "attempts'",
-                              NULL),
-                 3);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM (SELECT task_id FROM shoal.attempts WHERE "
+                               "job_id = 'down-1' GROUP BY task_id HAVING max(queue_ms) - "
+                               "min(queue_ms) >= 100) t",
+                               NULL),
+                  3);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.tasks WHERE job_id = 'down-1' AND "
+                               "status = 'failed' AND attempts = 2 AND error LIKE '%after 2 "
+                               "attempts'",
+                               NULL),
+                  3);
 
     /* The dead-letter topic holds the three tasks and the garbage messages. */
     json_t *dlq = read_topic(h, "shoal.tasks.dlq", 5, 60);
-    CHECK_INT_EQ(json_array_size(dlq), 5);
+    assert_int_eq(json_array_size(dlq), 5);
     int tasks = 0, raw = 0, hex = 0;
     size_t i;
     json_t *m;
     json_array_foreach(dlq, i, m)
     {
-        CHECK(json_string_value(json_object_get(m, "error")) != NULL);
+        assert_true(json_string_value(json_object_get(m, "error")) != NULL);
         if (json_object_get(m, "task")) {
             tasks++;
-            CHECK_STR_EQ(json_string_value(json_object_get(json_object_get(m, "task"), "job_id")),
-                         "down-1");
+            assert_str_eq(json_string_value(json_object_get(json_object_get(m, "task"), "job_id")),
+                          "down-1");
         }
         if (json_object_get(m, "raw")) {
             raw++;
-            CHECK_STR_EQ(json_string_value(json_object_get(m, "raw")), garbage);
+            assert_str_eq(json_string_value(json_object_get(m, "raw")), garbage);
         }
         if (json_object_get(m, "raw_hex")) {
             hex++;
-            CHECK_STR_EQ(json_string_value(json_object_get(m, "raw_hex")),
-                         "fffe01206e6f74205554462d38");
+            assert_str_eq(json_string_value(json_object_get(m, "raw_hex")),
+                          "fffe01206e6f74205554462d38");
         }
     }
     json_decref(dlq);
-    CHECK_INT_EQ(tasks, 3);
-    CHECK_INT_EQ(raw, 1);
-    CHECK_INT_EQ(hex, 1);
+    assert_int_eq(tasks, 3);
+    assert_int_eq(raw, 1);
+    assert_int_eq(hex, 1);
 
     json_t *ev = harness_events(h, "down-1", 2, 30);
     json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    CHECK_STR_EQ(json_string_value(json_object_get(last, "type")), "failed");
-    CHECK_INT_EQ(json_integer_value(json_object_get(last, "tasks_failed")), 3);
+    assert_str_eq(json_string_value(json_object_get(last, "type")), "failed");
+    assert_int_eq(json_integer_value(json_object_get(last, "tasks_failed")), 3);
     json_decref(ev);
 
     harness_stop(h);

@@ -38,38 +38,38 @@ int main(void)
     char *const env[] = {pg, key, level, NULL};
     if (shoal_devstack_restart(ds, "scheduler", 0, env, err, sizeof(err)) != SHOAL_OK ||
         shoal_devstack_restart(ds, "worker", 0, env, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("could not restart with secrets: %s", err);
+        test_fail("could not restart with secrets: %s", err);
 
     char *job =
         harness_job("secret-1", 5, 1, "{\"model\": \"sim-keyed\", \"system\": \"" SYSTEM "\"}");
     harness_produce(h, "shoal.jobs", "secret-1", job, strlen(job));
     free(job);
     harness_wait_job(h, "secret-1", 90, status, sizeof(status));
-    CHECK_STR_EQ(status, "completed");
+    assert_str_eq(status, "completed");
     json_t *stats = harness_sim_stats(h);
-    CHECK_INT_EQ(json_integer_value(json_object_get(stats, "authorized_requests")), 5);
+    assert_int_eq(json_integer_value(json_object_get(stats, "authorized_requests")), 5);
     json_decref(stats);
 
     /* --help shows where a secret comes from, never its value. */
-    CHECK_INT_EQ(harness_sh(h, out, sizeof(out),
-                            "%s --help 2>&1 | grep -c 'secret'; %s --help "
-                            "2>&1 | grep -c '%s'",
-                            harness_bin("shoal-scheduler"), harness_bin("shoal-scheduler"),
-                            PASSWORD),
-                 1); /* the last grep found nothing */
-    CHECK_STR_EQ(out, "1\n0\n");
+    assert_int_eq(harness_sh(h, out, sizeof(out),
+                             "%s --help 2>&1 | grep -c 'secret'; %s --help "
+                             "2>&1 | grep -c '%s'",
+                             harness_bin("shoal-scheduler"), harness_bin("shoal-scheduler"),
+                             PASSWORD),
+                  1); /* the last grep found nothing */
+    assert_str_eq(out, "1\n0\n");
 
     /* Logs: debug level, every process of the stack. They describe each call
      * of this job, so the search below is a real one. */
     const char *wd = shoal_devstack_workdir(ds);
-    CHECK_INT_EQ(harness_sh(h, out, sizeof(out),
-                            "cat %s/logs/*.log | grep 'call ended' | grep -c 'job_id=secret-1'",
-                            wd),
-                 0);
-    CHECK_INT_EQ(strtol(out, NULL, 10), 5);
-    CHECK_INT_EQ(harness_sh(h, out, sizeof(out), "grep -l -e '%s' -e '%s' -e '%s' %s/logs/*.log",
-                            API_KEY, PASSWORD, SYSTEM, wd),
-                 1);
+    assert_int_eq(harness_sh(h, out, sizeof(out),
+                             "cat %s/logs/*.log | grep 'call ended' | grep -c 'job_id=secret-1'",
+                             wd),
+                  0);
+    assert_int_eq(strtol(out, NULL, 10), 5);
+    assert_int_eq(harness_sh(h, out, sizeof(out), "grep -l -e '%s' -e '%s' -e '%s' %s/logs/*.log",
+                             API_KEY, PASSWORD, SYSTEM, wd),
+                  1);
 
     /* The database: every row of every shoal table, as text. */
     long hits = harness_long(
@@ -80,13 +80,13 @@ int main(void)
         "ALL SELECT row_to_json(e)::text FROM shoal.event_outbox e) x WHERE t LIKE '%' || $1 || "
         "'%' OR t LIKE '%' || $2 || '%' OR t LIKE '%' || $3 || '%'",
         API_KEY, PASSWORD, SYSTEM, NULL);
-    CHECK_INT_EQ(hits, 0);
+    assert_int_eq(hits, 0);
     /* ... while the job itself is there, with its settings. */
-    CHECK_INT_EQ(harness_long(h,
-                              "SELECT count(*) FROM shoal.jobs WHERE job_id = 'secret-1' AND "
-                              "settings->>'model' = 'sim-keyed'",
-                              NULL),
-                 1);
+    assert_int_eq(harness_long(h,
+                               "SELECT count(*) FROM shoal.jobs WHERE job_id = 'secret-1' AND "
+                               "settings->>'model' = 'sim-keyed'",
+                               NULL),
+                  1);
 
     harness_stop(h);
     fprintf(stderr, "ok\n");

@@ -55,13 +55,13 @@ static bool on_path(const char *name)
 static void shell_quote(const char *s, char *out, size_t outlen)
 {
     size_t o = 0;
-    CHECK(outlen > 2);
+    assert_true(outlen > 2);
     out[o++] = '\'';
     for (; *s; s++) {
         const char *piece = *s == '\'' ? "'\\''" : NULL;
         size_t plen = piece ? strlen(piece) : 1;
         if (o + plen + 2 > outlen)
-            CHECK_FAIL("path too long to quote: %s", s);
+            test_fail("path too long to quote: %s", s);
         if (piece) {
             memcpy(out + o, piece, plen);
         } else {
@@ -78,17 +78,17 @@ static char *run_capture(const char *cmd, int *status)
 {
     FILE *p = popen(cmd, "r");
     if (!p)
-        CHECK_FAIL("could not run \"%s\": %s", cmd, strerror(errno));
+        test_fail("could not run \"%s\": %s", cmd, strerror(errno));
     size_t cap = 64 * 1024, len = 0;
     char *buf = malloc(cap);
-    CHECK(buf != NULL);
+    assert_true(buf != NULL);
     for (;;) {
         if (len + 1 == cap) {
             if (cap >= OUTPUT_CAP)
-                CHECK_FAIL("output of \"%s\" exceeds %d bytes", cmd, OUTPUT_CAP);
+                test_fail("output of \"%s\" exceeds %d bytes", cmd, OUTPUT_CAP);
             cap *= 2;
             char *grown = realloc(buf, cap);
-            CHECK(grown != NULL);
+            assert_true(grown != NULL);
             buf = grown;
         }
         size_t n = fread(buf + len, 1, cap - len - 1, p);
@@ -134,7 +134,7 @@ static char *service_block(const char *cfg, const char *name)
         return NULL;
     size_t blen = (size_t)(line - start);
     char *block = malloc(blen + 1);
-    CHECK(block != NULL);
+    assert_true(block != NULL);
     memcpy(block, start, blen);
     block[blen] = '\0';
     return block;
@@ -147,7 +147,7 @@ static char *service_block(const char *cfg, const char *name)
 static bool yaml_value(const char *block, const char *key, char *out, size_t outlen)
 {
     char pat[128];
-    CHECK((size_t)snprintf(pat, sizeof(pat), " %s:", key) < sizeof(pat));
+    assert_true((size_t)snprintf(pat, sizeof(pat), " %s:", key) < sizeof(pat));
     const char *at = strstr(block, pat);
     if (!at)
         return false;
@@ -165,14 +165,14 @@ static char *read_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        CHECK_FAIL("cannot open %s: %s", path, strerror(errno));
+        test_fail("cannot open %s: %s", path, strerror(errno));
     size_t cap = 256 * 1024;
     char *buf = malloc(cap);
-    CHECK(buf != NULL);
+    assert_true(buf != NULL);
     size_t len = fread(buf, 1, cap - 1, f);
-    CHECK(!ferror(f));
+    assert_true(!ferror(f));
     if (len == cap - 1)
-        CHECK_FAIL("%s is larger than the %zu bytes this test reads", path, cap - 1);
+        test_fail("%s is larger than the %zu bytes this test reads", path, cap - 1);
     fclose(f);
     buf[len] = '\0';
     return buf;
@@ -190,7 +190,7 @@ static void check_service_env(const char *block, const char *svc)
     };
     for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++) {
         if (!strstr(block, env[i]))
-            CHECK_FAIL("service %s lacks \"%s\" in:\n%s", svc, env[i], block);
+            test_fail("service %s lacks \"%s\" in:\n%s", svc, env[i], block);
     }
 }
 
@@ -198,18 +198,18 @@ int main(void)
 {
     const char *src = source_dir();
     char compose_path[4096], quoted_compose[8192], quoted_env[8192], cmd[20000];
-    CHECK((size_t)snprintf(compose_path, sizeof(compose_path), "%s/compose.yaml", src) <
-          sizeof(compose_path));
+    assert_true((size_t)snprintf(compose_path, sizeof(compose_path), "%s/compose.yaml", src) <
+                sizeof(compose_path));
 
     if (!on_path("docker-compose"))
-        CHECK_FAIL("docker-compose not found on PATH, cannot validate %s\n"
-                   "hint: install it with scripts/install-deps.sh --test",
-                   compose_path);
+        test_fail("docker-compose not found on PATH, cannot validate %s\n"
+                  "hint: install it with scripts/install-deps.sh --test",
+                  compose_path);
 
     /* The file as written: Compose spec, so no top-level "version". */
     char *raw = read_file(compose_path);
     if (strncmp(raw, "version:", 8) == 0 || strstr(raw, "\nversion:"))
-        CHECK_FAIL("%s has a top-level \"version\"; the Compose spec has none", compose_path);
+        test_fail("%s has a top-level \"version\"; the Compose spec has none", compose_path);
 
     /* kafka-init's topics and partition counts, as in the design. */
     static const char *const topics[] = {
@@ -218,17 +218,17 @@ int main(void)
         "create shoal.tasks.dlq 2\n",    "create shoal.events 4\n",
     };
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
-        CHECK_STR_CONTAINS(raw, topics[i]);
+        assert_str_contains(raw, topics[i]);
     free(raw);
 
     /* The models file the containers point at exists and has the sim aliases. */
     char models_path[4096];
-    CHECK((size_t)snprintf(models_path, sizeof(models_path), "%s/examples/models.compose.json",
-                           src) < sizeof(models_path));
+    assert_true((size_t)snprintf(models_path, sizeof(models_path),
+                                 "%s/examples/models.compose.json", src) < sizeof(models_path));
     char *models = read_file(models_path);
-    CHECK_STR_CONTAINS(models, "\"sim-small\"");
-    CHECK_STR_CONTAINS(models, "\"sim-large\"");
-    CHECK_STR_CONTAINS(models, "${SHOAL_SIM_URL}/v1/chat/completions");
+    assert_str_contains(models, "\"sim-small\"");
+    assert_str_contains(models, "\"sim-large\"");
+    assert_str_contains(models, "${SHOAL_SIM_URL}/v1/chat/completions");
     free(models);
 
     /* Deterministic, secret-free input for the child. */
@@ -241,88 +241,88 @@ int main(void)
         unsetenv(scrub[i]);
     const char *tmpdir = getenv("TMPDIR");
     char env_file[4096];
-    CHECK((size_t)snprintf(env_file, sizeof(env_file), "%s/shoal-compose-env-XXXXXX",
-                           tmpdir && *tmpdir ? tmpdir : "/tmp") < sizeof(env_file));
+    assert_true((size_t)snprintf(env_file, sizeof(env_file), "%s/shoal-compose-env-XXXXXX",
+                                 tmpdir && *tmpdir ? tmpdir : "/tmp") < sizeof(env_file));
     int fd = mkstemp(env_file);
     if (fd < 0)
-        CHECK_FAIL("could not create an empty env file in %s: %s", env_file, strerror(errno));
+        test_fail("could not create an empty env file in %s: %s", env_file, strerror(errno));
     close(fd);
 
     shell_quote(compose_path, quoted_compose, sizeof(quoted_compose));
     shell_quote(env_file, quoted_env, sizeof(quoted_env));
-    CHECK((size_t)snprintf(cmd, sizeof(cmd), "docker-compose --env-file %s -f %s config 2>&1",
-                           quoted_env, quoted_compose) < sizeof(cmd));
+    assert_true((size_t)snprintf(cmd, sizeof(cmd), "docker-compose --env-file %s -f %s config 2>&1",
+                                 quoted_env, quoted_compose) < sizeof(cmd));
     int status;
     char *cfg = run_capture(cmd, &status);
     unlink(env_file);
 
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        CHECK_FAIL("\"%s\" failed (status %d, exit %d):\n%s", cmd, status,
-                   WIFEXITED(status) ? WEXITSTATUS(status) : -1, cfg);
+        test_fail("\"%s\" failed (status %d, exit %d):\n%s", cmd, status,
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1, cfg);
     /* Compose warns about unset variables: each use needs a default. */
     if (strstr(cfg, "WARN") || strstr(cfg, "variable is not set"))
-        CHECK_FAIL("docker-compose config warned:\n%s", cfg);
+        test_fail("docker-compose config warned:\n%s", cfg);
 
     static const char *const services[] = {"kafka", "kafka-init", "postgres", "migrate",
                                            "sim",   "scheduler",  "worker"};
     for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
         char *b = service_block(cfg, services[i]);
         if (!b)
-            CHECK_FAIL("service %s missing from the resolved config:\n%s", services[i], cfg);
+            test_fail("service %s missing from the resolved config:\n%s", services[i], cfg);
         free(b);
     }
 
     char *kafka = service_block(cfg, "kafka");
-    CHECK_STR_CONTAINS(kafka, "KAFKA_PROCESS_ROLES: broker,controller");
-    CHECK_STR_CONTAINS(kafka, "KAFKA_CONTROLLER_QUORUM_VOTERS: 1@kafka:9093");
-    CHECK_STR_CONTAINS(kafka, "KAFKA_ADVERTISED_LISTENERS: PLAINTEXT://kafka:9092");
+    assert_str_contains(kafka, "KAFKA_PROCESS_ROLES: broker,controller");
+    assert_str_contains(kafka, "KAFKA_CONTROLLER_QUORUM_VOTERS: 1@kafka:9093");
+    assert_str_contains(kafka, "KAFKA_ADVERTISED_LISTENERS: PLAINTEXT://kafka:9092");
     char val[256];
-    CHECK(yaml_value(kafka, "KAFKA_AUTO_CREATE_TOPICS_ENABLE", val, sizeof(val)));
-    CHECK_STR_EQ(val, "false");
-    CHECK_STR_CONTAINS(kafka, "healthcheck:");
-    CHECK(strstr(kafka, "ZOOKEEPER") == NULL);
+    assert_true(yaml_value(kafka, "KAFKA_AUTO_CREATE_TOPICS_ENABLE", val, sizeof(val)));
+    assert_str_eq(val, "false");
+    assert_str_contains(kafka, "healthcheck:");
+    assert_true(strstr(kafka, "ZOOKEEPER") == NULL);
     free(kafka);
 
     char *init = service_block(cfg, "kafka-init");
-    CHECK_STR_CONTAINS(init, "condition: service_healthy");
-    CHECK_STR_CONTAINS(init, "kafka-topics.sh");
+    assert_str_contains(init, "condition: service_healthy");
+    assert_str_contains(init, "kafka-topics.sh");
     free(init);
 
     char *pg = service_block(cfg, "postgres");
-    CHECK_STR_CONTAINS(pg, "image: postgres:15");
-    CHECK_STR_CONTAINS(pg, "POSTGRES_PASSWORD: shoal");
-    CHECK_STR_CONTAINS(pg, "pg_isready");
-    CHECK_STR_CONTAINS(pg, "/var/lib/postgresql/data");
+    assert_str_contains(pg, "image: postgres:15");
+    assert_str_contains(pg, "POSTGRES_PASSWORD: shoal");
+    assert_str_contains(pg, "pg_isready");
+    assert_str_contains(pg, "/var/lib/postgresql/data");
     free(pg);
 
     char *migrate = service_block(cfg, "migrate");
-    CHECK_STR_CONTAINS(migrate, "- shoal\n    - migrate\n");
-    CHECK_STR_CONTAINS(migrate, "postgres:\n        condition: service_healthy");
-    CHECK_STR_CONTAINS(migrate, "SHOAL_PG: postgresql://shoal:shoal@postgres:5432/shoal");
+    assert_str_contains(migrate, "- shoal\n    - migrate\n");
+    assert_str_contains(migrate, "postgres:\n        condition: service_healthy");
+    assert_str_contains(migrate, "SHOAL_PG: postgresql://shoal:shoal@postgres:5432/shoal");
     free(migrate);
 
     char *sim = service_block(cfg, "sim");
-    CHECK_STR_CONTAINS(sim, "- shoal-sim\n");
-    CHECK_STR_CONTAINS(sim, "- --bind\n    - 0.0.0.0\n");
-    CHECK(strstr(sim, "API_KEY") == NULL);
+    assert_str_contains(sim, "- shoal-sim\n");
+    assert_str_contains(sim, "- --bind\n    - 0.0.0.0\n");
+    assert_true(strstr(sim, "API_KEY") == NULL);
     free(sim);
 
     char *sched = service_block(cfg, "scheduler");
-    CHECK_STR_CONTAINS(sched, "- shoal-scheduler\n");
-    CHECK_STR_CONTAINS(sched, "kafka-init:\n        condition: service_completed_successfully");
-    CHECK_STR_CONTAINS(sched, "migrate:\n        condition: service_completed_successfully");
+    assert_str_contains(sched, "- shoal-scheduler\n");
+    assert_str_contains(sched, "kafka-init:\n        condition: service_completed_successfully");
+    assert_str_contains(sched, "migrate:\n        condition: service_completed_successfully");
     check_service_env(sched, "scheduler");
     free(sched);
 
     char *worker = service_block(cfg, "worker");
-    CHECK_STR_CONTAINS(worker, "- shoal-worker\n");
-    CHECK_STR_CONTAINS(worker, "deploy:");
+    assert_str_contains(worker, "- shoal-worker\n");
+    assert_str_contains(worker, "deploy:");
     char replicas[32];
     if (!yaml_value(worker, "replicas", replicas, sizeof(replicas)))
-        CHECK_FAIL("worker has no deploy.replicas in:\n%s", worker);
-    CHECK_STR_EQ(replicas, "3");
-    CHECK_STR_CONTAINS(worker, "kafka-init:\n        condition: service_completed_successfully");
-    CHECK_STR_CONTAINS(worker, "migrate:\n        condition: service_completed_successfully");
+        test_fail("worker has no deploy.replicas in:\n%s", worker);
+    assert_str_eq(replicas, "3");
+    assert_str_contains(worker, "kafka-init:\n        condition: service_completed_successfully");
+    assert_str_contains(worker, "migrate:\n        condition: service_completed_successfully");
     check_service_env(worker, "worker");
     free(worker);
 

@@ -36,7 +36,7 @@ harness_t *harness_start(const harness_conf_t *conf)
 {
     char err[1024];
     harness_t *h = calloc(1, sizeof(*h));
-    CHECK(h != NULL);
+    assert_true(h != NULL);
     const char *dir = getenv("SHOAL_BINARY_DIR");
     shoal_log_init("test", SHOAL_LOG_WARN, 0);
     shoal_devstack_conf_t dc = {NULL,
@@ -49,11 +49,11 @@ harness_t *harness_start(const harness_conf_t *conf)
                                 conf->extra_models};
     h->ds = shoal_devstack_new(&dc, err, sizeof(err));
     if (!h->ds)
-        CHECK_FAIL("could not start the stack: %s", err);
+        test_fail("could not start the stack: %s", err);
     h->pg = shoal_pg_new(shoal_devstack_pg_url(h->ds), "shoal-test");
     h->producer = shoal_kafka_producer_new(shoal_devstack_bootstrap(h->ds), NULL, err, sizeof(err));
     if (!h->producer)
-        CHECK_FAIL("could not create a producer: %s", err);
+        test_fail("could not create a producer: %s", err);
     snprintf(h->env, sizeof(h->env),
              "export SHOAL_BOOTSTRAP='%s' SHOAL_PG='%s' SHOAL_MODELS='%s' SHOAL_SIM_URL='%s' "
              "SHOAL_HOME='%s';",
@@ -76,8 +76,8 @@ void harness_stop(harness_t *h)
     char report[2048];
     int bad = shoal_devstack_stop_procs(h->ds, report, sizeof(report));
     if (bad)
-        CHECK_FAIL("%d processes ended badly: %s (logs in %s/logs)", bad, report,
-                   shoal_devstack_workdir(h->ds));
+        test_fail("%d processes ended badly: %s (logs in %s/logs)", bad, report,
+                  shoal_devstack_workdir(h->ds));
     shoal_devstack_destroy(h->ds);
     free(h);
 }
@@ -98,7 +98,7 @@ void harness_produce(harness_t *h, const char *topic, const char *key, const voi
     char err[512];
     if (shoal_kafka_produce_sync(h->producer, topic, key, value, len, 30000, err, sizeof(err)) !=
         SHOAL_OK)
-        CHECK_FAIL("could not produce to %s: %s", topic, err);
+        test_fail("could not produce to %s: %s", topic, err);
 }
 
 void harness_produce_to(harness_t *h, const char *topic, int partition, const char *key,
@@ -111,10 +111,10 @@ void harness_produce_to(harness_t *h, const char *topic, int partition, const ch
         RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)value, len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&ack), RD_KAFKA_V_END);
     if (e)
-        CHECK_FAIL("could not produce to %s/%d: %s", topic, partition, rd_kafka_err2str(e));
+        test_fail("could not produce to %s/%d: %s", topic, partition, rd_kafka_err2str(e));
     ack.pending++;
     if (shoal_kafka_ack_wait(h->producer, &ack, 30000, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("could not produce to %s/%d: %s", topic, partition, err);
+        test_fail("could not produce to %s/%d: %s", topic, partition, err);
 }
 
 static PGresult *query(harness_t *h, const char *sql, va_list ap)
@@ -136,7 +136,7 @@ static PGresult *query(harness_t *h, const char *sql, va_list ap)
         struct timespec ts = {0, 200 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    CHECK_FAIL("query failed: %s: %s", sql, err);
+    test_fail("query failed: %s: %s", sql, err);
     return NULL;
 }
 
@@ -172,8 +172,8 @@ void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *
         if (check_now_s() > deadline) {
             long done = harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1",
                                      job_id, NULL);
-            CHECK_FAIL("job %s still \"%s\" after %.0f s (%ld tasks done)", job_id,
-                       *status ? status : "absent", timeout_s, done);
+            test_fail("job %s still \"%s\" after %.0f s (%ld tasks done)", job_id,
+                      *status ? status : "absent", timeout_s, done);
         }
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -207,10 +207,10 @@ json_t *harness_sim_stats(harness_t *h)
     CURLcode rc = curl_easy_perform(c);
     curl_easy_cleanup(c);
     if (rc != CURLE_OK)
-        CHECK_FAIL("GET %s failed: %s", url, curl_easy_strerror(rc));
+        test_fail("GET %s failed: %s", url, curl_easy_strerror(rc));
     json_t *doc = json_loads(json_string_value(text), 0, NULL);
     json_decref(text);
-    CHECK(json_is_object(doc));
+    assert_true(json_is_object(doc));
     return doc;
 }
 
@@ -226,7 +226,7 @@ json_t *harness_events(harness_t *h, const char *job_id, int want, double timeou
     rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(h->ds), group, &kp, subs, 1,
                                              NULL, NULL, err, sizeof(err));
     if (!c)
-        CHECK_FAIL("could not read events: %s", err);
+        test_fail("could not read events: %s", err);
     json_t *out = json_array();
     double deadline = check_now_s() + timeout_s;
     while (check_now_s() < deadline && (want == 0 || (int)json_array_size(out) < want)) {
@@ -263,7 +263,7 @@ char *harness_job(const char *job_id, int n, int max_items, const char *extra_fi
         json_object_set_new(job, "job_id", json_string(job_id));
     if (extra_fields) {
         json_t *extra = json_loads(extra_fields, 0, NULL);
-        CHECK(json_is_object(extra));
+        assert_true(json_is_object(extra));
         json_object_update(job, extra);
         json_decref(extra);
     }
@@ -281,7 +281,7 @@ int harness_sh(harness_t *h, char *out, size_t outlen, const char *fmt, ...)
     va_end(ap);
     snprintf(cmd, sizeof(cmd), "%s %s", h->env, user);
     FILE *p = popen(cmd, "r");
-    CHECK(p != NULL);
+    assert_true(p != NULL);
     size_t n = 0, got;
     if (out && outlen)
         out[0] = '\0';

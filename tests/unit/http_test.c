@@ -49,7 +49,7 @@ static void on_done(void *user, const shoal_http_reply_t *reply, void *arg)
     r->done++;
     r->status = reply->status;
     r->body = malloc(reply->len + 1);
-    CHECK(r->body != NULL);
+    assert_true(r->body != NULL);
     memcpy(r->body, reply->body, reply->len);
     r->body[reply->len] = '\0';
     snprintf(r->error, sizeof(r->error), "%s", reply->error ? reply->error : "");
@@ -76,9 +76,9 @@ static void run_until_idle(shoal_http_t *h, double timeout_s)
 
     while (shoal_http_pending(h) > 0) {
         if (check_now_s() > deadline)
-            CHECK_FAIL("%d calls still pending after %.0f s", shoal_http_pending(h), timeout_s);
+            test_fail("%d calls still pending after %.0f s", shoal_http_pending(h), timeout_s);
         if (shoal_http_run(h, 100, -1, err, sizeof(err)) != SHOAL_OK)
-            CHECK_FAIL("shoal_http_run: %s", err);
+            test_fail("shoal_http_run: %s", err);
     }
 }
 
@@ -92,7 +92,7 @@ static shoal_sim_t *start_sim(long latency_ms)
     conf.latency_ms = latency_ms;
     shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
     if (!sim)
-        CHECK_FAIL("shoal_sim_new: %s", err);
+        test_fail("shoal_sim_new: %s", err);
     return sim;
 }
 
@@ -109,10 +109,10 @@ static void post(shoal_http_t *h, const char *url, const struct curl_slist *hdr,
     char err[256];
     char *body = shoal_provider_request(&model, NULL, prompt, 0, &len);
 
-    CHECK(body != NULL);
+    assert_true(body != NULL);
     if (shoal_http_post(h, url, hdr, body, len, timeout_ms, start_after_ms, r, err, sizeof(err)) !=
         SHOAL_OK)
-        CHECK_FAIL("shoal_http_post: %s", err);
+        test_fail("shoal_http_post: %s", err);
     free(body); /* the body was copied */
 }
 
@@ -127,53 +127,54 @@ static void test_many_in_flight(struct curl_slist *hdr)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
     if (!ctx.h)
-        CHECK_FAIL("shoal_http_new: %s", err);
-    CHECK_INT_EQ(shoal_http_pending(ctx.h), 0);
+        test_fail("shoal_http_new: %s", err);
+    assert_int_eq(shoal_http_pending(ctx.h), 0);
 
     memset(res, 0, sizeof(res));
     for (int i = 0; i < NCALLS; i++) {
         snprintf(prompt, sizeof(prompt), "item %d", i);
         post(ctx.h, url, hdr, prompt, 30000, 0, &res[i]);
-        CHECK_INT_EQ(shoal_http_pending(ctx.h), i + 1);
+        assert_int_eq(shoal_http_pending(ctx.h), i + 1);
     }
     run_until_idle(ctx.h, 60);
-    CHECK_INT_EQ(ctx.completed, NCALLS);
-    CHECK_INT_EQ(shoal_http_pending(ctx.h), 0);
+    assert_int_eq(ctx.completed, NCALLS);
+    assert_int_eq(shoal_http_pending(ctx.h), 0);
 
     int seen_pending[NCALLS] = {0};
     for (int i = 0; i < NCALLS; i++) {
         struct result *r = &res[i];
         shoal_provider_reply_t rep;
-        CHECK_INT_EQ(r->done, 1);
+        assert_int_eq(r->done, 1);
         if (r->status != 200)
-            CHECK_FAIL("call %d: status %ld error \"%s\" body %s", i, r->status, r->error, r->body);
-        CHECK_STR_EQ(r->error, "");
-        CHECK_INT_EQ(r->timed_out, 0);
-        CHECK_INT_EQ(r->retry_after_ms, -1);
-        CHECK(r->latency_ms > 0);
+            test_fail("call %d: status %ld error \"%s\" body %s", i, r->status, r->error, r->body);
+        assert_str_eq(r->error, "");
+        assert_int_eq(r->timed_out, 0);
+        assert_int_eq(r->retry_after_ms, -1);
+        assert_true(r->latency_ms > 0);
         /* each call got the answer to its own prompt */
-        CHECK_INT_EQ(shoal_provider_parse(&model, r->body, strlen(r->body), &rep, err, sizeof(err)),
-                     SHOAL_OK);
+        assert_int_eq(
+            shoal_provider_parse(&model, r->body, strlen(r->body), &rep, err, sizeof(err)),
+            SHOAL_OK);
         snprintf(prompt, sizeof(prompt), " item %d", i);
         size_t pl = strlen(prompt), cl = strlen(rep.content);
         if (cl < pl || strcmp(rep.content + cl - pl, prompt) != 0)
-            CHECK_FAIL("call %d got \"%s\"", i, rep.content);
+            test_fail("call %d got \"%s\"", i, rep.content);
         free(rep.content);
         /* the count inside the callback already excludes the finished call */
-        CHECK(r->pending_in_cb >= 0 && r->pending_in_cb < NCALLS);
+        assert_true(r->pending_in_cb >= 0 && r->pending_in_cb < NCALLS);
         seen_pending[r->pending_in_cb]++;
         free(r->body);
     }
     for (int i = 0; i < NCALLS; i++)
-        CHECK_INT_EQ(seen_pending[i], 1); /* NCALLS-1 down to 0, once each */
+        assert_int_eq(seen_pending[i], 1); /* NCALLS-1 down to 0, once each */
 
     shoal_sim_stats(sim, &st);
-    CHECK_INT_EQ(st.requests, NCALLS);
-    CHECK_INT_EQ(st.by_status[200], NCALLS);
-    CHECK_INT_EQ(st.distinct_prompts, NCALLS);
-    CHECK_INT_EQ(st.repeated_prompts, 0);
+    assert_int_eq(st.requests, NCALLS);
+    assert_int_eq(st.by_status[200], NCALLS);
+    assert_int_eq(st.distinct_prompts, NCALLS);
+    assert_int_eq(st.repeated_prompts, 0);
     /* the calls overlapped instead of running one after another */
-    CHECK(st.max_inflight > 1);
+    assert_true(st.max_inflight > 1);
 
     /* the handle is reusable: a second round on pooled transfers */
     memset(res, 0, sizeof(res));
@@ -183,11 +184,11 @@ static void test_many_in_flight(struct curl_slist *hdr)
         post(ctx.h, url, hdr, prompt, 30000, 0, &res[i]);
     }
     run_until_idle(ctx.h, 60);
-    CHECK_INT_EQ(ctx.completed, 10);
+    assert_int_eq(ctx.completed, 10);
     for (int i = 0; i < 10; i++) {
-        CHECK_INT_EQ(res[i].status, 200);
+        assert_int_eq(res[i].status, 200);
         snprintf(prompt, sizeof(prompt), " again %d", i);
-        CHECK_STR_CONTAINS(res[i].body, prompt);
+        assert_str_contains(res[i].body, prompt);
         free(res[i].body);
     }
     shoal_http_destroy(ctx.h);
@@ -203,37 +204,37 @@ static void test_delayed_start(struct curl_slist *hdr)
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    CHECK(ctx.h != NULL);
+    assert_true(ctx.h != NULL);
     memset(&now, 0, sizeof(now));
     memset(&later, 0, sizeof(later));
 
     double submitted = wall_s();
     post(ctx.h, url, hdr, "later", 10000, 300, &later);
     post(ctx.h, url, hdr, "now", 10000, 0, &now);
-    CHECK_INT_EQ(shoal_http_pending(ctx.h), 2); /* the delayed call counts */
+    assert_int_eq(shoal_http_pending(ctx.h), 2); /* the delayed call counts */
 
     run_until_idle(ctx.h, 30);
-    CHECK_INT_EQ(now.done, 1);
-    CHECK_INT_EQ(later.done, 1);
-    CHECK_INT_EQ(now.status, 200);
-    CHECK_INT_EQ(later.status, 200);
-    CHECK_STR_CONTAINS(later.body, " later");
+    assert_int_eq(now.done, 1);
+    assert_int_eq(later.done, 1);
+    assert_int_eq(now.status, 200);
+    assert_int_eq(later.status, 200);
+    assert_str_contains(later.body, " later");
     /* a correctness check of the delay: it did not go out before it was due */
     if (later.started_unix < submitted + 0.25)
-        CHECK_FAIL("delayed call started %.3f s after submission, expected >= 0.25",
-                   later.started_unix - submitted);
-    CHECK(now.started_unix >= submitted);
+        test_fail("delayed call started %.3f s after submission, expected >= 0.25",
+                  later.started_unix - submitted);
+    assert_true(now.started_unix >= submitted);
     free(now.body);
     free(later.body);
 
     /* a delayed call abandoned by destroy never calls back (and leaks nothing) */
     memset(&later, 0, sizeof(later));
     post(ctx.h, url, hdr, "abandoned", 10000, 60000, &later);
-    CHECK_INT_EQ(shoal_http_pending(ctx.h), 1);
-    CHECK_INT_EQ(shoal_http_run(ctx.h, 0, -1, err, sizeof(err)), SHOAL_OK);
-    CHECK_INT_EQ(later.done, 0);
+    assert_int_eq(shoal_http_pending(ctx.h), 1);
+    assert_int_eq(shoal_http_run(ctx.h, 0, -1, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(later.done, 0);
     shoal_http_destroy(ctx.h);
-    CHECK_INT_EQ(later.done, 0);
+    assert_int_eq(later.done, 0);
     shoal_sim_destroy(sim);
 }
 
@@ -244,12 +245,12 @@ static int closed_port(void)
     socklen_t len = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
-    CHECK(fd >= 0);
+    assert_true(fd >= 0);
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK_INT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    CHECK_INT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
     close(fd);
     return ntohs(sa.sin_port);
 }
@@ -262,15 +263,15 @@ static void test_refused(struct curl_slist *hdr)
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", closed_port());
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    CHECK(ctx.h != NULL);
+    assert_true(ctx.h != NULL);
     memset(&r, 0, sizeof(r));
     post(ctx.h, url, hdr, "nobody home", 5000, 0, &r);
     run_until_idle(ctx.h, 30);
-    CHECK_INT_EQ(r.done, 1);
-    CHECK_INT_EQ(r.status, 0);
-    CHECK(r.error[0] != '\0');
-    CHECK_INT_EQ(r.timed_out, 0);
-    CHECK_INT_EQ(shoal_provider_classify(r.status), SHOAL_OUTCOME_RETRY);
+    assert_int_eq(r.done, 1);
+    assert_int_eq(r.status, 0);
+    assert_true(r.error[0] != '\0');
+    assert_int_eq(r.timed_out, 0);
+    assert_int_eq(shoal_provider_classify(r.status), SHOAL_OUTCOME_RETRY);
     free(r.body);
     shoal_http_destroy(ctx.h);
 }
@@ -284,23 +285,23 @@ static void test_timeout(struct curl_slist *hdr)
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    CHECK(ctx.h != NULL);
+    assert_true(ctx.h != NULL);
     memset(&r, 0, sizeof(r));
     post(ctx.h, url, hdr, "slow", 200, 0, &r);
     run_until_idle(ctx.h, 30);
-    CHECK_INT_EQ(r.done, 1);
-    CHECK_INT_EQ(r.timed_out, 1);
-    CHECK_INT_EQ(r.status, 0);
-    CHECK(r.error[0] != '\0');
+    assert_int_eq(r.done, 1);
+    assert_int_eq(r.timed_out, 1);
+    assert_int_eq(r.status, 0);
+    assert_true(r.error[0] != '\0');
     free(r.body);
 
     /* a call still in flight when the handle is destroyed never calls back */
     memset(&r, 0, sizeof(r));
     post(ctx.h, url, hdr, "abandoned", 10000, 0, &r);
-    CHECK_INT_EQ(shoal_http_run(ctx.h, 50, -1, err, sizeof(err)), SHOAL_OK);
-    CHECK_INT_EQ(shoal_http_pending(ctx.h), 1);
+    assert_int_eq(shoal_http_run(ctx.h, 50, -1, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_http_pending(ctx.h), 1);
     shoal_http_destroy(ctx.h);
-    CHECK_INT_EQ(r.done, 0);
+    assert_int_eq(r.done, 0);
     shoal_sim_destroy(sim);
 }
 
@@ -312,7 +313,7 @@ static void test_http_errors(struct curl_slist *hdr)
     shoal_sim_t *sim = start_sim(0);
 
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    CHECK(ctx.h != NULL);
+    assert_true(ctx.h != NULL);
     memset(&r404, 0, sizeof(r404));
     memset(&r400, 0, sizeof(r400));
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/nowhere", shoal_sim_port(sim));
@@ -320,18 +321,18 @@ static void test_http_errors(struct curl_slist *hdr)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
     if (shoal_http_post(ctx.h, url, hdr, "{not json", 9, 10000, 0, &r400, err, sizeof(err)) !=
         SHOAL_OK)
-        CHECK_FAIL("shoal_http_post: %s", err);
+        test_fail("shoal_http_post: %s", err);
     run_until_idle(ctx.h, 30);
 
     /* an HTTP error is an answer: its status and body arrive, no transport error */
-    CHECK_INT_EQ(r404.status, 404);
-    CHECK_STR_EQ(r404.error, "");
-    CHECK_INT_EQ(shoal_provider_classify(r404.status), SHOAL_OUTCOME_FATAL);
+    assert_int_eq(r404.status, 404);
+    assert_str_eq(r404.error, "");
+    assert_int_eq(shoal_provider_classify(r404.status), SHOAL_OUTCOME_FATAL);
     shoal_provider_error_text(r404.body, strlen(r404.body), text, sizeof(text));
-    CHECK_STR_CONTAINS(text, "/v1/nowhere");
-    CHECK_INT_EQ(r400.status, 400);
+    assert_str_contains(text, "/v1/nowhere");
+    assert_int_eq(r400.status, 400);
     shoal_provider_error_text(r400.body, strlen(r400.body), text, sizeof(text));
-    CHECK_STR_CONTAINS(text, "not valid JSON");
+    assert_str_contains(text, "not valid JSON");
     free(r404.body);
     free(r400.body);
     shoal_http_destroy(ctx.h);
@@ -410,10 +411,10 @@ static void test_retry_after(struct curl_slist *hdr)
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cs.fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(cs.fd >= 0);
-    CHECK_INT_EQ(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    CHECK_INT_EQ(listen(cs.fd, 8), 0);
-    CHECK_INT_EQ(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    assert_true(cs.fd >= 0);
+    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_eq(listen(cs.fd, 8), 0);
+    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
     for (int i = 0; i < 4; i++) {
         snprintf(resp[i], sizeof(resp[i]),
                  "HTTP/1.1 429 Too Many Requests\r\n%sContent-Type: application/json\r\n"
@@ -422,25 +423,25 @@ static void test_retry_after(struct curl_slist *hdr)
         cs.responses[i] = resp[i];
     }
     cs.n = 4;
-    CHECK_INT_EQ(pthread_create(&th, NULL, canned_serve, &cs), 0);
+    assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", ntohs(sa.sin_port));
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    CHECK(ctx.h != NULL);
+    assert_true(ctx.h != NULL);
     /* one at a time, so the responses go out in order */
     for (int i = 0; i < 4; i++) {
         memset(&r[i], 0, sizeof(r[i]));
         post(ctx.h, url, hdr, "limited", 10000, 0, &r[i]);
         run_until_idle(ctx.h, 30);
-        CHECK_INT_EQ(r[i].done, 1);
-        CHECK_INT_EQ(r[i].status, 429);
-        CHECK_STR_EQ(r[i].body, "{}");
+        assert_int_eq(r[i].done, 1);
+        assert_int_eq(r[i].status, 429);
+        assert_str_eq(r[i].body, "{}");
         if (r[i].retry_after_ms != want[i])
-            CHECK_FAIL("headers \"%s\": retry_after_ms %ld, expected %ld", heads[i],
-                       r[i].retry_after_ms, want[i]);
+            test_fail("headers \"%s\": retry_after_ms %ld, expected %ld", heads[i],
+                      r[i].retry_after_ms, want[i]);
         free(r[i].body);
     }
-    CHECK_INT_EQ(pthread_join(th, NULL), 0);
+    assert_int_eq(pthread_join(th, NULL), 0);
     close(cs.fd);
     shoal_http_destroy(ctx.h);
 }
@@ -459,20 +460,20 @@ static void test_parallel_connections(struct curl_slist *hdr)
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    CHECK(ctx.h != NULL);
+    assert_true(ctx.h != NULL);
     memset(res, 0, sizeof(res));
     for (int i = 0; i < 10; i++) {
         snprintf(prompt, sizeof(prompt), "parallel %d", i);
         post(ctx.h, url, hdr, prompt, 30000, 0, &res[i]);
     }
     run_until_idle(ctx.h, 60);
-    CHECK_INT_EQ(ctx.completed, 10);
+    assert_int_eq(ctx.completed, 10);
     for (int i = 0; i < 10; i++) {
-        CHECK_INT_EQ(res[i].status, 200);
+        assert_int_eq(res[i].status, 200);
         free(res[i].body);
     }
     shoal_sim_stats(sim, &st);
-    CHECK_INT_EQ(st.max_inflight, 10);
+    assert_int_eq(st.max_inflight, 10);
     shoal_http_destroy(ctx.h);
     shoal_sim_destroy(sim);
 }
@@ -480,7 +481,7 @@ static void test_parallel_connections(struct curl_slist *hdr)
 int main(void)
 {
     struct curl_slist *hdr = shoal_provider_headers(&model);
-    CHECK(hdr != NULL);
+    assert_true(hdr != NULL);
 
     test_many_in_flight(hdr);
     test_parallel_connections(hdr);

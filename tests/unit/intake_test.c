@@ -39,9 +39,9 @@ static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
     PGresult *r;
     const char *params[] = {p1};
     if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
     if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-        CHECK_FAIL("%s: %d rows, expected one value", sql, PQntuples(r));
+        test_fail("%s: %d rows, expected one value", sql, PQntuples(r));
     long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return v;
@@ -54,9 +54,9 @@ static void qstr(shoal_pg_t *pg, const char *sql, const char *p1, char *out, siz
     PGresult *r;
     const char *params[] = {p1};
     if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
     if (PQntuples(r) > 1)
-        CHECK_FAIL("%s: %d rows, expected at most one", sql, PQntuples(r));
+        test_fail("%s: %d rows, expected at most one", sql, PQntuples(r));
     snprintf(out, outlen, "%s", PQntuples(r) && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
 }
@@ -66,7 +66,7 @@ static void exec_ok(shoal_pg_t *pg, const char *sql, const char *p1)
     char err[512];
     const char *params[] = {p1};
     if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
 }
 
 /* Every message on topic, read from the beginning to the end of each
@@ -83,37 +83,37 @@ static json_t *read_topic(const char *topic)
     for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
         if (rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, sizeof(errstr)) !=
             RD_KAFKA_CONF_OK)
-            CHECK_FAIL("%s: %s", props[i][0], errstr);
+            test_fail("%s: %s", props[i][0], errstr);
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!c)
-        CHECK_FAIL("consumer: %s", errstr);
+        test_fail("consumer: %s", errstr);
     rd_kafka_poll_set_consumer(c);
 
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
     const struct rd_kafka_metadata *md;
     rd_kafka_resp_err_t e = rd_kafka_metadata(c, 0, rkt, &md, 10000);
     if (e)
-        CHECK_FAIL("metadata of %s: %s", topic, rd_kafka_err2str(e));
-    CHECK_INT_EQ(md->topic_cnt, 1);
+        test_fail("metadata of %s: %s", topic, rd_kafka_err2str(e));
+    assert_int_eq(md->topic_cnt, 1);
     int parts = md->topics[0].partition_cnt;
-    CHECK(parts > 0);
+    assert_true(parts > 0);
     rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
 
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; p++)
         rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    CHECK_INT_EQ(rd_kafka_assign(c, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(rd_kafka_assign(c, l), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(l);
 
     json_t *out = json_array();
     int eofs = 0;
     double deadline = check_now_s() + 10;
     char *seen_eof = calloc((size_t)parts, 1);
-    CHECK(seen_eof != NULL);
+    assert_true(seen_eof != NULL);
     while (eofs < parts) {
         if (check_now_s() > deadline)
-            CHECK_FAIL("%s: reached the end of %d of %d partitions in 10 s", topic, eofs, parts);
+            test_fail("%s: reached the end of %d of %d partitions in 10 s", topic, eofs, parts);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (!m)
             continue;
@@ -121,7 +121,7 @@ static json_t *read_topic(const char *topic)
             if (!seen_eof[m->partition]++)
                 eofs++;
         } else if (m->err) {
-            CHECK_FAIL("%s: %s", topic, rd_kafka_message_errstr(m));
+            test_fail("%s: %s", topic, rd_kafka_message_errstr(m));
         } else {
             json_array_append_new(
                 out, json_pack("{s:s%, s:s%}", "key", m->key ? (const char *)m->key : "",
@@ -165,7 +165,7 @@ static char *job_text(const char *job_id, int n, const char *extra)
         json_object_set_new(job, "job_id", json_string(job_id));
     if (extra) {
         json_t *x = json_loads(extra, 0, NULL);
-        CHECK(json_is_object(x));
+        assert_true(json_is_object(x));
         json_object_update(job, x);
         json_decref(x);
     }
@@ -181,9 +181,9 @@ static shoal_err_t deliver(const shoal_intake_conf_t *c, int partition, long lon
     shoal_err_t e = shoal_intake_job(c, topics.jobs, partition, offset, text, strlen(text), res,
                                      err, sizeof(err));
     if (e != SHOAL_OK && e != SHOAL_ERR_RETRY)
-        CHECK_FAIL("intake: %s: %s", shoal_err_name(e), err);
+        test_fail("intake: %s: %s", shoal_err_name(e), err);
     if (e == SHOAL_ERR_RETRY)
-        CHECK(err[0] != '\0');
+        assert_true(err[0] != '\0');
     return e;
 }
 
@@ -193,34 +193,34 @@ static void test_new_and_duplicate(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     char v[512];
     char *text = job_text("job-a", 5, "{\"priority\": \"high\"}");
 
-    CHECK_INT_EQ(deliver(c, 2, 41, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
-    CHECK_STR_EQ(res.job_id, "job-a");
-    CHECK_INT_EQ(res.tasks, 5);
-    CHECK_INT_EQ(res.published, 5);
+    assert_int_eq(deliver(c, 2, 41, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    assert_str_eq(res.job_id, "job-a");
+    assert_int_eq(res.tasks, 5);
+    assert_int_eq(res.published, 5);
 
     qstr(pg,
          "SELECT status || ' ' || source || ' ' || tasks_total || ' ' || items_total "
          "FROM shoal.jobs WHERE job_id = $1",
          "job-a", v, sizeof(v));
-    CHECK_STR_EQ(v, "running shoal.jobs/2@41 5 5");
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-a"), 5);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
-                       "AND queued_at IS NOT NULL",
-                       "job-a"),
-                 5);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
-                       "payload->>'type' = 'accepted' AND (payload->>'tasks')::int = 5",
-                       "job-a"),
-                 1);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
-                 1);
+    assert_str_eq(v, "running shoal.jobs/2@41 5 5");
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-a"), 5);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
+                        "AND queued_at IS NOT NULL",
+                        "job-a"),
+                  5);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                        "payload->>'type' = 'accepted' AND (payload->>'tasks')::int = 5",
+                        "job-a"),
+                  1);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
+                  1);
 
     /* five messages on the high topic, keyed by task_id, each a task */
     json_t *msgs = read_topic(topics.tasks_high);
-    CHECK_INT_EQ(json_array_size(msgs), 5);
+    assert_int_eq(json_array_size(msgs), 5);
     int seen[5] = {0};
     size_t i;
     json_t *m;
@@ -230,35 +230,35 @@ static void test_new_and_duplicate(const shoal_intake_conf_t *c, shoal_pg_t *pg)
         const char *value = json_string_value(json_object_get(m, "value"));
         shoal_task_t *t = shoal_task_parse(value, strlen(value), models, err, sizeof(err));
         if (!t)
-            CHECK_FAIL("message %zu is not a task: %s", i, err);
-        CHECK_STR_EQ(json_string_value(json_object_get(m, "key")), t->task_id);
-        CHECK_STR_EQ(t->job_id, "job-a");
-        CHECK(t->chunk >= 0 && t->chunk < 5);
+            test_fail("message %zu is not a task: %s", i, err);
+        assert_str_eq(json_string_value(json_object_get(m, "key")), t->task_id);
+        assert_str_eq(t->job_id, "job-a");
+        assert_true(t->chunk >= 0 && t->chunk < 5);
         seen[t->chunk]++;
         char want[64];
         snprintf(want, sizeof(want), "job-a:%06ld", t->chunk);
-        CHECK_STR_EQ(t->task_id, want);
+        assert_str_eq(t->task_id, want);
         shoal_task_destroy(t);
     }
     for (int k = 0; k < 5; k++)
-        CHECK_INT_EQ(seen[k], 1);
+        assert_int_eq(seen[k], 1);
     json_decref(msgs);
     msgs = read_topic(topics.tasks_normal);
-    CHECK_INT_EQ(count_prefix(msgs, "job-a:"), 0);
+    assert_int_eq(count_prefix(msgs, "job-a:"), 0);
     json_decref(msgs);
 
     /* the same message again: recognized, nothing published or recorded */
-    CHECK_INT_EQ(deliver(c, 2, 41, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_DUPLICATE);
-    CHECK_STR_EQ(res.job_id, "job-a");
-    CHECK_INT_EQ(res.tasks, 5);
-    CHECK_INT_EQ(res.published, 0);
+    assert_int_eq(deliver(c, 2, 41, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    assert_str_eq(res.job_id, "job-a");
+    assert_int_eq(res.tasks, 5);
+    assert_int_eq(res.published, 0);
     msgs = read_topic(topics.tasks_high);
-    CHECK_INT_EQ(json_array_size(msgs), 5);
+    assert_int_eq(json_array_size(msgs), 5);
     json_decref(msgs);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
-                 1);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "job-a"), 1);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
+                  1);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "job-a"), 1);
     free(text);
 }
 
@@ -267,24 +267,24 @@ static void test_derived_id(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     shoal_intake_result_t res;
     char *text = job_text(NULL, 2, NULL);
 
-    CHECK_INT_EQ(deliver(c, 3, 77, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
-    CHECK_STR_EQ(res.job_id, "shoal.jobs-p3-o77");
-    CHECK_INT_EQ(res.published, 2);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
-                       "shoal.jobs-p3-o77"),
-                 2);
+    assert_int_eq(deliver(c, 3, 77, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    assert_str_eq(res.job_id, "shoal.jobs-p3-o77");
+    assert_int_eq(res.published, 2);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
+                        "shoal.jobs-p3-o77"),
+                  2);
     /* the default priority is normal */
     json_t *msgs = read_topic(topics.tasks_normal);
-    CHECK_INT_EQ(count_prefix(msgs, "shoal.jobs-p3-o77:"), 2);
+    assert_int_eq(count_prefix(msgs, "shoal.jobs-p3-o77:"), 2);
     json_decref(msgs);
 
     /* the redelivery of that message finds the same job */
-    CHECK_INT_EQ(deliver(c, 3, 77, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_DUPLICATE);
-    CHECK_STR_EQ(res.job_id, "shoal.jobs-p3-o77");
-    CHECK_INT_EQ(res.published, 0);
+    assert_int_eq(deliver(c, 3, 77, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    assert_str_eq(res.job_id, "shoal.jobs-p3-o77");
+    assert_int_eq(res.published, 0);
     free(text);
 }
 
@@ -294,66 +294,67 @@ static void test_rejected(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     char v[1024];
 
     /* not JSON: stored under its Kafka position with the reason */
-    CHECK_INT_EQ(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
-    CHECK_STR_EQ(res.job_id, "shoal.jobs-p1-o9");
-    CHECK(res.reason[0] != '\0');
-    CHECK_INT_EQ(res.published, 0);
+    assert_int_eq(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
+    assert_str_eq(res.job_id, "shoal.jobs-p1-o9");
+    assert_true(res.reason[0] != '\0');
+    assert_int_eq(res.published, 0);
     qstr(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
-    CHECK_STR_EQ(v, "rejected");
+    assert_str_eq(v, "rejected");
     qstr(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
-    CHECK_STR_EQ(v, res.reason);
+    assert_str_eq(v, res.reason);
     qstr(pg, "SELECT source FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
-    CHECK_STR_EQ(v, "shoal.jobs/1@9");
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", res.job_id), 0);
+    assert_str_eq(v, "shoal.jobs/1@9");
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", res.job_id), 0);
     qstr(pg,
          "SELECT payload->>'type' || '|' || (payload->>'error') FROM shoal.event_outbox "
          "WHERE job_id = $1",
          res.job_id, v, sizeof(v));
     char want[1100];
     snprintf(want, sizeof(want), "rejected|%s", res.reason);
-    CHECK_STR_EQ(v, want);
+    assert_str_eq(v, want);
     /* delivered again: still rejected, stored and announced once */
-    CHECK_INT_EQ(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", res.job_id), 1);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", res.job_id),
-                 1);
+    assert_int_eq(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", res.job_id), 1);
+    assert_int_eq(
+        qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", res.job_id), 1);
 
     /* valid JSON that is not a valid job keeps its own id and tenant */
-    CHECK_INT_EQ(deliver(c, 0, 3, "{\"job_id\": \"bad-1\", \"tenant\": \"acme\"}", &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
-    CHECK_STR_EQ(res.job_id, "bad-1");
+    assert_int_eq(deliver(c, 0, 3, "{\"job_id\": \"bad-1\", \"tenant\": \"acme\"}", &res),
+                  SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
+    assert_str_eq(res.job_id, "bad-1");
     qstr(pg, "SELECT status || ' ' || tenant FROM shoal.jobs WHERE job_id = $1", "bad-1", v,
          sizeof(v));
-    CHECK_STR_EQ(v, "rejected acme");
+    assert_str_eq(v, "rejected acme");
 
     /* over budget: rejected before any task exists, naming budget_usd */
     char *text = job_text("job-rich", 4, "{\"budget_usd\": 0.0000001}");
-    CHECK_INT_EQ(deliver(c, 0, 4, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
-    CHECK_STR_EQ(res.job_id, "job-rich");
-    CHECK_STR_CONTAINS(res.reason, "budget_usd");
-    CHECK_INT_EQ(res.published, 0);
+    assert_int_eq(deliver(c, 0, 4, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
+    assert_str_eq(res.job_id, "job-rich");
+    assert_str_contains(res.reason, "budget_usd");
+    assert_int_eq(res.published, 0);
     qstr(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
-    CHECK_STR_EQ(v, "rejected");
+    assert_str_eq(v, "rejected");
     qstr(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
-    CHECK_STR_CONTAINS(v, "budget_usd");
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-rich"), 0);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
-                       "payload->>'type' = 'rejected'",
-                       "job-rich"),
-                 1);
+    assert_str_contains(v, "budget_usd");
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-rich"), 0);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                        "payload->>'type' = 'rejected'",
+                        "job-rich"),
+                  1);
     json_t *msgs = read_topic(topics.tasks_normal);
-    CHECK_INT_EQ(count_prefix(msgs, "job-rich:"), 0);
+    assert_int_eq(count_prefix(msgs, "job-rich:"), 0);
     json_decref(msgs);
     free(text);
 
     /* a budget the estimate fits in is accepted */
     text = job_text("job-thrifty", 2, "{\"budget_usd\": 10}");
-    CHECK_INT_EQ(deliver(c, 0, 5, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
+    assert_int_eq(deliver(c, 0, 5, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
     free(text);
 }
 
@@ -364,9 +365,9 @@ static void test_pending_republished(const shoal_intake_conf_t *c, shoal_pg_t *p
     shoal_intake_result_t res;
     char *text = job_text("job-crash", 4, "{\"priority\": \"low\"}");
 
-    CHECK_INT_EQ(deliver(c, 0, 10, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
-    CHECK_INT_EQ(res.published, 4);
+    assert_int_eq(deliver(c, 0, 10, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    assert_int_eq(res.published, 4);
     exec_ok(pg,
             "UPDATE shoal.tasks SET status = 'pending', queued_at = NULL "
             "WHERE job_id = $1 AND chunk IN (1, 3)",
@@ -375,29 +376,30 @@ static void test_pending_republished(const shoal_intake_conf_t *c, shoal_pg_t *p
     exec_ok(pg, "UPDATE shoal.tasks SET status = 'done' WHERE job_id = $1 AND chunk = 0",
             "job-crash");
 
-    CHECK_INT_EQ(deliver(c, 0, 10, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_DUPLICATE);
-    CHECK_INT_EQ(res.published, 2);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
-                       "AND queued_at IS NOT NULL",
-                       "job-crash"),
-                 3);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'done'",
-                       "job-crash"),
-                 1);
+    assert_int_eq(deliver(c, 0, 10, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    assert_int_eq(res.published, 2);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
+                        "AND queued_at IS NOT NULL",
+                        "job-crash"),
+                  3);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'done'",
+                        "job-crash"),
+                  1);
 
     json_t *msgs = read_topic(topics.tasks_low);
-    CHECK_INT_EQ(count_prefix(msgs, "job-crash:"), 6);
-    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000000"), 1);
-    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000001"), 2);
-    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000002"), 1);
-    CHECK_INT_EQ(count_prefix(msgs, "job-crash:000003"), 2);
+    assert_int_eq(count_prefix(msgs, "job-crash:"), 6);
+    assert_int_eq(count_prefix(msgs, "job-crash:000000"), 1);
+    assert_int_eq(count_prefix(msgs, "job-crash:000001"), 2);
+    assert_int_eq(count_prefix(msgs, "job-crash:000002"), 1);
+    assert_int_eq(count_prefix(msgs, "job-crash:000003"), 2);
     json_decref(msgs);
 
     /* and once all are queued, another delivery publishes nothing */
-    CHECK_INT_EQ(deliver(c, 0, 10, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.published, 0);
+    assert_int_eq(deliver(c, 0, 10, text, &res), SHOAL_OK);
+    assert_int_eq(res.published, 0);
     free(text);
 }
 
@@ -408,26 +410,26 @@ static void test_pg_down(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     char *text = job_text("job-later", 2, NULL);
     const char *bad = "not json at all";
 
-    CHECK_INT_EQ(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
-    CHECK_INT_EQ(deliver(c, 0, 20, text, &res), SHOAL_ERR_RETRY);
-    CHECK_INT_EQ(res.published, 0);
+    assert_int_eq(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    assert_int_eq(deliver(c, 0, 20, text, &res), SHOAL_ERR_RETRY);
+    assert_int_eq(res.published, 0);
     /* a rejection must be stored before it counts as handled */
-    CHECK_INT_EQ(deliver(c, 0, 21, bad, &res), SHOAL_ERR_RETRY);
+    assert_int_eq(deliver(c, 0, 21, bad, &res), SHOAL_ERR_RETRY);
     if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("restart: %s", err);
+        test_fail("restart: %s", err);
     /* the checking handle's old connection fails once, then reconnects */
     shoal_pg_exec(pg, "SELECT 1", 0, NULL, NULL, NULL, 0);
     exec_ok(pg, "SELECT 1", NULL);
 
-    CHECK_INT_EQ(deliver(c, 0, 20, text, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_NEW);
-    CHECK_INT_EQ(res.published, 2);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
-                       "job-later"),
-                 2);
-    CHECK_INT_EQ(deliver(c, 0, 21, bad, &res), SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_REJECTED);
+    assert_int_eq(deliver(c, 0, 20, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    assert_int_eq(res.published, 2);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
+                        "job-later"),
+                  2);
+    assert_int_eq(deliver(c, 0, 21, bad, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
     free(text);
 }
 
@@ -443,7 +445,7 @@ static void test_produce_fails(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     rd_kafka_t *small =
         shoal_kafka_producer_new(shoal_mockkafka_bootstraps(kafka), &props, err, sizeof(err));
     if (!small)
-        CHECK_FAIL("producer: %s", err);
+        test_fail("producer: %s", err);
     shoal_intake_conf_t c = *base;
     c.producer = small;
 
@@ -463,23 +465,23 @@ static void test_produce_fails(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     err[0] = '\0';
     shoal_err_t e =
         shoal_intake_job(&c, topics.jobs, 0, 30, text, strlen(text), &res, err, sizeof(err));
-    CHECK_INT_EQ(e, SHOAL_OK);
-    CHECK_INT_EQ(res.outcome, SHOAL_INTAKE_FAILED);
-    CHECK_INT_EQ(res.published, 1);
-    CHECK_STR_CONTAINS(res.reason, topics.tasks_normal);
-    CHECK_STR_CONTAINS(res.reason, "message.max.bytes");
-    CHECK_INT_EQ(rd_kafka_outq_len(small), 0);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND status = 'failed'",
-                       "job-huge"),
-                 1);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
-                       "payload->>'type' = 'failed'",
-                       "job-huge"),
-                 1);
+    assert_int_eq(e, SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_FAILED);
+    assert_int_eq(res.published, 1);
+    assert_str_contains(res.reason, topics.tasks_normal);
+    assert_str_contains(res.reason, "message.max.bytes");
+    assert_int_eq(rd_kafka_outq_len(small), 0);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND status = 'failed'",
+                        "job-huge"),
+                  1);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                        "payload->>'type' = 'failed'",
+                        "job-huge"),
+                  1);
     free(text);
-    CHECK_INT_EQ(rd_kafka_flush(small, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(rd_kafka_flush(small, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(small);
 }
 
@@ -490,25 +492,25 @@ int main(void)
     shoal_log_init("intake_test", SHOAL_LOG_ERROR, 0);
     models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
     if (!models)
-        CHECK_FAIL("models: %s", err);
-    CHECK_INT_EQ(shoal_topics_init(&topics, NULL, err, sizeof(err)), SHOAL_OK);
+        test_fail("models: %s", err);
+    assert_int_eq(shoal_topics_init(&topics, NULL, err, sizeof(err)), SHOAL_OK);
     cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
     if (!cluster)
-        CHECK_FAIL("cannot start PostgreSQL: %s", err);
+        test_fail("cannot start PostgreSQL: %s", err);
     kafka = shoal_mockkafka_new(1, err, sizeof(err));
     if (!kafka)
-        CHECK_FAIL("cannot start the mock Kafka cluster: %s", err);
+        test_fail("cannot start the mock Kafka cluster: %s", err);
     if (shoal_mockkafka_create_default_topics(kafka, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("topics: %s", err);
+        test_fail("topics: %s", err);
     rd_kafka_t *producer =
         shoal_kafka_producer_new(shoal_mockkafka_bootstraps(kafka), NULL, err, sizeof(err));
     if (!producer)
-        CHECK_FAIL("producer: %s", err);
+        test_fail("producer: %s", err);
     shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(cluster), "intake_test");
     shoal_pg_t *checks = shoal_pg_new(shoal_pgcluster_url(cluster), "intake_test_checks");
-    CHECK(pg != NULL && checks != NULL);
+    assert_true(pg != NULL && checks != NULL);
     if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("migrate: %s", err);
+        test_fail("migrate: %s", err);
 
     shoal_intake_conf_t conf = {pg, producer, &topics, models, 1 << 20, 0};
     test_new_and_duplicate(&conf, checks);
@@ -518,7 +520,7 @@ int main(void)
     test_pg_down(&conf, checks);
     test_produce_fails(&conf, checks);
 
-    CHECK_INT_EQ(rd_kafka_flush(producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(rd_kafka_flush(producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(producer);
     shoal_pg_destroy(checks);
     shoal_pg_destroy(pg);

@@ -39,14 +39,14 @@ static char *read_file(const char *path, size_t *len)
     long n;
 
     if (!f)
-        CHECK_FAIL("cannot open %s", path);
-    CHECK(fseek(f, 0, SEEK_END) == 0);
+        test_fail("cannot open %s", path);
+    assert_true(fseek(f, 0, SEEK_END) == 0);
     n = ftell(f);
-    CHECK(n >= 0);
+    assert_true(n >= 0);
     rewind(f);
     buf = malloc((size_t)n + 1);
-    CHECK(buf != NULL);
-    CHECK_INT_EQ(fread(buf, 1, (size_t)n, f), n);
+    assert_true(buf != NULL);
+    assert_int_eq(fread(buf, 1, (size_t)n, f), n);
     buf[n] = '\0';
     fclose(f);
     *len = (size_t)n;
@@ -61,16 +61,16 @@ static void write_file(const char *dir, const char *name, const char *data, size
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     f = fopen(path, "wb");
     if (!f)
-        CHECK_FAIL("cannot create %s", path);
-    CHECK_INT_EQ(fwrite(data, 1, len, f), len);
-    CHECK(fclose(f) == 0);
+        test_fail("cannot create %s", path);
+    assert_int_eq(fwrite(data, 1, len, f), len);
+    assert_true(fclose(f) == 0);
 }
 
 static void write_json(const char *dir, const char *name, const json_t *doc)
 {
     char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
 
-    CHECK(text != NULL);
+    assert_true(text != NULL);
     write_file(dir, name, text, strlen(text));
     free(text);
 }
@@ -89,11 +89,11 @@ static size_t list_json(const char *dir, char ***out)
     size_t n = 0;
 
     if (!d)
-        CHECK_FAIL("cannot open directory %s", dir);
+        test_fail("cannot open directory %s", dir);
     while ((e = readdir(d))) {
         size_t l = strlen(e->d_name);
         if (l > 5 && strcmp(e->d_name + l - 5, ".json") == 0) {
-            CHECK(n < MAX_FILES);
+            assert_true(n < MAX_FILES);
             names[n++] = strdup(e->d_name);
         }
     }
@@ -135,7 +135,7 @@ struct verdicts {
 static void shell_quote(char *out, size_t len, const char *s)
 {
     if (strchr(s, '\''))
-        CHECK_FAIL("path has a single quote: %s", s);
+        test_fail("path has a single quote: %s", s);
     snprintf(out, len, "'%s'", s);
 }
 
@@ -148,8 +148,8 @@ static void run_reference(const char *schema_name, const char *dir, struct verdi
     int status;
 
     if (access(PYTHON, X_OK) != 0)
-        CHECK_FAIL(PYTHON " is missing: the job schema test needs it and python3-jsonschema "
-                          "(apt-get install python3 python3-jsonschema)");
+        test_fail(PYTHON " is missing: the job schema test needs it and python3-jsonschema "
+                         "(apt-get install python3 python3-jsonschema)");
     snprintf(script, sizeof(script), "%s/tests/schema_check.py", source_dir());
     snprintf(schema, sizeof(schema), "%s/schemas/%s", source_dir(), schema_name);
     shell_quote(qs, sizeof(qs), script);
@@ -159,11 +159,11 @@ static void run_reference(const char *schema_name, const char *dir, struct verdi
     fflush(NULL);
     p = popen(cmd, "r");
     if (!p)
-        CHECK_FAIL("cannot run %s", cmd);
+        test_fail("cannot run %s", cmd);
     v->n = 0;
     while (fgets(line, sizeof(line), p)) {
         char *tab = strchr(line, '\t'), *nl = strchr(line, '\n');
-        CHECK(tab != NULL && nl != NULL && v->n < MAX_FILES);
+        assert_true(tab != NULL && nl != NULL && v->n < MAX_FILES);
         *tab = '\0';
         *nl = '\0';
         snprintf(v->name[v->n], sizeof(v->name[0]), "%.127s", line);
@@ -172,10 +172,10 @@ static void run_reference(const char *schema_name, const char *dir, struct verdi
     }
     status = pclose(p);
     if (!WIFEXITED(status) || WEXITSTATUS(status) == 3)
-        CHECK_FAIL("python3-jsonschema is missing: install it (apt-get install "
-                   "python3-jsonschema); the job schema test cannot run without it");
+        test_fail("python3-jsonschema is missing: install it (apt-get install "
+                  "python3-jsonschema); the job schema test cannot run without it");
     if (WEXITSTATUS(status) != 0)
-        CHECK_FAIL("%s failed with status %d", cmd, WEXITSTATUS(status));
+        test_fail("%s failed with status %d", cmd, WEXITSTATUS(status));
 }
 
 static const char *verdict_of(const struct verdicts *v, const char *name)
@@ -184,7 +184,7 @@ static const char *verdict_of(const struct verdicts *v, const char *name)
         if (strcmp(v->name[i], name) == 0)
             return v->verdict[i];
     }
-    CHECK_FAIL("the reference validator printed no verdict for %s", name);
+    test_fail("the reference validator printed no verdict for %s", name);
     return NULL;
 }
 
@@ -208,11 +208,11 @@ static void check_style(const char *file, const char *err)
     size_t n = strlen(err);
 
     if (n == 0)
-        CHECK_FAIL("%s: empty error message", file);
+        test_fail("%s: empty error message", file);
     if (err[n - 1] == '.')
-        CHECK_FAIL("%s: message ends with a period: %s", file, err);
+        test_fail("%s: message ends with a period: %s", file, err);
     if (err[0] >= 'A' && err[0] <= 'Z')
-        CHECK_FAIL("%s: message starts upper case: %s", file, err);
+        test_fail("%s: message starts upper case: %s", file, err);
 }
 
 /* ---- the corpus ---- */
@@ -230,8 +230,8 @@ static void test_valid_corpus(const char *tasks_dir)
     snprintf(dir, sizeof(dir), "%s/tests/data/jobs/valid", source_dir());
     run_reference("job.schema.json", dir, ref);
     n = list_json(dir, &names);
-    CHECK_INT_GE(n, 8);
-    CHECK_INT_EQ(ref->n, n);
+    assert_int_ge(n, 8);
+    assert_int_eq(ref->n, n);
     for (size_t i = 0; i < n; i++) {
         size_t len;
         char *buf, task_file[256];
@@ -242,21 +242,21 @@ static void test_valid_corpus(const char *tasks_dir)
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         buf = read_file(path, &len);
         if (strcmp(verdict_of(ref, names[i]), "valid") != 0)
-            CHECK_FAIL("valid/%s: the JSON Schema says %s", names[i], verdict_of(ref, names[i]));
+            test_fail("valid/%s: the JSON Schema says %s", names[i], verdict_of(ref, names[i]));
         cv = c_verdict(buf, len, err, sizeof(err));
         if (strcmp(cv, "valid") != 0)
-            CHECK_FAIL("valid/%s: shoal_job_check_schema says %s: %s", names[i], cv, err);
+            test_fail("valid/%s: shoal_job_check_schema says %s: %s", names[i], cv, err);
         job = shoal_job_parse(buf, len, MAX_JOB_BYTES, models, err, sizeof(err));
         if (!job)
-            CHECK_FAIL("valid/%s: shoal_job_parse rejected it: %s", names[i], err);
+            test_fail("valid/%s: shoal_job_parse rejected it: %s", names[i], err);
         /* the document with defaults still satisfies the schema */
         if (shoal_job_check_schema(shoal_job_json(job), err, sizeof(err)) != SHOAL_OK)
-            CHECK_FAIL("valid/%s: defaults broke the schema: %s", names[i], err);
+            test_fail("valid/%s: defaults broke the schema: %s", names[i], err);
         if (!shoal_job_id(job))
-            CHECK_INT_EQ(shoal_job_set_id(job, "corpus-job"), SHOAL_OK);
+            assert_int_eq(shoal_job_set_id(job, "corpus-job"), SHOAL_OK);
         tasks = shoal_job_tasks(job, err, sizeof(err));
         if (!tasks)
-            CHECK_FAIL("valid/%s: shoal_job_tasks: %s", names[i], err);
+            test_fail("valid/%s: shoal_job_tasks: %s", names[i], err);
         check_tasks_shape(job, tasks, names[i]);
         check_no_prompt_text(job, names[i]);
         for (size_t k = 0; k < json_array_size(tasks); k++) {
@@ -285,7 +285,7 @@ static size_t read_expect(const char *dir, struct expect *ex, size_t max)
 
     snprintf(path, sizeof(path), "%s/EXPECT", dir);
     if (!(f = fopen(path, "r")))
-        CHECK_FAIL("cannot open %s", path);
+        test_fail("cannot open %s", path);
     while (fgets(line, sizeof(line), f)) {
         char *t1, *t2, *nl;
 
@@ -295,16 +295,16 @@ static size_t read_expect(const char *dir, struct expect *ex, size_t max)
         t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
         nl = strchr(line, '\n');
         if (!t1 || !t2 || !nl)
-            CHECK_FAIL("EXPECT: malformed line: %s", line);
+            test_fail("EXPECT: malformed line: %s", line);
         *t1 = *t2 = *nl = '\0';
-        CHECK(n < max);
+        assert_true(n < max);
         snprintf(ex[n].file, sizeof(ex[n].file), "%.127s", line);
         snprintf(ex[n].fragment, sizeof(ex[n].fragment), "%.511s", t1 + 1);
         snprintf(ex[n].kind, sizeof(ex[n].kind), "%.15s", t2 + 1);
         if (strcmp(ex[n].kind, "decode") && strcmp(ex[n].kind, "schema") &&
             strcmp(ex[n].kind, "semantic"))
-            CHECK_FAIL("EXPECT: %s: kind \"%s\" is not decode, schema or semantic", ex[n].file,
-                       ex[n].kind);
+            test_fail("EXPECT: %s: kind \"%s\" is not decode, schema or semantic", ex[n].file,
+                      ex[n].kind);
         n++;
     }
     fclose(f);
@@ -324,9 +324,9 @@ static void test_invalid_corpus(void)
     run_reference("job.schema.json", dir, ref);
     n = list_json(dir, &names);
     n_ex = read_expect(dir, ex, MAX_FILES);
-    CHECK_INT_GE(n, 24);
-    CHECK_INT_EQ(ref->n, n);
-    CHECK_INT_EQ(n_ex, n); /* one line per file ... */
+    assert_int_ge(n, 24);
+    assert_int_eq(ref->n, n);
+    assert_int_eq(n_ex, n); /* one line per file ... */
     for (size_t i = 0; i < n; i++) {
         const struct expect *e = NULL;
         const char *rv, *cv, *want;
@@ -339,36 +339,36 @@ static void test_invalid_corpus(void)
                 e = &ex[j];
         }
         if (!e) /* ... and a line for every file */
-            CHECK_FAIL("invalid/%s has no line in EXPECT", names[i]);
+            test_fail("invalid/%s has no line in EXPECT", names[i]);
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         buf = read_file(path, &len);
 
         rv = verdict_of(ref, names[i]);
         cv = c_verdict(buf, len, err, sizeof(err));
         if (strcmp(rv, cv) != 0)
-            CHECK_FAIL("invalid/%s: the JSON Schema says %s, shoal_job_check_schema says %s (%s)",
-                       names[i], rv, cv, err);
+            test_fail("invalid/%s: the JSON Schema says %s, shoal_job_check_schema says %s (%s)",
+                      names[i], rv, cv, err);
         want = !strcmp(e->kind, "decode")   ? "decode-error"
                : !strcmp(e->kind, "schema") ? "invalid"
                                             : "valid";
         if (strcmp(rv, want) != 0)
-            CHECK_FAIL("invalid/%s: EXPECT says %s but the JSON Schema verdict is %s", names[i],
-                       e->kind, rv);
+            test_fail("invalid/%s: EXPECT says %s but the JSON Schema verdict is %s", names[i],
+                      e->kind, rv);
         kinds[!strcmp(e->kind, "decode") ? 0 : !strcmp(e->kind, "schema") ? 1 : 2]++;
 
         err[0] = '\0';
         job = shoal_job_parse(buf, len, MAX_JOB_BYTES, models, err, sizeof(err));
         if (job)
-            CHECK_FAIL("invalid/%s: shoal_job_parse accepted it", names[i]);
+            test_fail("invalid/%s: shoal_job_parse accepted it", names[i]);
         if (!strstr(err, e->fragment))
-            CHECK_FAIL("invalid/%s: error \"%s\" does not contain \"%s\"", names[i], err,
-                       e->fragment);
+            test_fail("invalid/%s: error \"%s\" does not contain \"%s\"", names[i], err,
+                      e->fragment);
         check_style(names[i], err);
         free(buf);
     }
-    CHECK_INT_GE(kinds[0], 5);
-    CHECK_INT_GE(kinds[1], 20);
-    CHECK_INT_GE(kinds[2], 3);
+    assert_int_ge(kinds[0], 5);
+    assert_int_ge(kinds[1], 20);
+    assert_int_ge(kinds[2], 3);
     free_list(names, n);
     free(ex);
     free(ref);
@@ -388,7 +388,7 @@ static json_t *base_job(void)
 {
     json_t *j = json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}]}", "tenant", "acme", "model", "sim-small",
                           "prompt_template", "{{input}}", "items", "id", "a", "input", "x");
-    CHECK(j != NULL);
+    assert_true(j != NULL);
     return j;
 }
 
@@ -397,7 +397,7 @@ static char *repeat(const char *unit, size_t times)
     size_t u = strlen(unit);
     char *s = malloc(u * times + 1);
 
-    CHECK(s != NULL);
+    assert_true(s != NULL);
     for (size_t i = 0; i < times; i++)
         memcpy(s + i * u, unit, u);
     s[u * times] = '\0';
@@ -406,7 +406,7 @@ static char *repeat(const char *unit, size_t times)
 
 static void gen_json(const char *dir, const char *name, const char *expect, json_t *doc)
 {
-    CHECK(n_gen < MAX_FILES);
+    assert_true(n_gen < MAX_FILES);
     snprintf(gen_cases[n_gen].name, sizeof(gen_cases[0].name), "%s.json", name);
     gen_cases[n_gen].expect = expect;
     write_json(dir, gen_cases[n_gen].name, doc);
@@ -416,7 +416,7 @@ static void gen_json(const char *dir, const char *name, const char *expect, json
 
 static void gen_raw(const char *dir, const char *name, const char *expect, const char *text)
 {
-    CHECK(n_gen < MAX_FILES);
+    assert_true(n_gen < MAX_FILES);
     snprintf(gen_cases[n_gen].name, sizeof(gen_cases[0].name), "%s.json", name);
     gen_cases[n_gen].expect = expect;
     write_file(dir, gen_cases[n_gen].name, text, strlen(text));
@@ -428,7 +428,7 @@ static void gen_field(const char *dir, const char *name, const char *expect, con
                       json_t *value)
 {
     json_t *j = base_job();
-    CHECK(json_object_set_new(j, key, value) == 0);
+    assert_true(json_object_set_new(j, key, value) == 0);
     gen_json(dir, name, expect, j);
 }
 
@@ -443,9 +443,9 @@ static void gen_sub(const char *dir, const char *name, const char *expect, const
         p = json_array_get(json_object_get(j, "items"), 0);
     } else {
         p = json_object();
-        CHECK(json_object_set_new(j, parent, p) == 0);
+        assert_true(json_object_set_new(j, parent, p) == 0);
     }
-    CHECK(json_object_set_new(p, key, value) == 0);
+    assert_true(json_object_set_new(p, key, value) == 0);
     gen_json(dir, name, expect, j);
 }
 
@@ -495,8 +495,8 @@ static void gen_string_limits(const char *dir)
         char *tt, *tt1;
         gen_field(dir, "system_at_limit", "valid", "system", json_string(s));
         gen_field(dir, "system_over_limit", "invalid", "system", json_string(s1));
-        CHECK(asprintf(&tt, "%s{{input}}", t) > 0);
-        CHECK(asprintf(&tt1, "%s{{input}}", t1) > 0);
+        assert_true(asprintf(&tt, "%s{{input}}", t) > 0);
+        assert_true(asprintf(&tt1, "%s{{input}}", t1) > 0);
         gen_field(dir, "template_at_limit", "valid", "prompt_template", json_string(tt));
         gen_field(dir, "template_over_limit", "invalid", "prompt_template", json_string(tt1));
         free(s);
@@ -681,11 +681,12 @@ static void gen_shapes(const char *dir)
     {
         /* 65 levels: 62 nested arrays inside output.schema's object */
         char *open = repeat("[", 62), *close = repeat("]", 62);
-        CHECK(asprintf(&deep,
-                       "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
-                       "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"output\":{\"format\":"
-                       "\"json\",\"schema\":{\"a\":%s%s}}}",
-                       open, close) > 0);
+        assert_true(
+            asprintf(&deep,
+                     "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
+                     "\"items\":[{\"id\":\"a\",\"input\":\"x\"}],\"output\":{\"format\":"
+                     "\"json\",\"schema\":{\"a\":%s%s}}}",
+                     open, close) > 0);
         gen_raw(dir, "depth_65", "decode-error", deep);
         free(deep);
         free(open);
@@ -727,14 +728,14 @@ static void test_generated(void)
     struct verdicts *ref = calloc(1, sizeof(*ref));
     const char *dir = mkdtemp(tmpl);
 
-    CHECK(dir != NULL);
+    assert_true(dir != NULL);
     n_gen = 0;
     gen_string_limits(dir);
     gen_patterns(dir);
     gen_numbers(dir);
     gen_shapes(dir);
     run_reference("job.schema.json", dir, ref);
-    CHECK_INT_EQ(ref->n, n_gen);
+    assert_int_eq(ref->n, n_gen);
     for (size_t i = 0; i < n_gen; i++) {
         size_t len;
         char *buf;
@@ -745,12 +746,12 @@ static void test_generated(void)
         rv = verdict_of(ref, gen_cases[i].name);
         cv = c_verdict(buf, len, err, sizeof(err));
         if (strcmp(rv, cv) != 0)
-            CHECK_FAIL("generated %s: the JSON Schema says %s, shoal_job_check_schema says %s "
-                       "(%s)",
-                       gen_cases[i].name, rv, cv, err);
+            test_fail("generated %s: the JSON Schema says %s, shoal_job_check_schema says %s "
+                      "(%s)",
+                      gen_cases[i].name, rv, cv, err);
         if (strcmp(rv, gen_cases[i].expect) != 0)
-            CHECK_FAIL("generated %s: both validators say %s, the test expects %s",
-                       gen_cases[i].name, rv, gen_cases[i].expect);
+            test_fail("generated %s: both validators say %s, the test expects %s",
+                      gen_cases[i].name, rv, gen_cases[i].expect);
         if (strcmp(cv, "valid") != 0)
             check_style(gen_cases[i].name, err);
         free(buf);
@@ -776,7 +777,7 @@ static char *big_job(size_t n_items, size_t input_len, size_t *len)
     json_object_set_new(j, "chunking",
                         json_pack("{s:i, s:i}", "max_tokens", 12000, "max_items", 12));
     text = json_dumps(j, JSON_COMPACT);
-    CHECK(text != NULL);
+    assert_true(text != NULL);
     *len = strlen(text);
     json_decref(j);
     free(in);
@@ -789,24 +790,24 @@ static void test_big_message(void)
     char *text = big_job(300, 10000, &len), err[512], want[128];
     shoal_job_t *job;
 
-    CHECK_INT_GE(len, 3000000);
+    assert_int_ge(len, 3000000);
     job = shoal_job_parse(text, len, MAX_JOB_BYTES, models, err, sizeof(err));
-    CHECK(job == NULL);
+    assert_true(job == NULL);
     snprintf(want, sizeof(want), "job is %zu bytes; the limit is %zu (--max-job-bytes)", len,
              MAX_JOB_BYTES);
-    CHECK_STR_EQ(err, want);
+    assert_str_eq(err, want);
 
     /* under a larger limit it is fine: 2500 tokens an item, 4 a chunk */
     job = shoal_job_parse(text, len, 8u << 20, models, err, sizeof(err));
     if (!job)
-        CHECK_FAIL("big job rejected: %s", err);
-    CHECK_INT_EQ(shoal_job_n_items(job), 300);
-    CHECK_INT_EQ(shoal_job_n_chunks(job), 75);
-    CHECK_INT_EQ(shoal_job_est_tokens(job), 75 * 3 + 300 * 2500);
+        test_fail("big job rejected: %s", err);
+    assert_int_eq(shoal_job_n_items(job), 300);
+    assert_int_eq(shoal_job_n_chunks(job), 75);
+    assert_int_eq(shoal_job_est_tokens(job), 75 * 3 + 300 * 2500);
     shoal_job_destroy(job);
     /* and 0 means no limit */
     job = shoal_job_parse(text, len, 0, NULL, err, sizeof(err));
-    CHECK(job != NULL);
+    assert_true(job != NULL);
     shoal_job_destroy(job);
     free(text);
 }
@@ -819,7 +820,7 @@ static shoal_job_t *parse_ok(const char *text)
     shoal_job_t *job = shoal_job_parse(text, strlen(text), MAX_JOB_BYTES, models, err, sizeof(err));
 
     if (!job)
-        CHECK_FAIL("rejected: %s\njob: %s", err, text);
+        test_fail("rejected: %s\njob: %s", err, text);
     return job;
 }
 
@@ -830,38 +831,38 @@ static void test_defaults(void)
                                 "\"items\":[{\"id\":\"a\",\"input\":\"hello\"}]}");
     const json_t *doc = shoal_job_json(job), *chunking = json_object_get(doc, "chunking");
 
-    CHECK(shoal_job_id(job) == NULL);
-    CHECK_STR_EQ(shoal_job_tenant(job), "acme");
-    CHECK_STR_EQ(shoal_job_model(job), "sim-small");
-    CHECK_STR_EQ(shoal_job_priority(job), "normal");
-    CHECK_STR_EQ(shoal_job_merge(job), "concat");
-    CHECK_STR_EQ(shoal_job_output_format(job), "text");
-    CHECK_INT_EQ(shoal_job_max_attempts(job), 3);
-    CHECK_INT_EQ(shoal_job_timeout_ms(job), 60000);
-    CHECK(shoal_job_budget_usd(job) <= 0);
-    CHECK_INT_EQ(shoal_job_n_items(job), 1);
-    CHECK_INT_EQ(shoal_job_n_chunks(job), 1);
-    CHECK_INT_EQ(shoal_job_est_tokens(job), 3 + 2);
-    CHECK_INT_EQ(json_integer_value(json_object_get(chunking, "max_tokens")), 12000);
-    CHECK_INT_EQ(json_integer_value(json_object_get(chunking, "max_items")), 1);
-    CHECK(json_object_get(chunking, "group_by") == NULL);
-    CHECK(json_is_array(json_object_get(doc, "fallback_models")));
-    CHECK_INT_EQ(json_array_size(json_object_get(doc, "fallback_models")), 0);
+    assert_true(shoal_job_id(job) == NULL);
+    assert_str_eq(shoal_job_tenant(job), "acme");
+    assert_str_eq(shoal_job_model(job), "sim-small");
+    assert_str_eq(shoal_job_priority(job), "normal");
+    assert_str_eq(shoal_job_merge(job), "concat");
+    assert_str_eq(shoal_job_output_format(job), "text");
+    assert_int_eq(shoal_job_max_attempts(job), 3);
+    assert_int_eq(shoal_job_timeout_ms(job), 60000);
+    assert_true(shoal_job_budget_usd(job) <= 0);
+    assert_int_eq(shoal_job_n_items(job), 1);
+    assert_int_eq(shoal_job_n_chunks(job), 1);
+    assert_int_eq(shoal_job_est_tokens(job), 3 + 2);
+    assert_int_eq(json_integer_value(json_object_get(chunking, "max_tokens")), 12000);
+    assert_int_eq(json_integer_value(json_object_get(chunking, "max_items")), 1);
+    assert_true(json_object_get(chunking, "group_by") == NULL);
+    assert_true(json_is_array(json_object_get(doc, "fallback_models")));
+    assert_int_eq(json_array_size(json_object_get(doc, "fallback_models")), 0);
 
     /* ids: set, checked, replaced */
-    CHECK_INT_EQ(shoal_job_set_id(job, "job 1"), SHOAL_ERR_INVALID);
-    CHECK_INT_EQ(shoal_job_set_id(job, ""), SHOAL_ERR_INVALID);
-    CHECK_INT_EQ(shoal_job_set_id(job, "\xff"), SHOAL_ERR_INVALID);
-    CHECK_INT_EQ(shoal_job_set_id(job, NULL), SHOAL_ERR_INVALID);
-    CHECK(shoal_job_id(job) == NULL);
+    assert_int_eq(shoal_job_set_id(job, "job 1"), SHOAL_ERR_INVALID);
+    assert_int_eq(shoal_job_set_id(job, ""), SHOAL_ERR_INVALID);
+    assert_int_eq(shoal_job_set_id(job, "\xff"), SHOAL_ERR_INVALID);
+    assert_int_eq(shoal_job_set_id(job, NULL), SHOAL_ERR_INVALID);
+    assert_true(shoal_job_id(job) == NULL);
     {
         char id[] = "j-1";
-        CHECK_INT_EQ(shoal_job_set_id(job, id), SHOAL_OK);
+        assert_int_eq(shoal_job_set_id(job, id), SHOAL_OK);
         id[0] = 'x'; /* copied */
-        CHECK_STR_EQ(shoal_job_id(job), "j-1");
+        assert_str_eq(shoal_job_id(job), "j-1");
     }
-    CHECK_INT_EQ(shoal_job_set_id(job, "j-2"), SHOAL_OK);
-    CHECK_STR_EQ(shoal_job_id(job), "j-2");
+    assert_int_eq(shoal_job_set_id(job, "j-2"), SHOAL_OK);
+    assert_str_eq(shoal_job_id(job), "j-2");
     shoal_job_destroy(job);
     shoal_job_destroy(NULL);
 
@@ -871,15 +872,15 @@ static void test_defaults(void)
                    "\"timeout_ms\":1e4,\"chunking\":{\"max_items\":2e0},\"budget_usd\":0.25,"
                    "\"priority\":\"low\",\"merge\":\"jsonl\",\"output\":{\"format\":\"json\"}}");
     doc = shoal_job_json(job);
-    CHECK(json_is_integer(json_object_get(doc, "max_attempts")));
-    CHECK(json_is_integer(json_object_get(doc, "timeout_ms")));
-    CHECK(json_is_integer(json_object_get(json_object_get(doc, "chunking"), "max_items")));
-    CHECK_INT_EQ(shoal_job_max_attempts(job), 5);
-    CHECK_INT_EQ(shoal_job_timeout_ms(job), 10000);
-    CHECK(shoal_job_budget_usd(job) == 0.25);
-    CHECK_STR_EQ(shoal_job_priority(job), "low");
-    CHECK_STR_EQ(shoal_job_merge(job), "jsonl");
-    CHECK_STR_EQ(shoal_job_output_format(job), "json");
+    assert_true(json_is_integer(json_object_get(doc, "max_attempts")));
+    assert_true(json_is_integer(json_object_get(doc, "timeout_ms")));
+    assert_true(json_is_integer(json_object_get(json_object_get(doc, "chunking"), "max_items")));
+    assert_int_eq(shoal_job_max_attempts(job), 5);
+    assert_int_eq(shoal_job_timeout_ms(job), 10000);
+    assert_true(shoal_job_budget_usd(job) == 0.25);
+    assert_str_eq(shoal_job_priority(job), "low");
+    assert_str_eq(shoal_job_merge(job), "jsonl");
+    assert_str_eq(shoal_job_output_format(job), "json");
     shoal_job_destroy(job);
 }
 
@@ -903,10 +904,10 @@ static shoal_job_t *token_job(const long *tokens, const char *const *groups, siz
         free(in);
     }
     items_text = json_dumps(items, JSON_COMPACT);
-    CHECK(asprintf(&text,
-                   "{\"job_id\":\"tj\",\"tenant\":\"acme\",\"model\":\"sim-small\","
-                   "\"prompt_template\":\"{{input}}\",\"items\":%s%s}",
-                   items_text, extra) > 0);
+    assert_true(asprintf(&text,
+                         "{\"job_id\":\"tj\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+                         "\"prompt_template\":\"{{input}}\",\"items\":%s%s}",
+                         items_text, extra) > 0);
     job = parse_ok(text);
     free(text);
     free(items_text);
@@ -922,27 +923,27 @@ static void check_chunks(const shoal_job_t *job, const size_t *sizes, size_t n_c
     size_t next_item = 0;
 
     if (!tasks)
-        CHECK_FAIL("shoal_job_tasks: %s", err);
-    CHECK_INT_EQ(json_array_size(tasks), n_chunks);
-    CHECK_INT_EQ(shoal_job_n_chunks(job), n_chunks);
+        test_fail("shoal_job_tasks: %s", err);
+    assert_int_eq(json_array_size(tasks), n_chunks);
+    assert_int_eq(shoal_job_n_chunks(job), n_chunks);
     for (size_t k = 0; k < n_chunks; k++) {
         const json_t *t = json_array_get(tasks, k), *items = json_object_get(t, "items");
 
         snprintf(want_id, sizeof(want_id), "%s:%06zu", shoal_job_id(job), k);
-        CHECK_STR_EQ(json_string_value(json_object_get(t, "task_id")), want_id);
-        CHECK_STR_EQ(json_string_value(json_object_get(t, "job_id")), shoal_job_id(job));
-        CHECK_INT_EQ(json_integer_value(json_object_get(t, "chunk")), k);
-        CHECK_INT_EQ(json_integer_value(json_object_get(t, "n_chunks")), n_chunks);
+        assert_str_eq(json_string_value(json_object_get(t, "task_id")), want_id);
+        assert_str_eq(json_string_value(json_object_get(t, "job_id")), shoal_job_id(job));
+        assert_int_eq(json_integer_value(json_object_get(t, "chunk")), k);
+        assert_int_eq(json_integer_value(json_object_get(t, "n_chunks")), n_chunks);
         if (json_array_size(items) != sizes[k])
-            CHECK_FAIL("chunk %zu holds %zu items, expected %zu", k, json_array_size(items),
-                       sizes[k]);
+            test_fail("chunk %zu holds %zu items, expected %zu", k, json_array_size(items),
+                      sizes[k]);
         for (size_t i = 0; i < json_array_size(items); i++) {
             char id[32];
             snprintf(id, sizeof(id), "it%zu", next_item++);
-            CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(items, i), "id")), id);
+            assert_str_eq(json_string_value(json_object_get(json_array_get(items, i), "id")), id);
         }
     }
-    CHECK_INT_EQ(next_item, shoal_job_n_items(job));
+    assert_int_eq(next_item, shoal_job_n_items(job));
     json_decref(tasks);
 }
 
@@ -974,11 +975,11 @@ static void test_tasks(void)
         json_t *tasks;
         check_chunks(job, sizes, 3);
         tasks = shoal_job_tasks(job, err, sizeof(err));
-        CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(tasks, 0), "est_tokens")),
-                     23);
-        CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(tasks, 2), "est_tokens")),
-                     13);
-        CHECK_INT_EQ(shoal_job_est_tokens(job), 23 + 23 + 13);
+        assert_int_eq(json_integer_value(json_object_get(json_array_get(tasks, 0), "est_tokens")),
+                      23);
+        assert_int_eq(json_integer_value(json_object_get(json_array_get(tasks, 2), "est_tokens")),
+                      13);
+        assert_int_eq(shoal_job_est_tokens(job), 23 + 23 + 13);
         json_decref(tasks);
         shoal_job_destroy(job);
     }
@@ -994,15 +995,15 @@ static void test_tasks(void)
     /* ... one more token is not: system "abcd" adds one */
     {
         char *in = repeat("abcd", 22), *text;
-        CHECK(asprintf(&text,
-                       "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"abcd\","
-                       "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_tokens\":25},"
-                       "\"items\":[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":"
-                       "\"%s\"}]}",
-                       in) > 0);
-        CHECK(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
-        CHECK_STR_EQ(err, "items[1].input is about 22 tokens; chunking.max_tokens is 25 "
-                          "(system and prompt_template add 4)");
+        assert_true(asprintf(&text,
+                             "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"abcd\","
+                             "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_tokens\":25},"
+                             "\"items\":[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":"
+                             "\"%s\"}]}",
+                             in) > 0);
+        assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+        assert_str_eq(err, "items[1].input is about 22 tokens; chunking.max_tokens is 25 "
+                           "(system and prompt_template add 4)");
         free(text);
         free(in);
     }
@@ -1040,13 +1041,13 @@ static void test_tasks(void)
                            "\"prompt_template\":\"{{input}}\",\"items\":[{\"id\":\"a\","
                            "\"input\":\"x\"}]}";
         shoal_job_t *job = parse_ok(text);
-        CHECK(shoal_job_tasks(job, err, sizeof(err)) == NULL);
-        CHECK_STR_CONTAINS(err, "no job_id");
-        CHECK_INT_EQ(shoal_job_set_id(job, "k:1"), SHOAL_OK);
+        assert_true(shoal_job_tasks(job, err, sizeof(err)) == NULL);
+        assert_str_contains(err, "no job_id");
+        assert_int_eq(shoal_job_set_id(job, "k:1"), SHOAL_OK);
         {
             json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
-            CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(tasks, 0), "task_id")),
-                         "k:1:000000");
+            assert_str_eq(json_string_value(json_object_get(json_array_get(tasks, 0), "task_id")),
+                          "k:1:000000");
             json_decref(tasks);
         }
         shoal_job_destroy(job);
@@ -1062,31 +1063,32 @@ static void check_tasks_shape(const shoal_job_t *job, const json_t *tasks, const
     long total = 0;
 
     if (json_array_size(tasks) != shoal_job_n_chunks(job))
-        CHECK_FAIL("%s: %zu tasks, %zu chunks", file, json_array_size(tasks),
-                   shoal_job_n_chunks(job));
+        test_fail("%s: %zu tasks, %zu chunks", file, json_array_size(tasks),
+                  shoal_job_n_chunks(job));
     for (size_t k = 0; k < json_array_size(tasks); k++) {
         const json_t *t = json_array_get(tasks, k), *ti = json_object_get(t, "items");
 
-        CHECK(json_equal(json_object_get(t, "tenant"), json_object_get(doc, "tenant")));
-        CHECK(json_equal(json_object_get(t, "model"), json_object_get(doc, "model")));
-        CHECK(json_equal(json_object_get(t, "priority"), json_object_get(doc, "priority")));
-        CHECK(json_equal(json_object_get(t, "output"), json_object_get(doc, "output")));
-        CHECK(json_equal(json_object_get(t, "fallback_models"),
-                         json_object_get(doc, "fallback_models")));
-        CHECK(json_equal(json_object_get(t, "prompt_template"),
-                         json_object_get(doc, "prompt_template")));
-        CHECK((json_object_get(t, "system") != NULL) == (json_object_get(doc, "system") != NULL));
-        CHECK_INT_GE(json_array_size(ti), 1);
+        assert_true(json_equal(json_object_get(t, "tenant"), json_object_get(doc, "tenant")));
+        assert_true(json_equal(json_object_get(t, "model"), json_object_get(doc, "model")));
+        assert_true(json_equal(json_object_get(t, "priority"), json_object_get(doc, "priority")));
+        assert_true(json_equal(json_object_get(t, "output"), json_object_get(doc, "output")));
+        assert_true(json_equal(json_object_get(t, "fallback_models"),
+                               json_object_get(doc, "fallback_models")));
+        assert_true(json_equal(json_object_get(t, "prompt_template"),
+                               json_object_get(doc, "prompt_template")));
+        assert_true((json_object_get(t, "system") != NULL) ==
+                    (json_object_get(doc, "system") != NULL));
+        assert_int_ge(json_array_size(ti), 1);
         for (size_t i = 0; i < json_array_size(ti); i++, next++) {
             const json_t *a = json_array_get(ti, i), *b = json_array_get(items, next);
-            CHECK_INT_EQ(json_object_size(a), 2);
-            CHECK(json_equal(json_object_get(a, "id"), json_object_get(b, "id")));
-            CHECK(json_equal(json_object_get(a, "input"), json_object_get(b, "input")));
+            assert_int_eq(json_object_size(a), 2);
+            assert_true(json_equal(json_object_get(a, "id"), json_object_get(b, "id")));
+            assert_true(json_equal(json_object_get(a, "input"), json_object_get(b, "input")));
         }
         total += json_integer_value(json_object_get(t, "est_tokens"));
     }
-    CHECK_INT_EQ(next, json_array_size(items));
-    CHECK_INT_EQ(total, shoal_job_est_tokens(job));
+    assert_int_eq(next, json_array_size(items));
+    assert_int_eq(total, shoal_job_est_tokens(job));
 }
 
 static void check_absent(const char *file, const char *dump, const json_t *s)
@@ -1094,7 +1096,7 @@ static void check_absent(const char *file, const char *dump, const json_t *s)
     if (!json_is_string(s) || json_string_length(s) < 6)
         return; /* too short to tell prompt text from a setting */
     if (strstr(dump, json_string_value(s)))
-        CHECK_FAIL("%s: settings contain prompt text \"%s\"", file, json_string_value(s));
+        test_fail("%s: settings contain prompt text \"%s\"", file, json_string_value(s));
 }
 
 static void check_no_prompt_text(const shoal_job_t *job, const char *file)
@@ -1106,19 +1108,19 @@ static void check_no_prompt_text(const shoal_job_t *job, const char *file)
     json_t *s = shoal_job_settings(job);
     char *dump;
 
-    CHECK(s != NULL);
+    assert_true(s != NULL);
     for (size_t i = 0; keys[i]; i++) {
         if (!json_object_get(s, keys[i]))
-            CHECK_FAIL("%s: settings lack \"%s\"", file, keys[i]);
+            test_fail("%s: settings lack \"%s\"", file, keys[i]);
     }
-    CHECK(json_object_get(s, "system") == NULL);
-    CHECK(json_object_get(s, "prompt_template") == NULL);
-    CHECK(json_object_get(s, "items") == NULL);
-    CHECK((json_object_get(s, "budget_usd") != NULL) ==
-          (json_object_get(doc, "budget_usd") != NULL));
-    CHECK_INT_EQ(json_integer_value(json_object_get(s, "n_items")), shoal_job_n_items(job));
+    assert_true(json_object_get(s, "system") == NULL);
+    assert_true(json_object_get(s, "prompt_template") == NULL);
+    assert_true(json_object_get(s, "items") == NULL);
+    assert_true((json_object_get(s, "budget_usd") != NULL) ==
+                (json_object_get(doc, "budget_usd") != NULL));
+    assert_int_eq(json_integer_value(json_object_get(s, "n_items")), shoal_job_n_items(job));
     dump = json_dumps(s, JSON_COMPACT);
-    CHECK(dump != NULL);
+    assert_true(dump != NULL);
     check_absent(file, dump, json_object_get(doc, "system"));
     check_absent(file, dump, json_object_get(doc, "prompt_template"));
     for (size_t i = 0; i < json_array_size(items); i++)
@@ -1138,17 +1140,17 @@ static void test_settings(void)
     json_t *s = shoal_job_settings(job);
     char *dump = json_dumps(s, JSON_COMPACT | JSON_SORT_KEYS);
 
-    CHECK(strstr(dump, "SECRET") == NULL);
-    CHECK_STR_EQ(dump, "{\"budget_usd\":1.5,\"chunking\":{\"group_by\":\"group\",\"max_items\":2,"
-                       "\"max_tokens\":12000},\"fallback_models\":[\"sim-large\"],"
-                       "\"max_attempts\":3,\"merge\":\"concat\",\"model\":\"sim-small\","
-                       "\"n_items\":2,\"output\":{\"format\":\"text\"},\"priority\":\"normal\","
-                       "\"tenant\":\"acme\",\"timeout_ms\":60000}");
+    assert_true(strstr(dump, "SECRET") == NULL);
+    assert_str_eq(dump, "{\"budget_usd\":1.5,\"chunking\":{\"group_by\":\"group\",\"max_items\":2,"
+                        "\"max_tokens\":12000},\"fallback_models\":[\"sim-large\"],"
+                        "\"max_attempts\":3,\"merge\":\"concat\",\"model\":\"sim-small\","
+                        "\"n_items\":2,\"output\":{\"format\":\"text\"},\"priority\":\"normal\","
+                        "\"tenant\":\"acme\",\"timeout_ms\":60000}");
     /* a deep copy: changing it leaves the job alone */
     json_object_set_new(json_object_get(s, "chunking"), "max_items", json_integer(9));
-    CHECK_INT_EQ(json_integer_value(json_object_get(
-                     json_object_get(shoal_job_json(job), "chunking"), "max_items")),
-                 2);
+    assert_int_eq(json_integer_value(json_object_get(
+                      json_object_get(shoal_job_json(job), "chunking"), "max_items")),
+                  2);
     free(dump);
     json_decref(s);
     shoal_job_destroy(job);
@@ -1195,22 +1197,22 @@ static void test_messages(void)
         shoal_job_t *job =
             shoal_job_parse(m[i].text, strlen(m[i].text), 0, models, err, sizeof(err));
         if (job)
-            CHECK_FAIL("accepted: %s", m[i].text);
-        CHECK_STR_CONTAINS(err, m[i].want);
+            test_fail("accepted: %s", m[i].text);
+        assert_str_contains(err, m[i].want);
     }
     /* without a models file the model is not checked */
     {
         const char *t = m[1].text;
         shoal_job_t *job = shoal_job_parse(t, strlen(t), 0, NULL, err, sizeof(err));
-        CHECK(job != NULL);
+        assert_true(job != NULL);
         shoal_job_destroy(job);
     }
     /* a tiny error buffer truncates, a NULL one is allowed */
     {
         char small[8];
-        CHECK(shoal_job_parse("[]", 2, 0, NULL, small, sizeof(small)) == NULL);
-        CHECK_STR_EQ(small, "job: ex");
-        CHECK(shoal_job_parse("[]", 2, 0, NULL, NULL, 0) == NULL);
+        assert_true(shoal_job_parse("[]", 2, 0, NULL, small, sizeof(small)) == NULL);
+        assert_str_eq(small, "job: ex");
+        assert_true(shoal_job_parse("[]", 2, 0, NULL, NULL, 0) == NULL);
     }
 }
 
@@ -1224,12 +1226,12 @@ static void check_render(const char *tmpl, const char *items_json, const char *w
     char *out;
 
     if (!items)
-        CHECK_FAIL("bad test items %s: %s", items_json, e.text);
+        test_fail("bad test items %s: %s", items_json, e.text);
     out = shoal_job_render(tmpl, items, &len);
     if (!out)
-        CHECK_FAIL("render failed for %s", tmpl);
-    CHECK_STR_EQ(out, want);
-    CHECK_INT_EQ(len, strlen(want));
+        test_fail("render failed for %s", tmpl);
+    assert_str_eq(out, want);
+    assert_int_eq(len, strlen(want));
     free(out);
     json_decref(items);
 }
@@ -1260,12 +1262,12 @@ static void test_render(void)
         json_t *items = json_pack("[{s:s, s:s%}]", "id", "a", "input", "x\0y", (size_t)3);
         size_t len;
         char *out = shoal_job_render("<{{input}}>", items, &len);
-        CHECK(out != NULL);
-        CHECK_INT_EQ(len, 5);
-        CHECK(memcmp(out, "<x\0y>", 6) == 0);
+        assert_true(out != NULL);
+        assert_int_eq(len, 5);
+        assert_true(memcmp(out, "<x\0y>", 6) == 0);
         free(out);
         out = shoal_job_render("{{input}}", items, NULL); /* len_out may be NULL */
-        CHECK(out != NULL);
+        assert_true(out != NULL);
         free(out);
         json_decref(items);
     }
@@ -1276,24 +1278,24 @@ static void test_render(void)
                          json_pack("[{s:i, s:s}]", "id", 1, "input", "x")};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
             size_t len = 7;
-            CHECK(bad[i] != NULL);
-            CHECK(shoal_job_render("{{input}}", bad[i], &len) == NULL);
-            CHECK_INT_EQ(len, 0);
+            assert_true(bad[i] != NULL);
+            assert_true(shoal_job_render("{{input}}", bad[i], &len) == NULL);
+            assert_int_eq(len, 0);
             json_decref(bad[i]);
         }
-        CHECK(shoal_job_render(NULL, NULL, NULL) == NULL);
+        assert_true(shoal_job_render(NULL, NULL, NULL) == NULL);
     }
     /* the output cap: 70 copies of a 1 MB input would be 70 MB */
     {
         char *in = repeat("x", 1 << 20), *tmpl = repeat("{{input}}", 70);
         json_t *items = json_pack("[{s:s, s:s}]", "id", "a", "input", in);
-        CHECK(shoal_job_render(tmpl, items, NULL) == NULL);
+        assert_true(shoal_job_render(tmpl, items, NULL) == NULL);
         tmpl[9 * 60] = '\0'; /* 60 copies fit */
         {
             size_t len;
             char *out = shoal_job_render(tmpl, items, &len);
-            CHECK(out != NULL);
-            CHECK_INT_EQ(len, 60u << 20);
+            assert_true(out != NULL);
+            assert_int_eq(len, 60u << 20);
             free(out);
         }
         json_decref(items);
@@ -1339,14 +1341,14 @@ static void test_alloc_failures(const char *file)
     decoding = alloc_count;
     alloc_count = 0;
     clean = shoal_job_parse(buf, len, 0, models, err, sizeof(err));
-    CHECK(clean != NULL);
+    assert_true(clean != NULL);
     if (!shoal_job_id(clean))
-        CHECK_INT_EQ(shoal_job_set_id(clean, "alloc-test"), SHOAL_OK);
+        assert_int_eq(shoal_job_set_id(clean, "alloc-test"), SHOAL_OK);
     clean_tasks = shoal_job_tasks(clean, err, sizeof(err));
     clean_settings = shoal_job_settings(clean);
-    CHECK(clean_tasks && clean_settings);
+    assert_true(clean_tasks && clean_settings);
     needed = alloc_count;
-    CHECK_INT_GE(needed, 20);
+    assert_int_ge(needed, 20);
 
     for (long n = 0; n < needed; n++) {
         shoal_job_t *job;
@@ -1357,7 +1359,7 @@ static void test_alloc_failures(const char *file)
         err[0] = '\0';
         job = shoal_job_parse(buf, len, 0, models, err, sizeof(err));
         if (!job) {
-            CHECK(err[0] != '\0');
+            assert_true(err[0] != '\0');
             failures++;
             continue;
         }
@@ -1367,21 +1369,21 @@ static void test_alloc_failures(const char *file)
             continue;
         }
         if (!(t = shoal_job_tasks(job, err, sizeof(err))))
-            CHECK_STR_EQ(err, "out of memory");
+            assert_str_eq(err, "out of memory");
         s = shoal_job_settings(job);
         if (!t || !s) {
             failures++;
         } else if (n >= decoding) {
             if (!json_equal(shoal_job_json(job), shoal_job_json(clean)) ||
                 !json_equal(t, clean_tasks) || !json_equal(s, clean_settings))
-                CHECK_FAIL("allocation %ld failed and the result is incomplete", n);
+                test_fail("allocation %ld failed and the result is incomplete", n);
         }
         json_decref(t);
         json_decref(s);
         shoal_job_destroy(job);
     }
     fail_at = -1;
-    CHECK_INT_GE(failures, (size_t)needed * 9 / 10);
+    assert_int_ge(failures, (size_t)needed * 9 / 10);
     json_decref(clean_tasks);
     json_decref(clean_settings);
     shoal_job_destroy(clean);
@@ -1399,19 +1401,19 @@ int main(void)
     setenv("SHOAL_SIM_URL", "http://127.0.0.1:9", 1);
     models = shoal_models_load(path, err, sizeof(err));
     if (!models)
-        CHECK_FAIL("cannot load %s: %s", path, err);
+        test_fail("cannot load %s: %s", path, err);
 
     tasks_dir = mkdtemp(tmpl);
-    CHECK(tasks_dir != NULL);
+    assert_true(tasks_dir != NULL);
     test_valid_corpus(tasks_dir);
     {
         /* every task the corpus produced satisfies the task schema */
         struct verdicts *ref = calloc(1, sizeof(*ref));
         run_reference("task.schema.json", tasks_dir, ref);
-        CHECK_INT_GE(ref->n, 8);
+        assert_int_ge(ref->n, 8);
         for (size_t i = 0; i < ref->n; i++) {
             if (strcmp(ref->verdict[i], "valid") != 0)
-                CHECK_FAIL("task %s: the task schema says %s", ref->name[i], ref->verdict[i]);
+                test_fail("task %s: the task schema says %s", ref->name[i], ref->verdict[i]);
         }
         free(ref);
         remove_dir(tasks_dir);

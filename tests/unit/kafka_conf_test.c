@@ -26,7 +26,7 @@ static void clear_kafka_env(void)
         }
         if (!name[0])
             return;
-        CHECK_INT_EQ(unsetenv(name), 0);
+        assert_int_eq(unsetenv(name), 0);
     }
 }
 
@@ -34,7 +34,7 @@ static void conf_value(rd_kafka_conf_t *conf, const char *key, char *out, size_t
 {
     size_t size = outlen;
     if (rd_kafka_conf_get(conf, key, out, &size) != RD_KAFKA_CONF_OK)
-        CHECK_FAIL("rd_kafka_conf_get(%s) failed", key);
+        test_fail("rd_kafka_conf_get(%s) failed", key);
 }
 
 static void test_env_and_flags(void)
@@ -43,17 +43,17 @@ static void test_env_and_flags(void)
     shoal_kprops_t props = {0, {NULL}};
 
     clear_kafka_env();
-    CHECK_INT_EQ(setenv("SHOAL_KAFKA_SESSION_TIMEOUT_MS", "7000", 1), 0);
-    CHECK_INT_EQ(setenv("SHOAL_KAFKA_CLIENT_ID", "from-env", 1), 0);
+    assert_int_eq(setenv("SHOAL_KAFKA_SESSION_TIMEOUT_MS", "7000", 1), 0);
+    assert_int_eq(setenv("SHOAL_KAFKA_CLIENT_ID", "from-env", 1), 0);
     rd_kafka_conf_t *conf = shoal_kafka_conf_new("127.0.0.1:9092", &props, err, sizeof(err));
     if (!conf)
-        CHECK_FAIL("conf_new: %s", err);
+        test_fail("conf_new: %s", err);
     conf_value(conf, "session.timeout.ms", val, sizeof(val));
-    CHECK_STR_EQ(val, "7000");
+    assert_str_eq(val, "7000");
     conf_value(conf, "client.id", val, sizeof(val));
-    CHECK_STR_EQ(val, "from-env");
+    assert_str_eq(val, "from-env");
     conf_value(conf, "bootstrap.servers", val, sizeof(val));
-    CHECK_STR_EQ(val, "127.0.0.1:9092");
+    assert_str_eq(val, "127.0.0.1:9092");
     rd_kafka_conf_destroy(conf);
 
     /* -X beats the environment; the environment keeps what -X leaves */
@@ -61,22 +61,22 @@ static void test_env_and_flags(void)
     props.kv[props.n++] = "socket.timeout.ms=12345";
     conf = shoal_kafka_conf_new(NULL, &props, err, sizeof(err));
     if (!conf)
-        CHECK_FAIL("conf_new with -X: %s", err);
+        test_fail("conf_new with -X: %s", err);
     conf_value(conf, "session.timeout.ms", val, sizeof(val));
-    CHECK_STR_EQ(val, "8000");
+    assert_str_eq(val, "8000");
     conf_value(conf, "socket.timeout.ms", val, sizeof(val));
-    CHECK_STR_EQ(val, "12345");
+    assert_str_eq(val, "12345");
     conf_value(conf, "client.id", val, sizeof(val));
-    CHECK_STR_EQ(val, "from-env");
+    assert_str_eq(val, "from-env");
     rd_kafka_conf_destroy(conf);
 
     /* the environment may name bootstrap.servers itself; it beats the list */
-    CHECK_INT_EQ(setenv("SHOAL_KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9092", 1), 0);
+    assert_int_eq(setenv("SHOAL_KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9092", 1), 0);
     conf = shoal_kafka_conf_new("127.0.0.1:9092", NULL, err, sizeof(err));
     if (!conf)
-        CHECK_FAIL("conf_new: %s", err);
+        test_fail("conf_new: %s", err);
     conf_value(conf, "bootstrap.servers", val, sizeof(val));
-    CHECK_STR_EQ(val, "10.0.0.1:9092");
+    assert_str_eq(val, "10.0.0.1:9092");
     rd_kafka_conf_destroy(conf);
     clear_kafka_env();
 }
@@ -91,42 +91,42 @@ static void test_errors(void)
     /* an unknown -X property: librdkafka's reason, naming the key */
     props.kv[props.n++] = "no.such.property=1";
     err[0] = '\0';
-    CHECK(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "no.such.property");
-    CHECK_STR_CONTAINS(err, "No such configuration property");
-    CHECK_STR_CONTAINS(err, "-X");
+    assert_true(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "no.such.property");
+    assert_str_contains(err, "No such configuration property");
+    assert_str_contains(err, "-X");
 
     /* a bad value for a real property */
     props.kv[0] = "session.timeout.ms=soon";
     err[0] = '\0';
-    CHECK(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "session.timeout.ms");
-    CHECK_STR_CONTAINS(err, "Invalid value");
+    assert_true(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "session.timeout.ms");
+    assert_str_contains(err, "Invalid value");
 
     /* a pair without "=" */
     props.kv[0] = "session.timeout.ms";
     err[0] = '\0';
-    CHECK(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "expected key=value");
+    assert_true(shoal_kafka_conf_new(NULL, &props, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "expected key=value");
 
     /* a bad environment variable names the variable's property */
-    CHECK_INT_EQ(setenv("SHOAL_KAFKA_NO_SUCH_THING", "1", 1), 0);
+    assert_int_eq(setenv("SHOAL_KAFKA_NO_SUCH_THING", "1", 1), 0);
     err[0] = '\0';
-    CHECK(shoal_kafka_conf_new(NULL, NULL, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "environment");
-    CHECK_STR_CONTAINS(err, "no.such.thing");
+    assert_true(shoal_kafka_conf_new(NULL, NULL, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "environment");
+    assert_str_contains(err, "no.such.thing");
     clear_kafka_env();
 
-    CHECK_INT_EQ(setenv("SHOAL_KAFKA_SESSION_TIMEOUT_MS", "-5", 1), 0);
+    assert_int_eq(setenv("SHOAL_KAFKA_SESSION_TIMEOUT_MS", "-5", 1), 0);
     err[0] = '\0';
-    CHECK(shoal_kafka_conf_new(NULL, NULL, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "session.timeout.ms");
+    assert_true(shoal_kafka_conf_new(NULL, NULL, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "session.timeout.ms");
     clear_kafka_env();
 
     /* with the variable gone the same call works */
     rd_kafka_conf_t *conf = shoal_kafka_conf_new(NULL, NULL, err, sizeof(err));
     if (!conf)
-        CHECK_FAIL("conf_new: %s", err);
+        test_fail("conf_new: %s", err);
     rd_kafka_conf_destroy(conf);
 }
 
@@ -134,40 +134,40 @@ static void test_topics(void)
 {
     shoal_topics_t t;
 
-    CHECK_INT_EQ(shoal_topics_init(&t, "acme", NULL, 0), SHOAL_OK);
-    CHECK_STR_EQ(t.jobs, "acme.jobs");
-    CHECK_STR_EQ(t.tasks_high, "acme.tasks.high");
-    CHECK_STR_EQ(t.tasks_normal, "acme.tasks.normal");
-    CHECK_STR_EQ(t.tasks_low, "acme.tasks.low");
-    CHECK_STR_EQ(t.dlq, "acme.tasks.dlq");
-    CHECK_STR_EQ(t.events, "acme.events");
+    assert_int_eq(shoal_topics_init(&t, "acme", NULL, 0), SHOAL_OK);
+    assert_str_eq(t.jobs, "acme.jobs");
+    assert_str_eq(t.tasks_high, "acme.tasks.high");
+    assert_str_eq(t.tasks_normal, "acme.tasks.normal");
+    assert_str_eq(t.tasks_low, "acme.tasks.low");
+    assert_str_eq(t.dlq, "acme.tasks.dlq");
+    assert_str_eq(t.events, "acme.events");
 
-    CHECK_STR_EQ(shoal_topics_task(&t, "high"), "acme.tasks.high");
-    CHECK_STR_EQ(shoal_topics_task(&t, "normal"), "acme.tasks.normal");
-    CHECK_STR_EQ(shoal_topics_task(&t, "low"), "acme.tasks.low");
-    CHECK_STR_EQ(shoal_topics_task(&t, "urgent"), "acme.tasks.normal");
-    CHECK_STR_EQ(shoal_topics_task(&t, ""), "acme.tasks.normal");
-    CHECK_STR_EQ(shoal_topics_task(&t, NULL), "acme.tasks.normal");
+    assert_str_eq(shoal_topics_task(&t, "high"), "acme.tasks.high");
+    assert_str_eq(shoal_topics_task(&t, "normal"), "acme.tasks.normal");
+    assert_str_eq(shoal_topics_task(&t, "low"), "acme.tasks.low");
+    assert_str_eq(shoal_topics_task(&t, "urgent"), "acme.tasks.normal");
+    assert_str_eq(shoal_topics_task(&t, ""), "acme.tasks.normal");
+    assert_str_eq(shoal_topics_task(&t, NULL), "acme.tasks.normal");
 
-    CHECK_INT_EQ(shoal_topics_init(&t, NULL, NULL, 0), SHOAL_OK);
-    CHECK_STR_EQ(t.jobs, "shoal.jobs");
-    CHECK_STR_EQ(t.dlq, "shoal.tasks.dlq");
-    CHECK_INT_EQ(shoal_topics_init(&t, "", NULL, 0), SHOAL_OK);
-    CHECK_STR_EQ(t.events, "shoal.events");
-    CHECK_STR_EQ(shoal_topics_task(&t, "high"), "shoal.tasks.high");
+    assert_int_eq(shoal_topics_init(&t, NULL, NULL, 0), SHOAL_OK);
+    assert_str_eq(t.jobs, "shoal.jobs");
+    assert_str_eq(t.dlq, "shoal.tasks.dlq");
+    assert_int_eq(shoal_topics_init(&t, "", NULL, 0), SHOAL_OK);
+    assert_str_eq(t.events, "shoal.events");
+    assert_str_eq(shoal_topics_task(&t, "high"), "shoal.tasks.high");
 
     /* a prefix too long for distinct topic names, or with characters Kafka
      * refuses, is an error naming the option */
     char prefix[300], err[256];
     memset(prefix, 'p', sizeof(prefix) - 1);
     prefix[sizeof(prefix) - 1] = '\0';
-    CHECK_INT_EQ(shoal_topics_init(&t, prefix, err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK_STR_CONTAINS(err, "topic-prefix: too long");
+    assert_int_eq(shoal_topics_init(&t, prefix, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_contains(err, "topic-prefix: too long");
     prefix[100] = '\0';
-    CHECK_INT_EQ(shoal_topics_init(&t, prefix, err, sizeof(err)), SHOAL_OK);
-    CHECK(strlen(t.tasks_normal) < sizeof(t.tasks_normal));
-    CHECK_INT_EQ(shoal_topics_init(&t, "my topics", err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK_STR_CONTAINS(err, "may only contain");
+    assert_int_eq(shoal_topics_init(&t, prefix, err, sizeof(err)), SHOAL_OK);
+    assert_true(strlen(t.tasks_normal) < sizeof(t.tasks_normal));
+    assert_int_eq(shoal_topics_init(&t, "my topics", err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_contains(err, "may only contain");
 }
 
 int main(void)

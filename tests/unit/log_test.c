@@ -22,21 +22,21 @@ static void capture_begin(void)
 {
     fflush(stderr);
     saved_stderr = dup(STDERR_FILENO);
-    CHECK(saved_stderr >= 0);
+    assert_true(saved_stderr >= 0);
     capture_file = tmpfile();
-    CHECK(capture_file != NULL);
-    CHECK(dup2(fileno(capture_file), STDERR_FILENO) == STDERR_FILENO);
+    assert_true(capture_file != NULL);
+    assert_true(dup2(fileno(capture_file), STDERR_FILENO) == STDERR_FILENO);
 }
 
 /* Restores stderr and returns what was written (caller frees). */
 static char *capture_end(void)
 {
-    CHECK(dup2(saved_stderr, STDERR_FILENO) == STDERR_FILENO);
+    assert_true(dup2(saved_stderr, STDERR_FILENO) == STDERR_FILENO);
     close(saved_stderr);
     saved_stderr = -1;
     rewind(capture_file);
     char *text = malloc(CAPTURE_MAX);
-    CHECK(text != NULL);
+    assert_true(text != NULL);
     size_t n = fread(text, 1, CAPTURE_MAX - 1, capture_file);
     text[n] = '\0';
     fclose(capture_file);
@@ -59,7 +59,7 @@ static const char *skip_ts(const char *line)
     for (size_t i = 0; i < sizeof(pattern) - 1; i++) {
         int ok = pattern[i] == 'd' ? (line[i] >= '0' && line[i] <= '9') : line[i] == pattern[i];
         if (!ok)
-            CHECK_FAIL("bad timestamp at column %zu in: %s", i, line);
+            test_fail("bad timestamp at column %zu in: %s", i, line);
     }
     return line + sizeof(pattern) - 1;
 }
@@ -70,9 +70,9 @@ static void test_text_format(void)
     capture_begin();
     shoal_log_info("engine", "task done job_id=%s task_id=%s attempt=%d", "j1", "t1", 2);
     char *text = capture_end();
-    CHECK_INT_EQ(count_char(text, '\n'), 1);
-    CHECK_STR_EQ(skip_ts(text), "level=info proc=logtest module=engine msg=\"task done\" "
-                                "job_id=j1 task_id=t1 attempt=2\n");
+    assert_int_eq(count_char(text, '\n'), 1);
+    assert_str_eq(skip_ts(text), "level=info proc=logtest module=engine msg=\"task done\" "
+                                 "job_id=j1 task_id=t1 attempt=2\n");
     free(text);
 
     /* no fields: the whole message is quoted */
@@ -80,13 +80,14 @@ static void test_text_format(void)
     shoal_log_warn("conf", "could not read file, using defaults");
     shoal_log_error("pg", "a = b is not a field");
     text = capture_end();
-    CHECK_INT_EQ(count_char(text, '\n'), 2);
+    assert_int_eq(count_char(text, '\n'), 2);
     char *second = strchr(text, '\n') + 1;
     second[-1] = '\0';
-    CHECK_STR_EQ(skip_ts(text),
-                 "level=warn proc=logtest module=conf msg=\"could not read file, using defaults\"");
-    CHECK_STR_EQ(skip_ts(second),
-                 "level=error proc=logtest module=pg msg=\"a = b is not a field\"\n");
+    assert_str_eq(
+        skip_ts(text),
+        "level=warn proc=logtest module=conf msg=\"could not read file, using defaults\"");
+    assert_str_eq(skip_ts(second),
+                  "level=error proc=logtest module=pg msg=\"a = b is not a field\"\n");
     free(text);
 }
 
@@ -102,13 +103,13 @@ static void test_levels(void)
     int evaluated = 0;
     shoal_log_info("m", "%d", ++evaluated);
     char *text = capture_end();
-    CHECK_INT_EQ(evaluated, 0);
-    CHECK_INT_EQ(count_char(text, '\n'), 2);
-    CHECK(!strstr(text, "debug line"));
-    CHECK(!strstr(text, "info line"));
-    CHECK_STR_CONTAINS(text, "level=warn");
-    CHECK_STR_CONTAINS(text, "msg=\"warn line\"");
-    CHECK_STR_CONTAINS(text, "msg=\"error line\"");
+    assert_int_eq(evaluated, 0);
+    assert_int_eq(count_char(text, '\n'), 2);
+    assert_true(!strstr(text, "debug line"));
+    assert_true(!strstr(text, "info line"));
+    assert_str_contains(text, "level=warn");
+    assert_str_contains(text, "msg=\"warn line\"");
+    assert_str_contains(text, "msg=\"error line\"");
     free(text);
 
     /* shoal_log_write checks the level too; OFF silences everything */
@@ -120,18 +121,18 @@ static void test_levels(void)
     shoal_log_init("logtest", SHOAL_LOG_DEBUG, 0);
     shoal_log_debug("m", "debug shown");
     text = capture_end();
-    CHECK_INT_EQ(count_char(text, '\n'), 1);
-    CHECK_STR_CONTAINS(text, "level=debug proc=logtest module=m msg=\"debug shown\"");
+    assert_int_eq(count_char(text, '\n'), 1);
+    assert_str_contains(text, "level=debug proc=logtest module=m msg=\"debug shown\"");
     free(text);
 
-    CHECK_INT_EQ(shoal_log_level_parse("debug"), SHOAL_LOG_DEBUG);
-    CHECK_INT_EQ(shoal_log_level_parse("INFO"), SHOAL_LOG_INFO);
-    CHECK_INT_EQ(shoal_log_level_parse("warn"), SHOAL_LOG_WARN);
-    CHECK_INT_EQ(shoal_log_level_parse("error"), SHOAL_LOG_ERROR);
-    CHECK_INT_EQ(shoal_log_level_parse("off"), SHOAL_LOG_OFF);
-    CHECK_INT_EQ(shoal_log_level_parse("verbose"), -1);
-    CHECK_INT_EQ(shoal_log_level_parse(""), -1);
-    CHECK_INT_EQ(shoal_log_level_parse(NULL), -1);
+    assert_int_eq(shoal_log_level_parse("debug"), SHOAL_LOG_DEBUG);
+    assert_int_eq(shoal_log_level_parse("INFO"), SHOAL_LOG_INFO);
+    assert_int_eq(shoal_log_level_parse("warn"), SHOAL_LOG_WARN);
+    assert_int_eq(shoal_log_level_parse("error"), SHOAL_LOG_ERROR);
+    assert_int_eq(shoal_log_level_parse("off"), SHOAL_LOG_OFF);
+    assert_int_eq(shoal_log_level_parse("verbose"), -1);
+    assert_int_eq(shoal_log_level_parse(""), -1);
+    assert_int_eq(shoal_log_level_parse(NULL), -1);
 }
 
 /* A libpq-style message with a newline inside stays on one line. */
@@ -142,23 +143,23 @@ static void test_text_one_line(void)
     shoal_log_error("pg", "could not connect: %s attempt=%d",
                     "connection refused\n\tIs the server running?\r\n", 3);
     char *text = capture_end();
-    CHECK_INT_EQ(count_char(text, '\n'), 1);
-    CHECK(!strchr(text, '\r'));
-    CHECK_STR_CONTAINS(text, "Is the server running?");
-    CHECK_STR_CONTAINS(text, "attempt=3\n");
+    assert_int_eq(count_char(text, '\n'), 1);
+    assert_true(!strchr(text, '\r'));
+    assert_str_contains(text, "Is the server running?");
+    assert_str_contains(text, "attempt=3\n");
     free(text);
 
     /* a very long message is cut to one line, never split */
     char *big = malloc(10001);
-    CHECK(big != NULL);
+    assert_true(big != NULL);
     memset(big, 'x', 10000);
     big[10000] = '\0';
     capture_begin();
     shoal_log_info("m", "%s", big);
     text = capture_end();
-    CHECK_INT_EQ(count_char(text, '\n'), 1);
-    CHECK(strlen(text) <= 4096);
-    CHECK(text[strlen(text) - 1] == '\n');
+    assert_int_eq(count_char(text, '\n'), 1);
+    assert_true(strlen(text) <= 4096);
+    assert_true(text[strlen(text) - 1] == '\n');
     free(text);
     free(big);
 }
@@ -170,13 +171,13 @@ static int parse_lines(const char *text, json_t **objs, int max)
     const char *p = text;
     while (*p) {
         const char *nl = strchr(p, '\n');
-        CHECK(nl != NULL); /* every line ends with a newline */
-        CHECK(n < max);
+        assert_true(nl != NULL); /* every line ends with a newline */
+        assert_true(n < max);
         json_error_t jerr;
         json_t *o = json_loadb(p, (size_t)(nl - p), 0, &jerr);
         if (!json_is_object(o))
-            CHECK_FAIL("not a JSON object (%s at column %d): %.*s", jerr.text, jerr.column,
-                       (int)(nl - p), p);
+            test_fail("not a JSON object (%s at column %d): %.*s", jerr.text, jerr.column,
+                      (int)(nl - p), p);
         objs[n++] = o;
         p = nl + 1;
     }
@@ -200,26 +201,26 @@ static void test_json(void)
     shoal_log_debug("x", "not shown");
     char *text = capture_end();
     int n = parse_lines(text, objs, 8);
-    CHECK_INT_EQ(n, 3);
+    assert_int_eq(n, 3);
 
     const char *ts = field(objs[0], "ts");
-    CHECK(ts != NULL);
-    CHECK_INT_EQ(strlen(ts), 24); /* 2024-01-02T03:04:05.678Z */
-    CHECK(ts[10] == 'T' && ts[23] == 'Z');
-    CHECK_STR_EQ(field(objs[0], "level"), "info");
-    CHECK_STR_EQ(field(objs[0], "proc"), "worker");
-    CHECK_STR_EQ(field(objs[0], "module"), "engine");
+    assert_true(ts != NULL);
+    assert_int_eq(strlen(ts), 24); /* 2024-01-02T03:04:05.678Z */
+    assert_true(ts[10] == 'T' && ts[23] == 'Z');
+    assert_str_eq(field(objs[0], "level"), "info");
+    assert_str_eq(field(objs[0], "proc"), "worker");
+    assert_str_eq(field(objs[0], "module"), "engine");
     /* Fields become members of their own, quoted values unquoted. */
-    CHECK_STR_EQ(field(objs[0], "msg"), "task done");
-    CHECK_STR_EQ(field(objs[0], "job_id"), "j1");
-    CHECK_STR_EQ(field(objs[0], "why"), "a \"b\" c");
-    CHECK_STR_EQ(field(objs[0], "n"), "7");
+    assert_str_eq(field(objs[0], "msg"), "task done");
+    assert_str_eq(field(objs[0], "job_id"), "j1");
+    assert_str_eq(field(objs[0], "why"), "a \"b\" c");
+    assert_str_eq(field(objs[0], "n"), "7");
 
-    CHECK_STR_EQ(field(objs[1], "level"), "warn");
-    CHECK_STR_EQ(field(objs[1], "msg"),
-                 "odd answer: quote \" backslash \\ newline \n tab \t bell \a end");
-    CHECK_STR_EQ(field(objs[2], "level"), "error");
-    CHECK_STR_EQ(field(objs[2], "msg"), "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac");
+    assert_str_eq(field(objs[1], "level"), "warn");
+    assert_str_eq(field(objs[1], "msg"),
+                  "odd answer: quote \" backslash \\ newline \n tab \t bell \a end");
+    assert_str_eq(field(objs[2], "level"), "error");
+    assert_str_eq(field(objs[2], "msg"), "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac");
     for (int i = 0; i < n; i++)
         json_decref(objs[i]);
     free(text);
@@ -234,7 +235,7 @@ static void test_json_hostile(void)
 
     /* two-byte characters far past the buffers: the cut may not split one */
     char *big = malloc(12001);
-    CHECK(big != NULL);
+    assert_true(big != NULL);
     for (int i = 0; i < 6000; i++) {
         big[2 * i] = (char)0xc3;
         big[2 * i + 1] = (char)0xa9;
@@ -245,9 +246,9 @@ static void test_json_hostile(void)
     shoal_log_info("m", "x%s", big); /* cut on the other byte parity */
     char *text = capture_end();
     int n = parse_lines(text, objs, 8);
-    CHECK_INT_EQ(n, 2);
+    assert_int_eq(n, 2);
     for (int i = 0; i < n; i++) {
-        CHECK(strlen(field(objs[i], "msg")) > 1000);
+        assert_true(strlen(field(objs[i], "msg")) > 1000);
         json_decref(objs[i]);
     }
     free(text);
@@ -258,7 +259,7 @@ static void test_json_hostile(void)
     capture_begin();
     shoal_log_info("m", "%s", big);
     text = capture_end();
-    CHECK_INT_EQ(parse_lines(text, objs, 8), 1);
+    assert_int_eq(parse_lines(text, objs, 8), 1);
     json_decref(objs[0]);
     free(text);
     free(big);
@@ -267,9 +268,9 @@ static void test_json_hostile(void)
     capture_begin();
     shoal_log_info("m", "bad \xff\xfe bytes \xc3 and \xed\xa0\x80 surrogate");
     text = capture_end();
-    CHECK_INT_EQ(parse_lines(text, objs, 8), 1);
-    CHECK_STR_CONTAINS(field(objs[0], "msg"), "bad ");
-    CHECK_STR_CONTAINS(field(objs[0], "msg"), " surrogate");
+    assert_int_eq(parse_lines(text, objs, 8), 1);
+    assert_str_contains(field(objs[0], "msg"), "bad ");
+    assert_str_contains(field(objs[0], "msg"), " surrogate");
     json_decref(objs[0]);
     free(text);
 }

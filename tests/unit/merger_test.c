@@ -36,9 +36,9 @@ static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
     PGresult *r;
     const char *params[] = {p1};
     if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
     if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-        CHECK_FAIL("%s: %d rows, expected one value", sql, PQntuples(r));
+        test_fail("%s: %d rows, expected one value", sql, PQntuples(r));
     long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return v;
@@ -50,9 +50,9 @@ static void qstr(shoal_pg_t *pg, const char *sql, const char *p1, char *out, siz
     PGresult *r;
     const char *params[] = {p1};
     if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
     if (PQntuples(r) != 1)
-        CHECK_FAIL("%s: %d rows, expected 1", sql, PQntuples(r));
+        test_fail("%s: %d rows, expected 1", sql, PQntuples(r));
     snprintf(out, outlen, "%s", PQgetisnull(r, 0, 0) ? "NULL" : PQgetvalue(r, 0, 0));
     PQclear(r);
 }
@@ -62,7 +62,7 @@ static void exec_ok(shoal_pg_t *pg, const char *sql, const char *p1)
     char err[512];
     const char *params[] = {p1};
     if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
 }
 
 static rd_kafka_t *producer_new(const char *prop)
@@ -72,13 +72,13 @@ static rd_kafka_t *producer_new(const char *prop)
     rd_kafka_t *p =
         shoal_kafka_producer_new(shoal_mockkafka_bootstraps(kafka), &props, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("producer: %s", err);
+        test_fail("producer: %s", err);
     return p;
 }
 
 static void producer_destroy(rd_kafka_t *p)
 {
-    CHECK_INT_EQ(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(p);
 }
 
@@ -102,8 +102,8 @@ static void record_job(shoal_pg_t *pg, const char *id, int n, const char *merge,
     PGresult *r;
     if (shoal_pg_exec(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", 2, params, &r, err,
                       sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("record_job: %s", err);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "new");
+        test_fail("record_job: %s", err);
+    assert_str_eq(PQgetvalue(r, 0, 0), "new");
     PQclear(r);
     free(a);
     free(b);
@@ -132,10 +132,10 @@ static int finish(shoal_pg_t *pg, const char *id, int chunk, const char *output)
     PGresult *r;
     if (shoal_pg_exec(pg, "SELECT * FROM shoal.record_batch($1::jsonb, $2::jsonb)", 2, params, &r,
                       err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("record_batch: %s", err);
+        test_fail("record_batch: %s", err);
     int ended = PQntuples(r);
     if (ended)
-        CHECK_STR_EQ(PQgetvalue(r, 0, 0), id);
+        assert_str_eq(PQgetvalue(r, 0, 0), id);
     PQclear(r);
     free(a);
     free(b);
@@ -155,21 +155,21 @@ static void poll_until_merged(shoal_merger_t *m, int want)
         int merged = -1;
         shoal_err_t e = shoal_merger_poll(m, &merged, err, sizeof(err));
         if (e != SHOAL_OK)
-            CHECK_FAIL("merger poll: %s: %s", shoal_err_name(e), err);
-        CHECK(merged >= 0);
+            test_fail("merger poll: %s: %s", shoal_err_name(e), err);
+        assert_true(merged >= 0);
         total += merged;
         if (total >= want)
             break;
         if (check_now_s() > deadline)
-            CHECK_FAIL("merged %d of %d jobs in 10 s", total, want);
+            test_fail("merged %d of %d jobs in 10 s", total, want);
         struct pollfd pfd = {shoal_merger_fd(m), POLLIN, 0};
-        CHECK(pfd.fd >= 0);
+        assert_true(pfd.fd >= 0);
         poll(&pfd, 1, 100);
     }
     int merged = -1;
-    CHECK_INT_EQ(shoal_merger_poll(m, &merged, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_merger_poll(m, &merged, err, sizeof(err)), SHOAL_OK);
     total += merged;
-    CHECK_INT_EQ(total, want);
+    assert_int_eq(total, want);
 }
 
 /* Every event on the events topic for job_id, read from the beginning to the
@@ -187,26 +187,26 @@ static json_t *read_events(const char *job_id)
     for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
         if (rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, sizeof(errstr)) !=
             RD_KAFKA_CONF_OK)
-            CHECK_FAIL("%s: %s", props[i][0], errstr);
+            test_fail("%s: %s", props[i][0], errstr);
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!c)
-        CHECK_FAIL("consumer: %s", errstr);
+        test_fail("consumer: %s", errstr);
     rd_kafka_poll_set_consumer(c);
 
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topics.events, NULL);
     const struct rd_kafka_metadata *md;
     rd_kafka_resp_err_t e = rd_kafka_metadata(c, 0, rkt, &md, 10000);
     if (e)
-        CHECK_FAIL("metadata: %s", rd_kafka_err2str(e));
+        test_fail("metadata: %s", rd_kafka_err2str(e));
     int parts = md->topics[0].partition_cnt;
-    CHECK(parts > 0 && parts <= 64);
+    assert_true(parts > 0 && parts <= 64);
     rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
 
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; p++)
         rd_kafka_topic_partition_list_add(l, topics.events, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    CHECK_INT_EQ(rd_kafka_assign(c, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(rd_kafka_assign(c, l), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(l);
 
     json_t *out = json_array();
@@ -215,7 +215,7 @@ static json_t *read_events(const char *job_id)
     double deadline = check_now_s() + 10;
     while (eofs < parts) {
         if (check_now_s() > deadline)
-            CHECK_FAIL("events: reached the end of %d of %d partitions in 10 s", eofs, parts);
+            test_fail("events: reached the end of %d of %d partitions in 10 s", eofs, parts);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (!m)
             continue;
@@ -223,15 +223,16 @@ static json_t *read_events(const char *job_id)
             if (!eof[m->partition]++)
                 eofs++;
         } else if (m->err) {
-            CHECK_FAIL("events: %s", rd_kafka_message_errstr(m));
+            test_fail("events: %s", rd_kafka_message_errstr(m));
         } else {
             json_t *ev = json_loadb(m->payload, m->len, 0, NULL);
             if (!json_is_object(ev))
-                CHECK_FAIL("event is not a JSON object: %.*s", (int)m->len,
-                           (const char *)m->payload);
+                test_fail("event is not a JSON object: %.*s", (int)m->len,
+                          (const char *)m->payload);
             const char *jid = json_string_value(json_object_get(ev, "job_id"));
-            CHECK(jid != NULL);
-            CHECK(m->key != NULL && m->key_len == strlen(jid) && !memcmp(m->key, jid, m->key_len));
+            assert_true(jid != NULL);
+            assert_true(m->key != NULL && m->key_len == strlen(jid) &&
+                        !memcmp(m->key, jid, m->key_len));
             if (!strcmp(jid, job_id))
                 json_array_append(out, ev);
             json_decref(ev);
@@ -253,7 +254,7 @@ static void event_types(const json_t *events, char *out, size_t outlen)
     {
         n += (size_t)snprintf(out + n, outlen - n, "%s%s", i ? "," : "",
                               json_string_value(json_object_get(ev, "type")));
-        CHECK(n < outlen);
+        assert_true(n < outlen);
     }
 }
 
@@ -269,40 +270,40 @@ static void test_notify(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer
     char v[256];
     record_job(pg, "m-1", 2, "concat", "text");
     shoal_merger_t *m = shoal_merger_new(shoal_pgcluster_url(cluster), producer, topics.events);
-    CHECK(m != NULL);
-    CHECK_INT_EQ(shoal_merger_fd(m), -1); /* connects on the first poll */
+    assert_true(m != NULL);
+    assert_int_eq(shoal_merger_fd(m), -1); /* connects on the first poll */
     poll_until_merged(m, 0);
-    CHECK(shoal_merger_fd(m) >= 0);
+    assert_true(shoal_merger_fd(m) >= 0);
     /* the accepted event went out with that poll */
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
-    CHECK_INT_EQ(merger_backends(pg), 1);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(merger_backends(pg), 1);
     long pid =
         qlong(pg, "SELECT pid FROM pg_stat_activity WHERE application_name = 'shoal-merger'", NULL);
 
     /* the last chunk lands first; outputs still merge in chunk order */
-    CHECK_INT_EQ(finish(worker, "m-1", 1, "second"), 0);
-    CHECK_INT_EQ(finish(worker, "m-1", 0, "first"), 1);
+    assert_int_eq(finish(worker, "m-1", 1, "second"), 0);
+    assert_int_eq(finish(worker, "m-1", 0, "first"), 1);
     poll_until_merged(m, 1);
 
     /* the same session all along: no reconnect, so no sweep found it */
-    CHECK_INT_EQ(merger_backends(pg), 1);
-    CHECK_INT_EQ(
+    assert_int_eq(merger_backends(pg), 1);
+    assert_int_eq(
         qlong(pg, "SELECT pid FROM pg_stat_activity WHERE application_name = 'shoal-merger'", NULL),
         pid);
     qstr(pg,
          "SELECT status || '|' || output || '|' || (finished_at IS NOT NULL) FROM shoal.jobs "
          "WHERE job_id = $1",
          "m-1", v, sizeof(v));
-    CHECK_STR_EQ(v, "completed|first\nsecond|true");
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_str_eq(v, "completed|first\nsecond|true");
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
 
     json_t *evs = read_events("m-1");
     event_types(evs, v, sizeof(v));
-    CHECK_STR_EQ(v, "accepted,completed");
+    assert_str_eq(v, "accepted,completed");
     json_t *done = json_array_get(evs, 1);
-    CHECK_INT_EQ(json_integer_value(json_object_get(done, "tasks")), 2);
-    CHECK_INT_EQ(json_integer_value(json_object_get(done, "tasks_done")), 2);
-    CHECK_INT_EQ(json_integer_value(json_object_get(done, "tasks_failed")), 0);
+    assert_int_eq(json_integer_value(json_object_get(done, "tasks")), 2);
+    assert_int_eq(json_integer_value(json_object_get(done, "tasks_done")), 2);
+    assert_int_eq(json_integer_value(json_object_get(done, "tasks_failed")), 0);
     json_decref(evs);
     shoal_merger_destroy(m);
     shoal_merger_destroy(NULL);
@@ -313,46 +314,46 @@ static void test_notify(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer
 static void test_sweep(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer)
 {
     char v[256];
-    CHECK_WAIT(merger_backends(pg) == 0, 10, "the previous merger's session to end");
+    assert_wait(merger_backends(pg) == 0, 10, "the previous merger's session to end");
     record_job(pg, "m-2", 2, "json_array", "json");
-    CHECK_INT_EQ(finish(worker, "m-2", 0, "{\"a\": 1}"), 0);
-    CHECK_INT_EQ(finish(worker, "m-2", 1, "not json"), 1);
+    assert_int_eq(finish(worker, "m-2", 0, "{\"a\": 1}"), 0);
+    assert_int_eq(finish(worker, "m-2", 1, "not json"), 1);
 
     shoal_merger_t *m = shoal_merger_new(shoal_pgcluster_url(cluster), producer, topics.events);
-    CHECK(m != NULL);
+    assert_true(m != NULL);
     int merged = -1;
     char err[512];
     if (shoal_merger_poll(m, &merged, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("merger poll: %s", err);
-    CHECK_INT_EQ(merged, 1);
+        test_fail("merger poll: %s", err);
+    assert_int_eq(merged, 1);
     qstr(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-2", v,
          sizeof(v));
-    CHECK_STR_EQ(v, "completed|[{\"a\": 1}, \"not json\"]");
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_str_eq(v, "completed|[{\"a\": 1}, \"not json\"]");
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
     json_t *evs = read_events("m-2");
     event_types(evs, v, sizeof(v));
-    CHECK_STR_EQ(v, "accepted,completed");
+    assert_str_eq(v, "accepted,completed");
     json_decref(evs);
 
     /* the server restarts; a job finished meanwhile is found by the sweep
      * after the merger reconnects */
-    CHECK_INT_EQ(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
-    CHECK_INT_EQ(shoal_merger_poll(m, &merged, err, sizeof(err)), SHOAL_ERR_RETRY);
-    CHECK(err[0] != '\0');
-    CHECK_INT_EQ(merged, 0);
-    CHECK_INT_EQ(shoal_merger_fd(m), -1);
+    assert_int_eq(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    assert_int_eq(shoal_merger_poll(m, &merged, err, sizeof(err)), SHOAL_ERR_RETRY);
+    assert_true(err[0] != '\0');
+    assert_int_eq(merged, 0);
+    assert_int_eq(shoal_merger_fd(m), -1);
     if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("restart: %s", err);
+        test_fail("restart: %s", err);
     /* the test's own handles lost their sessions too: one failure each */
     shoal_pg_exec(pg, "SELECT 1", 0, NULL, NULL, NULL, 0);
     shoal_pg_exec(worker, "SELECT 1", 0, NULL, NULL, NULL, 0);
     record_job(pg, "m-4", 1, "concat", "text");
-    CHECK_INT_EQ(finish(worker, "m-4", 0, "after restart"), 1);
-    CHECK_INT_EQ(merger_backends(pg), 0);
+    assert_int_eq(finish(worker, "m-4", 0, "after restart"), 1);
+    assert_int_eq(merger_backends(pg), 0);
     poll_until_merged(m, 1);
     qstr(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-4", v,
          sizeof(v));
-    CHECK_STR_EQ(v, "completed|after restart");
+    assert_str_eq(v, "completed|after restart");
     shoal_merger_destroy(m);
 }
 
@@ -376,12 +377,12 @@ static void *race(void *arg)
 static void test_race(shoal_pg_t *pg, shoal_pg_t *worker)
 {
     char v[256];
-    CHECK_WAIT(merger_backends(pg) == 0, 10, "the previous merger's session to end");
+    assert_wait(merger_backends(pg) == 0, 10, "the previous merger's session to end");
     record_job(pg, "m-3", 1, "concat", "text");
-    CHECK_INT_EQ(finish(worker, "m-3", 0, "only"), 1);
+    assert_int_eq(finish(worker, "m-3", 0, "only"), 1);
 
     shoal_pg_t *holder = shoal_pg_new(shoal_pgcluster_url(cluster), "merger_test_holder");
-    CHECK(holder != NULL);
+    assert_true(holder != NULL);
     exec_ok(holder, "BEGIN", NULL);
     exec_ok(holder, "SELECT 1 FROM shoal.jobs WHERE job_id = $1 FOR UPDATE", "m-3");
 
@@ -393,28 +394,28 @@ static void test_race(shoal_pg_t *pg, shoal_pg_t *worker)
         memset(&rs[i], 0, sizeof(rs[i]));
         rs[i].merged = -1;
         rs[i].m = shoal_merger_new(shoal_pgcluster_url(cluster), producers[i], topics.events);
-        CHECK(rs[i].m != NULL);
-        CHECK_INT_EQ(pthread_create(&th[i], NULL, race, &rs[i]), 0);
+        assert_true(rs[i].m != NULL);
+        assert_int_eq(pthread_create(&th[i], NULL, race, &rs[i]), 0);
     }
-    CHECK_WAIT(qlong(pg,
-                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                     "'shoal-merger' AND wait_event_type = 'Lock'",
-                     NULL) == 2,
-               10, "both mergers to wait for the job's row");
+    assert_wait(qlong(pg,
+                      "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                      "'shoal-merger' AND wait_event_type = 'Lock'",
+                      NULL) == 2,
+                10, "both mergers to wait for the job's row");
     exec_ok(holder, "COMMIT", NULL);
     for (int i = 0; i < 2; i++) {
-        CHECK_INT_EQ(pthread_join(th[i], NULL), 0);
+        assert_int_eq(pthread_join(th[i], NULL), 0);
         if (rs[i].err != SHOAL_OK)
-            CHECK_FAIL("merger %d: %s: %s", i, shoal_err_name(rs[i].err), rs[i].why);
+            test_fail("merger %d: %s: %s", i, shoal_err_name(rs[i].err), rs[i].why);
     }
-    CHECK_INT_EQ(rs[0].merged + rs[1].merged, 1);
+    assert_int_eq(rs[0].merged + rs[1].merged, 1);
     qstr(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-3", v,
          sizeof(v));
-    CHECK_STR_EQ(v, "completed|only");
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_str_eq(v, "completed|only");
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
     json_t *evs = read_events("m-3");
     event_types(evs, v, sizeof(v));
-    CHECK_STR_EQ(v, "accepted,completed");
+    assert_str_eq(v, "accepted,completed");
     json_decref(evs);
     for (int i = 0; i < 2; i++) {
         shoal_merger_destroy(rs[i].m);
@@ -439,16 +440,16 @@ static void test_drain(shoal_pg_t *pg, rd_kafka_t *producer)
             "('d-1', '{\"type\": \"note\", \"job_id\": \"d-1\", \"n\": 3}')",
             NULL);
     if (shoal_events_drain(pg, producer, topics.events, &sent, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("drain: %s", err);
-    CHECK_INT_EQ(sent, 3);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
-    CHECK_INT_EQ(shoal_events_drain(pg, producer, topics.events, &sent, err, sizeof(err)),
-                 SHOAL_OK);
-    CHECK_INT_EQ(sent, 0);
+        test_fail("drain: %s", err);
+    assert_int_eq(sent, 3);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(shoal_events_drain(pg, producer, topics.events, &sent, err, sizeof(err)),
+                  SHOAL_OK);
+    assert_int_eq(sent, 0);
     json_t *evs = read_events("d-1");
-    CHECK_INT_EQ(json_array_size(evs), 3);
+    assert_int_eq(json_array_size(evs), 3);
     for (size_t i = 0; i < 3; i++) /* one key, one partition: in order */
-        CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(evs, i), "n")), i + 1);
+        assert_int_eq(json_integer_value(json_object_get(json_array_get(evs, i), "n")), i + 1);
     json_decref(evs);
 
     rd_kafka_t *small = producer_new("message.max.bytes=2000");
@@ -459,22 +460,22 @@ static void test_drain(shoal_pg_t *pg, rd_kafka_t *producer)
         "('d-2', jsonb_build_object('type', 'note', 'job_id', 'd-2', 'pad', repeat('x', 3000)))",
         NULL);
     err[0] = '\0';
-    CHECK(shoal_events_drain(pg, small, topics.events, &sent, err, sizeof(err)) != SHOAL_OK);
-    CHECK(err[0] != '\0');
-    CHECK_INT_EQ(sent, 0);
-    CHECK_INT_EQ(rd_kafka_outq_len(small), 0);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "d-2"), 2);
+    assert_true(shoal_events_drain(pg, small, topics.events, &sent, err, sizeof(err)) != SHOAL_OK);
+    assert_true(err[0] != '\0');
+    assert_int_eq(sent, 0);
+    assert_int_eq(rd_kafka_outq_len(small), 0);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "d-2"), 2);
     /* the session is usable again: nothing left of the failed transaction */
     qstr(pg, "SELECT 40 + 2", NULL, v, sizeof(v));
-    CHECK_STR_EQ(v, "42");
-    CHECK_INT_EQ(PQtransactionStatus(shoal_pg_conn(pg)), PQTRANS_IDLE);
+    assert_str_eq(v, "42");
+    assert_int_eq(PQtransactionStatus(shoal_pg_conn(pg)), PQTRANS_IDLE);
     producer_destroy(small);
 
     /* a producer that takes both sends both (the first one again) */
     if (shoal_events_drain(pg, producer, topics.events, &sent, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("drain: %s", err);
-    CHECK_INT_EQ(sent, 2);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+        test_fail("drain: %s", err);
+    assert_int_eq(sent, 2);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
 }
 
 int main(void)
@@ -482,20 +483,20 @@ int main(void)
     char err[512];
 
     shoal_log_init("merger_test", SHOAL_LOG_ERROR, 0);
-    CHECK_INT_EQ(shoal_topics_init(&topics, NULL, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_topics_init(&topics, NULL, err, sizeof(err)), SHOAL_OK);
     cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
     if (!cluster)
-        CHECK_FAIL("cannot start PostgreSQL: %s", err);
+        test_fail("cannot start PostgreSQL: %s", err);
     kafka = shoal_mockkafka_new(1, err, sizeof(err));
     if (!kafka)
-        CHECK_FAIL("cannot start the mock Kafka cluster: %s", err);
+        test_fail("cannot start the mock Kafka cluster: %s", err);
     if (shoal_mockkafka_create_default_topics(kafka, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("topics: %s", err);
+        test_fail("topics: %s", err);
     shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(cluster), "merger_test");
     shoal_pg_t *worker = shoal_pg_new(shoal_pgcluster_url(cluster), "merger_test_worker");
-    CHECK(pg != NULL && worker != NULL);
+    assert_true(pg != NULL && worker != NULL);
     if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("migrate: %s", err);
+        test_fail("migrate: %s", err);
     rd_kafka_t *producer = producer_new(NULL);
 
     test_notify(pg, worker, producer);

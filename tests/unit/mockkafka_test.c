@@ -33,7 +33,7 @@ static void set(rd_kafka_conf_t *conf, const char *k, const char *v)
 {
     char errstr[256];
     if (rd_kafka_conf_set(conf, k, v, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-        CHECK_FAIL("%s=%s: %s", k, v, errstr);
+        test_fail("%s=%s: %s", k, v, errstr);
 }
 
 static void produce(const char *bootstraps)
@@ -44,7 +44,7 @@ static void produce(const char *bootstraps)
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!p)
-        CHECK_FAIL("producer: %s", errstr);
+        test_fail("producer: %s", errstr);
     for (int i = 0; i < NMSG; i++) {
         char key[16], val[32];
         snprintf(key, sizeof(key), "k%d", i);
@@ -54,12 +54,12 @@ static void produce(const char *bootstraps)
                               RD_KAFKA_V_VALUE(val, strlen(val)),
                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         if (err)
-            CHECK_FAIL("produce %d: %s", i, rd_kafka_err2str(err));
+            test_fail("produce %d: %s", i, rd_kafka_err2str(err));
         rd_kafka_poll(p, 0);
     }
-    CHECK_INT_EQ(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    CHECK_INT_EQ(delivered_ok, NMSG);
-    CHECK_INT_EQ(delivered_err, 0);
+    assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(delivered_ok, NMSG);
+    assert_int_eq(delivered_err, 0);
     rd_kafka_destroy(p);
 }
 
@@ -73,11 +73,11 @@ static void consume(const char *bootstraps)
     set(conf, "auto.offset.reset", "earliest");
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!c)
-        CHECK_FAIL("consumer: %s", errstr);
+        test_fail("consumer: %s", errstr);
     rd_kafka_poll_set_consumer(c);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, TOPIC, RD_KAFKA_PARTITION_UA);
-    CHECK_INT_EQ(rd_kafka_subscribe(c, topics), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(rd_kafka_subscribe(c, topics), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(topics);
 
     static char seen[NMSG];
@@ -92,7 +92,7 @@ static void consume(const char *bootstraps)
             snprintf(val, sizeof(val), "%.*s", (int)msg->len, (const char *)msg->payload);
             char *end;
             long i = strtol(val, &end, 10);
-            CHECK(*end == '\0' && i >= 0 && i < NMSG);
+            assert_true(*end == '\0' && i >= 0 && i < NMSG);
             if (seen[i])
                 dups++;
             else
@@ -103,9 +103,9 @@ static void consume(const char *bootstraps)
         }
         rd_kafka_message_destroy(msg);
     }
-    CHECK_INT_EQ(got, NMSG);
-    CHECK_INT_EQ(dups, 0);
-    CHECK_INT_EQ(rd_kafka_consumer_close(c), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_eq(got, NMSG);
+    assert_int_eq(dups, 0);
+    assert_int_eq(rd_kafka_consumer_close(c), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(c);
 }
 
@@ -115,41 +115,41 @@ static void kcat_metadata(const char *bootstraps)
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "kcat -b '%s' -L -m 15 2>&1", bootstraps);
     FILE *f = popen(cmd, "r");
-    CHECK(f != NULL);
+    assert_true(f != NULL);
     static char out[65536];
     size_t n = fread(out, 1, sizeof(out) - 1, f);
     out[n] = '\0';
     int st = pclose(f);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
-        CHECK_FAIL("kcat not found: install the kcat package (it checks the mock cluster from "
-                   "another process)");
+        test_fail("kcat not found: install the kcat package (it checks the mock cluster from "
+                  "another process)");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        CHECK_FAIL("kcat -L failed (status %d): %s", st, out);
-    CHECK_STR_CONTAINS(out, "topic \"" TOPIC "\" with 8 partitions");
-    CHECK_STR_CONTAINS(out, "topic \"shoal.jobs\" with 4 partitions");
-    CHECK_STR_CONTAINS(out, "topic \"shoal.tasks.dlq\" with 2 partitions");
-    CHECK_STR_CONTAINS(out, "topic \"shoal.events\" with 4 partitions");
-    CHECK_STR_CONTAINS(out, "topic \"dev.tasks.high\" with 8 partitions");
-    CHECK_STR_CONTAINS(out, "3 brokers");
+        test_fail("kcat -L failed (status %d): %s", st, out);
+    assert_str_contains(out, "topic \"" TOPIC "\" with 8 partitions");
+    assert_str_contains(out, "topic \"shoal.jobs\" with 4 partitions");
+    assert_str_contains(out, "topic \"shoal.tasks.dlq\" with 2 partitions");
+    assert_str_contains(out, "topic \"shoal.events\" with 4 partitions");
+    assert_str_contains(out, "topic \"dev.tasks.high\" with 8 partitions");
+    assert_str_contains(out, "3 brokers");
 }
 
 static void test_errors(shoal_mockkafka_t *m)
 {
     char err[256];
-    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, "", 1, err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, "bad topic", 1, err, sizeof(err)),
-                 SHOAL_ERR_INVALID);
-    CHECK_STR_CONTAINS(err, "bad topic");
-    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, "ok", 0, err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK_STR_CONTAINS(err, "0 partitions");
-    CHECK_INT_EQ(shoal_mockkafka_create_topic(m, TOPIC, 8, err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK_STR_CONTAINS(err, "exists already");
-    CHECK_INT_EQ(shoal_mockkafka_create_default_topics(m, NULL, err, sizeof(err)),
-                 SHOAL_ERR_INVALID);
-    CHECK_INT_EQ(shoal_mockkafka_create_topic(NULL, "x", 1, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_int_eq(shoal_mockkafka_create_topic(m, "", 1, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_int_eq(shoal_mockkafka_create_topic(m, "bad topic", 1, err, sizeof(err)),
+                  SHOAL_ERR_INVALID);
+    assert_str_contains(err, "bad topic");
+    assert_int_eq(shoal_mockkafka_create_topic(m, "ok", 0, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_contains(err, "0 partitions");
+    assert_int_eq(shoal_mockkafka_create_topic(m, TOPIC, 8, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_contains(err, "exists already");
+    assert_int_eq(shoal_mockkafka_create_default_topics(m, NULL, err, sizeof(err)),
+                  SHOAL_ERR_INVALID);
+    assert_int_eq(shoal_mockkafka_create_topic(NULL, "x", 1, err, sizeof(err)), SHOAL_ERR_INVALID);
 
-    CHECK(shoal_mockkafka_new(0, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "brokers");
+    assert_true(shoal_mockkafka_new(0, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "brokers");
     shoal_mockkafka_destroy(NULL);
 }
 
@@ -158,14 +158,14 @@ int main(void)
     char err[256];
     shoal_mockkafka_t *m = shoal_mockkafka_new(3, err, sizeof(err));
     if (!m)
-        CHECK_FAIL("new: %s", err);
+        test_fail("new: %s", err);
     const char *bs = shoal_mockkafka_bootstraps(m);
-    CHECK_STR_CONTAINS(bs, "127.0.0.1:");
-    CHECK(shoal_mockkafka_cluster(m) != NULL);
+    assert_str_contains(bs, "127.0.0.1:");
+    assert_true(shoal_mockkafka_cluster(m) != NULL);
     if (shoal_mockkafka_create_default_topics(m, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("default topics: %s", err);
+        test_fail("default topics: %s", err);
     if (shoal_mockkafka_create_default_topics(m, "dev", err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("default topics with prefix: %s", err);
+        test_fail("default topics with prefix: %s", err);
     test_errors(m);
 
     produce(bs);

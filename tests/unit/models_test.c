@@ -28,9 +28,9 @@ static void expect_error(const char *text, const char *want)
     shoal_models_t *m = shoal_models_parse(text, strlen(text), err, sizeof(err));
 
     if (m)
-        CHECK_FAIL("models file accepted, expected \"%s\": %s", want, text);
-    CHECK_STR_CONTAINS(err, want);
-    CHECK(err[strlen(err) - 1] != '.');
+        test_fail("models file accepted, expected \"%s\": %s", want, text);
+    assert_str_contains(err, want);
+    assert_true(err[strlen(err) - 1] != '.');
 }
 
 /* One alias "m" with the given fields after provider and model. */
@@ -54,45 +54,45 @@ static void test_data_file(void)
     setenv("SHOAL_SIM_URL", "http://127.0.0.1:9", 1);
     m = shoal_models_load(path, err, sizeof(err));
     if (!m)
-        CHECK_FAIL("cannot load %s: %s", path, err);
-    CHECK_INT_EQ(shoal_models_count(m), 2);
-    CHECK_STR_EQ(shoal_models_at(m, 0)->alias, "sim-small"); /* file order */
-    CHECK_STR_EQ(shoal_models_at(m, 1)->alias, "sim-large");
-    CHECK(shoal_models_at(m, 2) == NULL);
-    CHECK(shoal_models_find(m, "gpt-9") == NULL);
-    CHECK(shoal_models_find(m, NULL) == NULL);
+        test_fail("cannot load %s: %s", path, err);
+    assert_int_eq(shoal_models_count(m), 2);
+    assert_str_eq(shoal_models_at(m, 0)->alias, "sim-small"); /* file order */
+    assert_str_eq(shoal_models_at(m, 1)->alias, "sim-large");
+    assert_true(shoal_models_at(m, 2) == NULL);
+    assert_true(shoal_models_find(m, "gpt-9") == NULL);
+    assert_true(shoal_models_find(m, NULL) == NULL);
 
     s = shoal_models_find(m, "sim-small");
-    CHECK(s != NULL);
-    CHECK_INT_EQ(s->provider, SHOAL_PROVIDER_OPENAI);
-    CHECK_STR_EQ(s->endpoint, "http://127.0.0.1:9/v1/chat/completions");
-    CHECK_STR_EQ(s->model, "sim-small-1");
-    CHECK(s->api_key_env == NULL);
-    CHECK(s->input_usd_per_mtok == 0.15);
-    CHECK(s->cached_input_usd_per_mtok == 0.075);
-    CHECK_INT_EQ(s->rpm, 6000);
-    CHECK_INT_EQ(s->tpm, 2000000);
-    CHECK_INT_EQ(s->max_output_tokens, 512);
+    assert_true(s != NULL);
+    assert_int_eq(s->provider, SHOAL_PROVIDER_OPENAI);
+    assert_str_eq(s->endpoint, "http://127.0.0.1:9/v1/chat/completions");
+    assert_str_eq(s->model, "sim-small-1");
+    assert_true(s->api_key_env == NULL);
+    assert_true(s->input_usd_per_mtok == 0.15);
+    assert_true(s->cached_input_usd_per_mtok == 0.075);
+    assert_int_eq(s->rpm, 6000);
+    assert_int_eq(s->tpm, 2000000);
+    assert_int_eq(s->max_output_tokens, 512);
 
     /* 1M prompt tokens, half of them cached, and 1M output tokens */
     s = shoal_models_find(m, "sim-large");
-    CHECK(fabs(shoal_model_cost(s, 1000000, 1000000, 500000) - 11.875) < 1e-9);
-    CHECK(fabs(shoal_model_cost(s, 1000, 0, 0) - 0.0025) < 1e-12);
+    assert_true(fabs(shoal_model_cost(s, 1000000, 1000000, 500000) - 11.875) < 1e-9);
+    assert_true(fabs(shoal_model_cost(s, 1000, 0, 0) - 0.0025) < 1e-12);
     /* more cached than prompt tokens is clamped; negatives count as 0 */
-    CHECK(fabs(shoal_model_cost(s, 100, -5, 400) - 100 * 1.25 / 1e6) < 1e-12);
+    assert_true(fabs(shoal_model_cost(s, 100, -5, 400) - 100 * 1.25 / 1e6) < 1e-12);
     shoal_models_destroy(m);
 
     /* the environment is read at load time */
     unsetenv("SHOAL_SIM_URL");
     m = shoal_models_load(path, err, sizeof(err));
-    CHECK(m == NULL);
-    CHECK_STR_CONTAINS(err,
-                       "models.sim-small.endpoint: environment variable SHOAL_SIM_URL is not set");
+    assert_true(m == NULL);
+    assert_str_contains(err,
+                        "models.sim-small.endpoint: environment variable SHOAL_SIM_URL is not set");
 
     setenv("SHOAL_SIM_URL", "", 1); /* set but empty: expands, then is not a URL */
     m = shoal_models_load(path, err, sizeof(err));
-    CHECK(m == NULL);
-    CHECK_STR_CONTAINS(err, "is not an http:// or https:// URL");
+    assert_true(m == NULL);
+    assert_str_contains(err, "is not an http:// or https:// URL");
     unsetenv("SHOAL_SIM_URL");
 
     shoal_models_destroy(NULL);
@@ -113,15 +113,15 @@ static void test_good_inline(void)
     setenv("MODELS_TEST_PORT", "8443", 1);
     m = shoal_models_parse(text, strlen(text), err, sizeof(err));
     if (!m)
-        CHECK_FAIL("rejected: %s", err);
+        test_fail("rejected: %s", err);
     c = shoal_models_find(m, "claude");
-    CHECK_INT_EQ(c->provider, SHOAL_PROVIDER_ANTHROPIC);
-    CHECK_STR_EQ(c->endpoint, "https://api.example.com:8443/v1/messages");
-    CHECK_STR_EQ(c->api_key_env, "ANTHROPIC_API_KEY");
+    assert_int_eq(c->provider, SHOAL_PROVIDER_ANTHROPIC);
+    assert_str_eq(c->endpoint, "https://api.example.com:8443/v1/messages");
+    assert_str_eq(c->api_key_env, "ANTHROPIC_API_KEY");
     /* no cached price given: cached tokens cost the input price */
-    CHECK(c->cached_input_usd_per_mtok == 3);
-    CHECK_INT_EQ(c->rpm, 0);
-    CHECK_INT_EQ(c->max_output_tokens, 0);
+    assert_true(c->cached_input_usd_per_mtok == 3);
+    assert_int_eq(c->rpm, 0);
+    assert_int_eq(c->max_output_tokens, 0);
     shoal_models_destroy(m);
 }
 
@@ -175,8 +175,8 @@ static void test_bad_files(void)
                  " \"model\": \"x\", \"api_key_env\": \"K\"}, \"bad\": {\"provider\": \"x\"}}}",
                  "models.bad");
 
-    CHECK(shoal_models_load("/nonexistent/models.json", err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "could not open the file");
+    assert_true(shoal_models_load("/nonexistent/models.json", err, sizeof(err)) == NULL);
+    assert_str_contains(err, "could not open the file");
 }
 
 int main(void)

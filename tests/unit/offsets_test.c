@@ -26,7 +26,7 @@ static void on_commit(const char *topic, int32_t partition, int64_t next, void *
 {
     struct seen *s = arg;
     if (s->n >= MAX_SEEN)
-        CHECK_FAIL("more than %d partitions reported", MAX_SEEN);
+        test_fail("more than %d partitions reported", MAX_SEEN);
     snprintf(s->topic[s->n], sizeof(s->topic[0]), "%s", topic);
     s->partition[s->n] = partition;
     s->next[s->n] = next;
@@ -52,8 +52,8 @@ static shoal_offset_ref_t track(shoal_offsets_t *o, const char *topic, int32_t p
                                 int64_t offset)
 {
     shoal_offset_ref_t ref;
-    CHECK_INT_EQ(shoal_offsets_track(o, topic, partition, offset, &ref), SHOAL_OK);
-    CHECK_INT_EQ(ref.offset, offset);
+    assert_int_eq(shoal_offsets_track(o, topic, partition, offset, &ref), SHOAL_OK);
+    assert_int_eq(ref.offset, offset);
     return ref;
 }
 
@@ -63,43 +63,43 @@ static void test_in_order(void)
     struct seen s;
     shoal_offset_ref_t r[3];
 
-    CHECK(o != NULL);
+    assert_true(o != NULL);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(s.n, 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
 
     for (int i = 0; i < 3; i++)
         r[i] = track(o, "t", 0, 10 + i);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 3);
+    assert_int_eq(shoal_offsets_pending(o), 3);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0); /* nothing finished yet */
+    assert_int_eq(s.n, 0); /* nothing finished yet */
 
     for (int i = 0; i < 3; i++) {
         shoal_offsets_done(o, &r[i]);
-        CHECK_INT_EQ(shoal_offsets_pending(o), 2 - i);
+        assert_int_eq(shoal_offsets_pending(o), 2 - i);
         collect(o, &s);
-        CHECK_INT_EQ(s.n, 1);
-        CHECK_STR_EQ(s.topic[0], "t");
-        CHECK_INT_EQ(s.partition[0], 0);
-        CHECK_INT_EQ(s.next[0], 11 + i);
+        assert_int_eq(s.n, 1);
+        assert_str_eq(s.topic[0], "t");
+        assert_int_eq(s.partition[0], 0);
+        assert_int_eq(s.next[0], 11 + i);
         collect(o, &s);
-        CHECK_INT_EQ(s.n, 0); /* each advance is reported once */
+        assert_int_eq(s.n, 0); /* each advance is reported once */
     }
 
     /* a second "done" for the same message changes nothing */
     shoal_offsets_done(o, &r[2]);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
 
     /* tracking continues after the partition drained */
     shoal_offset_ref_t more = track(o, "t", 0, 13);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
     shoal_offsets_done(o, &more);
     collect(o, &s);
-    CHECK_INT_EQ(reported(&s, "t", 0), 14);
+    assert_int_eq(reported(&s, "t", 0), 14);
     shoal_offsets_destroy(o);
 }
 
@@ -116,21 +116,21 @@ static void test_out_of_order(void)
     shoal_offsets_done(o, &r[4]);
     shoal_offsets_done(o, &r[2]);
     shoal_offsets_done(o, &r[1]);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 2);
+    assert_int_eq(shoal_offsets_pending(o), 2);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
 
     /* 100 finishes: 100..102 are done, 103 is not */
     shoal_offsets_done(o, &r[0]);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 1);
-    CHECK_INT_EQ(reported(&s, "t", 3), 103);
+    assert_int_eq(s.n, 1);
+    assert_int_eq(reported(&s, "t", 3), 103);
 
     /* 103 finishes: the prefix now runs through 104 */
     shoal_offsets_done(o, &r[3]);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     collect(o, &s);
-    CHECK_INT_EQ(reported(&s, "t", 3), 105);
+    assert_int_eq(reported(&s, "t", 3), 105);
     shoal_offsets_destroy(o);
 }
 
@@ -146,29 +146,29 @@ static void test_gaps(void)
 
     shoal_offsets_done(o, &b);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
     shoal_offsets_done(o, &a);
     collect(o, &s);
-    CHECK_INT_EQ(reported(&s, "t", 0), 10);
+    assert_int_eq(reported(&s, "t", 0), 10);
 
     /* a ref for an offset that was never tracked is ignored */
     shoal_offset_ref_t bogus = c;
     bogus.offset = 15;
     shoal_offsets_done(o, &bogus);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     bogus.offset = 99;
     shoal_offsets_done(o, &bogus);
     bogus.slot = 7;
     shoal_offsets_done(o, &bogus);
     bogus.slot = -1;
     shoal_offsets_done(o, &bogus);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
 
     shoal_offsets_done(o, &c);
     collect(o, &s);
-    CHECK_INT_EQ(reported(&s, "t", 0), 21);
+    assert_int_eq(reported(&s, "t", 0), 21);
     shoal_offsets_destroy(o);
 }
 
@@ -183,45 +183,45 @@ static void test_partitions_and_topics(void)
     shoal_offset_ref_t b0 = track(o, "b", 0, 7);
     shoal_offset_ref_t a0b = track(o, "a", 0, 1);
     shoal_offset_ref_t b0b = track(o, "b", 0, 8);
-    CHECK(a0.slot != b0.slot);
-    CHECK(a0.slot != a1.slot);
-    CHECK_INT_EQ(a0.slot, a0b.slot);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 5);
+    assert_true(a0.slot != b0.slot);
+    assert_true(a0.slot != a1.slot);
+    assert_int_eq(a0.slot, a0b.slot);
+    assert_int_eq(shoal_offsets_pending(o), 5);
 
     shoal_offsets_done(o, &a0b); /* a/0 still waits for 0 */
     shoal_offsets_done(o, &b0);
     shoal_offsets_done(o, &a1);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 2);
-    CHECK_INT_EQ(reported(&s, "a", 0), -1);
-    CHECK_INT_EQ(reported(&s, "a", 1), 51);
-    CHECK_INT_EQ(reported(&s, "b", 0), 8);
+    assert_int_eq(s.n, 2);
+    assert_int_eq(reported(&s, "a", 0), -1);
+    assert_int_eq(reported(&s, "a", 1), 51);
+    assert_int_eq(reported(&s, "b", 0), 8);
 
     shoal_offsets_done(o, &a0);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 1);
-    CHECK_INT_EQ(reported(&s, "a", 0), 2);
+    assert_int_eq(s.n, 1);
+    assert_int_eq(reported(&s, "a", 0), 2);
 
     shoal_offsets_done(o, &b0b);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 1);
-    CHECK_INT_EQ(reported(&s, "b", 0), 9);
+    assert_int_eq(s.n, 1);
+    assert_int_eq(reported(&s, "b", 0), 9);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
 
     /* more partitions than the tracker's first allocation */
     shoal_offset_ref_t many[40];
     for (int p = 0; p < 40; p++)
         many[p] = track(o, "c", p, 1000 + p);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 40);
+    assert_int_eq(shoal_offsets_pending(o), 40);
     for (int p = 39; p >= 0; p--)
         shoal_offsets_done(o, &many[p]);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 40);
+    assert_int_eq(s.n, 40);
     for (int p = 0; p < 40; p++)
-        CHECK_INT_EQ(reported(&s, "c", p), 1001 + p);
+        assert_int_eq(reported(&s, "c", p), 1001 + p);
     shoal_offsets_destroy(o);
 }
 
@@ -235,42 +235,42 @@ static void test_refetch(void)
 
     shoal_offsets_done(o, &r10);
     collect(o, &s);
-    CHECK_INT_EQ(reported(&s, "t", 0), 11);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 2);
+    assert_int_eq(reported(&s, "t", 0), 11);
+    assert_int_eq(shoal_offsets_pending(o), 2);
 
     /* a rebalance hands the partition back from offset 11: it restarts */
     shoal_offset_ref_t n11 = track(o, "t", 0, 11);
-    CHECK(n11.gen != r11.gen);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_true(n11.gen != r11.gen);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     shoal_offset_ref_t n12 = track(o, "t", 0, 12);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 2);
+    assert_int_eq(shoal_offsets_pending(o), 2);
 
     /* the old refs are stale: finishing them moves nothing */
     shoal_offsets_done(o, &r11);
     shoal_offsets_done(o, &r12);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 2);
+    assert_int_eq(shoal_offsets_pending(o), 2);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
 
     shoal_offsets_done(o, &n12);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
     shoal_offsets_done(o, &n11);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     collect(o, &s);
-    CHECK_INT_EQ(reported(&s, "t", 0), 13);
+    assert_int_eq(reported(&s, "t", 0), 13);
 
     /* re-fetching the very same offset also restarts */
     shoal_offset_ref_t a = track(o, "t", 0, 13);
     shoal_offset_ref_t b = track(o, "t", 0, 13);
-    CHECK(a.gen != b.gen);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_true(a.gen != b.gen);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     shoal_offsets_done(o, &a);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     shoal_offsets_done(o, &b);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     collect(o, &s);
-    CHECK_INT_EQ(reported(&s, "t", 0), 14);
+    assert_int_eq(reported(&s, "t", 0), 14);
     shoal_offsets_destroy(o);
 }
 
@@ -281,43 +281,43 @@ static void test_forget(void)
     shoal_offset_ref_t x0 = track(o, "t", 0, 0);
     shoal_offset_ref_t x1 = track(o, "t", 0, 1);
     shoal_offset_ref_t y0 = track(o, "t", 1, 0);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 3);
+    assert_int_eq(shoal_offsets_pending(o), 3);
 
     shoal_offsets_forget(o, "t", 0);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     /* late completions for the revoked partition are ignored */
     shoal_offsets_done(o, &x0);
     shoal_offsets_done(o, &x1);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
 
     /* forgetting an unknown partition is harmless */
     shoal_offsets_forget(o, "t", 9);
     shoal_offsets_forget(o, "other", 0);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
 
     /* the other partition is untouched */
     shoal_offsets_done(o, &y0);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 1);
-    CHECK_INT_EQ(reported(&s, "t", 1), 1);
+    assert_int_eq(s.n, 1);
+    assert_int_eq(reported(&s, "t", 1), 1);
 
     /* the partition comes back, possibly from where it was */
     shoal_offset_ref_t z = track(o, "t", 0, 1);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     shoal_offsets_done(o, &x1); /* still stale */
-    CHECK_INT_EQ(shoal_offsets_pending(o), 1);
+    assert_int_eq(shoal_offsets_pending(o), 1);
     shoal_offsets_done(o, &z);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 1);
-    CHECK_INT_EQ(reported(&s, "t", 0), 2);
+    assert_int_eq(s.n, 1);
+    assert_int_eq(reported(&s, "t", 0), 2);
 
     /* forgetting a drained partition then finishing nothing reports nothing */
     shoal_offsets_forget(o, "t", 1);
     collect(o, &s);
-    CHECK_INT_EQ(s.n, 0);
+    assert_int_eq(s.n, 0);
     shoal_offsets_destroy(o);
     shoal_offsets_destroy(NULL);
 }
@@ -362,7 +362,7 @@ static void test_random(void)
         msgs[i].ref = track(o, "rand", p, msgs[i].offset);
         order[i] = i;
     }
-    CHECK_INT_EQ(shoal_offsets_pending(o), RAND_TOTAL);
+    assert_int_eq(shoal_offsets_pending(o), RAND_TOTAL);
     for (int i = RAND_TOTAL - 1; i > 0; i--) {
         int j = (int)(rng() % (uint64_t)(i + 1));
         int t = order[i];
@@ -374,7 +374,7 @@ static void test_random(void)
         struct msg *m = &msgs[order[k]];
         shoal_offsets_done(o, &m->ref);
         finished[m->part][m->offset - base[m->part]] = 1;
-        CHECK_INT_EQ(shoal_offsets_pending(o), RAND_TOTAL - k - 1);
+        assert_int_eq(shoal_offsets_pending(o), RAND_TOTAL - k - 1);
 
         collect(o, &s);
         for (int p = 0; p < RAND_PARTS; p++) {
@@ -386,18 +386,18 @@ static void test_random(void)
             int64_t got = reported(&s, "rand", p);
             if (got >= 0) {
                 if (got != want)
-                    CHECK_FAIL("completion %d partition %d: reported %lld, expected %lld", k, p,
-                               (long long)got, (long long)want);
+                    test_fail("completion %d partition %d: reported %lld, expected %lld", k, p,
+                              (long long)got, (long long)want);
                 last_seen[p] = got;
             } else if (want != last_seen[p]) {
-                CHECK_FAIL("completion %d partition %d: position %lld not reported (last %lld)", k,
-                           p, (long long)want, (long long)last_seen[p]);
+                test_fail("completion %d partition %d: position %lld not reported (last %lld)", k,
+                          p, (long long)want, (long long)last_seen[p]);
             }
         }
     }
     for (int p = 0; p < RAND_PARTS; p++)
-        CHECK_INT_EQ(last_seen[p], base[p] + count[p]);
-    CHECK_INT_EQ(shoal_offsets_pending(o), 0);
+        assert_int_eq(last_seen[p], base[p] + count[p]);
+    assert_int_eq(shoal_offsets_pending(o), 0);
     shoal_offsets_destroy(o);
 }
 

@@ -37,7 +37,7 @@ static const char *const twins[] = {"SHOAL_MAX_INFLIGHT", "SHOAL_GROUP", "SHOAL_
 static void clear_env(void)
 {
     for (size_t i = 0; i < sizeof(twins) / sizeof(twins[0]); i++)
-        CHECK_INT_EQ(unsetenv(twins[i]), 0);
+        assert_int_eq(unsetenv(twins[i]), 0);
 }
 
 /* Parses argv (NULL-terminated, argv[0] is the program). */
@@ -57,7 +57,7 @@ static shoal_err_t parse(struct conf *c, shoal_optres_t *res, char *err, size_t 
         char err_[256];                                                                            \
         shoal_err_t e_ = parse((c), (res), err_, sizeof(err_), argv_);                             \
         if (e_ != SHOAL_OK)                                                                        \
-            CHECK_FAIL("parse failed (%d): %s", (int)e_, err_);                                    \
+            test_fail("parse failed (%d): %s", (int)e_, err_);                                     \
     } while (0)
 
 /* Parsing must fail with SHOAL_ERR_INVALID and a message containing want. */
@@ -67,8 +67,8 @@ static shoal_err_t parse(struct conf *c, shoal_optres_t *res, char *err, size_t 
         char err_[256];                                                                            \
         struct conf c_;                                                                            \
         shoal_optres_t r_;                                                                         \
-        CHECK_INT_EQ(parse(&c_, &r_, err_, sizeof(err_), argv_), SHOAL_ERR_INVALID);               \
-        CHECK_STR_CONTAINS(err_, want);                                                            \
+        assert_int_eq(parse(&c_, &r_, err_, sizeof(err_), argv_), SHOAL_ERR_INVALID);              \
+        assert_str_contains(err_, want);                                                           \
     } while (0)
 
 static void test_defaults(void)
@@ -79,15 +79,15 @@ static void test_defaults(void)
     char *argv[] = {"prog", NULL};
 
     clear_env();
-    CHECK_INT_EQ(parse(&c, &res, err, sizeof(err), argv), SHOAL_OK);
-    CHECK_INT_EQ(c.max_inflight, 64);
-    CHECK_STR_EQ(c.group, "shoal-workers");
-    CHECK_STR_EQ(c.pg, "postgresql://u:hunter2@db/x");
-    CHECK_INT_EQ(c.dry_run, 0);
-    CHECK(c.ratio == 0.5);
-    CHECK_INT_EQ(c.kafka.n, 0);
-    CHECK_INT_EQ(res.npos, 0);
-    CHECK_INT_EQ(res.help, 0);
+    assert_int_eq(parse(&c, &res, err, sizeof(err), argv), SHOAL_OK);
+    assert_int_eq(c.max_inflight, 64);
+    assert_str_eq(c.group, "shoal-workers");
+    assert_str_eq(c.pg, "postgresql://u:hunter2@db/x");
+    assert_int_eq(c.dry_run, 0);
+    assert_true(c.ratio == 0.5);
+    assert_int_eq(c.kafka.n, 0);
+    assert_int_eq(res.npos, 0);
+    assert_int_eq(res.help, 0);
 }
 
 static void test_env(void)
@@ -96,31 +96,31 @@ static void test_env(void)
     shoal_optres_t res;
 
     clear_env();
-    CHECK_INT_EQ(setenv("SHOAL_MAX_INFLIGHT", "12", 1), 0);
-    CHECK_INT_EQ(setenv("SHOAL_GROUP", "from-env", 1), 0);
-    CHECK_INT_EQ(setenv("SHOAL_DRY_RUN", "yes", 1), 0);
-    CHECK_INT_EQ(setenv("SHOAL_RATIO", "0.25", 1), 0);
+    assert_int_eq(setenv("SHOAL_MAX_INFLIGHT", "12", 1), 0);
+    assert_int_eq(setenv("SHOAL_GROUP", "from-env", 1), 0);
+    assert_int_eq(setenv("SHOAL_DRY_RUN", "yes", 1), 0);
+    assert_int_eq(setenv("SHOAL_RATIO", "0.25", 1), 0);
     PARSE_OK(&c, &res, "pos");
-    CHECK_INT_EQ(c.max_inflight, 12);
-    CHECK_STR_EQ(c.group, "from-env");
-    CHECK_INT_EQ(c.dry_run, 1);
-    CHECK(c.ratio == 0.25);
+    assert_int_eq(c.max_inflight, 12);
+    assert_str_eq(c.group, "from-env");
+    assert_int_eq(c.dry_run, 1);
+    assert_true(c.ratio == 0.25);
 
     /* the flag beats the environment, in both spellings */
     PARSE_OK(&c, &res, "--max-inflight", "99", "--group=from-flag", "--dry-run=false");
-    CHECK_INT_EQ(c.max_inflight, 99);
-    CHECK_STR_EQ(c.group, "from-flag");
-    CHECK_INT_EQ(c.dry_run, 0);
+    assert_int_eq(c.max_inflight, 99);
+    assert_str_eq(c.group, "from-flag");
+    assert_int_eq(c.dry_run, 0);
 
     /* a bad environment value names the variable and the option */
-    CHECK_INT_EQ(setenv("SHOAL_MAX_INFLIGHT", "lots", 1), 0);
+    assert_int_eq(setenv("SHOAL_MAX_INFLIGHT", "lots", 1), 0);
     PARSE_FAIL("SHOAL_MAX_INFLIGHT", "x");
     PARSE_FAIL("max-inflight", "x");
     PARSE_FAIL("\"lots\"", "x");
-    CHECK_INT_EQ(setenv("SHOAL_MAX_INFLIGHT", "0", 1), 0);
+    assert_int_eq(setenv("SHOAL_MAX_INFLIGHT", "0", 1), 0);
     PARSE_FAIL("out of range", "x");
-    CHECK_INT_EQ(setenv("SHOAL_DRY_RUN", "maybe", 1), 0);
-    CHECK_INT_EQ(unsetenv("SHOAL_MAX_INFLIGHT"), 0);
+    assert_int_eq(setenv("SHOAL_DRY_RUN", "maybe", 1), 0);
+    assert_int_eq(unsetenv("SHOAL_MAX_INFLIGHT"), 0);
     PARSE_FAIL("SHOAL_DRY_RUN dry-run", "x");
     clear_env();
 }
@@ -132,28 +132,28 @@ static void test_flags(void)
 
     clear_env();
     PARSE_OK(&c, &res, "--max-inflight=1", "--dry-run", "--ratio", "2.5", "--pg", "host=db");
-    CHECK_INT_EQ(c.max_inflight, 1);
-    CHECK_INT_EQ(c.dry_run, 1);
-    CHECK(c.ratio == 2.5);
-    CHECK_STR_EQ(c.pg, "host=db");
-    CHECK_INT_EQ(res.npos, 0);
+    assert_int_eq(c.max_inflight, 1);
+    assert_int_eq(c.dry_run, 1);
+    assert_true(c.ratio == 2.5);
+    assert_str_eq(c.pg, "host=db");
+    assert_int_eq(res.npos, 0);
 
     /* a bool flag takes no separate value: the next word is a positional */
     PARSE_OK(&c, &res, "--dry-run", "file.json");
-    CHECK_INT_EQ(c.dry_run, 1);
-    CHECK_INT_EQ(res.npos, 1);
-    CHECK_STR_EQ(res.pos[0], "file.json");
+    assert_int_eq(c.dry_run, 1);
+    assert_int_eq(res.npos, 1);
+    assert_str_eq(res.pos[0], "file.json");
     PARSE_OK(&c, &res, "--dry-run=off");
-    CHECK_INT_EQ(c.dry_run, 0);
+    assert_int_eq(c.dry_run, 0);
     PARSE_OK(&c, &res, "--dry-run=TRUE");
-    CHECK_INT_EQ(c.dry_run, 1);
+    assert_int_eq(c.dry_run, 1);
 
     /* bounds are inclusive */
     PARSE_OK(&c, &res, "--max-inflight", "4096");
-    CHECK_INT_EQ(c.max_inflight, 4096);
+    assert_int_eq(c.max_inflight, 4096);
     /* an empty string value is taken as given */
     PARSE_OK(&c, &res, "--group=");
-    CHECK_STR_EQ(c.group, "");
+    assert_str_eq(c.group, "");
 }
 
 static void test_errors(void)
@@ -187,8 +187,9 @@ static void test_errors(void)
     char err[256] = "";
     char *argv[] = {"prog", "-X", "a=b", NULL};
     memset(&c, 0, sizeof(c));
-    CHECK_INT_EQ(shoal_opt_parse(small, &c, 3, argv, 1, &res, err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK_STR_CONTAINS(err, "-X is not an option");
+    assert_int_eq(shoal_opt_parse(small, &c, 3, argv, 1, &res, err, sizeof(err)),
+                  SHOAL_ERR_INVALID);
+    assert_str_contains(err, "-X is not an option");
 }
 
 static void test_kprops(void)
@@ -198,12 +199,12 @@ static void test_kprops(void)
 
     clear_env();
     PARSE_OK(&c, &res, "-X", "session.timeout.ms=7000", "pos", "-X", "debug=all", "-X", "list");
-    CHECK_INT_EQ(c.kafka.n, 3);
-    CHECK_STR_EQ(c.kafka.kv[0], "session.timeout.ms=7000");
-    CHECK_STR_EQ(c.kafka.kv[1], "debug=all");
-    CHECK_STR_EQ(c.kafka.kv[2], "list");
-    CHECK_INT_EQ(res.npos, 1);
-    CHECK_STR_EQ(res.pos[0], "pos");
+    assert_int_eq(c.kafka.n, 3);
+    assert_str_eq(c.kafka.kv[0], "session.timeout.ms=7000");
+    assert_str_eq(c.kafka.kv[1], "debug=all");
+    assert_str_eq(c.kafka.kv[2], "list");
+    assert_int_eq(res.npos, 1);
+    assert_str_eq(res.pos[0], "pos");
 
     /* the cap is reported, not overrun */
     char *argv[2 * SHOAL_KPROPS_MAX + 4];
@@ -215,9 +216,9 @@ static void test_kprops(void)
     }
     argv[argc] = NULL;
     char err[256];
-    CHECK_INT_EQ(parse(&c, &res, err, sizeof(err), argv), SHOAL_ERR_LIMIT);
-    CHECK_STR_CONTAINS(err, "too many -X");
-    CHECK_INT_EQ(c.kafka.n, SHOAL_KPROPS_MAX);
+    assert_int_eq(parse(&c, &res, err, sizeof(err), argv), SHOAL_ERR_LIMIT);
+    assert_str_contains(err, "too many -X");
+    assert_int_eq(c.kafka.n, SHOAL_KPROPS_MAX);
 }
 
 static void test_positionals(void)
@@ -227,29 +228,29 @@ static void test_positionals(void)
 
     clear_env();
     PARSE_OK(&c, &res, "submit", "--group", "g", "job.json", "-");
-    CHECK_INT_EQ(res.npos, 3);
-    CHECK_STR_EQ(res.pos[0], "submit");
-    CHECK_STR_EQ(res.pos[1], "job.json");
-    CHECK_STR_EQ(res.pos[2], "-"); /* stdin, not an option */
-    CHECK_STR_EQ(c.group, "g");
+    assert_int_eq(res.npos, 3);
+    assert_str_eq(res.pos[0], "submit");
+    assert_str_eq(res.pos[1], "job.json");
+    assert_str_eq(res.pos[2], "-"); /* stdin, not an option */
+    assert_str_eq(c.group, "g");
 
     /* after "--" everything is positional */
     PARSE_OK(&c, &res, "a", "--", "--group", "-X", "--help");
-    CHECK_INT_EQ(res.npos, 4);
-    CHECK_STR_EQ(res.pos[1], "--group");
-    CHECK_STR_EQ(res.pos[2], "-X");
-    CHECK_STR_EQ(res.pos[3], "--help");
-    CHECK_INT_EQ(res.help, 0);
-    CHECK_STR_EQ(c.group, "shoal-workers");
+    assert_int_eq(res.npos, 4);
+    assert_str_eq(res.pos[1], "--group");
+    assert_str_eq(res.pos[2], "-X");
+    assert_str_eq(res.pos[3], "--help");
+    assert_int_eq(res.help, 0);
+    assert_str_eq(c.group, "shoal-workers");
 
     /* the first index is respected: words before it are not parsed */
     char *argv[] = {"shoal", "--bogus", "status", "--dry-run", NULL};
     char err[256] = "";
     memset(&c, 0, sizeof(c));
-    CHECK_INT_EQ(shoal_opt_parse(opts, &c, 4, argv, 2, &res, err, sizeof(err)), SHOAL_OK);
-    CHECK_INT_EQ(res.npos, 1);
-    CHECK_STR_EQ(res.pos[0], "status");
-    CHECK_INT_EQ(c.dry_run, 1);
+    assert_int_eq(shoal_opt_parse(opts, &c, 4, argv, 2, &res, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(res.npos, 1);
+    assert_str_eq(res.pos[0], "status");
+    assert_int_eq(c.dry_run, 1);
 }
 
 static void test_help_flag(void)
@@ -259,10 +260,10 @@ static void test_help_flag(void)
 
     clear_env();
     PARSE_OK(&c, &res, "--help");
-    CHECK_INT_EQ(res.help, 1);
+    assert_int_eq(res.help, 1);
     PARSE_OK(&c, &res, "x", "-h");
-    CHECK_INT_EQ(res.help, 1);
-    CHECK_INT_EQ(res.npos, 1);
+    assert_int_eq(res.help, 1);
+    assert_int_eq(res.npos, 1);
 }
 
 static void test_env_name(void)
@@ -270,16 +271,16 @@ static void test_env_name(void)
     char buf[64];
 
     shoal_opt_env_name("max-inflight", buf, sizeof(buf));
-    CHECK_STR_EQ(buf, "SHOAL_MAX_INFLIGHT");
+    assert_str_eq(buf, "SHOAL_MAX_INFLIGHT");
     shoal_opt_env_name("pg", buf, sizeof(buf));
-    CHECK_STR_EQ(buf, "SHOAL_PG");
+    assert_str_eq(buf, "SHOAL_PG");
     shoal_opt_env_name("log-level2", buf, sizeof(buf));
-    CHECK_STR_EQ(buf, "SHOAL_LOG_LEVEL2");
+    assert_str_eq(buf, "SHOAL_LOG_LEVEL2");
     /* a short buffer truncates instead of overflowing */
     shoal_opt_env_name("max-inflight", buf, 10);
-    CHECK_STR_EQ(buf, "SHOAL_MAX");
+    assert_str_eq(buf, "SHOAL_MAX");
     shoal_opt_env_name("max-inflight", buf, 4);
-    CHECK_INT_EQ(strlen(buf), 3);
+    assert_int_eq(strlen(buf), 3);
 }
 
 static void test_help_text(void)
@@ -287,28 +288,28 @@ static void test_help_text(void)
     FILE *f = tmpfile();
     char text[8192];
 
-    CHECK(f != NULL);
+    assert_true(f != NULL);
     shoal_opt_help(f, "prog [options] FILE", "Does things.", opts);
-    CHECK_INT_EQ(fflush(f), 0);
+    assert_int_eq(fflush(f), 0);
     rewind(f);
     size_t n = fread(text, 1, sizeof(text) - 1, f);
     text[n] = '\0';
     fclose(f);
 
-    CHECK_STR_CONTAINS(text, "usage: prog [options] FILE");
-    CHECK_STR_CONTAINS(text, "Does things.");
-    CHECK_STR_CONTAINS(text, "--max-inflight VALUE");
-    CHECK_STR_CONTAINS(text, "env SHOAL_MAX_INFLIGHT, default 64, range 1..4096");
-    CHECK_STR_CONTAINS(text, "--dry-run\n"); /* a bool takes no VALUE */
-    CHECK_STR_CONTAINS(text, "env SHOAL_GROUP, default shoal-workers");
-    CHECK_STR_CONTAINS(text, "-X key=value");
-    CHECK_STR_CONTAINS(text, "--help");
+    assert_str_contains(text, "usage: prog [options] FILE");
+    assert_str_contains(text, "Does things.");
+    assert_str_contains(text, "--max-inflight VALUE");
+    assert_str_contains(text, "env SHOAL_MAX_INFLIGHT, default 64, range 1..4096");
+    assert_str_contains(text, "--dry-run\n"); /* a bool takes no VALUE */
+    assert_str_contains(text, "env SHOAL_GROUP, default shoal-workers");
+    assert_str_contains(text, "-X key=value");
+    assert_str_contains(text, "--help");
 
     /* the secret's default is never printed, but it says it is secret */
-    CHECK_STR_CONTAINS(text, "env SHOAL_PG");
-    CHECK_STR_CONTAINS(text, "secret");
+    assert_str_contains(text, "env SHOAL_PG");
+    assert_str_contains(text, "secret");
     if (strstr(text, "hunter2") || strstr(text, "postgresql://"))
-        CHECK_FAIL("help text shows a secret default:\n%s", text);
+        test_fail("help text shows a secret default:\n%s", text);
 }
 
 int main(void)

@@ -41,7 +41,7 @@ static void exec_ok(shoal_pg_t *pg, const char *sql)
 {
     char err[512];
     if (shoal_pg_exec(pg, sql, 0, NULL, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
 }
 
 /* Runs sql (with up to two text parameters) and returns its result, which
@@ -54,8 +54,8 @@ static PGresult *query(shoal_pg_t *pg, const char *sql, const char *p1, const ch
     PGresult *r = NULL;
 
     if (shoal_pg_exec(pg, sql, n, params, &r, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
-    CHECK(r != NULL);
+        test_fail("%s: %s", sql, err);
+    assert_true(r != NULL);
     return r;
 }
 
@@ -64,7 +64,7 @@ static void value(shoal_pg_t *pg, const char *sql, const char *p1, char *out, si
 {
     PGresult *r = query(pg, sql, p1, NULL);
     if (PQntuples(r) != 1)
-        CHECK_FAIL("%s: %d rows, expected 1", sql, PQntuples(r));
+        test_fail("%s: %d rows, expected 1", sql, PQntuples(r));
     snprintf(out, outlen, "%s", PQgetisnull(r, 0, 0) ? "NULL" : PQgetvalue(r, 0, 0));
     PQclear(r);
 }
@@ -79,22 +79,22 @@ static void capture_begin(void)
 {
     fflush(stderr);
     saved_stderr = dup(STDERR_FILENO);
-    CHECK(saved_stderr >= 0);
+    assert_true(saved_stderr >= 0);
     capture_file = tmpfile();
-    CHECK(capture_file != NULL);
-    CHECK(dup2(fileno(capture_file), STDERR_FILENO) == STDERR_FILENO);
+    assert_true(capture_file != NULL);
+    assert_true(dup2(fileno(capture_file), STDERR_FILENO) == STDERR_FILENO);
 }
 
 /* Restores stderr and returns what was written (caller frees). */
 static char *capture_end(void)
 {
     fflush(stderr);
-    CHECK(dup2(saved_stderr, STDERR_FILENO) == STDERR_FILENO);
+    assert_true(dup2(saved_stderr, STDERR_FILENO) == STDERR_FILENO);
     close(saved_stderr);
     saved_stderr = -1;
     rewind(capture_file);
     char *text = malloc(CAPTURE_MAX);
-    CHECK(text != NULL);
+    assert_true(text != NULL);
     size_t n = fread(text, 1, CAPTURE_MAX - 1, capture_file);
     text[n] = '\0';
     fclose(capture_file);
@@ -138,22 +138,22 @@ static void test_migrate_race(void)
     pthread_t th[2];
     int total = count_migrations();
 
-    CHECK(total > 0);
-    CHECK_INT_EQ(pthread_barrier_init(&go, NULL, 2), 0);
+    assert_true(total > 0);
+    assert_int_eq(pthread_barrier_init(&go, NULL, 2), 0);
     for (int i = 0; i < 2; i++) {
         memset(&rs[i], 0, sizeof(rs[i]));
         db_url("postgres", rs[i].url, sizeof(rs[i].url));
         rs[i].go = &go;
-        CHECK_INT_EQ(pthread_create(&th[i], NULL, race_migrate, &rs[i]), 0);
+        assert_int_eq(pthread_create(&th[i], NULL, race_migrate, &rs[i]), 0);
     }
     for (int i = 0; i < 2; i++)
-        CHECK_INT_EQ(pthread_join(th[i], NULL), 0);
+        assert_int_eq(pthread_join(th[i], NULL), 0);
     pthread_barrier_destroy(&go);
     for (int i = 0; i < 2; i++)
         if (rs[i].err != SHOAL_OK)
-            CHECK_FAIL("racer %d: %s: %s", i, shoal_err_name(rs[i].err), rs[i].why);
-    CHECK_INT_EQ(rs[0].applied + rs[1].applied, total);
-    CHECK(rs[0].applied == 0 || rs[1].applied == 0);
+            test_fail("racer %d: %s: %s", i, shoal_err_name(rs[i].err), rs[i].why);
+    assert_int_eq(rs[0].applied + rs[1].applied, total);
+    assert_true(rs[0].applied == 0 || rs[1].applied == 0);
 }
 
 static void test_migrate(shoal_pg_t *admin)
@@ -165,11 +165,11 @@ static void test_migrate(shoal_pg_t *admin)
     exec_ok(admin, "CREATE DATABASE fresh");
     db_url("fresh", url, sizeof(url));
     shoal_pg_t *pg = shoal_pg_new(url, "pg_test");
-    CHECK(pg != NULL);
+    assert_true(pg != NULL);
     if (shoal_migrate_apply(pg, &applied, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("migrate: %s", err);
-    CHECK(applied > 0);
-    CHECK_INT_EQ(applied, total);
+        test_fail("migrate: %s", err);
+    assert_true(applied > 0);
+    assert_int_eq(applied, total);
     /* applying again: the server's notices ("already exists, skipping") go
      * through the log as lines of its format, never raw onto stderr */
     applied = -1;
@@ -178,27 +178,27 @@ static void test_migrate(shoal_pg_t *admin)
     shoal_err_t e = shoal_migrate_apply(pg, &applied, err, sizeof(err));
     char *text = capture_end();
     shoal_log_init("pg_test", SHOAL_LOG_WARN, 0);
-    CHECK_INT_EQ(e, SHOAL_OK);
-    CHECK_INT_EQ(applied, 0);
-    CHECK_STR_CONTAINS(text, "already exists");
+    assert_int_eq(e, SHOAL_OK);
+    assert_int_eq(applied, 0);
+    assert_str_contains(text, "already exists");
     for (const char *line = text; *line; line = strchr(line, '\n') + 1) {
         if (strncmp(line, "ts=", 3) != 0)
-            CHECK_FAIL("stderr line not written by the log: %.*s", (int)strcspn(line, "\n"), line);
-        CHECK(strchr(line, '\n') != NULL);
+            test_fail("stderr line not written by the log: %.*s", (int)strcspn(line, "\n"), line);
+        assert_true(strchr(line, '\n') != NULL);
     }
     free(text);
-    CHECK_INT_EQ(shoal_migrate_apply(pg, NULL, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_migrate_apply(pg, NULL, err, sizeof(err)), SHOAL_OK);
     value(pg, "SELECT count(*) FROM shoal.schema_version", NULL, v, sizeof(v));
-    CHECK_INT_EQ(strtol(v, NULL, 10), total);
+    assert_int_eq(strtol(v, NULL, 10), total);
     /* the advisory lock was given back */
     value(pg, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", NULL, v, sizeof(v));
-    CHECK_STR_EQ(v, "0");
+    assert_str_eq(v, "0");
     shoal_pg_destroy(pg);
 
     /* the raced database is complete too */
     applied = -1;
-    CHECK_INT_EQ(shoal_migrate_apply(admin, &applied, err, sizeof(err)), SHOAL_OK);
-    CHECK_INT_EQ(applied, 0);
+    assert_int_eq(shoal_migrate_apply(admin, &applied, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(applied, 0);
 }
 
 static void test_errors(shoal_pg_t *pg)
@@ -207,42 +207,43 @@ static void test_errors(shoal_pg_t *pg)
     PGresult *r = (PGresult *)&r; /* must be reset to NULL on failure */
 
     /* a syntax error is permanent, with the server's reason */
-    CHECK_INT_EQ(shoal_pg_exec(pg, "SELEC 1", 0, NULL, &r, err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK(r == NULL);
-    CHECK_STR_CONTAINS(err, "syntax error");
-    CHECK(err[strlen(err) - 1] != '\n');
+    assert_int_eq(shoal_pg_exec(pg, "SELEC 1", 0, NULL, &r, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_true(r == NULL);
+    assert_str_contains(err, "syntax error");
+    assert_true(err[strlen(err) - 1] != '\n');
     /* so is a bad value or a missing table */
-    CHECK_INT_EQ(shoal_pg_exec(pg, "SELECT 1/0", 0, NULL, NULL, err, sizeof(err)),
-                 SHOAL_ERR_INVALID);
-    CHECK_STR_CONTAINS(err, "division by zero");
-    CHECK_INT_EQ(shoal_pg_exec(pg, "SELECT * FROM shoal.nope", 0, NULL, NULL, err, sizeof(err)),
-                 SHOAL_ERR_INVALID);
+    assert_int_eq(shoal_pg_exec(pg, "SELECT 1/0", 0, NULL, NULL, err, sizeof(err)),
+                  SHOAL_ERR_INVALID);
+    assert_str_contains(err, "division by zero");
+    assert_int_eq(shoal_pg_exec(pg, "SELECT * FROM shoal.nope", 0, NULL, NULL, err, sizeof(err)),
+                  SHOAL_ERR_INVALID);
 
     /* a failed statement inside a transaction leaves the session usable */
     exec_ok(pg, "BEGIN");
-    CHECK_INT_EQ(shoal_pg_exec(pg, "SELEC 2", 0, NULL, NULL, err, sizeof(err)), SHOAL_ERR_INVALID);
-    CHECK_INT_EQ(PQtransactionStatus(shoal_pg_conn(pg)), PQTRANS_IDLE);
+    assert_int_eq(shoal_pg_exec(pg, "SELEC 2", 0, NULL, NULL, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_int_eq(PQtransactionStatus(shoal_pg_conn(pg)), PQTRANS_IDLE);
     value(pg, "SELECT 40 + 2", NULL, v, sizeof(v));
-    CHECK_STR_EQ(v, "42");
+    assert_str_eq(v, "42");
 
     /* parameters are text, NULL is SQL NULL */
     value(pg, "SELECT $1::int * 2", "21", v, sizeof(v));
-    CHECK_STR_EQ(v, "42");
+    assert_str_eq(v, "42");
     const char *nul[] = {NULL};
-    CHECK_INT_EQ(shoal_pg_exec(pg, "SELECT $1::text IS NULL", 1, nul, &r, err, sizeof(err)),
-                 SHOAL_OK);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "t");
+    assert_int_eq(shoal_pg_exec(pg, "SELECT $1::text IS NULL", 1, nul, &r, err, sizeof(err)),
+                  SHOAL_OK);
+    assert_str_eq(PQgetvalue(r, 0, 0), "t");
     PQclear(r);
 
     /* a server that is not there: retriable, and the message keeps the URL out */
     char url[160];
     snprintf(url, sizeof(url), "postgresql://postgres:hunter2@127.0.0.1:1/postgres");
     shoal_pg_t *gone = shoal_pg_new(url, "pg_test");
-    CHECK_INT_EQ(shoal_pg_exec(gone, "SELECT 1", 0, NULL, NULL, err, sizeof(err)), SHOAL_ERR_RETRY);
-    CHECK_STR_CONTAINS(err, "could not connect");
-    CHECK(!strstr(err, "hunter2"));
-    CHECK(shoal_pg_conn(gone) == NULL);
-    CHECK_INT_EQ(shoal_pg_connects(gone), 0);
+    assert_int_eq(shoal_pg_exec(gone, "SELECT 1", 0, NULL, NULL, err, sizeof(err)),
+                  SHOAL_ERR_RETRY);
+    assert_str_contains(err, "could not connect");
+    assert_true(!strstr(err, "hunter2"));
+    assert_true(shoal_pg_conn(gone) == NULL);
+    assert_int_eq(shoal_pg_connects(gone), 0);
     shoal_pg_destroy(gone);
     shoal_pg_destroy(NULL);
 }
@@ -255,7 +256,7 @@ struct notes {
 static void on_note(const char *channel, const char *payload, void *arg)
 {
     struct notes *ns = arg;
-    CHECK_STR_EQ(channel, "shoal_merge");
+    assert_str_eq(channel, "shoal_merge");
     if (ns->n < 8)
         snprintf(ns->payload[ns->n++], sizeof(ns->payload[0]), "%s", payload);
 }
@@ -271,12 +272,12 @@ static void wait_note(shoal_pg_t *lis, const char *payload)
     for (;;) {
         shoal_err_t e = shoal_pg_notifications(lis, on_note, &ns, err, sizeof(err));
         if (e != SHOAL_OK && e != SHOAL_ERR_RETRY)
-            CHECK_FAIL("notifications: %s", err);
+            test_fail("notifications: %s", err);
         for (int i = 0; i < ns.n; i++)
             if (!strcmp(ns.payload[i], payload))
                 return;
         if (check_now_s() > deadline)
-            CHECK_FAIL("no notification \"%s\" within 10 s", payload);
+            test_fail("no notification \"%s\" within 10 s", payload);
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -290,41 +291,41 @@ static void test_reconnect(shoal_pg_t *pg, shoal_pg_t *lis)
 
     exec_ok(pg, "SELECT 1");
     unsigned before = shoal_pg_connects(pg);
-    CHECK(before >= 1);
+    assert_true(before >= 1);
     exec_ok(pg, "SELECT 1");
-    CHECK_INT_EQ(shoal_pg_connects(pg), before); /* the connection is reused */
+    assert_int_eq(shoal_pg_connects(pg), before); /* the connection is reused */
 
     /* a second handle, used while the server is down */
     char url[160];
     db_url("postgres", url, sizeof(url));
     shoal_pg_t *other = shoal_pg_new(url, "pg_test_other");
     exec_ok(other, "SELECT 1");
-    CHECK_INT_EQ(shoal_pg_connects(other), 1);
+    assert_int_eq(shoal_pg_connects(other), 1);
     exec_ok(lis, "SELECT 1");
     unsigned lis_before = shoal_pg_connects(lis);
 
-    CHECK_INT_EQ(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
-    CHECK_INT_EQ(shoal_pg_exec(other, "SELECT 1", 0, NULL, NULL, err, sizeof(err)),
-                 SHOAL_ERR_RETRY);
-    CHECK(err[0] != '\0');
-    CHECK_INT_EQ(shoal_pg_exec(other, "SELECT 1", 0, NULL, NULL, err, sizeof(err)),
-                 SHOAL_ERR_RETRY);
-    CHECK_STR_CONTAINS(err, "could not connect");
+    assert_int_eq(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    assert_int_eq(shoal_pg_exec(other, "SELECT 1", 0, NULL, NULL, err, sizeof(err)),
+                  SHOAL_ERR_RETRY);
+    assert_true(err[0] != '\0');
+    assert_int_eq(shoal_pg_exec(other, "SELECT 1", 0, NULL, NULL, err, sizeof(err)),
+                  SHOAL_ERR_RETRY);
+    assert_str_contains(err, "could not connect");
     if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("restart: %s", err);
+        test_fail("restart: %s", err);
 
     err[0] = '\0';
     shoal_err_t first = shoal_pg_exec(pg, "SELECT 1", 0, NULL, NULL, err, sizeof(err));
     if (first != SHOAL_OK && first != SHOAL_ERR_RETRY)
-        CHECK_FAIL("first exec after restart: %s: %s", shoal_err_name(first), err);
+        test_fail("first exec after restart: %s: %s", shoal_err_name(first), err);
     if (first == SHOAL_ERR_RETRY)
-        CHECK(err[0] != '\0');
+        assert_true(err[0] != '\0');
     value(pg, "SELECT 7", NULL, v, sizeof(v));
-    CHECK_STR_EQ(v, "7");
-    CHECK_INT_EQ(shoal_pg_connects(pg), before + 1);
+    assert_str_eq(v, "7");
+    assert_int_eq(shoal_pg_connects(pg), before + 1);
 
     exec_ok(other, "SELECT 1");
-    CHECK_INT_EQ(shoal_pg_connects(other), 2);
+    assert_int_eq(shoal_pg_connects(other), 2);
     shoal_pg_destroy(other);
 
     /* the listener notices the lost connection, reconnects and LISTENs again */
@@ -336,13 +337,13 @@ static void test_reconnect(shoal_pg_t *pg, shoal_pg_t *lis)
         if (e == SHOAL_OK && shoal_pg_connects(lis) > lis_before)
             break;
         if (check_now_s() > deadline)
-            CHECK_FAIL("the listener did not reconnect within 10 s: %s", err);
+            test_fail("the listener did not reconnect within 10 s: %s", err);
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     exec_ok(pg, "SELECT pg_notify('shoal_merge', 'after-restart')");
     wait_note(lis, "after-restart");
-    CHECK_INT_EQ(shoal_pg_connects(lis), lis_before + 1);
+    assert_int_eq(shoal_pg_connects(lis), lis_before + 1);
 }
 
 static const char job_j1[] =
@@ -395,74 +396,74 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     /* record_job: new, then recognized */
     exec_ok(lis, "SELECT 1"); /* connected, so LISTENing, before anything is announced */
     PGresult *r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", job_j1, tasks_j1);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "new");
+    assert_str_eq(PQgetvalue(r, 0, 0), "new");
     PQclear(r);
     r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", job_j1, tasks_j1);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "exists:running");
+    assert_str_eq(PQgetvalue(r, 0, 0), "exists:running");
     PQclear(r);
     value(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "2");
+    assert_str_eq(v, "2");
     value(pg,
           "SELECT tasks_total || ' ' || items_total || ' ' || status FROM shoal.jobs "
           "WHERE job_id = $1",
           "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "2 2 running");
+    assert_str_eq(v, "2 2 running");
     value(pg, "SELECT string_agg(payload->>'type', ',') FROM shoal.event_outbox WHERE job_id = $1",
           "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "accepted"); /* the duplicate added no event */
+    assert_str_eq(v, "accepted"); /* the duplicate added no event */
 
     /* the later chunk finishes first: the job is not done yet */
     rows("j1", 1, "done", "second", "w1/1", res, sizeof(res), att, sizeof(att));
-    CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 0);
+    assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
     value(pg, "SELECT status FROM shoal.tasks WHERE task_id = $1", "j1/1", v, sizeof(v));
-    CHECK_STR_EQ(v, "done");
+    assert_str_eq(v, "done");
     value(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "NULL"); /* not ready */
+    assert_str_eq(v, "NULL"); /* not ready */
 
     /* the last task: the job is reported (and announced) once */
     rows("j1", 0, "done", "first", "w1/2", res0, sizeof(res0), att0, sizeof(att0));
-    CHECK_INT_EQ(record_batch(pg, res0, att0, ended, sizeof(ended)), 1);
-    CHECK_STR_EQ(ended, "j1");
+    assert_int_eq(record_batch(pg, res0, att0, ended, sizeof(ended)), 1);
+    assert_str_eq(ended, "j1");
     wait_note(lis, "j1");
 
     /* redelivered batches change nothing */
-    CHECK_INT_EQ(record_batch(pg, res0, att0, ended, sizeof(ended)), 0);
-    CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 0);
+    assert_int_eq(record_batch(pg, res0, att0, ended, sizeof(ended)), 0);
+    assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
     value(pg, "SELECT tasks_done || ' ' || tasks_failed FROM shoal.jobs WHERE job_id = $1", "j1", v,
           sizeof(v));
-    CHECK_STR_EQ(v, "2 0");
+    assert_str_eq(v, "2 0");
     value(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "2");
+    assert_str_eq(v, "2");
     value(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "2");
+    assert_str_eq(v, "2");
     value(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "2");
+    assert_str_eq(v, "2");
 
     /* merge: once, outputs in chunk order */
     value(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "completed");
+    assert_str_eq(v, "completed");
     value(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "NULL");
+    assert_str_eq(v, "NULL");
     value(pg, "SELECT output FROM shoal.jobs WHERE job_id = $1", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "first\nsecond");
+    assert_str_eq(v, "first\nsecond");
     value(pg,
           "SELECT status || ' ' || (finished_at IS NOT NULL) || ' ' || coalesce(error, '-') "
           "FROM shoal.jobs WHERE job_id = $1",
           "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "completed true -");
+    assert_str_eq(v, "completed true -");
     value(pg,
           "SELECT string_agg(payload->>'type', ',' ORDER BY id) FROM shoal.event_outbox "
           "WHERE job_id = $1",
           "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "accepted,completed");
+    assert_str_eq(v, "accepted,completed");
     /* a finished job can still be recognized */
     r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", job_j1, tasks_j1);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "exists:completed");
+    assert_str_eq(PQgetvalue(r, 0, 0), "exists:completed");
     PQclear(r);
     /* a result arriving after the merge is not counted */
-    CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 0);
+    assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
     value(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "j1", v, sizeof(v));
-    CHECK_STR_EQ(v, "2");
+    assert_str_eq(v, "2");
 
     /* a job with one failed task ends partial */
     char job2[1024], tasks2[512];
@@ -472,20 +473,20 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     for (char *p = tasks2; (p = strstr(p, "j1/")) != NULL; p++)
         p[1] = '2';
     r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", job2, tasks2);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "new");
+    assert_str_eq(PQgetvalue(r, 0, 0), "new");
     PQclear(r);
     rows("j2", 0, "done", "only", "w1/3", res, sizeof(res), att, sizeof(att));
-    CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 0);
+    assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
     rows("j2", 1, "failed", "", "w1/4", res, sizeof(res), att, sizeof(att));
-    CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 1);
-    CHECK_STR_EQ(ended, "j2");
+    assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 1);
+    assert_str_eq(ended, "j2");
     value(pg, "SELECT shoal.merge_job($1)", "j2", v, sizeof(v));
-    CHECK_STR_EQ(v, "partial");
+    assert_str_eq(v, "partial");
     value(pg, "SELECT output || '|' || error FROM shoal.jobs WHERE job_id = $1", "j2", v,
           sizeof(v));
-    CHECK_STR_EQ(v, "only|1 of 2 tasks failed");
+    assert_str_eq(v, "only|1 of 2 tasks failed");
     value(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "j2", v, sizeof(v));
-    CHECK_STR_EQ(v, "1"); /* a failed task has no result row */
+    assert_str_eq(v, "1"); /* a failed task has no result row */
 
     /* json_array and jsonl keep a failed chunk's place */
     static const char *const merges[][3] = {
@@ -498,7 +499,7 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
         const char *id = merges[m][0];
         char tasksm[512];
         json_t *jd = json_loads(job_j1, 0, NULL);
-        CHECK(jd != NULL);
+        assert_true(jd != NULL);
         json_object_set_new(jd, "job_id", json_string(id));
         json_object_set_new(jd, "merge", json_string(merges[m][1]));
         char *jobm = json_dumps(jd, JSON_COMPACT);
@@ -508,16 +509,16 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
             p[1] = id[1];
         r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", jobm, tasksm);
         free(jobm);
-        CHECK_STR_EQ(PQgetvalue(r, 0, 0), "new");
+        assert_str_eq(PQgetvalue(r, 0, 0), "new");
         PQclear(r);
         rows(id, 0, "done", "only", m ? "w1/6" : "w1/5", res, sizeof(res), att, sizeof(att));
-        CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 0);
+        assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
         rows(id, 1, "failed", "", m ? "w1/8" : "w1/7", res, sizeof(res), att, sizeof(att));
-        CHECK_INT_EQ(record_batch(pg, res, att, ended, sizeof(ended)), 1);
+        assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 1);
         value(pg, "SELECT shoal.merge_job($1)", id, v, sizeof(v));
-        CHECK_STR_EQ(v, "partial");
+        assert_str_eq(v, "partial");
         value(pg, "SELECT output FROM shoal.jobs WHERE job_id = $1", id, v, sizeof(v));
-        CHECK_STR_EQ(v, merges[m][2]);
+        assert_str_eq(v, merges[m][2]);
     }
 
     /* the views */
@@ -525,30 +526,30 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
               "SELECT status, tasks_total, tasks_done, tasks_left, percent, calls, tokens_in, "
               "cost_usd > 0 FROM shoal.job_progress WHERE job_id = $1",
               "j1", NULL);
-    CHECK_INT_EQ(PQntuples(r), 1);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "completed");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 1), "2");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 2), "2");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 3), "0");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 4), "100.0");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 5), "2");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 6), "10");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 7), "t");
+    assert_int_eq(PQntuples(r), 1);
+    assert_str_eq(PQgetvalue(r, 0, 0), "completed");
+    assert_str_eq(PQgetvalue(r, 0, 1), "2");
+    assert_str_eq(PQgetvalue(r, 0, 2), "2");
+    assert_str_eq(PQgetvalue(r, 0, 3), "0");
+    assert_str_eq(PQgetvalue(r, 0, 4), "100.0");
+    assert_str_eq(PQgetvalue(r, 0, 5), "2");
+    assert_str_eq(PQgetvalue(r, 0, 6), "10");
+    assert_str_eq(PQgetvalue(r, 0, 7), "t");
     PQclear(r);
     r = query(pg,
               "SELECT calls, ok, error_pct, server_error_pct, p50_ms IS NOT NULL "
               "FROM shoal.model_latency WHERE model = $1",
               "sim-small", NULL);
-    CHECK_INT_EQ(PQntuples(r), 1);
+    assert_int_eq(PQntuples(r), 1);
     /* j1: 2 ok; j2, j3, j4: 1 ok and 1 failed (HTTP 500) each */
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "8");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 1), "5");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 2), "37.50");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 3), "37.50");
-    CHECK_STR_EQ(PQgetvalue(r, 0, 4), "t");
+    assert_str_eq(PQgetvalue(r, 0, 0), "8");
+    assert_str_eq(PQgetvalue(r, 0, 1), "5");
+    assert_str_eq(PQgetvalue(r, 0, 2), "37.50");
+    assert_str_eq(PQgetvalue(r, 0, 3), "37.50");
+    assert_str_eq(PQgetvalue(r, 0, 4), "t");
     PQclear(r);
     value(pg, "SELECT count(*) FROM shoal.tenant_cost WHERE tenant = $1", "acme", v, sizeof(v));
-    CHECK_STR_EQ(v, "1");
+    assert_str_eq(v, "1");
 }
 
 int main(void)
@@ -558,13 +559,13 @@ int main(void)
     shoal_log_init("pg_test", SHOAL_LOG_WARN, 0);
     cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
     if (!cluster)
-        CHECK_FAIL("cannot start PostgreSQL: %s", err);
+        test_fail("cannot start PostgreSQL: %s", err);
 
     test_migrate_race();
     db_url("postgres", url, sizeof(url));
     shoal_pg_t *pg = shoal_pg_new(url, "pg_test");
     shoal_pg_t *lis = shoal_pg_new(url, "pg_test_listener");
-    CHECK(pg != NULL && lis != NULL);
+    assert_true(pg != NULL && lis != NULL);
     shoal_pg_set_on_connect(lis, "LISTEN shoal_merge");
     test_migrate(pg);
     test_errors(pg);

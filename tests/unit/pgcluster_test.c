@@ -60,7 +60,7 @@ static PGconn *connect_ok(const char *url)
 {
     PGconn *conn = PQconnectdb(url);
     if (PQstatus(conn) != CONNECTION_OK)
-        CHECK_FAIL("connect: %s", PQerrorMessage(conn));
+        test_fail("connect: %s", PQerrorMessage(conn));
     return conn;
 }
 
@@ -69,7 +69,7 @@ static void exec_ok(PGconn *conn, const char *sql)
     PGresult *res = PQexec(conn, sql);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        CHECK_FAIL("%s: %s", sql, PQerrorMessage(conn));
+        test_fail("%s: %s", sql, PQerrorMessage(conn));
     PQclear(res);
 }
 
@@ -78,7 +78,7 @@ static void query_value(PGconn *conn, const char *sql, char *out, size_t outlen)
 {
     PGresult *res = PQexec(conn, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-        CHECK_FAIL("%s: %s", sql, PQerrorMessage(conn));
+        test_fail("%s: %s", sql, PQerrorMessage(conn));
     snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
 }
@@ -88,79 +88,79 @@ static void test_lifecycle(void)
     char err[512], val[64];
     shoal_pgcluster_t *c = shoal_pgcluster_new(NULL, err, sizeof(err));
     if (!c)
-        CHECK_FAIL("new: %s", err);
+        test_fail("new: %s", err);
     int port = shoal_pgcluster_port(c);
-    CHECK(port > 0);
-    CHECK(shoal_pgcluster_pid(c) > 0);
+    assert_true(port > 0);
+    assert_true(shoal_pgcluster_pid(c) > 0);
     char want[96];
     snprintf(want, sizeof(want), "postgresql://postgres@127.0.0.1:%d/postgres", port);
-    CHECK_STR_EQ(shoal_pgcluster_url(c), want);
+    assert_str_eq(shoal_pgcluster_url(c), want);
     char dir[512];
     snprintf(dir, sizeof(dir), "%s", shoal_pgcluster_dir(c));
-    CHECK(dir_exists(dir));
-    CHECK(access(shoal_pgcluster_log_path(c), R_OK) == 0);
+    assert_true(dir_exists(dir));
+    assert_true(access(shoal_pgcluster_log_path(c), R_OK) == 0);
 
     PGconn *conn = connect_ok(shoal_pgcluster_url(c));
     query_value(conn, "SELECT 1", val, sizeof(val));
-    CHECK_STR_EQ(val, "1");
+    assert_str_eq(val, "1");
     query_value(conn, "SHOW fsync", val, sizeof(val));
-    CHECK_STR_EQ(val, "off");
+    assert_str_eq(val, "off");
     query_value(conn, "SHOW max_connections", val, sizeof(val));
-    CHECK_STR_EQ(val, "200");
+    assert_str_eq(val, "200");
     query_value(conn, "SHOW server_encoding", val, sizeof(val));
-    CHECK_STR_EQ(val, "UTF8");
+    assert_str_eq(val, "UTF8");
     exec_ok(conn, "CREATE TABLE t (x int); INSERT INTO t VALUES (42)");
 
     /* fast stop with a client connected */
-    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
-    CHECK_INT_EQ(shoal_pgcluster_pid(c), -1);
-    CHECK(PQping(shoal_pgcluster_url(c)) != PQPING_OK);
+    assert_int_eq(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_pid(c), -1);
+    assert_true(PQping(shoal_pgcluster_url(c)) != PQPING_OK);
     PGresult *res = PQexec(conn, "SELECT 1");
-    CHECK(PQresultStatus(res) != PGRES_TUPLES_OK);
+    assert_true(PQresultStatus(res) != PGRES_TUPLES_OK);
     PQclear(res);
     PQfinish(conn);
-    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_FAST), SHOAL_OK); /* idempotent */
+    assert_int_eq(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_FAST), SHOAL_OK); /* idempotent */
 
-    CHECK_INT_EQ(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK);
-    CHECK_INT_EQ(shoal_pgcluster_port(c), port);
-    CHECK_INT_EQ(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK); /* already running */
+    assert_int_eq(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_port(c), port);
+    assert_int_eq(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK); /* already running */
     conn = connect_ok(shoal_pgcluster_url(c));
     query_value(conn, "SELECT x FROM t", val, sizeof(val));
-    CHECK_STR_EQ(val, "42");
+    assert_str_eq(val, "42");
     /* synchronous_commit=off may lose the last commits in a crash; this one
      * is made durable explicitly */
     exec_ok(conn, "SET synchronous_commit = on; INSERT INTO t VALUES (43)");
 
     /* immediate stop: crash recovery on the next start keeps durable rows */
-    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_IMMEDIATE), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_IMMEDIATE), SHOAL_OK);
     PQfinish(conn);
     if (shoal_pgcluster_start(c, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("start after immediate stop: %s", err);
+        test_fail("start after immediate stop: %s", err);
     conn = connect_ok(shoal_pgcluster_url(c));
     query_value(conn, "SELECT count(*) FROM t", val, sizeof(val));
-    CHECK_STR_EQ(val, "2");
+    assert_str_eq(val, "2");
 
     /* the postmaster killed from outside, a client still connected */
     pid_t pid = shoal_pgcluster_pid(c);
-    CHECK_INT_EQ(kill(pid, SIGKILL), 0);
-    CHECK_WAIT(pid_gone(pid), 10, "the killed postmaster to die");
+    assert_int_eq(kill(pid, SIGKILL), 0);
+    assert_wait(pid_gone(pid), 10, "the killed postmaster to die");
     if (shoal_pgcluster_start(c, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("start after SIGKILL: %s", err);
-    CHECK(shoal_pgcluster_pid(c) != pid);
+        test_fail("start after SIGKILL: %s", err);
+    assert_true(shoal_pgcluster_pid(c) != pid);
     PQfinish(conn);
     conn = connect_ok(shoal_pgcluster_url(c));
     query_value(conn, "SELECT count(*) FROM t", val, sizeof(val));
-    CHECK_STR_EQ(val, "2");
+    assert_str_eq(val, "2");
     PQfinish(conn);
 
     /* smart stop with no client left */
-    CHECK_INT_EQ(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_SMART), SHOAL_OK);
-    CHECK_INT_EQ(shoal_pgcluster_pid(c), -1);
-    CHECK_INT_EQ(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_SMART), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_pid(c), -1);
+    assert_int_eq(shoal_pgcluster_start(c, err, sizeof(err)), SHOAL_OK);
 
     shoal_pgcluster_destroy(c);
-    CHECK(!dir_exists(dir));
-    CHECK(PQping(want) != PQPING_OK);
+    assert_true(!dir_exists(dir));
+    assert_true(PQping(want) != PQPING_OK);
 }
 
 /* A dir that does not exist is created and removed; an existing one is kept
@@ -168,67 +168,67 @@ static void test_lifecycle(void)
 static void test_given_dir(void)
 {
     char base[] = "/tmp/shoal-pgc-test-XXXXXX";
-    CHECK(mkdtemp(base) != NULL);
-    CHECK_INT_EQ(chmod(base, 0755), 0); /* the server's user must reach it */
+    assert_true(mkdtemp(base) != NULL);
+    assert_int_eq(chmod(base, 0755), 0); /* the server's user must reach it */
     char err[512], sub[600], val[64];
 
     snprintf(sub, sizeof(sub), "%s/new", base);
     shoal_pgcluster_t *c = shoal_pgcluster_new(sub, err, sizeof(err));
     if (!c)
-        CHECK_FAIL("new(%s): %s", sub, err);
-    CHECK_STR_EQ(shoal_pgcluster_dir(c), sub);
+        test_fail("new(%s): %s", sub, err);
+    assert_str_eq(shoal_pgcluster_dir(c), sub);
     shoal_pgcluster_destroy(c);
-    CHECK(!dir_exists(sub));
+    assert_true(!dir_exists(sub));
 
     c = shoal_pgcluster_new(base, err, sizeof(err));
     if (!c)
-        CHECK_FAIL("new(%s): %s", base, err);
+        test_fail("new(%s): %s", base, err);
     PGconn *conn = connect_ok(shoal_pgcluster_url(c));
     exec_ok(conn, "CREATE TABLE kept (x int)");
     PQfinish(conn);
     shoal_pgcluster_destroy(c);
-    CHECK(dir_exists(base));
+    assert_true(dir_exists(base));
 
     c = shoal_pgcluster_new(base, err, sizeof(err));
     if (!c)
-        CHECK_FAIL("new(%s) again: %s", base, err);
+        test_fail("new(%s) again: %s", base, err);
     conn = connect_ok(shoal_pgcluster_url(c));
     query_value(conn, "SELECT count(*) FROM kept", val, sizeof(val));
-    CHECK_STR_EQ(val, "0");
+    assert_str_eq(val, "0");
     PQfinish(conn);
     shoal_pgcluster_destroy(c);
-    CHECK(dir_exists(base));
+    assert_true(dir_exists(base));
     rm_tree(base);
 }
 
 static void test_errors(void)
 {
     char err[512] = "";
-    CHECK_INT_EQ(setenv("SHOAL_PG_BINDIR", "/nonexistent/bin", 1), 0);
+    assert_int_eq(setenv("SHOAL_PG_BINDIR", "/nonexistent/bin", 1), 0);
     shoal_pgcluster_t *c = shoal_pgcluster_new(NULL, err, sizeof(err));
-    CHECK(c == NULL);
-    CHECK_STR_CONTAINS(err, "SHOAL_PG_BINDIR");
-    CHECK_INT_EQ(unsetenv("SHOAL_PG_BINDIR"), 0);
+    assert_true(c == NULL);
+    assert_str_contains(err, "SHOAL_PG_BINDIR");
+    assert_int_eq(unsetenv("SHOAL_PG_BINDIR"), 0);
 
     c = shoal_pgcluster_new("/nonexistent/parent/dir", err, sizeof(err));
-    CHECK(c == NULL);
-    CHECK_STR_CONTAINS(err, "could not create directory");
+    assert_true(c == NULL);
+    assert_str_contains(err, "could not create directory");
 
     if (geteuid() == 0) {
         /* a directory the server's user cannot enter */
         char base[] = "/tmp/shoal-pgc-test-XXXXXX";
-        CHECK(mkdtemp(base) != NULL);
+        assert_true(mkdtemp(base) != NULL);
         char sub[600];
         snprintf(sub, sizeof(sub), "%s/inner", base);
         c = shoal_pgcluster_new(sub, err, sizeof(err));
-        CHECK(c == NULL);
-        CHECK_STR_CONTAINS(err, "accessible to user postgres");
+        assert_true(c == NULL);
+        assert_str_contains(err, "accessible to user postgres");
         rm_tree(base);
     }
 
     shoal_pgcluster_destroy(NULL);
-    CHECK_INT_EQ(shoal_pgcluster_stop(NULL, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
-    CHECK_INT_EQ(shoal_pgcluster_pid(NULL), -1);
+    assert_int_eq(shoal_pgcluster_stop(NULL, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_pid(NULL), -1);
 }
 
 /* A process that dies without destroy takes its server with it. */
@@ -240,9 +240,9 @@ static void test_parent_death(void)
     } info;
     memset(&info, 0, sizeof(info));
     int fds[2];
-    CHECK(pipe(fds) == 0);
+    assert_true(pipe(fds) == 0);
     pid_t mid = fork();
-    CHECK(mid >= 0);
+    assert_true(mid >= 0);
     if (mid == 0) {
         close(fds[0]);
         char err[512];
@@ -257,14 +257,14 @@ static void test_parent_death(void)
         _exit(w == (ssize_t)sizeof(info) ? 0 : 1);
     }
     close(fds[1]);
-    CHECK_INT_EQ(read(fds[0], &info, sizeof(info)), sizeof(info));
+    assert_int_eq(read(fds[0], &info, sizeof(info)), sizeof(info));
     close(fds[0]);
     int st;
-    CHECK_INT_EQ(waitpid(mid, &st, 0), mid);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    CHECK(info.pid > 0);
-    CHECK_WAIT(pid_gone(info.pid), 30, "the server to shut down after its parent died");
-    CHECK(dir_exists(info.dir));
+    assert_int_eq(waitpid(mid, &st, 0), mid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(info.pid > 0);
+    assert_wait(pid_gone(info.pid), 30, "the server to shut down after its parent died");
+    assert_true(dir_exists(info.dir));
     rm_tree(info.dir);
 }
 

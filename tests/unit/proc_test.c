@@ -47,25 +47,25 @@ static void test_echo_and_stop(void)
     char *argv[] = {"/bin/sh", "-c", "echo hello; sleep 30", NULL};
     shoal_proc_t *p = shoal_proc_spawn("echo", argv, NULL, log, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("spawn: %s", err);
-    CHECK_STR_EQ(shoal_proc_name(p), "echo");
-    CHECK(shoal_proc_pid(p) > 0);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "hello", 10000, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, "hello");
-    CHECK(shoal_proc_alive(p));
-    CHECK_INT_EQ(shoal_proc_exit_status(p), -1);
+        test_fail("spawn: %s", err);
+    assert_str_eq(shoal_proc_name(p), "echo");
+    assert_true(shoal_proc_pid(p) > 0);
+    assert_int_eq(shoal_proc_wait_file_line(log, "hello", 10000, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, "hello");
+    assert_true(shoal_proc_alive(p));
+    assert_int_eq(shoal_proc_exit_status(p), -1);
     int st = -2;
-    CHECK_INT_EQ(shoal_proc_wait(p, 50, &st), SHOAL_ERR_RETRY);
-    CHECK_INT_EQ(st, -2);
+    assert_int_eq(shoal_proc_wait(p, 50, &st), SHOAL_ERR_RETRY);
+    assert_int_eq(st, -2);
 
     /* The shell dies from SIGTERM long before the grace ends: 128 + 15. */
-    CHECK_INT_EQ(shoal_proc_stop(p, 20000), SHOAL_OK);
-    CHECK(!shoal_proc_alive(p));
-    CHECK_INT_EQ(shoal_proc_exit_status(p), 128 + SIGTERM);
-    CHECK_INT_EQ(shoal_proc_wait(p, 0, &st), SHOAL_OK);
-    CHECK_INT_EQ(st, 128 + SIGTERM);
-    CHECK_INT_EQ(shoal_proc_kill(p, SIGTERM), SHOAL_ERR_NOTFOUND);
-    CHECK_INT_EQ(shoal_proc_stop(p, 0), SHOAL_OK);
+    assert_int_eq(shoal_proc_stop(p, 20000), SHOAL_OK);
+    assert_true(!shoal_proc_alive(p));
+    assert_int_eq(shoal_proc_exit_status(p), 128 + SIGTERM);
+    assert_int_eq(shoal_proc_wait(p, 0, &st), SHOAL_OK);
+    assert_int_eq(st, 128 + SIGTERM);
+    assert_int_eq(shoal_proc_kill(p, SIGTERM), SHOAL_ERR_NOTFOUND);
+    assert_int_eq(shoal_proc_stop(p, 0), SHOAL_OK);
     shoal_proc_destroy(p);
 }
 
@@ -75,19 +75,19 @@ static void test_exit_code(void)
     char *argv[] = {"sh", "-c", "exit 3", NULL};
     shoal_proc_t *p = shoal_proc_spawn(NULL, argv, NULL, NULL, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("spawn: %s", err);
-    CHECK_STR_EQ(shoal_proc_name(p), "sh");
+        test_fail("spawn: %s", err);
+    assert_str_eq(shoal_proc_name(p), "sh");
     int st = -1;
-    CHECK_INT_EQ(shoal_proc_wait(p, 10000, &st), SHOAL_OK);
-    CHECK_INT_EQ(st, 3);
-    CHECK_INT_EQ(shoal_proc_exit_status(p), 3);
+    assert_int_eq(shoal_proc_wait(p, 10000, &st), SHOAL_OK);
+    assert_int_eq(st, 3);
+    assert_int_eq(shoal_proc_exit_status(p), 3);
     shoal_proc_destroy(p);
 
     char *argv0[] = {"true", NULL};
     p = shoal_proc_spawn("true", argv0, NULL, NULL, err, sizeof(err));
-    CHECK(p != NULL);
-    CHECK_INT_EQ(shoal_proc_wait(p, -1, &st), SHOAL_OK);
-    CHECK_INT_EQ(st, 0);
+    assert_true(p != NULL);
+    assert_int_eq(shoal_proc_wait(p, -1, &st), SHOAL_OK);
+    assert_int_eq(st, 0);
     shoal_proc_destroy(p);
 }
 
@@ -99,12 +99,12 @@ static void test_stop_escalates(void)
     char *argv[] = {"/bin/sh", "-c", "trap '' TERM; echo ready; exec sleep 30", NULL};
     shoal_proc_t *p = shoal_proc_spawn("stubborn", argv, NULL, log, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("spawn: %s", err);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "ready", 10000, NULL, 0), SHOAL_OK);
-    CHECK_INT_EQ(shoal_proc_kill(p, SIGTERM), SHOAL_OK);
-    CHECK_INT_EQ(shoal_proc_wait(p, 200, NULL), SHOAL_ERR_RETRY);
-    CHECK_INT_EQ(shoal_proc_stop(p, 200), SHOAL_OK);
-    CHECK_INT_EQ(shoal_proc_exit_status(p), 128 + SIGKILL);
+        test_fail("spawn: %s", err);
+    assert_int_eq(shoal_proc_wait_file_line(log, "ready", 10000, NULL, 0), SHOAL_OK);
+    assert_int_eq(shoal_proc_kill(p, SIGTERM), SHOAL_OK);
+    assert_int_eq(shoal_proc_wait(p, 200, NULL), SHOAL_ERR_RETRY);
+    assert_int_eq(shoal_proc_stop(p, 200), SHOAL_OK);
+    assert_int_eq(shoal_proc_exit_status(p), 128 + SIGKILL);
     shoal_proc_destroy(p);
 }
 
@@ -113,12 +113,12 @@ static void test_env_and_append(void)
     char log[512], line[256], err[256];
     path_in_tmp(log, sizeof(log), "env.log");
     FILE *f = fopen(log, "w");
-    CHECK(f != NULL);
+    assert_true(f != NULL);
     fputs("first line\n", f);
     fclose(f);
 
-    CHECK_INT_EQ(setenv("SHOAL_PROC_TEST_KEEP", "kept", 1), 0);
-    CHECK_INT_EQ(setenv("SHOAL_PROC_TEST_OVER", "old", 1), 0);
+    assert_int_eq(setenv("SHOAL_PROC_TEST_KEEP", "kept", 1), 0);
+    assert_int_eq(setenv("SHOAL_PROC_TEST_OVER", "old", 1), 0);
     char *env[] = {"SHOAL_PROC_TEST_NEW=fresh", "SHOAL_PROC_TEST_OVER=new", NULL};
     char *argv[] = {
         "/bin/sh", "-c",
@@ -127,29 +127,29 @@ static void test_env_and_append(void)
         NULL};
     shoal_proc_t *p = shoal_proc_spawn("env", argv, env, log, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("spawn: %s", err);
+        test_fail("spawn: %s", err);
     int st = -1;
-    CHECK_INT_EQ(shoal_proc_wait(p, 10000, &st), SHOAL_OK);
-    CHECK_INT_EQ(st, 0);
+    assert_int_eq(shoal_proc_wait(p, 10000, &st), SHOAL_OK);
+    assert_int_eq(st, 0);
     shoal_proc_destroy(p);
 
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "first", 0, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, "first line");
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "vars", 0, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, "vars kept fresh new");
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "oops", 0, line, sizeof(line)), SHOAL_OK);
+    assert_int_eq(shoal_proc_wait_file_line(log, "first", 0, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, "first line");
+    assert_int_eq(shoal_proc_wait_file_line(log, "vars", 0, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, "vars kept fresh new");
+    assert_int_eq(shoal_proc_wait_file_line(log, "oops", 0, line, sizeof(line)), SHOAL_OK);
     /* stdin is /dev/null, so read gets nothing and never blocks */
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "stdin=", 0, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, "stdin=[]");
+    assert_int_eq(shoal_proc_wait_file_line(log, "stdin=", 0, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, "stdin=[]");
     /* truncated copy when out is small */
     char small[5];
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "vars", 0, small, sizeof(small)), SHOAL_OK);
-    CHECK_STR_EQ(small, "vars");
+    assert_int_eq(shoal_proc_wait_file_line(log, "vars", 0, small, sizeof(small)), SHOAL_OK);
+    assert_str_eq(small, "vars");
 
     char *bad_env[] = {"NOEQUALS", NULL};
     p = shoal_proc_spawn("env", argv, bad_env, log, err, sizeof(err));
-    CHECK(p == NULL);
-    CHECK_STR_CONTAINS(err, "KEY=VALUE");
+    assert_true(p == NULL);
+    assert_str_contains(err, "KEY=VALUE");
 }
 
 static void test_cwd(void)
@@ -160,16 +160,16 @@ static void test_cwd(void)
     shoal_proc_opts_t opts = {.log_path = log, .cwd = tmpdir};
     shoal_proc_t *p = shoal_proc_spawn_opts("cwd", argv, &opts, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("spawn: %s", err);
-    CHECK_INT_EQ(shoal_proc_wait(p, 10000, NULL), SHOAL_OK);
+        test_fail("spawn: %s", err);
+    assert_int_eq(shoal_proc_wait(p, 10000, NULL), SHOAL_OK);
     shoal_proc_destroy(p);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, "cwd=", 0, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_CONTAINS(line, tmpdir);
+    assert_int_eq(shoal_proc_wait_file_line(log, "cwd=", 0, line, sizeof(line)), SHOAL_OK);
+    assert_str_contains(line, tmpdir);
 
     opts.cwd = "/nonexistent-shoal-dir";
     p = shoal_proc_spawn_opts("cwd", argv, &opts, err, sizeof(err));
-    CHECK(p == NULL);
-    CHECK_STR_CONTAINS(err, "working directory");
+    assert_true(p == NULL);
+    assert_str_contains(err, "working directory");
 }
 
 static void test_spawn_errors(void)
@@ -177,37 +177,37 @@ static void test_spawn_errors(void)
     char err[256] = "";
     char *argv[] = {"/nonexistent/shoal-no-such-binary", NULL};
     shoal_proc_t *p = shoal_proc_spawn("ghost", argv, NULL, NULL, err, sizeof(err));
-    CHECK(p == NULL);
-    CHECK_STR_CONTAINS(err, "cannot execute");
-    CHECK_STR_CONTAINS(err, "shoal-no-such-binary");
-    CHECK_STR_CONTAINS(err, "No such file");
+    assert_true(p == NULL);
+    assert_str_contains(err, "cannot execute");
+    assert_str_contains(err, "shoal-no-such-binary");
+    assert_str_contains(err, "No such file");
 
     err[0] = '\0';
     char *argv2[] = {"shoal-no-such-binary-in-path", NULL};
     p = shoal_proc_spawn(NULL, argv2, NULL, NULL, err, sizeof(err));
-    CHECK(p == NULL);
-    CHECK_STR_CONTAINS(err, "No such file");
+    assert_true(p == NULL);
+    assert_str_contains(err, "No such file");
 
     err[0] = '\0';
     char *argv3[] = {"/bin/true", NULL};
     p = shoal_proc_spawn("t", argv3, NULL, "/nonexistent-dir/x.log", err, sizeof(err));
-    CHECK(p == NULL);
-    CHECK_STR_CONTAINS(err, "could not open log file");
+    assert_true(p == NULL);
+    assert_str_contains(err, "could not open log file");
 
     char *empty[] = {NULL};
     p = shoal_proc_spawn("t", empty, NULL, NULL, err, sizeof(err));
-    CHECK(p == NULL);
+    assert_true(p == NULL);
 
     shoal_proc_opts_t opts = {.user = "shoal-no-such-user"};
     p = shoal_proc_spawn_opts("t", argv3, &opts, err, sizeof(err));
-    CHECK(p == NULL);
-    CHECK_STR_CONTAINS(err, "shoal-no-such-user");
+    assert_true(p == NULL);
+    assert_str_contains(err, "shoal-no-such-user");
 
     /* NULL handles are harmless */
     shoal_proc_destroy(NULL);
-    CHECK(!shoal_proc_alive(NULL));
-    CHECK_INT_EQ(shoal_proc_pid(NULL), -1);
-    CHECK_INT_EQ(shoal_proc_kill(NULL, SIGTERM), SHOAL_ERR_NOTFOUND);
+    assert_true(!shoal_proc_alive(NULL));
+    assert_int_eq(shoal_proc_pid(NULL), -1);
+    assert_int_eq(shoal_proc_kill(NULL, SIGTERM), SHOAL_ERR_NOTFOUND);
 }
 
 static void test_wait_file_line(void)
@@ -215,21 +215,21 @@ static void test_wait_file_line(void)
     char path[512], line[64];
     path_in_tmp(path, sizeof(path), "late.log");
     /* missing file: times out, no error */
-    CHECK_INT_EQ(shoal_proc_wait_file_line(path, "x", 100, line, sizeof(line)), SHOAL_ERR_RETRY);
+    assert_int_eq(shoal_proc_wait_file_line(path, "x", 100, line, sizeof(line)), SHOAL_ERR_RETRY);
 
     /* a partial line does not match until its newline arrives */
     FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
+    assert_true(f != NULL);
     fputs("noise\r\nlistening port=12", f);
     fflush(f);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(path, "listening", 100, line, sizeof(line)),
-                 SHOAL_ERR_RETRY);
+    assert_int_eq(shoal_proc_wait_file_line(path, "listening", 100, line, sizeof(line)),
+                  SHOAL_ERR_RETRY);
     fputs("345\n", f);
     fclose(f);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(path, "listening", 100, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, "listening port=12345");
-    CHECK_INT_EQ(shoal_proc_wait_file_line(path, "noise", 0, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, "noise");
+    assert_int_eq(shoal_proc_wait_file_line(path, "listening", 100, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, "listening port=12345");
+    assert_int_eq(shoal_proc_wait_file_line(path, "noise", 0, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, "noise");
 
     /* a writer that appears later is picked up while waiting */
     char cmd[700];
@@ -238,22 +238,22 @@ static void test_wait_file_line(void)
     char err[256];
     shoal_proc_t *p = shoal_proc_spawn("late", argv, NULL, NULL, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("spawn: %s", err);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(path, "at last", 10000, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, "ready at last");
+        test_fail("spawn: %s", err);
+    assert_int_eq(shoal_proc_wait_file_line(path, "at last", 10000, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, "ready at last");
     shoal_proc_destroy(p);
 
-    CHECK_INT_EQ(shoal_proc_wait_file_line(tmpdir, "x", 0, NULL, 0), SHOAL_ERR_IO);
+    assert_int_eq(shoal_proc_wait_file_line(tmpdir, "x", 0, NULL, 0), SHOAL_ERR_IO);
 }
 
 static void test_self_dir(void)
 {
     char *dir = shoal_proc_self_dir();
-    CHECK(dir != NULL);
-    CHECK(dir[0] == '/');
+    assert_true(dir != NULL);
+    assert_true(dir[0] == '/');
     char exe[4096];
     snprintf(exe, sizeof(exe), "%s/proc_test", dir);
-    CHECK(access(exe, X_OK) == 0);
+    assert_true(access(exe, X_OK) == 0);
     free(dir);
 }
 
@@ -261,9 +261,9 @@ static void test_self_dir(void)
 static void test_parent_death(void)
 {
     int fds[2];
-    CHECK(pipe(fds) == 0);
+    assert_true(pipe(fds) == 0);
     pid_t mid = fork();
-    CHECK(mid >= 0);
+    assert_true(mid >= 0);
     if (mid == 0) {
         close(fds[0]);
         char *argv[] = {"sleep", "60", NULL};
@@ -274,12 +274,12 @@ static void test_parent_death(void)
     }
     close(fds[1]);
     pid_t orphan = -1;
-    CHECK_INT_EQ(read(fds[0], &orphan, sizeof(orphan)), sizeof(orphan));
+    assert_int_eq(read(fds[0], &orphan, sizeof(orphan)), sizeof(orphan));
     close(fds[0]);
     int st;
-    CHECK_INT_EQ(waitpid(mid, &st, 0), mid);
-    CHECK(orphan > 0);
-    CHECK_WAIT(pid_gone(orphan), 10, "the orphaned child to die with its parent");
+    assert_int_eq(waitpid(mid, &st, 0), mid);
+    assert_true(orphan > 0);
+    assert_wait(pid_gone(orphan), 10, "the orphaned child to die with its parent");
 }
 
 static void test_run_as_user(void)
@@ -297,14 +297,14 @@ static void test_run_as_user(void)
     shoal_proc_opts_t opts = {.log_path = log, .user = pw->pw_name, .cwd = "/"};
     shoal_proc_t *p = shoal_proc_spawn_opts("id", argv, &opts, err, sizeof(err));
     if (!p)
-        CHECK_FAIL("spawn as %s: %s", pw->pw_name, err);
+        test_fail("spawn as %s: %s", pw->pw_name, err);
     int st = -1;
-    CHECK_INT_EQ(shoal_proc_wait(p, 10000, &st), SHOAL_OK);
-    CHECK_INT_EQ(st, 0);
+    assert_int_eq(shoal_proc_wait(p, 10000, &st), SHOAL_OK);
+    assert_int_eq(st, 0);
     shoal_proc_destroy(p);
     snprintf(want, sizeof(want), "%u", (unsigned)pw->pw_uid);
-    CHECK_INT_EQ(shoal_proc_wait_file_line(log, want, 0, line, sizeof(line)), SHOAL_OK);
-    CHECK_STR_EQ(line, want);
+    assert_int_eq(shoal_proc_wait_file_line(log, want, 0, line, sizeof(line)), SHOAL_OK);
+    assert_str_eq(line, want);
 }
 
 static void rm_tmp(void)
@@ -316,12 +316,12 @@ static void rm_tmp(void)
         path_in_tmp(path, sizeof(path), names[i]);
         unlink(path);
     }
-    CHECK(rmdir(tmpdir) == 0);
+    assert_true(rmdir(tmpdir) == 0);
 }
 
 int main(void)
 {
-    CHECK(mkdtemp(tmpdir) != NULL);
+    assert_true(mkdtemp(tmpdir) != NULL);
     test_echo_and_stop();
     test_exit_code();
     test_stop_escalates();

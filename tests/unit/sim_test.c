@@ -63,7 +63,7 @@ static void http(CURL *h, int port, const char *path, const char *body, size_t b
     CURLcode rc = curl_easy_perform(h);
     curl_slist_free_all(hdr);
     if (rc != CURLE_OK)
-        CHECK_FAIL("%s: %s", path, curl_easy_strerror(rc));
+        test_fail("%s: %s", path, curl_easy_strerror(rc));
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out->status);
 }
 
@@ -82,7 +82,7 @@ static void hash_hex(const char *const *parts, size_t n, char hex[17])
             h *= 0x100000001b3ULL;
         }
     snprintf(hex, 17, "%016" PRIx64, h);
-    CHECK(h == shoal_sim_hash(parts, n));
+    assert_true(h == shoal_sim_hash(parts, n));
 }
 
 static long long ceil4(size_t n)
@@ -95,7 +95,7 @@ static json_t *parse(const struct resp *r)
     json_error_t e;
     json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, &e);
     if (!j)
-        CHECK_FAIL("reply is not JSON (%s): %s", e.text, r->body ? r->body : "");
+        test_fail("reply is not JSON (%s): %s", e.text, r->body ? r->body : "");
     return j;
 }
 
@@ -104,7 +104,7 @@ static long long jint(json_t *o, const char *path_a, const char *path_b)
     json_t *v = json_object_get(o, path_a);
     if (path_b)
         v = json_object_get(v, path_b);
-    CHECK(json_is_integer(v));
+    assert_true(json_is_integer(v));
     return json_integer_value(v);
 }
 
@@ -112,7 +112,7 @@ static const char *jstr(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     if (!s)
-        CHECK_FAIL("no string \"%s\"", key);
+        test_fail("no string \"%s\"", key);
     return s;
 }
 
@@ -127,26 +127,26 @@ static void test_openai_text(CURL *h, int port)
          "{\"role\":\"system\",\"content\":\"You are terse.\"},"
          "{\"role\":\"user\",\"content\":\"Summarize: the cat sat\"}]}",
          &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     hash_hex(parts, 2, hex);
     snprintf(want, sizeof(want), "sim %s Summarize: the cat sat", hex);
 
     json_t *j = parse(&r);
-    CHECK(!strncmp(jstr(j, "id"), "chatcmpl-sim-", 13));
-    CHECK_STR_EQ(jstr(j, "object"), "chat.completion");
-    CHECK_STR_EQ(jstr(j, "model"), "sim-small");
-    CHECK(jint(j, "created", NULL) > 1600000000);
+    assert_true(!strncmp(jstr(j, "id"), "chatcmpl-sim-", 13));
+    assert_str_eq(jstr(j, "object"), "chat.completion");
+    assert_str_eq(jstr(j, "model"), "sim-small");
+    assert_true(jint(j, "created", NULL) > 1600000000);
     json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
-    CHECK_INT_EQ(jint(c0, "index", NULL), 0);
-    CHECK_STR_EQ(jstr(c0, "finish_reason"), "stop");
+    assert_int_eq(jint(c0, "index", NULL), 0);
+    assert_str_eq(jstr(c0, "finish_reason"), "stop");
     json_t *msg = json_object_get(c0, "message");
-    CHECK_STR_EQ(jstr(msg, "role"), "assistant");
-    CHECK_STR_EQ(jstr(msg, "content"), want);
+    assert_str_eq(jstr(msg, "role"), "assistant");
+    assert_str_eq(jstr(msg, "content"), want);
     long long p = ceil4(strlen(parts[0]) + strlen(parts[1]));
     long long c = ceil4(strlen(want));
-    CHECK_INT_EQ(jint(j, "usage", "prompt_tokens"), p);
-    CHECK_INT_EQ(jint(j, "usage", "completion_tokens"), c);
-    CHECK_INT_EQ(jint(j, "usage", "total_tokens"), p + c);
+    assert_int_eq(jint(j, "usage", "prompt_tokens"), p);
+    assert_int_eq(jint(j, "usage", "completion_tokens"), c);
+    assert_int_eq(jint(j, "usage", "total_tokens"), p + c);
     json_decref(j);
     resp_free(&r);
 }
@@ -161,19 +161,19 @@ static void test_openai_json(CURL *h, int port)
          "{\"model\":\"m\",\"response_format\":{\"type\":\"json_object\"},"
          "\"messages\":[{\"role\":\"user\",\"content\":\"list the colors\"}]}",
          &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     hash_hex(parts, 1, hex);
     snprintf(want, sizeof(want), "{\"sim\":\"%s\",\"echo\":\"list the colors\"}", hex);
     json_t *j = parse(&r);
     json_t *msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
     const char *content = jstr(msg, "content");
-    CHECK_STR_EQ(content, want);
+    assert_str_eq(content, want);
     json_t *inner = json_loads(content, 0, NULL);
-    CHECK(inner != NULL);
-    CHECK_STR_EQ(jstr(inner, "sim"), hex);
-    CHECK_STR_EQ(jstr(inner, "echo"), "list the colors");
-    CHECK_INT_EQ(jint(j, "usage", "prompt_tokens"), ceil4(strlen(parts[0])));
-    CHECK_INT_EQ(jint(j, "usage", "completion_tokens"), ceil4(strlen(want)));
+    assert_true(inner != NULL);
+    assert_str_eq(jstr(inner, "sim"), hex);
+    assert_str_eq(jstr(inner, "echo"), "list the colors");
+    assert_int_eq(jint(j, "usage", "prompt_tokens"), ceil4(strlen(parts[0])));
+    assert_int_eq(jint(j, "usage", "completion_tokens"), ceil4(strlen(want)));
     json_decref(inner);
     json_decref(j);
     resp_free(&r);
@@ -185,21 +185,21 @@ static void test_openai_json(CURL *h, int port)
          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
          "{\"role\":\"assistant\",\"content\":\"ok\"},{\"role\":\"user\",\"content\":\"JSON\"}]}",
          &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     hash_hex(p2, 3, hex);
     snprintf(want, sizeof(want), "{\"sim\":\"%s\",\"echo\":\"JSON\"}", hex);
     j = parse(&r);
     msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
-    CHECK_STR_EQ(jstr(msg, "content"), want);
-    CHECK_INT_EQ(jint(j, "usage", "prompt_tokens"), 2);
+    assert_str_eq(jstr(msg, "content"), want);
+    assert_int_eq(jint(j, "usage", "prompt_tokens"), 2);
     json_decref(j);
     resp_free(&r);
 
     post(h, port, "/v1/chat/completions",
          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\"}]}", &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     j = parse(&r);
-    CHECK_INT_EQ(jint(j, "usage", "prompt_tokens"), 1);
+    assert_int_eq(jint(j, "usage", "prompt_tokens"), 1);
     json_decref(j);
     resp_free(&r);
 }
@@ -217,34 +217,34 @@ static void test_anthropic(CURL *h, int port)
          "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"second \"},"
          "{\"type\":\"text\",\"text\":\"question\"}]}]}",
          &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     hash_hex(parts, 4, hex);
     snprintf(want, sizeof(want), "sim %s second question", hex);
     json_t *j = parse(&r);
-    CHECK(!strncmp(jstr(j, "id"), "msg_sim_", 8));
-    CHECK_STR_EQ(jstr(j, "type"), "message");
-    CHECK_STR_EQ(jstr(j, "role"), "assistant");
-    CHECK_STR_EQ(jstr(j, "model"), "claude-sim");
-    CHECK_STR_EQ(jstr(j, "stop_reason"), "end_turn");
+    assert_true(!strncmp(jstr(j, "id"), "msg_sim_", 8));
+    assert_str_eq(jstr(j, "type"), "message");
+    assert_str_eq(jstr(j, "role"), "assistant");
+    assert_str_eq(jstr(j, "model"), "claude-sim");
+    assert_str_eq(jstr(j, "stop_reason"), "end_turn");
     json_t *c0 = json_array_get(json_object_get(j, "content"), 0);
-    CHECK_STR_EQ(jstr(c0, "type"), "text");
-    CHECK_STR_EQ(jstr(c0, "text"), want);
+    assert_str_eq(jstr(c0, "type"), "text");
+    assert_str_eq(jstr(c0, "text"), want);
     size_t chars = 0;
     for (int i = 0; i < 4; i++)
         chars += strlen(parts[i]);
-    CHECK_INT_EQ(jint(j, "usage", "input_tokens"), ceil4(chars));
-    CHECK_INT_EQ(jint(j, "usage", "output_tokens"), ceil4(strlen(want)));
+    assert_int_eq(jint(j, "usage", "input_tokens"), ceil4(chars));
+    assert_int_eq(jint(j, "usage", "output_tokens"), ceil4(strlen(want)));
     json_decref(j);
     resp_free(&r);
 }
 
 static void check_error(struct resp *r, long status, const char *type)
 {
-    CHECK_INT_EQ(r->status, status);
+    assert_int_eq(r->status, status);
     json_t *j = parse(r);
     json_t *e = json_object_get(j, "error");
-    CHECK_STR_EQ(jstr(e, "type"), type);
-    CHECK(strlen(jstr(e, "message")) > 0);
+    assert_str_eq(jstr(e, "type"), type);
+    assert_true(strlen(jstr(e, "message")) > 0);
     json_decref(j);
     resp_free(r);
 }
@@ -270,20 +270,20 @@ static void test_errors(CURL *h, int port)
     http(h, port, "/no/such/path", NULL, 0, &r);
     check_error(&r, 404, "not_found_error");
     http(h, port, "/v1/chat/completions", NULL, 0, &r);
-    CHECK_INT_EQ(r.status, 405);
+    assert_int_eq(r.status, 405);
     resp_free(&r);
 
     size_t big = SHOAL_SIM_MAX_BODY_DEFAULT + 1;
     char *body = malloc(big);
-    CHECK(body != NULL);
+    assert_true(body != NULL);
     memset(body, ' ', big);
     http(h, port, "/v1/chat/completions", body, big, &r);
     free(body);
     check_error(&r, 413, "request_too_large");
 
     http(h, port, "/health", NULL, 0, &r);
-    CHECK_INT_EQ(r.status, 200);
-    CHECK_STR_CONTAINS(r.body, "ok");
+    assert_int_eq(r.status, 200);
+    assert_str_contains(r.body, "ok");
     resp_free(&r);
 }
 
@@ -291,7 +291,7 @@ static json_t *get_stats(CURL *h, int port)
 {
     struct resp r;
     http(h, port, "/stats", NULL, 0, &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     json_t *j = parse(&r);
     resp_free(&r);
     return j;
@@ -305,57 +305,57 @@ static void test_stats(CURL *h, shoal_sim_t *sim, int port)
     /* Earlier tests: 5 replies with 200, 6 with 400, one each of 404, 405,
      * 413. */
     json_t *j = get_stats(h, port);
-    CHECK_INT_EQ(jint(j, "requests", NULL), 14);
-    CHECK_INT_EQ(jint(j, "by_status", "200"), 5);
-    CHECK_INT_EQ(jint(j, "by_status", "400"), 6);
-    CHECK_INT_EQ(jint(j, "by_status", "404"), 1);
-    CHECK_INT_EQ(jint(j, "by_status", "413"), 1);
-    CHECK_INT_EQ(jint(j, "distinct_prompts", NULL), 5);
-    CHECK_INT_EQ(jint(j, "repeated_prompts", NULL), 0);
-    CHECK_INT_EQ(jint(j, "inflight", NULL), 0);
-    CHECK_INT_GE(jint(j, "max_inflight", NULL), 1);
+    assert_int_eq(jint(j, "requests", NULL), 14);
+    assert_int_eq(jint(j, "by_status", "200"), 5);
+    assert_int_eq(jint(j, "by_status", "400"), 6);
+    assert_int_eq(jint(j, "by_status", "404"), 1);
+    assert_int_eq(jint(j, "by_status", "413"), 1);
+    assert_int_eq(jint(j, "distinct_prompts", NULL), 5);
+    assert_int_eq(jint(j, "repeated_prompts", NULL), 0);
+    assert_int_eq(jint(j, "inflight", NULL), 0);
+    assert_int_ge(jint(j, "max_inflight", NULL), 1);
     shoal_sim_stats(sim, &st);
-    CHECK_INT_EQ(st.requests, 14);
-    CHECK_INT_EQ(st.by_status[405], 1);
-    CHECK_INT_EQ(st.prompt_tokens, jint(j, "prompt_tokens", NULL));
-    CHECK_INT_EQ(st.completion_tokens, jint(j, "completion_tokens", NULL));
-    CHECK(st.prompt_tokens > 0 && st.completion_tokens > 0);
+    assert_int_eq(st.requests, 14);
+    assert_int_eq(st.by_status[405], 1);
+    assert_int_eq(st.prompt_tokens, jint(j, "prompt_tokens", NULL));
+    assert_int_eq(st.completion_tokens, jint(j, "completion_tokens", NULL));
+    assert_true(st.prompt_tokens > 0 && st.completion_tokens > 0);
     json_decref(j);
 
     post(h, port, "/stats/reset", "", &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     resp_free(&r);
     shoal_sim_stats(sim, &st);
-    CHECK_INT_EQ(st.requests, 0);
-    CHECK_INT_EQ(st.by_status[200], 0);
-    CHECK_INT_EQ(st.distinct_prompts, 0);
-    CHECK_INT_EQ(st.prompt_tokens, 0);
+    assert_int_eq(st.requests, 0);
+    assert_int_eq(st.by_status[200], 0);
+    assert_int_eq(st.distinct_prompts, 0);
+    assert_int_eq(st.prompt_tokens, 0);
 
     /* The same prompt twice, in both shapes: repeats are per prompt hash. */
     const char *oa = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"twice\"}]}";
     const char *an = "{\"model\":\"m\",\"max_tokens\":9,"
                      "\"messages\":[{\"role\":\"user\",\"content\":\"twice\"}]}";
     post(h, port, "/v1/chat/completions", oa, &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     resp_free(&r);
     post(h, port, "/v1/messages", an, &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     resp_free(&r);
     post(h, port, "/v1/chat/completions",
          "{\"model\":\"m\",\"messages\":"
          "[{\"role\":\"user\",\"content\":\"once\"}]}",
          &r);
-    CHECK_INT_EQ(r.status, 200);
+    assert_int_eq(r.status, 200);
     resp_free(&r);
 
     j = get_stats(h, port);
-    CHECK_INT_EQ(jint(j, "requests", NULL), 3);
-    CHECK_INT_EQ(jint(j, "by_status", "200"), 3);
-    CHECK(json_object_get(json_object_get(j, "by_status"), "400") == NULL);
-    CHECK_INT_EQ(jint(j, "distinct_prompts", NULL), 2);
-    CHECK_INT_EQ(jint(j, "repeated_prompts", NULL), 1);
-    CHECK_INT_EQ(jint(j, "prompt_tokens", NULL), 2 + 2 + 1);
-    CHECK_INT_EQ(jint(j, "authorized_requests", NULL), 0);
+    assert_int_eq(jint(j, "requests", NULL), 3);
+    assert_int_eq(jint(j, "by_status", "200"), 3);
+    assert_true(json_object_get(json_object_get(j, "by_status"), "400") == NULL);
+    assert_int_eq(jint(j, "distinct_prompts", NULL), 2);
+    assert_int_eq(jint(j, "repeated_prompts", NULL), 1);
+    assert_int_eq(jint(j, "prompt_tokens", NULL), 2 + 2 + 1);
+    assert_int_eq(jint(j, "authorized_requests", NULL), 0);
     json_decref(j);
 
     /* A request with an API key header is counted as authorized. */
@@ -369,11 +369,11 @@ static void test_stats(CURL *h, shoal_sim_t *sim, int port)
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, oa);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
-    CHECK_INT_EQ(curl_easy_perform(h), CURLE_OK);
+    assert_int_eq(curl_easy_perform(h), CURLE_OK);
     curl_slist_free_all(hdr);
     resp_free(&r);
     j = get_stats(h, port);
-    CHECK_INT_EQ(jint(j, "authorized_requests", NULL), 1);
+    assert_int_eq(jint(j, "authorized_requests", NULL), 1);
     json_decref(j);
 }
 
@@ -387,7 +387,7 @@ static double run_concurrent(int port, int n)
     struct resp *rs = calloc((size_t)n, sizeof(*rs));
     char *bodies = calloc((size_t)n, BODY_MAX);
     char url[128];
-    CHECK(m && easy && rs && bodies);
+    assert_true(m && easy && rs && bodies);
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
     double t0 = check_now_s();
@@ -395,7 +395,7 @@ static double run_concurrent(int port, int n)
         snprintf(bodies + (size_t)i * BODY_MAX, BODY_MAX,
                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"item %d\"}]}", i);
         easy[i] = curl_easy_init();
-        CHECK(easy[i] != NULL);
+        assert_true(easy[i] != NULL);
         curl_easy_setopt(easy[i], CURLOPT_URL, url);
         curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, bodies + (size_t)i * BODY_MAX);
         curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, on_data);
@@ -405,7 +405,7 @@ static double run_concurrent(int port, int n)
     }
     int running = 1;
     while (running) {
-        CHECK(curl_multi_perform(m, &running) == CURLM_OK);
+        assert_true(curl_multi_perform(m, &running) == CURLM_OK);
         if (running)
             curl_multi_poll(m, NULL, 0, 100, NULL);
     }
@@ -417,17 +417,17 @@ static double run_concurrent(int port, int n)
         if (msg->msg != CURLMSG_DONE)
             continue;
         if (msg->data.result != CURLE_OK)
-            CHECK_FAIL("concurrent request: %s", curl_easy_strerror(msg->data.result));
+            test_fail("concurrent request: %s", curl_easy_strerror(msg->data.result));
         done++;
     }
-    CHECK_INT_EQ(done, n);
+    assert_int_eq(done, n);
     for (int i = 0; i < n; i++) {
         long status = 0;
         char want[64];
         curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &status);
-        CHECK_INT_EQ(status, 200);
+        assert_int_eq(status, 200);
         snprintf(want, sizeof(want), "item %d\"", i);
-        CHECK_STR_CONTAINS(rs[i].body, want);
+        assert_str_contains(rs[i].body, want);
         curl_multi_remove_handle(m, easy[i]);
         curl_easy_cleanup(easy[i]);
         free(rs[i].body);
@@ -449,21 +449,21 @@ static void test_latency(void)
     conf.jitter_ms = 20;
     shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
     if (!sim)
-        CHECK_FAIL("shoal_sim_new: %s", err);
+        test_fail("shoal_sim_new: %s", err);
 
     /* Serial latency would need 50 * 180 ms = 9 s at least. */
     double elapsed = run_concurrent(shoal_sim_port(sim), 50);
     printf("50 concurrent requests at 200+-20 ms latency took %.3f s\n", elapsed);
-    CHECK(elapsed < 2.0);
-    CHECK(elapsed >= 0.17);
+    assert_true(elapsed < 2.0);
+    assert_true(elapsed >= 0.17);
 
     shoal_sim_stats_t st;
     shoal_sim_stats(sim, &st);
-    CHECK_INT_EQ(st.by_status[200], 50);
-    CHECK_INT_EQ(st.distinct_prompts, 50);
-    CHECK_INT_EQ(st.repeated_prompts, 0);
-    CHECK_INT_GE(st.max_inflight, 10);
-    CHECK_WAIT((shoal_sim_stats(sim, &st), st.inflight == 0), 5, "inflight to drop to 0");
+    assert_int_eq(st.by_status[200], 50);
+    assert_int_eq(st.distinct_prompts, 50);
+    assert_int_eq(st.repeated_prompts, 0);
+    assert_int_ge(st.max_inflight, 10);
+    assert_wait((shoal_sim_stats(sim, &st), st.inflight == 0), 5, "inflight to drop to 0");
     shoal_sim_destroy(sim);
 }
 
@@ -479,7 +479,7 @@ static void test_stop_while_sleeping(void)
     conf.latency_ms = 60000;
     shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
     if (!sim)
-        CHECK_FAIL("shoal_sim_new: %s", err);
+        test_fail("shoal_sim_new: %s", err);
 
     CURLM *m = curl_multi_init();
     CURL *e = curl_easy_init();
@@ -492,13 +492,13 @@ static void test_stop_while_sleeping(void)
     curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
     curl_multi_add_handle(m, e);
     int running = 1;
-    CHECK_WAIT((curl_multi_perform(m, &running), shoal_sim_stats(sim, &st), st.requests == 1), 10,
-               "the request to reach the simulator");
-    CHECK_INT_EQ(st.inflight, 1);
+    assert_wait((curl_multi_perform(m, &running), shoal_sim_stats(sim, &st), st.requests == 1), 10,
+                "the request to reach the simulator");
+    assert_int_eq(st.inflight, 1);
 
     double t0 = check_now_s();
     shoal_sim_destroy(sim);
-    CHECK(check_now_s() - t0 < 10.0);
+    assert_true(check_now_s() - t0 < 10.0);
     while (running) {
         curl_multi_perform(m, &running);
         if (running)
@@ -517,15 +517,15 @@ static void test_bad_conf(void)
 
     shoal_sim_conf_init(&conf);
     conf.bind = "not-an-address";
-    CHECK(shoal_sim_new(&conf, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "not-an-address");
+    assert_true(shoal_sim_new(&conf, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "not-an-address");
 
     shoal_sim_conf_init(&conf);
     shoal_sim_t *a = shoal_sim_new(&conf, err, sizeof(err));
-    CHECK(a != NULL);
+    assert_true(a != NULL);
     conf.port = shoal_sim_port(a);
-    CHECK(shoal_sim_new(&conf, err, sizeof(err)) == NULL);
-    CHECK_STR_CONTAINS(err, "could not listen");
+    assert_true(shoal_sim_new(&conf, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "could not listen");
     shoal_sim_destroy(a);
     shoal_sim_destroy(NULL);
 }
@@ -535,16 +535,16 @@ int main(void)
     shoal_sim_conf_t conf;
     char err[256];
 
-    CHECK(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
+    assert_true(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
     shoal_sim_conf_init(&conf);
     shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
     if (!sim)
-        CHECK_FAIL("shoal_sim_new: %s", err);
+        test_fail("shoal_sim_new: %s", err);
     int port = shoal_sim_port(sim);
-    CHECK(port > 0);
+    assert_true(port > 0);
 
     CURL *h = curl_easy_init();
-    CHECK(h != NULL);
+    assert_true(h != NULL);
     test_openai_text(h, port);
     test_openai_json(h, port);
     test_anthropic(h, port);

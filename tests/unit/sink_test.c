@@ -37,7 +37,7 @@ static int done_count[MAX_TOKENS];
 static void on_done(void *token, void *arg)
 {
     int *calls = arg;
-    CHECK((int *)token >= done_count && (int *)token < done_count + MAX_TOKENS);
+    assert_true((int *)token >= done_count && (int *)token < done_count + MAX_TOKENS);
     (*(int *)token)++;
     (*calls)++;
 }
@@ -48,9 +48,9 @@ static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
     PGresult *r;
     const char *params[] = {p1};
     if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("%s: %s", sql, err);
+        test_fail("%s: %s", sql, err);
     if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-        CHECK_FAIL("%s: %d rows, expected one value", sql, PQntuples(r));
+        test_fail("%s: %d rows, expected one value", sql, PQntuples(r));
     long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return v;
@@ -76,15 +76,15 @@ static shoal_task_t **record_job(shoal_pg_t *pg, const char *id, int n)
     shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
     free(text);
     if (!job)
-        CHECK_FAIL("job: %s", err);
+        test_fail("job: %s", err);
     json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
     if (!tasks)
-        CHECK_FAIL("tasks: %s", err);
-    CHECK_INT_EQ(json_array_size(tasks), n);
+        test_fail("tasks: %s", err);
+    assert_int_eq(json_array_size(tasks), n);
 
     json_t *rows = json_array();
     shoal_task_t **out = calloc((size_t)n, sizeof(*out));
-    CHECK(out != NULL);
+    assert_true(out != NULL);
     size_t k;
     json_t *t;
     json_array_foreach(tasks, k, t)
@@ -100,7 +100,7 @@ static shoal_task_t **record_job(shoal_pg_t *pg, const char *id, int n)
         out[k] = shoal_task_parse(msg, strlen(msg), models, err, sizeof(err));
         free(msg);
         if (!out[k])
-            CHECK_FAIL("task %zu: %s", k, err);
+            test_fail("task %zu: %s", k, err);
     }
     json_t *jobrow = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "job_id", id, "tenant",
                                "acme", "priority", "normal", "model", "fast", "merge", "concat",
@@ -110,8 +110,8 @@ static shoal_task_t **record_job(shoal_pg_t *pg, const char *id, int n)
     PGresult *r;
     if (shoal_pg_exec(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", 2, params, &r, err,
                       sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("record_job: %s", err);
-    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "new");
+        test_fail("record_job: %s", err);
+    assert_str_eq(PQgetvalue(r, 0, 0), "new");
     PQclear(r);
     free(a);
     free(b);
@@ -163,16 +163,16 @@ static void add_attempt(shoal_sink_t *s, shoal_task_t *t, int attempt, int statu
                                          : status >= 500 ? "retry"
                                                          : "failed",
                                          status == 200 ? NULL : "provider error", 10, 4, 0);
-    CHECK(row != NULL);
+    assert_true(row != NULL);
     shoal_sink_add_attempt(s, row);
 }
 
 static void add_result(shoal_sink_t *s, shoal_task_t *t, int token)
 {
-    CHECK(token >= 0 && token < MAX_TOKENS);
+    assert_true(token >= 0 && token < MAX_TOKENS);
     json_t *row = shoal_task_result_row(t, "w1");
-    CHECK(row != NULL);
-    CHECK_INT_EQ(shoal_sink_add_result(s, row, &done_count[token]), SHOAL_OK);
+    assert_true(row != NULL);
+    assert_int_eq(shoal_sink_add_result(s, row, &done_count[token]), SHOAL_OK);
 }
 
 static void flush_ok(shoal_sink_t *s, int want_done, int want_ended)
@@ -181,13 +181,13 @@ static void flush_ok(shoal_sink_t *s, int want_done, int want_ended)
     int calls = 0, ended = -1;
     memset(done_count, 0, sizeof(done_count));
     if (shoal_sink_flush(s, on_done, &calls, &ended, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("flush: %s", err);
-    CHECK_INT_EQ(calls, want_done);
-    CHECK_INT_EQ(ended, want_ended);
+        test_fail("flush: %s", err);
+    assert_int_eq(calls, want_done);
+    assert_int_eq(ended, want_ended);
     for (int i = 0; i < MAX_TOKENS; i++)
-        CHECK_INT_EQ(done_count[i], i < want_done ? 1 : 0);
-    CHECK_INT_EQ(shoal_sink_results(s), 0);
-    CHECK_INT_EQ(shoal_sink_attempts(s), 0);
+        assert_int_eq(done_count[i], i < want_done ? 1 : 0);
+    assert_int_eq(shoal_sink_results(s), 0);
+    assert_int_eq(shoal_sink_attempts(s), 0);
 }
 
 static void test_flush(shoal_pg_t *pg)
@@ -195,7 +195,7 @@ static void test_flush(shoal_pg_t *pg)
     char err[512];
     shoal_task_t **tasks = record_job(pg, "sink-1", 3);
     shoal_sink_t *s = shoal_sink_new(pg);
-    CHECK(s != NULL);
+    assert_true(s != NULL);
 
     /* nothing waiting: nothing to do */
     flush_ok(s, 0, 0);
@@ -208,58 +208,58 @@ static void test_flush(shoal_pg_t *pg)
     finish(tasks[1], 1, 1);
     add_attempt(s, tasks[1], 1, 200);
     add_result(s, tasks[1], 1);
-    CHECK_INT_EQ(shoal_sink_results(s), 2);
-    CHECK_INT_EQ(shoal_sink_attempts(s), 3);
+    assert_int_eq(shoal_sink_results(s), 2);
+    assert_int_eq(shoal_sink_attempts(s), 3);
     flush_ok(s, 2, 0);
-    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 3);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT attempts FROM shoal.tasks WHERE task_id = $1 AND status = 'done'",
-                       "sink-1:000000"),
-                 2);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.results WHERE task_id = $1 AND output = "
-                       "'out-1' AND worker_id = 'w1' AND tokens_in = 10 AND tokens_out = 4",
-                       "sink-1:000001"),
-                 1);
+    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 3);
+    assert_int_eq(qlong(pg,
+                        "SELECT attempts FROM shoal.tasks WHERE task_id = $1 AND status = 'done'",
+                        "sink-1:000000"),
+                  2);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.results WHERE task_id = $1 AND output = "
+                        "'out-1' AND worker_id = 'w1' AND tokens_in = 10 AND tokens_out = 4",
+                        "sink-1:000001"),
+                  1);
 
     /* the last task (failed) is added, then the database goes away */
     finish(tasks[2], 0, 1);
     add_attempt(s, tasks[2], 1, 400);
     add_result(s, tasks[2], 0);
-    CHECK_INT_EQ(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    assert_int_eq(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
     for (int i = 0; i < 2; i++) {
         int calls = 0, ended = -1;
         memset(done_count, 0, sizeof(done_count));
         err[0] = '\0';
-        CHECK_INT_EQ(shoal_sink_flush(s, on_done, &calls, &ended, err, sizeof(err)),
-                     SHOAL_ERR_RETRY);
-        CHECK(err[0] != '\0');
-        CHECK_INT_EQ(calls, 0);
-        CHECK_INT_EQ(done_count[0], 0);
-        CHECK_INT_EQ(ended, 0);
-        CHECK_INT_EQ(shoal_sink_results(s), 1);
-        CHECK_INT_EQ(shoal_sink_attempts(s), 1);
+        assert_int_eq(shoal_sink_flush(s, on_done, &calls, &ended, err, sizeof(err)),
+                      SHOAL_ERR_RETRY);
+        assert_true(err[0] != '\0');
+        assert_int_eq(calls, 0);
+        assert_int_eq(done_count[0], 0);
+        assert_int_eq(ended, 0);
+        assert_int_eq(shoal_sink_results(s), 1);
+        assert_int_eq(shoal_sink_attempts(s), 1);
     }
     if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("restart: %s", err);
+        test_fail("restart: %s", err);
     /* the kept batch goes out with the first flush and ends the job */
     flush_ok(s, 1, 1);
-    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
-    CHECK_INT_EQ(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.tasks WHERE task_id = $1 AND status = 'failed' "
-                       "AND error = 'HTTP 400: bad request'",
-                       "sink-1:000002"),
-                 1);
-    CHECK_INT_EQ(qlong(pg,
-                       "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
-                       "http_status = 400 AND outcome = 'failed' AND error = 'provider error'",
-                       "w1/sink-1/2/1"),
-                 1);
+    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.tasks WHERE task_id = $1 AND status = 'failed' "
+                        "AND error = 'HTTP 400: bad request'",
+                        "sink-1:000002"),
+                  1);
+    assert_int_eq(qlong(pg,
+                        "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
+                        "http_status = 400 AND outcome = 'failed' AND error = 'provider error'",
+                        "w1/sink-1/2/1"),
+                  1);
 
     /* the same rows again, rebuilt as a worker that redelivers them would:
      * durable, so acknowledged, but counted once */
@@ -274,17 +274,18 @@ static void test_flush(shoal_pg_t *pg)
     finish(tasks[2], 0, 1);
     add_result(s, tasks[2], 2);
     flush_ok(s, 3, 0);
-    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
-    CHECK_INT_EQ(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
-    CHECK_INT_EQ(qlong(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "sink-1"), 4);
+    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(qlong(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "sink-1"),
+                  4);
 
     /* attempts alone are a batch too */
     add_attempt(s, tasks[1], 2, 200);
-    CHECK_INT_EQ(shoal_sink_results(s), 0);
+    assert_int_eq(shoal_sink_results(s), 0);
     flush_ok(s, 0, 0);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 5);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 5);
 
     shoal_sink_destroy(s);
     free_tasks(tasks, 3);
@@ -298,7 +299,7 @@ static void test_large_batch(shoal_pg_t *pg)
     shoal_task_t **a = record_job(pg, "sink-big", big);
     shoal_task_t **b = record_job(pg, "sink-small", 1);
     shoal_sink_t *s = shoal_sink_new(pg);
-    CHECK(s != NULL);
+    assert_true(s != NULL);
     for (int i = 0; i < big; i++) {
         finish(a[i], 1, 1);
         add_attempt(s, a[i], 1, 200);
@@ -306,11 +307,12 @@ static void test_large_batch(shoal_pg_t *pg)
     }
     finish(b[0], 1, 1);
     add_result(s, b[0], big);
-    CHECK_INT_EQ(shoal_sink_results(s), big + 1);
+    assert_int_eq(shoal_sink_results(s), big + 1);
     flush_ok(s, big + 1, 2);
-    CHECK_INT_EQ(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-big"), big);
-    CHECK_INT_EQ(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-big"),
-                 big);
+    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-big"),
+                  big);
+    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-big"),
+                  big);
 
     /* destroy drops what was never flushed */
     add_attempt(s, a[0], 2, 200);
@@ -328,14 +330,14 @@ int main(void)
     shoal_log_init("sink_test", SHOAL_LOG_ERROR, 0);
     models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
     if (!models)
-        CHECK_FAIL("models: %s", err);
+        test_fail("models: %s", err);
     cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
     if (!cluster)
-        CHECK_FAIL("cannot start PostgreSQL: %s", err);
+        test_fail("cannot start PostgreSQL: %s", err);
     shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(cluster), "sink_test");
-    CHECK(pg != NULL);
+    assert_true(pg != NULL);
     if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
-        CHECK_FAIL("migrate: %s", err);
+        test_fail("migrate: %s", err);
 
     test_flush(pg);
     test_large_batch(pg);

@@ -53,18 +53,18 @@ static char **make_tasks(const char *text, const char *id, size_t *n)
     char err[512];
     shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
     if (!job)
-        CHECK_FAIL("job: %s", err);
+        test_fail("job: %s", err);
     if (id)
-        CHECK_INT_EQ(shoal_job_set_id(job, id), SHOAL_OK);
+        assert_int_eq(shoal_job_set_id(job, id), SHOAL_OK);
     json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
     if (!tasks)
-        CHECK_FAIL("tasks: %s", err);
+        test_fail("tasks: %s", err);
     *n = json_array_size(tasks);
     char **out = calloc(*n, sizeof(*out));
-    CHECK(out != NULL);
+    assert_true(out != NULL);
     for (size_t i = 0; i < *n; i++) {
         out[i] = json_dumps(json_array_get(tasks, i), JSON_COMPACT);
-        CHECK(out[i] != NULL);
+        assert_true(out[i] != NULL);
     }
     json_decref(tasks);
     shoal_job_destroy(job);
@@ -83,7 +83,7 @@ static shoal_task_t *parse_ok(const char *text)
     char err[512];
     shoal_task_t *t = shoal_task_parse(text, strlen(text), models, err, sizeof(err));
     if (!t)
-        CHECK_FAIL("parse: %s", err);
+        test_fail("parse: %s", err);
     return t;
 }
 
@@ -91,11 +91,11 @@ static shoal_task_t *parse_ok(const char *text)
 static json_t *request_of(const shoal_task_t *t)
 {
     json_error_t jerr;
-    CHECK(t->request != NULL);
-    CHECK_INT_EQ(t->request_len, strlen(t->request));
+    assert_true(t->request != NULL);
+    assert_int_eq(t->request_len, strlen(t->request));
     json_t *req = json_loadb(t->request, t->request_len, 0, &jerr);
     if (!json_is_object(req))
-        CHECK_FAIL("request is not a JSON object: %s", t->request);
+        test_fail("request is not a JSON object: %s", t->request);
     return req;
 }
 
@@ -109,43 +109,43 @@ static void test_parse_openai(void)
 {
     size_t n;
     char **tasks = make_tasks(job_json, "job-7", &n);
-    CHECK_INT_EQ(n, 2);
+    assert_int_eq(n, 2);
 
     shoal_task_t *t = parse_ok(tasks[0]);
-    CHECK_STR_EQ(t->task_id, "job-7:000000");
-    CHECK_STR_EQ(t->job_id, "job-7");
-    CHECK_INT_EQ(t->chunk, 0);
-    CHECK_INT_EQ(t->max_attempts, 4);
-    CHECK_INT_EQ(t->timeout_ms, 20000);
-    CHECK_INT_EQ(t->want_json, 1);
-    CHECK(t->model == shoal_models_find(models, "fast"));
-    CHECK_INT_EQ(t->state, SHOAL_TASK_RUNNING);
-    CHECK_INT_EQ(t->attempts, 0);
-    CHECK(t->output == NULL);
-    CHECK_INT_EQ(t->nrefs, 0);
+    assert_str_eq(t->task_id, "job-7:000000");
+    assert_str_eq(t->job_id, "job-7");
+    assert_int_eq(t->chunk, 0);
+    assert_int_eq(t->max_attempts, 4);
+    assert_int_eq(t->timeout_ms, 20000);
+    assert_int_eq(t->want_json, 1);
+    assert_true(t->model == shoal_models_find(models, "fast"));
+    assert_int_eq(t->state, SHOAL_TASK_RUNNING);
+    assert_int_eq(t->attempts, 0);
+    assert_true(t->output == NULL);
+    assert_int_eq(t->nrefs, 0);
 
     json_t *req = request_of(t);
-    CHECK_STR_EQ(json_string_value(json_object_get(req, "model")), "gpt-4o-mini");
-    CHECK_INT_EQ(json_array_size(json_object_get(req, "messages")), 2);
-    CHECK_STR_EQ(msg_field(req, 0, "role"), "system");
-    CHECK_STR_EQ(msg_field(req, 0, "content"), "You sort tickets.");
-    CHECK_STR_EQ(msg_field(req, 1, "role"), "user");
+    assert_str_eq(json_string_value(json_object_get(req, "model")), "gpt-4o-mini");
+    assert_int_eq(json_array_size(json_object_get(req, "messages")), 2);
+    assert_str_eq(msg_field(req, 0, "role"), "system");
+    assert_str_eq(msg_field(req, 0, "content"), "You sort tickets.");
+    assert_str_eq(msg_field(req, 1, "role"), "user");
     /* several items: each as "[id]\ninput"; an input's own {{input}} stays */
-    CHECK_STR_EQ(msg_field(req, 1, "content"),
-                 "Classify:\n[a]\nprinter jams\n\n[b]\nvpn drops {{input}}");
-    CHECK_STR_EQ(
+    assert_str_eq(msg_field(req, 1, "content"),
+                  "Classify:\n[a]\nprinter jams\n\n[b]\nvpn drops {{input}}");
+    assert_str_eq(
         json_string_value(json_object_get(json_object_get(req, "response_format"), "type")),
         "json_object");
-    CHECK_INT_EQ(json_integer_value(json_object_get(req, "max_tokens")), 256);
+    assert_int_eq(json_integer_value(json_object_get(req, "max_tokens")), 256);
     json_decref(req);
     shoal_task_destroy(t);
 
     /* one item: its input verbatim */
     t = parse_ok(tasks[1]);
-    CHECK_STR_EQ(t->task_id, "job-7:000001");
-    CHECK_INT_EQ(t->chunk, 1);
+    assert_str_eq(t->task_id, "job-7:000001");
+    assert_int_eq(t->chunk, 1);
     req = request_of(t);
-    CHECK_STR_EQ(msg_field(req, 1, "content"), "Classify:\ndisk full");
+    assert_str_eq(msg_field(req, 1, "content"), "Classify:\ndisk full");
     json_decref(req);
     shoal_task_destroy(t);
     free_tasks(tasks, n);
@@ -155,38 +155,38 @@ static void test_parse_anthropic(void)
 {
     size_t n;
     char **tasks = make_tasks(job_anthropic, NULL, &n);
-    CHECK_INT_EQ(n, 1);
+    assert_int_eq(n, 1);
     shoal_task_t *t = parse_ok(tasks[0]);
-    CHECK_STR_EQ(t->task_id, "ant-1:000000");
-    CHECK(t->model == shoal_models_find(models, "smart"));
-    CHECK_INT_EQ(t->want_json, 0);
+    assert_str_eq(t->task_id, "ant-1:000000");
+    assert_true(t->model == shoal_models_find(models, "smart"));
+    assert_int_eq(t->want_json, 0);
     /* the job's defaults travel in the message */
-    CHECK_INT_EQ(t->max_attempts, 3);
-    CHECK_INT_EQ(t->timeout_ms, 60000);
+    assert_int_eq(t->max_attempts, 3);
+    assert_int_eq(t->timeout_ms, 60000);
 
     json_t *req = request_of(t);
-    CHECK_STR_EQ(json_string_value(json_object_get(req, "model")), "claude-test-1");
-    CHECK(json_object_get(req, "system") == NULL);
-    CHECK(json_object_get(req, "response_format") == NULL);
-    CHECK_INT_EQ(json_array_size(json_object_get(req, "messages")), 1);
-    CHECK_STR_EQ(msg_field(req, 0, "role"), "user");
-    CHECK_STR_EQ(msg_field(req, 0, "content"), "Say hello back");
+    assert_str_eq(json_string_value(json_object_get(req, "model")), "claude-test-1");
+    assert_true(json_object_get(req, "system") == NULL);
+    assert_true(json_object_get(req, "response_format") == NULL);
+    assert_int_eq(json_array_size(json_object_get(req, "messages")), 1);
+    assert_str_eq(msg_field(req, 0, "role"), "user");
+    assert_str_eq(msg_field(req, 0, "content"), "Say hello back");
     json_decref(req);
     shoal_task_destroy(t);
 
     /* the same task sent to the Anthropic alias with a system prompt and JSON
      * output: system is top-level, and there is no response_format */
     json_t *doc = json_loads(tasks[0], 0, NULL);
-    CHECK(doc != NULL);
+    assert_true(doc != NULL);
     json_object_set_new(doc, "system", json_string("Be brief."));
     json_object_set_new(json_object_get(doc, "output"), "format", json_string("json"));
     char *text = json_dumps(doc, JSON_COMPACT);
     t = parse_ok(text);
-    CHECK_INT_EQ(t->want_json, 1);
+    assert_int_eq(t->want_json, 1);
     req = request_of(t);
-    CHECK_STR_EQ(json_string_value(json_object_get(req, "system")), "Be brief.");
-    CHECK(json_object_get(req, "response_format") == NULL);
-    CHECK_INT_EQ(json_array_size(json_object_get(req, "messages")), 1);
+    assert_str_eq(json_string_value(json_object_get(req, "system")), "Be brief.");
+    assert_true(json_object_get(req, "response_format") == NULL);
+    assert_int_eq(json_array_size(json_object_get(req, "messages")), 1);
     json_decref(req);
     shoal_task_destroy(t);
     free(text);
@@ -200,21 +200,21 @@ static void poison(const char *text, const char *why)
     char err[512] = "";
     shoal_task_t *t = shoal_task_parse(text, strlen(text), models, err, sizeof(err));
     if (t)
-        CHECK_FAIL("parsed a poison message: %s", text);
-    CHECK_STR_CONTAINS(err, why);
+        test_fail("parsed a poison message: %s", text);
+    assert_str_contains(err, why);
 }
 
 /* Returns tmpl with key removed (or set to value when value is not NULL). */
 static char *edited(const char *tmpl, const char *key, json_t *value)
 {
     json_t *doc = json_loads(tmpl, 0, NULL);
-    CHECK(doc != NULL);
+    assert_true(doc != NULL);
     if (value)
         json_object_set_new(doc, key, value);
     else
-        CHECK_INT_EQ(json_object_del(doc, key), 0);
+        assert_int_eq(json_object_del(doc, key), 0);
     char *text = json_dumps(doc, JSON_COMPACT);
-    CHECK(text != NULL);
+    assert_true(text != NULL);
     json_decref(doc);
     return text;
 }
@@ -261,18 +261,18 @@ static void test_poison(void)
     /* optional fields fall back; max_attempts is at least 1 */
     text = edited(tasks[0], "max_attempts", json_integer(0));
     shoal_task_t *t = parse_ok(text);
-    CHECK_INT_EQ(t->max_attempts, 1);
+    assert_int_eq(t->max_attempts, 1);
     shoal_task_destroy(t);
     free(text);
     text = edited(tasks[0], "max_attempts", NULL);
     char *text2 = edited(text, "timeout_ms", NULL);
     char *text3 = edited(text2, "output", NULL);
     t = parse_ok(text3);
-    CHECK_INT_EQ(t->max_attempts, 3);
-    CHECK_INT_EQ(t->timeout_ms, 60000);
-    CHECK_INT_EQ(t->want_json, 0);
+    assert_int_eq(t->max_attempts, 3);
+    assert_int_eq(t->timeout_ms, 60000);
+    assert_int_eq(t->want_json, 0);
     json_t *req = request_of(t);
-    CHECK(json_object_get(req, "response_format") == NULL);
+    assert_true(json_object_get(req, "response_format") == NULL);
     json_decref(req);
     shoal_task_destroy(t);
     free(text);
@@ -309,7 +309,7 @@ static void only_known_keys(const json_t *row, const char *const *cols)
         for (i = 0; cols[i] && strcmp(cols[i], key) != 0; i++)
             ;
         if (!cols[i])
-            CHECK_FAIL("row has \"%s\", which shoal.record_batch does not read", key);
+            test_fail("row has \"%s\", which shoal.record_batch does not read", key);
     }
 }
 
@@ -317,7 +317,7 @@ static double num(const json_t *row, const char *key)
 {
     const json_t *v = json_object_get(row, key);
     if (!json_is_number(v))
-        CHECK_FAIL("row has no number \"%s\"", key);
+        test_fail("row has no number \"%s\"", key);
     return json_number_value(v);
 }
 
@@ -338,67 +338,67 @@ static void test_attempt_row(void)
     double before = unix_now();
     json_t *row = shoal_task_attempt_row(t, "w1/17", "w1", &reply, "ok", NULL, 1000, 500, 400);
     double after = unix_now();
-    CHECK(row != NULL);
+    assert_true(row != NULL);
     only_known_keys(row, attempt_cols);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "attempt_id")), "w1/17");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "task_id")), "job-7:000001");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "job_id")), "job-7");
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "attempt")), 2);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "model")), "fast"); /* the alias */
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "worker_id")), "w1");
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "http_status")), 200);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "outcome")), "ok");
-    CHECK(num(row, "latency_ms") == 12.5);
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "tokens_in")), 1000);
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "tokens_out")), 500);
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "tokens_cached")), 400);
+    assert_str_eq(json_string_value(json_object_get(row, "attempt_id")), "w1/17");
+    assert_str_eq(json_string_value(json_object_get(row, "task_id")), "job-7:000001");
+    assert_str_eq(json_string_value(json_object_get(row, "job_id")), "job-7");
+    assert_int_eq(json_integer_value(json_object_get(row, "attempt")), 2);
+    assert_str_eq(json_string_value(json_object_get(row, "model")), "fast"); /* the alias */
+    assert_str_eq(json_string_value(json_object_get(row, "worker_id")), "w1");
+    assert_int_eq(json_integer_value(json_object_get(row, "http_status")), 200);
+    assert_str_eq(json_string_value(json_object_get(row, "outcome")), "ok");
+    assert_true(num(row, "latency_ms") == 12.5);
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_in")), 1000);
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_out")), 500);
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_cached")), 400);
     /* 600 uncached at 1.5, 400 cached at 0.5, 500 out at 6, per million */
     double cost = num(row, "cost_usd");
-    CHECK(cost > 0.00409999 && cost < 0.00410001);
-    CHECK(cost == shoal_model_cost(t->model, 1000, 500, 400));
-    CHECK(num(row, "started_at") == 1700000000.25);
-    CHECK(num(row, "finished_at") >= before && num(row, "finished_at") <= after);
+    assert_true(cost > 0.00409999 && cost < 0.00410001);
+    assert_true(cost == shoal_model_cost(t->model, 1000, 500, 400));
+    assert_true(num(row, "started_at") == 1700000000.25);
+    assert_true(num(row, "finished_at") >= before && num(row, "finished_at") <= after);
     double q = num(row, "queue_ms");
-    CHECK(q > 249.999 && q < 250.001);
-    CHECK(json_object_get(row, "error") == NULL);
-    CHECK(json_object_get(row, "retry_after_ms") == NULL);
+    assert_true(q > 249.999 && q < 250.001);
+    assert_true(json_object_get(row, "error") == NULL);
+    assert_true(json_object_get(row, "retry_after_ms") == NULL);
     json_decref(row);
 
     /* an empty error is no error; a failed call carries its error and
      * Retry-After */
     row = shoal_task_attempt_row(t, "w1/18", "w1", &reply, "ok", "", 0, 0, 0);
-    CHECK(json_object_get(row, "error") == NULL);
-    CHECK(num(row, "cost_usd") == 0);
+    assert_true(json_object_get(row, "error") == NULL);
+    assert_true(num(row, "cost_usd") == 0);
     json_decref(row);
     reply.status = 429;
     reply.retry_after_ms = 1500;
     row = shoal_task_attempt_row(t, "w1/19", "w1", &reply, "retry", "rate limited", 0, 0, 0);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "error")), "rate limited");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "outcome")), "retry");
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "http_status")), 429);
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "retry_after_ms")), 1500);
+    assert_str_eq(json_string_value(json_object_get(row, "error")), "rate limited");
+    assert_str_eq(json_string_value(json_object_get(row, "outcome")), "retry");
+    assert_int_eq(json_integer_value(json_object_get(row, "http_status")), 429);
+    assert_int_eq(json_integer_value(json_object_get(row, "retry_after_ms")), 1500);
     json_decref(row);
 
     /* no HTTP answer: status 0 */
     reply.status = 0;
     reply.retry_after_ms = -1;
     row = shoal_task_attempt_row(t, "w1/20", "w1", &reply, "retry", "timed out", 0, 0, 0);
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "http_status")), 0);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "error")), "timed out");
+    assert_int_eq(json_integer_value(json_object_get(row, "http_status")), 0);
+    assert_str_eq(json_string_value(json_object_get(row, "error")), "timed out");
     json_decref(row);
 
     /* queue_ms only when the receive time is known and not after the start */
     t->received_unix = 0;
     row = shoal_task_attempt_row(t, "w1/21", "w1", &reply, "ok", NULL, 0, 0, 0);
-    CHECK(json_object_get(row, "queue_ms") == NULL);
+    assert_true(json_object_get(row, "queue_ms") == NULL);
     json_decref(row);
     t->received_unix = reply.started_unix + 1;
     row = shoal_task_attempt_row(t, "w1/22", "w1", &reply, "ok", NULL, 0, 0, 0);
-    CHECK(json_object_get(row, "queue_ms") == NULL);
+    assert_true(json_object_get(row, "queue_ms") == NULL);
     json_decref(row);
     t->received_unix = reply.started_unix;
     row = shoal_task_attempt_row(t, "w1/23", "w1", &reply, "ok", NULL, 0, 0, 0);
-    CHECK(num(row, "queue_ms") == 0);
+    assert_true(num(row, "queue_ms") == 0);
     json_decref(row);
 
     shoal_task_destroy(t);
@@ -418,35 +418,35 @@ static void test_result_row(void)
     t->attempts = 3;
     snprintf(t->error, sizeof(t->error), "%s", "an earlier attempt failed");
     json_t *row = shoal_task_result_row(t, "w9");
-    CHECK(row != NULL);
+    assert_true(row != NULL);
     only_known_keys(row, result_cols);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "task_id")), "job-7:000001");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "job_id")), "job-7");
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "chunk")), 1);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "status")), "done");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "model")), "fast");
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "tokens_in")), 42);
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "tokens_out")), 7);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "worker_id")), "w9");
-    CHECK_INT_EQ(json_integer_value(json_object_get(row, "attempts")), 3);
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "output")), "{\"label\": \"storage\"}");
-    CHECK(json_object_get(row, "error") == NULL);
+    assert_str_eq(json_string_value(json_object_get(row, "task_id")), "job-7:000001");
+    assert_str_eq(json_string_value(json_object_get(row, "job_id")), "job-7");
+    assert_int_eq(json_integer_value(json_object_get(row, "chunk")), 1);
+    assert_str_eq(json_string_value(json_object_get(row, "status")), "done");
+    assert_str_eq(json_string_value(json_object_get(row, "model")), "fast");
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_in")), 42);
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_out")), 7);
+    assert_str_eq(json_string_value(json_object_get(row, "worker_id")), "w9");
+    assert_int_eq(json_integer_value(json_object_get(row, "attempts")), 3);
+    assert_str_eq(json_string_value(json_object_get(row, "output")), "{\"label\": \"storage\"}");
+    assert_true(json_object_get(row, "error") == NULL);
     json_decref(row);
 
     /* done without output: an empty output, never a missing one */
     free(t->output);
     t->output = NULL;
     row = shoal_task_result_row(t, "w9");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "output")), "");
+    assert_str_eq(json_string_value(json_object_get(row, "output")), "");
     json_decref(row);
 
     /* failed: the error, no output */
     t->state = SHOAL_TASK_FAILED;
     snprintf(t->error, sizeof(t->error), "%s", "HTTP 400: bad request");
     row = shoal_task_result_row(t, "w9");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "status")), "failed");
-    CHECK_STR_EQ(json_string_value(json_object_get(row, "error")), "HTTP 400: bad request");
-    CHECK(json_object_get(row, "output") == NULL);
+    assert_str_eq(json_string_value(json_object_get(row, "status")), "failed");
+    assert_str_eq(json_string_value(json_object_get(row, "error")), "HTTP 400: bad request");
+    assert_true(json_object_get(row, "output") == NULL);
     json_decref(row);
 
     shoal_task_destroy(t);
@@ -461,15 +461,15 @@ static void test_refs(void)
 
     for (int i = 0; i < 1000; i++) {
         shoal_offset_ref_t ref = {i % 7, (uint32_t)(i * 3 + 1), 100000 + i};
-        CHECK_INT_EQ(shoal_task_add_ref(t, &ref), SHOAL_OK);
-        CHECK_INT_EQ(t->nrefs, i + 1);
-        CHECK(t->caprefs >= t->nrefs);
+        assert_int_eq(shoal_task_add_ref(t, &ref), SHOAL_OK);
+        assert_int_eq(t->nrefs, i + 1);
+        assert_true(t->caprefs >= t->nrefs);
     }
-    CHECK(t->caprefs < 4000); /* grows geometrically, not wildly */
+    assert_true(t->caprefs < 4000); /* grows geometrically, not wildly */
     for (int i = 0; i < 1000; i++) {
-        CHECK_INT_EQ(t->refs[i].slot, i % 7);
-        CHECK_INT_EQ(t->refs[i].gen, i * 3 + 1);
-        CHECK_INT_EQ(t->refs[i].offset, 100000 + i);
+        assert_int_eq(t->refs[i].slot, i % 7);
+        assert_int_eq(t->refs[i].gen, i * 3 + 1);
+        assert_int_eq(t->refs[i].offset, 100000 + i);
     }
     shoal_task_destroy(t);
     free_tasks(tasks, n);
@@ -509,12 +509,12 @@ static void test_alloc_failures(void)
     long needed = alloc_count;
     shoal_task_destroy(t);
     json_t *req = json_loads(clean->request, 0, NULL);
-    CHECK(req != NULL);
+    assert_true(req != NULL);
     alloc_count = 0;
     free(json_dumps(req, JSON_COMPACT));
     long printing = alloc_count;
     json_decref(req);
-    CHECK_INT_GE(needed - printing - decoding, 10);
+    assert_int_ge(needed - printing - decoding, 10);
     long failures = 0;
     for (long i = 0; i < needed; i++) {
         alloc_count = 0;
@@ -524,16 +524,16 @@ static void test_alloc_failures(void)
         fail_at = -1;
         if (!t) {
             if (err[0] == '\0')
-                CHECK_FAIL("allocation %ld failed: NULL without a reason", i);
+                test_fail("allocation %ld failed: NULL without a reason", i);
             failures++;
             continue;
         }
         if (i >= decoding && i < needed - printing && strcmp(t->request, clean->request) != 0)
-            CHECK_FAIL("allocation %ld failed and the request is incomplete: %s", i, t->request);
+            test_fail("allocation %ld failed and the request is incomplete: %s", i, t->request);
         shoal_task_destroy(t);
     }
     json_set_alloc_funcs(malloc, free);
-    CHECK_INT_GE(failures, 1);
+    assert_int_ge(failures, 1);
     printf("task_test: %ld of %ld allocation failures reported\n", failures, needed);
     shoal_task_destroy(clean);
     free_tasks(tasks, n);
@@ -544,8 +544,8 @@ int main(void)
     char err[512];
     models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
     if (!models)
-        CHECK_FAIL("models: %s", err);
-    CHECK_INT_EQ(shoal_models_count(models), 2);
+        test_fail("models: %s", err);
+    assert_int_eq(shoal_models_count(models), 2);
 
     test_parse_openai();
     test_parse_anthropic();
