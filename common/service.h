@@ -12,7 +12,46 @@
 #include "common/err.h"
 #include "common/pg.h"
 
-struct shoal_opt;
+#include "common/opt.h"
+
+/* Settings every daemon has; each binary embeds one as member `svc` of its
+ * configuration struct and lists SHOAL_SERVICE_OPTS in its option table. */
+typedef struct {
+    const char *bootstrap;
+    const char *pg;
+    const char *models;
+    const char *group;
+    const char *topic_prefix;
+    long migrate_wait_s;
+    const char *log_level;
+    const char *log_format;
+    shoal_kprops_t kafka;
+} shoal_service_conf_t;
+
+#define SHOAL_SERVICE_OPT_(type, f) offsetof(type, svc.f)
+/* Option table rows for the shared settings of `type`; group_default names
+ * the binary's consumer group. */
+/* clang-format off */
+#define SHOAL_SERVICE_OPTS(type, group_default)                                                    \
+    {"bootstrap", SHOAL_OPT_STR, SHOAL_SERVICE_OPT_(type, bootstrap), "127.0.0.1:9092", 0, 0,      \
+     "Kafka bootstrap servers"},                                                                   \
+    {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, SHOAL_SERVICE_OPT_(type, pg), "", 0, 0,               \
+     "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"},                               \
+    {"models", SHOAL_OPT_STR, SHOAL_SERVICE_OPT_(type, models), "models.json", 0, 0,               \
+     "models file"},                                                                               \
+    {"group", SHOAL_OPT_STR, SHOAL_SERVICE_OPT_(type, group), group_default, 0, 0,                 \
+     "Kafka consumer group"},                                                                      \
+    {"topic-prefix", SHOAL_OPT_STR, SHOAL_SERVICE_OPT_(type, topic_prefix), "shoal", 0, 0,         \
+     "topic names start with this (shoal.jobs, shoal.tasks.high, ...)"},                           \
+    {"migrate-wait", SHOAL_OPT_INT, SHOAL_SERVICE_OPT_(type, migrate_wait_s), "60", 0, 3600,       \
+     "seconds to wait for PostgreSQL at start"},                                                   \
+    {"log-level", SHOAL_OPT_STR, SHOAL_SERVICE_OPT_(type, log_level), "info", 0, 0,                \
+     "debug, info, warn or error"},                                                                \
+    {"log-format", SHOAL_OPT_STR, SHOAL_SERVICE_OPT_(type, log_format), "text", 0, 0,              \
+     "text or json"},                                                                              \
+    {"kafka", SHOAL_OPT_KPROPS, SHOAL_SERVICE_OPT_(type, kafka), NULL, 0, 0,                       \
+     "librdkafka property"}
+/* clang-format on */
 
 /* A daemon's standard start: parses argv with its option table into conf,
  * answers --help (and -X list when the table has -X), refuses positional

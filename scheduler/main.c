@@ -18,34 +18,14 @@
 #include "scheduler/merger.h"
 
 struct sched_conf {
-    const char *bootstrap;
-    const char *pg;
-    const char *models;
-    const char *group;
-    const char *topic_prefix;
+    shoal_service_conf_t svc;
     long max_job_bytes;
-    long migrate_wait_s;
-    const char *log_level;
-    const char *log_format;
-    shoal_kprops_t kafka;
 };
 
-#define OFF(f) offsetof(struct sched_conf, f)
 static const struct shoal_opt sched_opts[] = {
-    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0, "Kafka bootstrap servers"},
-    {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,
-     "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"},
-    {"models", SHOAL_OPT_STR, OFF(models), "models.json", 0, 0, "models file"},
-    {"group", SHOAL_OPT_STR, OFF(group), "shoal-scheduler", 0, 0, "Kafka consumer group"},
-    {"topic-prefix", SHOAL_OPT_STR, OFF(topic_prefix), "shoal", 0, 0,
-     "topic names start with this (shoal.jobs, shoal.tasks.high, ...)"},
-    {"max-job-bytes", SHOAL_OPT_INT, OFF(max_job_bytes), "1048576", 1024, 1L << 30,
-     "larger job messages are rejected"},
-    {"migrate-wait", SHOAL_OPT_INT, OFF(migrate_wait_s), "60", 0, 3600,
-     "seconds to wait for PostgreSQL at start"},
-    {"log-level", SHOAL_OPT_STR, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
-    {"log-format", SHOAL_OPT_STR, OFF(log_format), "text", 0, 0, "text or json"},
-    {"kafka", SHOAL_OPT_KPROPS, OFF(kafka), NULL, 0, 0, "librdkafka property"},
+    SHOAL_SERVICE_OPTS(struct sched_conf, "shoal-scheduler"),
+    {"max-job-bytes", SHOAL_OPT_INT, offsetof(struct sched_conf, max_job_bytes), "1048576", 1024,
+     1L << 30, "larger job messages are rejected"},
     {0},
 };
 
@@ -123,37 +103,38 @@ int main(int argc, char **argv)
 
     memset(&conf, 0, sizeof(conf));
     int rc = shoal_service_cmdline("shoal-scheduler", usage, summary, sched_opts, &conf, argc, argv,
-                                   &conf.log_level, &conf.log_format, &conf.kafka);
+                                   &conf.svc.log_level, &conf.svc.log_format, &conf.svc.kafka);
     if (rc >= 0)
         return rc;
     shoal_topics_t topics;
-    if (shoal_topics_init(&topics, conf.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
+    if (shoal_topics_init(&topics, conf.svc.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
         fprintf(stderr, "shoal-scheduler: %s\n", err);
         return 2;
     }
     shoal_service_signals();
 
-    shoal_models_t *models = shoal_models_load(conf.models, err, sizeof(err));
+    shoal_models_t *models = shoal_models_load(conf.svc.models, err, sizeof(err));
     if (!models) {
-        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"", conf.models,
-                        err);
+        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"",
+                        conf.svc.models, err);
         return 1;
     }
-    shoal_pg_t *pg = shoal_pg_new(conf.pg, "shoal-scheduler");
-    if (shoal_service_migrate(pg, (int)conf.migrate_wait_s, err, sizeof(err)) != SHOAL_OK) {
+    shoal_pg_t *pg = shoal_pg_new(conf.svc.pg, "shoal-scheduler");
+    if (shoal_service_migrate(pg, (int)conf.svc.migrate_wait_s, err, sizeof(err)) != SHOAL_OK) {
         shoal_log_error("main", "could not prepare the database error=\"%s\"", err);
         shoal_pg_destroy(pg);
         shoal_models_destroy(models);
         return 1;
     }
 
-    rd_kafka_t *producer = shoal_kafka_producer_new(conf.bootstrap, &conf.kafka, err, sizeof(err));
+    rd_kafka_t *producer =
+        shoal_kafka_producer_new(conf.svc.bootstrap, &conf.svc.kafka, err, sizeof(err));
     const char *subs[] = {topics.jobs};
-    rd_kafka_t *consumer = producer
-                               ? shoal_kafka_consumer_new(conf.bootstrap, conf.group, &conf.kafka,
-                                                          subs, 1, NULL, NULL, err, sizeof(err))
-                               : NULL;
-    shoal_merger_t *merger = shoal_merger_new(conf.pg, producer, topics.events);
+    rd_kafka_t *consumer =
+        producer ? shoal_kafka_consumer_new(conf.svc.bootstrap, conf.svc.group, &conf.svc.kafka,
+                                            subs, 1, NULL, NULL, err, sizeof(err))
+                 : NULL;
+    shoal_merger_t *merger = shoal_merger_new(conf.svc.pg, producer, topics.events);
     if (!producer || !consumer || !merger) {
         shoal_log_error("main", "could not start error=\"%s\"", err);
         return 1;
@@ -164,7 +145,7 @@ int main(int argc, char **argv)
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);
 
-    shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.group, topics.jobs);
+    shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.svc.group, topics.jobs);
     double last_merge_err = 0;
     while (!shoal_service_stopping()) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 100);

@@ -15,31 +15,17 @@
 #include "worker/runner.h"
 
 struct worker_conf {
-    const char *bootstrap;
-    const char *pg;
-    const char *models;
-    const char *group;
-    const char *topic_prefix;
+    shoal_service_conf_t svc;
     const char *worker_id;
     long max_inflight;
     long batch_size;
     long flush_ms;
     long grace_ms;
-    long migrate_wait_s;
-    const char *log_level;
-    const char *log_format;
-    shoal_kprops_t kafka;
 };
 
 #define OFF(f) offsetof(struct worker_conf, f)
 static const struct shoal_opt worker_opts[] = {
-    {"bootstrap", SHOAL_OPT_STR, OFF(bootstrap), "127.0.0.1:9092", 0, 0, "Kafka bootstrap servers"},
-    {"pg", SHOAL_OPT_STR | SHOAL_OPT_SECRET, OFF(pg), "", 0, 0,
-     "PostgreSQL conninfo or URI (empty: libpq's PG* environment)"},
-    {"models", SHOAL_OPT_STR, OFF(models), "models.json", 0, 0, "models file"},
-    {"group", SHOAL_OPT_STR, OFF(group), "shoal-workers", 0, 0, "Kafka consumer group"},
-    {"topic-prefix", SHOAL_OPT_STR, OFF(topic_prefix), "shoal", 0, 0,
-     "topic names start with this (shoal.tasks.high, ...)"},
+    SHOAL_SERVICE_OPTS(struct worker_conf, "shoal-workers"),
     {"worker-id", SHOAL_OPT_STR, OFF(worker_id), NULL, 0, 0,
      "name recorded with each call (default: hostname-pid)"},
     {"max-inflight", SHOAL_OPT_INT, OFF(max_inflight), "64", 1, 4096,
@@ -50,11 +36,6 @@ static const struct shoal_opt worker_opts[] = {
      "longest a finished result waits before it is written"},
     {"grace-ms", SHOAL_OPT_INT, OFF(grace_ms), "10000", 0, 600000,
      "on SIGTERM, how long running calls may finish"},
-    {"migrate-wait", SHOAL_OPT_INT, OFF(migrate_wait_s), "60", 0, 3600,
-     "seconds to wait for PostgreSQL at start"},
-    {"log-level", SHOAL_OPT_STR, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
-    {"log-format", SHOAL_OPT_STR, OFF(log_format), "text", 0, 0, "text or json"},
-    {"kafka", SHOAL_OPT_KPROPS, OFF(kafka), NULL, 0, 0, "librdkafka property"},
     {0},
 };
 
@@ -71,7 +52,7 @@ int main(int argc, char **argv)
 
     memset(&conf, 0, sizeof(conf));
     int rc = shoal_service_cmdline("shoal-worker", usage, summary, worker_opts, &conf, argc, argv,
-                                   &conf.log_level, &conf.log_format, &conf.kafka);
+                                   &conf.svc.log_level, &conf.svc.log_format, &conf.svc.kafka);
     if (rc >= 0)
         return rc;
     if (!conf.worker_id || !*conf.worker_id) {
@@ -82,7 +63,7 @@ int main(int argc, char **argv)
         conf.worker_id = idbuf;
     }
     shoal_topics_t topics;
-    if (shoal_topics_init(&topics, conf.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
+    if (shoal_topics_init(&topics, conf.svc.topic_prefix, err, sizeof(err)) != SHOAL_OK) {
         fprintf(stderr, "shoal-worker: %s\n", err);
         return 2;
     }
@@ -96,14 +77,14 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    shoal_models_t *models = shoal_models_load(conf.models, err, sizeof(err));
+    shoal_models_t *models = shoal_models_load(conf.svc.models, err, sizeof(err));
     if (!models) {
-        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"", conf.models,
-                        err);
+        shoal_log_error("main", "could not load models file path=\"%s\" error=\"%s\"",
+                        conf.svc.models, err);
         return 1;
     }
-    shoal_pg_t *pg = shoal_pg_new(conf.pg, "shoal-worker");
-    shoal_err_t e = shoal_service_migrate(pg, (int)conf.migrate_wait_s, err, sizeof(err));
+    shoal_pg_t *pg = shoal_pg_new(conf.svc.pg, "shoal-worker");
+    shoal_err_t e = shoal_service_migrate(pg, (int)conf.svc.migrate_wait_s, err, sizeof(err));
     shoal_pg_destroy(pg);
     if (e != SHOAL_OK) {
         shoal_log_error("main", "could not prepare the database error=\"%s\"", err);
@@ -111,13 +92,13 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    shoal_runner_conf_t runner = {.bootstrap = conf.bootstrap,
-                                  .pg = conf.pg,
-                                  .group = conf.group,
+    shoal_runner_conf_t runner = {.bootstrap = conf.svc.bootstrap,
+                                  .pg = conf.svc.pg,
+                                  .group = conf.svc.group,
                                   .worker_id = conf.worker_id,
                                   .topics = &topics,
                                   .models = models,
-                                  .kafka = &conf.kafka,
+                                  .kafka = &conf.svc.kafka,
                                   .max_inflight = conf.max_inflight,
                                   .batch_size = conf.batch_size,
                                   .flush_ms = conf.flush_ms,
