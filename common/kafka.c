@@ -130,6 +130,21 @@ static int user_set(const shoal_kprops_t *props, const char *key)
     return getenv(env) != NULL;
 }
 
+/* Sets each key/value pair the user did not set; destroys conf on error. */
+static rd_kafka_conf_t *apply_defaults(rd_kafka_conf_t *conf, const shoal_kprops_t *props,
+                                       const char *const (*defaults)[2], size_t n, char *errbuf,
+                                       size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!user_set(props, defaults[i][0]) &&
+            set(conf, defaults[i][0], defaults[i][1], "default", errbuf, errlen) != SHOAL_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    return conf;
+}
+
 static rd_kafka_t *make(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf, size_t errlen)
 {
     char why[512];
@@ -159,18 +174,11 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 rd_kafka_t *shoal_kafka_producer_new(const char *bootstrap, const shoal_kprops_t *props,
                                      char *errbuf, size_t errlen)
 {
-    static const char *defaults[][2] = {
+    static const char *const defaults[][2] = {
         {"enable.idempotence", "true"}, {"linger.ms", "5"}, {"message.max.bytes", "16777216"}};
     rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
-    if (!conf)
+    if (!conf || !(conf = apply_defaults(conf, props, defaults, 3, errbuf, errlen)))
         return NULL;
-    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
-        if (!user_set(props, defaults[i][0]) &&
-            set(conf, defaults[i][0], defaults[i][1], "default", errbuf, errlen) != SHOAL_OK) {
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     return make(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
 }
@@ -180,23 +188,19 @@ rd_kafka_t *shoal_kafka_consumer_new(const char *bootstrap, const char *group,
                                      int ntopics, shoal_kafka_rebalance_cb *rebalance_cb,
                                      void *opaque, char *errbuf, size_t errlen)
 {
-    static const char *defaults[][2] = {{"enable.auto.commit", "true"},
-                                        {"enable.auto.offset.store", "false"},
-                                        {"auto.offset.reset", "earliest"},
-                                        {"auto.commit.interval.ms", "500"}};
+    static const char *const defaults[][2] = {{"enable.auto.commit", "true"},
+                                              {"auto.offset.reset", "earliest"},
+                                              {"auto.commit.interval.ms", "500"}};
     rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
-    if (!conf)
+    if (!conf || !(conf = apply_defaults(conf, props, defaults, 3, errbuf, errlen)))
         return NULL;
-    if (set(conf, "group.id", group, "option --group", errbuf, errlen) != SHOAL_OK) {
+    /* Not a default: storing offsets as messages arrive would let a crash
+     * skip work that was taken but not finished. */
+    if (set(conf, "group.id", group, "option --group", errbuf, errlen) != SHOAL_OK ||
+        set(conf, "enable.auto.offset.store", "false", "required setting", errbuf, errlen) !=
+            SHOAL_OK) {
         rd_kafka_conf_destroy(conf);
         return NULL;
-    }
-    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
-        if (!user_set(props, defaults[i][0]) &&
-            set(conf, defaults[i][0], defaults[i][1], "default", errbuf, errlen) != SHOAL_OK) {
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
     }
     if (rebalance_cb)
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);

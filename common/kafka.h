@@ -44,7 +44,8 @@ rd_kafka_t *shoal_kafka_producer_new(const char *bootstrap, const shoal_kprops_t
 
 /* A consumer in group `group`, with offsets stored only by the caller
  * (enable.auto.offset.store=false) and committed in the background, so an
- * offset moves only past work that is finished. Subscribed to topics[0..n). */
+ * offset moves only past work that is finished (enable.auto.offset.store is
+ * forced off; -X cannot turn it on). Subscribed to topics[0..n). */
 typedef void(shoal_kafka_rebalance_cb)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                        rd_kafka_topic_partition_list_t *partitions, void *opaque);
 
