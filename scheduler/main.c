@@ -46,7 +46,7 @@ static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *msg)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer, shoal_merger_t *merger,
+static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer,
                    const rd_kafka_message_t *msg)
 {
     char err[1024];
@@ -89,10 +89,8 @@ static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer, shoal_me
         shoal_log_error("intake", "job failed job_id=%s reason=\"%s\"", res.job_id, res.reason);
         break;
     }
-    /* Accepted/rejected events go out before the offset moves. */
-    int merged;
-    if (shoal_merger_poll(merger, &merged, err, sizeof(err)) != SHOAL_OK)
-        shoal_log_warn("merger", "could not merge or publish events error=\"%s\"", err);
+    /* The job's first event is in the outbox, committed with the job: the
+     * main loop's merger pass publishes it. */
     store_offset(consumer, msg);
 }
 
@@ -156,7 +154,7 @@ int main(int argc, char **argv)
                 shoal_log_warn("kafka", "consumer error error=\"%s\"",
                                rd_kafka_message_errstr(msg));
             } else {
-                handle(&ic, consumer, merger, msg);
+                handle(&ic, consumer, msg);
             }
             rd_kafka_message_destroy(msg);
         }
