@@ -261,6 +261,14 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                           : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     json_decref(row);
     json_decref(taskrows);
+    if (err == SHOAL_ERR_INVALID) {
+        /* The database refuses this job for good: keep it visible as
+         * rejected with the database's reason rather than drop it. */
+        snprintf(why, sizeof(why), "could not record the job: %s", errbuf ? errbuf : "");
+        json_decref(tasks);
+        shoal_job_destroy(job);
+        return reject(c, source, derived, value, len, why, out, errbuf, errlen);
+    }
     if (err == SHOAL_OK) {
         out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
         if (out->outcome == SHOAL_INTAKE_NEW || strcmp(status, "exists:running") == 0)

@@ -44,8 +44,9 @@ typedef struct {
 
 /* Handles one job message (value/len) that came from topic/partition@offset.
  * SHOAL_OK means it is fully handled and its offset may be stored (rejection
- * included); SHOAL_ERR_RETRY means PostgreSQL or Kafka failed and the same
- * message must be handled again later. */
+ * and failure included: out->outcome says which); SHOAL_ERR_RETRY means
+ * PostgreSQL or Kafka failed and the same message must be handled again
+ * later; any other code means even a rejection could not be stored. */
 shoal_err_t shoal_intake_job(const shoal_intake_conf_t *conf, const char *topic, int partition,
                              long long offset, const void *value, size_t len,
                              shoal_intake_result_t *out, char *errbuf, size_t errlen);
