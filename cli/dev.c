@@ -49,15 +49,14 @@ static const struct shoal_opt dev_opts[] = {
 static int find_demo_job(const char *bindir, char *out, size_t len)
 {
     const char *env = getenv("SHOAL_EXAMPLES");
-    const char *cands[] = {"%s/demo-job.json", "%s/../examples/demo-job.json",
-                           "%s/../../examples/demo-job.json",
+    const char *cands[] = {"%s/../examples/demo-job.json", "%s/../../examples/demo-job.json",
                            "%s/../share/shoal/examples/demo-job.json"};
     if (env) {
         snprintf(out, len, "%s/demo-job.json", env);
         if (access(out, R_OK) == 0)
             return 1;
     }
-    for (size_t i = 1; i < sizeof(cands) / sizeof(cands[0]); i++) {
+    for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
         snprintf(out, len, cands[i], bindir);
         if (access(out, R_OK) == 0)
             return 1;

@@ -12,6 +12,7 @@
 #include "cli/mockkafka.h"
 #include "cli/pgcluster.h"
 #include "cli/proc.h"
+#include "cli/workdir.h"
 #include "common/migrate.h"
 #include "common/pg.h"
 
@@ -343,13 +344,8 @@ void shoal_devstack_destroy(shoal_devstack_t *ds)
     shoal_proc_destroy(ds->sim);
     shoal_pgcluster_destroy(ds->pg);
     shoal_mockkafka_destroy(ds->kafka);
-    if (ds->own_workdir) {
-        char cmd[700];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", ds->workdir);
-        if (system(cmd) != 0) {
-            /* leave it: nothing else to do */
-        }
-    }
+    if (ds->own_workdir)
+        shoal_workdir_remove(ds->workdir);
     free(ds->bindir);
     free(ds);
 }

@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <glob.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -31,6 +30,7 @@
 #include <unistd.h>
 
 #include "cli/proc.h"
+#include "cli/workdir.h"
 #include "common/log.h"
 
 #define START_TIMEOUT_MS 30000
@@ -596,22 +596,13 @@ shoal_err_t shoal_pgcluster_start(shoal_pgcluster_t *c, char *errbuf, size_t err
     return err;
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0; /* keep going: remove as much as possible */
-}
-
 void shoal_pgcluster_destroy(shoal_pgcluster_t *c)
 {
     if (!c)
         return;
     shoal_pgcluster_stop(c, SHOAL_PGCLUSTER_FAST);
     if (c->own_dir && c->dir)
-        nftw(c->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+        shoal_workdir_remove(c->dir);
     free(c->dir);
     free(c->bindir);
     free(c->datadir);

@@ -892,18 +892,20 @@ const json_t *shoal_job_json(const shoal_job_t *job)
     return job->doc;
 }
 
+int shoal_job_id_valid(const char *id)
+{
+    json_t *s = id ? json_string(id) : NULL; /* NULL for invalid UTF-8 as well */
+    int ok = s && check_ident("job_id", s, KEY_MAX, 1, NULL, 0) == SHOAL_OK;
+    json_decref(s);
+    return ok;
+}
+
 shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id)
 {
     json_t *s;
 
-    if (!id)
+    if (!shoal_job_id_valid(id) || !(s = json_string(id)))
         return SHOAL_ERR_INVALID;
-    if (!(s = json_string(id))) /* NULL for invalid UTF-8 as well */
-        return SHOAL_ERR_INVALID;
-    if (check_ident("job_id", s, KEY_MAX, 1, NULL, 0)) {
-        json_decref(s);
-        return SHOAL_ERR_INVALID;
-    }
     if (json_object_set_new(job->doc, "job_id", s))
         return SHOAL_ERR_NOMEM;
     return SHOAL_OK;

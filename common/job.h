@@ -73,6 +73,9 @@ long shoal_job_est_tokens(const shoal_job_t *job);
  * 5.0 stored as integers. It still satisfies the schema. */
 const json_t *shoal_job_json(const shoal_job_t *job);
 
+/* True when id obeys the job_id rule of the schema (1..200 of [A-Za-z0-9._:-]). */
+int shoal_job_id_valid(const char *id);
+
 /* Sets the job id (copied), e.g. one the scheduler generated for a job that
  * came without. SHOAL_ERR_INVALID if id breaks the schema's job_id rule,
  * SHOAL_ERR_NOMEM if the copy fails; the job keeps its old id on error. */

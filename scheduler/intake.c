@@ -34,18 +34,6 @@ static double estimate_cost(const shoal_model_t *m, const json_t *tasks, long *t
     return cost;
 }
 
-static int id_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 200)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '.' || *p == '_' || *p == ':' || *p == '-'))
-            return 0;
-    return 1;
-}
-
 /* The id a rejected message is stored under: its own job_id when that is
  * readable and well formed, else one derived from where Kafka kept it. */
 static void rejected_identity(const void *value, size_t len, size_t max_bytes, const char *derived,
@@ -61,7 +49,7 @@ static void rejected_identity(const void *value, size_t len, size_t max_bytes, c
         return;
     }
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
-    if (jid && id_ok(jid))
+    if (jid && shoal_job_id_valid(jid))
         snprintf(id, idlen, "%s", jid);
     const char *tn = json_string_value(json_object_get(doc, "tenant"));
     if (tn && strlen(tn) <= 100)

@@ -22,6 +22,7 @@
 #include "common/pg.h"
 #include "worker/task.h"
 #include "tests/support/check.h"
+#include "tests/support/sqlcheck.h"
 
 static const char models_text[] =
     "{\"models\": {\"fast\": {\"provider\": \"openai\","
@@ -32,42 +33,6 @@ static shoal_pgcluster_t *cluster;
 static shoal_mockkafka_t *kafka;
 static shoal_models_t *models;
 static shoal_topics_t topics;
-
-static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
-{
-    char err[512];
-    PGresult *r;
-    const char *params[] = {p1};
-    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        test_fail("%s: %s", sql, err);
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-        test_fail("%s: %d rows, expected one value", sql, PQntuples(r));
-    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return v;
-}
-
-/* The single text value of a query ("" for no row or NULL), into out. */
-static void qstr(shoal_pg_t *pg, const char *sql, const char *p1, char *out, size_t outlen)
-{
-    char err[512];
-    PGresult *r;
-    const char *params[] = {p1};
-    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        test_fail("%s: %s", sql, err);
-    if (PQntuples(r) > 1)
-        test_fail("%s: %d rows, expected at most one", sql, PQntuples(r));
-    snprintf(out, outlen, "%s", PQntuples(r) && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "");
-    PQclear(r);
-}
-
-static void exec_ok(shoal_pg_t *pg, const char *sql, const char *p1)
-{
-    char err[512];
-    const char *params[] = {p1};
-    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, NULL, err, sizeof(err)) != SHOAL_OK)
-        test_fail("%s: %s", sql, err);
-}
 
 /* Every message on topic, read from the beginning to the end of each
  * partition, as [{"key": ..., "value": ...}] (caller decrefs). */
@@ -199,24 +164,26 @@ static void test_new_and_duplicate(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     assert_int_eq(res.tasks, 5);
     assert_int_eq(res.published, 5);
 
-    qstr(pg,
-         "SELECT status || ' ' || source || ' ' || tasks_total || ' ' || items_total "
-         "FROM shoal.jobs WHERE job_id = $1",
-         "job-a", v, sizeof(v));
+    sqlcheck_text(pg,
+                  "SELECT status || ' ' || source || ' ' || tasks_total || ' ' || items_total "
+                  "FROM shoal.jobs WHERE job_id = $1",
+                  "job-a", v, sizeof(v));
     assert_str_eq(v, "running shoal.jobs/2@41 5 5");
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-a"), 5);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
-                        "AND queued_at IS NOT NULL",
-                        "job-a"),
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-a"),
                   5);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
-                        "payload->>'type' = 'accepted' AND (payload->>'tasks')::int = 5",
-                        "job-a"),
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
+                      "AND queued_at IS NOT NULL",
+                      "job-a"),
+        5);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                                "payload->>'type' = 'accepted' AND (payload->>'tasks')::int = 5",
+                                "job-a"),
                   1);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
-                  1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"), 1);
 
     /* five messages on the high topic, keyed by task_id, each a task */
     json_t *msgs = read_topic(topics.tasks_high);
@@ -256,9 +223,10 @@ static void test_new_and_duplicate(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     msgs = read_topic(topics.tasks_high);
     assert_int_eq(json_array_size(msgs), 5);
     json_decref(msgs);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"),
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "job-a"), 1);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "job-a"),
                   1);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", "job-a"), 1);
     free(text);
 }
 
@@ -271,10 +239,11 @@ static void test_derived_id(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
     assert_str_eq(res.job_id, "shoal.jobs-p3-o77");
     assert_int_eq(res.published, 2);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
-                        "shoal.jobs-p3-o77"),
-                  2);
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
+                      "shoal.jobs-p3-o77"),
+        2);
     /* the default priority is normal */
     json_t *msgs = read_topic(topics.tasks_normal);
     assert_int_eq(count_prefix(msgs, "shoal.jobs-p3-o77:"), 2);
@@ -299,34 +268,37 @@ static void test_rejected(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     assert_str_eq(res.job_id, "shoal.jobs-p1-o9");
     assert_true(res.reason[0] != '\0');
     assert_int_eq(res.published, 0);
-    qstr(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
     assert_str_eq(v, "rejected");
-    qstr(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
     assert_str_eq(v, res.reason);
-    qstr(pg, "SELECT source FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT source FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
     assert_str_eq(v, "shoal.jobs/1@9");
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", res.job_id), 0);
-    qstr(pg,
-         "SELECT payload->>'type' || '|' || (payload->>'error') FROM shoal.event_outbox "
-         "WHERE job_id = $1",
-         res.job_id, v, sizeof(v));
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", res.job_id), 0);
+    sqlcheck_text(pg,
+                  "SELECT payload->>'type' || '|' || (payload->>'error') FROM shoal.event_outbox "
+                  "WHERE job_id = $1",
+                  res.job_id, v, sizeof(v));
     char want[1100];
     snprintf(want, sizeof(want), "rejected|%s", res.reason);
     assert_str_eq(v, want);
     /* delivered again: still rejected, stored and announced once */
     assert_int_eq(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", res.job_id), 1);
     assert_int_eq(
-        qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", res.job_id), 1);
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1", res.job_id), 1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", res.job_id),
+        1);
 
     /* valid JSON that is not a valid job keeps its own id and tenant */
     assert_int_eq(deliver(c, 0, 3, "{\"job_id\": \"bad-1\", \"tenant\": \"acme\"}", &res),
                   SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
     assert_str_eq(res.job_id, "bad-1");
-    qstr(pg, "SELECT status || ' ' || tenant FROM shoal.jobs WHERE job_id = $1", "bad-1", v,
-         sizeof(v));
+    sqlcheck_text(pg, "SELECT status || ' ' || tenant FROM shoal.jobs WHERE job_id = $1", "bad-1",
+                  v, sizeof(v));
     assert_str_eq(v, "rejected acme");
 
     /* over budget: rejected before any task exists, naming budget_usd */
@@ -336,15 +308,16 @@ static void test_rejected(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     assert_str_eq(res.job_id, "job-rich");
     assert_str_contains(res.reason, "budget_usd");
     assert_int_eq(res.published, 0);
-    qstr(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
     assert_str_eq(v, "rejected");
-    qstr(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT error FROM shoal.jobs WHERE job_id = $1", "job-rich", v, sizeof(v));
     assert_str_contains(v, "budget_usd");
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-rich"), 0);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
-                        "payload->>'type' = 'rejected'",
-                        "job-rich"),
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "job-rich"), 0);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                                "payload->>'type' = 'rejected'",
+                                "job-rich"),
                   1);
     json_t *msgs = read_topic(topics.tasks_normal);
     assert_int_eq(count_prefix(msgs, "job-rich:"), 0);
@@ -368,26 +341,27 @@ static void test_pending_republished(const shoal_intake_conf_t *c, shoal_pg_t *p
     assert_int_eq(deliver(c, 0, 10, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
     assert_int_eq(res.published, 4);
-    exec_ok(pg,
-            "UPDATE shoal.tasks SET status = 'pending', queued_at = NULL "
-            "WHERE job_id = $1 AND chunk IN (1, 3)",
-            "job-crash");
+    sqlcheck_exec(pg,
+                  "UPDATE shoal.tasks SET status = 'pending', queued_at = NULL "
+                  "WHERE job_id = $1 AND chunk IN (1, 3)",
+                  "job-crash");
     /* one task a worker already finished stays finished */
-    exec_ok(pg, "UPDATE shoal.tasks SET status = 'done' WHERE job_id = $1 AND chunk = 0",
-            "job-crash");
+    sqlcheck_exec(pg, "UPDATE shoal.tasks SET status = 'done' WHERE job_id = $1 AND chunk = 0",
+                  "job-crash");
 
     assert_int_eq(deliver(c, 0, 10, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
     assert_int_eq(res.published, 2);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
-                        "AND queued_at IS NOT NULL",
-                        "job-crash"),
-                  3);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'done'",
-                        "job-crash"),
-                  1);
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued' "
+                      "AND queued_at IS NOT NULL",
+                      "job-crash"),
+        3);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'done'",
+                      "job-crash"),
+        1);
 
     json_t *msgs = read_topic(topics.tasks_low);
     assert_int_eq(count_prefix(msgs, "job-crash:"), 6);
@@ -419,15 +393,16 @@ static void test_pg_down(const shoal_intake_conf_t *c, shoal_pg_t *pg)
         test_fail("restart: %s", err);
     /* the checking handle's old connection fails once, then reconnects */
     shoal_pg_exec(pg, "SELECT 1", 0, NULL, NULL, NULL, 0);
-    exec_ok(pg, "SELECT 1", NULL);
+    sqlcheck_exec(pg, "SELECT 1", NULL);
 
     assert_int_eq(deliver(c, 0, 20, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
     assert_int_eq(res.published, 2);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
-                        "job-later"),
-                  2);
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
+                      "job-later"),
+        2);
     assert_int_eq(deliver(c, 0, 21, bad, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
     free(text);
@@ -471,14 +446,14 @@ static void test_produce_fails(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     assert_str_contains(res.reason, topics.tasks_normal);
     assert_str_contains(res.reason, "message.max.bytes");
     assert_int_eq(rd_kafka_outq_len(small), 0);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND status = 'failed'",
-                        "job-huge"),
-                  1);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
-                        "payload->>'type' = 'failed'",
-                        "job-huge"),
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND status = 'failed'",
+                      "job-huge"),
+        1);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                                "payload->>'type' = 'failed'",
+                                "job-huge"),
                   1);
     free(text);
     assert_int_eq(rd_kafka_flush(small, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);

@@ -10,39 +10,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "tests/support/capture.h"
 #include "tests/support/check.h"
-
-#define CAPTURE_MAX 65536
-
-static int saved_stderr = -1;
-static FILE *capture_file;
-
-/* Sends stderr (fd 2) to a temporary file until capture_end. */
-static void capture_begin(void)
-{
-    fflush(stderr);
-    saved_stderr = dup(STDERR_FILENO);
-    assert_true(saved_stderr >= 0);
-    capture_file = tmpfile();
-    assert_true(capture_file != NULL);
-    assert_true(dup2(fileno(capture_file), STDERR_FILENO) == STDERR_FILENO);
-}
-
-/* Restores stderr and returns what was written (caller frees). */
-static char *capture_end(void)
-{
-    assert_true(dup2(saved_stderr, STDERR_FILENO) == STDERR_FILENO);
-    close(saved_stderr);
-    saved_stderr = -1;
-    rewind(capture_file);
-    char *text = malloc(CAPTURE_MAX);
-    assert_true(text != NULL);
-    size_t n = fread(text, 1, CAPTURE_MAX - 1, capture_file);
-    text[n] = '\0';
-    fclose(capture_file);
-    capture_file = NULL;
-    return text;
-}
 
 static int count_char(const char *s, char c)
 {
@@ -67,19 +36,19 @@ static const char *skip_ts(const char *line)
 static void test_text_format(void)
 {
     shoal_log_init("logtest", SHOAL_LOG_INFO, 0);
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_info("engine", "task done job_id=%s task_id=%s attempt=%d", "j1", "t1", 2);
-    char *text = capture_end();
+    char *text = capture_stderr_end();
     assert_int_eq(count_char(text, '\n'), 1);
     assert_str_eq(skip_ts(text), "level=info proc=logtest module=engine msg=\"task done\" "
                                  "job_id=j1 task_id=t1 attempt=2\n");
     free(text);
 
     /* no fields: the whole message is quoted */
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_warn("conf", "could not read file, using defaults");
     shoal_log_error("pg", "a = b is not a field");
-    text = capture_end();
+    text = capture_stderr_end();
     assert_int_eq(count_char(text, '\n'), 2);
     char *second = strchr(text, '\n') + 1;
     second[-1] = '\0';
@@ -94,7 +63,7 @@ static void test_text_format(void)
 static void test_levels(void)
 {
     shoal_log_init("logtest", SHOAL_LOG_WARN, 0);
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_debug("m", "debug line");
     shoal_log_info("m", "info line");
     shoal_log_warn("m", "warn line");
@@ -102,7 +71,7 @@ static void test_levels(void)
     /* below the level the arguments are not even evaluated */
     int evaluated = 0;
     shoal_log_info("m", "%d", ++evaluated);
-    char *text = capture_end();
+    char *text = capture_stderr_end();
     assert_int_eq(evaluated, 0);
     assert_int_eq(count_char(text, '\n'), 2);
     assert_true(!strstr(text, "debug line"));
@@ -113,14 +82,14 @@ static void test_levels(void)
     free(text);
 
     /* shoal_log_write checks the level too; OFF silences everything */
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_write(SHOAL_LOG_INFO, "m", "direct info");
     shoal_log_init("logtest", SHOAL_LOG_OFF, 0);
     shoal_log_error("m", "error while off");
     shoal_log_write(SHOAL_LOG_OFF, "m", "at level off");
     shoal_log_init("logtest", SHOAL_LOG_DEBUG, 0);
     shoal_log_debug("m", "debug shown");
-    text = capture_end();
+    text = capture_stderr_end();
     assert_int_eq(count_char(text, '\n'), 1);
     assert_str_contains(text, "level=debug proc=logtest module=m msg=\"debug shown\"");
     free(text);
@@ -139,10 +108,10 @@ static void test_levels(void)
 static void test_text_one_line(void)
 {
     shoal_log_init("logtest", SHOAL_LOG_INFO, 0);
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_error("pg", "could not connect: %s attempt=%d",
                     "connection refused\n\tIs the server running?\r\n", 3);
-    char *text = capture_end();
+    char *text = capture_stderr_end();
     assert_int_eq(count_char(text, '\n'), 1);
     assert_true(!strchr(text, '\r'));
     assert_str_contains(text, "Is the server running?");
@@ -154,9 +123,9 @@ static void test_text_one_line(void)
     assert_true(big != NULL);
     memset(big, 'x', 10000);
     big[10000] = '\0';
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_info("m", "%s", big);
-    text = capture_end();
+    text = capture_stderr_end();
     assert_int_eq(count_char(text, '\n'), 1);
     assert_true(strlen(text) <= 4096);
     assert_true(text[strlen(text) - 1] == '\n');
@@ -194,12 +163,12 @@ static void test_json(void)
     json_t *objs[8];
 
     shoal_log_init("worker", SHOAL_LOG_INFO, 1);
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_info("engine", "task done job_id=%s why=\"%s\" n=%d", "j1", "a \"b\" c", 7);
     shoal_log_warn("http", "odd answer: %s", "quote \" backslash \\ newline \n tab \t bell \a end");
     shoal_log_error("x", "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac");
     shoal_log_debug("x", "not shown");
-    char *text = capture_end();
+    char *text = capture_stderr_end();
     int n = parse_lines(text, objs, 8);
     assert_int_eq(n, 3);
 
@@ -241,10 +210,10 @@ static void test_json_hostile(void)
         big[2 * i + 1] = (char)0xa9;
     }
     big[12000] = '\0';
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_info("m", "%s", big);
     shoal_log_info("m", "x%s", big); /* cut on the other byte parity */
-    char *text = capture_end();
+    char *text = capture_stderr_end();
     int n = parse_lines(text, objs, 8);
     assert_int_eq(n, 2);
     for (int i = 0; i < n; i++) {
@@ -256,18 +225,18 @@ static void test_json_hostile(void)
     /* control characters only: each is escaped, and the cut lands between escapes */
     memset(big, '\x01', 3000);
     big[3000] = '\0';
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_info("m", "%s", big);
-    text = capture_end();
+    text = capture_stderr_end();
     assert_int_eq(parse_lines(text, objs, 8), 1);
     json_decref(objs[0]);
     free(text);
     free(big);
 
     /* bytes that are not UTF-8 at all */
-    capture_begin();
+    capture_stderr_begin();
     shoal_log_info("m", "bad \xff\xfe bytes \xc3 and \xed\xa0\x80 surrogate");
-    text = capture_end();
+    text = capture_stderr_end();
     assert_int_eq(parse_lines(text, objs, 8), 1);
     assert_str_contains(field(objs[0], "msg"), "bad ");
     assert_str_contains(field(objs[0], "msg"), " surrogate");

@@ -25,45 +25,11 @@
 #include "common/pg.h"
 #include "scheduler/events.h"
 #include "tests/support/check.h"
+#include "tests/support/sqlcheck.h"
 
 static shoal_pgcluster_t *cluster;
 static shoal_mockkafka_t *kafka;
 static shoal_topics_t topics;
-
-static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
-{
-    char err[512];
-    PGresult *r;
-    const char *params[] = {p1};
-    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        test_fail("%s: %s", sql, err);
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-        test_fail("%s: %d rows, expected one value", sql, PQntuples(r));
-    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return v;
-}
-
-static void qstr(shoal_pg_t *pg, const char *sql, const char *p1, char *out, size_t outlen)
-{
-    char err[512];
-    PGresult *r;
-    const char *params[] = {p1};
-    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        test_fail("%s: %s", sql, err);
-    if (PQntuples(r) != 1)
-        test_fail("%s: %d rows, expected 1", sql, PQntuples(r));
-    snprintf(out, outlen, "%s", PQgetisnull(r, 0, 0) ? "NULL" : PQgetvalue(r, 0, 0));
-    PQclear(r);
-}
-
-static void exec_ok(shoal_pg_t *pg, const char *sql, const char *p1)
-{
-    char err[512];
-    const char *params[] = {p1};
-    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, NULL, err, sizeof(err)) != SHOAL_OK)
-        test_fail("%s: %s", sql, err);
-}
 
 static rd_kafka_t *producer_new(const char *prop)
 {
@@ -261,7 +227,7 @@ static void event_types(const json_t *events, char *out, size_t outlen)
 /* Backends of mergers (application_name shoal-merger). */
 static long merger_backends(shoal_pg_t *pg)
 {
-    return qlong(
+    return sqlcheck_long(
         pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shoal-merger'", NULL);
 }
 
@@ -275,10 +241,10 @@ static void test_notify(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer
     poll_until_merged(m, 0);
     assert_true(shoal_merger_fd(m) >= 0);
     /* the accepted event went out with that poll */
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
     assert_int_eq(merger_backends(pg), 1);
-    long pid =
-        qlong(pg, "SELECT pid FROM pg_stat_activity WHERE application_name = 'shoal-merger'", NULL);
+    long pid = sqlcheck_long(
+        pg, "SELECT pid FROM pg_stat_activity WHERE application_name = 'shoal-merger'", NULL);
 
     /* the last chunk lands first; outputs still merge in chunk order */
     assert_int_eq(finish(worker, "m-1", 1, "second"), 0);
@@ -288,14 +254,16 @@ static void test_notify(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer
     /* the same session all along: no reconnect, so no sweep found it */
     assert_int_eq(merger_backends(pg), 1);
     assert_int_eq(
-        qlong(pg, "SELECT pid FROM pg_stat_activity WHERE application_name = 'shoal-merger'", NULL),
+        sqlcheck_long(
+            pg, "SELECT pid FROM pg_stat_activity WHERE application_name = 'shoal-merger'", NULL),
         pid);
-    qstr(pg,
-         "SELECT status || '|' || output || '|' || (finished_at IS NOT NULL) FROM shoal.jobs "
-         "WHERE job_id = $1",
-         "m-1", v, sizeof(v));
+    sqlcheck_text(
+        pg,
+        "SELECT status || '|' || output || '|' || (finished_at IS NOT NULL) FROM shoal.jobs "
+        "WHERE job_id = $1",
+        "m-1", v, sizeof(v));
     assert_str_eq(v, "completed|first\nsecond|true");
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
 
     json_t *evs = read_events("m-1");
     event_types(evs, v, sizeof(v));
@@ -326,10 +294,10 @@ static void test_sweep(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer)
     if (shoal_merger_poll(m, &merged, err, sizeof(err)) != SHOAL_OK)
         test_fail("merger poll: %s", err);
     assert_int_eq(merged, 1);
-    qstr(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-2", v,
-         sizeof(v));
+    sqlcheck_text(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-2", v,
+                  sizeof(v));
     assert_str_eq(v, "completed|[{\"a\": 1}, \"not json\"]");
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
     json_t *evs = read_events("m-2");
     event_types(evs, v, sizeof(v));
     assert_str_eq(v, "accepted,completed");
@@ -351,8 +319,8 @@ static void test_sweep(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer)
     assert_int_eq(finish(worker, "m-4", 0, "after restart"), 1);
     assert_int_eq(merger_backends(pg), 0);
     poll_until_merged(m, 1);
-    qstr(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-4", v,
-         sizeof(v));
+    sqlcheck_text(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-4", v,
+                  sizeof(v));
     assert_str_eq(v, "completed|after restart");
     shoal_merger_destroy(m);
 }
@@ -383,8 +351,8 @@ static void test_race(shoal_pg_t *pg, shoal_pg_t *worker)
 
     shoal_pg_t *holder = shoal_pg_new(shoal_pgcluster_url(cluster), "merger_test_holder");
     assert_true(holder != NULL);
-    exec_ok(holder, "BEGIN", NULL);
-    exec_ok(holder, "SELECT 1 FROM shoal.jobs WHERE job_id = $1 FOR UPDATE", "m-3");
+    sqlcheck_exec(holder, "BEGIN", NULL);
+    sqlcheck_exec(holder, "SELECT 1 FROM shoal.jobs WHERE job_id = $1 FOR UPDATE", "m-3");
 
     rd_kafka_t *producers[2];
     struct racer rs[2];
@@ -397,22 +365,22 @@ static void test_race(shoal_pg_t *pg, shoal_pg_t *worker)
         assert_true(rs[i].m != NULL);
         assert_int_eq(pthread_create(&th[i], NULL, race, &rs[i]), 0);
     }
-    assert_wait(qlong(pg,
-                      "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                      "'shoal-merger' AND wait_event_type = 'Lock'",
-                      NULL) == 2,
+    assert_wait(sqlcheck_long(pg,
+                              "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                              "'shoal-merger' AND wait_event_type = 'Lock'",
+                              NULL) == 2,
                 10, "both mergers to wait for the job's row");
-    exec_ok(holder, "COMMIT", NULL);
+    sqlcheck_exec(holder, "COMMIT", NULL);
     for (int i = 0; i < 2; i++) {
         assert_int_eq(pthread_join(th[i], NULL), 0);
         if (rs[i].err != SHOAL_OK)
             test_fail("merger %d: %s: %s", i, shoal_err_name(rs[i].err), rs[i].why);
     }
     assert_int_eq(rs[0].merged + rs[1].merged, 1);
-    qstr(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-3", v,
-         sizeof(v));
+    sqlcheck_text(pg, "SELECT status || '|' || output FROM shoal.jobs WHERE job_id = $1", "m-3", v,
+                  sizeof(v));
     assert_str_eq(v, "completed|only");
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
     json_t *evs = read_events("m-3");
     event_types(evs, v, sizeof(v));
     assert_str_eq(v, "accepted,completed");
@@ -433,16 +401,16 @@ static void test_drain(shoal_pg_t *pg, rd_kafka_t *producer)
     char err[512], v[256];
     int sent = -1;
 
-    exec_ok(pg,
-            "INSERT INTO shoal.event_outbox (job_id, payload) VALUES "
-            "('d-1', '{\"type\": \"note\", \"job_id\": \"d-1\", \"n\": 1}'), "
-            "('d-1', '{\"type\": \"note\", \"job_id\": \"d-1\", \"n\": 2}'), "
-            "('d-1', '{\"type\": \"note\", \"job_id\": \"d-1\", \"n\": 3}')",
-            NULL);
+    sqlcheck_exec(pg,
+                  "INSERT INTO shoal.event_outbox (job_id, payload) VALUES "
+                  "('d-1', '{\"type\": \"note\", \"job_id\": \"d-1\", \"n\": 1}'), "
+                  "('d-1', '{\"type\": \"note\", \"job_id\": \"d-1\", \"n\": 2}'), "
+                  "('d-1', '{\"type\": \"note\", \"job_id\": \"d-1\", \"n\": 3}')",
+                  NULL);
     if (shoal_events_drain(pg, producer, topics.events, &sent, err, sizeof(err)) != SHOAL_OK)
         test_fail("drain: %s", err);
     assert_int_eq(sent, 3);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
     assert_int_eq(shoal_events_drain(pg, producer, topics.events, &sent, err, sizeof(err)),
                   SHOAL_OK);
     assert_int_eq(sent, 0);
@@ -453,7 +421,7 @@ static void test_drain(shoal_pg_t *pg, rd_kafka_t *producer)
     json_decref(evs);
 
     rd_kafka_t *small = producer_new("message.max.bytes=2000");
-    exec_ok(
+    sqlcheck_exec(
         pg,
         "INSERT INTO shoal.event_outbox (job_id, payload) VALUES "
         "('d-2', '{\"type\": \"note\", \"job_id\": \"d-2\"}'), "
@@ -464,9 +432,10 @@ static void test_drain(shoal_pg_t *pg, rd_kafka_t *producer)
     assert_true(err[0] != '\0');
     assert_int_eq(sent, 0);
     assert_int_eq(rd_kafka_outq_len(small), 0);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "d-2"), 2);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1", "d-2"), 2);
     /* the session is usable again: nothing left of the failed transaction */
-    qstr(pg, "SELECT 40 + 2", NULL, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT 40 + 2", NULL, v, sizeof(v));
     assert_str_eq(v, "42");
     assert_int_eq(PQtransactionStatus(shoal_pg_conn(pg)), PQTRANS_IDLE);
     producer_destroy(small);
@@ -475,7 +444,7 @@ static void test_drain(shoal_pg_t *pg, rd_kafka_t *producer)
     if (shoal_events_drain(pg, producer, topics.events, &sent, err, sizeof(err)) != SHOAL_OK)
         test_fail("drain: %s", err);
     assert_int_eq(sent, 2);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
 }
 
 int main(void)

@@ -18,7 +18,9 @@
 #include "cli/pgcluster.h"
 #include "common/log.h"
 #include "common/migrate.h"
+#include "tests/support/capture.h"
 #include "tests/support/check.h"
+#include "tests/support/sqlcheck.h"
 
 static shoal_pgcluster_t *cluster;
 
@@ -57,49 +59,6 @@ static PGresult *query(shoal_pg_t *pg, const char *sql, const char *p1, const ch
         test_fail("%s: %s", sql, err);
     assert_true(r != NULL);
     return r;
-}
-
-/* The single value of a one-row query, copied into out ("NULL" for SQL NULL). */
-static void value(shoal_pg_t *pg, const char *sql, const char *p1, char *out, size_t outlen)
-{
-    PGresult *r = query(pg, sql, p1, NULL);
-    if (PQntuples(r) != 1)
-        test_fail("%s: %d rows, expected 1", sql, PQntuples(r));
-    snprintf(out, outlen, "%s", PQgetisnull(r, 0, 0) ? "NULL" : PQgetvalue(r, 0, 0));
-    PQclear(r);
-}
-
-#define CAPTURE_MAX 65536
-
-static int saved_stderr = -1;
-static FILE *capture_file;
-
-/* Sends stderr (fd 2) to a temporary file until capture_end. */
-static void capture_begin(void)
-{
-    fflush(stderr);
-    saved_stderr = dup(STDERR_FILENO);
-    assert_true(saved_stderr >= 0);
-    capture_file = tmpfile();
-    assert_true(capture_file != NULL);
-    assert_true(dup2(fileno(capture_file), STDERR_FILENO) == STDERR_FILENO);
-}
-
-/* Restores stderr and returns what was written (caller frees). */
-static char *capture_end(void)
-{
-    fflush(stderr);
-    assert_true(dup2(saved_stderr, STDERR_FILENO) == STDERR_FILENO);
-    close(saved_stderr);
-    saved_stderr = -1;
-    rewind(capture_file);
-    char *text = malloc(CAPTURE_MAX);
-    assert_true(text != NULL);
-    size_t n = fread(text, 1, CAPTURE_MAX - 1, capture_file);
-    text[n] = '\0';
-    fclose(capture_file);
-    capture_file = NULL;
-    return text;
 }
 
 struct racer {
@@ -174,9 +133,9 @@ static void test_migrate(shoal_pg_t *admin)
      * through the log as lines of its format, never raw onto stderr */
     applied = -1;
     shoal_log_init("pg_test", SHOAL_LOG_DEBUG, 0);
-    capture_begin();
+    capture_stderr_begin();
     shoal_err_t e = shoal_migrate_apply(pg, &applied, err, sizeof(err));
-    char *text = capture_end();
+    char *text = capture_stderr_end();
     shoal_log_init("pg_test", SHOAL_LOG_WARN, 0);
     assert_int_eq(e, SHOAL_OK);
     assert_int_eq(applied, 0);
@@ -188,10 +147,11 @@ static void test_migrate(shoal_pg_t *admin)
     }
     free(text);
     assert_int_eq(shoal_migrate_apply(pg, NULL, err, sizeof(err)), SHOAL_OK);
-    value(pg, "SELECT count(*) FROM shoal.schema_version", NULL, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT count(*) FROM shoal.schema_version", NULL, v, sizeof(v));
     assert_int_eq(strtol(v, NULL, 10), total);
     /* the advisory lock was given back */
-    value(pg, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", NULL, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", NULL, v,
+                  sizeof(v));
     assert_str_eq(v, "0");
     shoal_pg_destroy(pg);
 
@@ -222,11 +182,11 @@ static void test_errors(shoal_pg_t *pg)
     exec_ok(pg, "BEGIN");
     assert_int_eq(shoal_pg_exec(pg, "SELEC 2", 0, NULL, NULL, err, sizeof(err)), SHOAL_ERR_INVALID);
     assert_int_eq(PQtransactionStatus(shoal_pg_conn(pg)), PQTRANS_IDLE);
-    value(pg, "SELECT 40 + 2", NULL, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT 40 + 2", NULL, v, sizeof(v));
     assert_str_eq(v, "42");
 
     /* parameters are text, NULL is SQL NULL */
-    value(pg, "SELECT $1::int * 2", "21", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT $1::int * 2", "21", v, sizeof(v));
     assert_str_eq(v, "42");
     const char *nul[] = {NULL};
     assert_int_eq(shoal_pg_exec(pg, "SELECT $1::text IS NULL", 1, nul, &r, err, sizeof(err)),
@@ -320,7 +280,7 @@ static void test_reconnect(shoal_pg_t *pg, shoal_pg_t *lis)
         test_fail("first exec after restart: %s: %s", shoal_err_name(first), err);
     if (first == SHOAL_ERR_RETRY)
         assert_true(err[0] != '\0');
-    value(pg, "SELECT 7", NULL, v, sizeof(v));
+    sqlcheck_text(pg, "SELECT 7", NULL, v, sizeof(v));
     assert_str_eq(v, "7");
     assert_int_eq(shoal_pg_connects(pg), before + 1);
 
@@ -401,23 +361,24 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", job_j1, tasks_j1);
     assert_str_eq(PQgetvalue(r, 0, 0), "exists:running");
     PQclear(r);
-    value(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "j1", v, sizeof(v));
     assert_str_eq(v, "2");
-    value(pg,
-          "SELECT tasks_total || ' ' || items_total || ' ' || status FROM shoal.jobs "
-          "WHERE job_id = $1",
-          "j1", v, sizeof(v));
+    sqlcheck_text(pg,
+                  "SELECT tasks_total || ' ' || items_total || ' ' || status FROM shoal.jobs "
+                  "WHERE job_id = $1",
+                  "j1", v, sizeof(v));
     assert_str_eq(v, "2 2 running");
-    value(pg, "SELECT string_agg(payload->>'type', ',') FROM shoal.event_outbox WHERE job_id = $1",
-          "j1", v, sizeof(v));
+    sqlcheck_text(
+        pg, "SELECT string_agg(payload->>'type', ',') FROM shoal.event_outbox WHERE job_id = $1",
+        "j1", v, sizeof(v));
     assert_str_eq(v, "accepted"); /* the duplicate added no event */
 
     /* the later chunk finishes first: the job is not done yet */
     rows("j1", 1, "done", "second", "w1/1", res, sizeof(res), att, sizeof(att));
     assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
-    value(pg, "SELECT status FROM shoal.tasks WHERE task_id = $1", "j1/1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT status FROM shoal.tasks WHERE task_id = $1", "j1/1", v, sizeof(v));
     assert_str_eq(v, "done");
-    value(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
     assert_str_eq(v, "NULL"); /* not ready */
 
     /* the last task: the job is reported (and announced) once */
@@ -429,32 +390,34 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     /* redelivered batches change nothing */
     assert_int_eq(record_batch(pg, res0, att0, ended, sizeof(ended)), 0);
     assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
-    value(pg, "SELECT tasks_done || ' ' || tasks_failed FROM shoal.jobs WHERE job_id = $1", "j1", v,
-          sizeof(v));
+    sqlcheck_text(pg, "SELECT tasks_done || ' ' || tasks_failed FROM shoal.jobs WHERE job_id = $1",
+                  "j1", v, sizeof(v));
     assert_str_eq(v, "2 0");
-    value(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "j1", v, sizeof(v));
     assert_str_eq(v, "2");
-    value(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "j1", v, sizeof(v));
     assert_str_eq(v, "2");
-    value(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "j1", v,
+                  sizeof(v));
     assert_str_eq(v, "2");
 
     /* merge: once, outputs in chunk order */
-    value(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
     assert_str_eq(v, "completed");
-    value(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT shoal.merge_job($1)", "j1", v, sizeof(v));
     assert_str_eq(v, "NULL");
-    value(pg, "SELECT output FROM shoal.jobs WHERE job_id = $1", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT output FROM shoal.jobs WHERE job_id = $1", "j1", v, sizeof(v));
     assert_str_eq(v, "first\nsecond");
-    value(pg,
-          "SELECT status || ' ' || (finished_at IS NOT NULL) || ' ' || coalesce(error, '-') "
-          "FROM shoal.jobs WHERE job_id = $1",
-          "j1", v, sizeof(v));
+    sqlcheck_text(
+        pg,
+        "SELECT status || ' ' || (finished_at IS NOT NULL) || ' ' || coalesce(error, '-') "
+        "FROM shoal.jobs WHERE job_id = $1",
+        "j1", v, sizeof(v));
     assert_str_eq(v, "completed true -");
-    value(pg,
-          "SELECT string_agg(payload->>'type', ',' ORDER BY id) FROM shoal.event_outbox "
-          "WHERE job_id = $1",
-          "j1", v, sizeof(v));
+    sqlcheck_text(pg,
+                  "SELECT string_agg(payload->>'type', ',' ORDER BY id) FROM shoal.event_outbox "
+                  "WHERE job_id = $1",
+                  "j1", v, sizeof(v));
     assert_str_eq(v, "accepted,completed");
     /* a finished job can still be recognized */
     r = query(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", job_j1, tasks_j1);
@@ -462,7 +425,7 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     PQclear(r);
     /* a result arriving after the merge is not counted */
     assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
-    value(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "j1", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "j1", v, sizeof(v));
     assert_str_eq(v, "2");
 
     /* a job with one failed task ends partial */
@@ -480,12 +443,12 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     rows("j2", 1, "failed", "", "w1/4", res, sizeof(res), att, sizeof(att));
     assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 1);
     assert_str_eq(ended, "j2");
-    value(pg, "SELECT shoal.merge_job($1)", "j2", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT shoal.merge_job($1)", "j2", v, sizeof(v));
     assert_str_eq(v, "partial");
-    value(pg, "SELECT output || '|' || error FROM shoal.jobs WHERE job_id = $1", "j2", v,
-          sizeof(v));
+    sqlcheck_text(pg, "SELECT output || '|' || error FROM shoal.jobs WHERE job_id = $1", "j2", v,
+                  sizeof(v));
     assert_str_eq(v, "only|1 of 2 tasks failed");
-    value(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "j2", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "j2", v, sizeof(v));
     assert_str_eq(v, "1"); /* a failed task has no result row */
 
     /* json_array and jsonl keep a failed chunk's place */
@@ -515,9 +478,9 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
         assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 0);
         rows(id, 1, "failed", "", m ? "w1/8" : "w1/7", res, sizeof(res), att, sizeof(att));
         assert_int_eq(record_batch(pg, res, att, ended, sizeof(ended)), 1);
-        value(pg, "SELECT shoal.merge_job($1)", id, v, sizeof(v));
+        sqlcheck_text(pg, "SELECT shoal.merge_job($1)", id, v, sizeof(v));
         assert_str_eq(v, "partial");
-        value(pg, "SELECT output FROM shoal.jobs WHERE job_id = $1", id, v, sizeof(v));
+        sqlcheck_text(pg, "SELECT output FROM shoal.jobs WHERE job_id = $1", id, v, sizeof(v));
         assert_str_eq(v, merges[m][2]);
     }
 
@@ -548,7 +511,8 @@ static void test_functions(shoal_pg_t *pg, shoal_pg_t *lis)
     assert_str_eq(PQgetvalue(r, 0, 3), "37.50");
     assert_str_eq(PQgetvalue(r, 0, 4), "t");
     PQclear(r);
-    value(pg, "SELECT count(*) FROM shoal.tenant_cost WHERE tenant = $1", "acme", v, sizeof(v));
+    sqlcheck_text(pg, "SELECT count(*) FROM shoal.tenant_cost WHERE tenant = $1", "acme", v,
+                  sizeof(v));
     assert_str_eq(v, "1");
 }
 

@@ -20,6 +20,7 @@
 #include "common/pg.h"
 #include "worker/task.h"
 #include "tests/support/check.h"
+#include "tests/support/sqlcheck.h"
 
 #define MAX_TOKENS 400
 
@@ -40,20 +41,6 @@ static void on_done(void *token, void *arg)
     assert_true((int *)token >= done_count && (int *)token < done_count + MAX_TOKENS);
     (*(int *)token)++;
     (*calls)++;
-}
-
-static long qlong(shoal_pg_t *pg, const char *sql, const char *p1)
-{
-    char err[512];
-    PGresult *r;
-    const char *params[] = {p1};
-    if (shoal_pg_exec(pg, sql, p1 ? 1 : 0, params, &r, err, sizeof(err)) != SHOAL_OK)
-        test_fail("%s: %s", sql, err);
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-        test_fail("%s: %d rows, expected one value", sql, PQntuples(r));
-    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return v;
 }
 
 /* A job "<id>" of n one-item chunks, recorded through shoal.record_job as the
@@ -211,18 +198,22 @@ static void test_flush(shoal_pg_t *pg)
     assert_int_eq(shoal_sink_results(s), 2);
     assert_int_eq(shoal_sink_attempts(s), 3);
     flush_ok(s, 2, 0);
-    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 3);
-    assert_int_eq(qlong(pg,
-                        "SELECT attempts FROM shoal.tasks WHERE task_id = $1 AND status = 'done'",
-                        "sink-1:000000"),
-                  2);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.results WHERE task_id = $1 AND output = "
-                        "'out-1' AND worker_id = 'w1' AND tokens_in = 10 AND tokens_out = 4",
-                        "sink-1:000001"),
-                  1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 3);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT attempts FROM shoal.tasks WHERE task_id = $1 AND status = 'done'",
+                      "sink-1:000000"),
+        2);
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.results WHERE task_id = $1 AND output = "
+                      "'out-1' AND worker_id = 'w1' AND tokens_in = 10 AND tokens_out = 4",
+                      "sink-1:000001"),
+        1);
 
     /* the last task (failed) is added, then the database goes away */
     finish(tasks[2], 0, 1);
@@ -246,20 +237,26 @@ static void test_flush(shoal_pg_t *pg)
         test_fail("restart: %s", err);
     /* the kept batch goes out with the first flush and ends the job */
     flush_ok(s, 1, 1);
-    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
-    assert_int_eq(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.tasks WHERE task_id = $1 AND status = 'failed' "
-                        "AND error = 'HTTP 400: bad request'",
-                        "sink-1:000002"),
-                  1);
-    assert_int_eq(qlong(pg,
-                        "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
-                        "http_status = 400 AND outcome = 'failed' AND error = 'provider error'",
-                        "w1/sink-1/2/1"),
-                  1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.tasks WHERE task_id = $1 AND status = 'failed' "
+                      "AND error = 'HTTP 400: bad request'",
+                      "sink-1:000002"),
+        1);
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
+                      "http_status = 400 AND outcome = 'failed' AND error = 'provider error'",
+                      "w1/sink-1/2/1"),
+        1);
 
     /* the same rows again, rebuilt as a worker that redelivers them would:
      * durable, so acknowledged, but counted once */
@@ -274,18 +271,23 @@ static void test_flush(shoal_pg_t *pg)
     finish(tasks[2], 0, 1);
     add_result(s, tasks[2], 2);
     flush_ok(s, 3, 0);
-    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
-    assert_int_eq(qlong(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
-    assert_int_eq(qlong(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "sink-1"),
-                  4);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-1"), 1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 4);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-1"), 2);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT sum(attempts) FROM shoal.tasks WHERE job_id = $1", "sink-1"), 4);
 
     /* attempts alone are a batch too */
     add_attempt(s, tasks[1], 2, 200);
     assert_int_eq(shoal_sink_results(s), 0);
     flush_ok(s, 0, 0);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 5);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-1"), 5);
 
     shoal_sink_destroy(s);
     free_tasks(tasks, 3);
@@ -309,10 +311,11 @@ static void test_large_batch(shoal_pg_t *pg)
     add_result(s, b[0], big);
     assert_int_eq(shoal_sink_results(s), big + 1);
     flush_ok(s, big + 1, 2);
-    assert_int_eq(qlong(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-big"),
-                  big);
-    assert_int_eq(qlong(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-big"),
-                  big);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "sink-big"), big);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-big"),
+        big);
 
     /* destroy drops what was never flushed */
     add_attempt(s, a[0], 2, 200);
