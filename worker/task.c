@@ -8,6 +8,7 @@
 #include <sys/time.h>
 
 #include "common/job.h"
+#include "common/log.h"
 #include "worker/provider.h"
 
 static double unix_now(void)
@@ -58,16 +59,13 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
                       "model \"%s\" is not in this worker's models file", alias);
         goto fail;
     }
-    size_t plen;
-    char *prompt = shoal_job_render(tmpl, items, &plen);
-    if (!prompt) {
+    t->requested = t->model;
+    t->system = json_string_value(json_object_get(d, "system"));
+    if (!(t->prompt = shoal_job_render(tmpl, items, NULL))) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "could not render the prompt");
         goto fail;
     }
-    t->request = shoal_provider_request(t->model, json_string_value(json_object_get(d, "system")),
-                                        prompt, t->want_json, &t->request_len);
-    free(prompt);
-    if (!t->request) {
+    if (shoal_task_build_request(t) != SHOAL_OK) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -77,11 +75,35 @@ fail:
     return NULL;
 }
 
+shoal_err_t shoal_task_build_request(shoal_task_t *t)
+{
+    free(t->request);
+    t->request =
+        shoal_provider_request(t->model, t->system, t->prompt, t->want_json, &t->request_len);
+    return t->request ? SHOAL_OK : SHOAL_ERR_NOMEM;
+}
+
+const char *shoal_task_state_name(shoal_task_state_t s)
+{
+    static const char *const names[] = {"taken",     "checking", "waiting",
+                                        "in_flight", "backoff",  "validating",
+                                        "repairing", "done",     "failed"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+void shoal_task_set_state(shoal_task_t *t, shoal_task_state_t s)
+{
+    shoal_log_debug("task", "task state job_id=%s task_id=%s from=%s to=%s", t->job_id, t->task_id,
+                    shoal_task_state_name(t->state), shoal_task_state_name(s));
+    t->state = s;
+}
+
 void shoal_task_destroy(shoal_task_t *t)
 {
     if (!t)
         return;
     json_decref(t->doc);
+    free(t->prompt);
     free(t->request);
     free(t->output);
     free(t->refs);
@@ -128,13 +150,20 @@ json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, co
     return row;
 }
 
+/* The model a task names, for a task that never got as far as finding it. */
+static const char *model_named(const shoal_task_t *t)
+{
+    const char *alias = json_string_value(json_object_get(t->doc, "model"));
+    return alias ? alias : "";
+}
+
 json_t *shoal_task_result_row(const shoal_task_t *t, const char *worker_id)
 {
     json_t *row = json_pack(
         "{s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:i}", "task_id", t->task_id, "job_id", t->job_id,
         "chunk", (json_int_t)t->chunk, "status", t->state == SHOAL_TASK_DONE ? "done" : "failed",
-        "model", t->model->alias, "tokens_in", (json_int_t)t->tokens_in, "tokens_out",
-        (json_int_t)t->tokens_out, "worker_id", worker_id, "attempts", t->attempts);
+        "model", t->model ? t->model->alias : model_named(t), "tokens_in", (json_int_t)t->tokens_in,
+        "tokens_out", (json_int_t)t->tokens_out, "worker_id", worker_id, "attempts", t->attempts);
     if (!row)
         return NULL;
     if (t->state == SHOAL_TASK_DONE)

@@ -119,7 +119,7 @@ static void test_parse_openai(void)
     assert_int_eq(t->timeout_ms, 20000);
     assert_int_eq(t->want_json, 1);
     assert_true(t->model == shoal_models_find(models, "fast"));
-    assert_int_eq(t->state, SHOAL_TASK_RUNNING);
+    assert_int_eq(t->state, SHOAL_TASK_TAKEN);
     assert_int_eq(t->attempts, 0);
     assert_true(t->output == NULL);
     assert_int_eq(t->nrefs, 0);
