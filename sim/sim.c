@@ -627,8 +627,9 @@ static void *timer_main(void *arg)
         }
     }
     while (t->n > 0) {
-        MHD_resume_connection(t->heap[0].conn);
+        struct timer e = t->heap[0];
         heap_pop(t);
+        MHD_resume_connection(e.conn);
     }
     pthread_mutex_unlock(&t->lock);
     return NULL;
@@ -903,6 +904,7 @@ struct decision {
     double variant; /* picks the 5xx status and the malformed kind */
     int limited;    /* some bucket lacked its cost */
     int never;      /* some cost exceeds its bucket's capacity */
+    int denied;     /* the bucket that made the longest wait (or never fits) */
     long long wait_ns;
     struct {
         long limit;
@@ -955,9 +957,12 @@ static void decide(shoal_sim_t *sim, const double cost[B_N], struct decision *d)
         if (cost[i] > b->cap + LEVEL_EPS) {
             d->never = 1;
             d->limited = 1;
+            d->denied = i;
         } else if (cost[i] > b->level + LEVEL_EPS) {
-            d->limited = 1;
             double w = (cost[i] - b->level) / b->rate_per_ns;
+            if (!d->limited || (!d->never && w > wait))
+                d->denied = i;
+            d->limited = 1;
             if (w > wait)
                 wait = w;
         }
@@ -1110,7 +1115,7 @@ static void reply_429(shoal_sim_t *sim, enum route route, const struct decision 
     if (route == ROUTE_ANTHROPIC)
         reply_error(rep, route, 429, "rate_limit_error", msg);
     else
-        reply_error_code(rep, route, 429, d->view[B_TOK].limit ? "tokens" : "requests",
+        reply_error_code(rep, route, 429, d->denied == B_REQ ? "requests" : "tokens",
                          "rate_limit_exceeded", msg);
 }
 
@@ -1459,6 +1464,9 @@ static void gather(shoal_sim_t *sim, struct req *r, const char *data, size_t n)
     r->body[r->len] = '\0';
 }
 
+/* Set just before the handler closes a hung request, for on_mhd_log. */
+static _Thread_local int closing_hung;
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
@@ -1490,8 +1498,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return MHD_YES;
     }
+    closing_hung = 0;
     if (r->hang) {
-        /* Woken because the client went or we stop: close unanswered. */
+        /* Woken because the client went or we stop: close unanswered.
+         * libmicrohttpd logs that as an application error at once, on this
+         * thread; closing_hung tells on_mhd_log it was meant. */
+        closing_hung = 1;
         return MHD_NO;
     }
     if (r->resp) {
@@ -1538,6 +1550,11 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = '\0';
+    if (closing_hung) {
+        closing_hung = 0;
+        shoal_log_debug(MOD, "closed a hung request detail=\"libmicrohttpd: %s\"", buf);
+        return;
+    }
     shoal_log_warn(MOD, "libmicrohttpd: %s", buf);
 }
 
