@@ -9,7 +9,12 @@
  * Endpoints:
  *   POST /v1/chat/completions   OpenAI shape
  *   POST /v1/messages           Anthropic shape
- *   GET  /stats                 counters as JSON; POST /stats/reset zeroes them
+ *   GET  /stats                 counters as JSON; POST /stats/reset zeroes them:
+ *                               the fields of shoal_sim_stats_t by the same names,
+ *                               injected as {"5xx","429","overloaded","hang",
+ *                               "malformed","truncated","slow","fail_marker"}, and
+ *                               served_per_s, limited_per_s, tokens_per_s arrays of
+ *                               history_len entries from history_start_unix
  *   GET  /health                200 "ok"
  *
  * Content: U is the last user message, H the 64-bit FNV-1a hash (16 lower-case
@@ -118,7 +123,7 @@ typedef struct {
     double p_truncated;      /* the six above sum to at most 1 */
     double p_slow;           /* independent of the others */
     long slow_ms;            /* added to an answer drawn slow */
-    const char *fail_marker; /* default "SIM_FAIL_400"; NULL = none; borrowed */
+    const char *fail_marker; /* default "SIM_FAIL_400"; NULL = none; borrowed for the sim's life */
 } shoal_sim_conf_t;
 
 /* Status codes counted one by one; larger codes are never produced. */
