@@ -168,7 +168,8 @@ static const char *describe(char out[SHOAL_JOBCHECK_QUOTE_LEN], const json_t *v)
     case JSON_OBJECT:
         return "an object";
     case JSON_ARRAY:
-        return "an array";
+        snprintf(out, SHOAL_JOBCHECK_QUOTE_LEN, "an array of %zu", json_array_size(v));
+        return out;
     case JSON_TRUE:
         return "true";
     case JSON_FALSE:
