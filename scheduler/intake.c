@@ -43,25 +43,30 @@ static json_t *task_rows(const shoal_job_t *job)
 
     for (size_t k = 0; rows && k < shoal_job_n_chunks(job); k++) {
         size_t first, end;
-        json_t *ids = json_array();
+        json_t *ids;
 
+        /* cannot fail for a parsed job with an id; checked all the same */
+        if (shoal_taskmsg_task_id(shoal_job_id(job), k, task_id, sizeof(task_id)) ||
+            !(ids = json_array()))
+            goto fail;
         shoal_job_chunk_range(job, k, &first, &end);
-        for (size_t i = first; ids && i < end; i++) {
+        for (size_t i = first; i < end; i++) {
             if (json_array_append(ids, json_object_get(json_array_get(items, i), "id"))) {
                 json_decref(ids);
-                ids = NULL;
+                goto fail;
             }
         }
-        if (!ids || shoal_taskmsg_task_id(shoal_job_id(job), k, task_id, sizeof(task_id)) ||
-            json_array_append_new(rows,
+        /* "o" hands ids over even when packing fails */
+        if (json_array_append_new(rows,
                                   json_pack("{s:s, s:I, s:o, s:I}", "task_id", task_id, "chunk",
                                             (json_int_t)k, "item_ids", ids, "est_tokens",
-                                            (json_int_t)shoal_job_chunk_est_tokens(job, k)))) {
-            json_decref(rows);
-            rows = NULL;
-        }
+                                            (json_int_t)shoal_job_chunk_est_tokens(job, k))))
+            goto fail;
     }
     return rows;
+fail:
+    json_decref(rows);
+    return NULL;
 }
 
 /* The id a rejected message is stored under: its own job_id when that is

@@ -945,6 +945,23 @@ static void check_chunks(const shoal_job_t *job, const size_t *sizes, size_t n_c
         }
     }
     assert_int_eq(next_item, shoal_job_n_items(job));
+    /* the plan as the getters give it: contiguous ranges, the same sizes */
+    {
+        size_t first, end, expect_first = 0;
+        for (size_t k = 0; k < n_chunks; k++) {
+            shoal_job_chunk_range(job, k, &first, &end);
+            assert_int_eq(first, expect_first);
+            assert_int_eq(end - first, sizes[k]);
+            assert_int_eq(
+                shoal_job_chunk_est_tokens(job, k),
+                json_integer_value(json_object_get(json_array_get(tasks, k), "est_tokens")));
+            expect_first = end;
+        }
+        shoal_job_chunk_range(job, n_chunks, &first, &end);
+        assert_int_eq(first, shoal_job_n_items(job));
+        assert_int_eq(end, shoal_job_n_items(job));
+        assert_int_eq(shoal_job_chunk_est_tokens(job, n_chunks), 0);
+    }
     json_decref(tasks);
 }
 
