@@ -1,55 +1,32 @@
 /*
- * Jobs: the C twin of schemas/job.schema.json plus the checks a schema cannot
- * express, defaults, chunking into tasks and prompt rendering.
+ * Jobs: a validated job with its defaults filled in and its chunk plan, and
+ * the getters everything else reads it through.
  *
- * shoal_job_check_schema() must accept exactly what the schema accepts: the
- * limits below mirror the schema's, string lengths are counted in code points
- * as JSON Schema counts them, and an "integer" is any number with no fraction
- * (5.0 included), as in JSON Schema. tests/unit/job_test.c runs a real JSON
- * Schema validator over the corpus and generated edge cases and fails on any
- * disagreement, so a change here needs the same change there and vice versa.
+ * Judging the message is common/jobcheck.c's job; this file owns what comes
+ * after: the defaults (the only place they live: task messages carry them to
+ * the workers, which have none of their own), the chunk plan (the rules are
+ * common/chunk.c's; this is the glue that feeds it a job's items) and the
+ * settings row. Task messages are built from a job by common/taskmsg.c.
  *
  * Memory for the job comes from jansson's allocator (json_get_alloc_funcs), so
  * a test that swaps in a failing allocator reaches every error path.
  */
 #include "common/job.h"
 
-#include <limits.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/chunk.h"
+#include "common/taskmsg.h"
 #include "common/tokens.h"
 
-/* The schema's limits; keep in step with schemas/job.schema.json. */
-#define KEY_MAX 200 /* job_id and item ids */
-#define TENANT_MAX 100
-#define MODEL_MAX 100
-#define FALLBACK_MAX 5
-#define PROMPT_MAX 200000
-#define ITEMS_MAX 100000
-#define INPUT_MAX 1000000
-#define GROUP_MAX 200
-#define MAX_TOKENS_MIN 1
-#define MAX_TOKENS_MAX 1000000
+/* The defaults of the fields a job may leave out (see job.schema.json). */
 #define MAX_TOKENS_DEFAULT 12000
-#define MAX_ITEMS_MIN 1
-#define MAX_ITEMS_MAX 1000
 #define MAX_ITEMS_DEFAULT 1
-#define ATTEMPTS_MIN 1
-#define ATTEMPTS_MAX 20
 #define ATTEMPTS_DEFAULT 3
-#define TIMEOUT_MIN 100
-#define TIMEOUT_MAX 600000
 #define TIMEOUT_DEFAULT 60000
-
-/* Values quoted in messages are cut to this many code points. */
-#define QUOTE_CP 40
-#define QUOTE_LEN 256
 
 struct shoal_job {
     json_t *doc;   /* owned; defaults filled in */
@@ -60,20 +37,6 @@ struct shoal_job {
     long *chunk_tokens;  /* n_chunks entries */
     long est_tokens;
 };
-
-static const char *const top_keys[] = {
-    "job_id", "tenant",          "priority",   "model",      "fallback_models",
-    "system", "prompt_template", "items",      "chunking",   "output",
-    "merge",  "max_attempts",    "timeout_ms", "budget_usd", NULL};
-static const char *const top_required[] = {"tenant", "model", "prompt_template", "items", NULL};
-static const char *const item_keys[] = {"id", "input", "group", NULL};
-static const char *const item_required[] = {"id", "input", NULL};
-static const char *const chunking_keys[] = {"max_tokens", "max_items", "group_by", NULL};
-static const char *const output_keys[] = {"format", "schema", NULL};
-static const char *const priorities[] = {"high", "normal", "low", NULL};
-static const char *const formats[] = {"text", "json", NULL};
-static const char *const merges[] = {"concat", "json_array", "jsonl", NULL};
-static const char *const group_bys[] = {"group", NULL};
 
 /* ---- allocation (through jansson's hooks) ---- */
 
@@ -98,486 +61,6 @@ static void job_free(void *p)
         return;
     json_get_alloc_funcs(&m, &f);
     f(p);
-}
-
-/* ---- message helpers ---- */
-
-static shoal_err_t fail(char *errbuf, size_t errlen, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* "path: message", or just the message at the top level. */
-static shoal_err_t fail(char *errbuf, size_t errlen, const char *path, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (path && *path)
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s: %s", path, msg);
-    return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s", msg);
-}
-
-/* s as a short double-quoted string: control characters, quotes and
- * backslashes escaped, cut after QUOTE_CP code points. Returns out. */
-static const char *quoted(char out[QUOTE_LEN], const char *s, size_t len)
-{
-    size_t o = 0, cp = 0;
-
-    out[o++] = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if ((c & 0xC0) != 0x80 && cp++ == QUOTE_CP) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-            break;
-        }
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c == '\n') {
-            out[o++] = '\\';
-            out[o++] = 'n';
-        } else if (c == '\t') {
-            out[o++] = '\\';
-            out[o++] = 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            o += (size_t)snprintf(out + o, QUOTE_LEN - o, "\\u%04x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o++] = '"';
-    out[o] = '\0';
-    return out;
-}
-
-static const char *quoted_json(char out[QUOTE_LEN], const json_t *s)
-{
-    return quoted(out, json_string_value(s), json_string_length(s));
-}
-
-/* JSON Schema's "integer": any number without a fractional part. */
-static int is_integral(const json_t *v)
-{
-    if (json_is_integer(v))
-        return 1;
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
-        return isfinite(d) && floor(d) == d;
-    }
-    return 0;
-}
-
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "an unknown value";
-}
-
-static const char *number_text(char *buf, size_t len, const json_t *v)
-{
-    if (json_is_integer(v))
-        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-    else
-        snprintf(buf, len, "%.15g", json_real_value(v));
-    return buf;
-}
-
-/* Edit distance of two short strings (for "did you mean"); large if long. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), row[65], prev;
-
-    if (la > 64 || lb > 64)
-        return SIZE_MAX;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        prev = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t best = prev + (a[i - 1] != b[j - 1]);
-            if (row[j] + 1 < best)
-                best = row[j] + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            prev = row[j];
-            row[j] = best;
-        }
-    }
-    return row[lb];
-}
-
-static int in_list(const char *const *list, const char *s)
-{
-    for (size_t i = 0; list[i]; i++) {
-        if (strcmp(list[i], s) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* ---- schema rules ---- */
-
-static shoal_err_t check_string(const char *path, const json_t *v, size_t min, size_t max,
-                                char *errbuf, size_t errlen)
-{
-    size_t n;
-
-    if (!json_is_string(v))
-        return fail(errbuf, errlen, path, "expected a string, got %s", type_name(v));
-    n = shoal_tokens_codepoints(json_string_value(v), json_string_length(v));
-    if (n < min) {
-        if (min == 1)
-            return fail(errbuf, errlen, path, "must not be empty");
-        return fail(errbuf, errlen, path, "too short (%zu characters; the minimum is %zu)", n, min);
-    }
-    if (n > max)
-        return fail(errbuf, errlen, path, "too long (%zu characters; the limit is %zu)", n, max);
-    return SHOAL_OK;
-}
-
-static int key_char(unsigned char c, int colon)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == '-' || (colon && c == ':');
-}
-
-/* An identifier: 1..max characters, all from [A-Za-z0-9._-] (and ':' when
- * colon is set), as the schema's patterns say. */
-static shoal_err_t check_ident(const char *path, const json_t *v, size_t max, int colon,
-                               char *errbuf, size_t errlen)
-{
-    shoal_err_t err = check_string(path, v, 1, max, errbuf, errlen);
-    const char *s;
-    size_t n;
-    char q[QUOTE_LEN];
-
-    if (err)
-        return err;
-    s = json_string_value(v);
-    n = json_string_length(v);
-    for (size_t i = 0; i < n; i++) {
-        if (!key_char((unsigned char)s[i], colon))
-            return fail(errbuf, errlen, path, "%s may only contain letters, digits and %s",
-                        quoted(q, s, n), colon ? ". _ : -" : ". _ -");
-    }
-    return SHOAL_OK;
-}
-
-static shoal_err_t check_integer(const char *path, const json_t *v, long long min, long long max,
-                                 char *errbuf, size_t errlen)
-{
-    char num[64];
-    int low, high;
-
-    if (!is_integral(v))
-        return fail(errbuf, errlen, path, "expected an integer, got %s", type_name(v));
-    if (json_is_integer(v)) {
-        low = json_integer_value(v) < min;
-        high = json_integer_value(v) > max;
-    } else {
-        low = json_real_value(v) < (double)min;
-        high = json_real_value(v) > (double)max;
-    }
-    if (low)
-        return fail(errbuf, errlen, path, "%s is less than the minimum %lld",
-                    number_text(num, sizeof(num), v), min);
-    if (high)
-        return fail(errbuf, errlen, path, "%s is more than the maximum %lld",
-                    number_text(num, sizeof(num), v), max);
-    return SHOAL_OK;
-}
-
-static shoal_err_t check_enum(const char *path, const json_t *v, const char *const *values,
-                              char *errbuf, size_t errlen)
-{
-    char list[256] = "", q[QUOTE_LEN];
-    size_t o = 0;
-
-    if (json_is_string(v) && in_list(values, json_string_value(v)))
-        return SHOAL_OK;
-    for (size_t i = 0; values[i] && o < sizeof(list); i++)
-        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", values[i]);
-    if (!json_is_string(v))
-        return fail(errbuf, errlen, path, "expected one of %s, got %s", list, type_name(v));
-    return fail(errbuf, errlen, path, "%s is not one of %s", quoted_json(q, v), list);
-}
-
-/* Type object, no fields beyond allowed, every required field present. */
-static shoal_err_t check_object(const char *path, const json_t *v, const char *const *allowed,
-                                const char *const *required, char *errbuf, size_t errlen)
-{
-    const char *key;
-    json_t *val;
-    char q[QUOTE_LEN];
-
-    if (!json_is_object(v))
-        return fail(errbuf, errlen, path, "expected an object, got %s", type_name(v));
-    json_object_foreach((json_t *)v, key, val)
-    {
-        const char *best = NULL;
-        size_t best_d = 3;
-
-        if (in_list(allowed, key))
-            continue;
-        for (size_t i = 0; allowed[i]; i++) {
-            size_t d = edit_distance(key, allowed[i]);
-            if (d < best_d) {
-                best_d = d;
-                best = allowed[i];
-            }
-        }
-        if (best)
-            return fail(errbuf, errlen, path, "unknown field %s (did you mean \"%s\"?)",
-                        quoted(q, key, strlen(key)), best);
-        return fail(errbuf, errlen, path, "unknown field %s", quoted(q, key, strlen(key)));
-    }
-    for (size_t i = 0; required && required[i]; i++) {
-        if (!json_object_get(v, required[i]))
-            return fail(errbuf, errlen, path, "missing required field \"%s\"", required[i]);
-    }
-    return SHOAL_OK;
-}
-
-static shoal_err_t check_items(const json_t *items, char *errbuf, size_t errlen)
-{
-    char path[64];
-    size_t n;
-    shoal_err_t err;
-
-    if (!json_is_array(items))
-        return fail(errbuf, errlen, "items", "expected an array, got %s", type_name(items));
-    n = json_array_size(items);
-    if (n == 0)
-        return fail(errbuf, errlen, "items", "must not be empty");
-    if (n > ITEMS_MAX)
-        return fail(errbuf, errlen, "items", "too many items (%zu; the limit is %d)", n, ITEMS_MAX);
-    for (size_t i = 0; i < n; i++) {
-        const json_t *item = json_array_get(items, i), *v;
-
-        snprintf(path, sizeof(path), "items[%zu]", i);
-        if ((err = check_object(path, item, item_keys, item_required, errbuf, errlen)))
-            return err;
-        snprintf(path, sizeof(path), "items[%zu].id", i);
-        if ((err = check_ident(path, json_object_get(item, "id"), KEY_MAX, 1, errbuf, errlen)))
-            return err;
-        snprintf(path, sizeof(path), "items[%zu].input", i);
-        if ((err =
-                 check_string(path, json_object_get(item, "input"), 0, INPUT_MAX, errbuf, errlen)))
-            return err;
-        if ((v = json_object_get(item, "group"))) {
-            snprintf(path, sizeof(path), "items[%zu].group", i);
-            if ((err = check_string(path, v, 1, GROUP_MAX, errbuf, errlen)))
-                return err;
-        }
-    }
-    return SHOAL_OK;
-}
-
-static shoal_err_t check_fallbacks(const json_t *v, char *errbuf, size_t errlen)
-{
-    char path[64], q[QUOTE_LEN];
-    size_t n;
-    shoal_err_t err;
-
-    if (!json_is_array(v))
-        return fail(errbuf, errlen, "fallback_models", "expected an array, got %s", type_name(v));
-    n = json_array_size(v);
-    if (n > FALLBACK_MAX)
-        return fail(errbuf, errlen, "fallback_models", "too many entries (%zu; the limit is %d)", n,
-                    FALLBACK_MAX);
-    for (size_t i = 0; i < n; i++) {
-        const json_t *m = json_array_get(v, i);
-
-        snprintf(path, sizeof(path), "fallback_models[%zu]", i);
-        if ((err = check_string(path, m, 1, MODEL_MAX, errbuf, errlen)))
-            return err;
-        for (size_t j = 0; j < i; j++) {
-            if (json_equal(m, json_array_get(v, j)))
-                return fail(errbuf, errlen, path, "%s repeats fallback_models[%zu]",
-                            quoted_json(q, m), j);
-        }
-    }
-    return SHOAL_OK;
-}
-
-static shoal_err_t check_chunking(const json_t *v, char *errbuf, size_t errlen)
-{
-    const json_t *f;
-    shoal_err_t err;
-
-    if ((err = check_object("chunking", v, chunking_keys, NULL, errbuf, errlen)))
-        return err;
-    if ((f = json_object_get(v, "max_tokens")) &&
-        (err = check_integer("chunking.max_tokens", f, MAX_TOKENS_MIN, MAX_TOKENS_MAX, errbuf,
-                             errlen)))
-        return err;
-    if ((f = json_object_get(v, "max_items")) &&
-        (err =
-             check_integer("chunking.max_items", f, MAX_ITEMS_MIN, MAX_ITEMS_MAX, errbuf, errlen)))
-        return err;
-    if ((f = json_object_get(v, "group_by")) &&
-        (err = check_enum("chunking.group_by", f, group_bys, errbuf, errlen)))
-        return err;
-    return SHOAL_OK;
-}
-
-static shoal_err_t check_output(const json_t *v, char *errbuf, size_t errlen)
-{
-    const json_t *format, *schema;
-    shoal_err_t err;
-
-    if ((err = check_object("output", v, output_keys, NULL, errbuf, errlen)))
-        return err;
-    format = json_object_get(v, "format");
-    if (format && (err = check_enum("output.format", format, formats, errbuf, errlen)))
-        return err;
-    if ((schema = json_object_get(v, "schema"))) {
-        if (!json_is_object(schema))
-            return fail(errbuf, errlen, "output.schema", "expected an object, got %s",
-                        type_name(schema));
-        if (!format || strcmp(json_string_value(format), "json") != 0)
-            return fail(errbuf, errlen, "output.schema", "needs output.format \"json\"");
-    }
-    return SHOAL_OK;
-}
-
-shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errlen)
-{
-    const json_t *v;
-    char num[64];
-    shoal_err_t err;
-
-    if (!json_is_object(doc))
-        return fail(errbuf, errlen, "job", "expected an object, got %s",
-                    doc ? type_name(doc) : "nothing");
-    if ((err = check_object("", doc, top_keys, top_required, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "job_id")) &&
-        (err = check_ident("job_id", v, KEY_MAX, 1, errbuf, errlen)))
-        return err;
-    if ((err =
-             check_ident("tenant", json_object_get(doc, "tenant"), TENANT_MAX, 0, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "priority")) &&
-        (err = check_enum("priority", v, priorities, errbuf, errlen)))
-        return err;
-    if ((err = check_string("model", json_object_get(doc, "model"), 1, MODEL_MAX, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "fallback_models")) && (err = check_fallbacks(v, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "system")) &&
-        (err = check_string("system", v, 0, PROMPT_MAX, errbuf, errlen)))
-        return err;
-    v = json_object_get(doc, "prompt_template");
-    if ((err = check_string("prompt_template", v, 1, PROMPT_MAX, errbuf, errlen)))
-        return err;
-    if (!strstr(json_string_value(v), "{{input}}"))
-        return fail(errbuf, errlen, "prompt_template", "must contain {{input}}");
-    if ((err = check_items(json_object_get(doc, "items"), errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "chunking")) && (err = check_chunking(v, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "output")) && (err = check_output(v, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "merge")) &&
-        (err = check_enum("merge", v, merges, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "max_attempts")) &&
-        (err = check_integer("max_attempts", v, ATTEMPTS_MIN, ATTEMPTS_MAX, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "timeout_ms")) &&
-        (err = check_integer("timeout_ms", v, TIMEOUT_MIN, TIMEOUT_MAX, errbuf, errlen)))
-        return err;
-    if ((v = json_object_get(doc, "budget_usd"))) {
-        if (!json_is_number(v))
-            return fail(errbuf, errlen, "budget_usd", "expected a number, got %s", type_name(v));
-        if (!(json_number_value(v) > 0))
-            return fail(errbuf, errlen, "budget_usd", "must be more than 0, got %s",
-                        number_text(num, sizeof(num), v));
-    }
-    return SHOAL_OK;
-}
-
-/* ---- decoding ---- */
-
-static int too_deep(const json_t *v, int depth)
-{
-    if (!json_is_object(v) && !json_is_array(v))
-        return 0;
-    if (++depth > SHOAL_JOB_MAX_DEPTH)
-        return 1;
-    if (json_is_array(v)) {
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            if (too_deep(json_array_get(v, i), depth))
-                return 1;
-        }
-    } else {
-        const char *key;
-        json_t *val;
-
-        json_object_foreach((json_t *)v, key, val)
-        {
-            if (too_deep(val, depth))
-                return 1;
-        }
-    }
-    return 0;
-}
-
-json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errlen)
-{
-    json_error_t e;
-    json_t *doc;
-
-    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                      "invalid JSON at line 1, column 1: remove the byte order mark (U+FEFF) "
-                      "before the text");
-        return NULL;
-    }
-    doc = json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &e);
-    if (!doc) {
-        const char *text = e.text;
-
-        if (json_error_code(&e) == json_error_out_of_memory) {
-            shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-            return NULL;
-        }
-        /* jansson names its own flag here; say what the user did instead */
-        if (strstr(text, "JSON_ALLOW_NUL"))
-            text = "\\u0000 is not allowed in strings";
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "invalid JSON at line %d, column %d: %s",
-                      e.line, e.column, text);
-        return NULL;
-    }
-    if (too_deep(doc, 0)) {
-        json_decref(doc);
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "job nests deeper than %d levels",
-                      SHOAL_JOB_MAX_DEPTH);
-        return NULL;
-    }
-    return doc;
 }
 
 /* ---- defaults ---- */
@@ -622,97 +105,6 @@ static int fill_defaults(json_t *doc)
         as_integer(doc, "max_attempts") || as_integer(doc, "timeout_ms"))
         return -1;
     return 0;
-}
-
-/* ---- semantic checks ---- */
-
-struct id_ref {
-    const char *id;
-    size_t index;
-};
-
-static int cmp_id_ref(const void *a, const void *b)
-{
-    const struct id_ref *x = a, *y = b;
-    int c = strcmp(x->id, y->id);
-
-    if (c)
-        return c;
-    return x->index < y->index ? -1 : x->index > y->index;
-}
-
-/* Names the first item (in job order) whose id an earlier item already has. */
-static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf, size_t errlen)
-{
-    struct id_ref *refs = job_alloc(n, sizeof(*refs));
-    size_t repeat = SIZE_MAX, original = 0, group_first = 0;
-    char q[QUOTE_LEN];
-
-    if (!refs)
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        refs[i].id = json_string_value(json_object_get(json_array_get(items, i), "id"));
-        refs[i].index = i;
-    }
-    qsort(refs, n, sizeof(*refs), cmp_id_ref);
-    if (n > 0)
-        group_first = refs[0].index;
-    for (size_t k = 1; k < n; k++) {
-        if (strcmp(refs[k].id, refs[k - 1].id) != 0) {
-            group_first = refs[k].index;
-            continue;
-        }
-        if (refs[k].index < repeat) {
-            repeat = refs[k].index;
-            original = group_first;
-        }
-    }
-    job_free(refs);
-    if (repeat == SIZE_MAX)
-        return SHOAL_OK;
-    {
-        const json_t *id = json_object_get(json_array_get(items, repeat), "id");
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                             "items[%zu].id %s repeats items[%zu].id", repeat, quoted_json(q, id),
-                             original);
-    }
-}
-
-static shoal_err_t check_model(const shoal_models_t *models, const char *path, const char *alias,
-                               char *errbuf, size_t errlen)
-{
-    char known[512], q[QUOTE_LEN];
-    size_t o = 0, n;
-
-    if (shoal_models_find(models, alias))
-        return SHOAL_OK;
-    known[0] = '\0';
-    n = shoal_models_count(models);
-    for (size_t i = 0; i < n && o < sizeof(known); i++)
-        o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s", i ? ", " : "",
-                              shoal_models_at(models, i)->alias);
-    return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                         "%s %s is not in the models file (known: %s)", path,
-                         quoted(q, alias, strlen(alias)), known);
-}
-
-static shoal_err_t check_models(const json_t *doc, const shoal_models_t *models, char *errbuf,
-                                size_t errlen)
-{
-    const json_t *fallbacks = json_object_get(doc, "fallback_models");
-    char path[64];
-    shoal_err_t err;
-
-    if ((err = check_model(models, "model", json_string_value(json_object_get(doc, "model")),
-                           errbuf, errlen)))
-        return err;
-    for (size_t i = 0; i < json_array_size(fallbacks); i++) {
-        snprintf(path, sizeof(path), "fallback_models[%zu]", i);
-        if ((err = check_model(models, path, json_string_value(json_array_get(fallbacks, i)),
-                               errbuf, errlen)))
-            return err;
-    }
-    return SHOAL_OK;
 }
 
 static long string_tokens(const json_t *s)
@@ -814,8 +206,7 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     job->doc = doc;
     job->items = json_object_get(doc, "items");
     job->n_items = json_array_size(job->items);
-    if (check_unique_ids(job->items, job->n_items, errbuf, errlen) ||
-        (models && check_models(doc, models, errbuf, errlen)) || plan_chunks(job, errbuf, errlen)) {
+    if (shoal_jobcheck_semantics(doc, models, errbuf, errlen) || plan_chunks(job, errbuf, errlen)) {
         shoal_job_destroy(job);
         return NULL;
     }
@@ -892,14 +283,6 @@ const json_t *shoal_job_json(const shoal_job_t *job)
     return job->doc;
 }
 
-int shoal_job_id_valid(const char *id)
-{
-    json_t *s = id ? json_string(id) : NULL; /* NULL for invalid UTF-8 as well */
-    int ok = s && check_ident("job_id", s, KEY_MAX, 1, NULL, 0) == SHOAL_OK;
-    json_decref(s);
-    return ok;
-}
-
 shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id)
 {
     json_t *s;
@@ -943,53 +326,19 @@ json_t *shoal_job_settings(const shoal_job_t *job)
     return s;
 }
 
-static json_t *make_task(const shoal_job_t *job, size_t k)
+void shoal_job_chunk_range(const shoal_job_t *job, size_t chunk, size_t *first, size_t *end)
 {
-    const json_t *doc = job->doc;
-    json_t *t = json_object(), *items = NULL, *v;
-    char task_id[KEY_MAX + 32];
-
-    if (!t)
-        return NULL;
-    snprintf(task_id, sizeof(task_id), "%s:%06zu", shoal_job_id(job), k);
-    if (json_object_set_new(t, "task_id", json_string(task_id)) ||
-        json_object_set(t, "job_id", json_object_get(doc, "job_id")) ||
-        json_object_set_new(t, "chunk", json_integer((json_int_t)k)) ||
-        json_object_set_new(t, "n_chunks", json_integer((json_int_t)job->n_chunks)) ||
-        json_object_set(t, "tenant", json_object_get(doc, "tenant")) ||
-        json_object_set(t, "priority", json_object_get(doc, "priority")) ||
-        json_object_set(t, "model", json_object_get(doc, "model")) ||
-        copy_field(t, doc, "fallback_models"))
-        goto fail;
-    if ((v = json_object_get(doc, "system")) && json_object_set(t, "system", v))
-        goto fail;
-    if (json_object_set(t, "prompt_template", json_object_get(doc, "prompt_template")))
-        goto fail;
-    if (!(items = json_array()))
-        goto fail;
-    for (size_t i = job->chunk_start[k]; i < job->chunk_start[k + 1]; i++) {
-        const json_t *src = json_array_get(job->items, i);
-        json_t *item = json_object();
-
-        if (json_array_append_new(items, item) ||
-            json_object_set(item, "id", json_object_get(src, "id")) ||
-            json_object_set(item, "input", json_object_get(src, "input")))
-            goto fail;
+    if (chunk >= job->n_chunks) {
+        *first = *end = job->n_items;
+        return;
     }
-    if (json_object_set_new(t, "items", items)) {
-        items = NULL;
-        goto fail;
-    }
-    items = NULL;
-    if (copy_field(t, doc, "output") || copy_field(t, doc, "max_attempts") ||
-        copy_field(t, doc, "timeout_ms") ||
-        json_object_set_new(t, "est_tokens", json_integer(job->chunk_tokens[k])))
-        goto fail;
-    return t;
-fail:
-    json_decref(items);
-    json_decref(t);
-    return NULL;
+    *first = job->chunk_start[chunk];
+    *end = job->chunk_start[chunk + 1];
+}
+
+long shoal_job_chunk_est_tokens(const shoal_job_t *job, size_t chunk)
+{
+    return chunk < job->n_chunks ? job->chunk_tokens[chunk] : 0;
 }
 
 json_t *shoal_job_tasks(const shoal_job_t *job, char *errbuf, size_t errlen)
@@ -1004,7 +353,13 @@ json_t *shoal_job_tasks(const shoal_job_t *job, char *errbuf, size_t errlen)
     if (!(tasks = json_array()))
         goto nomem;
     for (size_t k = 0; k < job->n_chunks; k++) {
-        if (json_array_append_new(tasks, make_task(job, k)))
+        json_t *t = shoal_taskmsg_build(job, k, errbuf, errlen);
+
+        if (!t) {
+            json_decref(tasks);
+            return NULL;
+        }
+        if (json_array_append_new(tasks, t))
             goto nomem;
     }
     return tasks;
@@ -1012,105 +367,4 @@ nomem:
     json_decref(tasks);
     shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     return NULL;
-}
-
-/* ---- rendering ---- */
-
-/* Output of one rendering pass: counts when buf is NULL, writes otherwise. */
-struct sink {
-    char *buf;
-    size_t len;
-    int over;
-};
-
-static void put(struct sink *s, const char *data, size_t n)
-{
-    if (s->over || n > SHOAL_JOB_RENDER_MAX - s->len) {
-        s->over = 1;
-        return;
-    }
-    if (s->buf)
-        memcpy(s->buf + s->len, data, n);
-    s->len += n;
-}
-
-static void put_inputs(struct sink *s, const json_t *items)
-{
-    size_t n = json_array_size(items);
-
-    for (size_t i = 0; i < n; i++) {
-        const json_t *item = json_array_get(items, i);
-        const json_t *id = json_object_get(item, "id"), *in = json_object_get(item, "input");
-
-        if (n > 1) {
-            put(s, i ? "\n\n[" : "[", i ? 3 : 1);
-            put(s, json_string_value(id), json_string_length(id));
-            put(s, "]\n", 2);
-        }
-        put(s, json_string_value(in), json_string_length(in));
-    }
-}
-
-static void put_ids(struct sink *s, const json_t *items)
-{
-    for (size_t i = 0; i < json_array_size(items); i++) {
-        const json_t *id = json_object_get(json_array_get(items, i), "id");
-
-        if (i)
-            put(s, ", ", 2);
-        put(s, json_string_value(id), json_string_length(id));
-    }
-}
-
-static void render_pass(struct sink *s, const char *tmpl, const json_t *items)
-{
-    const char *p = tmpl;
-
-    while (*p && !s->over) {
-        const char *brace = strstr(p, "{{");
-
-        if (!brace) {
-            put(s, p, strlen(p));
-            break;
-        }
-        put(s, p, (size_t)(brace - p));
-        if (strncmp(brace, "{{input}}", 9) == 0) {
-            put_inputs(s, items);
-            p = brace + 9;
-        } else if (strncmp(brace, "{{ids}}", 7) == 0) {
-            put_ids(s, items);
-            p = brace + 7;
-        } else {
-            put(s, brace, 1);
-            p = brace + 1;
-        }
-    }
-}
-
-char *shoal_job_render(const char *tmpl, const json_t *items, size_t *len_out)
-{
-    struct sink s = {NULL, 0, 0};
-
-    if (len_out)
-        *len_out = 0;
-    if (!tmpl || !json_is_array(items))
-        return NULL;
-    for (size_t i = 0; i < json_array_size(items); i++) {
-        const json_t *item = json_array_get(items, i);
-
-        if (!json_is_string(json_object_get(item, "id")) ||
-            !json_is_string(json_object_get(item, "input")))
-            return NULL;
-    }
-    render_pass(&s, tmpl, items);
-    if (s.over)
-        return NULL;
-    if (!(s.buf = malloc(s.len + 1)))
-        return NULL;
-    s.len = 0;
-    render_pass(&s, tmpl, items);
-    s.buf[s.len] = '\0';
-    if (len_out)
-        *len_out = s.len;
-    return s.buf;
 }

@@ -35,6 +35,7 @@
 
 #include "common/log.h"
 #include "common/service.h"
+#include "common/taskmsg.h"
 #include "worker/backoff.h"
 #include "worker/http.h"
 #include "worker/lane.h"
@@ -292,8 +293,7 @@ static const shoal_model_t *chain_at(struct runner *r, const shoal_task_t *t, in
 {
     if (k == 0)
         return t->requested;
-    const char *alias =
-        json_string_value(json_array_get(json_object_get(t->doc, "fallback_models"), k - 1));
+    const char *alias = json_string_value(json_array_get(t->fallback_models, (size_t)k - 1));
     return alias ? shoal_models_find(r->conf->models, alias) : NULL;
 }
 
@@ -304,7 +304,7 @@ static int fall_back(struct runner *r, shoal_task_t *t, const char *why)
         const shoal_model_t *m = chain_at(r, t, k);
         if (!m)
             continue;
-        if (k > (int)json_array_size(json_object_get(t->doc, "fallback_models")))
+        if (k > (int)json_array_size(t->fallback_models))
             break;
         shoal_log_info("task", "falling back job_id=%s task_id=%s from=%s to=%s why=\"%s\"",
                        t->job_id, t->task_id, t->model->alias, m->alias, why);
@@ -561,23 +561,29 @@ static int prio_of(struct runner *r, const char *topic)
 static int record_unrunnable(struct runner *r, rd_kafka_message_t *m, const shoal_offset_ref_t *ref,
                              const char *err)
 {
-    json_t *doc = json_loadb(m->payload, m->len, 0, NULL);
-    const char *task_id = json_string_value(json_object_get(doc, "task_id"));
-    const char *job_id = json_string_value(json_object_get(doc, "job_id"));
-    json_t *chunk = json_object_get(doc, "chunk");
-    if (!task_id || !job_id || !json_is_integer(chunk) || held_get(r, task_id)) {
-        json_decref(doc);
+    char task_id[SHOAL_TASKMSG_ID_MAX], job_id[SHOAL_TASKMSG_ID_MAX];
+    if (!shoal_taskmsg_ids(m->payload, m->len, task_id, sizeof(task_id), job_id, sizeof(job_id)) ||
+        held_get(r, task_id))
         return 0;
-    }
     shoal_task_t *t = calloc(1, sizeof(*t));
-    if (!t) {
+    json_t *doc = json_pack("{s:s, s:s}", "task_id", task_id, "job_id", job_id);
+    json_t *orig = json_loadb(m->payload, m->len, 0, NULL);
+    if (!t || !doc) {
+        free(t);
         json_decref(doc);
+        json_decref(orig);
         return 0;
     }
+    /* The model it names, for the result row, when it names one. */
+    if (json_is_string(json_object_get(orig, "model")))
+        json_object_set(doc, "model", json_object_get(orig, "model"));
+    json_decref(orig);
     t->doc = doc;
-    t->task_id = task_id;
-    t->job_id = job_id;
-    t->chunk = (long)json_integer_value(chunk);
+    t->task_id = json_string_value(json_object_get(doc, "task_id"));
+    t->job_id = json_string_value(json_object_get(doc, "job_id"));
+    /* The chunk is the task id's last six digits (common/taskmsg.h). */
+    size_t n = strlen(task_id);
+    t->chunk = n > 6 ? strtol(task_id + n - 6, NULL, 10) : 0;
     t->prio = prio_of(r, rd_kafka_topic_name(m->rkt));
     shoal_task_add_ref(t, ref);
     held_put(r, t);

@@ -7,8 +7,9 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include "common/job.h"
 #include "common/log.h"
+#include "common/render.h"
+#include "common/taskmsg.h"
 #include "worker/provider.h"
 
 static double unix_now(void)
@@ -21,48 +22,40 @@ static double unix_now(void)
 shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models_t *models,
                                char *errbuf, size_t errlen)
 {
-    json_error_t jerr;
+    shoal_taskmsg_t m;
     shoal_task_t *t = calloc(1, sizeof(*t));
     if (!t) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    t->doc = json_loadb(value, len, 0, &jerr);
-    if (!json_is_object(t->doc)) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "task is not a JSON object: %s",
-                      t->doc ? "wrong type" : jerr.text);
+    if (!(t->doc = shoal_taskmsg_parse(value, len, &m, errbuf, errlen)))
         goto fail;
-    }
-    json_t *d = t->doc;
-    t->task_id = json_string_value(json_object_get(d, "task_id"));
-    t->job_id = json_string_value(json_object_get(d, "job_id"));
-    const char *tmpl = json_string_value(json_object_get(d, "prompt_template"));
-    const char *alias = json_string_value(json_object_get(d, "model"));
-    json_t *items = json_object_get(d, "items");
-    if (!t->task_id || !t->job_id || !tmpl || !alias || !json_is_array(items) ||
-        !json_is_integer(json_object_get(d, "chunk"))) {
+    t->task_id = m.task_id;
+    t->job_id = m.job_id;
+    t->chunk = m.chunk;
+    t->max_attempts = m.max_attempts;
+    t->timeout_ms = m.timeout_ms;
+    t->want_json = strcmp(m.output_format, "json") == 0;
+    t->output_schema = m.output_schema;
+    t->fallback_models = m.fallback_models;
+    t->priority = m.priority;
+    t->est_tokens = m.est_tokens;
+    t->version = m.version;
+    if (!(t->model = shoal_models_find(models, m.model))) {
+        char q[SHOAL_JOBCHECK_QUOTE_LEN];
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                      "task lacks task_id, job_id, chunk, model, prompt_template or items");
-        goto fail;
-    }
-    t->chunk = (long)json_integer_value(json_object_get(d, "chunk"));
-    json_t *ma = json_object_get(d, "max_attempts");
-    t->max_attempts = json_is_integer(ma) ? (long)json_integer_value(ma) : 3;
-    if (t->max_attempts < 1)
-        t->max_attempts = 1;
-    json_t *to = json_object_get(d, "timeout_ms");
-    t->timeout_ms = json_is_integer(to) ? (long)json_integer_value(to) : 60000;
-    const char *fmt = json_string_value(json_object_get(json_object_get(d, "output"), "format"));
-    t->want_json = fmt && !strcmp(fmt, "json");
-    if (!(t->model = shoal_models_find(models, alias))) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                      "model \"%s\" is not in this worker's models file", alias);
+                      "task.model: %s is not in this worker's models file",
+                      shoal_jobcheck_quote(q, m.model, strlen(m.model)));
         goto fail;
     }
     t->requested = t->model;
-    t->system = json_string_value(json_object_get(d, "system"));
-    if (!(t->prompt = shoal_job_render(tmpl, items, NULL))) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "could not render the prompt");
+    t->system = m.system;
+    if (!(t->prompt = shoal_render_prompt(m.prompt_template, m.items, NULL))) {
+        /* the items are well formed (parsed above): only memory or the
+         * output cap can stop rendering */
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "could not render the prompt: out of memory or over %zu bytes",
+                      (size_t)SHOAL_RENDER_MAX);
         goto fail;
     }
     if (shoal_task_build_request(t) != SHOAL_OK) {

@@ -76,6 +76,13 @@ typedef struct shoal_task {
 
     shoal_offset_ref_t *refs; /* Kafka positions released when durable */
     int nrefs, caprefs;
+
+    /* More of the message (common/taskmsg.h), borrowed from doc. */
+    const json_t *output_schema;   /* NULL when the task has none */
+    const json_t *fallback_models; /* array of aliases, maybe empty */
+    const char *priority;
+    long est_tokens;
+    int version;
 } shoal_task_t;
 
 /* Moves t to state s, logging the change at debug. */
@@ -84,9 +91,10 @@ void shoal_task_set_state(shoal_task_t *t, shoal_task_state_t s);
 /* (Re)builds t->request for t->model from the prompt. SHOAL_ERR_NOMEM. */
 shoal_err_t shoal_task_build_request(shoal_task_t *t);
 
-/* Parses a task message and renders its request. NULL with the reason when
- * the message is not a valid task or names an unknown model (a poison
- * message for the dead-letter topic). Caller destroys. */
+/* Parses a task message (shoal_taskmsg_parse) and renders its request. NULL
+ * with the reason when the message is not a valid task or names an unknown
+ * model (a poison message for the dead-letter topic; shoal_taskmsg_ids()
+ * tells whether it still names its task and job). Caller destroys. */
 shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models_t *models,
                                char *errbuf, size_t errlen);
 

@@ -2,8 +2,9 @@
  * worker/task: a task message made by the scheduler's own code (a parsed job
  * cut into tasks) parses into a task whose request body carries the models
  * file's model name, the system prompt, the rendered prompt and, for JSON
- * output, response_format; poison messages (not JSON, fields missing, an
- * unknown model) give NULL and a reason; attempt and result rows carry the
+ * output, response_format; poison messages (not JSON, fields missing or out
+ * of range, a newer version, an unknown model) give NULL and a reason naming
+ * the field; attempt and result rows carry the
  * fields shoal.record_batch reads; offset refs grow without losing any.
  * Failing each jansson allocation in turn must give NULL with a reason or
  * exactly the clean request, never a request with a part left out.
@@ -123,6 +124,11 @@ static void test_parse_openai(void)
     assert_int_eq(t->attempts, 0);
     assert_true(t->output == NULL);
     assert_int_eq(t->nrefs, 0);
+    assert_int_eq(t->version, 1);
+    assert_str_eq(t->priority, "normal");
+    assert_int_eq(json_array_size(t->fallback_models), 0);
+    assert_true(t->output_schema == NULL);
+    assert_int_ge(t->est_tokens, 1);
 
     json_t *req = request_of(t);
     assert_str_eq(json_string_value(json_object_get(req, "model")), "gpt-4o-mini");
@@ -223,61 +229,58 @@ static void test_poison(void)
 {
     size_t n;
     char **tasks = make_tasks(job_json, "job-7", &n);
-    const char *required[] = {"task_id", "job_id", "chunk", "model", "prompt_template", "items"};
+    /* everything the worker reads, and the job's defaults it has none of */
+    const char *required[] = {"task_id", "job_id",       "chunk",      "model", "prompt_template",
+                              "items",   "max_attempts", "timeout_ms", "output"};
 
-    poison("", "not a JSON object");
-    poison("not json", "not a JSON object");
-    poison("[1, 2]", "not a JSON object: wrong type");
-    poison("\"task\"", "not a JSON object");
-    poison("{}", "task lacks");
+    poison("", "task: invalid JSON at line 1");
+    poison("not json", "task: invalid JSON at line 1, column 3: invalid token");
+    poison("[1, 2]", "task: expected a JSON object, got an array");
+    poison("\"task\"", "task: expected a JSON object, got \"task\"");
+    poison("{}", "task: missing required field \"task_id\"");
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
-        char *text = edited(tasks[0], required[i], NULL);
-        poison(text, "task lacks");
+        char *text = edited(tasks[0], required[i], NULL), want[128];
+        snprintf(want, sizeof(want), "task: missing required field \"%s\"", required[i]);
+        poison(text, want);
         free(text);
     }
-    /* present but of the wrong type */
+    /* present but of the wrong type or out of range */
     char *text = edited(tasks[0], "chunk", json_string("0"));
-    poison(text, "task lacks");
+    poison(text, "task.chunk: expected an integer from 0 to 99999, got \"0\"");
     free(text);
     text = edited(tasks[0], "items", json_object());
-    poison(text, "task lacks");
+    poison(text, "task.items: expected an array of 1 to 1000 items, got an object");
     free(text);
     text = edited(tasks[0], "task_id", json_integer(7));
-    poison(text, "task lacks");
+    poison(text, "task.task_id: expected a non-empty string, got 7");
+    free(text);
+    text = edited(tasks[0], "max_attempts", json_integer(0));
+    poison(text, "task.max_attempts: expected an integer from 1 to 20, got 0");
     free(text);
     /* a model this worker does not know */
     text = edited(tasks[0], "model", json_string("nope"));
-    poison(text, "model \"nope\" is not in this worker's models file");
+    poison(text, "task.model: \"nope\" is not in this worker's models file");
     free(text);
     /* items that cannot be rendered */
     text = edited(tasks[0], "items", json_pack("[{s:i}]", "id", 1));
-    poison(text, "could not render the prompt");
+    poison(text, "task.items[0].id: expected a non-empty string, got 1");
+    free(text);
+    /* a message from a newer scheduler */
+    text = edited(tasks[0], "v", json_integer(2));
+    poison(text, "task message version 2 is newer than this worker understands (1)");
     free(text);
     /* a message cut short */
     char cut[64];
     snprintf(cut, sizeof(cut), "%.40s", tasks[0]);
-    poison(cut, "not a JSON object");
+    poison(cut, "task: invalid JSON");
 
-    /* optional fields fall back; max_attempts is at least 1 */
-    text = edited(tasks[0], "max_attempts", json_integer(0));
+    /* a message from before versions (no "v") is version 1 */
+    text = edited(tasks[0], "v", NULL);
     shoal_task_t *t = parse_ok(text);
-    assert_int_eq(t->max_attempts, 1);
+    assert_int_eq(t->version, 1);
+    assert_str_eq(t->task_id, "job-7:000000");
     shoal_task_destroy(t);
     free(text);
-    text = edited(tasks[0], "max_attempts", NULL);
-    char *text2 = edited(text, "timeout_ms", NULL);
-    char *text3 = edited(text2, "output", NULL);
-    t = parse_ok(text3);
-    assert_int_eq(t->max_attempts, 3);
-    assert_int_eq(t->timeout_ms, 60000);
-    assert_int_eq(t->want_json, 0);
-    json_t *req = request_of(t);
-    assert_true(json_object_get(req, "response_format") == NULL);
-    json_decref(req);
-    shoal_task_destroy(t);
-    free(text);
-    free(text2);
-    free(text3);
     shoal_task_destroy(NULL);
     free_tasks(tasks, n);
 }
