@@ -113,21 +113,23 @@ BEGIN
     RETURN v_mine + v_rem / v_n;
 END $$;
 
--- The learned rate after congestion: the limit in force times 0.85; when the
--- limit was unknown, the rate the fleet was actually served (slow start ends
--- at the first 429; NULL, still no limit, when nothing was served to
--- measure). When most calls of the window were refused, the provider clearly
--- serves about what it accepted, so the learned rate drops straight
--- to that instead of creeping down from far above.
+-- The learned rate after congestion. With a limit in force, times 0.85, or
+-- times the share of calls accepted when more were refused (sending r into a
+-- provider serving L is refused (r - L) / r of the time, so the accepted
+-- share brings the rate straight to about L instead of creeping down from far
+-- above), but never below half per step: a ratio from a few calls is noisy.
+-- The share is a ratio of the same reports, so it does not depend on when
+-- each worker's report arrived, as a rate measured over a window would. With
+-- no limit known, the rate actually served over the window (slow start ends
+-- at the first 429), or NULL, still no limit, when nothing was served.
 CREATE FUNCTION shoal.fleet_decrease(p_limit double precision, p_served double precision,
                                      p_refused_share double precision)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN p_limit IS NULL THEN CASE WHEN p_served > 0 THEN greatest(p_served, 1.0 / 60.0) END
-        WHEN p_refused_share >= 0.5 AND p_served > 0
-            THEN greatest(least(p_limit * 0.85, p_served), 1.0 / 60.0)
-        ELSE greatest(p_limit * 0.85, 1.0 / 60.0)
+        ELSE greatest(p_limit * greatest(0.5, least(0.85, 1 - coalesce(p_refused_share, 0))),
+                      1.0 / 60.0)
     END
 $$;
 
@@ -230,11 +232,13 @@ BEGIN
 
         -- AIMD on the learned rate, on fleet-wide counts, decided when a
         -- window of a second (one refresh round of every worker) closes, or
-        -- sooner after a 429 (workers refresh early on one), but lowering the
-        -- rate at most once a second.
+        -- sooner after a 429 (workers refresh early on one) when a limit is
+        -- in force, but lowering the rate at most once a second. The first
+        -- limit of slow start is a served rate: it waits for a whole window.
         v_elapsed := extract(epoch FROM v_now - l.win_start);
         IF v_elapsed >= 1.0
            OR (v_elapsed >= 0.25 AND l.pending_429 > 0
+               AND shoal.fleet_limit(l.header_rpm, l.config_rpm, l.learned_rps) IS NOT NULL
                AND (l.last_decrease_at IS NULL
                     OR v_now - l.last_decrease_at >= interval '1 second')) THEN
             l.served_rps := l.win_ok / v_elapsed;
