@@ -6,7 +6,6 @@
  */
 #include "worker/fleet.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
