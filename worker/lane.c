@@ -5,17 +5,10 @@
 
 #include <stdlib.h>
 
+#include "common/ratelimit.h"
+
 #define NPRIO 3
 #define DECREASE_EVERY_MS 500.0 /* the window shrinks at most this often */
-
-/* A token bucket refilled continuously; level may go below zero after a
- * settle that found a call used more than it reserved. */
-struct bucket {
-    double rate;  /* units per ms; <= 0 = unlimited */
-    double burst; /* most units held */
-    double level;
-    double at_ms; /* when level was computed */
-};
 
 struct shoal_lane {
     const shoal_model_t *model;
@@ -32,7 +25,8 @@ struct shoal_lane {
     double cool_until; /* cooling: nothing starts before, then one probe */
     long cool_ms;      /* length of the last cooldown */
     int probing;       /* a probe call is in flight */
-    struct bucket req, tok;
+    shoal_bucket_t req, tok;
+    long max_cost; /* largest token reservation seen, for the token burst */
 };
 
 void shoal_lane_conf_init(shoal_lane_conf_t *c)
@@ -44,43 +38,11 @@ void shoal_lane_conf_init(shoal_lane_conf_t *c)
     c->failures_to_cool = 3;
 }
 
-static void bucket_set(struct bucket *b, double per_s, double now)
+/* A second of rate as burst: enough to keep a window busy, small enough that
+ * a lane coming back from idle cannot overshoot its share by much. */
+static double burst_for(double per_s, double floor)
 {
-    double rate = per_s > 0 ? per_s / 1000.0 : 0;
-    /* A second of rate as burst: enough to keep a window busy, small enough
-     * that a lane coming back from idle cannot overshoot its share by much. */
-    double burst = per_s > 0 ? (per_s > 1 ? per_s : 1) : 0;
-    if (b->rate > 0 && rate > 0) {
-        b->level += (now - b->at_ms) * b->rate;
-        if (b->level > burst)
-            b->level = burst;
-    } else {
-        b->level = rate > 0 ? burst : 0;
-    }
-    b->at_ms = now;
-    b->rate = rate;
-    b->burst = burst;
-}
-
-static void bucket_refill(struct bucket *b, double now)
-{
-    if (b->rate <= 0)
-        return;
-    if (now > b->at_ms) {
-        b->level += (now - b->at_ms) * b->rate;
-        if (b->level > b->burst)
-            b->level = b->burst;
-    }
-    b->at_ms = now;
-}
-
-/* ms until cost fits; a cost above the burst fits when the bucket is full. */
-static double bucket_wait(const struct bucket *b, double cost)
-{
-    if (b->rate <= 0)
-        return 0;
-    double need = cost < b->burst ? cost : b->burst;
-    return b->level >= need ? 0 : (need - b->level) / b->rate;
+    return per_s > floor ? per_s : floor;
 }
 
 shoal_lane_t *shoal_lane_new(const shoal_model_t *m, const shoal_lane_conf_t *c)
@@ -91,6 +53,8 @@ shoal_lane_t *shoal_lane_new(const shoal_model_t *m, const shoal_lane_conf_t *c)
     l->model = m;
     l->conf = *c;
     l->window_max = (double)(c->max_concurrency > 0 ? c->max_concurrency : 64);
+    shoal_bucket_init(&l->req, 0, 0, 0);
+    shoal_bucket_init(&l->tok, 0, 0, 0);
     l->window = c->start_concurrency > 0 && (double)c->start_concurrency < l->window_max
                     ? (double)c->start_concurrency
                     : l->window_max;
@@ -182,19 +146,18 @@ shoal_task_t *shoal_lane_next(shoal_lane_t *l, double now_ms, double *wait_ms)
     if (l->in_flight >= window)
         return NULL;
     long cost = task_tokens(t);
-    bucket_refill(&l->req, now_ms);
-    bucket_refill(&l->tok, now_ms);
-    double w = bucket_wait(&l->req, 1), wt = bucket_wait(&l->tok, (double)cost);
+    double w = shoal_bucket_wait_ms(&l->req, now_ms, 1),
+           wt = shoal_bucket_wait_ms(&l->tok, now_ms, (double)cost);
     if (wt > w)
         w = wt;
     if (w > 0) {
         *wait_ms = w;
         return NULL;
     }
-    if (l->req.rate > 0)
-        l->req.level -= 1;
-    if (l->tok.rate > 0)
-        l->tok.level -= (double)cost;
+    shoal_bucket_take(&l->req, now_ms, 1);
+    shoal_bucket_take(&l->tok, now_ms, (double)cost);
+    if (cost > l->max_cost)
+        l->max_cost = cost;
     t->reserved_tokens = cost;
     shoal_lane_remove(l, t);
     l->picks++;
@@ -209,12 +172,12 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
 {
     if (l->in_flight > 0)
         l->in_flight--;
-    if (tokens_used >= 0 && l->tok.rate > 0) {
-        bucket_refill(&l->tok, now_ms);
-        l->tok.level += (double)(t->reserved_tokens - tokens_used);
-        if (l->tok.level > l->tok.burst)
-            l->tok.level = l->tok.burst;
-    }
+    /* Settle: what the call did not use goes back; what it used beyond its
+     * reservation becomes a debt the next calls wait out. */
+    if (tokens_used >= 0 && tokens_used < t->reserved_tokens)
+        shoal_bucket_give(&l->tok, now_ms, (double)(t->reserved_tokens - tokens_used));
+    else if (tokens_used > t->reserved_tokens)
+        shoal_bucket_take_force(&l->tok, now_ms, (double)(tokens_used - t->reserved_tokens));
     t->reserved_tokens = 0;
     l->probing = 0;
     if (hold_ms >= 0 && now_ms + (double)hold_ms > l->hold_until)
@@ -263,8 +226,8 @@ void shoal_lane_hold(shoal_lane_t *l, double until_ms)
 
 void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms)
 {
-    bucket_set(&l->req, rps, now_ms);
-    bucket_set(&l->tok, tps, now_ms);
+    shoal_bucket_set(&l->req, rps, burst_for(rps, 1), now_ms);
+    shoal_bucket_set(&l->tok, tps, burst_for(tps, (double)l->max_cost), now_ms);
 }
 
 size_t shoal_lane_waiting(const shoal_lane_t *l)
