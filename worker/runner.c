@@ -151,7 +151,8 @@ static void finish(struct runner *r, shoal_task_t *t)
     }
     if (shoal_sink_results(r->sink) == 0)
         r->first_result_ms = shoal_service_now_ms();
-    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, r->conf->worker_id), t) != SHOAL_OK)
+    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, NULL, r->conf->worker_id), t) !=
+        SHOAL_OK)
         shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
 }
 
@@ -171,60 +172,52 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     struct runner *r = arg;
     shoal_task_t *t = user;
     char attempt_id[200], why[512] = "";
-    shoal_provider_reply_t out = {0};
-    shoal_outcome_t oc = shoal_provider_classify(reply->status);
+    shoal_provider_reply_t out;
+    shoal_outcome_t oc = shoal_provider_outcome(t->model, reply, &out, why, sizeof(why));
 
     t->attempts++;
     r->stats->calls++;
     snprintf(attempt_id, sizeof(attempt_id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms,
              ++r->seq);
-    if (oc == SHOAL_OUTCOME_OK) {
-        if (shoal_provider_parse(t->model, reply->body, reply->len, &out, why, sizeof(why)) !=
-            SHOAL_OK) {
-            oc = SHOAL_OUTCOME_RETRY;
-        } else if (t->want_json) {
-            json_error_t jerr;
-            json_t *j = json_loads(out.content, 0, &jerr);
-            if (!j) {
-                snprintf(why, sizeof(why), "output is not valid JSON: %s", jerr.text);
-                oc = SHOAL_OUTCOME_RETRY;
-            }
-            json_decref(j);
+    /* a truncated answer is kept as it is: sending it again would cut it again */
+    int done = oc == SHOAL_OUTCOME_OK || oc == SHOAL_OUTCOME_TRUNCATED;
+    if (done && t->want_json) {
+        json_error_t jerr;
+        json_t *j = json_loads(out.content, 0, &jerr);
+        if (!j) {
+            snprintf(why, sizeof(why), "output is not valid JSON: %s", jerr.text);
+            oc = SHOAL_OUTCOME_MALFORMED;
+            done = 0;
         }
-    } else if (reply->status == 0) {
-        snprintf(why, sizeof(why), "%s", reply->timed_out ? "timed out" : reply->error);
-    } else {
-        char detail[256];
-        shoal_provider_error_text(reply->body, reply->len, detail, sizeof(detail));
-        snprintf(why, sizeof(why), "HTTP %ld%s%s", reply->status, *detail ? ": " : "", detail);
+        json_decref(j);
     }
+    int retriable = shoal_outcome_retriable(oc);
 
     int last = t->attempts >= t->max_attempts;
     shoal_log_debug("call",
-                    "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld "
+                    "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld kind=%s "
                     "latency_ms=%.1f tokens_in=%ld tokens_out=%ld",
                     t->job_id, t->task_id, t->model->alias, t->attempts, reply->status,
-                    reply->latency_ms, out.tokens_in, out.tokens_out);
-    const char *outcome = oc == SHOAL_OUTCOME_OK               ? "ok"
-                          : oc == SHOAL_OUTCOME_RETRY && !last ? "retry"
-                                                               : "failed";
-    shoal_sink_add_attempt(r->sink, shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply,
-                                                           outcome, why, out.tokens_in,
-                                                           out.tokens_out, out.tokens_cached));
-    if (oc == SHOAL_OUTCOME_OK) {
+                    shoal_outcome_name(oc), reply->latency_ms, out.usage.input, out.usage.output);
+    const char *outcome = done ? "ok" : retriable && !last ? "retry" : "failed";
+    shoal_task_call_t call = {
+        .model = t->model, .outcome = outcome, .kind = oc, .error = why, .usage = out.usage};
+    shoal_sink_add_attempt(r->sink,
+                           shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply, &call));
+    if (done) {
         t->state = SHOAL_TASK_DONE;
         t->output = out.content;
-        t->tokens_in = out.tokens_in;
-        t->tokens_out = out.tokens_out;
+        t->tokens_in = out.usage.input;
+        t->tokens_out = out.usage.output;
         finish(r, t);
-    } else if (oc == SHOAL_OUTCOME_RETRY && !last && !shoal_service_stopping()) {
+    } else if (retriable && !last && !shoal_service_stopping()) {
         free(out.content);
         r->stats->retries++;
         long wait = backoff_ms(r, t->attempts, reply->retry_after_ms);
         shoal_log_info("task", "retrying job_id=%s task_id=%s attempt=%d wait_ms=%ld why=\"%s\"",
                        t->job_id, t->task_id, t->attempts, wait, why);
         start_call(r, t, wait);
-    } else if (oc == SHOAL_OUTCOME_RETRY && !last) {
+    } else if (retriable && !last) {
         /* Stopping: leave the task unfinished; its message comes again. */
         free(out.content);
         json_object_del(r->held, t->task_id);
