@@ -29,6 +29,7 @@ struct call {
     int overflow;
     char *hdr; /* header lines of the latest response; reused across calls */
     size_t hlen, hcap;
+    int hfull; /* a line did not fit: the block is its lines before that one */
     long timeout_ms;
     double start_at_ms; /* monotonic; 0 when started */
     double started_unix;
@@ -146,7 +147,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 
 /* Keeps the header lines of the latest response: a status line starts a new
  * one, so the lines of interim answers (100 Continue, 103 Early Hints) are
- * dropped. Lines past MAX_HEADERS are skipped, never the transfer. */
+ * dropped. Past MAX_HEADERS the rest of the block is skipped, never the
+ * transfer. */
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
     struct call *c = arg;
@@ -154,12 +156,15 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 
     if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
         c->hlen = 0;
+        c->hfull = 0;
         return len;
     }
     if (len == 0 || (len <= 2 && (data[0] == '\r' || data[0] == '\n')))
         return len; /* the blank line ending the block */
-    if (c->hlen + len > MAX_HEADERS)
+    if (c->hfull || c->hlen + len > MAX_HEADERS) {
+        c->hfull = 1;
         return len;
+    }
     if (c->hlen + len > c->hcap) {
         size_t ncap = c->hcap ? c->hcap : 2048;
         char *nb;
@@ -168,8 +173,10 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
             ncap *= 2;
         if (ncap > MAX_HEADERS)
             ncap = MAX_HEADERS;
-        if (!(nb = realloc(c->hdr, ncap)))
-            return len; /* the headers are advice; the answer still counts */
+        if (!(nb = realloc(c->hdr, ncap))) {
+            c->hfull = 1; /* the headers are advice; the answer still counts */
+            return len;
+        }
         c->hdr = nb;
         c->hcap = ncap;
     }
@@ -190,6 +197,7 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
     c->len = 0;
     c->overflow = 0;
     c->hlen = 0;
+    c->hfull = 0;
     c->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_URL, c->url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
