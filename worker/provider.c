@@ -437,12 +437,13 @@ static int read_decimal(const char **p, double *v)
 }
 
 /* Milliseconds as a field value: -1 unless 0 <= ms <= a day; rounded up, so
- * a wait is never cut short. */
+ * a wait is never cut short (less a nanosecond, so the binary noise of a
+ * decimal like 59.999 s does not add a whole millisecond). */
 static long ms_value(double ms)
 {
     if (!(ms >= 0) || ms > DAY_MS)
         return -1;
-    return (long)ceil(ms);
+    return ms < 1e-6 ? 0 : (long)ceil(ms - 1e-6);
 }
 
 /* Whole number >= 0 (limits, remaining counts); -1 when unreadable. */

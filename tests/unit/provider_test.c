@@ -665,6 +665,9 @@ static void test_signals_openai(void)
         {"250\xc2\xb5s", 1},
         {"100ns", 1},
         {"59.999s", 59999},
+        {"0.001", 1},
+        {"4.095s", 4095},
+        {"0.3s", 300},
         {"24h", 86400000},
         {"24h1ms", -1}, /* more than a day is nonsense */
         {"", -1},
