@@ -27,8 +27,10 @@ static double estimate_cost(const shoal_model_t *m, const shoal_job_t *job, long
         long out =
             m && m->max_output_tokens > 0 && in > m->max_output_tokens ? m->max_output_tokens : in;
         *tokens += in;
-        if (m)
-            cost += shoal_model_cost(m, in, out, 0);
+        if (m) {
+            shoal_usage_t u = {.input = in, .output = out};
+            cost += shoal_model_cost(m, &u);
+        }
     }
     return cost;
 }

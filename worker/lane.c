@@ -27,6 +27,7 @@ struct shoal_lane {
     int probing;       /* a probe call is in flight */
     shoal_bucket_t req, tok;
     long max_cost; /* largest token reservation seen, for the token burst */
+    double cost_sum, cost_n;
 };
 
 void shoal_lane_conf_init(shoal_lane_conf_t *c)
@@ -55,6 +56,8 @@ shoal_lane_t *shoal_lane_new(const shoal_model_t *m, const shoal_lane_conf_t *c)
     l->window_max = (double)(c->max_concurrency > 0 ? c->max_concurrency : 64);
     shoal_bucket_init(&l->req, 0, 0, 0);
     shoal_bucket_init(&l->tok, 0, 0, 0);
+    if (m->max_concurrency > 0 && (double)m->max_concurrency < l->window_max)
+        l->window_max = (double)m->max_concurrency;
     l->window = c->start_concurrency > 0 && (double)c->start_concurrency < l->window_max
                     ? (double)c->start_concurrency
                     : l->window_max;
@@ -158,6 +161,8 @@ shoal_task_t *shoal_lane_next(shoal_lane_t *l, double now_ms, double *wait_ms)
     shoal_bucket_take(&l->tok, now_ms, (double)cost);
     if (cost > l->max_cost)
         l->max_cost = cost;
+    l->cost_sum += (double)cost;
+    l->cost_n++;
     t->reserved_tokens = cost;
     shoal_lane_remove(l, t);
     l->picks++;
@@ -238,6 +243,11 @@ size_t shoal_lane_waiting(const shoal_lane_t *l)
 long shoal_lane_in_flight(const shoal_lane_t *l)
 {
     return l->in_flight;
+}
+
+long shoal_lane_avg_tokens(const shoal_lane_t *l)
+{
+    return l->cost_n > 0 ? (long)(l->cost_sum / l->cost_n) : 1024;
 }
 
 double shoal_lane_window(const shoal_lane_t *l)

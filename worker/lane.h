@@ -77,6 +77,8 @@ void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms
 size_t shoal_lane_waiting(const shoal_lane_t *l);
 long shoal_lane_in_flight(const shoal_lane_t *l);
 double shoal_lane_window(const shoal_lane_t *l);
+/* Tokens a call of this lane reserves, on average so far (a guess before). */
+long shoal_lane_avg_tokens(const shoal_lane_t *l);
 /* How long the model has been failing without a success (0 when healthy). */
 double shoal_lane_down_ms(const shoal_lane_t *l, double now_ms);
 /* Nonzero while the lane is cooling down after repeated failures. */

@@ -37,6 +37,7 @@
 #include "common/service.h"
 #include "common/taskmsg.h"
 #include "worker/backoff.h"
+#include "worker/fleet.h"
 #include "worker/http.h"
 #include "worker/lane.h"
 #include "worker/offsets.h"
@@ -50,36 +51,18 @@
 #define BATCH_BYTES_MAX ((size_t)8 << 20) /* one record_batch statement at most */
 #define PARKED_FACTOR 16 /* tasks parked in cooling lanes: up to this x max_inflight */
 
-/* What a finished call means, decided once per reply (see classify()). */
-typedef enum {
-    K_OK = 0,
-    K_TRUNCATED,    /* the answer hit its output limit */
-    K_LIMITED,      /* 429 */
-    K_OVERLOADED,   /* 503/529: the provider is busy, not our quota */
-    K_SERVER,       /* other 5xx, 408, 409, 425 */
-    K_TIMEOUT,      /* no answer within the call's timeout */
-    K_CONNECTION,   /* could not reach the provider */
-    K_PERMANENT,    /* 4xx: the request itself is wrong */
-    K_MALFORMED,    /* a 2xx we cannot read */
-    K_INVALID_JSON, /* readable, but not the JSON the job asked for */
-} kind_t;
-
-static const char *const kind_names[] = {
-    "ok",      "truncated",  "rate_limited", "overloaded", "server_error",
-    "timeout", "connection", "permanent",    "malformed",  "invalid_output"};
-
-/* Whether a try of this kind counts against the task's attempts. Capacity
- * problems (429, overload, an unreachable provider) say nothing about the
- * task: they hold the lane and are bounded by the task's deadline instead. */
-static int kind_counts(kind_t k)
+/* Whether a try with this outcome counts against the task's attempts.
+ * Capacity problems (429, overload, an unreachable provider) say nothing
+ * about the task: they hold the lane and are bounded by the task's deadline
+ * and the lane's --down-after-ms instead. Retriable or not is
+ * shoal_outcome_retriable()'s one rule. */
+static int counts_attempt(shoal_outcome_t o)
 {
-    return !(k == K_LIMITED || k == K_OVERLOADED || k == K_CONNECTION);
+    return !(o == SHOAL_OUTCOME_RATE_LIMITED || o == SHOAL_OUTCOME_OVERLOADED ||
+             o == SHOAL_OUTCOME_CONNECTION);
 }
 
-static int kind_retriable(kind_t k)
-{
-    return k != K_OK && k != K_PERMANENT;
-}
+#define OUTPUT_ROOM_MAX 65536 /* truncated answers are retried with at most this */
 
 struct runner {
     const shoal_runner_conf_t *conf;
@@ -97,6 +80,9 @@ struct runner {
     shoal_sink_t *sink, *spare;
     shoal_offsets_t *offsets;
     shoal_lane_t **lanes; /* per model, by index */
+    shoal_fleet_t *fleet;
+    unsigned long *share_version; /* per lane: the fleet share last applied */
+    double reported_ms;           /* when demand was last reported to the fleet */
     size_t nlanes;
     json_t *held; /* task_id -> shoal_task_t* as json_integer(intptr) */
     long nheld;
@@ -275,7 +261,8 @@ static void finish(struct runner *r, shoal_task_t *t, shoal_task_state_t to)
     }
     if (shoal_sink_results(r->sink) == 0)
         r->first_result_ms = shoal_service_now_ms();
-    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, r->conf->worker_id), t) != SHOAL_OK)
+    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, NULL, r->conf->worker_id), t) !=
+        SHOAL_OK)
         shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
 }
 
@@ -287,25 +274,33 @@ static void fail(struct runner *r, shoal_task_t *t, const char *fmt, const char 
 
 /* ---- routing ------------------------------------------------------------- */
 
-/* The model the task's chain names at position k, NULL past its end. The
- * chain is the task's model, then the job's fallback_models. */
+/* The model the task's chain names at position k, NULL past its end: the
+ * task's own model, then the job's fallback_models, or when the job names
+ * none, the fallbacks the models file gives its model. */
 static const shoal_model_t *chain_at(struct runner *r, const shoal_task_t *t, int k)
 {
     if (k == 0)
         return t->requested;
-    const char *alias = json_string_value(json_array_get(t->fallback_models, (size_t)k - 1));
+    size_t njob = json_array_size(t->fallback_models);
+    const char *alias = njob ? json_string_value(json_array_get(t->fallback_models, (size_t)k - 1))
+                        : (size_t)k <= t->requested->nfallbacks ? t->requested->fallbacks[k - 1]
+                                                                : NULL;
     return alias ? shoal_models_find(r->conf->models, alias) : NULL;
 }
 
-/* Moves t to the next model of its chain; 0 when there is none. */
+/* Moves t to the next model of its chain that this worker knows; 0 when
+ * there is none. */
 static int fall_back(struct runner *r, shoal_task_t *t, const char *why)
 {
-    for (int k = t->fallback + 1; k <= 6; k++) {
+    if (!t->requested)
+        return 0;
+    size_t len = json_array_size(t->fallback_models);
+    if (len == 0)
+        len = t->requested->nfallbacks;
+    for (int k = t->fallback + 1; k <= (int)len; k++) {
         const shoal_model_t *m = chain_at(r, t, k);
         if (!m)
             continue;
-        if (k > (int)json_array_size(t->fallback_models))
-            break;
         shoal_log_info("task", "falling back job_id=%s task_id=%s from=%s to=%s why=\"%s\"",
                        t->job_id, t->task_id, t->model->alias, m->alias, why);
         t->fallback = k;
@@ -336,8 +331,9 @@ static void start_call(struct runner *r, shoal_task_t *t)
 {
     char err[256];
     shoal_task_set_state(t, SHOAL_TASK_IN_FLIGHT);
+    long timeout = t->model->timeout_ms > 0 ? t->model->timeout_ms : t->timeout_ms;
     if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->request,
-                        t->request_len, t->timeout_ms, 0, t, err, sizeof(err)) != SHOAL_OK) {
+                        t->request_len, timeout, 0, t, err, sizeof(err)) != SHOAL_OK) {
         shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, 0, -1, shoal_service_now_ms());
         fail(r, t, "could not start the call: %s", err);
     }
@@ -393,64 +389,80 @@ static void abandon_down_lanes(struct runner *r)
     }
 }
 
-static kind_t classify(const shoal_task_t *t, const shoal_http_reply_t *reply,
-                       shoal_provider_reply_t *out, char *why, size_t whylen)
+static shoal_lane_signal_t lane_signal(shoal_outcome_t o)
 {
-    memset(out, 0, sizeof(*out));
-    if (reply->status == 0) {
-        snprintf(why, whylen, "%s", reply->timed_out ? "timed out" : reply->error);
-        return reply->timed_out ? K_TIMEOUT : K_CONNECTION;
-    }
-    if (reply->status >= 200 && reply->status < 300) {
-        if (shoal_provider_parse(t->model, reply->body, reply->len, out, why, whylen) != SHOAL_OK)
-            return K_MALFORMED;
-        if (t->want_json) {
-            json_error_t jerr;
-            json_t *j = json_loads(out->content, 0, &jerr);
-            json_decref(j);
-            if (!j) {
-                snprintf(why, whylen, "output is not valid JSON: %s", jerr.text);
-                return K_INVALID_JSON;
-            }
-        }
-        return K_OK;
-    }
-    char detail[256];
-    shoal_provider_error_text(reply->body, reply->len, detail, sizeof(detail));
-    snprintf(why, whylen, "HTTP %ld%s%s", reply->status, *detail ? ": " : "", detail);
-    if (reply->status == 429)
-        return K_LIMITED;
-    if (reply->status == 503 || reply->status == 529)
-        return K_OVERLOADED;
-    if (shoal_provider_classify(reply->status) == SHOAL_OUTCOME_RETRY)
-        return K_SERVER;
-    return K_PERMANENT;
-}
-
-static shoal_lane_signal_t lane_signal(kind_t k)
-{
-    switch (k) {
-    case K_OK:
-    case K_TRUNCATED:
-    case K_MALFORMED:
-    case K_INVALID_JSON:
+    switch (o) {
+    case SHOAL_OUTCOME_OK:
+    case SHOAL_OUTCOME_TRUNCATED:
+    case SHOAL_OUTCOME_MALFORMED:
         return SHOAL_LANE_OK;
-    case K_LIMITED:
+    case SHOAL_OUTCOME_RATE_LIMITED:
         return SHOAL_LANE_LIMITED;
-    case K_OVERLOADED:
-    case K_SERVER:
-    case K_TIMEOUT:
-    case K_CONNECTION:
+    case SHOAL_OUTCOME_OVERLOADED:
+    case SHOAL_OUTCOME_SERVER_ERROR:
+    case SHOAL_OUTCOME_TIMEOUT:
+    case SHOAL_OUTCOME_CONNECTION:
         return SHOAL_LANE_DOWN;
-    case K_PERMANENT:
+    case SHOAL_OUTCOME_PERMANENT:
         break;
     }
     return SHOAL_LANE_NEUTRAL;
 }
 
+/* A truncated answer: ask again with twice the output room (the request's
+ * max_tokens), up to OUTPUT_ROOM_MAX. 0 when there is no more room to give. */
+static int grow_output_room(shoal_task_t *t)
+{
+    json_t *req = json_loadb(t->request, t->request_len, 0, NULL);
+    json_t *mt = json_object_get(req, "max_tokens");
+    long now = json_is_integer(mt) ? (long)json_integer_value(mt) : 0;
+    int ok = now > 0 && now < OUTPUT_ROOM_MAX;
+    if (ok) {
+        long next = now * 2 < OUTPUT_ROOM_MAX ? now * 2 : OUTPUT_ROOM_MAX;
+        char *text = json_object_set_new(req, "max_tokens", json_integer(next)) == 0
+                         ? json_dumps(req, JSON_COMPACT)
+                         : NULL;
+        ok = text != NULL;
+        if (ok) {
+            free(t->request);
+            t->request = text;
+            t->request_len = strlen(text);
+        }
+    }
+    json_decref(req);
+    return ok;
+}
+
+/* Tells the fleet what a call showed: what it used, a 429, and the limits
+ * the provider's headers announce. */
+static void report_call(struct runner *r, const shoal_task_t *t, const shoal_http_reply_t *reply,
+                        shoal_outcome_t oc, const shoal_usage_t *u, long hold_ms)
+{
+    shoal_fleet_report_t rep;
+    shoal_provider_signals_t sig;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    shoal_fleet_report_init(&rep);
+    shoal_provider_signals(reply->headers, reply->headers_len,
+                           (double)tv.tv_sec + (double)tv.tv_usec / 1e6, &sig);
+    rep.sent = 1;
+    rep.ok = oc == SHOAL_OUTCOME_RATE_LIMITED ? 0 : 1;
+    rep.rate_limited = oc == SHOAL_OUTCOME_RATE_LIMITED;
+    rep.tokens_used = u->input + u->output;
+    rep.limit_requests = sig.limit_requests;
+    rep.limit_tokens = sig.limit_tokens;
+    rep.remaining_requests = sig.remaining_requests;
+    rep.remaining_tokens = sig.remaining_tokens;
+    rep.reset_ms = sig.remaining_requests == 0 ? sig.reset_requests_ms
+                   : sig.remaining_tokens == 0 ? sig.reset_tokens_ms
+                                               : -1;
+    rep.hold_ms = oc == SHOAL_OUTCOME_RATE_LIMITED ? hold_ms : -1;
+    shoal_fleet_report(r->fleet, model_index(r, t->model), &rep);
+}
+
 /* After a failed try that may succeed later: wait, then try again (on the
  * same model, or the next one of the chain once this one is used up). */
-static void retry_later(struct runner *r, shoal_task_t *t, kind_t k, long retry_after_ms,
+static void retry_later(struct runner *r, shoal_task_t *t, shoal_outcome_t oc, long retry_after_ms,
                         const char *why)
 {
     int out_of_attempts = t->attempts >= t->max_attempts * (t->fallback + 1);
@@ -476,14 +488,15 @@ static void retry_later(struct runner *r, shoal_task_t *t, kind_t k, long retry_
     r->stats->retries++;
     shoal_log_info("task",
                    "retrying job_id=%s task_id=%s attempt=%d outcome=%s wait_ms=%ld why=\"%s\"",
-                   t->job_id, t->task_id, t->attempts, kind_names[k], wait, why);
+                   t->job_id, t->task_id, t->attempts, shoal_outcome_name(oc), wait, why);
     t->due_ms = now + (double)wait;
     shoal_task_set_state(t, SHOAL_TASK_BACKOFF);
     if (timer_add(r, t) != 0)
         route(r, t);
 }
 
-/* Every call ends here: one classification, then one decision. */
+/* Every call ends here: one classification (shoal_provider_outcome), then
+ * one decision. */
 static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
 {
     struct runner *r = arg;
@@ -492,47 +505,66 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     shoal_provider_reply_t out;
     double now = shoal_service_now_ms();
 
-    kind_t k = classify(t, reply, &out, why, sizeof(why));
-    if (kind_counts(k))
+    shoal_outcome_t oc = shoal_provider_outcome(t->model, reply, &out, why, sizeof(why));
+    int invalid = 0; /* an answer, but not the output the job asked for */
+    if (oc == SHOAL_OUTCOME_OK && t->want_json) {
+        json_error_t jerr;
+        json_t *j = json_loads(out.content, 0, &jerr);
+        if (!j) {
+            snprintf(why, sizeof(why), "output is not valid JSON: %s", jerr.text);
+            invalid = 1;
+        }
+        json_decref(j);
+    }
+    if (oc == SHOAL_OUTCOME_TRUNCATED)
+        snprintf(why, sizeof(why), "answer truncated at its output limit");
+    if (counts_attempt(oc))
         t->attempts++;
     r->stats->calls++;
-    if (k == K_LIMITED)
-        r->stats->rate_limited++;
     long hold = -1;
     if (reply->retry_after_ms >= 0)
         hold = reply->retry_after_ms < r->backoff.retry_after_cap_ms
                    ? reply->retry_after_ms
                    : r->backoff.retry_after_cap_ms;
-    shoal_lane_ended(lane_of(r, t), t, lane_signal(k),
-                     k == K_OK ? out.tokens_in + out.tokens_out : -1, k == K_LIMITED ? hold : -1,
-                     now);
+    if (oc == SHOAL_OUTCOME_RATE_LIMITED)
+        r->stats->rate_limited++;
+    shoal_lane_ended(lane_of(r, t), t, lane_signal(oc),
+                     oc == SHOAL_OUTCOME_OK ? out.usage.input + out.usage.output : -1,
+                     oc == SHOAL_OUTCOME_RATE_LIMITED ? hold : -1, now);
+    report_call(r, t, reply, oc, &out.usage, hold);
     shoal_task_set_state(t, SHOAL_TASK_VALIDATING);
 
+    int stopping = shoal_service_stopping();
+    int done = oc == SHOAL_OUTCOME_OK && !invalid;
+    int retriable = !done && (shoal_outcome_retriable(oc) || invalid ||
+                              (oc == SHOAL_OUTCOME_TRUNCATED && grow_output_room(t)));
+    int more = retriable && !stopping &&
+               (!counts_attempt(oc) || t->attempts < t->max_attempts * (t->fallback + 1));
     snprintf(attempt_id, sizeof(attempt_id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms,
              ++r->seq);
     shoal_log_debug("call",
-                    "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld outcome=%s "
+                    "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld kind=%s "
                     "latency_ms=%.1f tokens_in=%ld tokens_out=%ld",
                     t->job_id, t->task_id, t->model->alias, t->attempts, reply->status,
-                    kind_names[k], reply->latency_ms, out.tokens_in, out.tokens_out);
-    int stopping = shoal_service_stopping();
-    const char *outcome =
-        k == K_OK ? "ok"
-        : kind_retriable(k) && !stopping && (!kind_counts(k) || t->attempts < t->max_attempts)
-            ? "retry"
-            : "failed";
-    shoal_sink_add_attempt(r->sink, shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply,
-                                                           outcome, why, out.tokens_in,
-                                                           out.tokens_out, out.tokens_cached));
-    if (k == K_OK) {
+                    shoal_outcome_name(oc), reply->latency_ms, out.usage.input, out.usage.output);
+    shoal_task_call_t call = {.model = t->model,
+                              .outcome = done   ? "ok"
+                                         : more ? "retry"
+                                                : "failed",
+                              .kind = oc,
+                              .error = why,
+                              .usage = out.usage};
+    shoal_sink_add_attempt(r->sink,
+                           shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply, &call));
+    if (done) {
         t->output = out.content;
-        t->tokens_in = out.tokens_in;
-        t->tokens_out = out.tokens_out;
+        t->tokens_in = out.usage.input;
+        t->tokens_out = out.usage.output;
         finish(r, t, SHOAL_TASK_DONE);
         return;
     }
     free(out.content);
-    if (!kind_retriable(k)) {
+    if (!retriable) {
         fail(r, t, "%.480s", why);
         return;
     }
@@ -542,7 +574,9 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
         shoal_task_destroy(t);
         return;
     }
-    retry_later(r, t, k, k == K_LIMITED || k == K_OVERLOADED ? hold : -1, why);
+    retry_later(r, t, oc,
+                oc == SHOAL_OUTCOME_RATE_LIMITED || oc == SHOAL_OUTCOME_OVERLOADED ? hold : -1,
+                why);
 }
 
 /* ---- intake -------------------------------------------------------------- */
@@ -916,6 +950,10 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
         if (!(r->headers[i] = shoal_provider_headers(m)) || !(r->lanes[i] = shoal_lane_new(m, &lc)))
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     }
+    if (!(r->share_version = calloc(nm ? nm : 1, sizeof(*r->share_version))))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    if (!(r->fleet = shoal_fleet_new(c->pg, c->worker_id, c->models, NULL, errbuf, errlen)))
+        return SHOAL_ERR_NOMEM;
     if (!(r->store = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
     if (!(r->http = shoal_http_new(on_reply, r, errbuf, errlen)))
@@ -959,6 +997,8 @@ static void teardown(struct runner *r)
     }
     shoal_http_destroy(r->http);   /* abandons calls still running */
     shoal_store_destroy(r->store); /* drops writes not done: their messages come again */
+    shoal_fleet_destroy(r->fleet); /* gives this worker's shares back */
+    free(r->share_version);
     /* Tasks still held were never made durable: their messages come again. */
     const char *k;
     json_t *v;
@@ -984,6 +1024,40 @@ static void teardown(struct runner *r)
         close(r->wake[1]);
 }
 
+/* Applies the fleet's current shares to the lanes, and every 200 ms tells
+ * the fleet what each lane could use: its waiting and running calls over
+ * the next second. */
+static void sync_fleet(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    int report = now - r->reported_ms >= 200;
+    for (size_t i = 0; i < r->nlanes; i++) {
+        shoal_fleet_share_t sh;
+        shoal_fleet_share(r->fleet, i, &sh);
+        if (sh.version != r->share_version[i]) {
+            r->share_version[i] = sh.version;
+            shoal_lane_set_rates(r->lanes[i], sh.rps, sh.tps, now);
+            shoal_log_debug("fleet", "share model=%s rps=%.3f tps=%.1f workers=%d learned=%d",
+                            shoal_lane_model(r->lanes[i])->alias, sh.rps, sh.tps, sh.workers,
+                            sh.learned);
+        }
+        double hold = shoal_fleet_hold_ms(&sh);
+        if (hold > 0)
+            shoal_lane_hold(r->lanes[i], now + hold);
+        if (report) {
+            shoal_fleet_report_t rep;
+            shoal_fleet_report_init(&rep);
+            double want =
+                (double)shoal_lane_waiting(r->lanes[i]) + (double)shoal_lane_in_flight(r->lanes[i]);
+            rep.demand_rps = want;
+            rep.demand_tps = want * (double)shoal_lane_avg_tokens(r->lanes[i]);
+            shoal_fleet_report(r->fleet, i, &rep);
+        }
+    }
+    if (report)
+        r->reported_ms = now;
+}
+
 /* Moves BACKOFF tasks whose time came back to their lanes; returns ms until
  * the next one is due (-1: none). */
 static double wake_timers(struct runner *r)
@@ -1006,6 +1080,7 @@ static void one_pass(struct runner *r)
     if ((w = wake_timers(r)) >= 0 && w < wait)
         wait = w;
     abandon_down_lanes(r);
+    sync_fleet(r);
     if ((w = dispatch(r)) >= 0 && w < wait)
         wait = w;
     flush(r, 0);

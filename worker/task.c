@@ -117,32 +117,6 @@ shoal_err_t shoal_task_add_ref(shoal_task_t *t, const shoal_offset_ref_t *ref)
     return SHOAL_OK;
 }
 
-json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
-                               const shoal_http_reply_t *reply, const char *outcome,
-                               const char *error, long tokens_in, long tokens_out,
-                               long tokens_cached)
-{
-    double now = unix_now();
-    json_t *row = json_pack(
-        "{s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:f, s:I, s:I, s:I, s:f, s:f, s:f}", "attempt_id",
-        attempt_id, "task_id", t->task_id, "job_id", t->job_id, "attempt", t->attempts, "model",
-        t->model->alias, "worker_id", worker_id, "http_status", (int)reply->status, "outcome",
-        outcome, "latency_ms", reply->latency_ms, "tokens_in", (json_int_t)tokens_in, "tokens_out",
-        (json_int_t)tokens_out, "tokens_cached", (json_int_t)tokens_cached, "cost_usd",
-        shoal_model_cost(t->model, tokens_in, tokens_out, tokens_cached), "started_at",
-        reply->started_unix, "finished_at", now);
-    /* Time from taking the message to this call going out: waiting for a
-     * slot, the database check and any backoff before this attempt. */
-    if (row && t->received_unix > 0 && reply->started_unix >= t->received_unix)
-        json_object_set_new(row, "queue_ms",
-                            json_real((reply->started_unix - t->received_unix) * 1000.0));
-    if (row && error && *error)
-        json_object_set_new(row, "error", json_string(error));
-    if (row && reply->retry_after_ms >= 0)
-        json_object_set_new(row, "retry_after_ms", json_integer(reply->retry_after_ms));
-    return row;
-}
-
 /* The model a task names, for a task that never got as far as finding it. */
 static const char *model_named(const shoal_task_t *t)
 {
@@ -150,15 +124,53 @@ static const char *model_named(const shoal_task_t *t)
     return alias ? alias : "";
 }
 
-json_t *shoal_task_result_row(const shoal_task_t *t, const char *worker_id)
+/* The task's own model: the one its message names, before any fallback. */
+static const shoal_model_t *own_model(const shoal_task_t *t)
 {
+    return t->requested ? t->requested : t->model;
+}
+
+json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
+                               const shoal_http_reply_t *reply, const shoal_task_call_t *call)
+{
+    double now = unix_now();
+    const shoal_model_t *m = call->model ? call->model : t->model;
+    const shoal_usage_t *u = &call->usage;
+    json_t *row = json_pack(
+        "{s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
+        "attempt_id", attempt_id, "task_id", t->task_id, "job_id", t->job_id, "attempt",
+        t->attempts, "model", m->alias, "worker_id", worker_id, "http_status", (int)reply->status,
+        "outcome", call->outcome, "outcome_kind", shoal_outcome_name(call->kind), "latency_ms",
+        reply->latency_ms, "tokens_in", (json_int_t)u->input, "tokens_out", (json_int_t)u->output,
+        "tokens_cached", (json_int_t)u->cached, "tokens_cache_write", (json_int_t)u->cache_write,
+        "cost_usd", shoal_model_cost(m, u), "started_at", reply->started_unix, "finished_at", now);
+    /* Time from taking the message to this call going out: waiting for a
+     * slot, the database check and any backoff before this attempt. */
+    if (row && t->received_unix > 0 && reply->started_unix >= t->received_unix)
+        json_object_set_new(row, "queue_ms",
+                            json_real((reply->started_unix - t->received_unix) * 1000.0));
+    if (row && call->error && *call->error)
+        json_object_set_new(row, "error", json_string(call->error));
+    if (row && reply->retry_after_ms >= 0)
+        json_object_set_new(row, "retry_after_ms", json_integer(reply->retry_after_ms));
+    if (row && m != own_model(t))
+        json_object_set_new(row, "fallback_from", json_string(own_model(t)->alias));
+    return row;
+}
+
+json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served,
+                              const char *worker_id)
+{
+    const shoal_model_t *m = served ? served : t->model;
     json_t *row = json_pack(
         "{s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:i}", "task_id", t->task_id, "job_id", t->job_id,
         "chunk", (json_int_t)t->chunk, "status", t->state == SHOAL_TASK_DONE ? "done" : "failed",
-        "model", t->model ? t->model->alias : model_named(t), "tokens_in", (json_int_t)t->tokens_in,
-        "tokens_out", (json_int_t)t->tokens_out, "worker_id", worker_id, "attempts", t->attempts);
+        "model", m ? m->alias : model_named(t), "tokens_in", (json_int_t)t->tokens_in, "tokens_out",
+        (json_int_t)t->tokens_out, "worker_id", worker_id, "attempts", t->attempts);
     if (!row)
         return NULL;
+    if (m && own_model(t) && m != own_model(t))
+        json_object_set_new(row, "model_requested", json_string(own_model(t)->alias));
     if (t->state == SHOAL_TASK_DONE)
         json_object_set_new(row, "output", json_string(t->output ? t->output : ""));
     else

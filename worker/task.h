@@ -14,6 +14,7 @@
 #include "common/models.h"
 #include "worker/http.h"
 #include "worker/offsets.h"
+#include "worker/provider.h"
 
 /*
  * Where a task is in its life. Every change goes through
@@ -103,13 +104,24 @@ void shoal_task_destroy(shoal_task_t *t); /* NULL is ok */
 /* Adds a Kafka position that this task's completion releases. */
 shoal_err_t shoal_task_add_ref(shoal_task_t *t, const shoal_offset_ref_t *ref);
 
-/* Row for shoal.attempts describing the call that just ended. */
-json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
-                               const shoal_http_reply_t *reply, const char *outcome,
-                               const char *error, long tokens_in, long tokens_out,
-                               long tokens_cached);
+/* What one call of a task was and how it ended, for its attempts row. */
+typedef struct {
+    const shoal_model_t *model; /* the model called; NULL = t->model (a fallback otherwise) */
+    const char *outcome;        /* "ok", "retry" or "failed": what the task does next */
+    shoal_outcome_t kind;       /* how the call ended (outcome_kind) */
+    const char *error;          /* NULL or "" when none */
+    shoal_usage_t usage;        /* billed at model's prices */
+} shoal_task_call_t;
 
-/* Row for shoal.record_batch's results: the task's final state. */
-json_t *shoal_task_result_row(const shoal_task_t *t, const char *worker_id);
+/* Row for shoal.attempts describing the call that just ended (caller owns).
+ * When call->model is not the task's own, fallback_from names the task's. */
+json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
+                               const shoal_http_reply_t *reply, const shoal_task_call_t *call);
+
+/* Row for shoal.record_batch's results: the task's final state (caller
+ * owns). served is the model whose answer is the output (NULL = t->model);
+ * when it is a fallback, model_requested names the task's own. */
+json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served,
+                              const char *worker_id);
 
 #endif
