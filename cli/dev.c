@@ -206,8 +206,8 @@ int shoal_cmd_dev(int argc, char **argv)
         snprintf(job, sizeof(job), "%s", c.job);
     shoal_service_signals();
 
-    shoal_devstack_conf_t dc = {c.workdir,        bindir, (int)c.workers, 1,
-                                c.sim_latency_ms, NULL,   c.log_level,    NULL};
+    shoal_devstack_conf_t dc = {c.workdir, bindir,      (int)c.workers, 1,   c.sim_latency_ms,
+                                NULL,      c.log_level, NULL,           NULL};
     fprintf(stderr,
             "starting Kafka (mock cluster), PostgreSQL, simulator, scheduler and %ld "
             "workers...\n",

@@ -169,7 +169,11 @@ static shoal_err_t start_sim(shoal_devstack_t *ds, char *errbuf, size_t errlen)
     char portfile[700], lat[32], line[128];
     snprintf(portfile, sizeof(portfile), "%s/sim.port", ds->workdir);
     snprintf(lat, sizeof(lat), "%ld", ds->conf.sim_latency_ms);
-    const char *args[] = {"--port", "0", "--port-file", portfile, "--latency-ms", lat, NULL};
+    const char *args[64] = {"--port", "0", "--port-file", portfile, "--latency-ms", lat};
+    size_t n = 6;
+    for (size_t i = 0; ds->conf.sim_args && ds->conf.sim_args[i] && n < 63; i++)
+        args[n++] = ds->conf.sim_args[i];
+    args[n] = NULL;
     if (!(ds->sim = spawn(ds, "sim", "shoal-sim", args, NULL, errbuf, errlen)))
         return SHOAL_ERR_IO;
     shoal_err_t err = shoal_proc_wait_file_line(portfile, "", START_TIMEOUT_MS, line, sizeof(line));

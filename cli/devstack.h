@@ -28,6 +28,7 @@ typedef struct {
     const char *const *worker_args; /* extra worker arguments, NULL-terminated, or NULL */
     const char *log_level;          /* for the children; NULL = info */
     const char *extra_models;       /* more "alias": {...} members for the models file */
+    const char *const *sim_args;    /* extra simulator arguments (at most 57), or NULL */
 } shoal_devstack_conf_t;
 
 typedef struct shoal_devstack shoal_devstack_t;

@@ -46,7 +46,8 @@ harness_t *harness_start(const harness_conf_t *conf)
                                 conf->sim_latency_ms,
                                 conf->worker_args,
                                 "info",
-                                conf->extra_models};
+                                conf->extra_models,
+                                conf->sim_args};
     h->ds = shoal_devstack_new(&dc, err, sizeof(err));
     if (!h->ds)
         test_fail("could not start the stack: %s", err);

@@ -20,7 +20,8 @@ typedef struct {
     int schedulers;
     long sim_latency_ms;
     const char *const *worker_args;
-    const char *extra_models; /* "alias": {...} members added to the models file */
+    const char *extra_models;    /* "alias": {...} members added to the models file */
+    const char *const *sim_args; /* extra shoal-sim arguments (e.g. "--rpm", "600"), or NULL */
 } harness_conf_t;
 
 harness_t *harness_start(const harness_conf_t *conf);
