@@ -53,6 +53,7 @@ shoal_lane_t *shoal_lane_new(const shoal_model_t *m, const shoal_lane_conf_t *c)
         return NULL;
     l->model = m;
     l->conf = *c;
+    l->decreased_at = -1e18; /* the first congestion always shrinks the window */
     l->window_max = (double)(c->max_concurrency > 0 ? c->max_concurrency : 64);
     shoal_bucket_init(&l->req, 0, 0, 0);
     shoal_bucket_init(&l->tok, 0, 0, 0);

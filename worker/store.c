@@ -81,8 +81,11 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
     PGresult *res;
     shoal_err_t e =
         shoal_pg_exec(s->pg,
-                      "SELECT t.task_id, t.status, (SELECT count(*) FROM "
-                      "shoal.attempts a WHERE a.task_id = t.task_id) FROM shoal.tasks t "
+                      /* calls held back by capacity (429, overload, no
+                       * connection) do not count: see worker/runner.c */
+                      "SELECT t.task_id, t.status, (SELECT count(*) FROM shoal.attempts a "
+                      "WHERE a.task_id = t.task_id AND coalesce(a.outcome_kind, '') NOT IN "
+                      "('rate_limited', 'overloaded', 'connection')) FROM shoal.tasks t "
                       "WHERE t.task_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
                       1, params, &res, err, errlen);
     free(text);

@@ -9,6 +9,8 @@
  */
 #include "worker/sink.h"
 
+#include <unistd.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +20,7 @@
 #include "common/migrate.h"
 #include "common/models.h"
 #include "common/pg.h"
+#include "worker/store.h"
 #include "worker/task.h"
 #include "tests/support/check.h"
 #include "tests/support/sqlcheck.h"
@@ -147,10 +150,11 @@ static void add_attempt(shoal_sink_t *s, shoal_task_t *t, int attempt, int statu
                                 .latency_ms = 20.0};
     snprintf(id, sizeof(id), "w1/%s/%ld/%d", t->job_id, t->chunk, attempt);
     t->attempts = attempt;
-    shoal_task_call_t call = {.outcome = status == 200   ? "ok"
-                                         : status >= 500 ? "retry"
-                                                         : "failed",
+    shoal_task_call_t call = {.outcome = status == 200                    ? "ok"
+                                         : status >= 500 || status == 429 ? "retry"
+                                                                          : "failed",
                               .kind = status == 200   ? SHOAL_OUTCOME_OK
+                                      : status == 429 ? SHOAL_OUTCOME_RATE_LIMITED
                                       : status >= 500 ? SHOAL_OUTCOME_SERVER_ERROR
                                                       : SHOAL_OUTCOME_PERMANENT,
                               .error = status == 200 ? NULL : "provider error",
@@ -427,6 +431,145 @@ static void test_usage_columns(shoal_pg_t *pg)
     free_tasks(tasks, 2);
 }
 
+/* A result the database refuses for good (a NUL in its output, which jsonb
+ * text cannot hold) is found by halving the batch: it is recorded failed with
+ * the reason, and the rest of the batch is written as it is. */
+static void test_refused_row(shoal_pg_t *pg)
+{
+    shoal_task_t **t = record_job(pg, "sink-bad", 4);
+    shoal_sink_t *s = shoal_sink_new(pg);
+    for (int i = 0; i < 4; i++) {
+        finish(t[i], 1, 1);
+        add_attempt(s, t[i], 1, 200);
+        json_t *row = shoal_task_result_row(t[i], NULL, "w1");
+        if (i == 2)
+            json_object_set_new(row, "output", json_stringn("bad\0nul", 7));
+        assert_int_eq(shoal_sink_add_result(s, row, &done_count[i]), SHOAL_OK);
+    }
+    assert_true(shoal_sink_bytes(s) > 0);
+    flush_ok(s, 4, 1);
+    assert_int_eq(shoal_sink_refused(s), 1);
+    assert_int_eq(shoal_sink_bytes(s), 0);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-bad"), 3);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.tasks WHERE task_id = $1 AND status = "
+                                "'failed' AND error LIKE 'the database refused the result: %'",
+                                t[2]->task_id),
+                  1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_failed FROM shoal.jobs WHERE job_id = $1", "sink-bad"), 1);
+    shoal_sink_destroy(s);
+    free_tasks(t, 4);
+}
+
+/* The database thread: a check tells which tasks finished and how many
+ * counted calls each made; a write hands back every token once and the
+ * sink to reuse; while the server is away the write waits and the store
+ * says it is failing; after a restart it completes. */
+struct seen {
+    int checked, written, tokens, ended;
+    const char *status[8];
+    int attempts[8];
+    shoal_sink_t *sink;
+};
+
+static void on_store_done(const shoal_store_done_t *d, void *arg)
+{
+    struct seen *w = arg;
+    if (d->kind == SHOAL_STORE_CHECKED) {
+        w->checked++;
+        for (size_t i = 0; i < d->ntasks && i < 8; i++) {
+            w->status[i] = d->status && d->status[i] ? strdup(d->status[i]) : NULL;
+            w->attempts[i] = d->attempts ? d->attempts[i] : -1;
+        }
+        return;
+    }
+    w->written++;
+    w->tokens += (int)d->ntokens;
+    w->ended += d->jobs_ended;
+    w->sink = d->sink;
+}
+
+static void test_store(shoal_pg_t *pg)
+{
+    char err[512];
+    int wake[2];
+    assert_int_eq(pipe(wake), 0);
+    shoal_task_t **t = record_job(pg, "store-1", 3);
+    /* Task 0 is done after a 429 (not counted) and an ok call. */
+    shoal_sink_t *s = shoal_sink_new(pg);
+    finish(t[0], 1, 2);
+    add_attempt(s, t[0], 1, 429);
+    add_attempt(s, t[0], 2, 200);
+    add_result(s, t[0], 0);
+    add_attempt(s, t[1], 1, 500);
+    flush_ok(s, 1, 0);
+    shoal_sink_destroy(s);
+
+    shoal_store_t *st = shoal_store_new(shoal_pgcluster_url(cluster), wake[1], err, sizeof(err));
+    assert_true(st != NULL);
+    struct seen w;
+    memset(&w, 0, sizeof(w));
+    assert_int_eq(shoal_store_check(st, t, 3), SHOAL_OK);
+    assert_int_eq(shoal_store_pending(st), 1);
+    assert_wait(shoal_store_poll(st, on_store_done, &w) > 0 || w.checked, 20, "the check");
+    assert_int_eq(w.checked, 1);
+    assert_str_eq(w.status[0], "done");
+    assert_str_eq(w.status[1], "pending");
+    assert_int_eq(w.attempts[0], 1); /* the 429 does not count */
+    assert_int_eq(w.attempts[1], 1);
+    assert_int_eq(w.attempts[2], 0);
+    char b;
+    assert_int_eq(read(wake[0], &b, 1), 1); /* it woke the loop */
+
+    shoal_sink_t *mine = shoal_sink_new(NULL);
+    finish(t[1], 1, 2);
+    add_attempt(mine, t[1], 2, 200);
+    add_result(mine, t[1], 1);
+    assert_int_eq(shoal_store_write(st, mine), SHOAL_OK);
+    assert_int_eq(shoal_store_writes_pending(st), 1);
+    assert_wait(shoal_store_poll(st, on_store_done, &w) > 0 || w.written, 20, "the write");
+    assert_int_eq(w.tokens, 1);
+    assert_true(w.sink == mine);
+    assert_int_eq(shoal_sink_results(mine), 0);
+    assert_int_eq(shoal_store_writes_pending(st), 0);
+
+    /* The server goes away: the write waits, and lands after the restart. */
+    assert_int_eq(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    finish(t[2], 1, 1);
+    add_attempt(mine, t[2], 1, 200);
+    add_result(mine, t[2], 2);
+    assert_int_eq(shoal_store_write(st, mine), SHOAL_OK);
+    assert_wait(shoal_store_failing_ms(st) > 0, 20, "the store to notice the outage");
+    assert_int_eq(shoal_store_poll(st, on_store_done, &w), 0);
+    assert_int_eq(shoal_store_writes_pending(st), 1);
+    if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
+        test_fail("restart: %s", err);
+    assert_wait(shoal_store_poll(st, on_store_done, &w) > 0 || w.written == 2, 30,
+                "the write after the restart");
+    assert_int_eq(w.written, 2);
+    assert_int_eq(w.tokens, 2);
+    assert_int_eq(w.ended, 1); /* the write finished the job */
+    assert_true(shoal_store_failing_ms(st) == 0);
+    /* this test's own connection died with the server: let it reconnect */
+    shoal_pg_exec(pg, "SELECT 1", 0, NULL, NULL, err, sizeof(err));
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "store-1"), 3);
+
+    /* Work queued at destroy is dropped without a leak. */
+    shoal_task_t *one[] = {t[0]};
+    assert_int_eq(shoal_store_check(st, one, 1), SHOAL_OK);
+    shoal_store_destroy(st);
+    shoal_store_destroy(NULL);
+    shoal_sink_destroy(mine);
+    for (int i = 0; i < 8; i++)
+        free((char *)w.status[i]);
+    free_tasks(t, 3);
+    close(wake[0]);
+    close(wake[1]);
+}
+
 int main(void)
 {
     char err[512];
@@ -446,6 +589,8 @@ int main(void)
     test_flush(pg);
     test_large_batch(pg);
     test_usage_columns(pg);
+    test_refused_row(pg);
+    test_store(pg);
 
     shoal_pg_destroy(pg);
     shoal_pgcluster_destroy(cluster);
