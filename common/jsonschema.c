@@ -34,6 +34,7 @@
 #define QUOTE_CP 40           /* quoted values are cut after this many code points */
 #define QUOTE_LEN 256
 #define LIST_LEN 200 /* enum lists in messages */
+#define PATH_SHOWN 120 /* instance path characters in messages */
 
 enum {
     T_NULL = 1 << 0,
@@ -1437,12 +1438,18 @@ static int report(struct vctx *c, const struct snode *n, const char *keyword,
 static int report(struct vctx *c, const struct snode *n, const char *keyword,
                   const struct ipath *path, const json_t *value, const char *fmt, ...)
 {
-    char where[256], msg[768];
+    char full[1024], where[PATH_SHOWN + 4], msg[768];
+    size_t n_full;
     va_list ap;
 
     if (c->quiet || (!c->errbuf && !c->detail))
         return 1;
-    path_fmt(where, sizeof(where), path);
+    path_fmt(full, sizeof(full), path);
+    /* a very deep path keeps its end, where the problem is */
+    if ((n_full = strlen(full)) > PATH_SHOWN)
+        snprintf(where, sizeof(where), "...%s", full + n_full - PATH_SHOWN);
+    else
+        memcpy(where, full, n_full + 1);
     if (c->errbuf && c->errlen) {
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
