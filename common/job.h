@@ -3,9 +3,10 @@
  *
  * A job is the user-facing message on the jobs topic; schemas/job.schema.json
  * is its contract and shoal_job_check_schema() enforces exactly that schema
- * (the corpus test compares the two on every file in tests/data/jobs/).
- * shoal_job_parse() adds what a schema cannot say: unique item ids, models
- * that exist, items small enough to fit a chunk. A parsed job is read-only
+ * with common/jsonschema (the corpus test compares it with a second validator
+ * on every file in tests/data/jobs/). shoal_job_parse() adds what a schema
+ * cannot say: unique item ids, models that exist, an output.schema the worker
+ * can enforce, items small enough to fit a chunk. A parsed job is read-only
  * apart from shoal_job_set_id(); use it from one thread at a time.
  *
  * Every error is one line of lower-case text naming the JSON path of the bad
@@ -38,13 +39,16 @@ typedef struct shoal_job shoal_job_t;
 json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errlen);
 
 /* Checks doc against the job schema and nothing else. SHOAL_OK or
- * SHOAL_ERR_INVALID with the first violation in errbuf. doc is not changed. */
+ * SHOAL_ERR_INVALID with the first violation in errbuf (SHOAL_ERR_NOMEM when
+ * compiling the schema on first use ran out of memory). doc is not changed.
+ * Thread-safe. */
 shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errlen);
 
 /* Decodes and validates one job message and fills in defaults. Rejects a
  * message longer than max_bytes (0: no limit), bad JSON, schema violations,
- * repeated item ids, models missing from models (skipped when models is NULL)
- * and items too large for chunking.max_tokens. Returns NULL with the reason in
+ * repeated item ids, models missing from models (skipped when models is NULL),
+ * an output.schema shoal_jsonschema cannot compile ("output.schema: cannot be
+ * enforced: <why>") and items too large for chunking.max_tokens. Returns NULL with the reason in
  * errbuf ("out of memory" when that is the reason). Caller destroys. */
 shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
                              const shoal_models_t *models, char *errbuf, size_t errlen);

@@ -33,7 +33,7 @@
 #define MAX_CHAIN 1000        /* longest chain of same-instance edges */
 #define QUOTE_CP 40           /* quoted values are cut after this many code points */
 #define QUOTE_LEN 256
-#define LIST_LEN 200 /* enum lists in messages */
+#define LIST_LEN 200   /* enum lists in messages */
 #define PATH_SHOWN 120 /* instance path characters in messages */
 
 enum {
