@@ -1,6 +1,7 @@
 /*
  * JSON Schema (draft 2020-12, with draft-07 compatibility) compiled to a graph
- * of nodes, one per subschema, then evaluated without allocating.
+ * of nodes, one per subschema, then evaluated without allocating (but for a
+ * sort buffer when uniqueItems meets a large array, see find_repeat).
  *
  * Compiling walks the schema (a private deep copy) once: every keyword's
  * value is checked and turned into a field of the node, patterns become
@@ -1632,6 +1633,117 @@ static int check_string(struct vctx *c, const struct snode *n, const json_t *v,
     return 0;
 }
 
+/* A hash under which JSON-equal values (1 and 1.0, objects in any key
+ * order) collide. */
+static uint64_t json_hash(const json_t *v)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    switch (json_typeof(v)) {
+    case JSON_INTEGER:
+    case JSON_REAL: {
+        double d = json_number_value(v);
+        uint64_t bits;
+        if (d == 0)
+            d = 0; /* -0.0 equals 0 */
+        memcpy(&bits, &d, sizeof(bits));
+        return bits * 0x9E3779B97F4A7C15ULL;
+    }
+    case JSON_STRING: {
+        const unsigned char *p = (const unsigned char *)json_string_value(v);
+        for (size_t i = 0; i < json_string_length(v); i++)
+            h = (h ^ p[i]) * 1099511628211ULL;
+        return h;
+    }
+    case JSON_ARRAY:
+        for (size_t i = 0; i < json_array_size(v); i++)
+            h = (h ^ json_hash(json_array_get(v, i))) * 1099511628211ULL;
+        return h + 1;
+    case JSON_OBJECT: {
+        const char *key;
+        const json_t *val;
+        uint64_t sum = 0;
+        json_object_foreach((json_t *)v, key, val)
+        {
+            uint64_t k = 1469598103934665603ULL;
+            for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+                k = (k ^ *p) * 1099511628211ULL;
+            sum += (k ^ json_hash(val)) * 0x9E3779B97F4A7C15ULL;
+        }
+        return sum + 2;
+    }
+    default:
+        return (uint64_t)json_typeof(v) + 3;
+    }
+}
+
+struct hashed {
+    uint64_t hash;
+    size_t index;
+};
+
+static int cmp_hashed(const void *a, const void *b)
+{
+    const struct hashed *x = a, *y = b;
+
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* The first repeated entry (smallest j, then smallest i < j with equal
+ * values): 1 with *i, *j set, 0 when all differ, -1 out of memory. Small
+ * arrays compare pairwise; large ones sort by hash first, so a hostile
+ * array of 100,000 entries costs n log n, not n squared. That sort is the
+ * one allocation validation makes. */
+static int find_repeat(const json_t *arr, size_t *i_out, size_t *j_out)
+{
+    size_t len = json_array_size(arr), best_j = SIZE_MAX, best_i = 0;
+    struct hashed *h;
+
+    if (len <= 32) {
+        for (size_t j = 1; j < len; j++) {
+            for (size_t i = 0; i < j; i++) {
+                if (json_eq(json_array_get(arr, i), json_array_get(arr, j))) {
+                    *i_out = i;
+                    *j_out = j;
+                    return 1;
+                }
+            }
+        }
+        return 0;
+    }
+    if (!(h = malloc(len * sizeof(*h))))
+        return -1;
+    for (size_t k = 0; k < len; k++) {
+        h[k].hash = json_hash(json_array_get(arr, k));
+        h[k].index = k;
+    }
+    qsort(h, len, sizeof(*h), cmp_hashed);
+    for (size_t b = 1, run = 0; b < len; b++) {
+        if (h[b].hash != h[run].hash) {
+            run = b;
+            continue;
+        }
+        if (h[b].index >= best_j)
+            continue;
+        /* a run is in index order: the first equal entry is the earliest */
+        for (size_t a = run; a < b; a++) {
+            if (json_eq(json_array_get(arr, h[a].index), json_array_get(arr, h[b].index))) {
+                best_j = h[b].index;
+                best_i = h[a].index;
+                break;
+            }
+        }
+    }
+    free(h);
+    if (best_j == SIZE_MAX)
+        return 0;
+    *i_out = best_i;
+    *j_out = best_j;
+    return 1;
+}
+
 static int check_array(struct vctx *c, const struct snode *n, const json_t *v,
                        const struct ipath *path)
 {
@@ -1654,16 +1766,18 @@ static int check_array(struct vctx *c, const struct snode *n, const json_t *v,
             return 1;
     }
     if (n->unique) {
-        for (size_t j = 1; j < len; j++) {
-            for (size_t i = 0; i < j; i++) {
-                if (json_eq(json_array_get(v, i), json_array_get(v, j))) {
-                    struct ipath pj = {path, NULL, j}, pi = {path, NULL, i};
-                    char other[256], q[QUOTE_LEN];
-                    path_fmt(other, sizeof(other), &pi);
-                    return report(c, n, "uniqueItems", &pj, json_array_get(v, j), "%s repeats %s",
-                                  value_text(q, json_array_get(v, j)), other);
-                }
-            }
+        size_t i, j;
+        int r = find_repeat(v, &i, &j);
+
+        if (r < 0)
+            return abort_validation(c, n, "uniqueItems", path, v,
+                                    "out of memory checking uniqueItems");
+        if (r) {
+            struct ipath pj = {path, NULL, j}, pi = {path, NULL, i};
+            char other[256], q[QUOTE_LEN];
+            path_fmt(other, sizeof(other), &pi);
+            return report(c, n, "uniqueItems", &pj, json_array_get(v, j), "%s repeats %s",
+                          value_text(q, json_array_get(v, j)), other);
         }
     }
     if (n->contains) {

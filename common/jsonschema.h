@@ -19,8 +19,9 @@
  * Validation stops at the first violation and reports it as
  *   <instance path>: <what was expected>, got <what>
  * e.g. "items[2].input: expected a string, got an integer" (no path at the
- * top level). Validation allocates nothing, is bounded in depth and in regex
- * work, and is thread-safe on a compiled schema.
+ * top level). Validation allocates nothing (except one sort buffer for
+ * uniqueItems on arrays of more than 32 entries), is bounded in depth and in
+ * regex work, and is thread-safe on a compiled schema.
  */
 #ifndef SHOAL_COMMON_JSONSCHEMA_H
 #define SHOAL_COMMON_JSONSCHEMA_H

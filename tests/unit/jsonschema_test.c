@@ -386,6 +386,35 @@ static void test_messages(void)
     shoal_jsonschema_destroy(s);
 }
 
+/* Large arrays take the sorted path; it names the same pair as pairwise. */
+static void test_unique_large(void)
+{
+    shoal_jsonschema_t *s = compile_text("{\"uniqueItems\": true}");
+    json_t *arr = json_array();
+    char err[256];
+
+    for (int i = 0; i < 100000; i++)
+        json_array_append_new(arr, json_integer(i));
+    assert_int_eq(shoal_jsonschema_validate(s, arr, err, sizeof(err)), SHOAL_OK);
+    json_array_set_new(arr, 70000, json_real(123.0));
+    json_array_set_new(arr, 90000, json_pack("{s:[i]}", "k", 1));
+    json_array_set_new(arr, 95000, json_pack("{s:[f]}", "k", 1.0));
+    assert_int_eq(shoal_jsonschema_validate(s, arr, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "[70000]: 123 repeats [123]");
+    json_array_set_new(arr, 70000, json_integer(70000));
+    assert_int_eq(shoal_jsonschema_validate(s, arr, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "[95000]: an object repeats [90000]");
+    json_decref(arr);
+    /* every entry the same: still linear */
+    arr = json_array();
+    for (int i = 0; i < 100000; i++)
+        json_array_append_new(arr, json_string("x"));
+    assert_int_eq(shoal_jsonschema_validate(s, arr, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "[1]: \"x\" repeats [0]");
+    json_decref(arr);
+    shoal_jsonschema_destroy(s);
+}
+
 static void test_detail(void)
 {
     shoal_jsonschema_t *s = compile_text(
@@ -554,6 +583,7 @@ static void test_regex(void)
 int main(void)
 {
     test_messages();
+    test_unique_large();
     test_detail();
     test_refs();
     test_compile_errors();
