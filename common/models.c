@@ -1,6 +1,7 @@
 /*
  * The models file (format in models.h): loading, validation, ${VAR}
- * expansion in endpoints, look-ups and call cost.
+ * expansion in endpoints, Azure's api-version, fallbacks, the API-key check,
+ * look-ups and call cost.
  *
  * Validation is strict because a typo here otherwise shows up much later as a
  * wrong bill or an ignored rate limit: unknown fields are errors, numbers must
@@ -10,6 +11,7 @@
 #include "common/models.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,13 @@
 #define MODELS_FILE_MAX ((size_t)1 << 20) /* bytes */
 #define ALIAS_MAX 100                     /* as a job's "model" */
 #define ENDPOINT_MAX 2048                 /* bytes, after expansion */
+#define API_VERSION_MAX 64                /* bytes; real ones look like 2024-10-21 */
+#define COUNT_MAX 1000000000000L          /* rpm, tpm and token counts */
+#define CONCURRENCY_MAX 100000L
+#define TIMEOUT_MAX_MS 3600000L /* an hour: longer is a typo, not a slow model */
+#define FALLBACKS_MAX 16
+/* Anthropic bills a 5-minute cache write at 1.25x the input price. */
+#define ANTHROPIC_CACHE_WRITE_FACTOR 1.25
 
 struct shoal_models {
     shoal_model_t *v; /* n entries; strings malloc'd, freed by destroy */
@@ -30,12 +39,19 @@ static const char *const model_keys[] = {"provider",
                                          "endpoint",
                                          "model",
                                          "api_key_env",
+                                         "api_version",
                                          "input_usd_per_mtok",
                                          "output_usd_per_mtok",
                                          "cached_input_usd_per_mtok",
+                                         "cache_write_usd_per_mtok",
                                          "rpm",
                                          "tpm",
+                                         "input_tpm",
+                                         "output_tpm",
                                          "max_output_tokens",
+                                         "max_concurrency",
+                                         "timeout_ms",
+                                         "fallbacks",
                                          NULL};
 
 static char *dup_str(const char *s)
@@ -124,17 +140,17 @@ static shoal_err_t get_price(const char *alias, const json_t *m, const char *key
     return SHOAL_OK;
 }
 
-static shoal_err_t get_count(const char *alias, const json_t *m, const char *key, long *out,
-                             char *errbuf, size_t errlen)
+static shoal_err_t get_count(const char *alias, const json_t *m, const char *key, long max,
+                             long *out, char *errbuf, size_t errlen)
 {
     const json_t *v = json_object_get(m, key);
 
     if (!v)
         return SHOAL_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000000000)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                             "models.%s.%s: expected a whole number from 0 to 1000000000000", alias,
-                             key);
+                             "models.%s.%s: expected a whole number from 0 to %ld", alias, key,
+                             max);
     *out = (long)json_integer_value(v);
     return SHOAL_OK;
 }
@@ -158,11 +174,93 @@ static shoal_err_t get_string(const char *alias, const json_t *m, const char *ke
     return SHOAL_OK;
 }
 
+static int is_version_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_';
+}
+
+/* Adds "api-version=<version>" to the query of url (cap bytes) unless the
+ * query already carries it. A different version already in the URL is an
+ * error: two sources for one setting is how a file drifts from reality. */
+static shoal_err_t add_api_version(const char *alias, const char *version, char *url, size_t cap,
+                                   char *errbuf, size_t errlen)
+{
+    const char *q = strchr(url, '?');
+    size_t n = strlen(url);
+
+    for (const char *p = q; p; p = strchr(p + 1, '&')) {
+        const char *v = p + 1;
+        size_t vlen;
+
+        if (strncmp(v, "api-version=", 12) != 0)
+            continue;
+        v += 12;
+        vlen = strcspn(v, "&#");
+        if (vlen == strlen(version) && strncmp(v, version, vlen) == 0)
+            return SHOAL_OK;
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "models.%s.api_version: \"%s\" differs from the endpoint's "
+                             "api-version=%.*s; keep one",
+                             alias, version, (int)vlen, v);
+    }
+    if (n + 1 + 12 + strlen(version) + 1 > cap)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "models.%s.endpoint: longer than %zu bytes with api-version", alias,
+                             cap - 1);
+    snprintf(url + n, cap - n, "%capi-version=%s", q ? '&' : '?', version);
+    return SHOAL_OK;
+}
+
+/* Reads "fallbacks" into *out (an array of newly allocated aliases). Whether
+ * each alias exists is checked once the whole file is read. */
+static shoal_err_t get_fallbacks(const char *alias, const json_t *def, shoal_model_t *m,
+                                 char *errbuf, size_t errlen)
+{
+    const json_t *list = json_object_get(def, "fallbacks");
+    char **v;
+    size_t i, j;
+
+    if (!list)
+        return SHOAL_OK;
+    if (!json_is_array(list) || json_array_size(list) > FALLBACKS_MAX)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "models.%s.fallbacks: expected an array of at most %d aliases", alias,
+                             FALLBACKS_MAX);
+    if (json_array_size(list) == 0)
+        return SHOAL_OK;
+    if (!(v = calloc(json_array_size(list), sizeof(*v))))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    /* owned by m from here, so destroy frees it on any later error */
+    m->fallbacks = (const char *const *)v;
+    for (i = 0; i < json_array_size(list); i++) {
+        const char *fb = json_string_value(json_array_get(list, i));
+
+        if (!fb || !*fb)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "models.%s.fallbacks[%zu]: expected a non-empty alias", alias, i);
+        if (strcmp(fb, alias) == 0)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "models.%s.fallbacks[%zu]: \"%s\" is the alias itself", alias, i,
+                                 fb);
+        for (j = 0; j < i; j++) {
+            if (strcmp(v[j], fb) == 0)
+                return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                     "models.%s.fallbacks[%zu]: \"%s\" is listed twice", alias, i,
+                                     fb);
+        }
+        if (!(v[i] = dup_str(fb)))
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        m->nfallbacks = i + 1;
+    }
+    return SHOAL_OK;
+}
+
 /* Validates one alias and fills *m, its strings newly allocated. */
 static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_t *m, char *errbuf,
                               size_t errlen)
 {
-    const char *provider, *endpoint, *model, *key_env, *key;
+    const char *provider, *endpoint, *model, *key_env, *version, *key;
     char url[ENDPOINT_MAX];
     json_t *val;
     shoal_err_t err;
@@ -183,44 +281,108 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
     if ((err = get_string(alias, def, "provider", 1, &provider, errbuf, errlen)) ||
         (err = get_string(alias, def, "endpoint", 1, &endpoint, errbuf, errlen)) ||
         (err = get_string(alias, def, "model", 1, &model, errbuf, errlen)) ||
-        (err = get_string(alias, def, "api_key_env", 0, &key_env, errbuf, errlen)))
+        (err = get_string(alias, def, "api_key_env", 0, &key_env, errbuf, errlen)) ||
+        (err = get_string(alias, def, "api_version", 0, &version, errbuf, errlen)))
         return err;
     if (strcmp(provider, "openai") == 0)
         m->provider = SHOAL_PROVIDER_OPENAI;
     else if (strcmp(provider, "anthropic") == 0)
         m->provider = SHOAL_PROVIDER_ANTHROPIC;
+    else if (strcmp(provider, "azure") == 0)
+        m->provider = SHOAL_PROVIDER_AZURE;
     else
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                             "models.%s.provider: \"%s\" is not one of openai, anthropic", alias,
-                             provider);
+                             "models.%s.provider: \"%s\" is not one of openai, anthropic, azure",
+                             alias, provider);
     if (key_env && !is_var_name(key_env))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                              "models.%s.api_key_env: \"%s\" is not a variable name "
                              "(letters, digits and _)",
                              alias, key_env);
+    if (version && m->provider != SHOAL_PROVIDER_AZURE)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "models.%s.api_version: only for provider azure", alias);
+    if (version) {
+        size_t i;
+
+        for (i = 0; version[i] && is_version_char(version[i]); i++)
+            ;
+        if (version[i] || i > API_VERSION_MAX)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "models.%s.api_version: expected up to %d letters, digits, "
+                                 "'-', '.' or '_' (like 2024-10-21)",
+                                 alias, API_VERSION_MAX);
+    }
+    if (m->provider != SHOAL_PROVIDER_ANTHROPIC) {
+        /* OpenAI counts one token limit; a separate input or output limit
+         * here would be silently ignored */
+        const char *only[] = {"input_tpm", "output_tpm"};
+
+        for (size_t i = 0; i < 2; i++) {
+            if (json_object_get(def, only[i]))
+                return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                     "models.%s.%s: only for provider anthropic (use tpm)", alias,
+                                     only[i]);
+        }
+    }
     if ((err = expand(alias, endpoint, url, sizeof(url), errbuf, errlen)))
         return err;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                              "models.%s.endpoint: \"%s\" is not an http:// or https:// URL", alias,
                              url);
+    if (version && (err = add_api_version(alias, version, url, sizeof(url), errbuf, errlen)))
+        return err;
     if ((err = get_price(alias, def, "input_usd_per_mtok", &m->input_usd_per_mtok, errbuf, errlen)))
         return err;
-    m->cached_input_usd_per_mtok = m->input_usd_per_mtok; /* no discount unless stated */
+    /* no discount unless stated; Anthropic's documented write premium otherwise */
+    m->cached_input_usd_per_mtok = m->input_usd_per_mtok;
+    m->cache_write_usd_per_mtok = m->provider == SHOAL_PROVIDER_ANTHROPIC
+                                      ? m->input_usd_per_mtok * ANTHROPIC_CACHE_WRITE_FACTOR
+                                      : m->input_usd_per_mtok;
     if ((err = get_price(alias, def, "output_usd_per_mtok", &m->output_usd_per_mtok, errbuf,
                          errlen)) ||
         (err = get_price(alias, def, "cached_input_usd_per_mtok", &m->cached_input_usd_per_mtok,
                          errbuf, errlen)) ||
-        (err = get_count(alias, def, "rpm", &m->rpm, errbuf, errlen)) ||
-        (err = get_count(alias, def, "tpm", &m->tpm, errbuf, errlen)) ||
-        (err = get_count(alias, def, "max_output_tokens", &m->max_output_tokens, errbuf, errlen)))
+        (err = get_price(alias, def, "cache_write_usd_per_mtok", &m->cache_write_usd_per_mtok,
+                         errbuf, errlen)) ||
+        (err = get_count(alias, def, "rpm", COUNT_MAX, &m->rpm, errbuf, errlen)) ||
+        (err = get_count(alias, def, "tpm", COUNT_MAX, &m->tpm, errbuf, errlen)) ||
+        (err = get_count(alias, def, "input_tpm", COUNT_MAX, &m->input_tpm, errbuf, errlen)) ||
+        (err = get_count(alias, def, "output_tpm", COUNT_MAX, &m->output_tpm, errbuf, errlen)) ||
+        (err = get_count(alias, def, "max_output_tokens", COUNT_MAX, &m->max_output_tokens, errbuf,
+                         errlen)) ||
+        (err = get_count(alias, def, "max_concurrency", CONCURRENCY_MAX, &m->max_concurrency,
+                         errbuf, errlen)) ||
+        (err =
+             get_count(alias, def, "timeout_ms", TIMEOUT_MAX_MS, &m->timeout_ms, errbuf, errlen)) ||
+        (err = get_fallbacks(alias, def, m, errbuf, errlen)))
         return err;
     m->alias = dup_str(alias);
     m->endpoint = dup_str(url);
     m->model = dup_str(model);
     m->api_key_env = key_env ? dup_str(key_env) : NULL;
-    if (!m->alias || !m->endpoint || !m->model || (key_env && !m->api_key_env))
+    m->api_version = version ? dup_str(version) : NULL;
+    if (!m->alias || !m->endpoint || !m->model || (key_env && !m->api_key_env) ||
+        (version && !m->api_version))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    return SHOAL_OK;
+}
+
+/* Every fallback names an alias of the file (checked once all are read). */
+static shoal_err_t check_fallbacks(const shoal_models_t *models, char *errbuf, size_t errlen)
+{
+    for (size_t i = 0; i < models->n; i++) {
+        const shoal_model_t *m = &models->v[i];
+
+        for (size_t j = 0; j < m->nfallbacks; j++) {
+            if (shoal_models_index(models, m->fallbacks[j]) < 0)
+                return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                     "models.%s.fallbacks[%zu]: \"%s\" is not an alias of this "
+                                     "file",
+                                     m->alias, j, m->fallbacks[j]);
+        }
+    }
     return SHOAL_OK;
 }
 
@@ -233,6 +395,10 @@ void shoal_models_destroy(shoal_models_t *models)
         free((char *)models->v[i].endpoint);
         free((char *)models->v[i].model);
         free((char *)models->v[i].api_key_env);
+        free((char *)models->v[i].api_version);
+        for (size_t j = 0; j < models->v[i].nfallbacks; j++)
+            free((char *)models->v[i].fallbacks[j]);
+        free((void *)models->v[i].fallbacks);
     }
     free(models->v);
     free(models);
@@ -293,6 +459,8 @@ shoal_models_t *shoal_models_parse(const char *text, size_t len, char *errbuf, s
         if (load_model(alias, def, &models->v[models->n - 1], errbuf, errlen))
             goto fail;
     }
+    if (check_fallbacks(models, errbuf, errlen))
+        goto fail;
     json_decref(doc);
     return models;
 fail:
@@ -333,17 +501,42 @@ shoal_models_t *shoal_models_load(const char *path, char *errbuf, size_t errlen)
     return models;
 }
 
-const shoal_model_t *shoal_models_find(const shoal_models_t *models, const char *alias)
+int shoal_models_index(const shoal_models_t *models, const char *alias)
 {
     if (!models || !alias)
-        return NULL;
+        return -1;
     for (size_t i = 0; i < models->n; i++) {
         if (strcmp(models->v[i].alias, alias) == 0)
-            return &models->v[i];
+            return (int)i;
     }
-    return NULL;
+    return -1;
 }
 
+const shoal_model_t *shoal_models_find(const shoal_models_t *models, const char *alias)
+{
+    int i = shoal_models_index(models, alias);
+
+    return i < 0 ? NULL : &models->v[i];
+}
+
+shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, size_t errlen)
+{
+    for (size_t i = 0; models && i < models->n; i++) {
+        const shoal_model_t *m = &models->v[i];
+        const char *key;
+
+        if (!m->api_key_env)
+            continue;
+        /* only whether it is set: the value must not reach any text */
+        key = getenv(m->api_key_env);
+        if (!key || !*key)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "models.%s.api_key_env: environment variable %s is %s; export "
+                                 "it or remove api_key_env",
+                                 m->alias, m->api_key_env, key ? "empty" : "not set");
+    }
+    return SHOAL_OK;
+}
 size_t shoal_models_count(const shoal_models_t *models)
 {
     return models ? models->n : 0;
@@ -354,23 +547,20 @@ const shoal_model_t *shoal_models_at(const shoal_models_t *models, size_t i)
     return models && i < models->n ? &models->v[i] : NULL;
 }
 
-/* tokens_in counts every prompt token, cached ones included (OpenAI's
- * prompt_tokens); the cached part is billed at the cached price. */
-double shoal_model_cost(const shoal_model_t *m, long tokens_in, long tokens_out, long tokens_cached)
+static long clamp(long v, long hi)
 {
-    double in, cached;
+    return v < 0 ? 0 : v > hi ? hi : v;
+}
 
-    if (tokens_in < 0)
-        tokens_in = 0;
-    if (tokens_out < 0)
-        tokens_out = 0;
-    if (tokens_cached < 0)
-        tokens_cached = 0;
-    if (tokens_cached > tokens_in)
-        tokens_cached = tokens_in;
-    in = (double)(tokens_in - tokens_cached);
-    cached = (double)tokens_cached;
-    return (in * m->input_usd_per_mtok + cached * m->cached_input_usd_per_mtok +
-            (double)tokens_out * m->output_usd_per_mtok) /
+double shoal_model_cost(const shoal_model_t *m, const shoal_usage_t *u)
+{
+    long input = clamp(u->input, LONG_MAX);
+    long cached = clamp(u->cached, input);
+    long write = clamp(u->cache_write, input - cached);
+    long output = clamp(u->output, LONG_MAX);
+
+    return ((double)(input - cached - write) * m->input_usd_per_mtok +
+            (double)cached * m->cached_input_usd_per_mtok +
+            (double)write * m->cache_write_usd_per_mtok + (double)output * m->output_usd_per_mtok) /
            1e6;
 }

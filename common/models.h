@@ -1,14 +1,20 @@
 /*
  * The models file: aliases mapped to a provider endpoint, the provider's model
- * name, prices and rate limits. Format (JSON):
+ * name, prices, rate limits and fallbacks. Format (JSON):
  *
  *   {"models": {"fast": {"provider": "openai",
  *                        "endpoint": "${SHOAL_SIM_URL}/v1/chat/completions",
  *                        "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY",
  *                        "input_usd_per_mtok": 0.15, "output_usd_per_mtok": 0.6,
  *                        "cached_input_usd_per_mtok": 0.075,
- *                        "rpm": 500, "tpm": 200000, "max_output_tokens": 1024}}}
+ *                        "rpm": 500, "tpm": 200000, "max_output_tokens": 1024,
+ *                        "max_concurrency": 64, "timeout_ms": 30000,
+ *                        "fallbacks": ["slow"]}}}
  *
+ * provider is openai (any OpenAI-compatible chat completions server), azure
+ * (Azure OpenAI: the OpenAI body, an api-key header, optional api_version
+ * added to the endpoint's query) or anthropic (messages API, which also takes
+ * input_tpm and output_tpm, its separate input and output token limits).
  * "${VAR}" in an endpoint is replaced from the environment at load time. The
  * API key itself never appears in the file: only the name of the variable
  * that holds it. Loaded once at start; read-only afterwards, so any thread may
@@ -24,21 +30,39 @@
 typedef enum {
     SHOAL_PROVIDER_OPENAI = 1, /* OpenAI-compatible /v1/chat/completions */
     SHOAL_PROVIDER_ANTHROPIC,  /* Anthropic /v1/messages */
+    SHOAL_PROVIDER_AZURE,      /* Azure OpenAI: OpenAI body, api-key header */
 } shoal_provider_t;
 
-/* One model alias. Strings are owned by the shoal_models_t. */
+/* One model alias. Strings and arrays are owned by the shoal_models_t. */
 typedef struct {
     const char *alias;
     shoal_provider_t provider;
-    const char *endpoint;    /* full URL, variables expanded */
+    const char *endpoint;    /* full URL, variables expanded, api-version added */
     const char *model;       /* the provider's model name */
-    const char *api_key_env; /* NULL: no Authorization header */
+    const char *api_key_env; /* NULL: no credential header */
+    const char *api_version; /* azure only; NULL when not given */
     double input_usd_per_mtok;
     double output_usd_per_mtok;
-    double cached_input_usd_per_mtok;
-    long rpm, tpm;          /* 0 = unlimited */
-    long max_output_tokens; /* 0 = provider default */
+    double cached_input_usd_per_mtok; /* default: the input price */
+    double cache_write_usd_per_mtok;  /* default: 1.25x input (anthropic), else input */
+    long rpm, tpm;                    /* 0 = unlimited */
+    long input_tpm, output_tpm;       /* anthropic only; 0 = unlimited */
+    long max_output_tokens;           /* 0 = provider default */
+    long max_concurrency;             /* calls in flight per worker; 0 = no cap */
+    long timeout_ms;                  /* per call; 0 = the job's */
+    const char *const *fallbacks;     /* aliases tried in order when this one keeps failing */
+    size_t nfallbacks;
 } shoal_model_t;
+
+/* Tokens of one call, normalized across providers. input counts EVERY prompt
+ * token: cache reads (cached) and cache writes (cache_write) are parts of it,
+ * not additions to it. */
+typedef struct {
+    long input;
+    long cached;
+    long cache_write;
+    long output;
+} shoal_usage_t;
 
 typedef struct shoal_models shoal_models_t;
 
@@ -54,13 +78,23 @@ void shoal_models_destroy(shoal_models_t *models); /* NULL is ok */
 /* Borrowed until destroy; NULL when the alias is unknown. */
 const shoal_model_t *shoal_models_find(const shoal_models_t *models, const char *alias);
 
+/* Position of alias in the file (0-based, the order of shoal_models_at), or
+ * -1 when unknown. Per-model state (rate-limit lanes) is kept by index. */
+int shoal_models_index(const shoal_models_t *models, const char *alias);
+
+/* Checks that every alias with api_key_env finds a non-empty variable in the
+ * environment (the worker's start-up check; the scheduler needs no keys).
+ * SHOAL_ERR_INVALID naming the first alias and variable otherwise; the key's
+ * value never appears in the text. */
+shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, size_t errlen);
+
 size_t shoal_models_count(const shoal_models_t *models);
 const shoal_model_t *shoal_models_at(const shoal_models_t *models, size_t i);
 
-/* Cost in USD of one call. tokens_in counts every prompt token, the
- * tokens_cached among them included (OpenAI's prompt_tokens); those are billed
- * at cached_input_usd_per_mtok, which defaults to the input price. */
-double shoal_model_cost(const shoal_model_t *m, long tokens_in, long tokens_out,
-                        long tokens_cached);
+/* Cost in USD of one call: (input - cached - cache_write) at the input price,
+ * cached at the cached price, cache_write at the cache-write price, output at
+ * the output price. Nonsense counts are clamped: negatives count as 0, and
+ * cached and cache_write never exceed the input they are part of. */
+double shoal_model_cost(const shoal_model_t *m, const shoal_usage_t *u);
 
 #endif

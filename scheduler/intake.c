@@ -9,29 +9,66 @@
 #include <string.h>
 
 #include "common/job.h"
+#include "common/jobcheck.h"
 #include "common/log.h"
+#include "common/taskmsg.h"
 
 #define ACK_TIMEOUT_MS 60000
 
 /* Output tokens are unknown before the call: assume as many as the prompt,
  * capped by the model's max_output_tokens. A rough, documented guess. */
-static double estimate_cost(const shoal_model_t *m, const json_t *tasks, long *tokens)
+static double estimate_cost(const shoal_model_t *m, const shoal_job_t *job, long *tokens)
 {
     double cost = 0;
-    size_t i;
-    json_t *t;
 
     *tokens = 0;
-    json_array_foreach(tasks, i, t)
-    {
-        long in = (long)json_integer_value(json_object_get(t, "est_tokens"));
+    for (size_t k = 0; k < shoal_job_n_chunks(job); k++) {
+        long in = shoal_job_chunk_est_tokens(job, k);
         long out =
             m && m->max_output_tokens > 0 && in > m->max_output_tokens ? m->max_output_tokens : in;
         *tokens += in;
-        if (m)
-            cost += shoal_model_cost(m, in, out, 0);
+        if (m) {
+            shoal_usage_t u = {.input = in, .output = out};
+            cost += shoal_model_cost(m, &u);
+        }
     }
     return cost;
+}
+
+/* One shoal.tasks row per chunk: task_id, chunk, item_ids, est_tokens. No
+ * prompt text: that travels only in the task messages. */
+static json_t *task_rows(const shoal_job_t *job)
+{
+    const json_t *items = json_object_get(shoal_job_json(job), "items");
+    json_t *rows = json_array();
+    char task_id[SHOAL_TASKMSG_ID_MAX];
+
+    for (size_t k = 0; rows && k < shoal_job_n_chunks(job); k++) {
+        size_t first, end;
+        json_t *ids;
+
+        /* cannot fail for a parsed job with an id; checked all the same */
+        if (shoal_taskmsg_task_id(shoal_job_id(job), k, task_id, sizeof(task_id)) ||
+            !(ids = json_array()))
+            goto fail;
+        shoal_job_chunk_range(job, k, &first, &end);
+        for (size_t i = first; i < end; i++) {
+            if (json_array_append(ids, json_object_get(json_array_get(items, i), "id"))) {
+                json_decref(ids);
+                goto fail;
+            }
+        }
+        /* "o" hands ids over even when packing fails */
+        if (json_array_append_new(rows,
+                                  json_pack("{s:s, s:I, s:o, s:I}", "task_id", task_id, "chunk",
+                                            (json_int_t)k, "item_ids", ids, "est_tokens",
+                                            (json_int_t)shoal_job_chunk_est_tokens(job, k))))
+            goto fail;
+    }
+    return rows;
+fail:
+    json_decref(rows);
+    return NULL;
 }
 
 /* The id a rejected message is stored under: its own job_id when that is
@@ -105,15 +142,15 @@ static shoal_err_t reject(const shoal_intake_conf_t *c, const char *source, cons
 
 /* Produces the tasks still pending in PostgreSQL, waits for Kafka to
  * acknowledge them, then marks them queued. */
-static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const char *job_id,
-                                   const char *priority, json_t *tasks, int *published,
-                                   char *errbuf, size_t errlen)
+static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const shoal_job_t *job,
+                                   int *published, char *errbuf, size_t errlen)
 {
+    const char *job_id = shoal_job_id(job);
     const char *params[] = {job_id};
     PGresult *r;
     shoal_err_t err;
     shoal_kafka_ack_t ack = {0, 0};
-    const char *topic = shoal_topics_task(c->topics, priority);
+    const char *topic = shoal_topics_task(c->topics, shoal_job_priority(job));
 
     *published = 0;
     if ((err = shoal_pg_exec(c->pg,
@@ -132,16 +169,22 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const char *job
     chunks[alen++] = '{';
     for (int i = 0; i < rows && err == SHOAL_OK; i++) {
         long chunk = strtol(PQgetvalue(r, i, 0), NULL, 10);
-        json_t *task = json_array_get(tasks, (size_t)chunk);
-        if (!task) {
+        if (chunk < 0 || (size_t)chunk >= shoal_job_n_chunks(job)) {
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                 "chunk %ld of job %s is recorded but the job now splits into %zu "
                                 "chunks (was the job changed under the same job_id?)",
-                                chunk, job_id, json_array_size(tasks));
+                                chunk, job_id, shoal_job_n_chunks(job));
+            break;
+        }
+        /* built one at a time, so only one message is held beyond the job */
+        json_t *task = shoal_taskmsg_build(job, (size_t)chunk, errbuf, errlen);
+        if (!task) {
+            err = SHOAL_ERR_NOMEM;
             break;
         }
         char *value = json_dumps(task, JSON_COMPACT);
         if (!value) {
+            json_decref(task);
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
             break;
         }
@@ -149,6 +192,7 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const char *job
                                   json_string_value(json_object_get(task, "task_id")), value,
                                   strlen(value), &ack, errbuf, errlen);
         free(value);
+        json_decref(task);
         if (err != SHOAL_OK)
             break;
         alen += (size_t)snprintf(chunks + alen, cap - alen, "%s%ld", i ? "," : "", chunk);
@@ -202,40 +246,20 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
 
-    json_t *tasks = shoal_job_tasks(job, why, sizeof(why));
-    if (!tasks) {
-        shoal_job_destroy(job);
-        return reject(c, source, derived, value, len, why, out, errbuf, errlen);
-    }
     long est_tokens;
     double est_cost =
-        estimate_cost(shoal_models_find(c->models, shoal_job_model(job)), tasks, &est_tokens);
+        estimate_cost(shoal_models_find(c->models, shoal_job_model(job)), job, &est_tokens);
     double budget = shoal_job_budget_usd(job);
     if (budget > 0 && est_cost > budget) {
         snprintf(why, sizeof(why),
                  "budget_usd: the job is estimated at $%.4f (%ld prompt tokens), over its "
                  "budget of $%.4f; raise budget_usd or split the job",
                  est_cost, est_tokens, budget);
-        json_decref(tasks);
         shoal_job_destroy(job);
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
 
-    json_t *taskrows = json_array();
-    size_t i;
-    json_t *t;
-    json_array_foreach(tasks, i, t)
-    {
-        json_t *ids = json_array();
-        size_t k;
-        json_t *item;
-        json_array_foreach(json_object_get(t, "items"), k, item)
-            json_array_append(ids, json_object_get(item, "id"));
-        json_array_append_new(taskrows, json_pack("{s:O, s:O, s:o, s:O}", "task_id",
-                                                  json_object_get(t, "task_id"), "chunk",
-                                                  json_object_get(t, "chunk"), "item_ids", ids,
-                                                  "est_tokens", json_object_get(t, "est_tokens")));
-    }
+    json_t *taskrows = task_rows(job);
     json_t *row =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:f}", "job_id", out->job_id,
                   "tenant", shoal_job_tenant(job), "priority", shoal_job_priority(job), "model",
@@ -243,7 +267,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                   shoal_job_output_format(job), "source", source, "settings",
                   shoal_job_settings(job), "items_total", (json_int_t)shoal_job_n_items(job),
                   "est_tokens", (json_int_t)est_tokens, "est_cost_usd", est_cost);
-    out->tasks = (int)json_array_size(tasks);
+    out->tasks = (int)shoal_job_n_chunks(job);
 
     err = row && taskrows ? record(c->pg, row, taskrows, status, sizeof(status), errbuf, errlen)
                           : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
@@ -253,15 +277,13 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         /* The database refuses this job for good: keep it visible as
          * rejected with the database's reason rather than drop it. */
         snprintf(why, sizeof(why), "could not record the job: %s", errbuf ? errbuf : "");
-        json_decref(tasks);
         shoal_job_destroy(job);
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
     if (err == SHOAL_OK) {
         out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
         if (out->outcome == SHOAL_INTAKE_NEW || strcmp(status, "exists:running") == 0)
-            err = publish_pending(c, out->job_id, shoal_job_priority(job), tasks, &out->published,
-                                  errbuf, errlen);
+            err = publish_pending(c, job, &out->published, errbuf, errlen);
         if (err == SHOAL_ERR_LIMIT) {
             /* A task Kafka will never take: the job cannot run, so it ends
              * failed with the reason instead of waiting forever. */
@@ -276,7 +298,6 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                 out->outcome = SHOAL_INTAKE_FAILED;
         }
     }
-    json_decref(tasks);
     shoal_job_destroy(job);
     return err;
 }

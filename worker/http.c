@@ -1,7 +1,8 @@
 /*
  * curl multi driver (see http.h). Each call owns an easy handle (taken from a
- * pool so handles and their buffers are reused), a copy of its body and a
- * response buffer capped at MAX_BODY.
+ * pool so handles and their buffers are reused), a copy of its body, a
+ * response buffer capped at MAX_BODY and the final response's header lines
+ * capped at MAX_HEADERS.
  */
 #include "worker/http.h"
 
@@ -15,6 +16,8 @@
 #include "worker/provider.h"
 
 #define MAX_BODY (16 * 1024 * 1024)
+#define MAX_HEADERS (16 * 1024)
+#define CONNECT_TIMEOUT_MS 10000L /* a provider that drops SYNs fails this fast */
 
 struct call {
     CURL *easy;
@@ -24,7 +27,9 @@ struct call {
     char *buf;
     size_t len, cap;
     int overflow;
-    long retry_after_ms;
+    char *hdr; /* header lines of the latest response; reused across calls */
+    size_t hlen, hcap;
+    int hfull; /* a line did not fit: the block is its lines before that one */
     long timeout_ms;
     double start_at_ms; /* monotonic; 0 when started */
     double started_unix;
@@ -89,6 +94,7 @@ static void call_free(struct call *c)
         curl_easy_cleanup(c->easy);
     free(c->req);
     free(c->buf);
+    free(c->hdr);
     free(c);
 }
 
@@ -139,23 +145,43 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     return add;
 }
 
+/* Keeps the header lines of the latest response: a status line starts a new
+ * one, so the lines of interim answers (100 Continue, 103 Early Hints) are
+ * dropped. Past MAX_HEADERS the rest of the block is skipped, never the
+ * transfer. */
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
     struct call *c = arg;
     size_t len = size * n;
-    char line[128];
-    if (len < sizeof(line) && len > 12) {
-        memcpy(line, data, len);
-        line[len] = '\0';
-        long ms;
-        if (!strncasecmp(line, "retry-after-ms:", 15)) { /* milliseconds, not seconds */
-            /* unreadable (-1) stays absent: -1 / 1000 would be 0, "retry now" */
-            if ((ms = shoal_provider_retry_after_ms(line + 15)) >= 0)
-                c->retry_after_ms = ms / 1000;
-        } else if (!strncasecmp(line, "retry-after:", 12) && c->retry_after_ms < 0) {
-            c->retry_after_ms = shoal_provider_retry_after_ms(line + 12);
-        }
+
+    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        c->hlen = 0;
+        c->hfull = 0;
+        return len;
     }
+    if (len == 0 || (len <= 2 && (data[0] == '\r' || data[0] == '\n')))
+        return len; /* the blank line ending the block */
+    if (c->hfull || c->hlen + len > MAX_HEADERS) {
+        c->hfull = 1;
+        return len;
+    }
+    if (c->hlen + len > c->hcap) {
+        size_t ncap = c->hcap ? c->hcap : 2048;
+        char *nb;
+
+        while (ncap < c->hlen + len)
+            ncap *= 2;
+        if (ncap > MAX_HEADERS)
+            ncap = MAX_HEADERS;
+        if (!(nb = realloc(c->hdr, ncap))) {
+            c->hfull = 1; /* the headers are advice; the answer still counts */
+            return len;
+        }
+        c->hdr = nb;
+        c->hcap = ncap;
+    }
+    memcpy(c->hdr + c->hlen, data, len);
+    c->hlen += len;
     return len;
 }
 
@@ -170,7 +196,8 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
     }
     c->len = 0;
     c->overflow = 0;
-    c->retry_after_ms = -1;
+    c->hlen = 0;
+    c->hfull = 0;
     c->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_URL, c->url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -184,7 +211,8 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
     curl_easy_setopt(e, CURLOPT_PRIVATE, c);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 10000 ? c->timeout_ms : 10000L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     c->timeout_ms < CONNECT_TIMEOUT_MS ? c->timeout_ms : CONNECT_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     /* Waiting for a connection to show whether it multiplexes only pays off
      * over TLS, where HTTP/2 is negotiated; on plain http:// it would queue
@@ -261,7 +289,11 @@ static long start_due(shoal_http_t *h)
             char err[128];
             if (start(h, c, err, sizeof(err)) != SHOAL_OK) {
                 /* Report it as a transport failure so its owner retries. */
-                shoal_http_reply_t r = {0, err, 0, "", 0, -1, unix_s(), 0};
+                shoal_http_reply_t r = {.error = err,
+                                        .body = "",
+                                        .retry_after_ms = -1,
+                                        .started_unix = unix_s(),
+                                        .headers = ""};
                 h->pending--;
                 h->done(c->user, &r, h->arg);
                 c->next = h->pool;
@@ -315,6 +347,7 @@ shoal_err_t shoal_http_run(shoal_http_t *h, int timeout_ms, int extra_fd, char *
             c->anext->aprev = c->aprev;
 
         shoal_http_reply_t r;
+        shoal_provider_signals_t sig;
         memset(&r, 0, sizeof(r));
         double total = 0;
         curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
@@ -327,7 +360,10 @@ shoal_err_t shoal_http_run(shoal_http_t *h, int timeout_ms, int extra_fd, char *
                                   : curl_easy_strerror(res);
         r.body = c->buf ? c->buf : "";
         r.len = c->len;
-        r.retry_after_ms = c->retry_after_ms;
+        r.headers = c->hdr && c->hlen ? c->hdr : "";
+        r.headers_len = c->hlen;
+        shoal_provider_signals(r.headers, r.headers_len, unix_s(), &sig);
+        r.retry_after_ms = sig.retry_after_ms;
         r.started_unix = c->started_unix;
         r.latency_ms = total * 1000.0;
         h->pending--;

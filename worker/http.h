@@ -2,7 +2,8 @@
  * Many HTTP calls at once on one curl multi handle, driven from the caller's
  * thread. A call is submitted with its URL, headers, body, timeout and an
  * earliest start time (for backoff); when it ends, for any reason, the done
- * callback gets the status, body, Retry-After and timing. The loop sleeps in
+ * callback gets the status, body, the final response's header block,
+ * Retry-After and timing. The loop sleeps in
  * curl_multi_poll with one extra descriptor (Kafka's wake-up pipe), so new
  * work and finished calls both wake it. Connections are reused across calls.
  * Not thread-safe: one thread owns the handle.
@@ -25,6 +26,11 @@ typedef struct {
     long retry_after_ms; /* from Retry-After / retry-after-ms, -1 if none */
     double started_unix; /* wall clock when the request went out */
     double latency_ms;   /* request sent to answer complete */
+    /* The final response's header lines ("Name: value\r\n", no status line),
+     * borrowed for the callback; interim 1xx answers are not in it. At most
+     * 16 KiB: lines past that are dropped (all we read is near the top). */
+    const char *headers;
+    size_t headers_len;
 } shoal_http_reply_t;
 
 typedef void (*shoal_http_done_fn)(void *user, const shoal_http_reply_t *reply, void *arg);

@@ -21,6 +21,9 @@ struct worker_conf {
     long batch_size;
     long flush_ms;
     long grace_ms;
+    long retry_after_cap_ms;
+    long down_after_ms;
+    long max_wait_ms;
 };
 
 #define OFF(f) offsetof(struct worker_conf, f)
@@ -36,6 +39,13 @@ static const struct shoal_opt worker_opts[] = {
      "longest a finished result waits before it is written"},
     {"grace-ms", SHOAL_OPT_INT, OFF(grace_ms), "10000", 0, 600000,
      "on SIGTERM, how long running calls may finish"},
+    {"retry-after-cap-ms", SHOAL_OPT_INT, OFF(retry_after_cap_ms), "600000", 0, 86400000,
+     "longest wait a provider's Retry-After is honoured for"},
+    {"down-after-ms", SHOAL_OPT_INT, OFF(down_after_ms), "120000", 1000, 86400000,
+     "a model failing this long without a success hands its tasks to their fallbacks "
+     "(or fails them)"},
+    {"max-wait-ms", SHOAL_OPT_INT, OFF(max_wait_ms), "3600000", 1000, 604800000,
+     "a task held this long starts no new try (rate limits and outages included)"},
     {0},
 };
 
@@ -102,7 +112,10 @@ int main(int argc, char **argv)
                                   .max_inflight = conf.max_inflight,
                                   .batch_size = conf.batch_size,
                                   .flush_ms = conf.flush_ms,
-                                  .grace_ms = conf.grace_ms};
+                                  .grace_ms = conf.grace_ms,
+                                  .retry_after_cap_ms = conf.retry_after_cap_ms,
+                                  .down_after_ms = conf.down_after_ms,
+                                  .max_wait_ms = conf.max_wait_ms};
     shoal_runner_stats_t stats;
     e = shoal_runner_run(&runner, &stats, err, sizeof(err));
     shoal_models_destroy(models);

@@ -1,12 +1,26 @@
 /*
  * The worker loop (see runner.h).
  *
+ * One thread drives everything that may wait: the model calls (curl multi),
+ * the Kafka consumer and producer, and the database thread's completions
+ * (worker/store.h), all waking one curl_multi_poll through one pipe. Nothing
+ * in the loop blocks on the network or the database.
+ *
  * A task lives from the moment its message is taken until its result row is
- * committed. `held` maps task_id to the live task, so a second delivery of a
- * task that is still running attaches its Kafka position to the first
- * instead of calling the model again. Positions are released to the offset
- * tracker only after the database write, so a crash at any point leaves the
- * message uncommitted and it is delivered again.
+ * committed, and moves through the states of worker/task.h; every decision
+ * about where it goes next is in this file, in on_reply() and its helpers,
+ * from one classification of each call's outcome. `held` maps task_id to the
+ * live task, so a second delivery of a task that is still running attaches
+ * its Kafka position to the first instead of calling the model again.
+ * Positions are released to the offset tracker only after the database
+ * write, so a crash at any point leaves the message uncommitted and it is
+ * delivered again.
+ *
+ * Each model has a lane (worker/lane.h) holding the tasks that wait for its
+ * capacity. The task topics are read through one queue per priority, high
+ * first; when the worker holds enough, the partitions of a priority are
+ * paused rather than left unpolled, so the consumer never leaves its group
+ * while the worker is busy or the database is away.
  */
 #include "worker/runner.h"
 
@@ -20,41 +34,86 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "common/pg.h"
 #include "common/service.h"
+#include "common/taskmsg.h"
+#include "worker/backoff.h"
+#include "worker/fleet.h"
 #include "worker/http.h"
+#include "worker/lane.h"
 #include "worker/offsets.h"
 #include "worker/provider.h"
 #include "worker/sink.h"
+#include "worker/store.h"
 #include "worker/task.h"
 
+#define NPRIO 3
 #define CHECK_BATCH 512
-#define BACKOFF_BASE_MS 250
-#define BACKOFF_MAX_MS 20000
+#define BATCH_BYTES_MAX ((size_t)8 << 20) /* one record_batch statement at most */
+#define PARKED_FACTOR 16 /* tasks parked in cooling lanes: up to this x max_inflight */
+
+/* Whether a try with this outcome counts against the task's attempts.
+ * Capacity problems (429, overload, an unreachable provider) say nothing
+ * about the task: they hold the lane and are bounded by the task's deadline
+ * and the lane's --down-after-ms instead. Retriable or not is
+ * shoal_outcome_retriable()'s one rule. */
+static int counts_attempt(shoal_outcome_t o)
+{
+    return !(o == SHOAL_OUTCOME_RATE_LIMITED || o == SHOAL_OUTCOME_OVERLOADED ||
+             o == SHOAL_OUTCOME_CONNECTION);
+}
+
+#define OUTPUT_ROOM_MAX 65536 /* truncated answers are retried with at most this */
 
 struct runner {
     const shoal_runner_conf_t *conf;
     shoal_runner_stats_t *stats;
     rd_kafka_t *consumer;
     rd_kafka_t *producer; /* dead-letter topic */
-    rd_kafka_queue_t *queue;
+    rd_kafka_queue_t *main_queue;
+    rd_kafka_queue_t *prio_queue[NPRIO];
+    const char *prio_topic[NPRIO];
+    rd_kafka_topic_partition_list_t *assigned;
+    int paused[NPRIO];
     int wake[2];
     shoal_http_t *http;
-    shoal_pg_t *pg;
-    shoal_sink_t *sink;
+    shoal_store_t *store;
+    shoal_sink_t *sink, *spare;
     shoal_offsets_t *offsets;
+    shoal_lane_t **lanes; /* per model, by index */
+    shoal_fleet_t *fleet;
+    unsigned long *share_version; /* per lane: the fleet share last applied */
+    double reported_ms;           /* when demand was last reported to the fleet */
+    size_t nlanes;
     json_t *held; /* task_id -> shoal_task_t* as json_integer(intptr) */
     long nheld;
-    shoal_task_t **unchecked; /* taken, not yet checked against the database */
+    long held_prio[NPRIO];
+    shoal_task_t **unchecked; /* taken, not yet sent to the database check */
     size_t nunchecked, capunchecked;
+    shoal_task_t **timers; /* BACKOFF tasks, a min-heap on due_ms */
+    size_t ntimers, captimers;
     struct curl_slist **headers; /* per model, by index */
+    shoal_backoff_t backoff;
     shoal_kafka_ack_t dlq_ack;
     double first_result_ms; /* when the oldest unflushed result finished */
-    double pg_retry_at_ms;
     unsigned long long seq;
     long long start_ms;
     unsigned rand_state;
 };
+
+static size_t model_index(struct runner *r, const shoal_model_t *m)
+{
+    for (size_t i = 0; i < r->nlanes; i++)
+        if (shoal_models_at(r->conf->models, i) == m)
+            return i;
+    return 0;
+}
+
+static shoal_lane_t *lane_of(struct runner *r, const shoal_task_t *t)
+{
+    return r->lanes[model_index(r, t->model)];
+}
+
+/* ---- held tasks ---------------------------------------------------------- */
 
 static shoal_task_t *held_get(struct runner *r, const char *task_id)
 {
@@ -66,6 +125,16 @@ static void held_put(struct runner *r, shoal_task_t *t)
 {
     json_object_set_new(r->held, t->task_id, json_integer((json_int_t)(intptr_t)t));
     r->nheld++;
+    r->held_prio[t->prio]++;
+}
+
+static void held_drop(struct runner *r, shoal_task_t *t)
+{
+    if (held_get(r, t->task_id) == t) {
+        json_object_del(r->held, t->task_id);
+        r->nheld--;
+        r->held_prio[t->prio]--;
+    }
 }
 
 /* Releases a finished task: its Kafka positions become committable. */
@@ -73,25 +142,73 @@ static void release(struct runner *r, shoal_task_t *t)
 {
     for (int i = 0; i < t->nrefs; i++)
         shoal_offsets_done(r->offsets, &t->refs[i]);
-    if (held_get(r, t->task_id) == t) {
-        json_object_del(r->held, t->task_id);
-        r->nheld--;
-    }
+    held_drop(r, t);
     shoal_task_destroy(t);
 }
 
-static void on_durable(void *token, void *arg)
+/* ---- timers (BACKOFF) ------------------------------------------------------ */
+
+static void heap_swap(struct runner *r, size_t a, size_t b)
 {
-    release(arg, token);
+    shoal_task_t *t = r->timers[a];
+    r->timers[a] = r->timers[b];
+    r->timers[b] = t;
+    r->timers[a]->heap_at = a;
+    r->timers[b]->heap_at = b;
 }
 
-static const struct curl_slist *headers_for(struct runner *r, const shoal_model_t *m)
+static void heap_up(struct runner *r, size_t i)
 {
-    for (size_t i = 0; i < shoal_models_count(r->conf->models); i++)
-        if (shoal_models_at(r->conf->models, i) == m)
-            return r->headers[i];
-    return NULL;
+    while (i > 0 && r->timers[(i - 1) / 2]->due_ms > r->timers[i]->due_ms) {
+        heap_swap(r, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
 }
+
+static void heap_down(struct runner *r, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < r->ntimers && r->timers[l]->due_ms < r->timers[m]->due_ms)
+            m = l;
+        if (l + 1 < r->ntimers && r->timers[l + 1]->due_ms < r->timers[m]->due_ms)
+            m = l + 1;
+        if (m == i)
+            return;
+        heap_swap(r, i, m);
+        i = m;
+    }
+}
+
+static int timer_add(struct runner *r, shoal_task_t *t)
+{
+    if (r->ntimers == r->captimers) {
+        size_t ncap = r->captimers ? r->captimers * 2 : 256;
+        shoal_task_t **n = realloc(r->timers, ncap * sizeof(*n));
+        if (!n)
+            return -1;
+        r->timers = n;
+        r->captimers = ncap;
+    }
+    t->heap_at = r->ntimers;
+    r->timers[r->ntimers++] = t;
+    heap_up(r, t->heap_at);
+    return 0;
+}
+
+static shoal_task_t *timer_pop(struct runner *r)
+{
+    shoal_task_t *t = r->timers[0];
+    r->ntimers--;
+    if (r->ntimers > 0) {
+        r->timers[0] = r->timers[r->ntimers];
+        r->timers[0]->heap_at = 0;
+        heap_down(r, 0);
+    }
+    return t;
+}
+
+/* ---- results and dead letters -------------------------------------------- */
 
 static void dead_letter(struct runner *r, const void *value, size_t len, const char *key,
                         const char *error)
@@ -128,18 +245,11 @@ static void dead_letter(struct runner *r, const void *value, size_t len, const c
     free(text);
 }
 
-static long backoff_ms(struct runner *r, int attempt, long retry_after_ms)
+/* The task reached DONE or FAILED: queue its result row. */
+static void finish(struct runner *r, shoal_task_t *t, shoal_task_state_t to)
 {
-    long cap = BACKOFF_BASE_MS << (attempt > 7 ? 7 : attempt - 1);
-    if (cap > BACKOFF_MAX_MS)
-        cap = BACKOFF_MAX_MS;
-    long wait = cap / 2 + (long)(rand_r(&r->rand_state) % (unsigned)(cap / 2 + 1));
-    return retry_after_ms > wait ? retry_after_ms : wait;
-}
-
-static void finish(struct runner *r, shoal_task_t *t)
-{
-    if (t->state == SHOAL_TASK_FAILED) {
+    shoal_task_set_state(t, to);
+    if (to == SHOAL_TASK_FAILED) {
         r->stats->tasks_failed++;
         char *v = json_dumps(t->doc, JSON_COMPACT);
         dead_letter(r, v, v ? strlen(v) : 0, t->task_id, t->error);
@@ -151,92 +261,368 @@ static void finish(struct runner *r, shoal_task_t *t)
     }
     if (shoal_sink_results(r->sink) == 0)
         r->first_result_ms = shoal_service_now_ms();
-    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, r->conf->worker_id), t) != SHOAL_OK)
+    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, NULL, r->conf->worker_id), t) !=
+        SHOAL_OK)
         shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
 }
 
-static void start_call(struct runner *r, shoal_task_t *t, long delay_ms)
+static void fail(struct runner *r, shoal_task_t *t, const char *fmt, const char *why)
+{
+    snprintf(t->error, sizeof(t->error), fmt, why);
+    finish(r, t, SHOAL_TASK_FAILED);
+}
+
+/* ---- routing ------------------------------------------------------------- */
+
+/* The model the task's chain names at position k, NULL past its end: the
+ * task's own model, then the job's fallback_models, or when the job names
+ * none, the fallbacks the models file gives its model. */
+static const shoal_model_t *chain_at(struct runner *r, const shoal_task_t *t, int k)
+{
+    if (k == 0)
+        return t->requested;
+    size_t njob = json_array_size(t->fallback_models);
+    const char *alias = njob ? json_string_value(json_array_get(t->fallback_models, (size_t)k - 1))
+                        : (size_t)k <= t->requested->nfallbacks ? t->requested->fallbacks[k - 1]
+                                                                : NULL;
+    return alias ? shoal_models_find(r->conf->models, alias) : NULL;
+}
+
+/* Moves t to the next model of its chain that this worker knows; 0 when
+ * there is none. */
+static int fall_back(struct runner *r, shoal_task_t *t, const char *why)
+{
+    if (!t->requested)
+        return 0;
+    size_t len = json_array_size(t->fallback_models);
+    if (len == 0)
+        len = t->requested->nfallbacks;
+    for (int k = t->fallback + 1; k <= (int)len; k++) {
+        const shoal_model_t *m = chain_at(r, t, k);
+        if (!m)
+            continue;
+        shoal_log_info("task", "falling back job_id=%s task_id=%s from=%s to=%s why=\"%s\"",
+                       t->job_id, t->task_id, t->model->alias, m->alias, why);
+        t->fallback = k;
+        t->model = m;
+        t->failures = 0;
+        if (shoal_task_build_request(t) != SHOAL_OK)
+            return 0;
+        r->stats->fallbacks++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A task ready for a try: into its lane's queue. */
+static void route(struct runner *r, shoal_task_t *t)
+{
+    shoal_lane_push(lane_of(r, t), t);
+}
+
+/* ---- calls --------------------------------------------------------------- */
+
+static const struct curl_slist *headers_for(struct runner *r, const shoal_model_t *m)
+{
+    return r->headers[model_index(r, m)];
+}
+
+static void start_call(struct runner *r, shoal_task_t *t)
 {
     char err[256];
+    shoal_task_set_state(t, SHOAL_TASK_IN_FLIGHT);
+    long timeout = t->model->timeout_ms > 0 ? t->model->timeout_ms : t->timeout_ms;
     if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->request,
-                        t->request_len, t->timeout_ms, delay_ms, t, err, sizeof(err)) != SHOAL_OK) {
-        t->state = SHOAL_TASK_FAILED;
-        snprintf(t->error, sizeof(t->error), "could not start the call: %s", err);
-        finish(r, t);
+                        t->request_len, timeout, 0, t, err, sizeof(err)) != SHOAL_OK) {
+        shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, 0, -1, shoal_service_now_ms());
+        fail(r, t, "could not start the call: %s", err);
     }
 }
 
+/* Starts every call the lanes allow now; returns ms until one may allow more
+ * (-1: nothing to wait for). */
+static double dispatch(struct runner *r)
+{
+    double now = shoal_service_now_ms(), next = -1;
+    for (size_t i = 0; i < r->nlanes; i++) {
+        shoal_lane_t *l = r->lanes[i];
+        double wait;
+        shoal_task_t *t;
+        while ((t = shoal_lane_next(l, now, &wait)) != NULL) {
+            if (now > t->deadline_ms) {
+                shoal_lane_ended(l, t, SHOAL_LANE_NEUTRAL, 0, -1, now);
+                snprintf(t->error, sizeof(t->error),
+                         "deadline passed after %d attempt%s waiting for model %s", t->attempts,
+                         t->attempts == 1 ? "" : "s", t->model->alias);
+                finish(r, t, SHOAL_TASK_FAILED);
+                continue;
+            }
+            start_call(r, t);
+        }
+        if (wait >= 0 && (next < 0 || wait < next))
+            next = wait;
+    }
+    return next;
+}
+
+/* Lanes whose model has been failing for longer than down_after_ms hand
+ * their waiting tasks on down their fallback chains (or fail them), so a dead
+ * model never holds a job forever. */
+static void abandon_down_lanes(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    for (size_t i = 0; i < r->nlanes; i++) {
+        shoal_lane_t *l = r->lanes[i];
+        double down = shoal_lane_down_ms(l, now);
+        if (down < (double)r->conf->down_after_ms || shoal_lane_waiting(l) == 0)
+            continue;
+        char why[160];
+        snprintf(why, sizeof(why), "model %s failing for %.0f s", shoal_lane_model(l)->alias,
+                 down / 1000.0);
+        shoal_task_t *t;
+        while ((t = shoal_lane_pop(l)) != NULL) {
+            if (fall_back(r, t, why))
+                route(r, t);
+            else
+                fail(r, t, "%s", why);
+        }
+    }
+}
+
+static shoal_lane_signal_t lane_signal(shoal_outcome_t o)
+{
+    switch (o) {
+    case SHOAL_OUTCOME_OK:
+    case SHOAL_OUTCOME_TRUNCATED:
+    case SHOAL_OUTCOME_MALFORMED:
+        return SHOAL_LANE_OK;
+    case SHOAL_OUTCOME_RATE_LIMITED:
+        return SHOAL_LANE_LIMITED;
+    case SHOAL_OUTCOME_OVERLOADED:
+    case SHOAL_OUTCOME_SERVER_ERROR:
+    case SHOAL_OUTCOME_TIMEOUT:
+    case SHOAL_OUTCOME_CONNECTION:
+        return SHOAL_LANE_DOWN;
+    case SHOAL_OUTCOME_PERMANENT:
+        break;
+    }
+    return SHOAL_LANE_NEUTRAL;
+}
+
+/* A truncated answer: ask again with twice the output room (the request's
+ * max_tokens), up to OUTPUT_ROOM_MAX. 0 when there is no more room to give. */
+static int grow_output_room(shoal_task_t *t)
+{
+    json_t *req = json_loadb(t->request, t->request_len, 0, NULL);
+    json_t *mt = json_object_get(req, "max_tokens");
+    long now = json_is_integer(mt) ? (long)json_integer_value(mt) : 0;
+    int ok = now > 0 && now < OUTPUT_ROOM_MAX;
+    if (ok) {
+        long next = now * 2 < OUTPUT_ROOM_MAX ? now * 2 : OUTPUT_ROOM_MAX;
+        char *text = json_object_set_new(req, "max_tokens", json_integer(next)) == 0
+                         ? json_dumps(req, JSON_COMPACT)
+                         : NULL;
+        ok = text != NULL;
+        if (ok) {
+            free(t->request);
+            t->request = text;
+            t->request_len = strlen(text);
+        }
+    }
+    json_decref(req);
+    return ok;
+}
+
+/* Tells the fleet what a call showed: what it used, a 429, and the limits
+ * the provider's headers announce. */
+static void report_call(struct runner *r, const shoal_task_t *t, const shoal_http_reply_t *reply,
+                        shoal_outcome_t oc, const shoal_usage_t *u, long hold_ms)
+{
+    shoal_fleet_report_t rep;
+    shoal_provider_signals_t sig;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    shoal_fleet_report_init(&rep);
+    shoal_provider_signals(reply->headers, reply->headers_len,
+                           (double)tv.tv_sec + (double)tv.tv_usec / 1e6, &sig);
+    rep.sent = 1;
+    rep.ok = oc == SHOAL_OUTCOME_RATE_LIMITED ? 0 : 1;
+    rep.rate_limited = oc == SHOAL_OUTCOME_RATE_LIMITED;
+    rep.tokens_used = u->input + u->output;
+    rep.limit_requests = sig.limit_requests;
+    rep.limit_tokens = sig.limit_tokens;
+    rep.remaining_requests = sig.remaining_requests;
+    rep.remaining_tokens = sig.remaining_tokens;
+    rep.reset_ms = sig.remaining_requests == 0 ? sig.reset_requests_ms
+                   : sig.remaining_tokens == 0 ? sig.reset_tokens_ms
+                                               : -1;
+    rep.hold_ms = oc == SHOAL_OUTCOME_RATE_LIMITED ? hold_ms : -1;
+    shoal_fleet_report(r->fleet, model_index(r, t->model), &rep);
+}
+
+/* After a failed try that may succeed later: wait, then try again (on the
+ * same model, or the next one of the chain once this one is used up). */
+static void retry_later(struct runner *r, shoal_task_t *t, shoal_outcome_t oc, long retry_after_ms,
+                        const char *why)
+{
+    int out_of_attempts = t->attempts >= t->max_attempts * (t->fallback + 1);
+    if (out_of_attempts && !fall_back(r, t, why)) {
+        snprintf(t->error, sizeof(t->error), "%.400s after %d attempt%s", why, t->attempts,
+                 t->attempts == 1 ? "" : "s");
+        finish(r, t, SHOAL_TASK_FAILED);
+        return;
+    }
+    t->failures++;
+    long wait = shoal_backoff_ms(&r->backoff, t->failures, retry_after_ms, &r->rand_state);
+    double now = shoal_service_now_ms();
+    if (now + (double)wait > t->deadline_ms) {
+        if (fall_back(r, t, why)) {
+            route(r, t);
+            return;
+        }
+        snprintf(t->error, sizeof(t->error), "%.400s; deadline reached after %d attempt%s", why,
+                 t->attempts, t->attempts == 1 ? "" : "s");
+        finish(r, t, SHOAL_TASK_FAILED);
+        return;
+    }
+    r->stats->retries++;
+    shoal_log_info("task",
+                   "retrying job_id=%s task_id=%s attempt=%d outcome=%s wait_ms=%ld why=\"%s\"",
+                   t->job_id, t->task_id, t->attempts, shoal_outcome_name(oc), wait, why);
+    t->due_ms = now + (double)wait;
+    shoal_task_set_state(t, SHOAL_TASK_BACKOFF);
+    if (timer_add(r, t) != 0)
+        route(r, t);
+}
+
+/* Every call ends here: one classification (shoal_provider_outcome), then
+ * one decision. */
 static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
 {
     struct runner *r = arg;
     shoal_task_t *t = user;
     char attempt_id[200], why[512] = "";
-    shoal_provider_reply_t out = {0};
-    shoal_outcome_t oc = shoal_provider_classify(reply->status);
+    shoal_provider_reply_t out;
+    double now = shoal_service_now_ms();
 
-    t->attempts++;
+    shoal_outcome_t oc = shoal_provider_outcome(t->model, reply, &out, why, sizeof(why));
+    int invalid = 0; /* an answer, but not the output the job asked for */
+    if (oc == SHOAL_OUTCOME_OK && t->want_json) {
+        json_error_t jerr;
+        json_t *j = json_loads(out.content, 0, &jerr);
+        if (!j) {
+            snprintf(why, sizeof(why), "output is not valid JSON: %s", jerr.text);
+            invalid = 1;
+        }
+        json_decref(j);
+    }
+    if (oc == SHOAL_OUTCOME_TRUNCATED)
+        snprintf(why, sizeof(why), "answer truncated at its output limit");
+    if (counts_attempt(oc))
+        t->attempts++;
     r->stats->calls++;
+    long hold = -1;
+    if (reply->retry_after_ms >= 0)
+        hold = reply->retry_after_ms < r->backoff.retry_after_cap_ms
+                   ? reply->retry_after_ms
+                   : r->backoff.retry_after_cap_ms;
+    if (oc == SHOAL_OUTCOME_RATE_LIMITED)
+        r->stats->rate_limited++;
+    shoal_lane_ended(lane_of(r, t), t, lane_signal(oc),
+                     oc == SHOAL_OUTCOME_OK ? out.usage.input + out.usage.output : -1,
+                     oc == SHOAL_OUTCOME_RATE_LIMITED ? hold : -1, now);
+    report_call(r, t, reply, oc, &out.usage, hold);
+    shoal_task_set_state(t, SHOAL_TASK_VALIDATING);
+
+    int stopping = shoal_service_stopping();
+    int done = oc == SHOAL_OUTCOME_OK && !invalid;
+    int retriable = !done && (shoal_outcome_retriable(oc) || invalid ||
+                              (oc == SHOAL_OUTCOME_TRUNCATED && grow_output_room(t)));
+    int more = retriable && !stopping &&
+               (!counts_attempt(oc) || t->attempts < t->max_attempts * (t->fallback + 1));
     snprintf(attempt_id, sizeof(attempt_id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms,
              ++r->seq);
-    if (oc == SHOAL_OUTCOME_OK) {
-        if (shoal_provider_parse(t->model, reply->body, reply->len, &out, why, sizeof(why)) !=
-            SHOAL_OK) {
-            oc = SHOAL_OUTCOME_RETRY;
-        } else if (t->want_json) {
-            json_error_t jerr;
-            json_t *j = json_loads(out.content, 0, &jerr);
-            if (!j) {
-                snprintf(why, sizeof(why), "output is not valid JSON: %s", jerr.text);
-                oc = SHOAL_OUTCOME_RETRY;
-            }
-            json_decref(j);
-        }
-    } else if (reply->status == 0) {
-        snprintf(why, sizeof(why), "%s", reply->timed_out ? "timed out" : reply->error);
-    } else {
-        char detail[256];
-        shoal_provider_error_text(reply->body, reply->len, detail, sizeof(detail));
-        snprintf(why, sizeof(why), "HTTP %ld%s%s", reply->status, *detail ? ": " : "", detail);
-    }
-
-    int last = t->attempts >= t->max_attempts;
     shoal_log_debug("call",
-                    "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld "
+                    "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld kind=%s "
                     "latency_ms=%.1f tokens_in=%ld tokens_out=%ld",
                     t->job_id, t->task_id, t->model->alias, t->attempts, reply->status,
-                    reply->latency_ms, out.tokens_in, out.tokens_out);
-    const char *outcome = oc == SHOAL_OUTCOME_OK               ? "ok"
-                          : oc == SHOAL_OUTCOME_RETRY && !last ? "retry"
-                                                               : "failed";
-    shoal_sink_add_attempt(r->sink, shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply,
-                                                           outcome, why, out.tokens_in,
-                                                           out.tokens_out, out.tokens_cached));
-    if (oc == SHOAL_OUTCOME_OK) {
-        t->state = SHOAL_TASK_DONE;
+                    shoal_outcome_name(oc), reply->latency_ms, out.usage.input, out.usage.output);
+    shoal_task_call_t call = {.model = t->model,
+                              .outcome = done   ? "ok"
+                                         : more ? "retry"
+                                                : "failed",
+                              .kind = oc,
+                              .error = why,
+                              .usage = out.usage};
+    shoal_sink_add_attempt(r->sink,
+                           shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply, &call));
+    if (done) {
         t->output = out.content;
-        t->tokens_in = out.tokens_in;
-        t->tokens_out = out.tokens_out;
-        finish(r, t);
-    } else if (oc == SHOAL_OUTCOME_RETRY && !last && !shoal_service_stopping()) {
-        free(out.content);
-        r->stats->retries++;
-        long wait = backoff_ms(r, t->attempts, reply->retry_after_ms);
-        shoal_log_info("task", "retrying job_id=%s task_id=%s attempt=%d wait_ms=%ld why=\"%s\"",
-                       t->job_id, t->task_id, t->attempts, wait, why);
-        start_call(r, t, wait);
-    } else if (oc == SHOAL_OUTCOME_RETRY && !last) {
-        /* Stopping: leave the task unfinished; its message comes again. */
-        free(out.content);
-        json_object_del(r->held, t->task_id);
-        r->nheld--;
-        shoal_task_destroy(t);
-    } else {
-        free(out.content);
-        t->state = SHOAL_TASK_FAILED;
-        snprintf(t->error, sizeof(t->error), "%.400s after %d attempt%s", why, t->attempts,
-                 t->attempts == 1 ? "" : "s");
-        finish(r, t);
+        t->tokens_in = out.usage.input;
+        t->tokens_out = out.usage.output;
+        finish(r, t, SHOAL_TASK_DONE);
+        return;
     }
+    free(out.content);
+    if (!retriable) {
+        fail(r, t, "%.480s", why);
+        return;
+    }
+    if (stopping) {
+        /* Leave the task unfinished; its message comes again. */
+        held_drop(r, t);
+        shoal_task_destroy(t);
+        return;
+    }
+    retry_later(r, t, oc,
+                oc == SHOAL_OUTCOME_RATE_LIMITED || oc == SHOAL_OUTCOME_OVERLOADED ? hold : -1,
+                why);
+}
+
+/* ---- intake -------------------------------------------------------------- */
+
+static int prio_of(struct runner *r, const char *topic)
+{
+    for (int p = 0; p < NPRIO; p++)
+        if (!strcmp(topic, r->prio_topic[p]))
+            return p;
+    return NPRIO - 1;
+}
+
+/* A message that names its task and job but cannot run (an unknown model,
+ * a prompt that cannot be rendered) is recorded failed with the reason, so
+ * its job still ends; one that names nothing is only dead-lettered. */
+static int record_unrunnable(struct runner *r, rd_kafka_message_t *m, const shoal_offset_ref_t *ref,
+                             const char *err)
+{
+    char task_id[SHOAL_TASKMSG_ID_MAX], job_id[SHOAL_TASKMSG_ID_MAX];
+    if (!shoal_taskmsg_ids(m->payload, m->len, task_id, sizeof(task_id), job_id, sizeof(job_id)) ||
+        held_get(r, task_id))
+        return 0;
+    shoal_task_t *t = calloc(1, sizeof(*t));
+    json_t *doc = json_pack("{s:s, s:s}", "task_id", task_id, "job_id", job_id);
+    json_t *orig = json_loadb(m->payload, m->len, 0, NULL);
+    if (!t || !doc) {
+        free(t);
+        json_decref(doc);
+        json_decref(orig);
+        return 0;
+    }
+    /* The model it names, for the result row, when it names one. */
+    if (json_is_string(json_object_get(orig, "model")))
+        json_object_set(doc, "model", json_object_get(orig, "model"));
+    json_decref(orig);
+    t->doc = doc;
+    t->task_id = json_string_value(json_object_get(doc, "task_id"));
+    t->job_id = json_string_value(json_object_get(doc, "job_id"));
+    /* The chunk is the task id's last six digits (common/taskmsg.h). */
+    size_t n = strlen(task_id);
+    t->chunk = n > 6 ? strtol(task_id + n - 6, NULL, 10) : 0;
+    t->prio = prio_of(r, rd_kafka_topic_name(m->rkt));
+    shoal_task_add_ref(t, ref);
+    held_put(r, t);
+    fail(r, t, "cannot run this task: %s", err);
+    return 1;
 }
 
 /* Takes one message: tracks its position, then parks the task for the
@@ -254,10 +640,12 @@ static void take(struct runner *r, rd_kafka_message_t *m)
     shoal_task_t *t = shoal_task_parse(m->payload, m->len, r->conf->models, err, sizeof(err));
     if (!t) {
         r->stats->poison++;
-        shoal_log_error("task", "dead-lettering a bad task message source=%s/%d@%lld error=\"%s\"",
-                        topic, (int)m->partition, (long long)m->offset, err);
-        dead_letter(r, m->payload, m->len, NULL, err);
-        shoal_offsets_done(r->offsets, &ref);
+        shoal_log_error("task", "cannot run a task message source=%s/%d@%lld error=\"%s\"", topic,
+                        (int)m->partition, (long long)m->offset, err);
+        if (!record_unrunnable(r, m, &ref, err)) {
+            dead_letter(r, m->payload, m->len, NULL, err);
+            shoal_offsets_done(r->offsets, &ref);
+        }
         return;
     }
     shoal_task_t *live = held_get(r, t->task_id);
@@ -267,7 +655,9 @@ static void take(struct runner *r, rd_kafka_message_t *m)
         return;
     }
     shoal_task_add_ref(t, &ref);
+    t->prio = prio_of(r, topic);
     t->received_ms = shoal_service_now_ms();
+    t->deadline_ms = t->received_ms + (double)r->conf->max_wait_ms;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     t->received_unix = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
@@ -277,6 +667,8 @@ static void take(struct runner *r, rd_kafka_message_t *m)
         shoal_task_t **n = realloc(r->unchecked, ncap * sizeof(*n));
         if (!n) {
             shoal_log_error("task", "out of memory");
+            held_drop(r, t);
+            shoal_task_destroy(t);
             return;
         }
         r->unchecked = n;
@@ -285,47 +677,63 @@ static void take(struct runner *r, rd_kafka_message_t *m)
     r->unchecked[r->nunchecked++] = t;
 }
 
-/* Skips tasks the database already finished (a redelivery after a crash or
- * a rebalance), then starts calls for the rest. */
-static void check_and_start(struct runner *r)
+/* Sends the taken tasks to the database check, which skips those already
+ * finished (a redelivery after a crash or a rebalance) and tells how many
+ * calls the others made already. */
+static void send_checks(struct runner *r)
 {
-    char err[512];
-    if (r->nunchecked == 0 || shoal_service_now_ms() < r->pg_retry_at_ms)
+    if (r->nunchecked == 0)
         return;
-    json_t *ids = json_array();
     for (size_t i = 0; i < r->nunchecked; i++)
-        json_array_append_new(ids, json_string(r->unchecked[i]->task_id));
-    char *text = json_dumps(ids, JSON_COMPACT);
-    json_decref(ids);
-    const char *params[] = {text};
-    PGresult *res;
-    shoal_err_t e = shoal_pg_exec(r->pg,
-                                  "SELECT task_id FROM shoal.tasks WHERE task_id IN (SELECT "
-                                  "jsonb_array_elements_text($1::jsonb)) AND status IN "
-                                  "('done', 'failed')",
-                                  1, params, &res, err, sizeof(err));
-    free(text);
-    if (e != SHOAL_OK) {
-        shoal_log_warn("db", "could not check tasks, will retry error=\"%s\"", err);
-        r->pg_retry_at_ms = shoal_service_now_ms() + 1000;
+        shoal_task_set_state(r->unchecked[i], SHOAL_TASK_CHECKING);
+    if (shoal_store_check(r->store, r->unchecked, r->nunchecked) != SHOAL_OK) {
+        shoal_log_error("db", "out of memory queueing a check");
         return;
     }
-    json_t *finished = json_object();
-    for (int i = 0; i < PQntuples(res); i++)
-        json_object_set_new(finished, PQgetvalue(res, i, 0), json_true());
-    PQclear(res);
-    for (size_t i = 0; i < r->nunchecked; i++) {
-        shoal_task_t *t = r->unchecked[i];
-        if (json_object_get(finished, t->task_id)) {
-            r->stats->tasks_skipped++;
-            release(r, t);
-        } else {
-            start_call(r, t, 0);
-        }
-    }
-    json_decref(finished);
     r->nunchecked = 0;
 }
+
+static void on_checked(struct runner *r, const shoal_store_done_t *d)
+{
+    for (size_t i = 0; i < d->ntasks; i++) {
+        shoal_task_t *t = d->tasks[i];
+        const char *st = d->status ? d->status[i] : NULL;
+        if (st && (!strcmp(st, "done") || !strcmp(st, "failed"))) {
+            r->stats->tasks_skipped++;
+            release(r, t);
+            continue;
+        }
+        t->attempts = d->attempts ? d->attempts[i] : 0;
+        if (t->attempts >= t->max_attempts) {
+            /* The calls of earlier deliveries used every attempt. */
+            fail(r, t, "%s", "out of attempts (made by earlier deliveries of this task)");
+            continue;
+        }
+        route(r, t);
+    }
+}
+
+static void on_written(struct runner *r, const shoal_store_done_t *d)
+{
+    for (size_t i = 0; i < d->ntokens; i++)
+        release(r, d->tokens[i]);
+    r->stats->flushes++;
+    shoal_log_debug("db", "results written results=%zu jobs_ended=%d", d->ntokens, d->jobs_ended);
+    if (!r->spare)
+        r->spare = d->sink;
+    else
+        shoal_sink_destroy(d->sink);
+}
+
+static void on_store(const shoal_store_done_t *d, void *arg)
+{
+    if (d->kind == SHOAL_STORE_CHECKED)
+        on_checked(arg, d);
+    else
+        on_written(arg, d);
+}
+
+/* ---- offsets, flushing, backpressure -------------------------------------- */
 
 static void store_one(const char *topic, int32_t partition, int64_t next, void *arg)
 {
@@ -347,28 +755,118 @@ static void store_offsets(struct runner *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Hands the waiting rows to the database thread when the batch is full or
+ * old enough (or always, with force); one write at a time. */
 static void flush(struct runner *r, int force)
 {
-    char err[512];
-    int ended;
-    size_t n = shoal_sink_results(r->sink);
+    size_t n = shoal_sink_results(r->sink), na = shoal_sink_attempts(r->sink);
     double now = shoal_service_now_ms();
 
-    if (now < r->pg_retry_at_ms)
+    if (n + na == 0 || !r->spare || shoal_store_writes_pending(r->store) > 0)
         return;
-    if (!force && (long)n < r->conf->batch_size &&
+    if (!force && (long)n < r->conf->batch_size && shoal_sink_bytes(r->sink) < BATCH_BYTES_MAX &&
         (n == 0 || now - r->first_result_ms < r->conf->flush_ms) &&
-        shoal_sink_attempts(r->sink) < 4 * (size_t)r->conf->batch_size)
+        na < 4 * (size_t)r->conf->batch_size)
         return;
-    if (shoal_sink_flush(r->sink, on_durable, r, &ended, err, sizeof(err)) != SHOAL_OK) {
-        shoal_log_warn("db", "could not write results, will retry results=%zu error=\"%s\"", n,
-                       err);
-        r->pg_retry_at_ms = now + 500;
+    if (shoal_store_write(r->store, r->sink) != SHOAL_OK)
+        return;
+    r->sink = r->spare;
+    r->spare = NULL;
+}
+
+/* Tasks held that occupy the worker: parked ones, waiting in a lane whose
+ * model is cooling down, do not, up to a hard cap, so a model that hangs
+ * cannot keep the worker from taking tasks for the others. */
+static long busy(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    long parked = 0;
+    for (size_t i = 0; i < r->nlanes; i++)
+        if (shoal_lane_cooling(r->lanes[i], now))
+            parked += (long)shoal_lane_waiting(r->lanes[i]);
+    return r->nheld - parked;
+}
+
+/* Whether tasks of priority p may be taken now. */
+static int room_for(struct runner *r, int p, long busy_now)
+{
+    const shoal_runner_conf_t *c = r->conf;
+    if (shoal_service_stopping())
+        return 0;
+    if (r->nheld >= c->max_inflight * PARKED_FACTOR)
+        return 0;
+    if ((long)(shoal_sink_results(r->sink) + (r->spare ? 0 : (size_t)c->batch_size)) >=
+        4 * c->batch_size)
+        return 0; /* results wait for the database */
+    /* Low priority keeps a small share so a high backlog never starves it. */
+    if (p == NPRIO - 1 && r->held_prio[p] < c->max_inflight / 16 + 1)
+        return busy_now < c->max_inflight + c->max_inflight / 16 + 1;
+    return busy_now < c->max_inflight;
+}
+
+static void set_paused(struct runner *r, int p, int pause)
+{
+    if (r->paused[p] == pause || !r->assigned)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int i = 0; i < r->assigned->cnt; i++)
+        if (!strcmp(r->assigned->elems[i].topic, r->prio_topic[p]))
+            rd_kafka_topic_partition_list_add(l, r->prio_topic[p], r->assigned->elems[i].partition);
+    rd_kafka_resp_err_t e = l->cnt == 0 ? RD_KAFKA_RESP_ERR_NO_ERROR
+                            : pause     ? rd_kafka_pause_partitions(r->consumer, l)
+                                        : rd_kafka_resume_partitions(r->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        shoal_log_warn("kafka", "could not %s partitions topic=%s error=\"%s\"",
+                       pause ? "pause" : "resume", r->prio_topic[p], rd_kafka_err2str(e));
         return;
     }
-    r->stats->flushes++;
-    shoal_log_debug("db", "results written results=%zu jobs_ended=%d", n, ended);
-    store_offsets(r);
+    r->paused[p] = pause;
+    shoal_log_debug("kafka", "%s topic=%s held=%ld", pause ? "paused" : "resumed", r->prio_topic[p],
+                    r->nheld);
+}
+
+/* Takes messages high priority first, as far as there is room, and pauses
+ * the priorities that have none. The consumer itself is polled every pass
+ * whatever happens, for rebalances and errors. */
+static void take_messages(struct runner *r)
+{
+    rd_kafka_message_t *m;
+    while ((m = rd_kafka_consumer_poll(r->consumer, 0)) != NULL) {
+        if (!m->err)
+            take(r, m);
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            shoal_log_warn("kafka", "consumer error error=\"%s\"", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+    }
+    for (int p = 0; p < NPRIO; p++) {
+        long b = busy(r);
+        while (room_for(r, p, b) && (m = rd_kafka_consume_queue(r->prio_queue[p], 0)) != NULL) {
+            if (!m->err)
+                take(r, m);
+            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                shoal_log_warn("kafka", "consumer error error=\"%s\"", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            b++;
+        }
+        set_paused(r, p, !room_for(r, p, busy(r)));
+    }
+}
+
+/* Waits (bounded) until the results finished so far are durable. */
+static void flush_now(struct runner *r, double timeout_ms)
+{
+    double deadline = shoal_service_now_ms() + timeout_ms;
+    while (shoal_service_now_ms() < deadline) {
+        shoal_store_poll(r->store, on_store, r);
+        if (shoal_sink_results(r->sink) + shoal_sink_attempts(r->sink) == 0 &&
+            shoal_store_writes_pending(r->store) == 0)
+            return;
+        flush(r, 1);
+        usleep(5000);
+    }
+    shoal_log_warn("db", "results not yet durable when giving up waiting results=%zu",
+                   shoal_sink_results(r->sink));
 }
 
 static void rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -378,12 +876,32 @@ static void rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         shoal_log_info("kafka", "partitions assigned count=%d", parts->cnt);
         rd_kafka_assign(rk, parts);
+        /* Each partition feeds its priority's queue, read high first. */
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_queue_t *pq =
+                rd_kafka_queue_get_partition(rk, parts->elems[i].topic, parts->elems[i].partition);
+            if (pq) {
+                rd_kafka_queue_forward(pq, r->prio_queue[prio_of(r, parts->elems[i].topic)]);
+                rd_kafka_queue_destroy(pq);
+            }
+        }
+        if (r->assigned)
+            rd_kafka_topic_partition_list_destroy(r->assigned);
+        r->assigned = rd_kafka_topic_partition_list_copy(parts);
+        for (int p = 0; p < NPRIO; p++)
+            r->paused[p] = 0;
         return;
     }
+    /* Write what is finished before the partitions go, so their new owner
+     * finds those tasks done instead of calling the model again. */
+    flush_now(r, 5000);
     store_offsets(r);
     for (int i = 0; i < parts->cnt; i++)
         shoal_offsets_forget(r->offsets, parts->elems[i].topic, parts->elems[i].partition);
     shoal_log_info("kafka", "partitions revoked count=%d", parts->cnt);
+    if (r->assigned)
+        rd_kafka_topic_partition_list_destroy(r->assigned);
+    r->assigned = NULL;
     rd_kafka_assign(rk, NULL);
 }
 
@@ -393,6 +911,8 @@ static void drain_wake(int fd)
     while (read(fd, buf, sizeof(buf)) > 0)
         ;
 }
+
+/* ---- setup and the loop ---------------------------------------------------- */
 
 static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
 {
@@ -404,15 +924,38 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
     r->start_ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     r->rand_state = (unsigned)(tv.tv_usec ^ getpid());
     r->wake[0] = r->wake[1] = -1;
+    shoal_backoff_init(&r->backoff);
+    if (c->retry_after_cap_ms > 0)
+        r->backoff.retry_after_cap_ms = c->retry_after_cap_ms;
+    for (int p = 0; p < NPRIO; p++)
+        r->prio_topic[p] = topics[p];
+    /* Kafka and the database thread write to this pipe when something
+     * arrives, waking curl_multi_poll. */
+    if (pipe2(r->wake, O_NONBLOCK | O_CLOEXEC) != 0)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create a pipe");
     if (!(r->held = json_object()) || !(r->offsets = shoal_offsets_new()) ||
-        !(r->pg = shoal_pg_new(c->pg, "shoal-worker")) || !(r->sink = shoal_sink_new(r->pg)))
+        !(r->sink = shoal_sink_new(NULL)) || !(r->spare = shoal_sink_new(NULL)))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     size_t nm = shoal_models_count(c->models);
-    if (!(r->headers = calloc(nm ? nm : 1, sizeof(*r->headers))))
+    r->nlanes = nm;
+    if (!(r->headers = calloc(nm ? nm : 1, sizeof(*r->headers))) ||
+        !(r->lanes = calloc(nm ? nm : 1, sizeof(*r->lanes))))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < nm; i++)
-        if (!(r->headers[i] = shoal_provider_headers(shoal_models_at(c->models, i))))
+    shoal_lane_conf_t lc;
+    shoal_lane_conf_init(&lc);
+    lc.max_concurrency = c->max_inflight;
+    lc.start_concurrency = c->max_inflight;
+    for (size_t i = 0; i < nm; i++) {
+        const shoal_model_t *m = shoal_models_at(c->models, i);
+        if (!(r->headers[i] = shoal_provider_headers(m)) || !(r->lanes[i] = shoal_lane_new(m, &lc)))
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
+    if (!(r->share_version = calloc(nm ? nm : 1, sizeof(*r->share_version))))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    if (!(r->fleet = shoal_fleet_new(c->pg, c->worker_id, c->models, NULL, errbuf, errlen)))
+        return SHOAL_ERR_NOMEM;
+    if (!(r->store = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)))
+        return SHOAL_ERR_NOMEM;
     if (!(r->http = shoal_http_new(on_reply, r, errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
     if (!(r->producer = shoal_kafka_producer_new(c->bootstrap, c->kafka, errbuf, errlen)))
@@ -420,29 +963,42 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
     if (!(r->consumer = shoal_kafka_consumer_new(c->bootstrap, c->group, c->kafka, topics, 3,
                                                  rebalance, r, errbuf, errlen)))
         return SHOAL_ERR_INVALID;
-    /* Kafka writes to this pipe when messages arrive, waking curl_multi_poll. */
-    if (pipe2(r->wake, O_NONBLOCK | O_CLOEXEC) != 0)
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create a pipe");
-    r->queue = rd_kafka_queue_get_consumer(r->consumer);
-    rd_kafka_queue_io_event_enable(r->queue, r->wake[1], "1", 1);
+    r->main_queue = rd_kafka_queue_get_consumer(r->consumer);
+    rd_kafka_queue_io_event_enable(r->main_queue, r->wake[1], "1", 1);
+    for (int p = 0; p < NPRIO; p++) {
+        if (!(r->prio_queue[p] = rd_kafka_queue_new(r->consumer)))
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        rd_kafka_queue_io_event_enable(r->prio_queue[p], r->wake[1], "1", 1);
+    }
     return SHOAL_OK;
 }
 
 static void teardown(struct runner *r)
 {
-    if (r->queue) {
-        rd_kafka_queue_io_event_enable(r->queue, -1, NULL, 0);
-        rd_kafka_queue_destroy(r->queue);
+    for (int p = 0; p < NPRIO; p++) {
+        if (r->prio_queue[p]) {
+            rd_kafka_queue_io_event_enable(r->prio_queue[p], -1, NULL, 0);
+            rd_kafka_queue_destroy(r->prio_queue[p]);
+        }
+    }
+    if (r->main_queue) {
+        rd_kafka_queue_io_event_enable(r->main_queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(r->main_queue);
     }
     if (r->consumer) {
         rd_kafka_consumer_close(r->consumer);
         rd_kafka_destroy(r->consumer);
     }
+    if (r->assigned)
+        rd_kafka_topic_partition_list_destroy(r->assigned);
     if (r->producer) {
         rd_kafka_flush(r->producer, 10000);
         rd_kafka_destroy(r->producer);
     }
-    shoal_http_destroy(r->http); /* abandons calls still running */
+    shoal_http_destroy(r->http);   /* abandons calls still running */
+    shoal_store_destroy(r->store); /* drops writes not done: their messages come again */
+    shoal_fleet_destroy(r->fleet); /* gives this worker's shares back */
+    free(r->share_version);
     /* Tasks still held were never made durable: their messages come again. */
     const char *k;
     json_t *v;
@@ -450,16 +1006,95 @@ static void teardown(struct runner *r)
         shoal_task_destroy((shoal_task_t *)(intptr_t)json_integer_value(v));
     json_decref(r->held);
     free(r->unchecked);
-    for (size_t i = 0; r->headers && i < shoal_models_count(r->conf->models); i++)
-        curl_slist_free_all(r->headers[i]);
+    free(r->timers);
+    for (size_t i = 0; i < r->nlanes; i++) {
+        if (r->headers)
+            curl_slist_free_all(r->headers[i]);
+        if (r->lanes)
+            shoal_lane_destroy(r->lanes[i]);
+    }
     free(r->headers);
+    free(r->lanes);
     shoal_sink_destroy(r->sink);
-    shoal_pg_destroy(r->pg);
+    shoal_sink_destroy(r->spare);
     shoal_offsets_destroy(r->offsets);
     if (r->wake[0] >= 0)
         close(r->wake[0]);
     if (r->wake[1] >= 0)
         close(r->wake[1]);
+}
+
+/* Applies the fleet's current shares to the lanes, and every 200 ms tells
+ * the fleet what each lane could use: its waiting and running calls over
+ * the next second. */
+static void sync_fleet(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    int report = now - r->reported_ms >= 200;
+    for (size_t i = 0; i < r->nlanes; i++) {
+        shoal_fleet_share_t sh;
+        shoal_fleet_share(r->fleet, i, &sh);
+        if (sh.version != r->share_version[i]) {
+            r->share_version[i] = sh.version;
+            shoal_lane_set_rates(r->lanes[i], sh.rps, sh.tps, now);
+            shoal_log_debug("fleet", "share model=%s rps=%.3f tps=%.1f workers=%d learned=%d",
+                            shoal_lane_model(r->lanes[i])->alias, sh.rps, sh.tps, sh.workers,
+                            sh.learned);
+        }
+        double hold = shoal_fleet_hold_ms(&sh);
+        if (hold > 0)
+            shoal_lane_hold(r->lanes[i], now + hold);
+        if (report) {
+            shoal_fleet_report_t rep;
+            shoal_fleet_report_init(&rep);
+            double want =
+                (double)shoal_lane_waiting(r->lanes[i]) + (double)shoal_lane_in_flight(r->lanes[i]);
+            rep.demand_rps = want;
+            rep.demand_tps = want * (double)shoal_lane_avg_tokens(r->lanes[i]);
+            shoal_fleet_report(r->fleet, i, &rep);
+        }
+    }
+    if (report)
+        r->reported_ms = now;
+}
+
+/* Moves BACKOFF tasks whose time came back to their lanes; returns ms until
+ * the next one is due (-1: none). */
+static double wake_timers(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    while (r->ntimers > 0 && r->timers[0]->due_ms <= now)
+        route(r, timer_pop(r));
+    return r->ntimers > 0 ? r->timers[0]->due_ms - now : -1;
+}
+
+static void one_pass(struct runner *r)
+{
+    const shoal_runner_conf_t *conf = r->conf;
+    char errbuf[256];
+
+    take_messages(r);
+    send_checks(r);
+    shoal_store_poll(r->store, on_store, r);
+    double wait = 200, w;
+    if ((w = wake_timers(r)) >= 0 && w < wait)
+        wait = w;
+    abandon_down_lanes(r);
+    sync_fleet(r);
+    if ((w = dispatch(r)) >= 0 && w < wait)
+        wait = w;
+    flush(r, 0);
+    if (shoal_sink_results(r->sink) > 0) {
+        double due = r->first_result_ms + (double)conf->flush_ms - shoal_service_now_ms();
+        if (due < wait)
+            wait = due < 0 ? 0 : due;
+    }
+    if (shoal_http_run(r->http, (int)(wait + 0.999), r->wake[0], errbuf, sizeof(errbuf)) !=
+        SHOAL_OK)
+        shoal_log_error("http", "transfer loop failed error=\"%s\"", errbuf);
+    drain_wake(r->wake[0]);
+    rd_kafka_poll(r->producer, 0);
+    store_offsets(r);
 }
 
 shoal_err_t shoal_runner_run(const shoal_runner_conf_t *conf, shoal_runner_stats_t *stats,
@@ -479,49 +1114,27 @@ shoal_err_t shoal_runner_run(const shoal_runner_conf_t *conf, shoal_runner_stats
     shoal_log_info("main", "worker started worker_id=%s max_inflight=%ld", conf->worker_id,
                    conf->max_inflight);
 
-    while (!shoal_service_stopping()) {
-        /* Take what fits; hold back while results wait for the database. */
-        while (r.nheld < conf->max_inflight &&
-               (long)shoal_sink_results(r.sink) < 4 * conf->batch_size) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(r.consumer, 0);
-            if (!m)
-                break;
-            if (!m->err)
-                take(&r, m);
-            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                shoal_log_warn("kafka", "consumer error error=\"%s\"", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-        }
-        check_and_start(&r);
+    while (!shoal_service_stopping())
+        one_pass(&r);
 
-        long wait = 200;
-        if (shoal_sink_results(r.sink) > 0) {
-            double due = r.first_result_ms + (double)conf->flush_ms - shoal_service_now_ms();
-            wait = due < 1 ? 0 : (long)due;
-        }
-        if (r.nunchecked > 0 && wait > 50)
-            wait = 50;
-        if (shoal_http_run(r.http, (int)wait, r.wake[0], errbuf, errlen) != SHOAL_OK)
-            shoal_log_error("http", "transfer loop failed error=\"%s\"", errbuf);
-        drain_wake(r.wake[0]);
-        rd_kafka_poll(r.producer, 0);
-        flush(&r, 0);
-        if (shoal_sink_results(r.sink) == 0)
-            store_offsets(&r);
-    }
-
-    /* Stop: let running calls end within the grace period, write what is done. */
-    shoal_log_info("main", "worker stopping held=%ld", r.nheld);
+    /* Stop: take nothing more, let running calls end within the grace
+     * period, write what is done. Waiting tasks are left: not committed,
+     * their messages come again. */
+    shoal_log_info("main", "worker stopping held=%ld in_flight=%d", r.nheld,
+                   shoal_http_pending(r.http));
     shoal_service_shutdown_deadline((unsigned)(conf->grace_ms / 1000) + 30);
+    for (int p = 0; p < NPRIO; p++)
+        set_paused(&r, p, 1);
     double deadline = shoal_service_now_ms() + (double)conf->grace_ms;
-    while (shoal_http_pending(r.http) > 0 && shoal_service_now_ms() < deadline)
-        shoal_http_run(r.http, 100, -1, errbuf, errlen);
-    for (int i = 0; i < 20 && shoal_sink_results(r.sink) + shoal_sink_attempts(r.sink) > 0; i++) {
-        r.pg_retry_at_ms = 0;
-        flush(&r, 1);
-        if (shoal_sink_results(r.sink) + shoal_sink_attempts(r.sink) > 0)
-            usleep(250000);
+    while (shoal_http_pending(r.http) > 0 && shoal_service_now_ms() < deadline) {
+        shoal_http_run(r.http, 100, r.wake[0], errbuf, errlen);
+        drain_wake(r.wake[0]);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r.consumer, 0);
+        if (m)
+            rd_kafka_message_destroy(m); /* not taken: it comes again */
+        shoal_store_poll(r.store, on_store, &r);
     }
+    flush_now(&r, 10000);
     shoal_kafka_ack_wait(r.producer, &r.dlq_ack, 10000, NULL, 0);
     store_offsets(&r);
     teardown(&r);

@@ -4,7 +4,10 @@
  * attempts accumulate here and go to PostgreSQL as one call of
  * shoal.record_batch (one statement, one transaction). A failed flush keeps
  * the batch for the next try; nothing is acknowledged to Kafka until the
- * flush that carries it succeeded. Not thread-safe.
+ * flush that carries it succeeded. Rows the database refuses for good are
+ * found by halving the batch: a refused result is recorded as a failed task
+ * with the reason instead, so its job still ends. Not thread-safe; a sink may
+ * be filled on one thread and flushed on another, one at a time.
  */
 #ifndef SHOAL_WORKER_SINK_H
 #define SHOAL_WORKER_SINK_H
@@ -30,6 +33,15 @@ shoal_err_t shoal_sink_add_result(shoal_sink_t *s, json_t *result, void *token);
 
 size_t shoal_sink_results(const shoal_sink_t *s);
 size_t shoal_sink_attempts(const shoal_sink_t *s);
+
+/* Bytes the waiting rows will take in the statement, roughly (for a cap). */
+size_t shoal_sink_bytes(const shoal_sink_t *s);
+
+/* Rows the database refused for good so far (see above). */
+long shoal_sink_refused(const shoal_sink_t *s);
+
+/* Points the sink at another connection (pg borrowed). */
+void shoal_sink_set_pg(shoal_sink_t *s, shoal_pg_t *pg);
 
 /* Writes everything waiting. On SHOAL_OK calls done(token, arg) for every
  * result written and empties the batch; *jobs_ended (may be NULL) counts jobs

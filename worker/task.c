@@ -7,7 +7,9 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include "common/job.h"
+#include "common/log.h"
+#include "common/render.h"
+#include "common/taskmsg.h"
 #include "worker/provider.h"
 
 static double unix_now(void)
@@ -20,54 +22,43 @@ static double unix_now(void)
 shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models_t *models,
                                char *errbuf, size_t errlen)
 {
-    json_error_t jerr;
+    shoal_taskmsg_t m;
     shoal_task_t *t = calloc(1, sizeof(*t));
     if (!t) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    t->doc = json_loadb(value, len, 0, &jerr);
-    if (!json_is_object(t->doc)) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "task is not a JSON object: %s",
-                      t->doc ? "wrong type" : jerr.text);
+    if (!(t->doc = shoal_taskmsg_parse(value, len, &m, errbuf, errlen)))
         goto fail;
-    }
-    json_t *d = t->doc;
-    t->task_id = json_string_value(json_object_get(d, "task_id"));
-    t->job_id = json_string_value(json_object_get(d, "job_id"));
-    const char *tmpl = json_string_value(json_object_get(d, "prompt_template"));
-    const char *alias = json_string_value(json_object_get(d, "model"));
-    json_t *items = json_object_get(d, "items");
-    if (!t->task_id || !t->job_id || !tmpl || !alias || !json_is_array(items) ||
-        !json_is_integer(json_object_get(d, "chunk"))) {
+    t->task_id = m.task_id;
+    t->job_id = m.job_id;
+    t->chunk = m.chunk;
+    t->max_attempts = m.max_attempts;
+    t->timeout_ms = m.timeout_ms;
+    t->want_json = strcmp(m.output_format, "json") == 0;
+    t->output_schema = m.output_schema;
+    t->fallback_models = m.fallback_models;
+    t->priority = m.priority;
+    t->est_tokens = m.est_tokens;
+    t->version = m.version;
+    if (!(t->model = shoal_models_find(models, m.model))) {
+        char q[SHOAL_JOBCHECK_QUOTE_LEN];
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                      "task lacks task_id, job_id, chunk, model, prompt_template or items");
+                      "task.model: %s is not in this worker's models file",
+                      shoal_jobcheck_quote(q, m.model, strlen(m.model)));
         goto fail;
     }
-    t->chunk = (long)json_integer_value(json_object_get(d, "chunk"));
-    json_t *ma = json_object_get(d, "max_attempts");
-    t->max_attempts = json_is_integer(ma) ? (long)json_integer_value(ma) : 3;
-    if (t->max_attempts < 1)
-        t->max_attempts = 1;
-    json_t *to = json_object_get(d, "timeout_ms");
-    t->timeout_ms = json_is_integer(to) ? (long)json_integer_value(to) : 60000;
-    const char *fmt = json_string_value(json_object_get(json_object_get(d, "output"), "format"));
-    t->want_json = fmt && !strcmp(fmt, "json");
-    if (!(t->model = shoal_models_find(models, alias))) {
+    t->requested = t->model;
+    t->system = m.system;
+    if (!(t->prompt = shoal_render_prompt(m.prompt_template, m.items, NULL))) {
+        /* the items are well formed (parsed above): only memory or the
+         * output cap can stop rendering */
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                      "model \"%s\" is not in this worker's models file", alias);
+                      "could not render the prompt: out of memory or over %zu bytes",
+                      (size_t)SHOAL_RENDER_MAX);
         goto fail;
     }
-    size_t plen;
-    char *prompt = shoal_job_render(tmpl, items, &plen);
-    if (!prompt) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "could not render the prompt");
-        goto fail;
-    }
-    t->request = shoal_provider_request(t->model, json_string_value(json_object_get(d, "system")),
-                                        prompt, t->want_json, &t->request_len);
-    free(prompt);
-    if (!t->request) {
+    if (shoal_task_build_request(t) != SHOAL_OK) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -77,11 +68,35 @@ fail:
     return NULL;
 }
 
+shoal_err_t shoal_task_build_request(shoal_task_t *t)
+{
+    free(t->request);
+    t->request =
+        shoal_provider_request(t->model, t->system, t->prompt, t->want_json, &t->request_len);
+    return t->request ? SHOAL_OK : SHOAL_ERR_NOMEM;
+}
+
+const char *shoal_task_state_name(shoal_task_state_t s)
+{
+    static const char *const names[] = {"taken",     "checking", "waiting",
+                                        "in_flight", "backoff",  "validating",
+                                        "repairing", "done",     "failed"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+void shoal_task_set_state(shoal_task_t *t, shoal_task_state_t s)
+{
+    shoal_log_debug("task", "task state job_id=%s task_id=%s from=%s to=%s", t->job_id, t->task_id,
+                    shoal_task_state_name(t->state), shoal_task_state_name(s));
+    t->state = s;
+}
+
 void shoal_task_destroy(shoal_task_t *t)
 {
     if (!t)
         return;
     json_decref(t->doc);
+    free(t->prompt);
     free(t->request);
     free(t->output);
     free(t->refs);
@@ -102,41 +117,60 @@ shoal_err_t shoal_task_add_ref(shoal_task_t *t, const shoal_offset_ref_t *ref)
     return SHOAL_OK;
 }
 
+/* The model a task names, for a task that never got as far as finding it. */
+static const char *model_named(const shoal_task_t *t)
+{
+    const char *alias = json_string_value(json_object_get(t->doc, "model"));
+    return alias ? alias : "";
+}
+
+/* The task's own model: the one its message names, before any fallback. */
+static const shoal_model_t *own_model(const shoal_task_t *t)
+{
+    return t->requested ? t->requested : t->model;
+}
+
 json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
-                               const shoal_http_reply_t *reply, const char *outcome,
-                               const char *error, long tokens_in, long tokens_out,
-                               long tokens_cached)
+                               const shoal_http_reply_t *reply, const shoal_task_call_t *call)
 {
     double now = unix_now();
+    const shoal_model_t *m = call->model ? call->model : t->model;
+    const shoal_usage_t *u = &call->usage;
     json_t *row = json_pack(
-        "{s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:f, s:I, s:I, s:I, s:f, s:f, s:f}", "attempt_id",
-        attempt_id, "task_id", t->task_id, "job_id", t->job_id, "attempt", t->attempts, "model",
-        t->model->alias, "worker_id", worker_id, "http_status", (int)reply->status, "outcome",
-        outcome, "latency_ms", reply->latency_ms, "tokens_in", (json_int_t)tokens_in, "tokens_out",
-        (json_int_t)tokens_out, "tokens_cached", (json_int_t)tokens_cached, "cost_usd",
-        shoal_model_cost(t->model, tokens_in, tokens_out, tokens_cached), "started_at",
-        reply->started_unix, "finished_at", now);
+        "{s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
+        "attempt_id", attempt_id, "task_id", t->task_id, "job_id", t->job_id, "attempt",
+        t->attempts, "model", m->alias, "worker_id", worker_id, "http_status", (int)reply->status,
+        "outcome", call->outcome, "outcome_kind", shoal_outcome_name(call->kind), "latency_ms",
+        reply->latency_ms, "tokens_in", (json_int_t)u->input, "tokens_out", (json_int_t)u->output,
+        "tokens_cached", (json_int_t)u->cached, "tokens_cache_write", (json_int_t)u->cache_write,
+        "cost_usd", shoal_model_cost(m, u), "started_at", reply->started_unix, "finished_at", now);
     /* Time from taking the message to this call going out: waiting for a
      * slot, the database check and any backoff before this attempt. */
     if (row && t->received_unix > 0 && reply->started_unix >= t->received_unix)
         json_object_set_new(row, "queue_ms",
                             json_real((reply->started_unix - t->received_unix) * 1000.0));
-    if (row && error && *error)
-        json_object_set_new(row, "error", json_string(error));
+    if (row && call->error && *call->error)
+        json_object_set_new(row, "error", json_string(call->error));
     if (row && reply->retry_after_ms >= 0)
         json_object_set_new(row, "retry_after_ms", json_integer(reply->retry_after_ms));
+    if (row && m != own_model(t))
+        json_object_set_new(row, "fallback_from", json_string(own_model(t)->alias));
     return row;
 }
 
-json_t *shoal_task_result_row(const shoal_task_t *t, const char *worker_id)
+json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served,
+                              const char *worker_id)
 {
+    const shoal_model_t *m = served ? served : t->model;
     json_t *row = json_pack(
         "{s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:i}", "task_id", t->task_id, "job_id", t->job_id,
         "chunk", (json_int_t)t->chunk, "status", t->state == SHOAL_TASK_DONE ? "done" : "failed",
-        "model", t->model->alias, "tokens_in", (json_int_t)t->tokens_in, "tokens_out",
+        "model", m ? m->alias : model_named(t), "tokens_in", (json_int_t)t->tokens_in, "tokens_out",
         (json_int_t)t->tokens_out, "worker_id", worker_id, "attempts", t->attempts);
     if (!row)
         return NULL;
+    if (m && own_model(t) && m != own_model(t))
+        json_object_set_new(row, "model_requested", json_string(own_model(t)->alias));
     if (t->state == SHOAL_TASK_DONE)
         json_object_set_new(row, "output", json_string(t->output ? t->output : ""));
     else

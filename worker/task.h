@@ -14,8 +14,35 @@
 #include "common/models.h"
 #include "worker/http.h"
 #include "worker/offsets.h"
+#include "worker/provider.h"
 
-typedef enum { SHOAL_TASK_RUNNING = 0, SHOAL_TASK_DONE, SHOAL_TASK_FAILED } shoal_task_state_t;
+/*
+ * Where a task is in its life. Every change goes through
+ * shoal_task_set_state(), which logs it at debug; the worker's loop
+ * (worker/runner.c) decides the transitions:
+ *
+ *   TAKEN -> CHECKING -> WAITING -> IN_FLIGHT -> DONE
+ *                  |         ^          |-> BACKOFF -> WAITING
+ *                  |         |          |-> VALIDATING -> REPAIRING -> ...
+ *                  v         |          '-> FAILED
+ *               (skipped: already finished in the database)
+ *
+ * DONE and FAILED tasks wait in the result batch until the database has them,
+ * then release their Kafka positions.
+ */
+typedef enum {
+    SHOAL_TASK_TAKEN = 0,  /* message parsed, held */
+    SHOAL_TASK_CHECKING,   /* asking the database whether it already finished */
+    SHOAL_TASK_WAITING,    /* in its lane's queue, waiting for capacity */
+    SHOAL_TASK_IN_FLIGHT,  /* a call is running */
+    SHOAL_TASK_BACKOFF,    /* waiting out a backoff before the next try */
+    SHOAL_TASK_VALIDATING, /* an answer arrived; checking it */
+    SHOAL_TASK_REPAIRING,  /* a repair call for invalid output is running */
+    SHOAL_TASK_DONE,       /* result ready */
+    SHOAL_TASK_FAILED,     /* out of attempts, time or fallbacks */
+} shoal_task_state_t;
+
+const char *shoal_task_state_name(shoal_task_state_t s);
 
 typedef struct shoal_task {
     json_t *doc;         /* the task message; owned */
@@ -25,13 +52,24 @@ typedef struct shoal_task {
     long max_attempts;
     long timeout_ms;
     int want_json;
-    const shoal_model_t *model; /* borrowed from the models file */
-    char *request;              /* request body; owned */
+    const shoal_model_t *model;     /* model of the next call; borrowed from the models file */
+    const shoal_model_t *requested; /* the task's own model (model differs after a fallback) */
+    char *prompt;                   /* rendered user prompt; owned */
+    const char *system;             /* borrowed from doc, NULL when none */
+    char *request;                  /* request body for model; owned */
     size_t request_len;
 
-    int attempts;         /* calls made in this delivery */
+    int attempts;         /* calls made, earlier deliveries included */
+    int failures;         /* failed tries in a row, for backoff */
+    int fallback;         /* position in the fallback chain (0 = the task's model) */
     double received_ms;   /* monotonic, when the message was taken */
     double received_unix; /* wall clock of the same moment, for queue_ms */
+    double deadline_ms;   /* monotonic; no try starts after it */
+    double due_ms;        /* BACKOFF: when it may wait for capacity again */
+    size_t heap_at;       /* BACKOFF: position in the runner's timer heap */
+    int prio;             /* 0 high, 1 normal, 2 low */
+    long reserved_tokens; /* taken from the lane's token bucket for the call in flight */
+    struct shoal_task *qnext, *qprev; /* WAITING: links in the lane's queue */
     shoal_task_state_t state;
     char *output; /* owned, set when done */
     long tokens_in, tokens_out;
@@ -39,11 +77,25 @@ typedef struct shoal_task {
 
     shoal_offset_ref_t *refs; /* Kafka positions released when durable */
     int nrefs, caprefs;
+
+    /* More of the message (common/taskmsg.h), borrowed from doc. */
+    const json_t *output_schema;   /* NULL when the task has none */
+    const json_t *fallback_models; /* array of aliases, maybe empty */
+    const char *priority;
+    long est_tokens;
+    int version;
 } shoal_task_t;
 
-/* Parses a task message and renders its request. NULL with the reason when
- * the message is not a valid task or names an unknown model (a poison
- * message for the dead-letter topic). Caller destroys. */
+/* Moves t to state s, logging the change at debug. */
+void shoal_task_set_state(shoal_task_t *t, shoal_task_state_t s);
+
+/* (Re)builds t->request for t->model from the prompt. SHOAL_ERR_NOMEM. */
+shoal_err_t shoal_task_build_request(shoal_task_t *t);
+
+/* Parses a task message (shoal_taskmsg_parse) and renders its request. NULL
+ * with the reason when the message is not a valid task or names an unknown
+ * model (a poison message for the dead-letter topic; shoal_taskmsg_ids()
+ * tells whether it still names its task and job). Caller destroys. */
 shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models_t *models,
                                char *errbuf, size_t errlen);
 
@@ -52,13 +104,24 @@ void shoal_task_destroy(shoal_task_t *t); /* NULL is ok */
 /* Adds a Kafka position that this task's completion releases. */
 shoal_err_t shoal_task_add_ref(shoal_task_t *t, const shoal_offset_ref_t *ref);
 
-/* Row for shoal.attempts describing the call that just ended. */
-json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
-                               const shoal_http_reply_t *reply, const char *outcome,
-                               const char *error, long tokens_in, long tokens_out,
-                               long tokens_cached);
+/* What one call of a task was and how it ended, for its attempts row. */
+typedef struct {
+    const shoal_model_t *model; /* the model called; NULL = t->model (a fallback otherwise) */
+    const char *outcome;        /* "ok", "retry" or "failed": what the task does next */
+    shoal_outcome_t kind;       /* how the call ended (outcome_kind) */
+    const char *error;          /* NULL or "" when none */
+    shoal_usage_t usage;        /* billed at model's prices */
+} shoal_task_call_t;
 
-/* Row for shoal.record_batch's results: the task's final state. */
-json_t *shoal_task_result_row(const shoal_task_t *t, const char *worker_id);
+/* Row for shoal.attempts describing the call that just ended (caller owns).
+ * When call->model is not the task's own, fallback_from names the task's. */
+json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
+                               const shoal_http_reply_t *reply, const shoal_task_call_t *call);
+
+/* Row for shoal.record_batch's results: the task's final state (caller
+ * owns). served is the model whose answer is the output (NULL = t->model);
+ * when it is a fallback, model_requested names the task's own. */
+json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served,
+                              const char *worker_id);
 
 #endif

@@ -3,7 +3,9 @@
  * flight on one multi handle all complete with their own bodies, a delayed
  * call does not start early, a refused connection and a timeout end as
  * transport failures (status 0), HTTP errors keep their status, body and
- * Retry-After, and the pending count follows every submission and completion.
+ * Retry-After, the final response's header block reaches the reply (interim
+ * 1xx headers dropped, capped at 16 KiB), and the pending count follows every
+ * submission and completion.
  */
 #include "worker/http.h"
 
@@ -34,6 +36,8 @@ struct result {
     double started_unix;
     double latency_ms;
     int pending_in_cb; /* shoal_http_pending() inside the callback */
+    char *headers;     /* the header block, NUL-terminated copy */
+    size_t headers_len;
 };
 
 struct ctx {
@@ -58,7 +62,34 @@ static void on_done(void *user, const shoal_http_reply_t *reply, void *arg)
     r->started_unix = reply->started_unix;
     r->latency_ms = reply->latency_ms;
     r->pending_in_cb = shoal_http_pending(ctx->h);
+    r->headers = malloc(reply->headers_len + 1);
+    assert_true(r->headers != NULL);
+    assert_true(reply->headers != NULL);
+    memcpy(r->headers, reply->headers, reply->headers_len);
+    r->headers[reply->headers_len] = '\0';
+    r->headers_len = reply->headers_len;
     ctx->completed++;
+}
+
+static const shoal_model_t model = {
+    .alias = "sim",
+    .provider = SHOAL_PROVIDER_OPENAI,
+    .model = "sim-model",
+};
+
+/* The one classification of what the callback saw. */
+static shoal_outcome_t outcome_of(const struct result *r, char *why, size_t whylen)
+{
+    shoal_provider_reply_t rep;
+    shoal_http_reply_t hr = {.status = r->status,
+                             .error = r->error,
+                             .timed_out = r->timed_out,
+                             .body = r->body,
+                             .len = strlen(r->body)};
+    shoal_outcome_t oc = shoal_provider_outcome(&model, &hr, &rep, why, whylen);
+
+    free(rep.content);
+    return oc;
 }
 
 static double wall_s(void)
@@ -95,12 +126,6 @@ static shoal_sim_t *start_sim(long latency_ms)
         test_fail("shoal_sim_new: %s", err);
     return sim;
 }
-
-static const shoal_model_t model = {
-    .alias = "sim",
-    .provider = SHOAL_PROVIDER_OPENAI,
-    .model = "sim-model",
-};
 
 static void post(shoal_http_t *h, const char *url, const struct curl_slist *hdr, const char *prompt,
                  long timeout_ms, long start_after_ms, struct result *r)
@@ -144,6 +169,7 @@ static void test_many_in_flight(struct curl_slist *hdr)
     for (int i = 0; i < NCALLS; i++) {
         struct result *r = &res[i];
         shoal_provider_reply_t rep;
+        shoal_http_reply_t hr = {.status = r->status, .body = r->body, .len = strlen(r->body)};
         assert_int_eq(r->done, 1);
         if (r->status != 200)
             test_fail("call %d: status %ld error \"%s\" body %s", i, r->status, r->error, r->body);
@@ -152,9 +178,13 @@ static void test_many_in_flight(struct curl_slist *hdr)
         assert_int_eq(r->retry_after_ms, -1);
         assert_true(r->latency_ms > 0);
         /* each call got the answer to its own prompt */
-        assert_int_eq(
-            shoal_provider_parse(&model, r->body, strlen(r->body), &rep, err, sizeof(err)),
-            SHOAL_OK);
+        assert_int_eq(shoal_provider_outcome(&model, &hr, &rep, err, sizeof(err)),
+                      SHOAL_OUTCOME_OK);
+        /* the answer's headers came with it, without the status line */
+        assert_true(strcasestr(r->headers, "content-type: application/json\r\n") != NULL);
+        assert_true(strstr(r->headers, "HTTP/") == NULL);
+        assert_int_eq(r->headers_len, strlen(r->headers));
+        free(r->headers);
         snprintf(prompt, sizeof(prompt), " item %d", i);
         size_t pl = strlen(prompt), cl = strlen(rep.content);
         if (cl < pl || strcmp(rep.content + cl - pl, prompt) != 0)
@@ -190,6 +220,7 @@ static void test_many_in_flight(struct curl_slist *hdr)
         snprintf(prompt, sizeof(prompt), " again %d", i);
         assert_str_contains(res[i].body, prompt);
         free(res[i].body);
+        free(res[i].headers);
     }
     shoal_http_destroy(ctx.h);
     shoal_sim_destroy(sim);
@@ -225,7 +256,9 @@ static void test_delayed_start(struct curl_slist *hdr)
                   later.started_unix - submitted);
     assert_true(now.started_unix >= submitted);
     free(now.body);
+    free(now.headers);
     free(later.body);
+    free(later.headers);
 
     /* a delayed call abandoned by destroy never calls back (and leaks nothing) */
     memset(&later, 0, sizeof(later));
@@ -271,8 +304,10 @@ static void test_refused(struct curl_slist *hdr)
     assert_int_eq(r.status, 0);
     assert_true(r.error[0] != '\0');
     assert_int_eq(r.timed_out, 0);
-    assert_int_eq(shoal_provider_classify(r.status), SHOAL_OUTCOME_RETRY);
+    assert_int_eq(outcome_of(&r, err, sizeof(err)), SHOAL_OUTCOME_CONNECTION);
+    assert_true(shoal_outcome_retriable(SHOAL_OUTCOME_CONNECTION));
     free(r.body);
+    free(r.headers);
     shoal_http_destroy(ctx.h);
 }
 
@@ -293,7 +328,9 @@ static void test_timeout(struct curl_slist *hdr)
     assert_int_eq(r.timed_out, 1);
     assert_int_eq(r.status, 0);
     assert_true(r.error[0] != '\0');
+    assert_int_eq(outcome_of(&r, err, sizeof(err)), SHOAL_OUTCOME_TIMEOUT);
     free(r.body);
+    free(r.headers);
 
     /* a call still in flight when the handle is destroyed never calls back */
     memset(&r, 0, sizeof(r));
@@ -327,14 +364,16 @@ static void test_http_errors(struct curl_slist *hdr)
     /* an HTTP error is an answer: its status and body arrive, no transport error */
     assert_int_eq(r404.status, 404);
     assert_str_eq(r404.error, "");
-    assert_int_eq(shoal_provider_classify(r404.status), SHOAL_OUTCOME_FATAL);
-    shoal_provider_error_text(r404.body, strlen(r404.body), text, sizeof(text));
+    assert_int_eq(outcome_of(&r404, text, sizeof(text)), SHOAL_OUTCOME_PERMANENT);
+    assert_str_contains(text, "HTTP 404: ");
     assert_str_contains(text, "/v1/nowhere");
     assert_int_eq(r400.status, 400);
-    shoal_provider_error_text(r400.body, strlen(r400.body), text, sizeof(text));
+    assert_int_eq(outcome_of(&r400, text, sizeof(text)), SHOAL_OUTCOME_PERMANENT);
     assert_str_contains(text, "not valid JSON");
     free(r404.body);
+    free(r404.headers);
     free(r400.body);
+    free(r400.headers);
     shoal_http_destroy(ctx.h);
     shoal_sim_destroy(sim);
     shoal_http_destroy(NULL);
@@ -440,6 +479,88 @@ static void test_retry_after(struct curl_slist *hdr)
             test_fail("headers \"%s\": retry_after_ms %ld, expected %ld", heads[i],
                       r[i].retry_after_ms, want[i]);
         free(r[i].body);
+        free(r[i].headers);
+    }
+    assert_int_eq(pthread_join(th, NULL), 0);
+    close(cs.fd);
+    shoal_http_destroy(ctx.h);
+}
+
+/* The final response's header lines reach the reply: an interim 100
+ * Continue's lines do not, a block past 16 KiB is cut (the call still
+ * completes), and a pooled call carries only its own answer's lines. */
+static void test_header_block(struct curl_slist *hdr)
+{
+    static char big[32 * 1024];
+    struct canned cs;
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof(sa);
+    pthread_t th;
+    struct result r[3];
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128];
+    size_t o;
+
+    o = (size_t)snprintf(big, sizeof(big), "HTTP/1.1 429 Too Many Requests\r\n");
+    for (int i = 0; i < 300; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "X-Pad-%03d: %060d\r\n", i, i);
+    snprintf(big + o, sizeof(big) - o,
+             "X-Last: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    memset(&cs, 0, sizeof(cs));
+    cs.responses[0] = "HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n"
+                      "HTTP/1.1 429 Too Many Requests\r\n"
+                      "x-ratelimit-remaining-requests: 0\r\n"
+                      "Retry-After: 4\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    cs.responses[1] = big;
+    cs.responses[2] = "HTTP/1.1 200 OK\r\nX-Third: 3\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    cs.n = 3;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(cs.fd >= 0);
+    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_eq(listen(cs.fd, 8), 0);
+    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", ntohs(sa.sin_port));
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    assert_true(ctx.h != NULL);
+    for (int i = 0; i < 3; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        post(ctx.h, url, hdr, "headers", 10000, 0, &r[i]);
+        run_until_idle(ctx.h, 30);
+        assert_int_eq(r[i].done, 1);
+    }
+
+    /* interim lines dropped; the final answer's lines, no status line */
+    assert_int_eq(r[0].status, 429);
+    assert_str_eq(r[0].headers, "x-ratelimit-remaining-requests: 0\r\nRetry-After: 4\r\n"
+                                "Content-Length: 2\r\nConnection: close\r\n");
+    assert_int_eq(r[0].retry_after_ms, 4000);
+    shoal_provider_signals_t sig;
+    shoal_provider_signals(r[0].headers, r[0].headers_len, wall_s(), &sig);
+    assert_int_eq(sig.remaining_requests, 0);
+    assert_int_eq(sig.retry_after_ms, 4000);
+
+    /* 300 lines of 73 bytes: cut at whole lines within 16 KiB */
+    assert_int_eq(r[1].status, 429);
+    assert_str_eq(r[1].body, "{}");
+    assert_true(r[1].headers_len <= 16 * 1024);
+    assert_true(r[1].headers_len > 16 * 1024 - 80);
+    assert_int_eq(r[1].headers_len % 73, 0);
+    assert_true(strncmp(r[1].headers, "X-Pad-000: ", 11) == 0);
+    assert_true(strstr(r[1].headers, "X-Last") == NULL);
+
+    /* the pooled call starts a fresh block */
+    assert_int_eq(r[2].status, 200);
+    assert_true(strncmp(r[2].headers, "X-Third: 3\r\n", 12) == 0);
+    assert_true(strstr(r[2].headers, "X-Pad") == NULL);
+    for (int i = 0; i < 3; i++) {
+        free(r[i].body);
+        free(r[i].headers);
     }
     assert_int_eq(pthread_join(th, NULL), 0);
     close(cs.fd);
@@ -471,6 +592,7 @@ static void test_parallel_connections(struct curl_slist *hdr)
     for (int i = 0; i < 10; i++) {
         assert_int_eq(res[i].status, 200);
         free(res[i].body);
+        free(res[i].headers);
     }
     shoal_sim_stats(sim, &st);
     assert_int_eq(st.max_inflight, 10);
@@ -490,6 +612,7 @@ int main(void)
     test_timeout(hdr);
     test_http_errors(hdr);
     test_retry_after(hdr);
+    test_header_block(hdr);
     curl_slist_free_all(hdr);
     printf("http_test: ok\n");
     return 0;

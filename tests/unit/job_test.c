@@ -5,7 +5,8 @@
  * verdict must agree on each. It also checks that valid jobs parse, invalid
  * ones fail with the message fragment listed in tests/data/jobs/invalid/EXPECT,
  * that tasks follow the chunking rules and the task schema, that settings
- * carry no prompt text, prompt rendering, and every allocation failure path.
+ * carry no prompt text, and every allocation failure path. Prompt rendering
+ * is tested in render_test.c, task messages in taskmsg_test.c.
  */
 #include "common/job.h"
 
@@ -944,6 +945,23 @@ static void check_chunks(const shoal_job_t *job, const size_t *sizes, size_t n_c
         }
     }
     assert_int_eq(next_item, shoal_job_n_items(job));
+    /* the plan as the getters give it: contiguous ranges, the same sizes */
+    {
+        size_t first, end, expect_first = 0;
+        for (size_t k = 0; k < n_chunks; k++) {
+            shoal_job_chunk_range(job, k, &first, &end);
+            assert_int_eq(first, expect_first);
+            assert_int_eq(end - first, sizes[k]);
+            assert_int_eq(
+                shoal_job_chunk_est_tokens(job, k),
+                json_integer_value(json_object_get(json_array_get(tasks, k), "est_tokens")));
+            expect_first = end;
+        }
+        shoal_job_chunk_range(job, n_chunks, &first, &end);
+        assert_int_eq(first, shoal_job_n_items(job));
+        assert_int_eq(end, shoal_job_n_items(job));
+        assert_int_eq(shoal_job_chunk_est_tokens(job, n_chunks), 0);
+    }
     json_decref(tasks);
 }
 
@@ -1216,94 +1234,6 @@ static void test_messages(void)
     }
 }
 
-/* ---- rendering ---- */
-
-static void check_render(const char *tmpl, const char *items_json, const char *want)
-{
-    json_error_t e;
-    json_t *items = json_loads(items_json, 0, &e);
-    size_t len = 99;
-    char *out;
-
-    if (!items)
-        test_fail("bad test items %s: %s", items_json, e.text);
-    out = shoal_job_render(tmpl, items, &len);
-    if (!out)
-        test_fail("render failed for %s", tmpl);
-    assert_str_eq(out, want);
-    assert_int_eq(len, strlen(want));
-    free(out);
-    json_decref(items);
-}
-
-static void test_render(void)
-{
-    check_render("Summarize:\n{{input}}", "[{\"id\":\"a1\",\"input\":\"hello\"}]",
-                 "Summarize:\nhello");
-    check_render("{{input}}", "[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":\"y\"}]",
-                 "[a]\nx\n\n[b]\ny");
-    check_render("ids {{ids}}: {{input}}|{{ids}}",
-                 "[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":\"y\"},"
-                 "{\"id\":\"c\",\"input\":\"\"}]",
-                 "ids a, b, c: [a]\nx\n\n[b]\ny\n\n[c]\n|a, b, c");
-    check_render("{{ids}}", "[{\"id\":\"only\",\"input\":\"z\"}]", "only");
-    /* inputs are never expanded; unknown and broken placeholders stay */
-    check_render("<{{input}}> {{other}} {{ {{inp {{",
-                 "[{\"id\":\"a\",\"input\":\"{{ids}} {{input}}\"}]",
-                 "<{{ids}} {{input}}> {{other}} {{ {{inp {{");
-    check_render("{{{input}}}", "[{\"id\":\"a\",\"input\":\"v\"}]", "{v}");
-    check_render("no placeholder", "[{\"id\":\"a\",\"input\":\"v\"}]", "no placeholder");
-    check_render("[{{input}}][{{ids}}]", "[]", "[][]");
-    check_render("\xc3\xa9{{input}}\xc3\xa9", "[{\"id\":\"a\",\"input\":\"\\u65e5\"}]",
-                 "\xc3\xa9\xe6\x97\xa5\xc3\xa9");
-
-    /* NUL inside an input is copied; the length says where the text ends */
-    {
-        json_t *items = json_pack("[{s:s, s:s%}]", "id", "a", "input", "x\0y", (size_t)3);
-        size_t len;
-        char *out = shoal_job_render("<{{input}}>", items, &len);
-        assert_true(out != NULL);
-        assert_int_eq(len, 5);
-        assert_true(memcmp(out, "<x\0y>", 6) == 0);
-        free(out);
-        out = shoal_job_render("{{input}}", items, NULL); /* len_out may be NULL */
-        assert_true(out != NULL);
-        free(out);
-        json_decref(items);
-    }
-    /* malformed items */
-    {
-        json_t *bad[] = {json_pack("{s:s}", "id", "a"), json_pack("[{s:s}]", "id", "a"),
-                         json_pack("[{s:s, s:i}]", "id", "a", "input", 1), json_pack("[i]", 1),
-                         json_pack("[{s:i, s:s}]", "id", 1, "input", "x")};
-        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-            size_t len = 7;
-            assert_true(bad[i] != NULL);
-            assert_true(shoal_job_render("{{input}}", bad[i], &len) == NULL);
-            assert_int_eq(len, 0);
-            json_decref(bad[i]);
-        }
-        assert_true(shoal_job_render(NULL, NULL, NULL) == NULL);
-    }
-    /* the output cap: 70 copies of a 1 MB input would be 70 MB */
-    {
-        char *in = repeat("x", 1 << 20), *tmpl = repeat("{{input}}", 70);
-        json_t *items = json_pack("[{s:s, s:s}]", "id", "a", "input", in);
-        assert_true(shoal_job_render(tmpl, items, NULL) == NULL);
-        tmpl[9 * 60] = '\0'; /* 60 copies fit */
-        {
-            size_t len;
-            char *out = shoal_job_render(tmpl, items, &len);
-            assert_true(out != NULL);
-            assert_int_eq(len, 60u << 20);
-            free(out);
-        }
-        json_decref(items);
-        free(in);
-        free(tmpl);
-    }
-}
-
 /* ---- allocation failures ---- */
 
 static long fail_at = -1; /* the allocation (counting from 0) that fails; -1: none */
@@ -1425,7 +1355,6 @@ int main(void)
     test_tasks();
     test_settings();
     test_messages();
-    test_render();
     test_alloc_failures("all_fields.json");
     test_alloc_failures("minimal.json");
     shoal_models_destroy(models);

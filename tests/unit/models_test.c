@@ -1,12 +1,16 @@
 /*
  * Models file: the checked-in tests/data/models.json loads, ${VAR} expands
- * from the environment, and each kind of bad file is refused with a message
- * naming the alias and the field.
+ * from the environment, every field has its default and its bounds, Azure's
+ * api-version lands in the endpoint, fallbacks name real aliases, the key
+ * check names the missing variable (never a value), cost bills all four kinds
+ * of token, and each kind of bad file is refused with a message naming the
+ * alias and the field.
  */
 #include "common/models.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tests/support/check.h"
 
@@ -74,12 +78,33 @@ static void test_data_file(void)
     assert_int_eq(s->tpm, 2000000);
     assert_int_eq(s->max_output_tokens, 512);
 
+    /* fields the file leaves out take their defaults */
+    assert_true(s->cache_write_usd_per_mtok == 0.15); /* = input for openai */
+    assert_int_eq(s->max_concurrency, 0);
+    assert_int_eq(s->timeout_ms, 0);
+    assert_int_eq(s->input_tpm, 0);
+    assert_int_eq(s->output_tpm, 0);
+    assert_int_eq(s->nfallbacks, 0);
+    assert_true(s->fallbacks == NULL);
+    assert_true(s->api_version == NULL);
+
+    assert_int_eq(shoal_models_index(m, "sim-small"), 0);
+    assert_int_eq(shoal_models_index(m, "sim-large"), 1);
+    assert_int_eq(shoal_models_index(m, "gpt-9"), -1);
+    assert_int_eq(shoal_models_index(m, NULL), -1);
+    assert_int_eq(shoal_models_index(NULL, "sim-small"), -1);
+
     /* 1M prompt tokens, half of them cached, and 1M output tokens */
     s = shoal_models_find(m, "sim-large");
-    assert_true(fabs(shoal_model_cost(s, 1000000, 1000000, 500000) - 11.875) < 1e-9);
-    assert_true(fabs(shoal_model_cost(s, 1000, 0, 0) - 0.0025) < 1e-12);
+    shoal_usage_t u = {.input = 1000000, .cached = 500000, .output = 1000000};
+    assert_true(fabs(shoal_model_cost(s, &u) - 11.875) < 1e-9);
+    u = (shoal_usage_t){.input = 1000};
+    assert_true(fabs(shoal_model_cost(s, &u) - 0.0025) < 1e-12);
     /* more cached than prompt tokens is clamped; negatives count as 0 */
-    assert_true(fabs(shoal_model_cost(s, 100, -5, 400) - 100 * 1.25 / 1e6) < 1e-12);
+    u = (shoal_usage_t){.input = 100, .cached = 400, .output = -5};
+    assert_true(fabs(shoal_model_cost(s, &u) - 100 * 1.25 / 1e6) < 1e-12);
+    /* no key variable named: nothing to check */
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_OK);
     shoal_models_destroy(m);
 
     /* the environment is read at load time */
@@ -120,8 +145,187 @@ static void test_good_inline(void)
     assert_str_eq(c->api_key_env, "ANTHROPIC_API_KEY");
     /* no cached price given: cached tokens cost the input price */
     assert_true(c->cached_input_usd_per_mtok == 3);
+    /* Anthropic's cache writes cost 1.25x input unless stated */
+    assert_true(fabs(c->cache_write_usd_per_mtok - 3.75) < 1e-12);
     assert_int_eq(c->rpm, 0);
     assert_int_eq(c->max_output_tokens, 0);
+    shoal_models_destroy(m);
+}
+
+static shoal_models_t *parse_ok(const char *text)
+{
+    char err[512] = "";
+    shoal_models_t *m = shoal_models_parse(text, strlen(text), err, sizeof(err));
+
+    if (!m)
+        test_fail("rejected: %s\n%s", err, text);
+    return m;
+}
+
+/* Every field of an alias, read back. */
+static void test_all_fields(void)
+{
+    shoal_models_t *m = parse_ok(
+        "{\"models\": {"
+        "\"claude\": {\"provider\": \"anthropic\", \"endpoint\": \"https://a.example/v1/messages\","
+        " \"model\": \"claude-x\", \"api_key_env\": \"MODELS_TEST_KEY_A\","
+        " \"input_usd_per_mtok\": 3, \"cached_input_usd_per_mtok\": 0.3,"
+        " \"cache_write_usd_per_mtok\": 6, \"output_usd_per_mtok\": 15,"
+        " \"rpm\": 50, \"tpm\": 90000, \"input_tpm\": 40000, \"output_tpm\": 8000,"
+        " \"max_output_tokens\": 2048, \"max_concurrency\": 8, \"timeout_ms\": 120000,"
+        " \"fallbacks\": [\"az\", \"local\"]},"
+        "\"az\": {\"provider\": \"azure\","
+        " \"endpoint\": \"https://r.openai.azure.com/openai/deployments/d/chat/completions\","
+        " \"model\": \"gpt-4o\", \"api_key_env\": \"MODELS_TEST_KEY_B\","
+        " \"api_version\": \"2024-10-21\", \"input_usd_per_mtok\": 2.5},"
+        "\"local\": {\"provider\": \"openai\", \"endpoint\": \"http://127.0.0.1:8000/v1/x\","
+        " \"model\": \"llama\", \"fallbacks\": [\"claude\"]}}}");
+    const shoal_model_t *c = shoal_models_find(m, "claude");
+
+    assert_int_eq(shoal_models_count(m), 3);
+    assert_int_eq(c->provider, SHOAL_PROVIDER_ANTHROPIC);
+    assert_true(c->input_usd_per_mtok == 3);
+    assert_true(c->cached_input_usd_per_mtok == 0.3);
+    assert_true(c->cache_write_usd_per_mtok == 6); /* stated: no default */
+    assert_true(c->output_usd_per_mtok == 15);
+    assert_int_eq(c->rpm, 50);
+    assert_int_eq(c->tpm, 90000);
+    assert_int_eq(c->input_tpm, 40000);
+    assert_int_eq(c->output_tpm, 8000);
+    assert_int_eq(c->max_output_tokens, 2048);
+    assert_int_eq(c->max_concurrency, 8);
+    assert_int_eq(c->timeout_ms, 120000);
+    assert_int_eq(c->nfallbacks, 2);
+    assert_str_eq(c->fallbacks[0], "az"); /* in the file's order */
+    assert_str_eq(c->fallbacks[1], "local");
+    assert_int_eq(shoal_models_index(m, c->fallbacks[1]), 2);
+
+    const shoal_model_t *a = shoal_models_find(m, "az");
+    assert_int_eq(a->provider, SHOAL_PROVIDER_AZURE);
+    assert_str_eq(a->api_version, "2024-10-21");
+    assert_str_eq(a->endpoint, "https://r.openai.azure.com/openai/deployments/d/chat/"
+                               "completions?api-version=2024-10-21");
+    assert_true(a->cache_write_usd_per_mtok == 2.5); /* = input for azure */
+    assert_true(a->cached_input_usd_per_mtok == 2.5);
+
+    /* a cycle between aliases is allowed: a task only walks its own list */
+    assert_int_eq(shoal_models_find(m, "local")->nfallbacks, 1);
+    shoal_models_destroy(m);
+}
+
+/* The endpoint after api_version is applied to url. */
+static void expect_azure_url(const char *url, const char *want)
+{
+    char text[1024];
+    shoal_models_t *m;
+
+    snprintf(text, sizeof(text),
+             "{\"models\": {\"az\": {\"provider\": \"azure\", \"endpoint\": \"%s\","
+             " \"model\": \"x\", \"api_version\": \"2024-10-21\"}}}",
+             url);
+    m = parse_ok(text);
+    assert_str_eq(shoal_models_at(m, 0)->endpoint, want);
+    shoal_models_destroy(m);
+}
+
+static void test_azure_url(void)
+{
+    expect_azure_url("https://h/openai/deployments/d/chat/completions",
+                     "https://h/openai/deployments/d/chat/completions?api-version=2024-10-21");
+    /* a query already there: joined with & */
+    expect_azure_url("https://h/c?foo=1", "https://h/c?foo=1&api-version=2024-10-21");
+    /* the same version already in the URL: left as it is, wherever it sits */
+    expect_azure_url("https://h/c?api-version=2024-10-21", "https://h/c?api-version=2024-10-21");
+    expect_azure_url("https://h/c?a=1&api-version=2024-10-21&b=2",
+                     "https://h/c?a=1&api-version=2024-10-21&b=2");
+    /* a parameter that merely ends in api-version is another parameter */
+    expect_azure_url("https://h/c?x-api-version=1",
+                     "https://h/c?x-api-version=1&api-version=2024-10-21");
+
+    /* no api_version: the endpoint as written */
+    shoal_models_t *m = parse_ok("{\"models\": {\"az\": {\"provider\": \"azure\","
+                                 " \"endpoint\": \"https://h/c?api-version=2023-05-15\","
+                                 " \"model\": \"x\"}}}");
+    assert_str_eq(shoal_models_at(m, 0)->endpoint, "https://h/c?api-version=2023-05-15");
+    assert_true(shoal_models_at(m, 0)->api_version == NULL);
+    shoal_models_destroy(m);
+}
+
+static void test_check_keys(void)
+{
+    const char *text = "{\"models\": {"
+                       "\"free\": {\"provider\": \"openai\", \"endpoint\": \"http://h\","
+                       " \"model\": \"x\"},"
+                       "\"fast\": {\"provider\": \"openai\", \"endpoint\": \"http://h\","
+                       " \"model\": \"x\", \"api_key_env\": \"MODELS_TEST_OPENAI_KEY\"},"
+                       "\"smart\": {\"provider\": \"anthropic\", \"endpoint\": \"http://h\","
+                       " \"model\": \"x\", \"api_key_env\": \"MODELS_TEST_ANTHROPIC_KEY\"}}}";
+    shoal_models_t *m = parse_ok(text);
+    char err[512];
+
+    unsetenv("MODELS_TEST_OPENAI_KEY");
+    unsetenv("MODELS_TEST_ANTHROPIC_KEY");
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "models.fast.api_key_env: environment variable MODELS_TEST_OPENAI_KEY is "
+                       "not set; export it or remove api_key_env");
+
+    /* empty counts as missing; the message never holds a value */
+    setenv("MODELS_TEST_OPENAI_KEY", "sk-secret-value-1", 1);
+    setenv("MODELS_TEST_ANTHROPIC_KEY", "", 1);
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "models.smart.api_key_env: environment variable MODELS_TEST_ANTHROPIC_KEY "
+                       "is empty; export it or remove api_key_env");
+    assert_true(strstr(err, "sk-secret") == NULL);
+
+    setenv("MODELS_TEST_ANTHROPIC_KEY", "ak-secret-value-2", 1);
+    err[0] = '\0';
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_OK);
+    assert_str_eq(err, "");
+    unsetenv("MODELS_TEST_OPENAI_KEY");
+    unsetenv("MODELS_TEST_ANTHROPIC_KEY");
+    assert_int_eq(shoal_models_check_keys(NULL, err, sizeof(err)), SHOAL_OK);
+    shoal_models_destroy(m);
+}
+
+static double cost_of(const shoal_model_t *m, long input, long cached, long write, long output)
+{
+    shoal_usage_t u = {.input = input, .cached = cached, .cache_write = write, .output = output};
+
+    return shoal_model_cost(m, &u);
+}
+
+/* Known bills with all four kinds of token, for both providers. */
+static void test_cost(void)
+{
+    shoal_models_t *m = parse_ok(
+        "{\"models\": {"
+        "\"claude\": {\"provider\": \"anthropic\", \"endpoint\": \"http://h\", \"model\": \"x\","
+        " \"input_usd_per_mtok\": 3, \"cached_input_usd_per_mtok\": 0.3,"
+        " \"output_usd_per_mtok\": 15},"
+        "\"gpt\": {\"provider\": \"openai\", \"endpoint\": \"http://h\", \"model\": \"x\","
+        " \"input_usd_per_mtok\": 2.5, \"cached_input_usd_per_mtok\": 1.25,"
+        " \"output_usd_per_mtok\": 10}}}");
+    const shoal_model_t *c = shoal_models_find(m, "claude");
+    const shoal_model_t *g = shoal_models_find(m, "gpt");
+
+    /* Anthropic: 1M prompt tokens of which 600k cache reads and 300k cache
+     * writes, 100k output: 100k x 3 + 600k x 0.3 + 300k x 3.75 + 100k x 15,
+     * per million: 0.3 + 0.18 + 1.125 + 1.5 */
+    assert_true(fabs(cost_of(c, 1000000, 600000, 300000, 100000) - 3.105) < 1e-9);
+    /* OpenAI (no cache-write premium): 1M in, 400k cached, 200k "written",
+     * 50k out: 400k x 2.5 + 400k x 1.25 + 200k x 2.5 + 50k x 10 */
+    assert_true(fabs(cost_of(g, 1000000, 400000, 200000, 50000) - 2.5) < 1e-9);
+    /* each kind alone */
+    assert_true(fabs(cost_of(c, 1000000, 0, 0, 0) - 3) < 1e-9);
+    assert_true(fabs(cost_of(c, 1000000, 1000000, 0, 0) - 0.3) < 1e-9);
+    assert_true(fabs(cost_of(c, 1000000, 0, 1000000, 0) - 3.75) < 1e-9);
+    assert_true(fabs(cost_of(c, 0, 0, 0, 1000000) - 15) < 1e-9);
+    /* nonsense is clamped: cached beyond input, writes beyond what is left,
+     * negatives */
+    assert_true(fabs(cost_of(c, 1000, 5000, 0, 0) - 1000 * 0.3 / 1e6) < 1e-12);
+    assert_true(fabs(cost_of(c, 1000, 600, 900, 0) - (600 * 0.3 + 400 * 3.75) / 1e6) < 1e-12);
+    assert_true(cost_of(c, -1, -1, -1, -1) == 0);
+    assert_true(fabs(cost_of(c, 1000, -5, -5, 0) - 1000 * 3 / 1e6) < 1e-12);
     shoal_models_destroy(m);
 }
 
@@ -147,7 +351,7 @@ static void test_bad_files(void)
                  "models.m: missing required field \"provider\"");
     expect_error("{\"models\": {\"m\": {\"provider\": \"gemini\", \"endpoint\": \"http://h\","
                  " \"model\": \"x\"}}}",
-                 "models.m.provider: \"gemini\" is not one of openai, anthropic");
+                 "models.m.provider: \"gemini\" is not one of openai, anthropic, azure");
     expect_field_error("\"endpoint\": 5", "models.m.endpoint: expected a non-empty string");
     expect_field_error("\"endpoint\": \"\"", "models.m.endpoint: expected a non-empty string");
     expect_field_error("\"endpoint\": \"ftp://h/v1\"", "is not an http:// or https:// URL");
@@ -169,6 +373,64 @@ static void test_bad_files(void)
                        "models.m.tpm: expected a whole number");
     expect_field_error("\"endpoint\": \"http://h\", \"max_output_tokens\": -3",
                        "models.m.max_output_tokens: expected a whole number");
+    expect_field_error("\"endpoint\": \"http://h\", \"cache_write_usd_per_mtok\": -1",
+                       "models.m.cache_write_usd_per_mtok: expected a number >= 0");
+    expect_field_error("\"endpoint\": \"http://h\", \"max_concurrency\": -1",
+                       "models.m.max_concurrency: expected a whole number from 0 to 100000");
+    expect_field_error("\"endpoint\": \"http://h\", \"max_concurrency\": 100001",
+                       "models.m.max_concurrency: expected a whole number from 0 to 100000");
+    expect_field_error("\"endpoint\": \"http://h\", \"timeout_ms\": 3600001",
+                       "models.m.timeout_ms: expected a whole number from 0 to 3600000");
+    expect_field_error("\"endpoint\": \"http://h\", \"timeout_ms\": \"30s\"",
+                       "models.m.timeout_ms: expected a whole number");
+    /* separate input and output limits are Anthropic's */
+    expect_field_error("\"endpoint\": \"http://h\", \"input_tpm\": 5",
+                       "models.m.input_tpm: only for provider anthropic (use tpm)");
+    expect_field_error("\"endpoint\": \"http://h\", \"output_tpm\": 5",
+                       "models.m.output_tpm: only for provider anthropic (use tpm)");
+    expect_error("{\"models\": {\"m\": {\"provider\": \"anthropic\", \"endpoint\": \"http://h\","
+                 " \"model\": \"x\", \"input_tpm\": -5}}}",
+                 "models.m.input_tpm: expected a whole number");
+    expect_error("{\"models\": {\"m\": {\"provider\": \"anthropic\", \"endpoint\": \"http://h\","
+                 " \"model\": \"x\", \"output_tpm\": 0.5}}}",
+                 "models.m.output_tpm: expected a whole number");
+    /* api_version: Azure's, URL-safe, and not contradicting the endpoint */
+    expect_field_error("\"endpoint\": \"http://h\", \"api_version\": \"2024-10-21\"",
+                       "models.m.api_version: only for provider azure");
+    expect_error("{\"models\": {\"m\": {\"provider\": \"azure\", \"endpoint\": \"http://h\","
+                 " \"model\": \"x\", \"api_version\": \"2024 10&x=1\"}}}",
+                 "models.m.api_version: expected up to 64 letters, digits");
+    expect_error("{\"models\": {\"m\": {\"provider\": \"azure\", \"endpoint\": \"http://h\","
+                 " \"model\": \"x\", \"api_version\": 20241021}}}",
+                 "models.m.api_version: expected a non-empty string");
+    expect_error("{\"models\": {\"m\": {\"provider\": \"azure\","
+                 " \"endpoint\": \"http://h/c?api-version=2023-05-15\","
+                 " \"model\": \"x\", \"api_version\": \"2024-10-21\"}}}",
+                 "models.m.api_version: \"2024-10-21\" differs from the endpoint's "
+                 "api-version=2023-05-15");
+    /* fallbacks: an array of other, existing aliases, each once */
+    expect_field_error("\"endpoint\": \"http://h\", \"fallbacks\": \"other\"",
+                       "models.m.fallbacks: expected an array of at most 16 aliases");
+    expect_field_error("\"endpoint\": \"http://h\", \"fallbacks\": [\"m\"]",
+                       "models.m.fallbacks[0]: \"m\" is the alias itself");
+    expect_field_error("\"endpoint\": \"http://h\", \"fallbacks\": [3]",
+                       "models.m.fallbacks[0]: expected a non-empty alias");
+    expect_field_error("\"endpoint\": \"http://h\", \"fallbacks\": [\"\"]",
+                       "models.m.fallbacks[0]: expected a non-empty alias");
+    expect_field_error("\"endpoint\": \"http://h\", \"fallbacks\": [\"gone\"]",
+                       "models.m.fallbacks[0]: \"gone\" is not an alias of this file");
+    expect_error(
+        "{\"models\": {\"a\": {\"provider\": \"openai\", \"endpoint\": \"http://h\","
+        " \"model\": \"x\", \"fallbacks\": [\"b\", \"c\", \"b\"]},"
+        " \"b\": {\"provider\": \"openai\", \"endpoint\": \"http://h\", \"model\": \"x\"},"
+        " \"c\": {\"provider\": \"openai\", \"endpoint\": \"http://h\", \"model\": \"x\"}}}",
+        "models.a.fallbacks[2]: \"b\" is listed twice");
+    /* a later alias fails after an earlier one's fallbacks were read (ASan) */
+    expect_error("{\"models\": {\"a\": {\"provider\": \"openai\", \"endpoint\": \"http://h\","
+                 " \"model\": \"x\", \"fallbacks\": [\"b\"]},"
+                 " \"b\": {\"provider\": \"openai\", \"endpoint\": \"http://h\", \"model\": \"x\","
+                 " \"fallbacks\": [\"a\", \"zz\"]}}}",
+                 "models.b.fallbacks[1]: \"zz\" is not an alias of this file");
 
     /* the second alias is bad: the first one's memory is released (ASan) */
     expect_error("{\"models\": {\"ok\": {\"provider\": \"openai\", \"endpoint\": \"http://h\","
@@ -183,6 +445,10 @@ int main(void)
 {
     test_data_file();
     test_good_inline();
+    test_all_fields();
+    test_azure_url();
+    test_check_keys();
+    test_cost();
     test_bad_files();
     printf("models_test: ok\n");
     return 0;

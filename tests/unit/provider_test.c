@@ -1,13 +1,18 @@
 /*
- * worker/provider: request bodies and headers for OpenAI-compatible and
- * Anthropic models, parsing of their answers (malformed ones are retriable),
- * the one outcome classification, Retry-After values and error texts.
+ * worker/provider: request bodies and headers for OpenAI-compatible, Azure
+ * and Anthropic models; the one outcome classification of a finished call
+ * (content, normalized usage, truncation, every status and error-body shape);
+ * the rate-limit signals in response headers (OpenAI durations, Anthropic RFC
+ * 3339 resets, Retry-After in seconds and as an HTTP date, garbage, case,
+ * bounds of the header block).
  */
 #include "worker/provider.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdlib.h>
+#include <stddef.h>
+#include <string.h>
 
 #include "tests/support/check.h"
 
@@ -167,75 +172,187 @@ static void test_headers(void)
     headers_text(&m, text, sizeof(text));
     assert_true(!strstr(text, "Authorization"));
     assert_int_eq(unsetenv("SHOAL_TEST_OPENAI_KEY"), 0);
+
+    /* Azure: api-key instead of Authorization: Bearer, the OpenAI body */
+    m = openai;
+    m.provider = SHOAL_PROVIDER_AZURE;
+    assert_int_eq(setenv("SHOAL_TEST_OPENAI_KEY", "az-test-789", 1), 0);
+    headers_text(&m, text, sizeof(text));
+    assert_str_contains(text, "api-key: az-test-789\n");
+    assert_str_contains(text, "Content-Type: application/json\n");
+    assert_true(!strstr(text, "Authorization"));
+    assert_true(!strstr(text, "x-api-key"));
+    assert_true(!strstr(text, "anthropic-version"));
+    assert_int_eq(unsetenv("SHOAL_TEST_OPENAI_KEY"), 0);
+    headers_text(&m, text, sizeof(text));
+    assert_true(!strstr(text, "api-key"));
+    json_t *doc = request(&m, "sys", "hi", 1);
+    assert_int_eq(json_array_size(json_object_get(doc, "messages")), 2);
+    assert_str_eq(str_at(json_object_get(doc, "response_format"), "type"), "json_object");
+    json_decref(doc);
 }
 
-static void parse_ok(const shoal_model_t *m, const char *body, shoal_provider_reply_t *out)
+static const shoal_model_t azure = {
+    .alias = "az",
+    .provider = SHOAL_PROVIDER_AZURE,
+    .endpoint = "https://r.openai.azure.com/openai/deployments/d/chat/completions",
+    .model = "gpt-4o",
+};
+
+/* Classifies an answer with status and body (timed_out and error for
+ * status 0). why is checked to be one line, terminated, in bounds. */
+static shoal_outcome_t outcome(const shoal_model_t *m, long status, const char *body,
+                               shoal_provider_reply_t *out, char *why, size_t whylen)
 {
-    char err[256] = "";
-    shoal_err_t e = shoal_provider_parse(m, body, strlen(body), out, err, sizeof(err));
-    if (e != SHOAL_OK)
-        test_fail("parse of %s failed (%d): %s", body, (int)e, err);
+    shoal_http_reply_t r = {.status = status,
+                            .body = body,
+                            .len = body ? strlen(body) : 0,
+                            .retry_after_ms = -1,
+                            .headers = "",
+                            .headers_len = 0};
+
+    memset(why, 'x', whylen);
+    shoal_outcome_t oc = shoal_provider_outcome(m, &r, out, why, whylen);
+    assert_true(memchr(why, '\0', whylen) != NULL);
+    assert_true(strchr(why, '\n') == NULL && strchr(why, '\r') == NULL);
+    return oc;
 }
 
-static void test_parse_good(void)
+static void test_outcome_ok(void)
 {
     shoal_provider_reply_t r;
+    char why[512];
 
-    parse_ok(&openai,
-             "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-             "\"content\":\"hello \\u00e9\"},\"finish_reason\":\"stop\"}],"
-             "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13,"
-             "\"prompt_tokens_details\":{\"cached_tokens\":4}}}",
-             &r);
+    assert_int_eq(
+        outcome(&openai, 200,
+                "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                "\"assistant\",\"content\":\"hello \\u00e9\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\""
+                ":13,\"prompt_tokens_details\":{\"cached_tokens\":4}}}",
+                &r, why, sizeof(why)),
+        SHOAL_OUTCOME_OK);
     assert_str_eq(r.content, "hello \xc3\xa9");
-    assert_int_eq(r.tokens_in, 10);
-    assert_int_eq(r.tokens_out, 3);
-    assert_int_eq(r.tokens_cached, 4);
+    assert_str_eq(why, "");
+    /* OpenAI's prompt_tokens already includes the cached ones */
+    assert_int_eq(r.usage.input, 10);
+    assert_int_eq(r.usage.cached, 4);
+    assert_int_eq(r.usage.cache_write, 0);
+    assert_int_eq(r.usage.output, 3);
     free(r.content);
 
-    /* usage is optional: counts are zero */
-    parse_ok(&openai, "{\"choices\":[{\"message\":{\"content\":\"\"}}]}", &r);
+    /* usage is optional: counts are zero; 201 is a success too */
+    assert_int_eq(outcome(&openai, 201, "{\"choices\":[{\"message\":{\"content\":\"\"}}]}", &r, why,
+                          sizeof(why)),
+                  SHOAL_OUTCOME_OK);
     assert_str_eq(r.content, "");
-    assert_int_eq(r.tokens_in, 0);
-    assert_int_eq(r.tokens_out, 0);
-    assert_int_eq(r.tokens_cached, 0);
+    assert_int_eq(r.usage.input, 0);
+    assert_int_eq(r.usage.output, 0);
+    assert_int_eq(r.usage.cached, 0);
     free(r.content);
 
-    parse_ok(&anthropic,
-             "{\"id\":\"m1\",\"type\":\"message\",\"role\":\"assistant\","
-             "\"content\":[{\"type\":\"text\",\"text\":\"bonjour\"}],\"stop_reason\":\"end_turn\","
-             "\"usage\":{\"input_tokens\":21,\"output_tokens\":7,"
-             "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":16}}",
-             &r);
+    /* Anthropic's input_tokens EXCLUDES cache reads and writes: input is the
+     * sum of the three (this test asserted input == 21 before, which billed
+     * cache reads as if they were never sent) */
+    assert_int_eq(outcome(&anthropic, 200,
+                          "{\"id\":\"m1\",\"type\":\"message\",\"role\":\"assistant\","
+                          "\"content\":[{\"type\":\"text\",\"text\":\"bonjour\"}],"
+                          "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":21,"
+                          "\"output_tokens\":7,\"cache_creation_input_tokens\":5,"
+                          "\"cache_read_input_tokens\":16}}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_OK);
     assert_str_eq(r.content, "bonjour");
-    assert_int_eq(r.tokens_in, 21);
-    assert_int_eq(r.tokens_out, 7);
-    assert_int_eq(r.tokens_cached, 16);
+    assert_int_eq(r.usage.input, 42);
+    assert_int_eq(r.usage.cached, 16);
+    assert_int_eq(r.usage.cache_write, 5);
+    assert_int_eq(r.usage.output, 7);
+    free(r.content);
+
+    /* text blocks are joined; a thinking block before them is not output */
+    assert_int_eq(outcome(&anthropic, 200,
+                          "{\"content\":[{\"type\":\"thinking\",\"thinking\":\"hmm\"},"
+                          "{\"type\":\"text\",\"text\":\"one \"},{\"type\":\"text\",\"text\":"
+                          "\"two\"}],\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_OK);
+    assert_str_eq(r.content, "one two");
+    assert_int_eq(r.usage.input, 3); /* no cache fields: nothing added */
+    free(r.content);
+
+    /* Azure answers in the OpenAI shape */
+    assert_int_eq(outcome(&azure, 200,
+                          "{\"choices\":[{\"message\":{\"content\":\"az\"},\"finish_reason\":"
+                          "\"stop\"}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_OK);
+    assert_str_eq(r.content, "az");
+    assert_int_eq(r.usage.input, 2);
     free(r.content);
 
     /* the length bounds the body: trailing bytes are not read */
     const char *body = "{\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]}GARBAGE";
-    char err[256] = "";
-    assert_int_eq(shoal_provider_parse(&anthropic, body, strlen(body) - 7, &r, err, sizeof(err)),
-                  SHOAL_OK);
+    shoal_http_reply_t hr = {.status = 200, .body = body, .len = strlen(body) - 7};
+    assert_int_eq(shoal_provider_outcome(&anthropic, &hr, &r, NULL, 0), SHOAL_OUTCOME_OK);
     assert_str_eq(r.content, "ok");
     free(r.content);
 }
 
-static void parse_bad(const shoal_model_t *m, const char *body, size_t len)
+static void test_outcome_truncated(void)
 {
     shoal_provider_reply_t r;
-    char err[256] = "";
+    char why[512];
+
+    assert_int_eq(outcome(&openai, 200,
+                          "{\"choices\":[{\"message\":{\"content\":\"half a sen\"},"
+                          "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":5,"
+                          "\"completion_tokens\":1024}}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_TRUNCATED);
+    assert_str_eq(r.content, "half a sen"); /* still returned */
+    assert_int_eq(r.usage.output, 1024);
+    assert_str_contains(why, "cut at the output token limit");
+    free(r.content);
+
+    assert_int_eq(outcome(&anthropic, 200,
+                          "{\"content\":[{\"type\":\"text\",\"text\":\"half\"}],"
+                          "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":1,"
+                          "\"output_tokens\":4096}}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_TRUNCATED);
+    assert_str_eq(r.content, "half");
+    free(r.content);
+
+    /* the other provider's word for it means nothing */
+    assert_int_eq(outcome(&openai, 200,
+                          "{\"choices\":[{\"message\":{\"content\":\"x\"},\"stop_reason\":"
+                          "\"max_tokens\"}]}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_OK);
+    free(r.content);
+    assert_int_eq(outcome(&anthropic, 200,
+                          "{\"content\":[{\"type\":\"text\",\"text\":\"x\"}],\"finish_reason\":"
+                          "\"length\"}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_OK);
+    free(r.content);
+}
+
+static void malformed(const shoal_model_t *m, const char *body, size_t len)
+{
+    shoal_provider_reply_t r;
+    char why[256] = "";
+    shoal_http_reply_t hr = {.status = 200, .body = body, .len = len};
 
     memset(&r, 0x5a, sizeof(r));
-    shoal_err_t e = shoal_provider_parse(m, body, len, &r, err, sizeof(err));
-    if (e != SHOAL_ERR_RETRY)
-        test_fail("parse of \"%.*s\" gave %d, expected retry", (int)len, body, (int)e);
-    assert_str_contains(err, "malformed answer");
+    shoal_outcome_t oc = shoal_provider_outcome(m, &hr, &r, why, sizeof(why));
+    if (oc != SHOAL_OUTCOME_MALFORMED)
+        test_fail("outcome of \"%.*s\" is %s, expected malformed", (int)len, body,
+                  shoal_outcome_name(oc));
+    assert_str_contains(why, "malformed answer");
     assert_true(r.content == NULL);
 }
 
-static void test_parse_bad(void)
+static void test_outcome_malformed(void)
 {
     static const char *const bodies[] = {
         "",
@@ -251,96 +368,591 @@ static void test_parse_bad(void)
         "<html>502 Bad Gateway</html>",
     };
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
-        parse_bad(&openai, bodies[i], strlen(bodies[i]));
+        malformed(&openai, bodies[i], strlen(bodies[i]));
 
     /* a good OpenAI body is malformed for an Anthropic model and vice versa */
     const char *oa = "{\"choices\":[{\"message\":{\"content\":\"x\"}}]}";
     const char *an = "{\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}";
-    parse_bad(&anthropic, oa, strlen(oa));
-    parse_bad(&openai, an, strlen(an));
-    parse_bad(&anthropic, "{\"content\":[]}", 14);
-    parse_bad(&anthropic, "{\"content\":\"x\"}", 15);
+    malformed(&anthropic, oa, strlen(oa));
+    malformed(&openai, an, strlen(an));
+    malformed(&azure, an, strlen(an));
+    malformed(&anthropic, "{\"content\":[]}", 14);
+    malformed(&anthropic, "{\"content\":\"x\"}", 15);
+    malformed(&anthropic, "{\"content\":[{\"type\":\"tool_use\",\"text\":\"x\"}]}", 44);
     /* a body cut short by its length */
-    parse_bad(&openai, oa, strlen(oa) - 1);
+    malformed(&openai, oa, strlen(oa) - 1);
+    /* a NULL body is an empty one */
+    malformed(&openai, NULL, 0);
+
+    /* a 200 carrying an error object (some proxies): its text is kept */
+    shoal_provider_reply_t r;
+    char why[512];
+    assert_int_eq(
+        outcome(&openai, 200, "{\"error\":{\"message\":\"upstream quota\"}}", &r, why, sizeof(why)),
+        SHOAL_OUTCOME_MALFORMED);
+    assert_str_eq(why, "malformed answer from the provider: no message content: upstream quota");
+
+    /* tokens a malformed answer reports are still counted (they are billed) */
+    assert_int_eq(outcome(&openai, 200,
+                          "{\"choices\":[{\"message\":{\"content\":null}}],\"usage\":"
+                          "{\"prompt_tokens\":9,\"completion_tokens\":2}}",
+                          &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_MALFORMED);
+    assert_int_eq(r.usage.input, 9);
+    assert_int_eq(r.usage.output, 2);
 }
 
-static void test_classify(void)
+static void test_outcome_status(void)
 {
-    assert_int_eq(shoal_provider_classify(200), SHOAL_OUTCOME_OK);
-    assert_int_eq(shoal_provider_classify(201), SHOAL_OUTCOME_OK);
-    assert_int_eq(shoal_provider_classify(400), SHOAL_OUTCOME_FATAL);
-    assert_int_eq(shoal_provider_classify(401), SHOAL_OUTCOME_FATAL);
-    assert_int_eq(shoal_provider_classify(403), SHOAL_OUTCOME_FATAL);
-    assert_int_eq(shoal_provider_classify(404), SHOAL_OUTCOME_FATAL);
-    assert_int_eq(shoal_provider_classify(413), SHOAL_OUTCOME_FATAL);
-    assert_int_eq(shoal_provider_classify(408), SHOAL_OUTCOME_RETRY);
-    assert_int_eq(shoal_provider_classify(409), SHOAL_OUTCOME_RETRY);
-    assert_int_eq(shoal_provider_classify(425), SHOAL_OUTCOME_RETRY);
-    assert_int_eq(shoal_provider_classify(429), SHOAL_OUTCOME_RETRY);
-    assert_int_eq(shoal_provider_classify(500), SHOAL_OUTCOME_RETRY);
-    assert_int_eq(shoal_provider_classify(502), SHOAL_OUTCOME_RETRY);
-    assert_int_eq(shoal_provider_classify(503), SHOAL_OUTCOME_RETRY);
-    assert_int_eq(shoal_provider_classify(529), SHOAL_OUTCOME_RETRY); /* Anthropic overloaded */
-    assert_int_eq(shoal_provider_classify(0), SHOAL_OUTCOME_RETRY);
+    static const struct {
+        long status;
+        const char *body;
+        shoal_outcome_t want;
+    } cases[] = {
+        {429, "{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\"}}",
+         SHOAL_OUTCOME_RATE_LIMITED},
+        {429, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"x\"}}",
+         SHOAL_OUTCOME_RATE_LIMITED},
+        {429, "", SHOAL_OUTCOME_RATE_LIMITED},
+        /* Anthropic's overload says nothing about our quota */
+        {429, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
+         SHOAL_OUTCOME_OVERLOADED},
+        {529, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
+         SHOAL_OUTCOME_OVERLOADED},
+        {529, "", SHOAL_OUTCOME_OVERLOADED},
+        {503, "Service Unavailable", SHOAL_OUTCOME_OVERLOADED},
+        {500, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
+         SHOAL_OUTCOME_OVERLOADED},
+        {500, "", SHOAL_OUTCOME_SERVER_ERROR},
+        {502, "<html>bad gateway</html>", SHOAL_OUTCOME_SERVER_ERROR},
+        {504, "", SHOAL_OUTCOME_SERVER_ERROR},
+        {408, "", SHOAL_OUTCOME_SERVER_ERROR},
+        {409, "", SHOAL_OUTCOME_SERVER_ERROR},
+        {425, "", SHOAL_OUTCOME_SERVER_ERROR},
+        {400, "{\"error\":{\"message\":\"bad\"}}", SHOAL_OUTCOME_PERMANENT},
+        {401, "", SHOAL_OUTCOME_PERMANENT},
+        {403, "", SHOAL_OUTCOME_PERMANENT},
+        {404, "", SHOAL_OUTCOME_PERMANENT},
+        {413, "", SHOAL_OUTCOME_PERMANENT},
+        {422, "{\"detail\":[{\"msg\":\"field required\"}]}", SHOAL_OUTCOME_PERMANENT},
+        /* an overload type on a client error does not make it retriable */
+        {400, "{\"error\":{\"type\":\"overloaded_error\"}}", SHOAL_OUTCOME_PERMANENT},
+        {301, "", SHOAL_OUTCOME_PERMANENT}, /* a redirect we do not follow: a wrong endpoint */
+        {101, "", SHOAL_OUTCOME_PERMANENT},
+    };
+    shoal_provider_reply_t r;
+    char why[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        shoal_outcome_t oc =
+            outcome(&anthropic, cases[i].status, cases[i].body, &r, why, sizeof(why));
+        if (oc != cases[i].want)
+            test_fail("HTTP %ld %s: %s, expected %s", cases[i].status, cases[i].body,
+                      shoal_outcome_name(oc), shoal_outcome_name(cases[i].want));
+        assert_true(r.content == NULL);
+        char prefix[32];
+        snprintf(prefix, sizeof(prefix), "HTTP %ld", cases[i].status);
+        assert_true(strncmp(why, prefix, strlen(prefix)) == 0);
+        /* the same for an OpenAI model */
+        assert_int_eq(outcome(&openai, cases[i].status, cases[i].body, &r, why, sizeof(why)),
+                      cases[i].want);
+    }
+
+    /* no HTTP answer: a timeout, or a connection failure with curl's text */
+    shoal_http_reply_t hr = {
+        .status = 0, .timed_out = 1, .error = "Operation timed out after 200 ms"};
+    assert_int_eq(shoal_provider_outcome(&openai, &hr, &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_TIMEOUT);
+    assert_str_eq(why, "timed out: Operation timed out after 200 ms");
+    hr = (shoal_http_reply_t){.status = 0, .error = "Connection refused"};
+    assert_int_eq(shoal_provider_outcome(&openai, &hr, &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_CONNECTION);
+    assert_str_eq(why, "Connection refused");
+    assert_true(r.content == NULL);
+    hr = (shoal_http_reply_t){.status = 0, .error = NULL};
+    assert_int_eq(shoal_provider_outcome(&openai, &hr, &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_CONNECTION);
+    assert_str_eq(why, "no answer");
 }
 
-static void test_retry_after(void)
+static void test_outcome_rule(void)
 {
-    assert_int_eq(shoal_provider_retry_after_ms("2"), 2000);
-    assert_int_eq(shoal_provider_retry_after_ms("0.5"), 500);
-    assert_int_eq(shoal_provider_retry_after_ms(" 7"), 7000);
-    assert_int_eq(shoal_provider_retry_after_ms(" 7\r\n"), 7000); /* as a header line ends */
-    assert_int_eq(shoal_provider_retry_after_ms("0"), 0);
-    assert_int_eq(shoal_provider_retry_after_ms("abc"), -1);
-    assert_int_eq(shoal_provider_retry_after_ms(""), -1);
-    assert_int_eq(shoal_provider_retry_after_ms(NULL), -1);
-    assert_int_eq(shoal_provider_retry_after_ms("-3"), -1);
-    assert_int_eq(shoal_provider_retry_after_ms("1e9"), -1); /* beyond a day */
-    assert_int_eq(shoal_provider_retry_after_ms("inf"), -1);
-    assert_int_eq(shoal_provider_retry_after_ms("nan"), -1);
-    /* an HTTP date is not read (the caller falls back to its own backoff) */
-    assert_int_eq(shoal_provider_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"), -1);
+    static const struct {
+        shoal_outcome_t o;
+        const char *name;
+        int retriable;
+    } rule[] = {
+        {SHOAL_OUTCOME_OK, "ok", 0},
+        {SHOAL_OUTCOME_TRUNCATED, "truncated", 0},
+        {SHOAL_OUTCOME_RATE_LIMITED, "rate_limited", 1},
+        {SHOAL_OUTCOME_OVERLOADED, "overloaded", 1},
+        {SHOAL_OUTCOME_SERVER_ERROR, "server_error", 1},
+        {SHOAL_OUTCOME_TIMEOUT, "timeout", 1},
+        {SHOAL_OUTCOME_CONNECTION, "connection", 1},
+        {SHOAL_OUTCOME_PERMANENT, "permanent", 0},
+        {SHOAL_OUTCOME_MALFORMED, "malformed", 1},
+    };
+    for (size_t i = 0; i < sizeof(rule) / sizeof(rule[0]); i++) {
+        assert_str_eq(shoal_outcome_name(rule[i].o), rule[i].name);
+        assert_int_eq(shoal_outcome_retriable(rule[i].o), rule[i].retriable);
+    }
+    assert_str_eq(shoal_outcome_name((shoal_outcome_t)99), "unknown");
+    assert_int_eq(shoal_outcome_retriable((shoal_outcome_t)99), 0);
 }
 
-static void error_text(const char *body, char *out, size_t outlen)
+/* why for an error answer with this body. */
+static void expect_why(long status, const char *body, const char *want)
 {
-    memset(out, 'x', outlen);
-    shoal_provider_error_text(body, strlen(body), out, outlen);
-    assert_true(memchr(out, '\0', outlen) != NULL);
+    shoal_provider_reply_t r;
+    char why[512];
+
+    outcome(&openai, status, body, &r, why, sizeof(why));
+    if (strcmp(why, want) != 0)
+        test_fail("body %s: why \"%s\", expected \"%s\"", body, why, want);
 }
 
-static void test_error_text(void)
+static void test_error_bodies(void)
 {
-    char out[512];
-
-    error_text("{\"error\":{\"message\":\"Incorrect API key provided\",\"type\":"
+    /* OpenAI */
+    expect_why(401,
+               "{\"error\":{\"message\":\"Incorrect API key provided\",\"type\":"
                "\"invalid_request_error\",\"code\":\"invalid_api_key\"}}",
-               out, sizeof(out));
-    assert_str_eq(out, "Incorrect API key provided");
-    error_text("{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+               "HTTP 401: Incorrect API key provided");
+    /* Anthropic */
+    expect_why(529,
+               "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
                "\"message\":\"Overloaded\"}}",
-               out, sizeof(out));
-    assert_str_eq(out, "Overloaded");
+               "HTTP 529: Overloaded");
+    expect_why(400, "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\"}}",
+               "HTTP 400: invalid_request_error"); /* no message: the type */
+    /* flat strings, bare messages, FastAPI/vLLM detail */
+    expect_why(500, "{\"error\":\"flat string\"}", "HTTP 500: flat string");
+    expect_why(404, "{\"message\":\"Not Found\"}", "HTTP 404: Not Found");
+    expect_why(404, "{\"detail\":\"Not Found\"}", "HTTP 404: Not Found");
+    expect_why(422,
+               "{\"detail\":[{\"loc\":[\"body\",\"messages\"],\"msg\":\"field required\","
+               "\"type\":\"value_error.missing\"}]}",
+               "HTTP 422: field required");
+    expect_why(422, "{\"detail\":{\"code\":5}}", "HTTP 422: {\"code\":5}");
+    /* JSON of no known shape, and text: the body itself, as one line */
+    expect_why(500, "{\"foo\":1}", "HTTP 500: {\"foo\":1}");
+    expect_why(502, "\r\n  upstream connect error\r\nreset reason: overflow\r\n",
+               "HTTP 502: upstream connect error  reset reason: overflow");
+    expect_why(500, "", "HTTP 500");
+    expect_why(500, "\r\n", "HTTP 500");
+    /* not UTF-8: replaced, so the text is always valid in a JSON row */
+    expect_why(500, "\xff\xfe abc \xc3", "HTTP 500: ?? abc ?");
+    expect_why(500, "caf\xc3\xa9 \xe2\x82\xac", "HTTP 500: caf\xc3\xa9 \xe2\x82\xac");
+    json_t *j = json_string("HTTP 500: ?? abc ?");
+    assert_true(j != NULL);
+    json_decref(j);
 
-    /* anything else gives an empty text */
-    error_text("upstream connect error", out, sizeof(out));
-    assert_str_eq(out, "");
-    error_text("{\"error\":\"flat string\"}", out, sizeof(out));
-    assert_str_eq(out, "");
-    error_text("", out, sizeof(out));
-    assert_str_eq(out, "");
-
-    /* long messages are cut, and never overrun the buffer */
-    char body[2048];
+    /* long texts are cut at 200 bytes, never inside a character */
+    char body[2048], want[512];
+    memset(body, 'h', 1000);
+    body[1000] = '\0';
+    snprintf(want, sizeof(want), "HTTP 500: %.200s", body);
+    expect_why(500, body, want);
     char longmsg[1001];
     memset(longmsg, 'm', 1000);
     longmsg[1000] = '\0';
     snprintf(body, sizeof(body), "{\"error\":{\"message\":\"%s\"}}", longmsg);
-    error_text(body, out, sizeof(out));
-    assert_int_eq(strlen(out), 200);
+    snprintf(want, sizeof(want), "HTTP 400: %.200s", longmsg);
+    expect_why(400, body, want);
+    memset(body, 'a', 199);
+    memcpy(body + 199, "\xc3\xa9zz", 5);
+    snprintf(want, sizeof(want), "HTTP 500: %.199s", body);
+    expect_why(500, body, want);
+
+    /* a small buffer is never overrun; NULL is fine */
+    shoal_provider_reply_t r;
     char small[16];
-    error_text(body, small, sizeof(small));
+    snprintf(body, sizeof(body), "{\"error\":{\"message\":\"%s\"}}", longmsg);
+    outcome(&openai, 400, body, &r, small, sizeof(small));
     assert_int_eq(strlen(small), 15);
+    assert_str_eq(small, "HTTP 400: mmmmm");
+    outcome(&openai, 400, body, &r, small, 9);
+    assert_str_eq(small, "HTTP 400");
+    shoal_http_reply_t hr = {.status = 400, .body = body, .len = strlen(body)};
+    assert_int_eq(shoal_provider_outcome(&openai, &hr, &r, NULL, 0), SHOAL_OUTCOME_PERMANENT);
+}
+
+/* ---- rate-limit signals ---- */
+
+#define NOW 1714564800.0 /* 2024-05-01T12:00:00Z */
+
+/* Signals of a header block held in an exact-size heap copy, so reading
+ * past len is caught by ASan. */
+static void signals(const char *block, shoal_provider_signals_t *out)
+{
+    size_t len = strlen(block);
+    char *copy = malloc(len ? len : 1);
+
+    assert_true(copy != NULL);
+    memcpy(copy, block, len);
+    shoal_provider_signals(copy, len, NOW, out);
+    free(copy);
+}
+
+static void assert_all_absent(const shoal_provider_signals_t *s)
+{
+    const long *f = &s->retry_after_ms;
+    long v[] = {s->retry_after_ms,        s->limit_requests,      s->remaining_requests,
+                s->reset_requests_ms,     s->limit_tokens,        s->remaining_tokens,
+                s->reset_tokens_ms,       s->limit_input_tokens,  s->remaining_input_tokens,
+                s->reset_input_tokens_ms, s->limit_output_tokens, s->remaining_output_tokens,
+                s->reset_output_tokens_ms};
+    (void)f;
+    assert_int_eq(sizeof(v), sizeof(*s)); /* every field is listed */
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        if (v[i] != -1)
+            test_fail("field %zu is %ld, expected absent", i, v[i]);
+    }
+}
+
+/* The value one header gives field (by offset), alone in a block. */
+static long one(const char *line, size_t off)
+{
+    shoal_provider_signals_t s;
+
+    signals(line, &s);
+    return *(const long *)((const char *)&s + off);
+}
+
+#define RESET_REQ offsetof(shoal_provider_signals_t, reset_requests_ms)
+#define RETRY offsetof(shoal_provider_signals_t, retry_after_ms)
+
+static void test_signals_openai(void)
+{
+    shoal_provider_signals_t s;
+
+    signals("HTTP/1.1 200 OK\r\n"
+            "date: Wed, 01 May 2024 12:00:00 GMT\r\n"
+            "x-ratelimit-limit-requests: 500\r\n"
+            "x-ratelimit-remaining-requests: 499\r\n"
+            "x-ratelimit-reset-requests: 120ms\r\n"
+            "x-ratelimit-limit-tokens: 200000\r\n"
+            "x-ratelimit-remaining-tokens: 199000\r\n"
+            "x-ratelimit-reset-tokens: 6m0s\r\n"
+            "\r\n",
+            &s);
+    assert_int_eq(s.limit_requests, 500);
+    assert_int_eq(s.remaining_requests, 499);
+    assert_int_eq(s.reset_requests_ms, 120);
+    assert_int_eq(s.limit_tokens, 200000);
+    assert_int_eq(s.remaining_tokens, 199000);
+    assert_int_eq(s.reset_tokens_ms, 360000);
+    assert_int_eq(s.retry_after_ms, -1);
+    assert_int_eq(s.limit_input_tokens, -1);
+    assert_int_eq(s.reset_output_tokens_ms, -1);
+
+    static const struct {
+        const char *value;
+        long ms;
+    } durations[] = {
+        {"12ms", 12},
+        {"1s", 1000},
+        {"6m0s", 360000},
+        {"1m30.5s", 90500},
+        {"2h", 7200000},
+        {"1h2m3s", 3723000},
+        {"0s", 0},
+        {"0", 0},
+        {"3", 3000}, /* bare numbers are seconds */
+        {"0.5", 500},
+        {"1.5ms", 2}, /* rounded up: a wait is never cut short */
+        {"250us", 1},
+        {"250\xc2\xb5s", 1},
+        {"100ns", 1},
+        {"59.999s", 59999},
+        {"0.001", 1},
+        {"4.095s", 4095},
+        {"0.3s", 300},
+        {"24h", 86400000},
+        {"24h1ms", -1}, /* more than a day is nonsense */
+        {"", -1},
+        {"ms", -1},
+        {"-1s", -1},
+        {"-1", -1},
+        {"5x", -1},
+        {"1s2", -1},
+        {"1..5s", -1},
+        {".s", -1},
+        {"abc", -1},
+        {"1e3", -1},
+        {"1 s", -1},
+        {"nan", -1},
+        {"99999999999999999999s", -1},
+    };
+    for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "x-ratelimit-reset-requests: %s\r\n", durations[i].value);
+        long got = one(line, RESET_REQ);
+        if (got != durations[i].ms)
+            test_fail("duration \"%s\": %ld ms, expected %ld", durations[i].value, got,
+                      durations[i].ms);
+    }
+}
+
+static void test_signals_anthropic(void)
+{
+    shoal_provider_signals_t s;
+
+    signals("anthropic-ratelimit-requests-limit: 50\r\n"
+            "anthropic-ratelimit-requests-remaining: 49\r\n"
+            "anthropic-ratelimit-requests-reset: 2024-05-01T12:00:30Z\r\n"
+            "anthropic-ratelimit-tokens-limit: 90000\r\n"
+            "anthropic-ratelimit-tokens-remaining: 80000\r\n"
+            "anthropic-ratelimit-tokens-reset: 2024-05-01T12:00:01.25Z\r\n"
+            "anthropic-ratelimit-input-tokens-limit: 40000\r\n"
+            "anthropic-ratelimit-input-tokens-remaining: 39000\r\n"
+            "anthropic-ratelimit-input-tokens-reset: 2024-05-01T14:00:05+02:00\r\n"
+            "anthropic-ratelimit-output-tokens-limit: 8000\r\n"
+            "anthropic-ratelimit-output-tokens-remaining: 0\r\n"
+            "anthropic-ratelimit-output-tokens-reset: 2024-05-01T11:59:00Z\r\n"
+            "retry-after: 30\r\n",
+            &s);
+    assert_int_eq(s.limit_requests, 50);
+    assert_int_eq(s.remaining_requests, 49);
+    assert_int_eq(s.reset_requests_ms, 30000);
+    assert_int_eq(s.limit_tokens, 90000);
+    assert_int_eq(s.remaining_tokens, 80000);
+    assert_int_eq(s.reset_tokens_ms, 1250);
+    assert_int_eq(s.limit_input_tokens, 40000);
+    assert_int_eq(s.remaining_input_tokens, 39000);
+    assert_int_eq(s.reset_input_tokens_ms, 5000); /* +02:00 */
+    assert_int_eq(s.limit_output_tokens, 8000);
+    assert_int_eq(s.remaining_output_tokens, 0); /* empty is a real value */
+    assert_int_eq(s.reset_output_tokens_ms, 0);  /* in the past: floored at 0 */
+    assert_int_eq(s.retry_after_ms, 30000);
+
+    static const struct {
+        const char *value;
+        long ms;
+    } times[] = {
+        {"2024-05-01T12:00:30Z", 30000},
+        {"2024-05-01t12:00:30z", 30000},
+        {"2024-05-01 12:00:30Z", 30000},
+        {"2024-05-01T12:00:00.0001Z", 1},
+        {"2024-05-01T06:30:30-05:30", 30000},
+        {"2024-05-02T12:00:00Z", 86400000},
+        {"2024-04-30T12:00:00Z", 0},
+        {"1970-01-01T00:00:00Z", 0},
+        {"2030-01-01T00:00:00Z", -1}, /* more than a day away */
+        {"2024-05-01T12:00:30", -1},  /* no offset */
+        {"2024-05-01T12:00:30+0200", -1},
+        {"2024-05-01T12:00:30.Z", -1},
+        {"2024-13-01T00:00:00Z", -1},
+        {"2024-02-30T00:00:00Z", -1},
+        {"2024-05-01T24:00:00Z", -1},
+        {"2024-5-1T12:00:30Z", -1},
+        {"2024-05-01T12:00:30Zjunk", -1},
+        {"30", -1},
+        {"tomorrow", -1},
+        {"", -1},
+    };
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "anthropic-ratelimit-requests-reset: %s\r\n", times[i].value);
+        long got = one(line, RESET_REQ);
+        if (got != times[i].ms)
+            test_fail("reset \"%s\": %ld ms, expected %ld", times[i].value, got, times[i].ms);
+    }
+    /* leap day and a year boundary, against days_from_civil */
+    shoal_provider_signals("anthropic-ratelimit-tokens-reset: 2024-03-01T00:00:10Z", 55,
+                           1709251200.0, &s);
+    assert_int_eq(s.reset_tokens_ms, 10000);
+    shoal_provider_signals("anthropic-ratelimit-tokens-reset: 2025-01-01T00:00:02Z", 55,
+                           1735689600.0 - 1, &s);
+    assert_int_eq(s.reset_tokens_ms, 3000);
+}
+
+static void test_signals_retry_after(void)
+{
+    static const struct {
+        const char *line;
+        long ms;
+    } cases[] = {
+        {"Retry-After: 2", 2000},
+        {"Retry-After: 0", 0},
+        {"Retry-After: 0.5", 500},
+        {"Retry-After: 86400", 86400000},
+        {"Retry-After: 86401", -1},
+        {"Retry-After: 1e9", -1},
+        {"Retry-After: -3", -1},
+        {"Retry-After: inf", -1},
+        {"Retry-After: nan", -1},
+        {"Retry-After: soon", -1},
+        {"Retry-After: ", -1},
+        /* HTTP dates, relative to NOW */
+        {"Retry-After: Wed, 01 May 2024 12:00:07 GMT", 7000},
+        {"Retry-After: Wednesday, 01-May-24 12:00:07 GMT", 7000},
+        {"Retry-After: Wed May  1 12:00:07 2024", 7000},
+        {"Retry-After: Wed May 01 12:00:07 2024", 7000},
+        {"Retry-After: wed, 01 may 2024 12:00:07 GMT", 7000},
+        {"Retry-After: Wed, 01 May 2024 11:00:00 GMT", 0}, /* past: now */
+        {"Retry-After: Wed, 01 May 2024 12:00:07 UTC", -1},
+        {"Retry-After: Wed, 01 May 2024 12:00:07", -1},
+        {"Retry-After: Wed, 1 May 2024 12:00:07 GMT", -1},
+        {"Retry-After: Wed, 01 Foo 2024 12:00:07 GMT", -1},
+        {"Retry-After: Wed, 31 Apr 2024 12:00:07 GMT", -1},
+        {"Retry-After: Wed, 01 May 2025 12:00:07 GMT", -1}, /* a year away */
+        {"Retry-After: Wed May  1 12:00:07 2024 extra", -1},
+        {"Retry-After: Wed", -1},
+        {"Retry-After: Wed,", -1},
+        {"Retry-After: We, 01 May 2024 12:00:07 GMT", -1},
+        /* milliseconds */
+        {"retry-after-ms: 1500", 1500},
+        {"retry-after-ms: 0.4", 1},
+        {"retry-after-ms: soon", -1},
+        {"retry-after-ms: -1", -1},
+        /* the millisecond form wins, whichever comes first */
+        {"Retry-After: 3\r\nretry-after-ms: 2500", 2500},
+        {"retry-after-ms: 2500\r\nRetry-After: 3", 2500},
+        /* an unreadable one does not hide the other */
+        {"retry-after-ms: soon\r\nRetry-After: 3", 3000},
+        {"Retry-After: soon\r\nretry-after-ms: 100", 100},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long got = one(cases[i].line, RETRY);
+        if (got != cases[i].ms)
+            test_fail("\"%s\": %ld ms, expected %ld", cases[i].line, got, cases[i].ms);
+    }
+}
+
+static void test_signals_garbage(void)
+{
+    shoal_provider_signals_t s;
+
+    /* Azure's -1 and 0: absent (a limit of 0 is no limit we can use; a
+     * remaining count of 0 is real) */
+    signals("x-ratelimit-limit-requests: 0\r\n"
+            "x-ratelimit-remaining-requests: -1\r\n"
+            "x-ratelimit-limit-tokens: -1\r\n"
+            "x-ratelimit-remaining-tokens: 0\r\n"
+            "x-ratelimit-reset-tokens: -1\r\n",
+            &s);
+    assert_int_eq(s.limit_requests, -1);
+    assert_int_eq(s.remaining_requests, -1);
+    assert_int_eq(s.limit_tokens, -1);
+    assert_int_eq(s.remaining_tokens, 0);
+    assert_int_eq(s.reset_tokens_ms, -1);
+
+    static const char *const counts[] = {
+        "abc", "12abc", "1.5", "+5", "", "1 000", "99999999999999999999", "0x10"};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "x-ratelimit-remaining-tokens: %s", counts[i]);
+        if (one(line, offsetof(shoal_provider_signals_t, remaining_tokens)) != -1)
+            test_fail("count \"%s\" was read", counts[i]);
+    }
+    /* surrounding blanks are not part of a value */
+    assert_int_eq(one("x-ratelimit-remaining-tokens: \t 42 \t\r\n",
+                      offsetof(shoal_provider_signals_t, remaining_tokens)),
+                  42);
+    assert_int_eq(one("x-ratelimit-remaining-tokens:42",
+                      offsetof(shoal_provider_signals_t, remaining_tokens)),
+                  42);
+
+    /* nothing at all */
+    signals("", &s);
+    assert_all_absent(&s);
+    shoal_provider_signals(NULL, 0, NOW, &s);
+    assert_all_absent(&s);
+    signals("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n\r\n", &s);
+    assert_all_absent(&s);
+    /* names must match whole: prefixes and suffixes are other headers */
+    signals("x-ratelimit-limit-requests-extra: 5\r\nx-ratelimit-limit-request: 5\r\n"
+            "retry-after-seconds: 5\r\nx-retry-after: 5\r\n: 5\r\nretry-after 5\r\n",
+            &s);
+    assert_all_absent(&s);
+    /* an overlong value is not read, whatever it holds */
+    char line[256], zeros[64];
+    memset(zeros, '0', 50);
+    zeros[50] = '\0';
+    snprintf(line, sizeof(line), "anthropic-ratelimit-requests-reset: 2024-05-01T12:00:30.%.40sZ",
+             zeros);
+    assert_int_eq(one(line, RESET_REQ), 30000); /* 62 bytes */
+    snprintf(line, sizeof(line), "anthropic-ratelimit-requests-reset: 2024-05-01T12:00:30.%.50sZ",
+             zeros);
+    assert_int_eq(one(line, RESET_REQ), -1); /* 72 bytes */
+}
+
+static void test_signals_case_and_bounds(void)
+{
+    shoal_provider_signals_t s;
+
+    /* names are case-insensitive; LF-only lines work; a repeated header's
+     * last readable value wins */
+    signals("X-RateLimit-Remaining-Tokens: 5\n"
+            "RETRY-AFTER: 4\n"
+            "Anthropic-RateLimit-Requests-Limit: 50\n"
+            "ANTHROPIC-RATELIMIT-OUTPUT-TOKENS-REMAINING: 7\n"
+            "x-ratelimit-limit-tokens: 10\n"
+            "x-ratelimit-limit-tokens: 20\n"
+            "x-ratelimit-limit-tokens: junk\n",
+            &s);
+    assert_int_eq(s.remaining_tokens, 5);
+    assert_int_eq(s.retry_after_ms, 4000);
+    assert_int_eq(s.limit_requests, 50);
+    assert_int_eq(s.remaining_output_tokens, 7);
+    assert_int_eq(s.limit_tokens, 20);
+
+    /* no final line break: the last line still counts */
+    assert_int_eq(one("Retry-After: 12", RETRY), 12000);
+    /* len cuts a value: only the bytes inside it are read (the block is not
+     * terminated, and ASan watches the byte after it) */
+    const char *block = "retry-after: 123\r\nx-ratelimit-remaining-tokens: 77\r\n";
+    char *copy = malloc(strlen(block));
+    assert_true(copy != NULL);
+    memcpy(copy, block, strlen(block));
+    shoal_provider_signals(copy, 15, NOW, &s);
+    assert_int_eq(s.retry_after_ms, 12000);
+    assert_int_eq(s.remaining_tokens, -1);
+    shoal_provider_signals(copy, strlen(block) - 3, NOW, &s);
+    assert_int_eq(s.retry_after_ms, 123000);
+    assert_int_eq(s.remaining_tokens, 7);
+    free(copy);
+
+    /* every prefix of a full block, each in an exact-size buffer: no read
+     * past the end, and every field absent or a value from the block */
+    const char *full = "HTTP/2 429\r\nretry-after-ms: 1500\r\nRetry-After: "
+                       "Wed, 01 May 2024 12:00:07 GMT\r\nanthropic-ratelimit-tokens-reset: "
+                       "2024-05-01T12:00:30Z\r\nx-ratelimit-reset-requests: 1m30.5s\r\n"
+                       "x-ratelimit-limit-tokens: 200000\r\n\r\n";
+    for (size_t n = 0; n <= strlen(full); n++) {
+        char *p = malloc(n ? n : 1);
+        assert_true(p != NULL);
+        memcpy(p, full, n);
+        shoal_provider_signals(p, n, NOW, &s);
+        free(p);
+        assert_int_ge(s.retry_after_ms, -1);
+        assert_true(s.retry_after_ms <= 7000);
+        assert_true(s.reset_tokens_ms == -1 || s.reset_tokens_ms == 30000);
+        assert_true(s.reset_requests_ms <= 90500);
+        assert_true(s.limit_tokens <= 200000);
+    }
+    shoal_provider_signals(full, strlen(full), NOW, &s);
+    assert_int_eq(s.retry_after_ms, 1500);
+    assert_int_eq(s.reset_requests_ms, 90500);
+
+    /* random bytes (fixed seed): never a crash, never below -1 */
+    unsigned seed = 12345;
+    static const char alphabet[] = "retry-afterms:0123456789 ,.-+TZ\r\nGMTxlimitXanthropic\xc3\xff";
+    for (int round = 0; round < 3000; round++) {
+        size_t n = (size_t)(rand_r(&seed) % 96);
+        char *p = malloc(n ? n : 1);
+        assert_true(p != NULL);
+        for (size_t i = 0; i < n; i++)
+            p[i] = alphabet[(size_t)rand_r(&seed) % (sizeof(alphabet) - 1)];
+        if (n > 14 && rand_r(&seed) % 2)
+            memcpy(p, "retry-after: ", 13);
+        shoal_provider_signals(p, n, NOW, &s);
+        free(p);
+        const long *f = (const long *)&s;
+        for (size_t i = 0; i < sizeof(s) / sizeof(long); i++)
+            assert_int_ge(f[i], -1);
+    }
 }
 
 int main(void)
@@ -348,11 +960,17 @@ int main(void)
     test_request_openai();
     test_request_anthropic();
     test_headers();
-    test_parse_good();
-    test_parse_bad();
-    test_classify();
-    test_retry_after();
-    test_error_text();
+    test_outcome_ok();
+    test_outcome_truncated();
+    test_outcome_malformed();
+    test_outcome_status();
+    test_outcome_rule();
+    test_error_bodies();
+    test_signals_openai();
+    test_signals_anthropic();
+    test_signals_retry_after();
+    test_signals_garbage();
+    test_signals_case_and_bounds();
     printf("provider_test: ok\n");
     return 0;
 }

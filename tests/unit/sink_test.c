@@ -27,7 +27,9 @@
 static const char models_text[] =
     "{\"models\": {\"fast\": {\"provider\": \"openai\","
     " \"endpoint\": \"http://127.0.0.1:9/v1/chat/completions\", \"model\": \"gpt-4o-mini\","
-    " \"input_usd_per_mtok\": 1, \"output_usd_per_mtok\": 2}}}";
+    " \"input_usd_per_mtok\": 1, \"output_usd_per_mtok\": 2},"
+    " \"backup\": {\"provider\": \"anthropic\", \"endpoint\": \"http://127.0.0.1:9/v1/messages\","
+    " \"model\": \"claude-x\", \"input_usd_per_mtok\": 3, \"output_usd_per_mtok\": 15}}}";
 
 static shoal_models_t *models;
 static shoal_pgcluster_t *cluster;
@@ -145,11 +147,15 @@ static void add_attempt(shoal_sink_t *s, shoal_task_t *t, int attempt, int statu
                                 .latency_ms = 20.0};
     snprintf(id, sizeof(id), "w1/%s/%ld/%d", t->job_id, t->chunk, attempt);
     t->attempts = attempt;
-    json_t *row = shoal_task_attempt_row(t, id, "w1", &reply,
-                                         status == 200   ? "ok"
+    shoal_task_call_t call = {.outcome = status == 200   ? "ok"
                                          : status >= 500 ? "retry"
                                                          : "failed",
-                                         status == 200 ? NULL : "provider error", 10, 4, 0);
+                              .kind = status == 200   ? SHOAL_OUTCOME_OK
+                                      : status >= 500 ? SHOAL_OUTCOME_SERVER_ERROR
+                                                      : SHOAL_OUTCOME_PERMANENT,
+                              .error = status == 200 ? NULL : "provider error",
+                              .usage = {.input = 10, .output = 4}};
+    json_t *row = shoal_task_attempt_row(t, id, "w1", &reply, &call);
     assert_true(row != NULL);
     shoal_sink_add_attempt(s, row);
 }
@@ -157,7 +163,7 @@ static void add_attempt(shoal_sink_t *s, shoal_task_t *t, int attempt, int statu
 static void add_result(shoal_sink_t *s, shoal_task_t *t, int token)
 {
     assert_true(token >= 0 && token < MAX_TOKENS);
-    json_t *row = shoal_task_result_row(t, "w1");
+    json_t *row = shoal_task_result_row(t, NULL, "w1");
     assert_true(row != NULL);
     assert_int_eq(shoal_sink_add_result(s, row, &done_count[token]), SHOAL_OK);
 }
@@ -326,6 +332,101 @@ static void test_large_batch(shoal_pg_t *pg)
     free_tasks(b, 1);
 }
 
+/* The columns of sql/005_usage.sql: a fallback's attempt and result keep
+ * cache writes, the outcome kind and the model fallen back from; rows
+ * without those keys get the defaults. */
+static void test_usage_columns(shoal_pg_t *pg)
+{
+    shoal_task_t **tasks = record_job(pg, "sink-fb", 2);
+    shoal_sink_t *s = shoal_sink_new(pg);
+    const shoal_model_t *backup = shoal_models_find(models, "backup");
+    shoal_http_reply_t reply = {.status = 529, .retry_after_ms = -1, .started_unix = 1700000000.0};
+    shoal_task_call_t call = {.outcome = "retry",
+                              .kind = SHOAL_OUTCOME_OVERLOADED,
+                              .error = "HTTP 529: Overloaded",
+                              .usage = {.input = 10}};
+
+    assert_true(s != NULL && backup != NULL);
+    tasks[0]->attempts = 1;
+    shoal_sink_add_attempt(s,
+                           shoal_task_attempt_row(tasks[0], "w1/sink-fb/0/1", "w1", &reply, &call));
+    reply.status = 200;
+    call =
+        (shoal_task_call_t){.model = backup,
+                            .outcome = "ok",
+                            .kind = SHOAL_OUTCOME_TRUNCATED,
+                            .usage = {.input = 100, .cached = 40, .cache_write = 50, .output = 7}};
+    tasks[0]->attempts = 2;
+    shoal_sink_add_attempt(s,
+                           shoal_task_attempt_row(tasks[0], "w1/sink-fb/0/2", "w1", &reply, &call));
+    finish(tasks[0], 1, 2);
+    assert_int_eq(
+        shoal_sink_add_result(s, shoal_task_result_row(tasks[0], backup, "w1"), &done_count[0]),
+        SHOAL_OK);
+    finish(tasks[1], 1, 1);
+    add_result(s, tasks[1], 1);
+    flush_ok(s, 2, 1);
+
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
+                                "model = 'fast' AND fallback_from IS NULL AND outcome = 'retry' "
+                                "AND outcome_kind = 'overloaded' AND tokens_cache_write = 0",
+                                "w1/sink-fb/0/1"),
+                  1);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
+                                "model = 'backup' AND fallback_from = 'fast' AND outcome = 'ok' "
+                                "AND outcome_kind = 'truncated' AND tokens_in = 100 AND "
+                                "tokens_cached = 40 AND tokens_cache_write = 50 AND "
+                                "abs(cost_usd - (10 * 3 + 40 * 3 + 50 * 3.75 + 7 * 15) / 1e6) "
+                                "< 1e-12",
+                                "w1/sink-fb/0/2"),
+                  1);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.results WHERE task_id = $1 AND "
+                                "model = 'backup' AND model_requested = 'fast'",
+                                "sink-fb:000000"),
+                  1);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.results WHERE task_id = $1 AND "
+                                "model = 'fast' AND model_requested IS NULL",
+                                "sink-fb:000001"),
+                  1);
+
+    /* a row of an older worker, without the new keys: defaults */
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.record_batch('[]', jsonb_build_array("
+                                "jsonb_build_object('attempt_id', $1::text, 'task_id', "
+                                "'sink-fb:000001', 'job_id', 'sink-fb', 'attempt', 2, 'model', "
+                                "'fast', 'worker_id', 'w0', 'http_status', 200, 'outcome', 'ok', "
+                                "'latency_ms', 1, 'started_at', 1700000000, 'finished_at', "
+                                "1700000001)))",
+                                "w0/old/1"),
+                  0);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.attempts WHERE attempt_id = $1 AND "
+                                "tokens_cache_write = 0 AND outcome_kind IS NULL AND "
+                                "fallback_from IS NULL",
+                                "w0/old/1"),
+                  1);
+    /* an outcome kind the worker does not have is refused */
+    char err[512];
+    PGresult *res = NULL;
+    const char *bad =
+        "[{\"attempt_id\": \"w0/bad/1\", \"task_id\": \"sink-fb:000001\", \"job_id\": "
+        "\"sink-fb\", \"attempt\": 3, \"model\": \"fast\", \"worker_id\": \"w0\", "
+        "\"http_status\": 200, \"outcome\": \"ok\", \"outcome_kind\": \"fine\", \"latency_ms\": 1, "
+        "\"started_at\": 1700000000, \"finished_at\": 1700000001}]";
+    const char *params[] = {bad};
+    assert_true(shoal_pg_exec(pg, "SELECT shoal.record_batch('[]', $1::jsonb)", 1, params, &res,
+                              err, sizeof(err)) != SHOAL_OK);
+    assert_str_contains(err, "outcome_kind");
+    PQclear(res);
+
+    shoal_sink_destroy(s);
+    free_tasks(tasks, 2);
+}
+
 int main(void)
 {
     char err[512];
@@ -344,6 +445,7 @@ int main(void)
 
     test_flush(pg);
     test_large_batch(pg);
+    test_usage_columns(pg);
 
     shoal_pg_destroy(pg);
     shoal_pgcluster_destroy(cluster);

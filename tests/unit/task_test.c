@@ -2,8 +2,9 @@
  * worker/task: a task message made by the scheduler's own code (a parsed job
  * cut into tasks) parses into a task whose request body carries the models
  * file's model name, the system prompt, the rendered prompt and, for JSON
- * output, response_format; poison messages (not JSON, fields missing, an
- * unknown model) give NULL and a reason; attempt and result rows carry the
+ * output, response_format; poison messages (not JSON, fields missing or out
+ * of range, a newer version, an unknown model) give NULL and a reason naming
+ * the field; attempt and result rows carry the
  * fields shoal.record_batch reads; offset refs grow without losing any.
  * Failing each jansson allocation in turn must give NULL with a reason or
  * exactly the clean request, never a request with a part left out.
@@ -119,10 +120,15 @@ static void test_parse_openai(void)
     assert_int_eq(t->timeout_ms, 20000);
     assert_int_eq(t->want_json, 1);
     assert_true(t->model == shoal_models_find(models, "fast"));
-    assert_int_eq(t->state, SHOAL_TASK_RUNNING);
+    assert_int_eq(t->state, SHOAL_TASK_TAKEN);
     assert_int_eq(t->attempts, 0);
     assert_true(t->output == NULL);
     assert_int_eq(t->nrefs, 0);
+    assert_int_eq(t->version, 1);
+    assert_str_eq(t->priority, "normal");
+    assert_int_eq(json_array_size(t->fallback_models), 0);
+    assert_true(t->output_schema == NULL);
+    assert_int_ge(t->est_tokens, 1);
 
     json_t *req = request_of(t);
     assert_str_eq(json_string_value(json_object_get(req, "model")), "gpt-4o-mini");
@@ -223,61 +229,58 @@ static void test_poison(void)
 {
     size_t n;
     char **tasks = make_tasks(job_json, "job-7", &n);
-    const char *required[] = {"task_id", "job_id", "chunk", "model", "prompt_template", "items"};
+    /* everything the worker reads, and the job's defaults it has none of */
+    const char *required[] = {"task_id", "job_id",       "chunk",      "model", "prompt_template",
+                              "items",   "max_attempts", "timeout_ms", "output"};
 
-    poison("", "not a JSON object");
-    poison("not json", "not a JSON object");
-    poison("[1, 2]", "not a JSON object: wrong type");
-    poison("\"task\"", "not a JSON object");
-    poison("{}", "task lacks");
+    poison("", "task: invalid JSON at line 1");
+    poison("not json", "task: invalid JSON at line 1, column 3: invalid token");
+    poison("[1, 2]", "task: expected a JSON object, got an array");
+    poison("\"task\"", "task: expected a JSON object, got \"task\"");
+    poison("{}", "task: missing required field \"task_id\"");
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
-        char *text = edited(tasks[0], required[i], NULL);
-        poison(text, "task lacks");
+        char *text = edited(tasks[0], required[i], NULL), want[128];
+        snprintf(want, sizeof(want), "task: missing required field \"%s\"", required[i]);
+        poison(text, want);
         free(text);
     }
-    /* present but of the wrong type */
+    /* present but of the wrong type or out of range */
     char *text = edited(tasks[0], "chunk", json_string("0"));
-    poison(text, "task lacks");
+    poison(text, "task.chunk: expected an integer from 0 to 99999, got \"0\"");
     free(text);
     text = edited(tasks[0], "items", json_object());
-    poison(text, "task lacks");
+    poison(text, "task.items: expected an array of 1 to 1000 items, got an object");
     free(text);
     text = edited(tasks[0], "task_id", json_integer(7));
-    poison(text, "task lacks");
+    poison(text, "task.task_id: expected a non-empty string, got 7");
+    free(text);
+    text = edited(tasks[0], "max_attempts", json_integer(0));
+    poison(text, "task.max_attempts: expected an integer from 1 to 20, got 0");
     free(text);
     /* a model this worker does not know */
     text = edited(tasks[0], "model", json_string("nope"));
-    poison(text, "model \"nope\" is not in this worker's models file");
+    poison(text, "task.model: \"nope\" is not in this worker's models file");
     free(text);
     /* items that cannot be rendered */
     text = edited(tasks[0], "items", json_pack("[{s:i}]", "id", 1));
-    poison(text, "could not render the prompt");
+    poison(text, "task.items[0].id: expected a non-empty string, got 1");
+    free(text);
+    /* a message from a newer scheduler */
+    text = edited(tasks[0], "v", json_integer(2));
+    poison(text, "task message version 2 is newer than this worker understands (1)");
     free(text);
     /* a message cut short */
     char cut[64];
     snprintf(cut, sizeof(cut), "%.40s", tasks[0]);
-    poison(cut, "not a JSON object");
+    poison(cut, "task: invalid JSON");
 
-    /* optional fields fall back; max_attempts is at least 1 */
-    text = edited(tasks[0], "max_attempts", json_integer(0));
+    /* a message from before versions (no "v") is version 1 */
+    text = edited(tasks[0], "v", NULL);
     shoal_task_t *t = parse_ok(text);
-    assert_int_eq(t->max_attempts, 1);
+    assert_int_eq(t->version, 1);
+    assert_str_eq(t->task_id, "job-7:000000");
     shoal_task_destroy(t);
     free(text);
-    text = edited(tasks[0], "max_attempts", NULL);
-    char *text2 = edited(text, "timeout_ms", NULL);
-    char *text3 = edited(text2, "output", NULL);
-    t = parse_ok(text3);
-    assert_int_eq(t->max_attempts, 3);
-    assert_int_eq(t->timeout_ms, 60000);
-    assert_int_eq(t->want_json, 0);
-    json_t *req = request_of(t);
-    assert_true(json_object_get(req, "response_format") == NULL);
-    json_decref(req);
-    shoal_task_destroy(t);
-    free(text);
-    free(text2);
-    free(text3);
     shoal_task_destroy(NULL);
     free_tasks(tasks, n);
 }
@@ -290,14 +293,29 @@ static double unix_now(void)
 }
 
 /* The attempts columns shoal.record_batch reads (sql/002_functions.sql). */
+/* (sql/005_usage.sql adds outcome_kind, tokens_cache_write, fallback_from
+ * and model_requested.) */
 static const char *const attempt_cols[] = {
-    "attempt_id",  "task_id",       "job_id",   "attempt",        "model",      "worker_id",
-    "http_status", "outcome",       "error",    "latency_ms",     "queue_ms",   "tokens_in",
-    "tokens_out",  "tokens_cached", "cost_usd", "retry_after_ms", "started_at", "finished_at",
-    NULL};
-static const char *const result_cols[] = {"task_id",   "job_id", "chunk",     "status",
-                                          "output",    "model",  "tokens_in", "tokens_out",
-                                          "worker_id", "error",  "attempts",  NULL};
+    "attempt_id",     "task_id",     "job_id",      "attempt",       "model",
+    "worker_id",      "http_status", "outcome",     "error",         "latency_ms",
+    "queue_ms",       "tokens_in",   "tokens_out",  "tokens_cached", "cost_usd",
+    "retry_after_ms", "started_at",  "finished_at", "outcome_kind",  "tokens_cache_write",
+    "fallback_from",  NULL};
+static const char *const result_cols[] = {
+    "task_id",    "job_id",    "chunk", "status",   "output",          "model", "tokens_in",
+    "tokens_out", "worker_id", "error", "attempts", "model_requested", NULL};
+
+/* The attempts row of a call of t's own model that ended with this outcome. */
+static json_t *attempt_row(const shoal_task_t *t, const char *id, const shoal_http_reply_t *reply,
+                           const char *outcome, const char *error, long in, long out, long cached)
+{
+    shoal_task_call_t call = {.outcome = outcome,
+                              .kind = strcmp(outcome, "ok") == 0 ? SHOAL_OUTCOME_OK
+                                                                 : SHOAL_OUTCOME_SERVER_ERROR,
+                              .error = error,
+                              .usage = {.input = in, .cached = cached, .output = out}};
+    return shoal_task_attempt_row(t, id, "w1", reply, &call);
+}
 
 static void only_known_keys(const json_t *row, const char *const *cols)
 {
@@ -336,7 +354,7 @@ static void test_attempt_row(void)
                                 .latency_ms = 12.5};
 
     double before = unix_now();
-    json_t *row = shoal_task_attempt_row(t, "w1/17", "w1", &reply, "ok", NULL, 1000, 500, 400);
+    json_t *row = attempt_row(t, "w1/17", &reply, "ok", NULL, 1000, 500, 400);
     double after = unix_now();
     assert_true(row != NULL);
     only_known_keys(row, attempt_cols);
@@ -355,7 +373,11 @@ static void test_attempt_row(void)
     /* 600 uncached at 1.5, 400 cached at 0.5, 500 out at 6, per million */
     double cost = num(row, "cost_usd");
     assert_true(cost > 0.00409999 && cost < 0.00410001);
-    assert_true(cost == shoal_model_cost(t->model, 1000, 500, 400));
+    shoal_usage_t u = {.input = 1000, .cached = 400, .output = 500};
+    assert_true(cost == shoal_model_cost(t->model, &u));
+    assert_str_eq(json_string_value(json_object_get(row, "outcome_kind")), "ok");
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_cache_write")), 0);
+    assert_true(json_object_get(row, "fallback_from") == NULL);
     assert_true(num(row, "started_at") == 1700000000.25);
     assert_true(num(row, "finished_at") >= before && num(row, "finished_at") <= after);
     double q = num(row, "queue_ms");
@@ -366,13 +388,13 @@ static void test_attempt_row(void)
 
     /* an empty error is no error; a failed call carries its error and
      * Retry-After */
-    row = shoal_task_attempt_row(t, "w1/18", "w1", &reply, "ok", "", 0, 0, 0);
+    row = attempt_row(t, "w1/18", &reply, "ok", "", 0, 0, 0);
     assert_true(json_object_get(row, "error") == NULL);
     assert_true(num(row, "cost_usd") == 0);
     json_decref(row);
     reply.status = 429;
     reply.retry_after_ms = 1500;
-    row = shoal_task_attempt_row(t, "w1/19", "w1", &reply, "retry", "rate limited", 0, 0, 0);
+    row = attempt_row(t, "w1/19", &reply, "retry", "rate limited", 0, 0, 0);
     assert_str_eq(json_string_value(json_object_get(row, "error")), "rate limited");
     assert_str_eq(json_string_value(json_object_get(row, "outcome")), "retry");
     assert_int_eq(json_integer_value(json_object_get(row, "http_status")), 429);
@@ -382,23 +404,46 @@ static void test_attempt_row(void)
     /* no HTTP answer: status 0 */
     reply.status = 0;
     reply.retry_after_ms = -1;
-    row = shoal_task_attempt_row(t, "w1/20", "w1", &reply, "retry", "timed out", 0, 0, 0);
+    row = attempt_row(t, "w1/20", &reply, "retry", "timed out", 0, 0, 0);
     assert_int_eq(json_integer_value(json_object_get(row, "http_status")), 0);
     assert_str_eq(json_string_value(json_object_get(row, "error")), "timed out");
     json_decref(row);
 
     /* queue_ms only when the receive time is known and not after the start */
     t->received_unix = 0;
-    row = shoal_task_attempt_row(t, "w1/21", "w1", &reply, "ok", NULL, 0, 0, 0);
+    row = attempt_row(t, "w1/21", &reply, "ok", NULL, 0, 0, 0);
     assert_true(json_object_get(row, "queue_ms") == NULL);
     json_decref(row);
     t->received_unix = reply.started_unix + 1;
-    row = shoal_task_attempt_row(t, "w1/22", "w1", &reply, "ok", NULL, 0, 0, 0);
+    row = attempt_row(t, "w1/22", &reply, "ok", NULL, 0, 0, 0);
     assert_true(json_object_get(row, "queue_ms") == NULL);
     json_decref(row);
     t->received_unix = reply.started_unix;
-    row = shoal_task_attempt_row(t, "w1/23", "w1", &reply, "ok", NULL, 0, 0, 0);
+    row = attempt_row(t, "w1/23", &reply, "ok", NULL, 0, 0, 0);
     assert_true(num(row, "queue_ms") == 0);
+    json_decref(row);
+
+    /* a fallback's call: its alias and prices, the task's own model named as
+     * what it fell back from; cache writes and the outcome kind recorded */
+    const shoal_model_t *smart = shoal_models_find(models, "smart");
+    shoal_task_call_t call = {
+        .model = smart,
+        .outcome = "retry",
+        .kind = SHOAL_OUTCOME_OVERLOADED,
+        .error = "HTTP 529: Overloaded",
+        .usage = {.input = 1000, .cached = 200, .cache_write = 300, .output = 100}};
+    row = shoal_task_attempt_row(t, "w1/24", "w1", &reply, &call);
+    only_known_keys(row, attempt_cols);
+    assert_str_eq(json_string_value(json_object_get(row, "model")), "smart");
+    assert_str_eq(json_string_value(json_object_get(row, "fallback_from")), "fast");
+    assert_str_eq(json_string_value(json_object_get(row, "outcome")), "retry");
+    assert_str_eq(json_string_value(json_object_get(row, "outcome_kind")), "overloaded");
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_in")), 1000);
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_cached")), 200);
+    assert_int_eq(json_integer_value(json_object_get(row, "tokens_cache_write")), 300);
+    /* 500 at 3, 200 at 3 (no cached price), 300 at 3.75, 100 at 15, per million */
+    cost = num(row, "cost_usd");
+    assert_true(cost > 0.0047249 && cost < 0.0047251);
     json_decref(row);
 
     shoal_task_destroy(t);
@@ -417,7 +462,7 @@ static void test_result_row(void)
     t->tokens_out = 7;
     t->attempts = 3;
     snprintf(t->error, sizeof(t->error), "%s", "an earlier attempt failed");
-    json_t *row = shoal_task_result_row(t, "w9");
+    json_t *row = shoal_task_result_row(t, NULL, "w9");
     assert_true(row != NULL);
     only_known_keys(row, result_cols);
     assert_str_eq(json_string_value(json_object_get(row, "task_id")), "job-7:000001");
@@ -431,19 +476,30 @@ static void test_result_row(void)
     assert_int_eq(json_integer_value(json_object_get(row, "attempts")), 3);
     assert_str_eq(json_string_value(json_object_get(row, "output")), "{\"label\": \"storage\"}");
     assert_true(json_object_get(row, "error") == NULL);
+    assert_true(json_object_get(row, "model_requested") == NULL);
+    json_decref(row);
+
+    /* served by a fallback: its alias, and the task's own as requested */
+    row = shoal_task_result_row(t, shoal_models_find(models, "smart"), "w9");
+    only_known_keys(row, result_cols);
+    assert_str_eq(json_string_value(json_object_get(row, "model")), "smart");
+    assert_str_eq(json_string_value(json_object_get(row, "model_requested")), "fast");
+    json_decref(row);
+    row = shoal_task_result_row(t, t->model, "w9"); /* its own model named: not a fallback */
+    assert_true(json_object_get(row, "model_requested") == NULL);
     json_decref(row);
 
     /* done without output: an empty output, never a missing one */
     free(t->output);
     t->output = NULL;
-    row = shoal_task_result_row(t, "w9");
+    row = shoal_task_result_row(t, NULL, "w9");
     assert_str_eq(json_string_value(json_object_get(row, "output")), "");
     json_decref(row);
 
     /* failed: the error, no output */
     t->state = SHOAL_TASK_FAILED;
     snprintf(t->error, sizeof(t->error), "%s", "HTTP 400: bad request");
-    row = shoal_task_result_row(t, "w9");
+    row = shoal_task_result_row(t, NULL, "w9");
     assert_str_eq(json_string_value(json_object_get(row, "status")), "failed");
     assert_str_eq(json_string_value(json_object_get(row, "error")), "HTTP 400: bad request");
     assert_true(json_object_get(row, "output") == NULL);

@@ -1,0 +1,440 @@
+/*
+ * Job checks: decoding a job message, validation against
+ * schemas/job.schema.json, and the checks a schema cannot express (unique
+ * item ids, known models, an output.schema the worker can enforce).
+ *
+ * shoal_job_check_schema() enforces the schema itself through
+ * common/jsonschema (the schema is embedded at build time and compiled once),
+ * so it accepts exactly what the schema accepts; tests/unit/job_test.c still
+ * runs a second, independent validator over the corpus and generated edge
+ * cases and fails on any disagreement. A few violations are worded for
+ * people who submit jobs rather than in the generic form (a pattern becomes
+ * "may only contain letters, digits and ..."); see rewordings below.
+ *
+ * Temporary memory comes from jansson's allocator (json_get_alloc_funcs), so
+ * a test that swaps in a failing allocator reaches every error path.
+ */
+#include "common/jobcheck.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/jsonschema.h"
+
+/* The job_id rule of the schema ($defs/key), for shoal_job_id_valid(). */
+#define KEY_MAX 200
+
+/* Values quoted in messages are cut to this many code points. */
+#define QUOTE_CP 40
+#define QUOTE_LEN SHOAL_JOBCHECK_QUOTE_LEN
+
+/* ---- allocation (through jansson's hooks) ---- */
+
+static void *check_alloc(size_t n, size_t size)
+{
+    json_malloc_t m;
+    json_free_t f;
+
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    json_get_alloc_funcs(&m, &f);
+    n *= size;
+    return m(n ? n : 1);
+}
+
+static void check_free(void *p)
+{
+    json_malloc_t m;
+    json_free_t f;
+
+    if (!p)
+        return;
+    json_get_alloc_funcs(&m, &f);
+    f(p);
+}
+
+/* ---- message helpers ---- */
+
+static shoal_err_t fail(char *errbuf, size_t errlen, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* "path: message", or just the message at the top level. */
+static shoal_err_t fail(char *errbuf, size_t errlen, const char *path, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (path && *path)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s: %s", path, msg);
+    return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s", msg);
+}
+
+/* s as a short double-quoted string: control characters, quotes and
+ * backslashes escaped, cut after QUOTE_CP code points. Returns out. */
+static const char *quoted(char out[QUOTE_LEN], const char *s, size_t len)
+{
+    size_t o = 0, cp = 0;
+
+    out[o++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if ((c & 0xC0) != 0x80 && cp++ == QUOTE_CP) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else if (c == '\t') {
+            out[o++] = '\\';
+            out[o++] = 't';
+        } else if (c < 0x20 || c == 0x7f) {
+            o += (size_t)snprintf(out + o, QUOTE_LEN - o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
+static const char *quoted_json(char out[QUOTE_LEN], const json_t *s)
+{
+    return quoted(out, json_string_value(s), json_string_length(s));
+}
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "an unknown value";
+}
+
+static int key_char(unsigned char c, int colon)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || (colon && c == ':');
+}
+
+/* ---- schema rules ---- */
+
+/* schemas/job.schema.json as text, embedded by cmake/embed_file.cmake. */
+extern const char shoal_job_schema_text[];
+
+/* The job schema, compiled on first use and kept for the life of the
+ * process. A failed attempt (out of memory) is not kept, so a later call
+ * tries again. */
+static pthread_mutex_t schema_lock = PTHREAD_MUTEX_INITIALIZER;
+static shoal_jsonschema_t *job_schema;
+
+static shoal_err_t load_schema(char *errbuf, size_t errlen)
+{
+    json_error_t e;
+    json_t *doc;
+    shoal_jsonschema_t *job;
+    char why[256] = "";
+    shoal_err_t err = SHOAL_OK;
+
+    pthread_mutex_lock(&schema_lock);
+    if (job_schema)
+        goto out;
+    if (!(doc = json_loads(shoal_job_schema_text, 0, &e))) {
+        err = json_error_code(&e) == json_error_out_of_memory
+                  ? shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory")
+                  : shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                  "cannot load the job schema: %s", e.text);
+        goto out;
+    }
+    job = shoal_jsonschema_new(doc, why, sizeof(why));
+    json_decref(doc);
+    if (!job) {
+        if (strcmp(why, "out of memory") == 0)
+            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        else
+            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                "cannot compile the job schema: %s", why);
+        goto out;
+    }
+    job_schema = job;
+out:
+    pthread_mutex_unlock(&schema_lock);
+    return err;
+}
+
+/* Violations worded for the person who wrote the job, by the schema
+ * location of the failing keyword. */
+static const struct {
+    const char *schema_path;
+    const char *path;  /* NULL: the violation's own instance path */
+    const char *chars; /* set: "<value> may only contain letters, digits and <chars>" */
+    const char *msg;
+} rewordings[] = {
+    {"/$defs/key/pattern", NULL, ". _ : -", NULL},
+    {"/properties/tenant/pattern", NULL, ". _ -", NULL},
+    {"/properties/prompt_template/pattern", NULL, NULL, "must contain {{input}}"},
+    {"/properties/output/dependentSchemas/schema/required", "output.schema", NULL,
+     "needs output.format \"json\""},
+    {"/properties/output/dependentSchemas/schema/properties/format/const", "output.schema", NULL,
+     "needs output.format \"json\""},
+};
+
+shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errlen)
+{
+    shoal_jsonschema_error_t d;
+    shoal_err_t err;
+    char q[QUOTE_LEN];
+
+    if (!json_is_object(doc))
+        return fail(errbuf, errlen, "job", "expected an object, got %s",
+                    doc ? type_name(doc) : "nothing");
+    if ((err = load_schema(errbuf, errlen)))
+        return err;
+    if (shoal_jsonschema_validate_ex(job_schema, doc, &d, errbuf, errlen) == SHOAL_OK)
+        return SHOAL_OK;
+    for (size_t i = 0; d.keyword && i < sizeof(rewordings) / sizeof(rewordings[0]); i++) {
+        if (strcmp(d.schema_path, rewordings[i].schema_path) != 0)
+            continue;
+        if (rewordings[i].chars && json_is_string(d.value))
+            return fail(errbuf, errlen, d.instance_path,
+                        "%s may only contain letters, digits and %s", quoted_json(q, d.value),
+                        rewordings[i].chars);
+        if (rewordings[i].msg)
+            return fail(errbuf, errlen, rewordings[i].path ? rewordings[i].path : d.instance_path,
+                        "%s", rewordings[i].msg);
+    }
+    return SHOAL_ERR_INVALID;
+}
+
+/* ---- decoding ---- */
+
+static int too_deep(const json_t *v, int depth)
+{
+    if (!json_is_object(v) && !json_is_array(v))
+        return 0;
+    if (++depth > SHOAL_JOB_MAX_DEPTH)
+        return 1;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (too_deep(json_array_get(v, i), depth))
+                return 1;
+        }
+    } else {
+        const char *key;
+        json_t *val;
+
+        json_object_foreach((json_t *)v, key, val)
+        {
+            if (too_deep(val, depth))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errlen)
+{
+    json_error_t e;
+    json_t *doc;
+
+    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "invalid JSON at line 1, column 1: remove the byte order mark (U+FEFF) "
+                      "before the text");
+        return NULL;
+    }
+    doc = json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &e);
+    if (!doc) {
+        const char *text = e.text;
+
+        if (json_error_code(&e) == json_error_out_of_memory) {
+            shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        /* jansson names its own flag here; say what the user did instead */
+        if (strstr(text, "JSON_ALLOW_NUL"))
+            text = "\\u0000 is not allowed in strings";
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "invalid JSON at line %d, column %d: %s",
+                      e.line, e.column, text);
+        return NULL;
+    }
+    if (too_deep(doc, 0)) {
+        json_decref(doc);
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "job nests deeper than %d levels",
+                      SHOAL_JOB_MAX_DEPTH);
+        return NULL;
+    }
+    return doc;
+}
+
+/* ---- semantic checks ---- */
+
+struct id_ref {
+    const char *id;
+    size_t index;
+};
+
+static int cmp_id_ref(const void *a, const void *b)
+{
+    const struct id_ref *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+
+    if (c)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Names the first item (in job order) whose id an earlier item already has. */
+static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf, size_t errlen)
+{
+    struct id_ref *refs = check_alloc(n, sizeof(*refs));
+    size_t repeat = SIZE_MAX, original = 0, group_first = 0;
+    char q[QUOTE_LEN];
+
+    if (!refs)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        refs[i].id = json_string_value(json_object_get(json_array_get(items, i), "id"));
+        refs[i].index = i;
+    }
+    qsort(refs, n, sizeof(*refs), cmp_id_ref);
+    if (n > 0)
+        group_first = refs[0].index;
+    for (size_t k = 1; k < n; k++) {
+        if (strcmp(refs[k].id, refs[k - 1].id) != 0) {
+            group_first = refs[k].index;
+            continue;
+        }
+        if (refs[k].index < repeat) {
+            repeat = refs[k].index;
+            original = group_first;
+        }
+    }
+    check_free(refs);
+    if (repeat == SIZE_MAX)
+        return SHOAL_OK;
+    {
+        const json_t *id = json_object_get(json_array_get(items, repeat), "id");
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "items[%zu].id %s repeats items[%zu].id", repeat, quoted_json(q, id),
+                             original);
+    }
+}
+
+static shoal_err_t check_model(const shoal_models_t *models, const char *path, const char *alias,
+                               char *errbuf, size_t errlen)
+{
+    char known[512], q[QUOTE_LEN];
+    size_t o = 0, n;
+
+    if (shoal_models_find(models, alias))
+        return SHOAL_OK;
+    known[0] = '\0';
+    n = shoal_models_count(models);
+    for (size_t i = 0; i < n && o < sizeof(known); i++)
+        o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s", i ? ", " : "",
+                              shoal_models_at(models, i)->alias);
+    return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                         "%s %s is not in the models file (known: %s)", path,
+                         quoted(q, alias, strlen(alias)), known);
+}
+
+static shoal_err_t check_models(const json_t *doc, const shoal_models_t *models, char *errbuf,
+                                size_t errlen)
+{
+    const json_t *fallbacks = json_object_get(doc, "fallback_models");
+    char path[64];
+    shoal_err_t err;
+
+    if ((err = check_model(models, "model", json_string_value(json_object_get(doc, "model")),
+                           errbuf, errlen)))
+        return err;
+    for (size_t i = 0; i < json_array_size(fallbacks); i++) {
+        snprintf(path, sizeof(path), "fallback_models[%zu]", i);
+        if ((err = check_model(models, path, json_string_value(json_array_get(fallbacks, i)),
+                               errbuf, errlen)))
+            return err;
+    }
+    return SHOAL_OK;
+}
+
+/* output.schema must be one the worker can enforce: refused here, at intake,
+ * rather than on every chunk's output. */
+static shoal_err_t check_output_schema(const json_t *doc, char *errbuf, size_t errlen)
+{
+    const json_t *schema = json_object_get(json_object_get(doc, "output"), "schema");
+    shoal_jsonschema_t *s;
+    char why[512] = "";
+
+    if (!schema)
+        return SHOAL_OK;
+    if (!(s = shoal_jsonschema_new(schema, why, sizeof(why)))) {
+        if (strcmp(why, "out of memory") == 0)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return fail(errbuf, errlen, "output.schema", "cannot be enforced: %s", why);
+    }
+    shoal_jsonschema_destroy(s);
+    return SHOAL_OK;
+}
+
+shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *models, char *errbuf,
+                                     size_t errlen)
+{
+    const json_t *items = json_object_get(doc, "items");
+    shoal_err_t err;
+
+    if ((err = check_unique_ids(items, json_array_size(items), errbuf, errlen)))
+        return err;
+    if (models && (err = check_models(doc, models, errbuf, errlen)))
+        return err;
+    return check_output_schema(doc, errbuf, errlen);
+}
+
+/* The schema's $defs/key rule, spelled out rather than run through the
+ * compiled schema so that the answer never depends on memory (no
+ * allocation). Every allowed character is ASCII, so bytes are code points
+ * here and invalid UTF-8 fails on its first non-ASCII byte. */
+int shoal_job_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+
+    if (n < 1 || n > KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!key_char((unsigned char)id[i], 1))
+            return 0;
+    }
+    return 1;
+}
+
+const char *shoal_jobcheck_quote(char out[SHOAL_JOBCHECK_QUOTE_LEN], const char *s, size_t len)
+{
+    return quoted(out, s, len);
+}

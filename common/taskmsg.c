@@ -1,0 +1,510 @@
+/*
+ * Task messages (see taskmsg.h): the builder the scheduler uses and the
+ * parser the worker uses, side by side so they cannot drift apart.
+ *
+ * The parser checks what a worker relies on: every field's type, every
+ * number's range, the enums, that task_id is job_id and chunk put together
+ * (it keys the task's rows, so a mismatch would write one task's result under
+ * another's name), and that items are objects with string ids and inputs.
+ * It does not re-check what only the scheduler cares about (code-point string
+ * lengths, id patterns inside items); tests/unit/taskmsg_test.c holds every
+ * refusal here to the schema's verdict, so the two stay in step.
+ *
+ * Memory comes from jansson's allocator, so a test that swaps in a failing
+ * allocator reaches every error path.
+ */
+#include "common/taskmsg.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The task schema's limits; keep in step with schemas/task.schema.json. */
+#define CHUNK_MAX 99999L
+#define N_CHUNKS_MAX 100000L
+#define ITEMS_MAX 1000
+#define FALLBACK_MAX 5
+#define ATTEMPTS_MIN 1L
+#define ATTEMPTS_MAX 20L
+#define TIMEOUT_MIN 100L
+#define TIMEOUT_MAX 600000L
+
+static const char *const priorities[] = {"high", "normal", "low", NULL};
+static const char *const formats[] = {"text", "json", NULL};
+
+/* ---- building ---- */
+
+shoal_err_t shoal_taskmsg_task_id(const char *job_id, size_t chunk, char *buf, size_t len)
+{
+    int n;
+
+    if (!shoal_job_id_valid(job_id) || chunk > 999999)
+        return SHOAL_ERR_INVALID;
+    n = snprintf(buf, len, "%s:%06zu", job_id, chunk);
+    if (n < 0 || (size_t)n >= len)
+        return SHOAL_ERR_LIMIT;
+    return SHOAL_OK;
+}
+
+/* Copies doc[key] into obj (a deep copy) when it exists. */
+static int copy_field(json_t *obj, const json_t *doc, const char *key)
+{
+    const json_t *v = json_object_get(doc, key);
+
+    if (!v)
+        return 0;
+    return json_object_set_new(obj, key, json_deep_copy(v));
+}
+
+/* The chunk's items as [{id, input}], sharing the strings with the job. */
+static json_t *chunk_items(const shoal_job_t *job, size_t k)
+{
+    const json_t *all = json_object_get(shoal_job_json(job), "items");
+    json_t *items = json_array();
+    size_t first, end;
+
+    if (!items)
+        return NULL;
+    shoal_job_chunk_range(job, k, &first, &end);
+    for (size_t i = first; i < end; i++) {
+        const json_t *src = json_array_get(all, i);
+        json_t *item = json_object();
+
+        if (json_array_append_new(items, item) ||
+            json_object_set(item, "id", json_object_get(src, "id")) ||
+            json_object_set(item, "input", json_object_get(src, "input"))) {
+            json_decref(items);
+            return NULL;
+        }
+    }
+    return items;
+}
+
+json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, size_t errlen)
+{
+    const json_t *doc = shoal_job_json(job);
+    char task_id[SHOAL_TASKMSG_ID_MAX];
+    json_t *t, *v;
+
+    if (!shoal_job_id(job)) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "the job has no job_id (set one with shoal_job_set_id first)");
+        return NULL;
+    }
+    if (chunk >= shoal_job_n_chunks(job)) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "chunk %zu is out of range: the job has %zu chunks", chunk,
+                      shoal_job_n_chunks(job));
+        return NULL;
+    }
+    if (shoal_taskmsg_task_id(shoal_job_id(job), chunk, task_id, sizeof(task_id))) {
+        /* unreachable while jobs keep to the job_id rule; said, not assumed */
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "cannot make a task_id for chunk %zu",
+                      chunk);
+        return NULL;
+    }
+    if (!(t = json_object()))
+        goto nomem;
+    if (json_object_set_new(t, "v", json_integer(SHOAL_TASKMSG_VERSION)) ||
+        json_object_set_new(t, "task_id", json_string(task_id)) ||
+        json_object_set(t, "job_id", json_object_get(doc, "job_id")) ||
+        json_object_set_new(t, "chunk", json_integer((json_int_t)chunk)) ||
+        json_object_set_new(t, "n_chunks", json_integer((json_int_t)shoal_job_n_chunks(job))) ||
+        json_object_set(t, "tenant", json_object_get(doc, "tenant")) ||
+        json_object_set(t, "priority", json_object_get(doc, "priority")) ||
+        json_object_set(t, "model", json_object_get(doc, "model")) ||
+        copy_field(t, doc, "fallback_models"))
+        goto nomem;
+    if ((v = json_object_get(doc, "system")) && json_object_set(t, "system", v))
+        goto nomem;
+    if (json_object_set(t, "prompt_template", json_object_get(doc, "prompt_template")) ||
+        json_object_set_new(t, "items", chunk_items(job, chunk)) || copy_field(t, doc, "output") ||
+        copy_field(t, doc, "max_attempts") || copy_field(t, doc, "timeout_ms") ||
+        json_object_set_new(t, "est_tokens",
+                            json_integer((json_int_t)shoal_job_chunk_est_tokens(job, chunk))))
+        goto nomem;
+    return t;
+nomem:
+    json_decref(t);
+    shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    return NULL;
+}
+
+/* ---- parsing ---- */
+
+struct ctx {
+    char *errbuf;
+    size_t errlen;
+};
+
+static shoal_err_t fail(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static shoal_err_t fail(struct ctx *c, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return shoal_err_set(c->errbuf, c->errlen, SHOAL_ERR_INVALID, "%s", msg);
+}
+
+/* v as it appears in a message: numbers and strings by value (strings
+ * quoted and cut short), containers by type. */
+static const char *describe(char out[SHOAL_JOBCHECK_QUOTE_LEN], const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return shoal_jobcheck_quote(out, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        snprintf(out, SHOAL_JOBCHECK_QUOTE_LEN, "%lld", (long long)json_integer_value(v));
+        return out;
+    case JSON_REAL:
+        snprintf(out, SHOAL_JOBCHECK_QUOTE_LEN, "%.15g", json_real_value(v));
+        return out;
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        snprintf(out, SHOAL_JOBCHECK_QUOTE_LEN, "an array of %zu", json_array_size(v));
+        return out;
+    case JSON_TRUE:
+        return "true";
+    case JSON_FALSE:
+        return "false";
+    case JSON_NULL:
+        return "null";
+    }
+    return "an unknown value";
+}
+
+/* "task.<path>: expected <what>, got <v>". */
+static shoal_err_t bad(struct ctx *c, const char *path, const char *what, const json_t *v)
+{
+    char d[SHOAL_JOBCHECK_QUOTE_LEN];
+
+    return fail(c, "task.%s: expected %s, got %s", path, what, describe(d, v));
+}
+
+/* obj[key], or an error naming the missing field; parent is the path of
+ * obj ("" for the message itself). */
+static shoal_err_t field(struct ctx *c, const json_t *obj, const char *parent, const char *key,
+                         const json_t **out)
+{
+    if ((*out = json_object_get(obj, key)))
+        return SHOAL_OK;
+    return fail(c, "task%s%s: missing required field \"%s\"", *parent ? "." : "", parent, key);
+}
+
+/* A JSON Schema integer (5.0 counts) within [min, max]. */
+static int integer_in(const json_t *v, long min, long max, long *out)
+{
+    if (json_is_integer(v)) {
+        json_int_t n = json_integer_value(v);
+        if (n < min || n > max)
+            return 0;
+        *out = (long)n;
+        return 1;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (!isfinite(d) || floor(d) != d || d < (double)min || d > (double)max)
+            return 0;
+        *out = (long)d;
+        return 1;
+    }
+    return 0;
+}
+
+static shoal_err_t get_long(struct ctx *c, const json_t *obj, const char *key, long min, long max,
+                            long *out)
+{
+    const json_t *v;
+    char what[96];
+    shoal_err_t err;
+
+    if ((err = field(c, obj, "", key, &v)))
+        return err;
+    if (integer_in(v, min, max, out))
+        return SHOAL_OK;
+    if (max == LONG_MAX)
+        snprintf(what, sizeof(what), "an integer of at least %ld", min);
+    else
+        snprintf(what, sizeof(what), "an integer from %ld to %ld", min, max);
+    return bad(c, key, what, v);
+}
+
+/* A string; non-empty when nonempty is set. path names v in messages. */
+static shoal_err_t string_at(struct ctx *c, const char *path, const json_t *v, int nonempty,
+                             const char **out)
+{
+    if (!json_is_string(v) || (nonempty && json_string_length(v) == 0))
+        return bad(c, path, nonempty ? "a non-empty string" : "a string", v);
+    *out = json_string_value(v);
+    return SHOAL_OK;
+}
+
+static shoal_err_t get_string(struct ctx *c, const json_t *obj, const char *key, int nonempty,
+                              const char **out)
+{
+    const json_t *v;
+    shoal_err_t err;
+
+    if ((err = field(c, obj, "", key, &v)))
+        return err;
+    return string_at(c, key, v, nonempty, out);
+}
+
+static shoal_err_t enum_at(struct ctx *c, const char *path, const json_t *v,
+                           const char *const *values, const char **out)
+{
+    char what[128] = "one of ";
+    size_t o = strlen(what);
+
+    for (size_t i = 0; values[i]; i++) {
+        if (json_is_string(v) && strcmp(json_string_value(v), values[i]) == 0) {
+            *out = values[i];
+            return SHOAL_OK;
+        }
+    }
+    for (size_t i = 0; values[i] && o < sizeof(what); i++)
+        o += (size_t)snprintf(what + o, sizeof(what) - o, "%s%s", i ? ", " : "", values[i]);
+    return bad(c, path, what, v);
+}
+
+/* The message's version; refuses one newer than this code. */
+static shoal_err_t check_version(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
+{
+    const json_t *v = json_object_get(doc, "v");
+    long version;
+
+    if (!v) {
+        out->version = 1;
+        return SHOAL_OK;
+    }
+    if (!integer_in(v, 1, LONG_MAX, &version))
+        return bad(c, "v", "a positive integer", v);
+    out->version = version > INT_MAX ? INT_MAX : (int)version;
+    if (version > SHOAL_TASKMSG_VERSION)
+        return fail(c,
+                    "task message version %ld is newer than this worker understands (%d); "
+                    "upgrade the worker",
+                    version, SHOAL_TASKMSG_VERSION);
+    return SHOAL_OK;
+}
+
+/* task_id, job_id, chunk and n_chunks, and that they agree. */
+static shoal_err_t check_identity(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
+{
+    const json_t *task_id, *job_id;
+    char want[SHOAL_TASKMSG_ID_MAX], d[SHOAL_JOBCHECK_QUOTE_LEN];
+    shoal_err_t err;
+
+    if ((err = field(c, doc, "", "task_id", &task_id)) ||
+        (err = string_at(c, "task_id", task_id, 1, &out->task_id)) ||
+        (err = field(c, doc, "", "job_id", &job_id)))
+        return err;
+    if (!json_is_string(job_id) || !shoal_job_id_valid(json_string_value(job_id)))
+        return bad(c, "job_id", "1 to 200 letters, digits and . _ : -", job_id);
+    out->job_id = json_string_value(job_id);
+    if ((err = get_long(c, doc, "chunk", 0, CHUNK_MAX, &out->chunk)) ||
+        (err = get_long(c, doc, "n_chunks", 1, N_CHUNKS_MAX, &out->n_chunks)))
+        return err;
+    if (out->chunk >= out->n_chunks)
+        return fail(c, "task.chunk: %ld is not less than n_chunks (%ld)", out->chunk,
+                    out->n_chunks);
+    shoal_taskmsg_task_id(out->job_id, (size_t)out->chunk, want, sizeof(want));
+    if (strcmp(out->task_id, want) != 0 || json_string_length(task_id) != strlen(want))
+        return fail(c,
+                    "task.task_id: expected \"%s\" (job_id, ':' and chunk as six digits), got %s",
+                    want, describe(d, task_id));
+    return SHOAL_OK;
+}
+
+static shoal_err_t check_fallbacks(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
+{
+    const json_t *v;
+    char path[64], what[64];
+    const char *s;
+    shoal_err_t err;
+
+    if ((err = field(c, doc, "", "fallback_models", &v)))
+        return err;
+    snprintf(what, sizeof(what), "an array of at most %d model names", FALLBACK_MAX);
+    if (!json_is_array(v) || json_array_size(v) > FALLBACK_MAX)
+        return bad(c, "fallback_models", what, v);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        snprintf(path, sizeof(path), "fallback_models[%zu]", i);
+        if ((err = string_at(c, path, json_array_get(v, i), 1, &s)))
+            return err;
+    }
+    out->fallback_models = v;
+    return SHOAL_OK;
+}
+
+static shoal_err_t check_items(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
+{
+    const json_t *items;
+    char path[64], what[64];
+    const char *s;
+    shoal_err_t err;
+
+    if ((err = field(c, doc, "", "items", &items)))
+        return err;
+    snprintf(what, sizeof(what), "an array of 1 to %d items", ITEMS_MAX);
+    if (!json_is_array(items) || json_array_size(items) < 1 || json_array_size(items) > ITEMS_MAX)
+        return bad(c, "items", what, items);
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        const json_t *item = json_array_get(items, i), *v;
+
+        snprintf(path, sizeof(path), "items[%zu]", i);
+        if (!json_is_object(item))
+            return bad(c, path, "an object", item);
+        if ((err = field(c, item, path, "id", &v)))
+            return err;
+        snprintf(path, sizeof(path), "items[%zu].id", i);
+        if ((err = string_at(c, path, v, 1, &s)))
+            return err;
+        snprintf(path, sizeof(path), "items[%zu]", i);
+        if ((err = field(c, item, path, "input", &v)))
+            return err;
+        snprintf(path, sizeof(path), "items[%zu].input", i);
+        if ((err = string_at(c, path, v, 0, &s)))
+            return err;
+    }
+    out->items = items;
+    out->n_items = json_array_size(items);
+    return SHOAL_OK;
+}
+
+static shoal_err_t check_output(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
+{
+    const json_t *output, *v;
+    shoal_err_t err;
+
+    if ((err = field(c, doc, "", "output", &output)))
+        return err;
+    if (!json_is_object(output))
+        return bad(c, "output", "an object", output);
+    if ((err = field(c, output, "output", "format", &v)) ||
+        (err = enum_at(c, "output.format", v, formats, &out->output_format)))
+        return err;
+    if ((v = json_object_get(output, "schema"))) {
+        if (!json_is_object(v))
+            return bad(c, "output.schema", "an object", v);
+        out->output_schema = v;
+    }
+    return SHOAL_OK;
+}
+
+static shoal_err_t check_task(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
+{
+    const json_t *v;
+    shoal_err_t err;
+
+    if ((err = check_version(c, doc, out)) || (err = check_identity(c, doc, out)) ||
+        (err = get_string(c, doc, "tenant", 1, &out->tenant)) ||
+        (err = field(c, doc, "", "priority", &v)) ||
+        (err = enum_at(c, "priority", v, priorities, &out->priority)) ||
+        (err = get_string(c, doc, "model", 1, &out->model)) || (err = check_fallbacks(c, doc, out)))
+        return err;
+    if ((v = json_object_get(doc, "system")) && (err = string_at(c, "system", v, 0, &out->system)))
+        return err;
+    if ((err = get_string(c, doc, "prompt_template", 1, &out->prompt_template)))
+        return err;
+    if (!strstr(out->prompt_template, "{{input}}"))
+        return fail(c, "task.prompt_template: must contain {{input}}");
+    if ((err = check_items(c, doc, out)) || (err = check_output(c, doc, out)) ||
+        (err = get_long(c, doc, "max_attempts", ATTEMPTS_MIN, ATTEMPTS_MAX, &out->max_attempts)) ||
+        (err = get_long(c, doc, "timeout_ms", TIMEOUT_MIN, TIMEOUT_MAX, &out->timeout_ms)) ||
+        (err = get_long(c, doc, "est_tokens", 0, LONG_MAX, &out->est_tokens)))
+        return err;
+    return SHOAL_OK;
+}
+
+/* The message as a JSON object, or NULL with the reason. */
+static json_t *decode(const void *value, size_t len, struct ctx *c)
+{
+    json_error_t e;
+    json_t *doc;
+    char d[SHOAL_JOBCHECK_QUOTE_LEN];
+
+    doc = json_loadb(value ? value : "", value ? len : 0, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+                     &e);
+    if (!doc) {
+        const char *text = e.text;
+
+        if (json_error_code(&e) == json_error_out_of_memory) {
+            shoal_err_set(c->errbuf, c->errlen, SHOAL_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        /* jansson names its own flag here; say what the message holds */
+        if (strstr(text, "JSON_ALLOW_NUL"))
+            text = "\\u0000 is not allowed in strings";
+        fail(c, "task: invalid JSON at line %d, column %d: %s", e.line, e.column, text);
+        return NULL;
+    }
+    if (!json_is_object(doc)) {
+        fail(c, "task: expected a JSON object, got %s", describe(d, doc));
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+json_t *shoal_taskmsg_parse(const void *value, size_t len, shoal_taskmsg_t *out, char *errbuf,
+                            size_t errlen)
+{
+    struct ctx c = {errbuf, errlen};
+    json_t *doc;
+
+    memset(out, 0, sizeof(*out));
+    if (!(doc = decode(value, len, &c)))
+        return NULL;
+    if (check_task(&c, doc, out)) {
+        int version = out->version;
+
+        json_decref(doc);
+        memset(out, 0, sizeof(*out));
+        out->version = version;
+        return NULL;
+    }
+    return doc;
+}
+
+int shoal_taskmsg_ids(const void *value, size_t len, char *task_id, size_t task_id_len,
+                      char *job_id, size_t job_id_len)
+{
+    json_t *doc = json_loadb(value ? value : "", value ? len : 0, JSON_REJECT_DUPLICATES, NULL);
+    const char *tid = json_string_value(json_object_get(doc, "task_id"));
+    const json_t *jid = json_object_get(doc, "job_id");
+    char prefix[SHOAL_TASKMSG_ID_MAX];
+    size_t n;
+    int ok = 0;
+
+    if (task_id_len)
+        task_id[0] = '\0';
+    if (job_id_len)
+        job_id[0] = '\0';
+    /* task_id must be "<job id>:" and six digits; the job id is its prefix */
+    n = tid ? strlen(tid) : 0;
+    if (n < 8 || n >= sizeof(prefix) || tid[n - 7] != ':' || strspn(tid + n - 6, "0123456789") != 6)
+        goto out;
+    memcpy(prefix, tid, n - 7);
+    prefix[n - 7] = '\0';
+    if (!shoal_job_id_valid(prefix))
+        goto out;
+    /* a job_id of its own must agree; without one the prefix names the job */
+    if (json_is_string(jid) && strcmp(json_string_value(jid), prefix) != 0)
+        goto out;
+    if (n >= task_id_len || n - 7 >= job_id_len)
+        goto out;
+    memcpy(task_id, tid, n + 1);
+    memcpy(job_id, prefix, n - 6);
+    ok = 1;
+out:
+    json_decref(doc);
+    return ok;
+}

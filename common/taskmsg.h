@@ -1,0 +1,89 @@
+/*
+ * Task messages: the one place that builds, parses and validates the message
+ * a scheduler sends a worker for one chunk of a job. schemas/task.schema.json
+ * is the contract; this module is its code, used by both sides.
+ *
+ * Versioning: every message built carries "v": SHOAL_TASKMSG_VERSION. A
+ * message without "v" is version 1 (messages queued before the field
+ * existed); a newer version is refused with a reason that says to upgrade the
+ * worker. Within a version, fields may only be added: the parser ignores
+ * fields it does not know, so an older worker reads a newer scheduler's
+ * version-1 messages. A change an older worker must not misread gets a new
+ * version.
+ *
+ * Defaults (max_attempts, timeout_ms, output format) are the job's
+ * (common/job.c) and travel in every message; the parser has none of its own
+ * and refuses a message without them. All functions are thread-safe.
+ */
+#ifndef SHOAL_COMMON_TASKMSG_H
+#define SHOAL_COMMON_TASKMSG_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "common/err.h"
+#include "common/job.h"
+
+/* The version this code builds, and the newest it parses. */
+#define SHOAL_TASKMSG_VERSION 1
+
+/* Room for a task_id and its NUL: a job_id of up to 200 characters, ':' and
+ * six digits. */
+#define SHOAL_TASKMSG_ID_MAX 208
+
+/* A parsed task message. Strings and json_t are borrowed from the document
+ * shoal_taskmsg_parse() returns and live as long as it does. */
+typedef struct {
+    int version;         /* 1 when the message has no "v" */
+    const char *task_id; /* "<job_id>:<chunk as 6 digits>" */
+    const char *job_id;
+    const char *tenant;
+    const char *priority; /* "high", "normal", "low" */
+    const char *model;
+    long chunk; /* 0-based, less than n_chunks */
+    long n_chunks;
+    const json_t *fallback_models; /* array of non-empty strings, maybe empty */
+    const char *system;            /* NULL when absent */
+    const char *prompt_template;   /* contains {{input}} */
+    const json_t *items;           /* 1..1000 objects with string "id" and "input" */
+    size_t n_items;
+    const char *output_format;   /* "text" or "json" */
+    const json_t *output_schema; /* an object, or NULL */
+    long max_attempts;           /* 1..20 */
+    long timeout_ms;             /* 100..600000 */
+    long est_tokens;             /* >= 0 */
+} shoal_taskmsg_t;
+
+/* Writes "<job_id>:<chunk as 6 digits>" to buf: the task_id of that chunk.
+ * SHOAL_ERR_INVALID when job_id breaks the job_id rule or chunk is over
+ * 999999, SHOAL_ERR_LIMIT when buf is too small (SHOAL_TASKMSG_ID_MAX is
+ * always enough). */
+shoal_err_t shoal_taskmsg_task_id(const char *job_id, size_t chunk, char *buf, size_t len);
+
+/* The task message of one chunk of job (0-based), with "v" set. String values
+ * are shared with the job's document, so treat the result as read-only. Needs
+ * a job id (see shoal_job_set_id). Caller owns the reference; NULL with the
+ * reason in errbuf (an out-of-range chunk, no job id, "out of memory"). */
+json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, size_t errlen);
+
+/* Decodes and validates a task message into *out. Returns the owned document
+ * the fields of *out point into (caller decrefs it; *out is valid until
+ * then), or NULL with the reason naming the bad field in errbuf, e.g.
+ *   task.max_attempts: expected an integer from 1 to 20, got 0
+ * On failure *out is zeroed except out->version, which holds the message's
+ * version when one could be read (so a caller can tell a message from a newer
+ * scheduler apart from a broken one). */
+json_t *shoal_taskmsg_parse(const void *value, size_t len, shoal_taskmsg_t *out, char *errbuf,
+                            size_t errlen);
+
+/* Extracts just task_id and job_id from a message, typically one that
+ * shoal_taskmsg_parse() refused, so the task can be recorded as failed
+ * rather than strand its job. Returns 1 when the message is a JSON object
+ * whose job_id obeys the job_id rule and whose task_id is that job_id, ':'
+ * and six digits, and both fit their buffers; 0 otherwise, with both buffers
+ * set to "" (when their size is not 0). */
+int shoal_taskmsg_ids(const void *value, size_t len, char *task_id, size_t task_id_len,
+                      char *job_id, size_t job_id_len);
+
+#endif

@@ -1,0 +1,534 @@
+/*
+ * Fleet-wide rate limits on a throwaway PostgreSQL: shoal.fleet_lease driven
+ * directly with SQL (one worker alone gets the whole limit; workers split it
+ * by demand, max-min fair, and the unexpired grants never sum above the limit
+ * at any point of a join sequence; an expired lease's share returns; a 429
+ * sets a fleet-wide hold the other worker sees and lowers the learned rate
+ * once per interval; a header limit replaces the configured one), then the
+ * worker/fleet thread API (three handles converge to thirds; a 429 report
+ * holds the other handle; a learned limit survives a new handle; an
+ * unreachable store gives the documented conservative shares; destroy
+ * removes the leases).
+ */
+#include "worker/fleet.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/pgcluster.h"
+#include "common/log.h"
+#include "common/migrate.h"
+#include "common/pg.h"
+#include "tests/support/check.h"
+#include "tests/support/sqlcheck.h"
+
+#define assert_near(a, b, tol)                                                                     \
+    do {                                                                                           \
+        double a_ = (a), b_ = (b);                                                                 \
+        if (fabs(a_ - b_) > (tol))                                                                 \
+            test_fail("%s ~= %s: %.6f != %.6f", #a, #b, a_, b_);                                   \
+    } while (0)
+
+static shoal_pgcluster_t *cluster;
+static shoal_pg_t *pg;
+
+/* Model aliases and their configured rpm (0 = none); the thread tests use
+ * these, the SQL tests use names of their own. */
+static const char models_text[] =
+    "{\"models\": {"
+    "\"trio\": {\"provider\": \"openai\", \"endpoint\": \"http://127.0.0.1:9/v1\","
+    " \"model\": \"m\", \"rpm\": 600},"
+    "\"held\": {\"provider\": \"openai\", \"endpoint\": \"http://127.0.0.1:9/v1\","
+    " \"model\": \"m\", \"rpm\": 600},"
+    "\"open\": {\"provider\": \"openai\", \"endpoint\": \"http://127.0.0.1:9/v1\","
+    " \"model\": \"m\"},"
+    "\"down\": {\"provider\": \"openai\", \"endpoint\": \"http://127.0.0.1:9/v1\","
+    " \"model\": \"m\", \"rpm\": 600, \"tpm\": 60000}}}";
+enum { M_TRIO, M_HELD, M_OPEN, M_DOWN };
+static shoal_models_t *models;
+
+/* One call of shoal.fleet_lease for one model; returns the model's answer
+ * (caller decrefs). row is a JSON object without the model. */
+static json_t *lease(const char *worker, int ttl_ms, const char *model, const char *row)
+{
+    char err[512], ttl[16], rows[1024];
+    snprintf(ttl, sizeof(ttl), "%d", ttl_ms);
+    snprintf(rows, sizeof(rows), "[{\"model\": \"%s\", %s}]", model, row);
+    const char *params[] = {worker, ttl, rows};
+    PGresult *r;
+    if (shoal_pg_exec(pg, "SELECT shoal.fleet_lease($1, $2::int, $3::jsonb)", 3, params, &r, err,
+                      sizeof(err)) != SHOAL_OK)
+        test_fail("fleet_lease: %s", err);
+    json_error_t jerr;
+    json_t *doc = json_loads(PQgetvalue(r, 0, 0), 0, &jerr);
+    PQclear(r);
+    json_t *o = json_incref(json_object_get(doc, model));
+    json_decref(doc);
+    if (!json_is_object(o))
+        test_fail("no answer for %s", model);
+    return o;
+}
+
+static double field(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_number(v))
+        test_fail("%s is not a number", key);
+    return json_number_value(v);
+}
+
+/* The granted rate of one call; -1 when there is no limit (NULL). */
+static double grant(const char *worker, int ttl_ms, const char *model, const char *row)
+{
+    json_t *o = lease(worker, ttl_ms, model, row);
+    double g = json_is_null(json_object_get(o, "granted_rps")) ? -1 : field(o, "granted_rps");
+    json_decref(o);
+    return g;
+}
+
+static double sql_double(const char *sql, const char *p1)
+{
+    char v[64];
+    sqlcheck_text(pg, sql, p1, v, sizeof(v));
+    if (!strcmp(v, "NULL"))
+        test_fail("%s: NULL", sql);
+    return strtod(v, NULL);
+}
+
+/* Sum of unexpired grants of a model, as the rule is stated. */
+static double granted_sum(const char *model)
+{
+    return sql_double("SELECT coalesce(sum(granted_rps), 0) FROM shoal.leases"
+                      " WHERE model = $1 AND expires_at > clock_timestamp()",
+                      model);
+}
+
+#define assert_within_limit(model, limit)                                                          \
+    do {                                                                                           \
+        double s_ = granted_sum(model);                                                            \
+        if (s_ > (limit) + 1e-9)                                                                   \
+            test_fail("grants of %s sum to %.6f, above the limit %.6f", model, s_,                 \
+                      (double)(limit));                                                            \
+    } while (0)
+
+/* The pure pieces: max-min fair shares and the decrease rule. */
+static void test_functions(void)
+{
+    /* Alone: the whole limit; light demands get their demand and a third
+     * of the spare each; heavy ones share what the light ones leave. */
+    assert_near(sql_double("SELECT shoal.fleet_fair_share(10, 100, '{}')", NULL), 10, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_fair_share(10, 1, '{0,0}')", NULL), 4, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_fair_share(10, 100, '{100,1}')", NULL), 4.5, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_fair_share(10, 1, '{100,100}')", NULL), 1, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_fair_share(10, NULL, '{NULL}')", NULL), 5, 1e-9);
+    /* A few refusals: times 0.85; many: times the accepted share, at most
+     * halving; no limit yet: the served rate, or still none. */
+    assert_near(sql_double("SELECT shoal.fleet_decrease(10, 3, 0.1)", NULL), 8.5, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_decrease(10, 3, 0.3)", NULL), 7, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_decrease(10, 3, 0.9)", NULL), 5, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_decrease(NULL, 7, 0.9)", NULL), 7, 1e-9);
+    char v[16];
+    sqlcheck_text(pg, "SELECT shoal.fleet_decrease(NULL, 0, 1)", NULL, v, sizeof(v));
+    assert_str_eq(v, "NULL");
+    /* Limits: a header replaces the configuration, learning only lowers. */
+    assert_near(sql_double("SELECT shoal.fleet_limit(1200, 600, NULL)", NULL), 20, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_limit(NULL, 600, 3)", NULL), 3, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_limit(NULL, 600, 30)", NULL), 10, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_limit(NULL, 0, 4)", NULL), 4, 1e-9);
+}
+
+static void test_alone(void)
+{
+    json_t *o = lease("w1", 3000, "solo", "\"rpm\": 600, \"demand_rps\": 2");
+    /* Alone: its demand plus all the spare, i.e. the whole limit. */
+    assert_near(field(o, "granted_rps"), 10, 1e-9);
+    assert_near(field(o, "limit_rps"), 10, 1e-9);
+    assert_int_eq(field(o, "workers"), 1);
+    assert_str_eq(json_string_value(json_object_get(o, "source")), "config");
+    assert_true(json_is_null(json_object_get(o, "granted_tps")));
+    json_decref(o);
+    /* No limit known at all: no grant, i.e. no limit. */
+    o = lease("w1", 3000, "nolimit", "\"demand_rps\": 5");
+    assert_true(json_is_null(json_object_get(o, "granted_rps")));
+    assert_true(json_is_null(json_object_get(o, "limit_rps")));
+    json_decref(o);
+}
+
+static void test_split_join(void)
+{
+    const char *busy = "\"rpm\": 600, \"demand_rps\": 100";
+    const char *light = "\"rpm\": 600, \"demand_rps\": 2";
+
+    assert_near(grant("a", 3000, "split", busy), 10, 1e-9);
+    assert_within_limit("split", 10);
+    /* A newcomer gets only what the unexpired leases leave: nothing yet. */
+    assert_near(grant("b", 3000, "split", busy), 0, 1e-9);
+    assert_within_limit("split", 10);
+    /* Shares move towards fairness as each refreshes; the sum holds at every
+     * step, also when a third worker joins mid-way. */
+    const char *order[] = {"a", "b", "a", "c", "b", "a", "c", "b", "c", "a", "b", "c"};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        grant(order[i], 3000, "split", !strcmp(order[i], "a") ? light : busy);
+        assert_within_limit("split", 10);
+    }
+    /* Max-min fair: the light worker gets its 2, the busy ones share 8. */
+    assert_near(grant("a", 3000, "split", light), 2, 1e-9);
+    assert_near(grant("b", 3000, "split", busy), 4, 1e-9);
+    assert_near(grant("c", 3000, "split", busy), 4, 1e-9);
+    assert_within_limit("split", 10);
+
+    /* Demands below the limit: each gets its demand plus an equal part of
+     * the spare (1 + 2 + 3 = 6, spare 4). Shrinking ones first, so the
+     * others find the room. */
+    for (int round = 0; round < 3; round++) {
+        grant("a", 3000, "split2", "\"rpm\": 600, \"demand_rps\": 1");
+        grant("b", 3000, "split2", "\"rpm\": 600, \"demand_rps\": 2");
+        grant("c", 3000, "split2", "\"rpm\": 600, \"demand_rps\": 3");
+        assert_within_limit("split2", 10);
+    }
+    assert_near(grant("a", 3000, "split2", "\"rpm\": 600, \"demand_rps\": 1"), 1 + 4.0 / 3, 1e-9);
+    assert_near(grant("b", 3000, "split2", "\"rpm\": 600, \"demand_rps\": 2"), 2 + 4.0 / 3, 1e-9);
+    assert_near(grant("c", 3000, "split2", "\"rpm\": 600, \"demand_rps\": 3"), 3 + 4.0 / 3, 1e-9);
+
+    /* The operators' view agrees. */
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT live_workers FROM shoal.lane_status WHERE model = $1", "split"),
+        3);
+    assert_near(sql_double("SELECT granted_rps FROM shoal.lane_status WHERE model = $1", "split"),
+                10, 1e-9);
+}
+
+static void test_expiry(void)
+{
+    const char *busy = "\"rpm\": 600, \"demand_rps\": 100";
+
+    grant("a", 1500, "exp", busy);
+    grant("b", 1500, "exp", busy);
+    grant("a", 1500, "exp", busy);
+    assert_near(grant("b", 1500, "exp", busy), 5, 1e-9);
+    /* b dies: a keeps half while b's lease lives, then gets it all back. */
+    assert_near(grant("a", 1500, "exp", busy), 5, 1e-9);
+    assert_wait(grant("a", 1500, "exp", busy) > 9.999, 5, "a's share to return to the whole limit");
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.leases WHERE model = $1", "exp"),
+                  1);
+}
+
+static long decreases(const char *model)
+{
+    return sqlcheck_long(pg, "SELECT decreases FROM shoal.lanes WHERE model = $1", model);
+}
+
+static void test_429(void)
+{
+    const char *busy = "\"rpm\": 600, \"demand_rps\": 100, \"sent\": 10, \"ok\": 10";
+    const char *refused = "\"rpm\": 600, \"demand_rps\": 100, \"sent\": 10, \"ok\": 9, "
+                          "\"rate_limited\": 1";
+
+    grant("a", 3000, "lim", busy);
+    grant("b", 3000, "lim", busy);
+    assert_int_eq(decreases("lim"), 0);
+    /* a reports a 429 without any header: within a window the lane lowers
+     * its learned rate below the configured 10/s and holds the fleet. */
+    assert_wait((grant("a", 3000, "lim", refused), decreases("lim") == 1), 5, "the first decrease");
+    double learned = sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim");
+    assert_near(learned, 8.5, 1e-9);
+    /* b's next refresh sees the hold and the learned limit. */
+    json_t *o = lease("b", 3000, "lim", busy);
+    assert_true(field(o, "hold_ms") > 0);
+    assert_true(field(o, "hold_until") > 0);
+    assert_near(field(o, "limit_rps"), 8.5, 1e-9);
+    assert_str_eq(json_string_value(json_object_get(o, "source")), "learned");
+    assert_true(json_is_true(json_object_get(o, "learned")));
+    json_decref(o);
+    /* More 429s right away (calls sent before the decrease) lower nothing
+     * within the interval (checked only if this machine was quick enough to
+     * send them within it). */
+    const char *since_first = "SELECT extract(epoch FROM clock_timestamp() - last_decrease_at)"
+                              " FROM shoal.lanes WHERE model = $1";
+    for (int i = 0; i < 5; i++)
+        grant("b", 3000, "lim", refused);
+    if (sql_double(since_first, "lim") < 1.0) {
+        assert_int_eq(decreases("lim"), 1);
+        assert_near(sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim"), 8.5,
+                    1e-9);
+    }
+    double first = sql_double("SELECT extract(epoch FROM last_decrease_at) FROM shoal.lanes"
+                              " WHERE model = $1",
+                              "lim");
+    /* 429s that keep coming lower it again, once the interval has passed. */
+    assert_wait((grant("a", 3000, "lim", refused), decreases("lim") >= 2), 5,
+                "the second decrease");
+    if (decreases("lim") == 2) {
+        assert_near(sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim"),
+                    8.5 * 0.85, 1e-9);
+        double second = sql_double("SELECT extract(epoch FROM last_decrease_at) FROM shoal.lanes"
+                                   " WHERE model = $1",
+                                   "lim");
+        assert_true(second - first >= 1.0);
+    }
+    assert_true(sqlcheck_long(pg,
+                              "SELECT count(*) FROM shoal.lane_status WHERE model = $1"
+                              " AND limit_source = 'learned' AND last_429_at IS NOT NULL",
+                              "lim") == 1);
+
+    /* A Retry-After reported by one worker holds the others as long. */
+    o = lease("a", 3000, "ra", "\"rpm\": 600, \"hold_ms\": 5000");
+    json_decref(o);
+    o = lease("b", 3000, "ra", "\"rpm\": 600");
+    assert_true(field(o, "hold_ms") > 4000 && field(o, "hold_ms") <= 5000);
+    json_decref(o);
+
+    /* Unknown limit: the first 429 starts from the rate actually served,
+     * (slow start before it: no limit). */
+    o = lease("a", 3000, "slow", "\"sent\": 50, \"ok\": 50");
+    assert_true(json_is_null(json_object_get(o, "granted_rps")));
+    json_decref(o);
+    assert_wait((grant("a", 3000, "slow", "\"sent\": 20, \"ok\": 15, \"rate_limited\": 5") > 0 &&
+                 decreases("slow") == 1),
+                5, "slow start to end");
+    double served = sql_double("SELECT served_rps FROM shoal.lanes WHERE model = $1", "slow");
+    assert_near(sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "slow"), served,
+                1e-9);
+}
+
+static void test_header(void)
+{
+    json_t *o = lease("a", 3000, "hdr", "\"rpm\": 600, \"demand_rps\": 100, \"limit_rpm\": 1200");
+    assert_near(field(o, "limit_rps"), 20, 1e-9);
+    assert_near(field(o, "granted_rps"), 20, 1e-9);
+    assert_str_eq(json_string_value(json_object_get(o, "source")), "header");
+    json_decref(o);
+    /* It stays after reports without headers, and a lower one replaces it. */
+    assert_near(grant("a", 3000, "hdr", "\"rpm\": 600, \"demand_rps\": 100"), 20, 1e-9);
+    assert_near(grant("a", 3000, "hdr", "\"rpm\": 600, \"demand_rps\": 100, \"limit_rpm\": 300"), 5,
+                1e-9);
+    /* Tokens the same way. */
+    o = lease("a", 3000, "hdr",
+              "\"rpm\": 600, \"tpm\": 6000, \"demand_tps\": 1000,"
+              " \"limit_tpm\": 12000");
+    assert_near(field(o, "granted_tps"), 200, 1e-9);
+    json_decref(o);
+}
+
+static void share(shoal_fleet_t *f, size_t m, shoal_fleet_share_t *s)
+{
+    shoal_fleet_share(f, m, s);
+}
+
+static double share_rps(shoal_fleet_t *f, size_t m)
+{
+    shoal_fleet_share_t s;
+    share(f, m, &s);
+    return s.rps;
+}
+
+static shoal_fleet_t *fleet(const char *worker, long refresh_ms, long ttl_ms)
+{
+    char err[512];
+    shoal_fleet_conf_t conf;
+    shoal_fleet_conf_init(&conf);
+    conf.refresh_ms = refresh_ms;
+    conf.ttl_ms = ttl_ms;
+    shoal_fleet_t *f =
+        shoal_fleet_new(shoal_pgcluster_url(cluster), worker, models, &conf, err, sizeof(err));
+    if (!f)
+        test_fail("fleet %s: %s", worker, err);
+    return f;
+}
+
+static void demand(shoal_fleet_t *f, size_t m, double rps)
+{
+    shoal_fleet_report_t r;
+    shoal_fleet_report_init(&r);
+    r.demand_rps = rps;
+    shoal_fleet_report(f, m, &r);
+}
+
+static void test_threads(void)
+{
+    char err[512];
+    shoal_fleet_conf_t bad;
+    shoal_fleet_conf_init(&bad);
+    bad.ttl_ms = bad.refresh_ms;
+    assert_true(shoal_fleet_new("", "x", models, &bad, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "outlive");
+
+    shoal_fleet_t *f[3];
+    const char *ids[] = {"t-a", "t-b", "t-c"};
+    f[0] = fleet(ids[0], 100, 1000);
+    /* Before the first refresh: a quarter of the configured limit. */
+    shoal_fleet_share_t s;
+    share(f[0], M_TRIO, &s);
+    if (shoal_fleet_refreshes(f[0]) == 0) {
+        assert_true(s.stale);
+        assert_near(s.rps, 2.5, 1e-9);
+    }
+    demand(f[0], M_TRIO, 100);
+    assert_wait(fabs(share_rps(f[0], M_TRIO) - 10) < 1e-6, 5, "one worker to get the whole limit");
+    share(f[0], M_TRIO, &s);
+    assert_true(!s.stale);
+    assert_int_eq(s.workers, 1);
+    /* A model without any limit is free. */
+    share(f[0], M_OPEN, &s);
+    assert_true(s.rps <= 0);
+
+    unsigned long v = s.version;
+    for (int i = 1; i < 3; i++) {
+        f[i] = fleet(ids[i], 100, 1000);
+        demand(f[i], M_TRIO, 100);
+    }
+    /* Joining never makes the grants overshoot; all converge to thirds. */
+    double dl = check_now_s() + 10;
+    for (;;) {
+        assert_within_limit("trio", 10);
+        int fair = 1;
+        for (int i = 0; i < 3; i++)
+            fair &= fabs(share_rps(f[i], M_TRIO) - 10.0 / 3) < 1e-6;
+        if (fair)
+            break;
+        if (check_now_s() > dl)
+            test_fail("shares did not converge to thirds");
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    share(f[0], M_TRIO, &s);
+    assert_int_eq(s.workers, 3);
+    assert_true(s.version > v);
+
+    /* A 429 with Retry-After: the reporter holds at once, the others at
+     * their next refresh. */
+    shoal_fleet_report_t r;
+    shoal_fleet_report_init(&r);
+    r.sent = 1;
+    r.rate_limited = 1;
+    r.hold_ms = 3000;
+    shoal_fleet_report(f[0], M_HELD, &r);
+    share(f[0], M_HELD, &s);
+    assert_true(shoal_fleet_hold_ms(&s) > 2000);
+    assert_wait((share(f[1], M_HELD, &s), shoal_fleet_hold_ms(&s) > 1000), 5,
+                "the other worker to see the hold");
+
+    /* destroy hands the shares back at once. */
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.leases WHERE worker_id = $1", ids[2]), 4);
+    shoal_fleet_destroy(f[2]);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.leases WHERE worker_id = $1", ids[2]), 0);
+    assert_wait(fabs(share_rps(f[0], M_TRIO) - 5) < 1e-6 &&
+                    fabs(share_rps(f[1], M_TRIO) - 5) < 1e-6,
+                5, "the remaining two to split the limit");
+    shoal_fleet_destroy(f[0]);
+    shoal_fleet_destroy(f[1]);
+    shoal_fleet_destroy(NULL);
+}
+
+static void test_learned_survives(void)
+{
+    shoal_fleet_t *f = fleet("l-a", 100, 1000);
+    shoal_fleet_report_t r;
+    shoal_fleet_share_t s;
+
+    assert_wait(shoal_fleet_refreshes(f) > 0, 5, "a first refresh");
+    share(f, M_OPEN, &s);
+    assert_true(s.rps <= 0 && !s.learned);
+    /* 429s without headers on a model without limits: a limit is learned. */
+    assert_wait((shoal_fleet_report_init(&r), r.demand_rps = 100, r.sent = 20, r.ok = 10,
+                 r.rate_limited = 10, shoal_fleet_report(f, M_OPEN, &r), share(f, M_OPEN, &s),
+                 s.learned && s.rps > 0),
+                5, "a learned limit");
+    assert_true(s.limit_rps > 0);
+    shoal_fleet_destroy(f);
+    double limit = sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "open");
+
+    /* A new handle starts from it, not from "no limit". */
+    f = fleet("l-b", 100, 1000);
+    assert_wait(shoal_fleet_refreshes(f) > 0, 5, "a first refresh");
+    share(f, M_OPEN, &s);
+    assert_true(s.learned);
+    assert_true(s.rps > 0);
+    assert_near(s.limit_rps, limit, 1e-6);
+    shoal_fleet_destroy(f);
+}
+
+static void test_store_down(void)
+{
+    char err[512];
+    shoal_fleet_t *f = fleet("d-a", 100, 500);
+    shoal_fleet_share_t s;
+
+    demand(f, M_DOWN, 100);
+    assert_wait((share(f, M_DOWN, &s), !s.stale && fabs(s.rps - 10) < 1e-6), 5, "the whole limit");
+    assert_near(s.tps, 1000, 1e-6);
+    unsigned long refreshes = shoal_fleet_refreshes(f);
+
+    assert_int_eq(shoal_pgcluster_stop(cluster, SHOAL_PGCLUSTER_FAST), SHOAL_OK);
+    /* When the lease would have expired: limit / (last known workers + 1). */
+    assert_wait((share(f, M_DOWN, &s), s.stale), 5, "the share to go stale");
+    assert_near(s.rps, 5, 1e-6);
+    assert_near(s.tps, 500, 1e-6);
+    /* A handle that never reached the store: a quarter of the configured limit. */
+    shoal_fleet_t *g = fleet("d-b", 100, 500);
+    share(g, M_DOWN, &s);
+    assert_true(s.stale);
+    assert_near(s.rps, 2.5, 1e-9);
+    share(g, M_OPEN, &s);
+    assert_true(s.rps <= 0);
+    /* Counts reported meanwhile are kept for when the store is back. */
+    shoal_fleet_report_t r;
+    shoal_fleet_report_init(&r);
+    r.sent = 3;
+    r.ok = 3;
+    shoal_fleet_report(f, M_DOWN, &r);
+
+    if (shoal_pgcluster_start(cluster, err, sizeof(err)) != SHOAL_OK)
+        test_fail("restart: %s", err);
+    /* The test's own connection died with the server: the first statement
+     * notices and the next one reconnects. */
+    shoal_pg_exec(pg, "SELECT 1", 0, NULL, NULL, NULL, 0);
+    assert_wait((share(f, M_DOWN, &s), !s.stale), 15, "a fresh lease after the restart");
+    assert_true(shoal_fleet_refreshes(f) > refreshes);
+    assert_wait(shoal_fleet_refreshes(g) > 0, 15, "the second handle's first refresh");
+    assert_wait(sqlcheck_long(pg, "SELECT sent_total FROM shoal.lanes WHERE model = $1", "down") >=
+                    3,
+                5, "the counts of the outage to arrive");
+    shoal_fleet_destroy(g);
+    shoal_fleet_destroy(f);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.leases WHERE worker_id LIKE 'd-%'", NULL), 0);
+}
+
+int main(void)
+{
+    char err[512];
+
+    shoal_log_init("fleet_test", SHOAL_LOG_ERROR, 0);
+    models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
+    if (!models)
+        test_fail("models: %s", err);
+    cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
+    if (!cluster)
+        test_fail("cannot start PostgreSQL: %s", err);
+    pg = shoal_pg_new(shoal_pgcluster_url(cluster), "fleet_test");
+    assert_true(pg != NULL);
+    if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
+        test_fail("migrate: %s", err);
+
+    test_functions();
+    test_alone();
+    test_split_join();
+    test_expiry();
+    test_429();
+    test_header();
+    test_threads();
+    test_learned_survives();
+    test_store_down();
+
+    shoal_pg_destroy(pg);
+    shoal_pgcluster_destroy(cluster);
+    shoal_models_destroy(models);
+    printf("fleet_test: ok\n");
+    return 0;
+}

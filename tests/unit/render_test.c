@@ -1,0 +1,115 @@
+/*
+ * Prompt rendering: placeholders, several items, inputs never expanded,
+ * malformed items refused, NUL bytes kept, and the output cap.
+ */
+#include "common/render.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/support/check.h"
+
+static char *repeat(const char *unit, size_t times)
+{
+    size_t u = strlen(unit);
+    char *s = malloc(u * times + 1);
+
+    assert_true(s != NULL);
+    for (size_t i = 0; i < times; i++)
+        memcpy(s + i * u, unit, u);
+    s[u * times] = '\0';
+    return s;
+}
+
+static void check_render(const char *tmpl, const char *items_json, const char *want)
+{
+    json_error_t e;
+    json_t *items = json_loads(items_json, 0, &e);
+    size_t len = 99;
+    char *out;
+
+    if (!items)
+        test_fail("bad test items %s: %s", items_json, e.text);
+    out = shoal_render_prompt(tmpl, items, &len);
+    if (!out)
+        test_fail("render failed for %s", tmpl);
+    assert_str_eq(out, want);
+    assert_int_eq(len, strlen(want));
+    free(out);
+    json_decref(items);
+}
+
+static void test_render(void)
+{
+    check_render("Summarize:\n{{input}}", "[{\"id\":\"a1\",\"input\":\"hello\"}]",
+                 "Summarize:\nhello");
+    check_render("{{input}}", "[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":\"y\"}]",
+                 "[a]\nx\n\n[b]\ny");
+    check_render("ids {{ids}}: {{input}}|{{ids}}",
+                 "[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"b\",\"input\":\"y\"},"
+                 "{\"id\":\"c\",\"input\":\"\"}]",
+                 "ids a, b, c: [a]\nx\n\n[b]\ny\n\n[c]\n|a, b, c");
+    check_render("{{ids}}", "[{\"id\":\"only\",\"input\":\"z\"}]", "only");
+    /* inputs are never expanded; unknown and broken placeholders stay */
+    check_render("<{{input}}> {{other}} {{ {{inp {{",
+                 "[{\"id\":\"a\",\"input\":\"{{ids}} {{input}}\"}]",
+                 "<{{ids}} {{input}}> {{other}} {{ {{inp {{");
+    check_render("{{{input}}}", "[{\"id\":\"a\",\"input\":\"v\"}]", "{v}");
+    check_render("no placeholder", "[{\"id\":\"a\",\"input\":\"v\"}]", "no placeholder");
+    check_render("[{{input}}][{{ids}}]", "[]", "[][]");
+    check_render("\xc3\xa9{{input}}\xc3\xa9", "[{\"id\":\"a\",\"input\":\"\\u65e5\"}]",
+                 "\xc3\xa9\xe6\x97\xa5\xc3\xa9");
+
+    /* NUL inside an input is copied; the length says where the text ends */
+    {
+        json_t *items = json_pack("[{s:s, s:s%}]", "id", "a", "input", "x\0y", (size_t)3);
+        size_t len;
+        char *out = shoal_render_prompt("<{{input}}>", items, &len);
+        assert_true(out != NULL);
+        assert_int_eq(len, 5);
+        assert_true(memcmp(out, "<x\0y>", 6) == 0);
+        free(out);
+        out = shoal_render_prompt("{{input}}", items, NULL); /* len_out may be NULL */
+        assert_true(out != NULL);
+        free(out);
+        json_decref(items);
+    }
+    /* malformed items */
+    {
+        json_t *bad[] = {json_pack("{s:s}", "id", "a"), json_pack("[{s:s}]", "id", "a"),
+                         json_pack("[{s:s, s:i}]", "id", "a", "input", 1), json_pack("[i]", 1),
+                         json_pack("[{s:i, s:s}]", "id", 1, "input", "x")};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            size_t len = 7;
+            assert_true(bad[i] != NULL);
+            assert_true(shoal_render_prompt("{{input}}", bad[i], &len) == NULL);
+            assert_int_eq(len, 0);
+            json_decref(bad[i]);
+        }
+        assert_true(shoal_render_prompt(NULL, NULL, NULL) == NULL);
+    }
+    /* the output cap: 70 copies of a 1 MB input would be 70 MB */
+    {
+        char *in = repeat("x", 1 << 20), *tmpl = repeat("{{input}}", 70);
+        json_t *items = json_pack("[{s:s, s:s}]", "id", "a", "input", in);
+        assert_true(shoal_render_prompt(tmpl, items, NULL) == NULL);
+        tmpl[9 * 60] = '\0'; /* 60 copies fit */
+        {
+            size_t len;
+            char *out = shoal_render_prompt(tmpl, items, &len);
+            assert_true(out != NULL);
+            assert_int_eq(len, 60u << 20);
+            free(out);
+        }
+        json_decref(items);
+        free(in);
+        free(tmpl);
+    }
+}
+
+int main(void)
+{
+    test_render();
+    printf("render_test: ok\n");
+    return 0;
+}
