@@ -4,8 +4,9 @@
  *
  * A job is the user-facing message on the jobs topic; schemas/job.schema.json
  * is its contract and shoal_job_check_schema() (common/jobcheck.h) enforces
- * exactly that schema. shoal_job_parse() adds what a schema cannot say: unique
- * item ids, models that exist, items small enough to fit a chunk. A parsed job
+ * exactly that schema with common/jsonschema. shoal_job_parse() adds what a
+ * schema cannot say: unique item ids, models that exist, an output.schema the
+ * worker can enforce, items small enough to fit a chunk. A parsed job
  * is read-only apart from shoal_job_set_id(); use it from one thread at a
  * time. Its tasks are built by common/taskmsg.h.
  *
@@ -31,8 +32,9 @@ typedef struct shoal_job shoal_job_t;
 
 /* Decodes and validates one job message and fills in defaults. Rejects a
  * message longer than max_bytes (0: no limit), bad JSON, schema violations,
- * repeated item ids, models missing from models (skipped when models is NULL)
- * and items too large for chunking.max_tokens. Returns NULL with the reason in
+ * repeated item ids, models missing from models (skipped when models is NULL),
+ * an output.schema common/jsonschema cannot compile and items too large for
+ * chunking.max_tokens. Returns NULL with the reason in
  * errbuf ("out of memory" when that is the reason). Caller destroys. */
 shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
                              const shoal_models_t *models, char *errbuf, size_t errlen);

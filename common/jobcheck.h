@@ -2,8 +2,9 @@
  * Job checks: decoding a job message, checking it against
  * schemas/job.schema.json, and the checks a schema cannot express. These are
  * the pieces of shoal_job_parse() (common/job.h) that judge a message without
- * changing it; they hold no state and are safe from any thread, except that
- * they use jansson's allocator as set at the time of the call.
+ * changing it. Their only state is the job schema, compiled by common/jsonschema
+ * on first use and kept; they are safe from any thread, except that they use
+ * jansson's allocator as set at the time of the call.
  *
  * Every error is one line of lower-case text naming the JSON path of the bad
  * field and what was expected, e.g.
@@ -33,17 +34,21 @@
  * Returns a new reference, or NULL with the line and column in errbuf. */
 json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errlen);
 
-/* Checks doc against the job schema and nothing else. SHOAL_OK or
- * SHOAL_ERR_INVALID with the first violation in errbuf. doc is not changed. */
+/* Checks doc against the job schema and nothing else, with common/jsonschema.
+ * SHOAL_OK or SHOAL_ERR_INVALID with the first violation in errbuf
+ * (SHOAL_ERR_NOMEM when compiling the schema on first use ran out of memory).
+ * doc is not changed. */
 shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errlen);
 
 /* True when id obeys the job_id rule of the schema (1..200 of [A-Za-z0-9._:-]). */
 int shoal_job_id_valid(const char *id);
 
 /* What a schema cannot say about a job that passed shoal_job_check_schema():
- * item ids are unique, and model and fallback_models are in models (skipped
- * when models is NULL). SHOAL_OK, SHOAL_ERR_INVALID naming the first problem,
- * or SHOAL_ERR_NOMEM. doc is not changed. */
+ * item ids are unique, model and fallback_models are in models (skipped when
+ * models is NULL), and output.schema is one shoal_jsonschema can compile, so
+ * the worker can enforce it ("output.schema: cannot be enforced: <why>").
+ * SHOAL_OK, SHOAL_ERR_INVALID naming the first problem, or SHOAL_ERR_NOMEM.
+ * doc is not changed. */
 shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *models, char *errbuf,
                                      size_t errlen);
 
