@@ -330,7 +330,7 @@ static const struct curl_slist *headers_for(struct runner *r, const shoal_model_
 static void start_call(struct runner *r, shoal_task_t *t)
 {
     char err[256];
-    shoal_task_set_state(t, SHOAL_TASK_IN_FLIGHT);
+    shoal_task_set_state(t, t->repairing ? SHOAL_TASK_REPAIRING : SHOAL_TASK_IN_FLIGHT);
     long timeout = t->model->timeout_ms > 0 ? t->model->timeout_ms : t->timeout_ms;
     if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->request,
                         t->request_len, timeout, 0, t, err, sizeof(err)) != SHOAL_OK) {
@@ -410,12 +410,13 @@ static shoal_lane_signal_t lane_signal(shoal_outcome_t o)
 }
 
 /* A truncated answer: ask again with twice the output room (the request's
- * max_tokens), up to OUTPUT_ROOM_MAX. 0 when there is no more room to give. */
-static int grow_output_room(shoal_task_t *t)
+ * max_tokens, or when it set none, what the answer got), up to
+ * OUTPUT_ROOM_MAX. 0 when there is no more room to give. */
+static int grow_output_room(shoal_task_t *t, long got)
 {
     json_t *req = json_loadb(t->request, t->request_len, 0, NULL);
     json_t *mt = json_object_get(req, "max_tokens");
-    long now = json_is_integer(mt) ? (long)json_integer_value(mt) : 0;
+    long now = json_is_integer(mt) ? (long)json_integer_value(mt) : got;
     int ok = now > 0 && now < OUTPUT_ROOM_MAX;
     if (ok) {
         long next = now * 2 < OUTPUT_ROOM_MAX ? now * 2 : OUTPUT_ROOM_MAX;
@@ -506,19 +507,20 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     double now = shoal_service_now_ms();
 
     shoal_outcome_t oc = shoal_provider_outcome(t->model, reply, &out, why, sizeof(why));
-    int invalid = 0; /* an answer, but not the output the job asked for */
-    if (oc == SHOAL_OUTCOME_OK && t->want_json) {
-        json_error_t jerr;
-        json_t *j = json_loads(out.content, 0, &jerr);
-        if (!j) {
-            snprintf(why, sizeof(why), "output is not valid JSON: %s", jerr.text);
-            invalid = 1;
-        }
-        json_decref(j);
+    int was_repair = t->repairing;
+    if (was_repair)
+        shoal_task_end_repair(t);
+    /* An answer, but not the output the job asked for: one repair call,
+     * then a failed attempt. */
+    int invalid = oc == SHOAL_OUTCOME_OK &&
+                  shoal_task_check_output(t, out.content, why, sizeof(why)) != SHOAL_OK;
+    if (invalid) {
+        r->stats->invalid_outputs++;
+        oc = SHOAL_OUTCOME_MALFORMED;
     }
     if (oc == SHOAL_OUTCOME_TRUNCATED)
         snprintf(why, sizeof(why), "answer truncated at its output limit");
-    if (counts_attempt(oc))
+    if (counts_attempt(oc) && !was_repair) /* a repair and its call are one attempt */
         t->attempts++;
     r->stats->calls++;
     long hold = -1;
@@ -535,9 +537,12 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     shoal_task_set_state(t, SHOAL_TASK_VALIDATING);
 
     int stopping = shoal_service_stopping();
-    int done = oc == SHOAL_OUTCOME_OK && !invalid;
-    int retriable = !done && (shoal_outcome_retriable(oc) || invalid ||
-                              (oc == SHOAL_OUTCOME_TRUNCATED && grow_output_room(t)));
+    int done = oc == SHOAL_OUTCOME_OK;
+    int repair = invalid && !was_repair && !stopping &&
+                 shoal_task_begin_repair(t, out.content, why) == SHOAL_OK;
+    int retriable =
+        !done && (shoal_outcome_retriable(oc) || invalid ||
+                  (oc == SHOAL_OUTCOME_TRUNCATED && grow_output_room(t, out.usage.output)));
     int more = retriable && !stopping &&
                (!counts_attempt(oc) || t->attempts < t->max_attempts * (t->fallback + 1));
     snprintf(attempt_id, sizeof(attempt_id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms,
@@ -564,6 +569,13 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
         return;
     }
     free(out.content);
+    if (repair) {
+        r->stats->repairs++;
+        shoal_log_info("task", "repairing output job_id=%s task_id=%s why=\"%s\"", t->job_id,
+                       t->task_id, why);
+        route(r, t);
+        return;
+    }
     if (!retriable) {
         fail(r, t, "%.480s", why);
         return;

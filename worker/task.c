@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "common/jsonschema.h"
 #include "common/log.h"
 #include "common/render.h"
 #include "common/taskmsg.h"
@@ -41,6 +42,8 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
     t->priority = m.priority;
     t->est_tokens = m.est_tokens;
     t->version = m.version;
+    if (t->output_schema && !(t->schema = shoal_jsonschema_new(t->output_schema, errbuf, errlen)))
+        goto fail; /* intake refuses such jobs; a message from elsewhere still cannot run */
     if (!(t->model = shoal_models_find(models, m.model))) {
         char q[SHOAL_JOBCHECK_QUOTE_LEN];
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
@@ -76,6 +79,63 @@ shoal_err_t shoal_task_build_request(shoal_task_t *t)
     return t->request ? SHOAL_OK : SHOAL_ERR_NOMEM;
 }
 
+shoal_err_t shoal_task_check_output(const shoal_task_t *t, const char *content, char *errbuf,
+                                    size_t errlen)
+{
+    if (!t->want_json && !t->schema)
+        return SHOAL_OK;
+    json_error_t jerr;
+    json_t *j = json_loads(content, JSON_DECODE_ANY, &jerr);
+    if (!j)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "output is not valid JSON: %s",
+                             jerr.text);
+    char why[400];
+    shoal_err_t e =
+        t->schema ? shoal_jsonschema_validate(t->schema, j, why, sizeof(why)) : SHOAL_OK;
+    json_decref(j);
+    if (e == SHOAL_ERR_INVALID)
+        return shoal_err_set(errbuf, errlen, e, "output does not match the schema: %s", why);
+    return e == SHOAL_OK ? SHOAL_OK : shoal_err_set(errbuf, errlen, e, "%s", why);
+}
+
+shoal_err_t shoal_task_begin_repair(shoal_task_t *t, const char *bad_output, const char *problem)
+{
+    static const char tail[] = "\n\nReply again with only the corrected answer.";
+    size_t n = strlen(t->prompt) + strlen(bad_output) + strlen(problem) + sizeof(tail) + 128;
+    char *prompt = malloc(n);
+    if (!prompt)
+        return SHOAL_ERR_NOMEM;
+    snprintf(prompt, n, "%s\n\nYour previous answer was:\n%s\n\nIt is not valid: %s%s", t->prompt,
+             bad_output, problem, tail);
+    size_t len;
+    char *req = shoal_provider_request(t->model, t->system, prompt, t->want_json, &len);
+    free(prompt);
+    if (!req)
+        return SHOAL_ERR_NOMEM;
+    if (!t->saved_request) {
+        t->saved_request = t->request;
+        t->saved_len = t->request_len;
+    } else {
+        free(t->request);
+    }
+    t->request = req;
+    t->request_len = len;
+    t->repairing = 1;
+    t->repairs++;
+    return SHOAL_OK;
+}
+
+void shoal_task_end_repair(shoal_task_t *t)
+{
+    if (t->saved_request) {
+        free(t->request);
+        t->request = t->saved_request;
+        t->request_len = t->saved_len;
+        t->saved_request = NULL;
+    }
+    t->repairing = 0;
+}
+
 const char *shoal_task_state_name(shoal_task_state_t s)
 {
     static const char *const names[] = {"taken",     "checking", "waiting",
@@ -98,6 +158,8 @@ void shoal_task_destroy(shoal_task_t *t)
     json_decref(t->doc);
     free(t->prompt);
     free(t->request);
+    free(t->saved_request);
+    shoal_jsonschema_destroy(t->schema);
     free(t->output);
     free(t->refs);
     free(t);

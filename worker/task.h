@@ -84,7 +84,26 @@ typedef struct shoal_task {
     const char *priority;
     long est_tokens;
     int version;
+
+    struct shoal_jsonschema *schema; /* output_schema compiled; owned; NULL when none */
+    int repairing;                   /* the call in flight is a repair of invalid output */
+    int repairs;                     /* repair calls made in this delivery */
+    char *saved_request;             /* the request a repair call replaced; owned */
+    size_t saved_len;
 } shoal_task_t;
+
+/* Checks an answer against what the task asked for: JSON when it wants
+ * JSON, and its output schema when it has one. SHOAL_OK, or
+ * SHOAL_ERR_INVALID with the first problem in errbuf. */
+shoal_err_t shoal_task_check_output(const shoal_task_t *t, const char *content, char *errbuf,
+                                    size_t errlen);
+
+/* Turns t's next call into a repair: the original prompt, the invalid
+ * answer and what is wrong with it, asking for a corrected answer. The
+ * original request is kept and comes back with shoal_task_end_repair().
+ * SHOAL_ERR_NOMEM. */
+shoal_err_t shoal_task_begin_repair(shoal_task_t *t, const char *bad_output, const char *problem);
+void shoal_task_end_repair(shoal_task_t *t);
 
 /* Moves t to state s, logging the change at debug. */
 void shoal_task_set_state(shoal_task_t *t, shoal_task_state_t s);
