@@ -49,6 +49,7 @@
 #define NPRIO 3
 #define CHECK_BATCH 512
 #define BATCH_BYTES_MAX ((size_t)8 << 20) /* one record_batch statement at most */
+#define PAUSE_AFTER_MS 1000.0             /* no room for this long: pause the partitions */
 #define PARKED_FACTOR 16 /* tasks parked in cooling lanes: up to this x max_inflight */
 
 /* Whether a try with this outcome counts against the task's attempts.
@@ -74,6 +75,7 @@ struct runner {
     const char *prio_topic[NPRIO];
     rd_kafka_topic_partition_list_t *assigned;
     int paused[NPRIO];
+    double full_since[NPRIO]; /* when priority p last ran out of room (0: has room) */
     int wake[2];
     shoal_http_t *http;
     shoal_store_t *store;
@@ -776,7 +778,10 @@ static void flush(struct runner *r, int force)
 
     if (n + na == 0 || !r->spare || shoal_store_writes_pending(r->store) > 0)
         return;
-    if (!force && (long)n < r->conf->batch_size && shoal_sink_bytes(r->sink) < BATCH_BYTES_MAX &&
+    /* Every task held is finished: nothing more is coming to wait for. */
+    int all_done = n > 0 && (long)n >= r->nheld;
+    if (!force && !all_done && (long)n < r->conf->batch_size &&
+        shoal_sink_bytes(r->sink) < BATCH_BYTES_MAX &&
         (n == 0 || now - r->first_result_ms < r->conf->flush_ms) &&
         na < 4 * (size_t)r->conf->batch_size)
         return;
@@ -861,7 +866,19 @@ static void take_messages(struct runner *r)
             rd_kafka_message_destroy(m);
             b++;
         }
-        set_paused(r, p, !room_for(r, p, busy(r)));
+        /* Pause only a lasting lack of room (the database away, a lane held
+         * back): a pause drops the fetched messages and a resume fetches
+         * them again, too costly for the moments a batch is being written. */
+        double now = shoal_service_now_ms();
+        if (room_for(r, p, busy(r))) {
+            r->full_since[p] = 0;
+            set_paused(r, p, 0);
+        } else {
+            if (r->full_since[p] == 0)
+                r->full_since[p] = now;
+            if (now - r->full_since[p] >= PAUSE_AFTER_MS)
+                set_paused(r, p, 1);
+        }
     }
 }
 
@@ -1080,14 +1097,26 @@ static double wake_timers(struct runner *r)
     return r->ntimers > 0 ? r->timers[0]->due_ms - now : -1;
 }
 
+/* Whether messages wait in a priority queue that has room: then the loop
+ * must not sleep (their arrival already woke it once). */
+static int messages_waiting(struct runner *r)
+{
+    long b = busy(r);
+    for (int p = 0; p < NPRIO; p++)
+        if (rd_kafka_queue_length(r->prio_queue[p]) > 0 && room_for(r, p, b))
+            return 1;
+    return 0;
+}
+
 static void one_pass(struct runner *r)
 {
     const shoal_runner_conf_t *conf = r->conf;
     char errbuf[256];
 
+    /* Finished database work first: written results free room to take. */
+    shoal_store_poll(r->store, on_store, r);
     take_messages(r);
     send_checks(r);
-    shoal_store_poll(r->store, on_store, r);
     double wait = 200, w;
     if ((w = wake_timers(r)) >= 0 && w < wait)
         wait = w;
@@ -1101,6 +1130,8 @@ static void one_pass(struct runner *r)
         if (due < wait)
             wait = due < 0 ? 0 : due;
     }
+    if (messages_waiting(r))
+        wait = 0;
     if (shoal_http_run(r->http, (int)(wait + 0.999), r->wake[0], errbuf, sizeof(errbuf)) !=
         SHOAL_OK)
         shoal_log_error("http", "transfer loop failed error=\"%s\"", errbuf);
