@@ -1,7 +1,14 @@
 /*
  * `shoal dev`: the whole fleet on this machine (cli/devstack.c), with
  * connection settings printed and written for the CLI; `--demo` also runs
- * the sample job end to end and prints its output and a short SQL summary.
+ * the sample job end to end and prints its output and a short SQL summary;
+ * `--models FILE` runs the stack against the user's own models file (real
+ * endpoints, a local llama.cpp or vLLM server) instead of the simulator's.
+ *
+ * Every stack keeps its state in its work directory, dev.env included, so
+ * two stacks with different --workdir share no file. $SHOAL_HOME/dev.env
+ * names the most recently started stack; a stack removes it at exit only if
+ * it still names that stack.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -16,6 +23,7 @@
 #include "cli/devstack.h"
 #include "cli/proc.h"
 #include "common/kafka.h"
+#include "common/models.h"
 #include "common/opt.h"
 #include "common/pg.h"
 #include "common/service.h"
@@ -27,6 +35,7 @@ struct dev_conf {
     const char *workdir;
     const char *job;
     const char *log_level;
+    const char *models;
 };
 
 #define OFF(f) offsetof(struct dev_conf, f)
@@ -42,6 +51,9 @@ static const struct shoal_opt dev_opts[] = {
      "job file for --demo (default: examples/demo-job.json)"},
     {"log-level", SHOAL_OPT_STR, OFF(log_level), "warn", 0, 0,
      "log level of the started processes (their logs go to <workdir>/logs)"},
+    {"models", SHOAL_OPT_STR, OFF(models), NULL, 0, 0,
+     "your models file instead of the simulator's; the simulator starts only if the file "
+     "names ${SHOAL_SIM_URL}"},
     {0},
 };
 
@@ -93,6 +105,49 @@ static void print_summary(shoal_pg_t *pg, const char *job_id)
                    PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5));
         PQclear(r);
     }
+}
+
+/* Loads the user's models file as the workers will and checks their API
+ * keys, so a mistake is reported before anything starts. ${SHOAL_SIM_URL}
+ * is only known once the simulator runs: a placeholder stands in for it. */
+static int check_models(const char *path)
+{
+    char err[1024];
+    int placeholder = !getenv("SHOAL_SIM_URL");
+
+    if (placeholder)
+        setenv("SHOAL_SIM_URL", "http://127.0.0.1:1", 1);
+    shoal_models_t *m = shoal_models_load(path, err, sizeof(err));
+    if (placeholder)
+        unsetenv("SHOAL_SIM_URL");
+    if (!m) {
+        fprintf(stderr, "shoal: cannot use models file %s: %s\n", path, err);
+        return 0;
+    }
+    shoal_err_t e = shoal_models_check_keys(m, err, sizeof(err));
+    shoal_models_destroy(m);
+    if (e != SHOAL_OK) {
+        fprintf(stderr, "shoal: cannot use models file %s: %s\n", path, err);
+        return 0;
+    }
+    return 1;
+}
+
+/* True when the file at path has a line equal to line (without its end). */
+static int file_has_line(const char *path, const char *line)
+{
+    char buf[2048];
+    int found = 0;
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        return 0;
+    while (!found && fgets(buf, sizeof(buf), f)) {
+        buf[strcspn(buf, "\r\n")] = '\0';
+        found = strcmp(buf, line) == 0;
+    }
+    fclose(f);
+    return found;
 }
 
 static int run_demo(shoal_devstack_t *ds, const char *job_path)
@@ -174,7 +229,11 @@ int shoal_cmd_dev(int argc, char **argv)
         "protocol endpoint on 127.0.0.1), a throwaway PostgreSQL cluster, the provider\n"
         "simulator, a scheduler and workers. Prints the connection settings as export lines\n"
         "and writes them to $SHOAL_HOME/dev.env (default ~/.shoal/dev.env), where the other\n"
-        "shoal commands find them. Runs until Ctrl-C and then stops everything it started.";
+        "shoal commands find them, and to <workdir>/dev.env (SHOAL_HOME=<workdir> reaches\n"
+        "this stack even after another one started). With --models FILE the workers and the\n"
+        "scheduler use your models file (checked first, API keys included); the simulator\n"
+        "then starts only if the file names ${SHOAL_SIM_URL}. Runs until Ctrl-C and then\n"
+        "stops everything it started.";
     struct dev_conf c;
     shoal_optres_t res;
     char err[1024], envpath[1024], job[1024];
@@ -204,14 +263,24 @@ int shoal_cmd_dev(int argc, char **argv)
     }
     if (c.job)
         snprintf(job, sizeof(job), "%s", c.job);
+    if (c.models && !check_models(c.models)) {
+        free(bindir);
+        return SHOAL_EXIT_USAGE;
+    }
+    /* SHOAL_MODELS is also what a sourced dev.env sets: say which file won. */
+    if (c.models)
+        fprintf(stderr, "using models file %s (--models or SHOAL_MODELS)\n", c.models);
     shoal_service_signals();
 
-    shoal_devstack_conf_t dc = {c.workdir, bindir,      (int)c.workers, 1,   c.sim_latency_ms,
-                                NULL,      c.log_level, NULL,           NULL};
-    fprintf(stderr,
-            "starting Kafka (mock cluster), PostgreSQL, simulator, scheduler and %ld "
-            "workers...\n",
-            c.workers);
+    shoal_devstack_conf_t dc = {.workdir = c.workdir,
+                                .bindir = bindir,
+                                .workers = (int)c.workers,
+                                .schedulers = 1,
+                                .sim_latency_ms = c.sim_latency_ms,
+                                .log_level = c.log_level,
+                                .models_path = c.models};
+    fprintf(stderr, "starting Kafka (mock cluster), PostgreSQL, %sscheduler and %ld workers...\n",
+            c.models ? "" : "simulator, ", c.workers);
     shoal_devstack_t *ds = shoal_devstack_new(&dc, err, sizeof(err));
     free(bindir);
     if (!ds) {
@@ -226,12 +295,18 @@ int shoal_cmd_dev(int argc, char **argv)
         *slash = '\0';
         mkdir(dir, 0755);
     }
-    if (shoal_devstack_write_env(ds, envpath, err, sizeof(err)) != SHOAL_OK)
+    char ownenv[1100], pgline[600];
+    snprintf(ownenv, sizeof(ownenv), "%s/dev.env", shoal_devstack_workdir(ds));
+    snprintf(pgline, sizeof(pgline), "export SHOAL_PG='%s'", shoal_devstack_pg_url(ds));
+    if (shoal_devstack_write_env(ds, ownenv, err, sizeof(err)) != SHOAL_OK ||
+        shoal_devstack_write_env(ds, envpath, err, sizeof(err)) != SHOAL_OK)
         fprintf(stderr, "shoal: %s\n", err);
-    printf("export SHOAL_BOOTSTRAP='%s'\nexport SHOAL_PG='%s'\nexport SHOAL_MODELS='%s'\n"
-           "export SHOAL_SIM_URL='%s'\n",
-           shoal_devstack_bootstrap(ds), shoal_devstack_pg_url(ds), shoal_devstack_models_path(ds),
-           shoal_devstack_sim_url(ds));
+    printf("export SHOAL_BOOTSTRAP='%s'\n%s\nexport SHOAL_MODELS='%s'\n",
+           shoal_devstack_bootstrap(ds), pgline, shoal_devstack_models_path(ds));
+    if (*shoal_devstack_sim_url(ds))
+        printf("export SHOAL_SIM_URL='%s'\n", shoal_devstack_sim_url(ds));
+    printf("# this stack alone, even once another starts: SHOAL_HOME=%s (its %s)\n",
+           shoal_devstack_workdir(ds), ownenv);
     printf("# also written to %s; logs in %s/logs\n", envpath, shoal_devstack_workdir(ds));
     fflush(stdout);
 
@@ -253,7 +328,10 @@ int shoal_cmd_dev(int argc, char **argv)
         }
         fprintf(stderr, "stopping...\n");
     }
+    /* Another stack may have started since and own the shared file now. */
+    if (file_has_line(envpath, pgline))
+        unlink(envpath);
+    unlink(ownenv);
     shoal_devstack_destroy(ds);
-    unlink(envpath);
     return rc;
 }

@@ -143,6 +143,51 @@ shoal_err_t shoal_devstack_restart(shoal_devstack_t *ds, const char *kind, int i
     return start_kind(ds, kind, i, extra_env, errbuf, errlen);
 }
 
+/* Reads a whole small file into a new string (caller frees); NULL with the
+ * reason. Models files are a few KiB; the cap guards against a wrong path. */
+static char *read_small_file(const char *path, char *errbuf, size_t errlen)
+{
+    enum { CAP = 4 << 20 };
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(CAP + 1);
+    size_t n = buf ? fread(buf, 1, CAP + 1, f) : 0;
+    int bad = !buf || ferror(f) || n > CAP;
+    fclose(f);
+    if (bad) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not read %s: %s", path,
+                      buf ? "unreadable or larger than 4 MiB" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Uses the caller's models file: an absolute path (children and dev.env
+ * readers may run elsewhere), and whether it needs the simulator. */
+static shoal_err_t use_models(shoal_devstack_t *ds, int *needs_sim, char *errbuf, size_t errlen)
+{
+    char *abs = realpath(ds->conf.models_path, NULL);
+    if (!abs)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not read %s: %s",
+                             ds->conf.models_path, strerror(errno));
+    int fits = snprintf(ds->models_path, sizeof(ds->models_path), "%s", abs) <
+               (int)sizeof(ds->models_path);
+    free(abs);
+    if (!fits)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "models file path too long");
+    char *text = read_small_file(ds->models_path, errbuf, errlen);
+    if (!text)
+        return SHOAL_ERR_IO;
+    *needs_sim = strstr(text, "${SHOAL_SIM_URL}") != NULL;
+    free(text);
+    return SHOAL_OK;
+}
+
 static shoal_err_t write_models(shoal_devstack_t *ds, char *errbuf, size_t errlen)
 {
     char text[8192];
@@ -240,20 +285,27 @@ shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *er
     shoal_pg_destroy(pg);
     if (err != SHOAL_OK)
         goto fail;
-    if (start_sim(ds, errbuf, errlen) != SHOAL_OK || write_models(ds, errbuf, errlen) != SHOAL_OK)
+    int needs_sim = 1;
+    if (conf->models_path && use_models(ds, &needs_sim, errbuf, errlen) != SHOAL_OK)
+        goto fail;
+    if (needs_sim && start_sim(ds, errbuf, errlen) != SHOAL_OK)
+        goto fail;
+    if (!conf->models_path && write_models(ds, errbuf, errlen) != SHOAL_OK)
         goto fail;
 
-    snprintf(ds->env[0], sizeof(ds->env[0]), "SHOAL_BOOTSTRAP=%s", shoal_devstack_bootstrap(ds));
-    snprintf(ds->env[1], sizeof(ds->env[1]), "SHOAL_PG=%s", shoal_pgcluster_url(ds->pg));
-    snprintf(ds->env[2], sizeof(ds->env[2]), "SHOAL_MODELS=%s", ds->models_path);
-    snprintf(ds->env[3], sizeof(ds->env[3]), "SHOAL_SIM_URL=%s", ds->sim_url);
+    int ne = 0;
+    snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_BOOTSTRAP=%s", shoal_devstack_bootstrap(ds));
+    snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_PG=%s", shoal_pgcluster_url(ds->pg));
+    snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_MODELS=%s", ds->models_path);
     /* The mock cluster's rebalances wait about session.timeout.ms. */
-    snprintf(ds->env[4], sizeof(ds->env[4]), "SHOAL_KAFKA_SESSION_TIMEOUT_MS=6000");
-    snprintf(ds->env[5], sizeof(ds->env[5]), "SHOAL_LOG_LEVEL=%s",
+    snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_KAFKA_SESSION_TIMEOUT_MS=6000");
+    snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_LOG_LEVEL=%s",
              conf->log_level ? conf->log_level : "info");
-    for (int i = 0; i < 6; i++)
+    if (ds->sim_url[0])
+        snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_SIM_URL=%s", ds->sim_url);
+    for (int i = 0; i < ne; i++)
         ds->envp[i] = ds->env[i];
-    ds->envp[6] = NULL;
+    ds->envp[ne] = NULL;
 
     for (int i = 0; i < ds->conf.schedulers; i++)
         if (start_kind(ds, "scheduler", i, NULL, errbuf, errlen) != SHOAL_OK)
@@ -271,14 +323,15 @@ shoal_err_t shoal_devstack_write_env(const shoal_devstack_t *ds, const char *pat
                                      size_t errlen)
 {
     char text[4096];
-    snprintf(text, sizeof(text),
-             "# written by shoal dev; read by the shoal CLI, or: . %s\n"
-             "export SHOAL_BOOTSTRAP='%s'\n"
-             "export SHOAL_PG='%s'\n"
-             "export SHOAL_MODELS='%s'\n"
-             "export SHOAL_SIM_URL='%s'\n",
-             path, shoal_devstack_bootstrap(ds), shoal_pgcluster_url(ds->pg), ds->models_path,
-             ds->sim_url);
+    int n =
+        snprintf(text, sizeof(text),
+                 "# written by shoal dev; read by the shoal CLI, or: . %s\n"
+                 "export SHOAL_BOOTSTRAP='%s'\n"
+                 "export SHOAL_PG='%s'\n"
+                 "export SHOAL_MODELS='%s'\n",
+                 path, shoal_devstack_bootstrap(ds), shoal_pgcluster_url(ds->pg), ds->models_path);
+    if (ds->sim_url[0] && n > 0 && (size_t)n < sizeof(text))
+        snprintf(text + n, sizeof(text) - (size_t)n, "export SHOAL_SIM_URL='%s'\n", ds->sim_url);
     return write_file(path, text, errbuf, errlen);
 }
 

@@ -2,7 +2,8 @@
  * The whole fleet on one machine: a Kafka from librdkafka's mock cluster
  * (served from this process, a real Kafka protocol endpoint on 127.0.0.1), a
  * throwaway PostgreSQL cluster, the provider simulator, schedulers and
- * workers as child processes, and a models file pointing at the simulator.
+ * workers as child processes, and a models file pointing at the simulator
+ * (or the caller's own models file).
  * Used by `shoal dev` and by every integration test and benchmark. Stopping
  * it stops every process it started and removes the work directory it made.
  * Not thread-safe.
@@ -29,6 +30,10 @@ typedef struct {
     const char *log_level;          /* for the children; NULL = info */
     const char *extra_models;       /* more "alias": {...} members for the models file */
     const char *const *sim_args;    /* extra simulator arguments (at most 57), or NULL */
+    /* The user's models file instead of the one written for the simulator
+     * (extra_models is then ignored); NULL = write one. The simulator starts
+     * only if this file names ${SHOAL_SIM_URL}. */
+    const char *models_path;
 } shoal_devstack_conf_t;
 
 typedef struct shoal_devstack shoal_devstack_t;
@@ -40,7 +45,8 @@ shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *er
 
 void shoal_devstack_destroy(shoal_devstack_t *ds); /* NULL is ok */
 
-/* Borrowed strings, valid until destroy. */
+/* Borrowed strings, valid until destroy. The simulator's URL is "" when it
+ * was not started. */
 const char *shoal_devstack_bootstrap(const shoal_devstack_t *ds);
 const char *shoal_devstack_pg_url(const shoal_devstack_t *ds);
 const char *shoal_devstack_sim_url(const shoal_devstack_t *ds);

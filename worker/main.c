@@ -93,6 +93,14 @@ int main(int argc, char **argv)
                         conf.svc.models, err);
         return 1;
     }
+    /* A missing key would only show as 401s on every call, each retried or
+     * handed to a fallback; refusing to start says what to fix at once. */
+    if (shoal_models_check_keys(models, err, sizeof(err)) != SHOAL_OK) {
+        shoal_log_error("main", "cannot start without an API key path=\"%s\" error=\"%s\"",
+                        conf.svc.models, err);
+        shoal_models_destroy(models);
+        return 1;
+    }
     shoal_pg_t *pg = shoal_pg_new(conf.svc.pg, "shoal-worker");
     shoal_err_t e = shoal_service_migrate(pg, (int)conf.svc.migrate_wait_s, err, sizeof(err));
     shoal_pg_destroy(pg);

@@ -4,12 +4,15 @@
  * a password and a model whose API key comes from the environment; a job
  * with a distinctive system prompt completes (and the key really went out
  * with every call); then every log and every row is searched for the three.
+ * Before that, the worker started without the key refuses to run: it exits 1
+ * naming the alias and the variable, before it takes any task.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/pgcluster.h"
+#include "cli/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 
@@ -25,9 +28,21 @@ int main(void)
                                "\"sim-keyed\": {\"provider\": \"openai\", \"endpoint\": "
                                "\"${SHOAL_SIM_URL}/v1/chat/completions\", \"model\": \"keyed\", "
                                "\"api_key_env\": \"SHOAL_TEST_API_KEY\"}"};
+    /* The stack starts without the key: its worker must refuse to run. */
+    unsetenv("SHOAL_TEST_API_KEY");
     harness_t *h = harness_start(&conf);
     shoal_devstack_t *ds = harness_stack(h);
-    char pg[512], key[128], level[64], status[64], err[512], out[4096];
+    char pg[512], key[128], level[64], status[64], err[512], out[4096], wlog[1024];
+
+    int wstatus = -1;
+    assert_int_eq(shoal_proc_wait(shoal_devstack_proc(ds, "worker", 0), 60000, &wstatus), SHOAL_OK);
+    assert_int_eq(wstatus, 1);
+    snprintf(wlog, sizeof(wlog), "%s/logs/worker-0.log", shoal_devstack_workdir(ds));
+    assert_int_eq(
+        shoal_proc_wait_file_line(wlog, "cannot start without an API key", 1000, out, sizeof(out)),
+        SHOAL_OK);
+    assert_str_contains(out, "models.sim-keyed.api_key_env");
+    assert_str_contains(out, "SHOAL_TEST_API_KEY is not set");
 
     /* The same server, reached through a URL with a password (trust auth
      * ignores it, but every process holds it). */

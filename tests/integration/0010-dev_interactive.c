@@ -53,9 +53,12 @@ int main(void)
     assert_int_eq(shoal_proc_wait_file_line(envfile, "export SHOAL_PG=", 1000, line, sizeof(line)),
                   SHOAL_OK);
     assert_int_eq(shoal_proc_wait_file_line(log, "logs in ", 1000, line, sizeof(line)), SHOAL_OK);
+    /* "... logs in <workdir>/logs": the work directory without "/logs". */
     char workdir[512];
-    snprintf(workdir, sizeof(workdir), "%.*s", (int)(strlen(line) - strlen("logs in ") - 5),
-             strstr(line, "logs in ") + strlen("logs in "));
+    const char *wd = strstr(line, "logs in ") + strlen("logs in ");
+    assert_true(strlen(wd) > strlen("/logs"));
+    snprintf(workdir, sizeof(workdir), "%.*s", (int)(strlen(wd) - strlen("/logs")), wd);
+    assert_true(strstr(workdir, "/logs") == NULL);
     assert_true(access(workdir, F_OK) == 0);
 
     /* Submit, wait and read results through dev.env alone. */

@@ -47,7 +47,8 @@ harness_t *harness_start(const harness_conf_t *conf)
                                 conf->worker_args,
                                 "info",
                                 conf->extra_models,
-                                conf->sim_args};
+                                conf->sim_args,
+                                NULL};
     h->ds = shoal_devstack_new(&dc, err, sizeof(err));
     if (!h->ds)
         test_fail("could not start the stack: %s", err);
