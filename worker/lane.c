@@ -20,13 +20,13 @@ struct shoal_lane {
     double window, window_max;
     double decreased_at;
     double hold_until;
-    int fails;         /* DOWN answers in a row */
-    double down_since; /* first DOWN after the last OK; 0 = healthy */
-    double cool_until; /* cooling: nothing starts before, then one probe */
-    long cool_ms;      /* length of the last cooldown */
-    int probing;       /* a probe call is in flight */
-    shoal_bucket_t req, tok;
-    long max_cost; /* largest token reservation seen, for the token burst */
+    int fails;                          /* DOWN answers in a row */
+    double down_since;                  /* first DOWN after the last OK; 0 = healthy */
+    double cool_until;                  /* cooling: nothing starts before, then one probe */
+    long cool_ms;                       /* length of the last cooldown */
+    int probing;                        /* a probe call is in flight */
+    shoal_bucket_t req, tok, tin, tout; /* requests, tokens, input and output tokens */
+    long max_cost;                      /* largest token reservation seen, for the token burst */
     double cost_sum, cost_n;
 };
 
@@ -57,6 +57,8 @@ shoal_lane_t *shoal_lane_new(const shoal_model_t *m, const shoal_lane_conf_t *c)
     l->window_max = (double)(c->max_concurrency > 0 ? c->max_concurrency : 64);
     shoal_bucket_init(&l->req, 0, 0, 0);
     shoal_bucket_init(&l->tok, 0, 0, 0);
+    shoal_bucket_init(&l->tin, 0, 0, 0);
+    shoal_bucket_init(&l->tout, 0, 0, 0);
     if (m->max_concurrency > 0 && (double)m->max_concurrency < l->window_max)
         l->window_max = (double)m->max_concurrency;
     l->window = c->start_concurrency > 0 && (double)c->start_concurrency < l->window_max
@@ -127,10 +129,16 @@ shoal_task_t *shoal_lane_pop(shoal_lane_t *l)
     return t;
 }
 
-static long task_tokens(const shoal_task_t *t)
+/* A call reserves its estimated input (a quarter of the request's bytes)
+ * plus all the output it may produce. */
+static long input_tokens(const shoal_task_t *t)
 {
-    long out = t->model->max_output_tokens > 0 ? t->model->max_output_tokens : 1024;
-    return (long)(t->request_len / 4) + out;
+    return (long)(t->request_len / 4);
+}
+
+static long output_tokens(const shoal_task_t *t)
+{
+    return t->model->max_output_tokens > 0 ? t->model->max_output_tokens : 1024;
 }
 
 shoal_task_t *shoal_lane_next(shoal_lane_t *l, double now_ms, double *wait_ms)
@@ -149,17 +157,23 @@ shoal_task_t *shoal_lane_next(shoal_lane_t *l, double now_ms, double *wait_ms)
         window = 1;
     if (l->in_flight >= window)
         return NULL;
-    long cost = task_tokens(t);
-    double w = shoal_bucket_wait_ms(&l->req, now_ms, 1),
-           wt = shoal_bucket_wait_ms(&l->tok, now_ms, (double)cost);
-    if (wt > w)
-        w = wt;
+    long in = input_tokens(t), out = output_tokens(t), cost = in + out;
+    double w = shoal_bucket_wait_ms(&l->req, now_ms, 1);
+    double waits[] = {shoal_bucket_wait_ms(&l->tok, now_ms, (double)cost),
+                      shoal_bucket_wait_ms(&l->tin, now_ms, (double)in),
+                      shoal_bucket_wait_ms(&l->tout, now_ms, (double)out)};
+    for (size_t i = 0; i < 3; i++)
+        if (waits[i] > w)
+            w = waits[i];
     if (w > 0) {
         *wait_ms = w;
         return NULL;
     }
     shoal_bucket_take(&l->req, now_ms, 1);
     shoal_bucket_take(&l->tok, now_ms, (double)cost);
+    shoal_bucket_take(&l->tin, now_ms, (double)in);
+    shoal_bucket_take(&l->tout, now_ms, (double)out);
+    t->reserved_in = in;
     if (cost > l->max_cost)
         l->max_cost = cost;
     l->cost_sum += (double)cost;
@@ -173,18 +187,28 @@ shoal_task_t *shoal_lane_next(shoal_lane_t *l, double now_ms, double *wait_ms)
     return t;
 }
 
-void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig, long tokens_used,
-                      long hold_ms, double now_ms)
+/* Settle one bucket: what the call did not use goes back; what it used
+ * beyond its reservation becomes a debt the next calls wait out. */
+static void settle(shoal_bucket_t *b, long reserved, long used, double now_ms)
+{
+    if (used < reserved)
+        shoal_bucket_give(b, now_ms, (double)(reserved - used));
+    else if (used > reserved)
+        shoal_bucket_take_force(b, now_ms, (double)(used - reserved));
+}
+
+void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
+                      const shoal_usage_t *used, long hold_ms, double now_ms)
 {
     if (l->in_flight > 0)
         l->in_flight--;
-    /* Settle: what the call did not use goes back; what it used beyond its
-     * reservation becomes a debt the next calls wait out. */
-    if (tokens_used >= 0 && tokens_used < t->reserved_tokens)
-        shoal_bucket_give(&l->tok, now_ms, (double)(t->reserved_tokens - tokens_used));
-    else if (tokens_used > t->reserved_tokens)
-        shoal_bucket_take_force(&l->tok, now_ms, (double)(tokens_used - t->reserved_tokens));
-    t->reserved_tokens = 0;
+    if (used) {
+        long rin = t->reserved_in, rout = t->reserved_tokens - t->reserved_in;
+        settle(&l->tok, t->reserved_tokens, used->input + used->output, now_ms);
+        settle(&l->tin, rin, used->input, now_ms);
+        settle(&l->tout, rout, used->output, now_ms);
+    }
+    t->reserved_tokens = t->reserved_in = 0;
     l->probing = 0;
     if (hold_ms >= 0 && now_ms + (double)hold_ms > l->hold_until)
         l->hold_until = now_ms + (double)hold_ms;
@@ -234,6 +258,12 @@ void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms
 {
     shoal_bucket_set(&l->req, rps, burst_for(rps, 1), now_ms);
     shoal_bucket_set(&l->tok, tps, burst_for(tps, (double)l->max_cost), now_ms);
+}
+
+void shoal_lane_set_io_rates(shoal_lane_t *l, double in_tps, double out_tps, double now_ms)
+{
+    shoal_bucket_set(&l->tin, in_tps, burst_for(in_tps, (double)l->max_cost), now_ms);
+    shoal_bucket_set(&l->tout, out_tps, burst_for(out_tps, (double)l->max_cost), now_ms);
 }
 
 size_t shoal_lane_waiting(const shoal_lane_t *l)

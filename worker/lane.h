@@ -62,16 +62,20 @@ void shoal_lane_remove(shoal_lane_t *l, shoal_task_t *t);
 shoal_task_t *shoal_lane_next(shoal_lane_t *l, double now_ms, double *wait_ms);
 
 /* A call of this lane ended: frees its slot, settles its tokens with what it
- * used (tokens_used < 0: unknown, keep the reservation) and learns from sig.
+ * used (used NULL: unknown, the reservation stands) and learns from sig.
  * hold_ms >= 0 holds the lane that long (a Retry-After). */
-void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig, long tokens_used,
-                      long hold_ms, double now_ms);
+void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
+                      const shoal_usage_t *used, long hold_ms, double now_ms);
 
 /* Holds the lane: no call starts before until_ms. */
 void shoal_lane_hold(shoal_lane_t *l, double until_ms);
 
 /* Sets the lane's rates: requests and tokens per second, <= 0 unlimited. */
 void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms);
+
+/* Sets the separate input and output token rates (Anthropic's input and
+ * output limits), per second, <= 0 unlimited. */
+void shoal_lane_set_io_rates(shoal_lane_t *l, double in_tps, double out_tps, double now_ms);
 
 /* State for stats, metrics and demand reports. */
 size_t shoal_lane_waiting(const shoal_lane_t *l);

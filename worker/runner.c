@@ -336,7 +336,7 @@ static void start_call(struct runner *r, shoal_task_t *t)
     long timeout = t->model->timeout_ms > 0 ? t->model->timeout_ms : t->timeout_ms;
     if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->request,
                         t->request_len, timeout, 0, t, err, sizeof(err)) != SHOAL_OK) {
-        shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, 0, -1, shoal_service_now_ms());
+        shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, NULL, -1, shoal_service_now_ms());
         fail(r, t, "could not start the call: %s", err);
     }
 }
@@ -352,7 +352,7 @@ static double dispatch(struct runner *r)
         shoal_task_t *t;
         while ((t = shoal_lane_next(l, now, &wait)) != NULL) {
             if (now > t->deadline_ms) {
-                shoal_lane_ended(l, t, SHOAL_LANE_NEUTRAL, 0, -1, now);
+                shoal_lane_ended(l, t, SHOAL_LANE_NEUTRAL, NULL, -1, now);
                 snprintf(t->error, sizeof(t->error),
                          "deadline passed after %d attempt%s waiting for model %s", t->attempts,
                          t->attempts == 1 ? "" : "s", t->model->alias);
@@ -533,7 +533,7 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     if (oc == SHOAL_OUTCOME_RATE_LIMITED)
         r->stats->rate_limited++;
     shoal_lane_ended(lane_of(r, t), t, lane_signal(oc),
-                     oc == SHOAL_OUTCOME_OK ? out.usage.input + out.usage.output : -1,
+                     oc == SHOAL_OUTCOME_OK || oc == SHOAL_OUTCOME_TRUNCATED ? &out.usage : NULL,
                      oc == SHOAL_OUTCOME_RATE_LIMITED ? hold : -1, now);
     report_call(r, t, reply, oc, &out.usage, hold);
     shoal_task_set_state(t, SHOAL_TASK_VALIDATING);
@@ -1064,8 +1064,17 @@ static void sync_fleet(struct runner *r)
         shoal_fleet_share_t sh;
         shoal_fleet_share(r->fleet, i, &sh);
         if (sh.version != r->share_version[i]) {
+            const shoal_model_t *m = shoal_lane_model(r->lanes[i]);
             r->share_version[i] = sh.version;
             shoal_lane_set_rates(r->lanes[i], sh.rps, sh.tps, now);
+            /* Separate input and output limits take this worker's part of the
+             * fleet as its request or token share shows it, else an equal part. */
+            double part = sh.limit_rps > 0 && sh.rps > 0 ? sh.rps / sh.limit_rps
+                          : sh.limit_tps > 0 && sh.tps > 0
+                              ? sh.tps / sh.limit_tps
+                              : 1.0 / (sh.workers > 0 ? sh.workers : 1);
+            shoal_lane_set_io_rates(r->lanes[i], (double)m->input_tpm / 60.0 * part,
+                                    (double)m->output_tpm / 60.0 * part, now);
             shoal_log_debug("fleet", "share model=%s rps=%.3f tps=%.1f workers=%d learned=%d",
                             shoal_lane_model(r->lanes[i])->alias, sh.rps, sh.tps, sh.workers,
                             sh.learned);

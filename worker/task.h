@@ -69,6 +69,7 @@ typedef struct shoal_task {
     size_t heap_at;       /* BACKOFF: position in the runner's timer heap */
     int prio;             /* 0 high, 1 normal, 2 low */
     long reserved_tokens; /* taken from the lane's token bucket for the call in flight */
+    long reserved_in;     /* the input part of reserved_tokens */
     struct shoal_task *qnext, *qprev; /* WAITING: links in the lane's queue */
     shoal_task_state_t state;
     char *output; /* owned, set when done */

@@ -97,15 +97,15 @@ static void test_window_and_cooldown(void)
     assert_true(shoal_lane_next(l, 0, &wait) == NULL); /* window full */
     assert_true(wait < 0);
     /* A 429 shrinks the window (x0.7 -> 2.8) and holds the lane 1 s. */
-    shoal_lane_ended(l, t[0], SHOAL_LANE_LIMITED, -1, 1000, 10);
+    shoal_lane_ended(l, t[0], SHOAL_LANE_LIMITED, NULL, 1000, 10);
     assert_true(shoal_lane_window(l) > 2.7 && shoal_lane_window(l) < 2.9);
     assert_true(shoal_lane_next(l, 20, &wait) == NULL);
     assert_true(wait > 900 && wait <= 990);
     /* Three failures in a row open a cooldown; then one probe at a time. */
-    shoal_lane_ended(l, t[1], SHOAL_LANE_DOWN, -1, -1, 2000);
-    shoal_lane_ended(l, t[2], SHOAL_LANE_DOWN, -1, -1, 2000);
+    shoal_lane_ended(l, t[1], SHOAL_LANE_DOWN, NULL, -1, 2000);
+    shoal_lane_ended(l, t[2], SHOAL_LANE_DOWN, NULL, -1, 2000);
     assert_int_eq(shoal_lane_cooling(l, 2000), 0);
-    shoal_lane_ended(l, t[3], SHOAL_LANE_DOWN, -1, -1, 2000);
+    shoal_lane_ended(l, t[3], SHOAL_LANE_DOWN, NULL, -1, 2000);
     assert_int_eq(shoal_lane_cooling(l, 2000), 1);
     assert_true(shoal_lane_down_ms(l, 2500) == 500);
     assert_true(shoal_lane_next(l, 2500, &wait) == NULL);
@@ -114,13 +114,14 @@ static void test_window_and_cooldown(void)
     assert_true(probe == t[4]);
     assert_true(shoal_lane_next(l, 3001, &wait) == NULL); /* only the probe */
     /* The probe fails: the next cooldown is twice as long. */
-    shoal_lane_ended(l, probe, SHOAL_LANE_DOWN, -1, -1, 3100);
+    shoal_lane_ended(l, probe, SHOAL_LANE_DOWN, NULL, -1, 3100);
     assert_true(shoal_lane_next(l, 4000, &wait) == NULL);
     assert_true(wait > 1000 && wait <= 1100);
     probe = shoal_lane_next(l, 5200, &wait);
     assert_true(probe == t[5]);
     /* It succeeds: healthy again, the window grows back. */
-    shoal_lane_ended(l, probe, SHOAL_LANE_OK, 150, -1, 5300);
+    shoal_usage_t u150 = {.input = 100, .output = 50};
+    shoal_lane_ended(l, probe, SHOAL_LANE_OK, &u150, -1, 5300);
     assert_int_eq(shoal_lane_cooling(l, 5300), 0);
     assert_true(shoal_lane_down_ms(l, 5300) == 0);
     assert_true(shoal_lane_next(l, 5300, &wait) == t[6]);
@@ -173,10 +174,12 @@ static void test_rates(void)
     assert_true(shoal_lane_next(l2, 1000, &wait) == a);
     assert_true(shoal_lane_next(l2, 1000, &wait) == b);
     assert_true(shoal_lane_next(l2, 1000, &wait) == NULL);
-    shoal_lane_ended(l2, a, SHOAL_LANE_OK, 0, -1, 1000); /* used none of its 200 */
+    shoal_usage_t none = {0};
+    shoal_lane_ended(l2, a, SHOAL_LANE_OK, &none, -1, 1000); /* used none of its 200 */
     assert_true(shoal_lane_next(l2, 1000, &wait) == c);
     /* A call that used more than it reserved leaves a debt to wait out. */
-    shoal_lane_ended(l2, b, SHOAL_LANE_OK, 600, -1, 1000);
+    shoal_usage_t big = {.input = 100, .output = 500};
+    shoal_lane_ended(l2, b, SHOAL_LANE_OK, &big, -1, 1000);
     shoal_task_t *d = task(1, "d");
     shoal_lane_push(l2, d);
     assert_true(shoal_lane_next(l2, 1000, &wait) == NULL);
@@ -189,6 +192,39 @@ static void test_rates(void)
     free(c);
     shoal_lane_destroy(l);
     shoal_lane_destroy(l2);
+}
+
+/* Separate input and output limits: each call reserves 100 input and 100
+ * output tokens; with 1000 input and 100 output tokens a second, output
+ * binds: one call a second. Settling with a small answer frees room. */
+static void test_io_rates(void)
+{
+    shoal_lane_t *l = lane(1000);
+    shoal_lane_set_io_rates(l, 1000, 100, 0);
+    shoal_task_t *t[6];
+    char ids[6][4];
+    for (int i = 0; i < 6; i++) {
+        snprintf(ids[i], 4, "o%d", i);
+        t[i] = task(1, ids[i]);
+        shoal_lane_push(l, t[i]);
+    }
+    double wait;
+    int started = 0;
+    for (double now = 0; now <= 3000; now += 10)
+        while (shoal_lane_next(l, now, &wait) != NULL)
+            started++;
+    assert_int_eq(started, 3); /* at 1 s, 2 s and 3 s */
+    assert_true(wait > 0);
+    /* The first call wrote 10 output tokens: 90 come back, the next fits
+     * 100 ms later instead of a second. */
+    shoal_usage_t small = {.input = 100, .output = 10};
+    shoal_lane_ended(l, t[0], SHOAL_LANE_OK, &small, -1, 3000);
+    assert_true(shoal_lane_next(l, 3000, &wait) == NULL);
+    assert_true(wait > 0 && wait <= 110);
+    assert_true(shoal_lane_next(l, 3110, &wait) == t[3]);
+    for (int i = 0; i < 6; i++)
+        free(t[i]);
+    shoal_lane_destroy(l);
 }
 
 static void test_backoff(void)
@@ -229,6 +265,7 @@ int main(void)
     test_priorities();
     test_window_and_cooldown();
     test_rates();
+    test_io_rates();
     test_backoff();
     return 0;
 }
