@@ -1106,23 +1106,14 @@ static double wake_timers(struct runner *r)
     return r->ntimers > 0 ? r->timers[0]->due_ms - now : -1;
 }
 
-/* Whether messages wait in a priority queue that has room: then the loop
- * must not sleep (their arrival already woke it once). */
-static int messages_waiting(struct runner *r)
-{
-    long b = busy(r);
-    for (int p = 0; p < NPRIO; p++)
-        if (rd_kafka_queue_length(r->prio_queue[p]) > 0 && room_for(r, p, b))
-            return 1;
-    return 0;
-}
-
 static void one_pass(struct runner *r)
 {
     const shoal_runner_conf_t *conf = r->conf;
     char errbuf[256];
 
-    /* Finished database work first: written results free room to take. */
+    /* Finished database work first: written results free room to take, and
+     * nothing else frees room, so after this pass's take the loop may sleep
+     * until something wakes it. */
     shoal_store_poll(r->store, on_store, r);
     take_messages(r);
     send_checks(r);
@@ -1134,13 +1125,13 @@ static void one_pass(struct runner *r)
     if ((w = dispatch(r)) >= 0 && w < wait)
         wait = w;
     flush(r, 0);
-    if (shoal_sink_results(r->sink) > 0) {
+    /* A write in progress wakes the loop when it ends; only an idle store
+     * makes the age of the batch a reason to wake. */
+    if (shoal_sink_results(r->sink) > 0 && r->spare && shoal_store_writes_pending(r->store) == 0) {
         double due = r->first_result_ms + (double)conf->flush_ms - shoal_service_now_ms();
         if (due < wait)
             wait = due < 0 ? 0 : due;
     }
-    if (messages_waiting(r))
-        wait = 0;
     if (shoal_http_run(r->http, (int)(wait + 0.999), r->wake[0], errbuf, sizeof(errbuf)) !=
         SHOAL_OK)
         shoal_log_error("http", "transfer loop failed error=\"%s\"", errbuf);
