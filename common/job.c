@@ -8,17 +8,17 @@
  * common/chunk.c's; this is the glue that feeds it a job's items) and the
  * settings row. Task messages are built from a job by common/taskmsg.c.
  *
- * Memory for the job comes from jansson's allocator (json_get_alloc_funcs), so
- * a test that swaps in a failing allocator reaches every error path.
+ * Memory for the job comes from jansson's allocator (common/jsonalloc.h), so a
+ * test that swaps in a failing allocator reaches every error path.
  */
 #include "common/job.h"
 
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/chunk.h"
+#include "common/jsonalloc.h"
 #include "common/taskmsg.h"
 #include "common/tokens.h"
 
@@ -37,31 +37,6 @@ struct shoal_job {
     long *chunk_tokens;  /* n_chunks entries */
     long est_tokens;
 };
-
-/* ---- allocation (through jansson's hooks) ---- */
-
-static void *job_alloc(size_t n, size_t size)
-{
-    json_malloc_t m;
-    json_free_t f;
-
-    if (size && n > SIZE_MAX / size)
-        return NULL;
-    json_get_alloc_funcs(&m, &f);
-    n *= size;
-    return m(n ? n : 1);
-}
-
-static void job_free(void *p)
-{
-    json_malloc_t m;
-    json_free_t f;
-
-    if (!p)
-        return;
-    json_get_alloc_funcs(&m, &f);
-    f(p);
-}
 
 /* ---- defaults ---- */
 
@@ -134,10 +109,10 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
                              "chunking.max_tokens is %ld",
                              base, limits.max_tokens);
 
-    tokens = job_alloc(n, sizeof(*tokens));
-    groups = limits.by_group ? job_alloc(n, sizeof(*groups)) : NULL;
-    job->chunk_start = job_alloc(n + 1, sizeof(*job->chunk_start));
-    job->chunk_tokens = job_alloc(n, sizeof(*job->chunk_tokens));
+    tokens = shoal_jsonalloc_array(n, sizeof(*tokens));
+    groups = limits.by_group ? shoal_jsonalloc_array(n, sizeof(*groups)) : NULL;
+    job->chunk_start = shoal_jsonalloc_array(n + 1, sizeof(*job->chunk_start));
+    job->chunk_tokens = shoal_jsonalloc_array(n, sizeof(*job->chunk_tokens));
     if (!tokens || (limits.by_group && !groups) || !job->chunk_start || !job->chunk_tokens) {
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         goto out;
@@ -163,8 +138,8 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     for (size_t k = 0; k < job->n_chunks; k++)
         job->est_tokens = shoal_chunk_estimate(job->est_tokens, &job->chunk_tokens[k], 1);
 out:
-    job_free(tokens);
-    job_free((void *)groups);
+    shoal_jsonalloc_free(tokens);
+    shoal_jsonalloc_free((void *)groups);
     return err;
 }
 
@@ -175,9 +150,9 @@ void shoal_job_destroy(shoal_job_t *job)
     if (!job)
         return;
     json_decref(job->doc);
-    job_free(job->chunk_start);
-    job_free(job->chunk_tokens);
-    job_free(job);
+    shoal_jsonalloc_free(job->chunk_start);
+    shoal_jsonalloc_free(job->chunk_tokens);
+    shoal_jsonalloc_free(job);
 }
 
 shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
@@ -197,7 +172,7 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
         json_decref(doc);
         return NULL;
     }
-    if (fill_defaults(doc) || !(job = job_alloc(1, sizeof(*job)))) {
+    if (fill_defaults(doc) || !(job = shoal_jsonalloc_array(1, sizeof(*job)))) {
         json_decref(doc);
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         return NULL;
@@ -294,10 +269,9 @@ shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id)
     return SHOAL_OK;
 }
 
-/* Copies doc[key] into obj (a deep copy) when it exists. */
-static int copy_field(json_t *obj, const json_t *doc, const char *key)
+int shoal_job_copy_field(const shoal_job_t *job, const char *key, json_t *obj)
 {
-    const json_t *v = json_object_get(doc, key);
+    const json_t *v = json_object_get(job->doc, key);
 
     if (!v)
         return 0;
@@ -314,7 +288,7 @@ json_t *shoal_job_settings(const shoal_job_t *job)
     if (!s)
         return NULL;
     for (size_t i = 0; keys[i]; i++) {
-        if (copy_field(s, job->doc, keys[i])) {
+        if (shoal_job_copy_field(job, keys[i], s)) {
             json_decref(s);
             return NULL;
         }

@@ -75,6 +75,11 @@ shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id);
  * prompts. Caller owns the reference; NULL when out of memory. */
 json_t *shoal_job_settings(const shoal_job_t *job);
 
+/* Sets a deep copy of the job's top-level field key in obj under the same key
+ * (replacing what obj had there); nothing when the job has no such field.
+ * 0, or -1 when out of memory. */
+int shoal_job_copy_field(const shoal_job_t *job, const char *key, json_t *obj);
+
 /* Items [*first, *end) of the job's items array make up chunk (0-based);
  * both are n_items when chunk is out of range. */
 void shoal_job_chunk_range(const shoal_job_t *job, size_t chunk, size_t *first, size_t *end);

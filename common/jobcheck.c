@@ -11,8 +11,8 @@
  * people who submit jobs rather than in the generic form (a pattern becomes
  * "may only contain letters, digits and ..."); see rewordings below.
  *
- * Temporary memory comes from jansson's allocator (json_get_alloc_funcs), so
- * a test that swaps in a failing allocator reaches every error path.
+ * Temporary memory comes from jansson's allocator (common/jsonalloc.h), so a
+ * test that swaps in a failing allocator reaches every error path.
  */
 #include "common/jobcheck.h"
 
@@ -23,39 +23,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jsonalloc.h"
+#include "common/jsondesc.h"
 #include "common/jsonschema.h"
 
 /* The job_id rule of the schema ($defs/key), for shoal_job_id_valid(). */
 #define KEY_MAX 200
 
-/* Values quoted in messages are cut to this many code points. */
-#define QUOTE_CP 40
-#define QUOTE_LEN SHOAL_JOBCHECK_QUOTE_LEN
-
-/* ---- allocation (through jansson's hooks) ---- */
-
-static void *check_alloc(size_t n, size_t size)
-{
-    json_malloc_t m;
-    json_free_t f;
-
-    if (size && n > SIZE_MAX / size)
-        return NULL;
-    json_get_alloc_funcs(&m, &f);
-    n *= size;
-    return m(n ? n : 1);
-}
-
-static void check_free(void *p)
-{
-    json_malloc_t m;
-    json_free_t f;
-
-    if (!p)
-        return;
-    json_get_alloc_funcs(&m, &f);
-    f(p);
-}
+#define QUOTE_LEN SHOAL_JSONDESC_QUOTE_LEN
 
 /* ---- message helpers ---- */
 
@@ -76,66 +51,9 @@ static shoal_err_t fail(char *errbuf, size_t errlen, const char *path, const cha
     return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s", msg);
 }
 
-/* s as a short double-quoted string: control characters, quotes and
- * backslashes escaped, cut after QUOTE_CP code points. Returns out. */
-static const char *quoted(char out[QUOTE_LEN], const char *s, size_t len)
-{
-    size_t o = 0, cp = 0;
-
-    out[o++] = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if ((c & 0xC0) != 0x80 && cp++ == QUOTE_CP) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-            break;
-        }
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c == '\n') {
-            out[o++] = '\\';
-            out[o++] = 'n';
-        } else if (c == '\t') {
-            out[o++] = '\\';
-            out[o++] = 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            o += (size_t)snprintf(out + o, QUOTE_LEN - o, "\\u%04x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o++] = '"';
-    out[o] = '\0';
-    return out;
-}
-
 static const char *quoted_json(char out[QUOTE_LEN], const json_t *s)
 {
-    return quoted(out, json_string_value(s), json_string_length(s));
-}
-
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "an unknown value";
+    return shoal_jsondesc_quote(out, json_string_value(s), json_string_length(s));
 }
 
 static int key_char(unsigned char c, int colon)
@@ -214,7 +132,7 @@ shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errle
 
     if (!json_is_object(doc))
         return fail(errbuf, errlen, "job", "expected an object, got %s",
-                    doc ? type_name(doc) : "nothing");
+                    doc ? shoal_jsondesc_type(doc) : "nothing");
     if ((err = load_schema(errbuf, errlen)))
         return err;
     if (shoal_jsonschema_validate_ex(job_schema, doc, &d, errbuf, errlen) == SHOAL_OK)
@@ -314,7 +232,7 @@ static int cmp_id_ref(const void *a, const void *b)
 /* Names the first item (in job order) whose id an earlier item already has. */
 static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf, size_t errlen)
 {
-    struct id_ref *refs = check_alloc(n, sizeof(*refs));
+    struct id_ref *refs = shoal_jsonalloc_array(n, sizeof(*refs));
     size_t repeat = SIZE_MAX, original = 0, group_first = 0;
     char q[QUOTE_LEN];
 
@@ -337,7 +255,7 @@ static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf,
             original = group_first;
         }
     }
-    check_free(refs);
+    shoal_jsonalloc_free(refs);
     if (repeat == SIZE_MAX)
         return SHOAL_OK;
     {
@@ -363,7 +281,7 @@ static shoal_err_t check_model(const shoal_models_t *models, const char *path, c
                               shoal_models_at(models, i)->alias);
     return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                          "%s %s is not in the models file (known: %s)", path,
-                         quoted(q, alias, strlen(alias)), known);
+                         shoal_jsondesc_quote(q, alias, strlen(alias)), known);
 }
 
 static shoal_err_t check_models(const json_t *doc, const shoal_models_t *models, char *errbuf,
@@ -436,5 +354,5 @@ int shoal_job_id_valid(const char *id)
 
 const char *shoal_jobcheck_quote(char out[SHOAL_JOBCHECK_QUOTE_LEN], const char *s, size_t len)
 {
-    return quoted(out, s, len);
+    return shoal_jsondesc_quote(out, s, len);
 }

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
+#include "common/jsondesc.h"
 #include "common/models.h"
 
 /* Containers nested deeper than this are refused while decoding, so code
@@ -27,7 +28,7 @@
 #define SHOAL_JOB_MAX_DEPTH 64
 
 /* Size of the buffer shoal_jobcheck_quote() writes. */
-#define SHOAL_JOBCHECK_QUOTE_LEN 256
+#define SHOAL_JOBCHECK_QUOTE_LEN SHOAL_JSONDESC_QUOTE_LEN
 
 /* Decodes JSON text the way jobs are decoded: strict UTF-8, any top-level
  * value, duplicate keys and \u0000 refused, at most SHOAL_JOB_MAX_DEPTH levels.
@@ -52,9 +53,8 @@ int shoal_job_id_valid(const char *id);
 shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *models, char *errbuf,
                                      size_t errlen);
 
-/* s (len bytes) as a short double-quoted string for an error message:
- * control characters, quotes and backslashes escaped, cut after 40 code
- * points with "...". Writes out and returns it. */
+/* shoal_jsondesc_quote() (common/jsondesc.h) under its older name, kept for
+ * the callers that still use it; new code calls shoal_jsondesc_quote(). */
 const char *shoal_jobcheck_quote(char out[SHOAL_JOBCHECK_QUOTE_LEN], const char *s, size_t len);
 
 #endif

@@ -28,12 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jsondesc.h"
 #include "common/regex.h"
 
 #define MAX_COMPILE_DEPTH 128 /* nesting of subschemas inside one another */
 #define MAX_CHAIN 1000        /* longest chain of same-instance edges */
-#define QUOTE_CP 40           /* quoted values are cut after this many code points */
-#define QUOTE_LEN 256
+#define QUOTE_LEN SHOAL_JSONDESC_QUOTE_LEN
 #define LIST_LEN 200   /* enum lists in messages */
 #define PATH_SHOWN 120 /* instance path characters in messages */
 
@@ -487,28 +487,6 @@ static int dialect_of(const char *uri)
 
 static struct snode *compile(struct compiler *cc, const json_t *json, char *where, const char *base,
                              int depth);
-
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "an unknown value";
-}
 
 static struct snode *sub(struct compiler *cc, const json_t *json, const char *where,
                          const char *key, const char *base, int depth)
@@ -1034,7 +1012,7 @@ static struct snode *compile(struct compiler *cc, const json_t *json, char *wher
     }
     if (!json_is_object(json)) {
         cfail(cc, SHOAL_ERR_INVALID, "schema at %s must be an object or a boolean, got %s",
-              at(where), type_name(json));
+              at(where), shoal_jsondesc_type(json));
         return NULL;
     }
     if (depth > MAX_COMPILE_DEPTH) {
@@ -1353,41 +1331,6 @@ static int ident_key(const char *k)
     return 1;
 }
 
-/* s as a short double-quoted string, escaped and cut after QUOTE_CP code
- * points. Returns out. */
-static const char *quoted(char out[QUOTE_LEN], const char *s, size_t len)
-{
-    size_t o = 0, cp = 0;
-
-    out[o++] = '"';
-    for (size_t i = 0; i < len && o < QUOTE_LEN - 12; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if ((c & 0xC0) != 0x80 && cp++ == QUOTE_CP) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-            break;
-        }
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c == '\n') {
-            out[o++] = '\\';
-            out[o++] = 'n';
-        } else if (c == '\t') {
-            out[o++] = '\\';
-            out[o++] = 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            o += (size_t)snprintf(out + o, QUOTE_LEN - o, "\\u%04x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o++] = '"';
-    out[o] = '\0';
-    return out;
-}
-
 static size_t path_fmt(char *buf, size_t len, const struct ipath *p)
 {
     size_t o;
@@ -1406,7 +1349,8 @@ static size_t path_fmt(char *buf, size_t len, const struct ipath *p)
     else if (ident_key(p->key))
         o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? "." : "", p->key);
     else
-        o += (size_t)snprintf(buf + o, len - o, "[%s]", quoted(q, p->key, strlen(p->key)));
+        o += (size_t)snprintf(buf + o, len - o, "[%s]",
+                              shoal_jsondesc_quote(q, p->key, strlen(p->key)));
     return o;
 }
 
@@ -1415,7 +1359,7 @@ static const char *value_text(char out[QUOTE_LEN], const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_STRING:
-        return quoted(out, json_string_value(v), json_string_length(v));
+        return shoal_jsondesc_quote(out, json_string_value(v), json_string_length(v));
     case JSON_INTEGER:
         snprintf(out, QUOTE_LEN, "%lld", (long long)json_integer_value(v));
         return out;
@@ -1427,7 +1371,7 @@ static const char *value_text(char out[QUOTE_LEN], const json_t *v)
     case JSON_FALSE:
         return "false";
     default:
-        return type_name(v);
+        return shoal_jsondesc_type(v);
     }
 }
 
@@ -1628,7 +1572,8 @@ static int check_string(struct vctx *c, const struct snode *n, const json_t *v,
         }
         if (r != SHOAL_REGEX_MATCH)
             return report(c, n, "pattern", path, v, "%s does not match the pattern %s",
-                          quoted(q, json_string_value(v), json_string_length(v)), n->pattern_src);
+                          shoal_jsondesc_quote(q, json_string_value(v), json_string_length(v)),
+                          n->pattern_src);
     }
     return 0;
 }
@@ -1845,9 +1790,10 @@ static int unknown_field(struct vctx *c, const struct snode *n, const char *key,
     }
     if (best)
         return report(c, n, "additionalProperties", path, v,
-                      "unknown field %s (did you mean \"%s\"?)", quoted(q, key, strlen(key)), best);
+                      "unknown field %s (did you mean \"%s\"?)",
+                      shoal_jsondesc_quote(q, key, strlen(key)), best);
     return report(c, n, "additionalProperties", path, v, "unknown field %s",
-                  quoted(q, key, strlen(key)));
+                  shoal_jsondesc_quote(q, key, strlen(key)));
 }
 
 /* True when key is covered by properties or patternProperties. */
@@ -1913,7 +1859,7 @@ static int check_object(struct vctx *c, const struct snode *n, const json_t *v,
                 char q[QUOTE_LEN];
                 return report(c, n, "propertyNames", path, v,
                               "field name %s is not allowed by propertyNames",
-                              quoted(q, key, strlen(key)));
+                              shoal_jsondesc_quote(q, key, strlen(key)));
             }
         }
     }
@@ -2039,7 +1985,7 @@ static int validate_here(struct vctx *c, const struct snode *n, const json_t *v,
         if (c->quiet || (!c->errbuf && !c->detail))
             return 1;
         types_text(a, sizeof(a), n->types);
-        return report(c, n, "type", path, v, "expected %s, got %s", a, type_name(v));
+        return report(c, n, "type", path, v, "expected %s, got %s", a, shoal_jsondesc_type(v));
     }
     if (n->const_val && !json_eq(n->const_val, v)) {
         char *d;
@@ -2047,10 +1993,10 @@ static int validate_here(struct vctx *c, const struct snode *n, const json_t *v,
         if (c->quiet || (!c->errbuf && !c->detail))
             return 1;
         if (json_is_string(n->const_val))
-            return report(
-                c, n, "const", path, v, "expected %s, got %s",
-                quoted(a, json_string_value(n->const_val), json_string_length(n->const_val)),
-                value_text(b, v));
+            return report(c, n, "const", path, v, "expected %s, got %s",
+                          shoal_jsondesc_quote(a, json_string_value(n->const_val),
+                                               json_string_length(n->const_val)),
+                          value_text(b, v));
         d = json_dumps(n->const_val, JSON_COMPACT | JSON_ENCODE_ANY);
         r = report(c, n, "const", path, v, "expected %.200s, got %s", d ? d : "a constant",
                    value_text(b, v));
@@ -2072,9 +2018,10 @@ static int validate_here(struct vctx *c, const struct snode *n, const json_t *v,
             enum_text(a, LIST_LEN, n->enum_vals);
             if (all_strings && json_is_string(v))
                 return report(c, n, "enum", path, v, "%s is not one of %s",
-                              quoted(b, json_string_value(v), json_string_length(v)), a);
+                              shoal_jsondesc_quote(b, json_string_value(v), json_string_length(v)),
+                              a);
             return report(c, n, "enum", path, v, "expected one of %s, got %s", a,
-                          all_strings ? type_name(v) : value_text(b, v));
+                          all_strings ? shoal_jsondesc_type(v) : value_text(b, v));
         }
     }
     switch (json_typeof(v)) {

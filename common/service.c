@@ -115,6 +115,13 @@ double shoal_service_now_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+double shoal_service_unix_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 void shoal_service_sleep_ms(long ms)
 {
     while (ms > 0 && !stop_flag) {

@@ -88,4 +88,8 @@ shoal_err_t shoal_service_migrate(shoal_pg_t *pg, int wait_s, char *errbuf, size
 /* Monotonic milliseconds. */
 double shoal_service_now_ms(void);
 
+/* Wall-clock seconds since the epoch, for times that cross processes (lease
+ * rows, provider reset headers); may jump when the clock is set. */
+double shoal_service_unix_s(void);
+
 #endif

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/jsondesc.h"
+
 /* The task schema's limits; keep in step with schemas/task.schema.json. */
 #define CHUNK_MAX 99999L
 #define N_CHUNKS_MAX 100000L
@@ -46,16 +48,6 @@ shoal_err_t shoal_taskmsg_task_id(const char *job_id, size_t chunk, char *buf, s
     if (n < 0 || (size_t)n >= len)
         return SHOAL_ERR_LIMIT;
     return SHOAL_OK;
-}
-
-/* Copies doc[key] into obj (a deep copy) when it exists. */
-static int copy_field(json_t *obj, const json_t *doc, const char *key)
-{
-    const json_t *v = json_object_get(doc, key);
-
-    if (!v)
-        return 0;
-    return json_object_set_new(obj, key, json_deep_copy(v));
 }
 
 /* The chunk's items as [{id, input}], sharing the strings with the job. */
@@ -115,13 +107,14 @@ json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, 
         json_object_set(t, "tenant", json_object_get(doc, "tenant")) ||
         json_object_set(t, "priority", json_object_get(doc, "priority")) ||
         json_object_set(t, "model", json_object_get(doc, "model")) ||
-        copy_field(t, doc, "fallback_models"))
+        shoal_job_copy_field(job, "fallback_models", t))
         goto nomem;
     if ((v = json_object_get(doc, "system")) && json_object_set(t, "system", v))
         goto nomem;
     if (json_object_set(t, "prompt_template", json_object_get(doc, "prompt_template")) ||
-        json_object_set_new(t, "items", chunk_items(job, chunk)) || copy_field(t, doc, "output") ||
-        copy_field(t, doc, "max_attempts") || copy_field(t, doc, "timeout_ms") ||
+        json_object_set_new(t, "items", chunk_items(job, chunk)) ||
+        shoal_job_copy_field(job, "output", t) || shoal_job_copy_field(job, "max_attempts", t) ||
+        shoal_job_copy_field(job, "timeout_ms", t) ||
         json_object_set_new(t, "est_tokens",
                             json_integer((json_int_t)shoal_job_chunk_est_tokens(job, chunk))))
         goto nomem;
@@ -154,21 +147,21 @@ static shoal_err_t fail(struct ctx *c, const char *fmt, ...)
 
 /* v as it appears in a message: numbers and strings by value (strings
  * quoted and cut short), containers by type. */
-static const char *describe(char out[SHOAL_JOBCHECK_QUOTE_LEN], const json_t *v)
+static const char *describe(char out[SHOAL_JSONDESC_QUOTE_LEN], const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_STRING:
-        return shoal_jobcheck_quote(out, json_string_value(v), json_string_length(v));
+        return shoal_jsondesc_quote(out, json_string_value(v), json_string_length(v));
     case JSON_INTEGER:
-        snprintf(out, SHOAL_JOBCHECK_QUOTE_LEN, "%lld", (long long)json_integer_value(v));
+        snprintf(out, SHOAL_JSONDESC_QUOTE_LEN, "%lld", (long long)json_integer_value(v));
         return out;
     case JSON_REAL:
-        snprintf(out, SHOAL_JOBCHECK_QUOTE_LEN, "%.15g", json_real_value(v));
+        snprintf(out, SHOAL_JSONDESC_QUOTE_LEN, "%.15g", json_real_value(v));
         return out;
     case JSON_OBJECT:
         return "an object";
     case JSON_ARRAY:
-        snprintf(out, SHOAL_JOBCHECK_QUOTE_LEN, "an array of %zu", json_array_size(v));
+        snprintf(out, SHOAL_JSONDESC_QUOTE_LEN, "an array of %zu", json_array_size(v));
         return out;
     case JSON_TRUE:
         return "true";
@@ -183,7 +176,7 @@ static const char *describe(char out[SHOAL_JOBCHECK_QUOTE_LEN], const json_t *v)
 /* "task.<path>: expected <what>, got <v>". */
 static shoal_err_t bad(struct ctx *c, const char *path, const char *what, const json_t *v)
 {
-    char d[SHOAL_JOBCHECK_QUOTE_LEN];
+    char d[SHOAL_JSONDESC_QUOTE_LEN];
 
     return fail(c, "task.%s: expected %s, got %s", path, what, describe(d, v));
 }
@@ -299,7 +292,7 @@ static shoal_err_t check_version(struct ctx *c, const json_t *doc, shoal_taskmsg
 static shoal_err_t check_identity(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
 {
     const json_t *task_id, *job_id;
-    char want[SHOAL_TASKMSG_ID_MAX], d[SHOAL_JOBCHECK_QUOTE_LEN];
+    char want[SHOAL_TASKMSG_ID_MAX], d[SHOAL_JSONDESC_QUOTE_LEN];
     shoal_err_t err;
 
     if ((err = field(c, doc, "", "task_id", &task_id)) ||
@@ -429,7 +422,7 @@ static json_t *decode(const void *value, size_t len, struct ctx *c)
 {
     json_error_t e;
     json_t *doc;
-    char d[SHOAL_JOBCHECK_QUOTE_LEN];
+    char d[SHOAL_JSONDESC_QUOTE_LEN];
 
     doc = json_loadb(value ? value : "", value ? len : 0, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
                      &e);

@@ -18,22 +18,15 @@
 #include "common/service.h"
 #include "sim/sim.h"
 
+/* The table writes the simulator's settings straight into sim; the fields
+ * here are those whose type or meaning differs on the command line. */
 struct sim_opts {
-    const char *bind;
+    shoal_sim_conf_t sim;
     long port;
-    long latency_ms;
-    long jitter_ms;
     long threads;
     long max_conns;
-    long rpm, tpm, input_tpm, output_tpm;
-    double burst_s;
-    double time_scale;
-    const char *limit_headers;
-    int retry_after;
     long seed;
-    double p_5xx, p_429, p_overloaded, p_hang, p_malformed, p_truncated, p_slow;
-    long slow_ms;
-    const char *fail_marker;
+    const char *fail_marker; /* empty = none */
     const char *port_file;
     const char *log_level;
     const char *log_format;
@@ -41,45 +34,46 @@ struct sim_opts {
 
 #define OFF(f) offsetof(struct sim_opts, f)
 static const struct shoal_opt sim_opts_table[] = {
-    {"bind", SHOAL_OPT_STR, OFF(bind), "127.0.0.1", 0, 0, "IPv4 address to listen on"},
+    {"bind", SHOAL_OPT_STR, OFF(sim.bind), "127.0.0.1", 0, 0, "IPv4 address to listen on"},
     {"port", SHOAL_OPT_INT, OFF(port), "0", 0, 65535, "TCP port; 0 picks a free one"},
-    {"latency-ms", SHOAL_OPT_INT, OFF(latency_ms), "0", 0, 3600000,
+    {"latency-ms", SHOAL_OPT_INT, OFF(sim.latency_ms), "0", 0, 3600000,
      "mean delay added to each successful reply, in ms"},
-    {"latency-jitter-ms", SHOAL_OPT_INT, OFF(jitter_ms), "0", 0, 3600000,
+    {"latency-jitter-ms", SHOAL_OPT_INT, OFF(sim.jitter_ms), "0", 0, 3600000,
      "the delay is uniform in latency-ms +/- this, in ms"},
     {"threads", SHOAL_OPT_INT, OFF(threads), "1", 1, 64, "HTTP polling threads"},
     {"max-conns", SHOAL_OPT_INT, OFF(max_conns), "16384", 1, 1000000,
      "concurrent connections accepted"},
-    {"rpm", SHOAL_OPT_INT, OFF(rpm), "0", 0, 1000000000, "requests per minute; 0 = unlimited"},
-    {"tpm", SHOAL_OPT_INT, OFF(tpm), "0", 0, 2000000000,
+    {"rpm", SHOAL_OPT_INT, OFF(sim.rpm), "0", 0, 1000000000, "requests per minute; 0 = unlimited"},
+    {"tpm", SHOAL_OPT_INT, OFF(sim.tpm), "0", 0, 2000000000,
      "tokens (prompt + max_tokens, or actual output without it) per minute; 0 = unlimited"},
-    {"input-tpm", SHOAL_OPT_INT, OFF(input_tpm), "0", 0, 2000000000,
+    {"input-tpm", SHOAL_OPT_INT, OFF(sim.input_tpm), "0", 0, 2000000000,
      "prompt tokens per minute; 0 = unlimited"},
-    {"output-tpm", SHOAL_OPT_INT, OFF(output_tpm), "0", 0, 2000000000,
+    {"output-tpm", SHOAL_OPT_INT, OFF(sim.output_tpm), "0", 0, 2000000000,
      "output tokens (max_tokens, or actual without it) per minute; 0 = unlimited"},
-    {"burst-s", SHOAL_OPT_DOUBLE, OFF(burst_s), "60", 0, 0,
+    {"burst-s", SHOAL_OPT_DOUBLE, OFF(sim.burst_s), "60", 0, 0,
      "limit bucket capacity in seconds of refill (60 = a whole minute)"},
-    {"time-scale", SHOAL_OPT_DOUBLE, OFF(time_scale), "1", 0, 0,
+    {"time-scale", SHOAL_OPT_DOUBLE, OFF(sim.time_scale), "1", 0, 0,
      "simulated seconds per real second: limits refill this much faster"},
-    {"limit-headers", SHOAL_OPT_STR, OFF(limit_headers), "openai", 0, 0,
+    {"limit-headers", SHOAL_OPT_STR, OFF(sim.limit_headers), "openai", 0, 0,
      "rate-limit headers and 429 shape: openai, anthropic or none"},
-    {"retry-after", SHOAL_OPT_BOOL, OFF(retry_after), "true", 0, 0,
+    {"retry-after", SHOAL_OPT_BOOL, OFF(sim.retry_after), "true", 0, 0,
      "send retry-after on 429 answers (--retry-after=false omits it)"},
     {"seed", SHOAL_OPT_INT, OFF(seed), "0", 0, 0, "seed of the fault draws"},
-    {"p-5xx", SHOAL_OPT_DOUBLE, OFF(p_5xx), "0", 0, 0, "probability of a 500, 502 or 503 answer"},
-    {"p-429", SHOAL_OPT_DOUBLE, OFF(p_429), "0", 0, 0,
+    {"p-5xx", SHOAL_OPT_DOUBLE, OFF(sim.p_5xx), "0", 0, 0,
+     "probability of a 500, 502 or 503 answer"},
+    {"p-429", SHOAL_OPT_DOUBLE, OFF(sim.p_429), "0", 0, 0,
      "probability of a 429 regardless of the limits"},
-    {"p-overloaded", SHOAL_OPT_DOUBLE, OFF(p_overloaded), "0", 0, 0,
+    {"p-overloaded", SHOAL_OPT_DOUBLE, OFF(sim.p_overloaded), "0", 0, 0,
      "probability of an overloaded answer (529 Anthropic, 503 OpenAI)"},
-    {"p-hang", SHOAL_OPT_DOUBLE, OFF(p_hang), "0", 0, 0,
+    {"p-hang", SHOAL_OPT_DOUBLE, OFF(sim.p_hang), "0", 0, 0,
      "probability that a request is never answered"},
-    {"p-malformed", SHOAL_OPT_DOUBLE, OFF(p_malformed), "0", 0, 0,
+    {"p-malformed", SHOAL_OPT_DOUBLE, OFF(sim.p_malformed), "0", 0, 0,
      "probability of a 200 with a broken body"},
-    {"p-truncated", SHOAL_OPT_DOUBLE, OFF(p_truncated), "0", 0, 0,
+    {"p-truncated", SHOAL_OPT_DOUBLE, OFF(sim.p_truncated), "0", 0, 0,
      "probability of a 200 cut short (finish_reason length, stop_reason max_tokens)"},
-    {"p-slow", SHOAL_OPT_DOUBLE, OFF(p_slow), "0", 0, 0,
+    {"p-slow", SHOAL_OPT_DOUBLE, OFF(sim.p_slow), "0", 0, 0,
      "probability of slow-ms extra latency (independent of the other faults)"},
-    {"slow-ms", SHOAL_OPT_INT, OFF(slow_ms), "0", 0, 3600000, "extra latency of a slow answer"},
+    {"slow-ms", SHOAL_OPT_INT, OFF(sim.slow_ms), "0", 0, 3600000, "extra latency of a slow answer"},
     {"fail-marker", SHOAL_OPT_STR, OFF(fail_marker), "SIM_FAIL_400", 0, 0,
      "a prompt containing this is answered 400; empty = none"},
     {"port-file", SHOAL_OPT_STR, OFF(port_file), NULL, 0, 0,
@@ -129,6 +123,7 @@ int main(int argc, char **argv)
     char err[512];
 
     memset(&o, 0, sizeof(o));
+    shoal_sim_conf_init(&o.sim); /* what the table does not set keeps its default */
     int rc = shoal_service_cmdline(
         "shoal-sim", "shoal-sim [options]",
         "Provider simulator: serves the OpenAI (POST /v1/chat/completions) and\n"
@@ -150,33 +145,12 @@ int main(int argc, char **argv)
     shoal_service_signals();
     pthread_sigmask(SIG_BLOCK, &stop_sigs, &old);
 
-    shoal_sim_conf_t conf;
-    shoal_sim_conf_init(&conf);
-    conf.bind = o.bind;
-    conf.port = (int)o.port;
-    conf.latency_ms = o.latency_ms;
-    conf.jitter_ms = o.jitter_ms;
-    conf.threads = (int)o.threads;
-    conf.max_conns = (unsigned)o.max_conns;
-    conf.rpm = o.rpm;
-    conf.tpm = o.tpm;
-    conf.input_tpm = o.input_tpm;
-    conf.output_tpm = o.output_tpm;
-    conf.burst_s = o.burst_s;
-    conf.time_scale = o.time_scale;
-    conf.limit_headers = o.limit_headers;
-    conf.retry_after = o.retry_after;
-    conf.seed = (unsigned long long)o.seed;
-    conf.p_5xx = o.p_5xx;
-    conf.p_429 = o.p_429;
-    conf.p_overloaded = o.p_overloaded;
-    conf.p_hang = o.p_hang;
-    conf.p_malformed = o.p_malformed;
-    conf.p_truncated = o.p_truncated;
-    conf.p_slow = o.p_slow;
-    conf.slow_ms = o.slow_ms;
-    conf.fail_marker = o.fail_marker && *o.fail_marker ? o.fail_marker : NULL;
-    shoal_sim_t *sim = shoal_sim_new(&conf, err, sizeof(err));
+    o.sim.port = (int)o.port;
+    o.sim.threads = (int)o.threads;
+    o.sim.max_conns = (unsigned)o.max_conns;
+    o.sim.seed = (unsigned long long)o.seed;
+    o.sim.fail_marker = o.fail_marker && *o.fail_marker ? o.fail_marker : NULL;
+    shoal_sim_t *sim = shoal_sim_new(&o.sim, err, sizeof(err));
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!sim) {
         shoal_log_error("sim", "could not start the simulator error=\"%s\"", err);
@@ -194,8 +168,9 @@ int main(int argc, char **argv)
                    "listening bind=%s port=%d latency_ms=%ld jitter_ms=%ld threads=%ld rpm=%ld "
                    "tpm=%ld input_tpm=%ld output_tpm=%ld burst_s=%g time_scale=%g "
                    "limit_headers=%s",
-                   o.bind, port, o.latency_ms, o.jitter_ms, o.threads, o.rpm, o.tpm, o.input_tpm,
-                   o.output_tpm, o.burst_s, o.time_scale, o.limit_headers);
+                   o.sim.bind, port, o.sim.latency_ms, o.sim.jitter_ms, o.threads, o.sim.rpm,
+                   o.sim.tpm, o.sim.input_tpm, o.sim.output_tpm, o.sim.burst_s, o.sim.time_scale,
+                   o.sim.limit_headers);
 
     while (!shoal_service_stopping())
         shoal_service_sleep_ms(1000);

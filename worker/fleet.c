@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/pg.h"
+#include "common/service.h"
 
 #define BACKOFF_MAX_MS 5000.0
 
@@ -54,20 +55,6 @@ struct shoal_fleet {
     unsigned long refreshes;
 };
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-static double wall_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 void shoal_fleet_conf_init(shoal_fleet_conf_t *conf)
 {
     conf->refresh_ms = 1000;
@@ -92,7 +79,7 @@ double shoal_fleet_hold_ms(const shoal_fleet_share_t *s)
 {
     if (!(s->hold_until_unix > 0))
         return 0;
-    double left = (s->hold_until_unix - wall_s()) * 1000.0;
+    double left = (s->hold_until_unix - shoal_service_unix_s()) * 1000.0;
     return left > 0 ? left : 0;
 }
 
@@ -144,7 +131,7 @@ static void recompute(struct model_state *m, double now_mono)
     }
     s.hold_until_unix =
         m->server_hold_unix > m->local_hold_unix ? m->server_hold_unix : m->local_hold_unix;
-    if (s.hold_until_unix > 0 && s.hold_until_unix < wall_s())
+    if (s.hold_until_unix > 0 && s.hold_until_unix < shoal_service_unix_s())
         s.hold_until_unix = 0;
 
     const shoal_fleet_share_t *o = &m->share;
@@ -166,7 +153,7 @@ void shoal_fleet_share(shoal_fleet_t *f, size_t model, shoal_fleet_share_t *out)
     pthread_mutex_lock(&f->mu);
     /* Recomputed here too, so a lease that expired while the thread was stuck
      * connecting turns into the fallback on time. */
-    recompute(&f->m[model], mono_ms());
+    recompute(&f->m[model], shoal_service_now_ms());
     *out = f->m[model].share;
     pthread_mutex_unlock(&f->mu);
 }
@@ -178,7 +165,7 @@ static void local_hold(struct model_state *m, double ms, double now_mono)
         return;
     if (now_mono + ms > m->local_hold_mono) {
         m->local_hold_mono = now_mono + ms;
-        m->local_hold_unix = wall_s() + ms / 1000.0;
+        m->local_hold_unix = shoal_service_unix_s() + ms / 1000.0;
     }
 }
 
@@ -186,7 +173,7 @@ void shoal_fleet_report(shoal_fleet_t *f, size_t model, const shoal_fleet_report
 {
     if (!f || model >= f->n || !r)
         return;
-    double now = mono_ms();
+    double now = shoal_service_now_ms();
     pthread_mutex_lock(&f->mu);
     struct model_state *m = &f->m[model];
     if (r->demand_rps >= 0)
@@ -298,7 +285,7 @@ static shoal_err_t apply(shoal_fleet_t *f, const char *text, double sent_mono, c
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                              "fleet_lease answered something else than an object");
     }
-    double now_wall = wall_s();
+    double now_wall = shoal_service_unix_s();
     for (size_t i = 0; i < f->n; i++) {
         struct model_state *m = &f->m[i];
         json_t *o = json_object_get(doc, m->alias);
@@ -316,7 +303,7 @@ static shoal_err_t apply(shoal_fleet_t *f, const char *text, double sent_mono, c
         double hold_ms = num(o, "hold_ms", 0);
         m->server_hold_unix = hold_ms > 0 ? now_wall + hold_ms / 1000.0 : 0;
         m->valid_until_mono = sent_mono + (double)f->conf.ttl_ms;
-        recompute(m, mono_ms());
+        recompute(m, shoal_service_now_ms());
     }
     json_decref(doc);
     return SHOAL_OK;
@@ -324,7 +311,7 @@ static shoal_err_t apply(shoal_fleet_t *f, const char *text, double sent_mono, c
 
 static void timed_wait(shoal_fleet_t *f, double until_mono)
 {
-    double ms = until_mono - mono_ms();
+    double ms = until_mono - shoal_service_now_ms();
     if (ms <= 0)
         return;
     struct timespec ts;
@@ -345,7 +332,7 @@ static void *run(void *arg)
 
     pthread_mutex_lock(&f->mu);
     while (!f->stop) {
-        double now = mono_ms();
+        double now = shoal_service_now_ms();
         double min_gap = (double)f->conf.refresh_ms / 5.0;
         double due = next;
         if (f->wake && fails == 0 && last_start + min_gap < due)
@@ -393,7 +380,7 @@ static void *run(void *arg)
                 backoff *= 2;
             next = now + (backoff < BACKOFF_MAX_MS ? backoff : BACKOFF_MAX_MS);
         }
-        double t = mono_ms();
+        double t = shoal_service_now_ms();
         for (size_t i = 0; i < f->n; i++)
             recompute(&f->m[i], t);
     }
@@ -406,6 +393,17 @@ static void *run(void *arg)
         SHOAL_OK)
         shoal_log_debug("fleet", "could not remove the leases on stop: %s", err);
     return NULL;
+}
+
+/* Everything _new set up except the thread, which is gone or never started. */
+static void fleet_free(shoal_fleet_t *f)
+{
+    pthread_cond_destroy(&f->cond);
+    pthread_mutex_destroy(&f->mu);
+    shoal_pg_destroy(f->pg);
+    free(f->worker_id);
+    free(f->m);
+    free(f);
 }
 
 shoal_fleet_t *shoal_fleet_new(const char *pg_conninfo, const char *worker_id,
@@ -433,16 +431,19 @@ shoal_fleet_t *shoal_fleet_new(const char *pg_conninfo, const char *worker_id,
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cond, &ca);
+    pthread_condattr_destroy(&ca);
     f->conf = c;
     f->n = shoal_models_count(models);
     f->m = calloc(f->n ? f->n : 1, sizeof(*f->m));
     f->worker_id = strdup(worker_id);
     f->pg = shoal_pg_new(pg_conninfo, "shoal-fleet");
     if (!f->m || !f->worker_id || !f->pg) {
-        shoal_pg_destroy(f->pg);
-        free(f->worker_id);
-        free(f->m);
-        free(f);
+        fleet_free(f);
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         return NULL;
     }
@@ -451,7 +452,7 @@ shoal_fleet_t *shoal_fleet_new(const char *pg_conninfo, const char *worker_id,
     snprintf(on_connect, sizeof(on_connect), "SET statement_timeout = %ld", c.timeout_ms);
     shoal_pg_set_on_connect(f->pg, on_connect);
 
-    double now = mono_ms();
+    double now = shoal_service_now_ms();
     for (size_t i = 0; i < f->n; i++) {
         const shoal_model_t *md = shoal_models_at(models, i);
         struct model_state *m = &f->m[i];
@@ -465,22 +466,11 @@ shoal_fleet_t *shoal_fleet_new(const char *pg_conninfo, const char *worker_id,
         recompute(m, now);
     }
 
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cond, &ca);
-    pthread_condattr_destroy(&ca);
     int rc = pthread_create(&f->thread, NULL, run, f);
     if (rc != 0) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "cannot start the lease thread: %s",
                       strerror(rc));
-        pthread_cond_destroy(&f->cond);
-        pthread_mutex_destroy(&f->mu);
-        shoal_pg_destroy(f->pg);
-        free(f->worker_id);
-        free(f->m);
-        free(f);
+        fleet_free(f);
         return NULL;
     }
     return f;
@@ -495,10 +485,5 @@ void shoal_fleet_destroy(shoal_fleet_t *f)
     pthread_cond_signal(&f->cond);
     pthread_mutex_unlock(&f->mu);
     pthread_join(f->thread, NULL);
-    pthread_cond_destroy(&f->cond);
-    pthread_mutex_destroy(&f->mu);
-    shoal_pg_destroy(f->pg);
-    free(f->worker_id);
-    free(f->m);
-    free(f);
+    fleet_free(f);
 }

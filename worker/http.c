@@ -10,9 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/time.h>
-#include <time.h>
 
+#include "common/service.h"
 #include "worker/provider.h"
 
 #define MAX_BODY (16 * 1024 * 1024)
@@ -49,20 +48,6 @@ struct shoal_http {
     struct call *active;  /* running transfers */
     int pending;
 };
-
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-static double unix_s(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
 
 shoal_http_t *shoal_http_new(shoal_http_done_fn done, void *arg, char *errbuf, size_t errlen)
 {
@@ -222,7 +207,7 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     c->start_at_ms = 0;
-    c->started_unix = unix_s();
+    c->started_unix = shoal_service_unix_s();
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not start a transfer");
     c->aprev = NULL;
@@ -258,7 +243,7 @@ shoal_err_t shoal_http_post(shoal_http_t *h, const char *url, const struct curl_
     snprintf(c->url, sizeof(c->url), "%s", url);
     h->pending++;
     if (start_after_ms > 0) {
-        c->start_at_ms = mono_ms() + (double)start_after_ms;
+        c->start_at_ms = shoal_service_now_ms() + (double)start_after_ms;
         c->next = h->delayed;
         h->delayed = c;
         return SHOAL_OK;
@@ -279,7 +264,7 @@ int shoal_http_pending(const shoal_http_t *h)
 /* Starts due delayed calls; returns ms until the next one is due (or -1). */
 static long start_due(shoal_http_t *h)
 {
-    double now = mono_ms(), next = -1;
+    double now = shoal_service_now_ms(), next = -1;
     struct call **pp = &h->delayed;
     while (*pp) {
         struct call *c = *pp;
@@ -292,7 +277,7 @@ static long start_due(shoal_http_t *h)
                 shoal_http_reply_t r = {.error = err,
                                         .body = "",
                                         .retry_after_ms = -1,
-                                        .started_unix = unix_s(),
+                                        .started_unix = shoal_service_unix_s(),
                                         .headers = ""};
                 h->pending--;
                 h->done(c->user, &r, h->arg);
@@ -362,7 +347,7 @@ shoal_err_t shoal_http_run(shoal_http_t *h, int timeout_ms, int extra_fd, char *
         r.len = c->len;
         r.headers = c->hdr && c->hlen ? c->hdr : "";
         r.headers_len = c->hlen;
-        shoal_provider_signals(r.headers, r.headers_len, unix_s(), &sig);
+        shoal_provider_signals(r.headers, r.headers_len, shoal_service_unix_s(), &sig);
         r.retry_after_ms = sig.retry_after_ms;
         r.started_unix = c->started_unix;
         r.latency_ms = total * 1000.0;

@@ -20,10 +20,10 @@
 
 #include "cli/pgcluster.h"
 #include "common/log.h"
-#include "common/migrate.h"
 #include "common/pg.h"
 #include "tests/support/check.h"
 #include "tests/support/sqlcheck.h"
+#include "tests/support/testdb.h"
 
 #define assert_near(a, b, tol)                                                                     \
     do {                                                                                           \
@@ -508,13 +508,7 @@ int main(void)
     models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
     if (!models)
         test_fail("models: %s", err);
-    cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
-    if (!cluster)
-        test_fail("cannot start PostgreSQL: %s", err);
-    pg = shoal_pg_new(shoal_pgcluster_url(cluster), "fleet_test");
-    assert_true(pg != NULL);
-    if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
-        test_fail("migrate: %s", err);
+    pg = testdb_start("fleet_test", &cluster);
 
     test_functions();
     test_alone();

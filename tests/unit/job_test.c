@@ -18,6 +18,7 @@
 
 #include "common/models.h"
 #include "tests/support/check.h"
+#include "tests/support/textgen.h"
 
 #define PYTHON "/usr/bin/python3"
 #define MAX_JOB_BYTES ((size_t)1 << 20)
@@ -393,18 +394,6 @@ static json_t *base_job(void)
     return j;
 }
 
-static char *repeat(const char *unit, size_t times)
-{
-    size_t u = strlen(unit);
-    char *s = malloc(u * times + 1);
-
-    assert_true(s != NULL);
-    for (size_t i = 0; i < times; i++)
-        memcpy(s + i * u, unit, u);
-    s[u * times] = '\0';
-    return s;
-}
-
 static void gen_json(const char *dir, const char *name, const char *expect, json_t *doc)
 {
     assert_true(n_gen < MAX_FILES);
@@ -459,7 +448,7 @@ static void gen_string_limits(const char *dir)
     char name[64];
 
     for (size_t i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {
-        char *at = repeat("a", lim[i].max), *over = repeat("a", lim[i].max + 1);
+        char *at = textgen_repeat("a", lim[i].max), *over = textgen_repeat("a", lim[i].max + 1);
         snprintf(name, sizeof(name), "%s_at_limit", lim[i].key);
         gen_field(dir, name, "valid", lim[i].key, json_string(at));
         snprintf(name, sizeof(name), "%s_over_limit", lim[i].key);
@@ -469,8 +458,9 @@ static void gen_string_limits(const char *dir)
     }
     /* lengths count code points, not bytes */
     {
-        char *e100 = repeat("\xc3\xa9", 100), *e101 = repeat("\xc3\xa9", 101);
-        char *cjk = repeat("\xe6\x97\xa5", 100), *emoji = repeat("\xf0\x9f\x9a\x80", 100);
+        char *e100 = textgen_repeat("\xc3\xa9", 100), *e101 = textgen_repeat("\xc3\xa9", 101);
+        char *cjk = textgen_repeat("\xe6\x97\xa5", 100),
+             *emoji = textgen_repeat("\xf0\x9f\x9a\x80", 100);
         gen_field(dir, "model_100_two_byte", "valid", "model", json_string(e100));
         gen_field(dir, "model_101_two_byte", "invalid", "model", json_string(e101));
         gen_field(dir, "model_100_cjk", "valid", "model", json_string(cjk));
@@ -482,7 +472,7 @@ static void gen_string_limits(const char *dir)
         free(emoji);
     }
     {
-        char *g200 = repeat("g", 200), *g201 = repeat("g", 201);
+        char *g200 = textgen_repeat("g", 200), *g201 = textgen_repeat("g", 201);
         gen_sub(dir, "group_at_limit", "valid", "item", "group", json_string(g200));
         gen_sub(dir, "group_over_limit", "invalid", "item", "group", json_string(g201));
         gen_sub(dir, "item_id_at_limit", "valid", "item", "id", json_string(g200));
@@ -491,8 +481,8 @@ static void gen_string_limits(const char *dir)
         free(g201);
     }
     {
-        char *s = repeat("s", 200000), *s1 = repeat("s", 200001);
-        char *t = repeat("t", 200000 - 9), *t1 = repeat("t", 200001 - 9);
+        char *s = textgen_repeat("s", 200000), *s1 = textgen_repeat("s", 200001);
+        char *t = textgen_repeat("t", 200000 - 9), *t1 = textgen_repeat("t", 200001 - 9);
         char *tt, *tt1;
         gen_field(dir, "system_at_limit", "valid", "system", json_string(s));
         gen_field(dir, "system_over_limit", "invalid", "system", json_string(s1));
@@ -508,8 +498,8 @@ static void gen_string_limits(const char *dir)
         free(tt1);
     }
     {
-        char *in = repeat("i", 1000000), *in1 = repeat("i", 1000001);
-        char *e = repeat("\xc3\xa9", 1000000);
+        char *in = textgen_repeat("i", 1000000), *in1 = textgen_repeat("i", 1000001);
+        char *e = textgen_repeat("\xc3\xa9", 1000000);
         gen_sub(dir, "input_at_limit", "valid", "item", "input", json_string(in));
         gen_sub(dir, "input_over_limit", "invalid", "item", "input", json_string(in1));
         gen_sub(dir, "input_at_limit_two_byte", "valid", "item", "input", json_string(e));
@@ -681,7 +671,7 @@ static void gen_shapes(const char *dir)
     }
     {
         /* 65 levels: 62 nested arrays inside output.schema's object */
-        char *open = repeat("[", 62), *close = repeat("]", 62);
+        char *open = textgen_repeat("[", 62), *close = textgen_repeat("]", 62);
         assert_true(
             asprintf(&deep,
                      "{\"tenant\":\"acme\",\"model\":\"m\",\"prompt_template\":\"{{input}}\","
@@ -767,7 +757,7 @@ static void test_generated(void)
 static char *big_job(size_t n_items, size_t input_len, size_t *len)
 {
     json_t *j = base_job(), *items = json_array();
-    char *in = repeat("w", input_len), *text;
+    char *in = textgen_repeat("w", input_len), *text;
 
     for (size_t i = 0; i < n_items; i++) {
         char id[32];
@@ -895,7 +885,7 @@ static shoal_job_t *token_job(const long *tokens, const char *const *groups, siz
     shoal_job_t *job;
 
     for (size_t i = 0; i < n; i++) {
-        char id[32], *in = repeat("abcd", (size_t)tokens[i]);
+        char id[32], *in = textgen_repeat("abcd", (size_t)tokens[i]);
         json_t *item;
         snprintf(id, sizeof(id), "it%zu", i);
         item = json_pack("{s:s, s:s}", "id", id, "input", in);
@@ -1012,7 +1002,7 @@ static void test_tasks(void)
     }
     /* ... one more token is not: system "abcd" adds one */
     {
-        char *in = repeat("abcd", 22), *text;
+        char *in = textgen_repeat("abcd", 22), *text;
         assert_true(asprintf(&text,
                              "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"abcd\","
                              "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_tokens\":25},"

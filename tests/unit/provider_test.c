@@ -218,122 +218,128 @@ static shoal_outcome_t outcome(const shoal_model_t *m, long status, const char *
     return oc;
 }
 
-static void test_outcome_ok(void)
+/* Answers that carry content: the outcome, the content and every usage
+ * count; why is empty unless the answer was truncated. */
+static void test_outcome_answers(void)
 {
+    static const struct {
+        const shoal_model_t *m;
+        long status;
+        const char *body;
+        shoal_outcome_t want;
+        const char *content;
+        shoal_usage_t usage; /* input, cached, cache_write, output */
+    } cases[] = {
+        /* OpenAI's prompt_tokens already includes the cached ones */
+        {&openai,
+         200,
+         "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+         "\"assistant\",\"content\":\"hello \\u00e9\"},\"finish_reason\":\"stop\"}],"
+         "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\""
+         ":13,\"prompt_tokens_details\":{\"cached_tokens\":4}}}",
+         SHOAL_OUTCOME_OK,
+         "hello \xc3\xa9",
+         {10, 4, 0, 3}},
+        /* usage is optional: counts are zero; 201 is a success too */
+        {&openai,
+         201,
+         "{\"choices\":[{\"message\":{\"content\":\"\"}}]}",
+         SHOAL_OUTCOME_OK,
+         "",
+         {0, 0, 0, 0}},
+        /* Anthropic's input_tokens EXCLUDES cache reads and writes: input is
+         * the sum of the three (this test asserted input == 21 before, which
+         * billed cache reads as if they were never sent) */
+        {&anthropic,
+         200,
+         "{\"id\":\"m1\",\"type\":\"message\",\"role\":\"assistant\","
+         "\"content\":[{\"type\":\"text\",\"text\":\"bonjour\"}],"
+         "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":21,"
+         "\"output_tokens\":7,\"cache_creation_input_tokens\":5,"
+         "\"cache_read_input_tokens\":16}}",
+         SHOAL_OUTCOME_OK,
+         "bonjour",
+         {42, 16, 5, 7}},
+        /* text blocks are joined; a thinking block before them is not
+         * output; no cache fields: nothing added to input */
+        {&anthropic,
+         200,
+         "{\"content\":[{\"type\":\"thinking\",\"thinking\":\"hmm\"},"
+         "{\"type\":\"text\",\"text\":\"one \"},{\"type\":\"text\",\"text\":"
+         "\"two\"}],\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}",
+         SHOAL_OUTCOME_OK,
+         "one two",
+         {3, 0, 0, 2}},
+        /* Azure answers in the OpenAI shape */
+        {&azure,
+         200,
+         "{\"choices\":[{\"message\":{\"content\":\"az\"},\"finish_reason\":"
+         "\"stop\"}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}",
+         SHOAL_OUTCOME_OK,
+         "az",
+         {2, 0, 0, 1}},
+        /* cut at the output limit: the content is still returned */
+        {&openai,
+         200,
+         "{\"choices\":[{\"message\":{\"content\":\"half a sen\"},"
+         "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":5,"
+         "\"completion_tokens\":1024}}",
+         SHOAL_OUTCOME_TRUNCATED,
+         "half a sen",
+         {5, 0, 0, 1024}},
+        {&anthropic,
+         200,
+         "{\"content\":[{\"type\":\"text\",\"text\":\"half\"}],"
+         "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":1,"
+         "\"output_tokens\":4096}}",
+         SHOAL_OUTCOME_TRUNCATED,
+         "half",
+         {1, 0, 0, 4096}},
+        /* the other provider's word for it means nothing */
+        {&openai,
+         200,
+         "{\"choices\":[{\"message\":{\"content\":\"x\"},\"stop_reason\":"
+         "\"max_tokens\"}]}",
+         SHOAL_OUTCOME_OK,
+         "x",
+         {0, 0, 0, 0}},
+        {&anthropic,
+         200,
+         "{\"content\":[{\"type\":\"text\",\"text\":\"x\"}],\"finish_reason\":"
+         "\"length\"}",
+         SHOAL_OUTCOME_OK,
+         "x",
+         {0, 0, 0, 0}},
+    };
     shoal_provider_reply_t r;
     char why[512];
 
-    assert_int_eq(
-        outcome(&openai, 200,
-                "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                "\"assistant\",\"content\":\"hello \\u00e9\"},\"finish_reason\":\"stop\"}],"
-                "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\""
-                ":13,\"prompt_tokens_details\":{\"cached_tokens\":4}}}",
-                &r, why, sizeof(why)),
-        SHOAL_OUTCOME_OK);
-    assert_str_eq(r.content, "hello \xc3\xa9");
-    assert_str_eq(why, "");
-    /* OpenAI's prompt_tokens already includes the cached ones */
-    assert_int_eq(r.usage.input, 10);
-    assert_int_eq(r.usage.cached, 4);
-    assert_int_eq(r.usage.cache_write, 0);
-    assert_int_eq(r.usage.output, 3);
-    free(r.content);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const shoal_usage_t *u = &cases[i].usage;
+        shoal_outcome_t oc =
+            outcome(cases[i].m, cases[i].status, cases[i].body, &r, why, sizeof(why));
 
-    /* usage is optional: counts are zero; 201 is a success too */
-    assert_int_eq(outcome(&openai, 201, "{\"choices\":[{\"message\":{\"content\":\"\"}}]}", &r, why,
-                          sizeof(why)),
-                  SHOAL_OUTCOME_OK);
-    assert_str_eq(r.content, "");
-    assert_int_eq(r.usage.input, 0);
-    assert_int_eq(r.usage.output, 0);
-    assert_int_eq(r.usage.cached, 0);
-    free(r.content);
-
-    /* Anthropic's input_tokens EXCLUDES cache reads and writes: input is the
-     * sum of the three (this test asserted input == 21 before, which billed
-     * cache reads as if they were never sent) */
-    assert_int_eq(outcome(&anthropic, 200,
-                          "{\"id\":\"m1\",\"type\":\"message\",\"role\":\"assistant\","
-                          "\"content\":[{\"type\":\"text\",\"text\":\"bonjour\"}],"
-                          "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":21,"
-                          "\"output_tokens\":7,\"cache_creation_input_tokens\":5,"
-                          "\"cache_read_input_tokens\":16}}",
-                          &r, why, sizeof(why)),
-                  SHOAL_OUTCOME_OK);
-    assert_str_eq(r.content, "bonjour");
-    assert_int_eq(r.usage.input, 42);
-    assert_int_eq(r.usage.cached, 16);
-    assert_int_eq(r.usage.cache_write, 5);
-    assert_int_eq(r.usage.output, 7);
-    free(r.content);
-
-    /* text blocks are joined; a thinking block before them is not output */
-    assert_int_eq(outcome(&anthropic, 200,
-                          "{\"content\":[{\"type\":\"thinking\",\"thinking\":\"hmm\"},"
-                          "{\"type\":\"text\",\"text\":\"one \"},{\"type\":\"text\",\"text\":"
-                          "\"two\"}],\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}",
-                          &r, why, sizeof(why)),
-                  SHOAL_OUTCOME_OK);
-    assert_str_eq(r.content, "one two");
-    assert_int_eq(r.usage.input, 3); /* no cache fields: nothing added */
-    free(r.content);
-
-    /* Azure answers in the OpenAI shape */
-    assert_int_eq(outcome(&azure, 200,
-                          "{\"choices\":[{\"message\":{\"content\":\"az\"},\"finish_reason\":"
-                          "\"stop\"}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}",
-                          &r, why, sizeof(why)),
-                  SHOAL_OUTCOME_OK);
-    assert_str_eq(r.content, "az");
-    assert_int_eq(r.usage.input, 2);
-    free(r.content);
+        if (oc != cases[i].want || !r.content || strcmp(r.content, cases[i].content) != 0 ||
+            r.usage.input != u->input || r.usage.cached != u->cached ||
+            r.usage.cache_write != u->cache_write || r.usage.output != u->output)
+            test_fail("answer %zu: %s \"%s\" usage %ld/%ld/%ld/%ld, expected %s \"%s\" usage "
+                      "%ld/%ld/%ld/%ld",
+                      i, shoal_outcome_name(oc), r.content ? r.content : "(null)", r.usage.input,
+                      r.usage.cached, r.usage.cache_write, r.usage.output,
+                      shoal_outcome_name(cases[i].want), cases[i].content, u->input, u->cached,
+                      u->cache_write, u->output);
+        if (cases[i].want == SHOAL_OUTCOME_TRUNCATED)
+            assert_str_contains(why, "cut at the output token limit");
+        else
+            assert_str_eq(why, "");
+        free(r.content);
+    }
 
     /* the length bounds the body: trailing bytes are not read */
     const char *body = "{\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]}GARBAGE";
     shoal_http_reply_t hr = {.status = 200, .body = body, .len = strlen(body) - 7};
     assert_int_eq(shoal_provider_outcome(&anthropic, &hr, &r, NULL, 0), SHOAL_OUTCOME_OK);
     assert_str_eq(r.content, "ok");
-    free(r.content);
-}
-
-static void test_outcome_truncated(void)
-{
-    shoal_provider_reply_t r;
-    char why[512];
-
-    assert_int_eq(outcome(&openai, 200,
-                          "{\"choices\":[{\"message\":{\"content\":\"half a sen\"},"
-                          "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":5,"
-                          "\"completion_tokens\":1024}}",
-                          &r, why, sizeof(why)),
-                  SHOAL_OUTCOME_TRUNCATED);
-    assert_str_eq(r.content, "half a sen"); /* still returned */
-    assert_int_eq(r.usage.output, 1024);
-    assert_str_contains(why, "cut at the output token limit");
-    free(r.content);
-
-    assert_int_eq(outcome(&anthropic, 200,
-                          "{\"content\":[{\"type\":\"text\",\"text\":\"half\"}],"
-                          "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":1,"
-                          "\"output_tokens\":4096}}",
-                          &r, why, sizeof(why)),
-                  SHOAL_OUTCOME_TRUNCATED);
-    assert_str_eq(r.content, "half");
-    free(r.content);
-
-    /* the other provider's word for it means nothing */
-    assert_int_eq(outcome(&openai, 200,
-                          "{\"choices\":[{\"message\":{\"content\":\"x\"},\"stop_reason\":"
-                          "\"max_tokens\"}]}",
-                          &r, why, sizeof(why)),
-                  SHOAL_OUTCOME_OK);
-    free(r.content);
-    assert_int_eq(outcome(&anthropic, 200,
-                          "{\"content\":[{\"type\":\"text\",\"text\":\"x\"}],\"finish_reason\":"
-                          "\"length\"}",
-                          &r, why, sizeof(why)),
-                  SHOAL_OUTCOME_OK);
     free(r.content);
 }
 
@@ -960,8 +966,7 @@ int main(void)
     test_request_openai();
     test_request_anthropic();
     test_headers();
-    test_outcome_ok();
-    test_outcome_truncated();
+    test_outcome_answers();
     test_outcome_malformed();
     test_outcome_status();
     test_outcome_rule();

@@ -8,18 +8,7 @@
 #include <string.h>
 
 #include "tests/support/check.h"
-
-static char *repeat(const char *unit, size_t times)
-{
-    size_t u = strlen(unit);
-    char *s = malloc(u * times + 1);
-
-    assert_true(s != NULL);
-    for (size_t i = 0; i < times; i++)
-        memcpy(s + i * u, unit, u);
-    s[u * times] = '\0';
-    return s;
-}
+#include "tests/support/textgen.h"
 
 static void check_render(const char *tmpl, const char *items_json, const char *want)
 {
@@ -90,7 +79,7 @@ static void test_render(void)
     }
     /* the output cap: 70 copies of a 1 MB input would be 70 MB */
     {
-        char *in = repeat("x", 1 << 20), *tmpl = repeat("{{input}}", 70);
+        char *in = textgen_repeat("x", 1 << 20), *tmpl = textgen_repeat("{{input}}", 70);
         json_t *items = json_pack("[{s:s, s:s}]", "id", "a", "input", in);
         assert_true(shoal_render_prompt(tmpl, items, NULL) == NULL);
         tmpl[9 * 60] = '\0'; /* 60 copies fit */

@@ -17,13 +17,13 @@
 #include "cli/pgcluster.h"
 #include "common/job.h"
 #include "common/log.h"
-#include "common/migrate.h"
 #include "common/models.h"
 #include "common/pg.h"
 #include "worker/store.h"
 #include "worker/task.h"
 #include "tests/support/check.h"
 #include "tests/support/sqlcheck.h"
+#include "tests/support/testdb.h"
 
 #define MAX_TOKENS 400
 
@@ -578,13 +578,7 @@ int main(void)
     models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
     if (!models)
         test_fail("models: %s", err);
-    cluster = shoal_pgcluster_new(NULL, err, sizeof(err));
-    if (!cluster)
-        test_fail("cannot start PostgreSQL: %s", err);
-    shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(cluster), "sink_test");
-    assert_true(pg != NULL);
-    if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
-        test_fail("migrate: %s", err);
+    shoal_pg_t *pg = testdb_start("sink_test", &cluster);
 
     test_flush(pg);
     test_large_batch(pg);

@@ -1,0 +1,13 @@
+/*
+ * Text built for tests: long or repetitive inputs written as a call rather
+ * than spelled out. Fails the test (tests/support/check.h) when out of memory.
+ */
+#ifndef SHOAL_TESTS_SUPPORT_TEXTGEN_H
+#define SHOAL_TESTS_SUPPORT_TEXTGEN_H
+
+#include <stddef.h>
+
+/* unit written times over, NUL-terminated (caller frees). */
+char *textgen_repeat(const char *unit, size_t times);
+
+#endif
