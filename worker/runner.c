@@ -78,7 +78,9 @@ struct runner {
     double full_since[NPRIO]; /* when priority p last ran out of room (0: has room) */
     int wake[2];
     shoal_http_t *http;
-    shoal_store_t *store;
+    shoal_store_t *store;   /* result writes */
+    shoal_store_t *checker; /* checks of taken tasks, on a connection of their own so
+                             * they never wait behind a large write */
     shoal_sink_t *sink, *spare;
     shoal_offsets_t *offsets;
     shoal_lane_t **lanes; /* per model, by index */
@@ -89,6 +91,7 @@ struct runner {
     json_t *held; /* task_id -> shoal_task_t* as json_integer(intptr) */
     long nheld;
     long held_prio[NPRIO];
+    long unwritten;           /* finished tasks whose results are not yet durable */
     shoal_task_t **unchecked; /* taken, not yet sent to the database check */
     size_t nunchecked, capunchecked;
     shoal_task_t **timers; /* BACKOFF tasks, a min-heap on due_ms */
@@ -263,6 +266,7 @@ static void finish(struct runner *r, shoal_task_t *t, shoal_task_state_t to)
     }
     if (shoal_sink_results(r->sink) == 0)
         r->first_result_ms = shoal_service_now_ms();
+    r->unwritten++;
     if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, NULL, r->conf->worker_id), t) !=
         SHOAL_OK)
         shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
@@ -700,7 +704,7 @@ static void send_checks(struct runner *r)
         return;
     for (size_t i = 0; i < r->nunchecked; i++)
         shoal_task_set_state(r->unchecked[i], SHOAL_TASK_CHECKING);
-    if (shoal_store_check(r->store, r->unchecked, r->nunchecked) != SHOAL_OK) {
+    if (shoal_store_check(r->checker, r->unchecked, r->nunchecked) != SHOAL_OK) {
         shoal_log_error("db", "out of memory queueing a check");
         return;
     }
@@ -731,6 +735,7 @@ static void on_written(struct runner *r, const shoal_store_done_t *d)
 {
     for (size_t i = 0; i < d->ntokens; i++)
         release(r, d->tokens[i]);
+    r->unwritten -= (long)d->ntokens;
     r->stats->flushes++;
     shoal_log_debug("db", "results written results=%zu jobs_ended=%d", d->ntokens, d->jobs_ended);
     if (!r->spare)
@@ -791,9 +796,11 @@ static void flush(struct runner *r, int force)
     r->spare = NULL;
 }
 
-/* Tasks held that occupy the worker: parked ones, waiting in a lane whose
- * model is cooling down, do not, up to a hard cap, so a model that hangs
- * cannot keep the worker from taking tasks for the others. */
+/* Tasks held that occupy the worker. Parked ones, waiting in a lane whose
+ * model is cooling down, do not (up to a hard cap), so a model that hangs
+ * cannot keep the worker from taking tasks for the others; nor do finished
+ * ones waiting for their write (bounded by room_for), so calls go on while
+ * results are written. */
 static long busy(struct runner *r)
 {
     double now = shoal_service_now_ms();
@@ -801,7 +808,7 @@ static long busy(struct runner *r)
     for (size_t i = 0; i < r->nlanes; i++)
         if (shoal_lane_cooling(r->lanes[i], now))
             parked += (long)shoal_lane_waiting(r->lanes[i]);
-    return r->nheld - parked;
+    return r->nheld - parked - r->unwritten;
 }
 
 /* Whether tasks of priority p may be taken now. */
@@ -812,8 +819,7 @@ static int room_for(struct runner *r, int p, long busy_now)
         return 0;
     if (r->nheld >= c->max_inflight * PARKED_FACTOR)
         return 0;
-    if ((long)(shoal_sink_results(r->sink) + (r->spare ? 0 : (size_t)c->batch_size)) >=
-        4 * c->batch_size)
+    if (r->unwritten >= 4 * c->batch_size)
         return 0; /* results wait for the database */
     /* Low priority keeps a small share so a high backlog never starves it. */
     if (p == NPRIO - 1 && r->held_prio[p] < c->max_inflight / 16 + 1)
@@ -888,6 +894,7 @@ static void flush_now(struct runner *r, double timeout_ms)
     double deadline = shoal_service_now_ms() + timeout_ms;
     while (shoal_service_now_ms() < deadline) {
         shoal_store_poll(r->store, on_store, r);
+        shoal_store_poll(r->checker, on_store, r);
         if (shoal_sink_results(r->sink) + shoal_sink_attempts(r->sink) == 0 &&
             shoal_store_writes_pending(r->store) == 0)
             return;
@@ -983,7 +990,8 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     if (!(r->fleet = shoal_fleet_new(c->pg, c->worker_id, c->models, NULL, errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
-    if (!(r->store = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)))
+    if (!(r->store = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)) ||
+        !(r->checker = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
     if (!(r->http = shoal_http_new(on_reply, r, errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
@@ -1026,6 +1034,7 @@ static void teardown(struct runner *r)
     }
     shoal_http_destroy(r->http);   /* abandons calls still running */
     shoal_store_destroy(r->store); /* drops writes not done: their messages come again */
+    shoal_store_destroy(r->checker);
     shoal_fleet_destroy(r->fleet); /* gives this worker's shares back */
     free(r->share_version);
     /* Tasks still held were never made durable: their messages come again. */
@@ -1115,6 +1124,7 @@ static void one_pass(struct runner *r)
      * nothing else frees room, so after this pass's take the loop may sleep
      * until something wakes it. */
     shoal_store_poll(r->store, on_store, r);
+    shoal_store_poll(r->checker, on_store, r);
     take_messages(r);
     send_checks(r);
     double wait = 200, w;
@@ -1176,6 +1186,7 @@ shoal_err_t shoal_runner_run(const shoal_runner_conf_t *conf, shoal_runner_stats
         if (m)
             rd_kafka_message_destroy(m); /* not taken: it comes again */
         shoal_store_poll(r.store, on_store, &r);
+        shoal_store_poll(r.checker, on_store, &r);
     }
     flush_now(&r, 10000);
     shoal_kafka_ack_wait(r.producer, &r.dlq_ack, 10000, NULL, 0);
