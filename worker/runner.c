@@ -912,6 +912,10 @@ static void rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         shoal_log_info("kafka", "partitions assigned count=%d", parts->cnt);
         rd_kafka_assign(rk, parts);
+        /* librdkafka keeps a partition's pause across a revoke and a new
+         * assignment to this consumer; r->paused starts at 0 below, so every
+         * assigned partition must start resumed too. */
+        rd_kafka_resume_partitions(rk, parts);
         /* Each partition feeds its priority's queue, read high first. */
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_queue_t *pq =
