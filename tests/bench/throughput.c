@@ -91,6 +91,32 @@ int main(void)
         harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = 'throughput'", NULL);
     assert_int_eq(results, tasks);
 
+    /* Where the wall time went, from the rows' own timestamps (seconds after
+     * the job was submitted): intake, the calls, the writes, the merge. */
+    static const char *const phases[][2] = {
+        {"last task queued", "SELECT max(queued_at) FROM shoal.tasks WHERE job_id = $1"},
+        {"first call start", "SELECT min(started_at) FROM shoal.attempts WHERE job_id = $1"},
+        {"last call end", "SELECT max(finished_at) FROM shoal.attempts WHERE job_id = $1"},
+        {"last result row", "SELECT max(created_at) FROM shoal.results WHERE job_id = $1"},
+        {"job finished", "SELECT finished_at FROM shoal.jobs WHERE job_id = $1"},
+    };
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+        char sql[256], v[64];
+        snprintf(sql, sizeof(sql),
+                 "SELECT round((extract(epoch FROM (%s)) - extract(epoch FROM submitted_at))"
+                 "::numeric, 3) FROM shoal.jobs WHERE job_id = $1",
+                 phases[i][1]);
+        harness_str(h, v, sizeof(v), sql, "throughput", NULL);
+        printf("%-16s %s s after submit\n", phases[i][0], v);
+    }
+    char calls[64];
+    harness_str(h, calls, sizeof(calls),
+                "SELECT round(avg(latency_ms)::numeric, 2) || ' ms mean call, ' || "
+                "round(avg(queue_ms)::numeric, 1) || ' ms mean queue' FROM shoal.attempts "
+                "WHERE job_id = $1",
+                "throughput", NULL);
+    printf("calls            %s\n", calls);
+
     double w = (c1.worker - c0.worker) / tasks, s = (c1.scheduler - c0.scheduler) / tasks;
     double pg = (c1.pg - c0.pg) / tasks, k = (c1.kafka - c0.kafka) / tasks;
     double sim = (c1.sim - c0.sim) / tasks;
