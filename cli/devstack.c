@@ -30,8 +30,8 @@ struct shoal_devstack {
     shoal_proc_t *workers[SHOAL_DEVSTACK_MAX_PROCS];
     char sim_url[128];
     char models_path[600];
-    char env[8][700];
-    char *envp[9];
+    char env[10][700];
+    char *envp[11];
 };
 
 const char *shoal_devstack_bootstrap(const shoal_devstack_t *ds)
@@ -299,6 +299,10 @@ shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *er
     snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_MODELS=%s", ds->models_path);
     /* The mock cluster's rebalances wait about session.timeout.ms. */
     snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_KAFKA_SESSION_TIMEOUT_MS=6000");
+    /* The mock cluster holds a fetch for the whole fetch.wait.max.ms (500 ms
+     * by default) even when messages arrive meanwhile, which a broker does
+     * not: every task would wait half a second in the local stack. */
+    snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_KAFKA_FETCH_WAIT_MAX_MS=10");
     snprintf(ds->env[ne++], sizeof(ds->env[0]), "SHOAL_LOG_LEVEL=%s",
              conf->log_level ? conf->log_level : "info");
     if (ds->sim_url[0])

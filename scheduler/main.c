@@ -4,9 +4,12 @@
  * the end (recorded, tasks acknowledged by Kafka) before its offset is stored.
  */
 #include <jansson.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/kafka.h"
 #include "common/log.h"
@@ -145,8 +148,22 @@ int main(int argc, char **argv)
 
     shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.svc.group, topics.jobs);
     double last_merge_err = 0;
+    /* Sleep on both Kafka and the merger's connection, so a job's last
+     * result is merged the moment its NOTIFY arrives, not at the next tick. */
+    int wake[2] = {-1, -1};
+    rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(consumer);
+    if (pipe2(wake, O_NONBLOCK | O_CLOEXEC) == 0)
+        rd_kafka_queue_io_event_enable(cq, wake[1], "1", 1);
     while (!shoal_service_stopping()) {
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 100);
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 0);
+        if (!msg) {
+            struct pollfd fds[2] = {{wake[0], POLLIN, 0}, {shoal_merger_fd(merger), POLLIN, 0}};
+            poll(fds, fds[1].fd >= 0 ? 2 : 1, 100);
+            char buf[64];
+            while (wake[0] >= 0 && read(wake[0], buf, sizeof(buf)) > 0)
+                ;
+            msg = rd_kafka_consumer_poll(consumer, 0);
+        }
         if (msg) {
             if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 /* nothing */
@@ -169,6 +186,11 @@ int main(int argc, char **argv)
         rd_kafka_poll(producer, 0);
     }
 
+    rd_kafka_queue_io_event_enable(cq, -1, NULL, 0);
+    rd_kafka_queue_destroy(cq);
+    for (int i = 0; i < 2; i++)
+        if (wake[i] >= 0)
+            close(wake[i]);
     shoal_log_info("main", "scheduler stopping");
     shoal_service_shutdown_deadline(30);
     rd_kafka_consumer_close(consumer);

@@ -75,23 +75,13 @@ static shoal_err_t sweep(shoal_merger_t *m, char *errbuf, size_t errlen)
     return SHOAL_OK;
 }
 
-shoal_err_t shoal_merger_poll(shoal_merger_t *m, int *merged, char *errbuf, size_t errlen)
+/* Merges every job known to be due. */
+static shoal_err_t merge_due(shoal_merger_t *m, int *merged, char *errbuf, size_t errlen)
 {
     shoal_err_t err;
     const char *job_id;
     json_t *v;
     void *tmp;
-
-    if (merged)
-        *merged = 0;
-    if ((err = shoal_pg_connect(m->pg, errbuf, errlen)) != SHOAL_OK)
-        return err;
-    /* A fresh connection may have missed notifications: look for them. */
-    if (m->swept_at_connect != shoal_pg_connects(m->pg) &&
-        (err = sweep(m, errbuf, errlen)) != SHOAL_OK)
-        return err;
-    if ((err = shoal_pg_notifications(m->pg, on_notify, m, errbuf, errlen)) != SHOAL_OK)
-        return err;
 
     json_object_foreach_safe(m->due, tmp, job_id, v)
     {
@@ -113,5 +103,34 @@ shoal_err_t shoal_merger_poll(shoal_merger_t *m, int *merged, char *errbuf, size
         }
         json_object_del(m->due, job_id);
     }
-    return shoal_events_drain(m->pg, m->producer, m->events_topic, NULL, errbuf, errlen);
+    return SHOAL_OK;
+}
+
+shoal_err_t shoal_merger_poll(shoal_merger_t *m, int *merged, char *errbuf, size_t errlen)
+{
+    shoal_err_t err;
+
+    if (merged)
+        *merged = 0;
+    if ((err = shoal_pg_connect(m->pg, errbuf, errlen)) != SHOAL_OK)
+        return err;
+    /* A fresh connection may have missed notifications: look for them. */
+    if (m->swept_at_connect != shoal_pg_connects(m->pg) &&
+        (err = sweep(m, errbuf, errlen)) != SHOAL_OK)
+        return err;
+    /* A notification can arrive in the answer to one of this pass's own
+     * statements, where no poll() on the socket will see it: read again after
+     * each round until none came (bounded, the next poll picks up the rest). */
+    for (int round = 0; round < 4; round++) {
+        if ((err = shoal_pg_notifications(m->pg, on_notify, m, errbuf, errlen)) != SHOAL_OK)
+            return err;
+        if (round > 0 && json_object_size(m->due) == 0)
+            break;
+        if ((err = merge_due(m, merged, errbuf, errlen)) != SHOAL_OK)
+            return err;
+        if ((err = shoal_events_drain(m->pg, m->producer, m->events_topic, NULL, errbuf, errlen)) !=
+            SHOAL_OK)
+            return err;
+    }
+    return SHOAL_OK;
 }

@@ -28,6 +28,9 @@ struct shoal_lane {
     shoal_bucket_t req, tok, tin, tout; /* requests, tokens, input and output tokens */
     long max_cost;                      /* largest token reservation seen, for the token burst */
     double cost_sum, cost_n;
+    double ok_since;        /* start of the current one-second count of answers */
+    double ok_now, ok_last; /* answers in the current and the last second */
+    double clamped_at;      /* when a 429 clamped an unlimited lane locally (0: not) */
 };
 
 void shoal_lane_conf_init(shoal_lane_conf_t *c)
@@ -204,7 +207,8 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
         l->in_flight--;
     if (used) {
         long rin = t->reserved_in, rout = t->reserved_tokens - t->reserved_in;
-        settle(&l->tok, t->reserved_tokens, used->input + used->output, now_ms);
+        long out = shoal_lane_charged_output(l, t, used->output);
+        settle(&l->tok, t->reserved_tokens, used->input + out, now_ms);
         settle(&l->tin, rin, used->input, now_ms);
         settle(&l->tout, rout, used->output, now_ms);
     }
@@ -212,8 +216,14 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
     l->probing = 0;
     if (hold_ms >= 0 && now_ms + (double)hold_ms > l->hold_until)
         l->hold_until = now_ms + (double)hold_ms;
+    if (now_ms - l->ok_since >= 1000) {
+        l->ok_last = now_ms - l->ok_since < 2000 ? l->ok_now : 0;
+        l->ok_now = 0;
+        l->ok_since = now_ms;
+    }
     switch (sig) {
     case SHOAL_LANE_OK:
+        l->ok_now++;
         l->fails = 0;
         l->down_since = 0;
         l->cool_until = 0;
@@ -232,8 +242,20 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
                 l->window = 1;
             l->decreased_at = now_ms;
         }
-        if (sig == SHOAL_LANE_LIMITED)
+        if (sig == SHOAL_LANE_LIMITED) {
+            /* A 429 from a model with no known limit: until the fleet has
+             * learned one, hold this lane near the rate it was answered at
+             * over the last second, instead of sending at full speed into
+             * the limit for a lease round trip. */
+            if (l->req.rate <= 0 || l->clamped_at > 0) {
+                double ok = l->ok_last > l->ok_now ? l->ok_last : l->ok_now;
+                double rps = ok * 0.9 > 1 ? ok * 0.9 : 1;
+                if (l->clamped_at == 0 || rps < l->req.rate)
+                    shoal_bucket_set(&l->req, rps, burst_for(rps, 1), now_ms);
+                l->clamped_at = now_ms;
+            }
             break;
+        }
         if (l->down_since == 0)
             l->down_since = now_ms;
         if (++l->fails >= l->conf.failures_to_cool) {
@@ -254,8 +276,23 @@ void shoal_lane_hold(shoal_lane_t *l, double until_ms)
         l->hold_until = until_ms;
 }
 
+long shoal_lane_charged_output(const shoal_lane_t *l, const shoal_task_t *t, long used)
+{
+    /* OpenAI-style limits count a request's whole max_tokens when they admit
+     * it and give nothing back; Anthropic's limits count the output made. */
+    long room = t->reserved_tokens - t->reserved_in;
+    if (l->model->provider == SHOAL_PROVIDER_ANTHROPIC || used > room)
+        return used;
+    return room;
+}
+
 void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms)
 {
+    /* The fleet knowing no limit yet does not undo a recent local clamp. */
+    if (rps <= 0 && l->clamped_at > 0 && now_ms - l->clamped_at < 10000)
+        rps = l->req.rate;
+    else if (rps > 0)
+        l->clamped_at = 0;
     shoal_bucket_set(&l->req, rps, burst_for(rps, 1), now_ms);
     shoal_bucket_set(&l->tok, tps, burst_for(tps, (double)l->max_cost), now_ms);
 }

@@ -73,6 +73,11 @@ void shoal_lane_hold(shoal_lane_t *l, double until_ms);
 /* Sets the lane's rates: requests and tokens per second, <= 0 unlimited. */
 void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms);
 
+/* The output tokens a call's limit counted, given what it produced: an
+ * OpenAI-style limit counts the reserved output room in full, Anthropic's the
+ * output made. Call before shoal_lane_ended(). */
+long shoal_lane_charged_output(const shoal_lane_t *l, const shoal_task_t *t, long used);
+
 /* Sets the separate input and output token rates (Anthropic's input and
  * output limits), per second, <= 0 unlimited. */
 void shoal_lane_set_io_rates(shoal_lane_t *l, double in_tps, double out_tps, double now_ms);

@@ -536,10 +536,13 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
                    : r->backoff.retry_after_cap_ms;
     if (oc == SHOAL_OUTCOME_RATE_LIMITED)
         r->stats->rate_limited++;
+    /* What the provider's limit counted, for the fleet's token accounting. */
+    shoal_usage_t charged = out.usage;
+    charged.output = shoal_lane_charged_output(lane_of(r, t), t, out.usage.output);
     shoal_lane_ended(lane_of(r, t), t, lane_signal(oc),
                      oc == SHOAL_OUTCOME_OK || oc == SHOAL_OUTCOME_TRUNCATED ? &out.usage : NULL,
                      oc == SHOAL_OUTCOME_RATE_LIMITED ? hold : -1, now);
-    report_call(r, t, reply, oc, &out.usage, hold);
+    report_call(r, t, reply, oc, &charged, hold);
     shoal_task_set_state(t, SHOAL_TASK_VALIDATING);
 
     int stopping = shoal_service_stopping();
@@ -821,7 +824,11 @@ static int room_for(struct runner *r, int p, long busy_now)
         return 0;
     if (r->unwritten >= 4 * c->batch_size)
         return 0; /* results wait for the database */
-    /* Low priority keeps a small share so a high backlog never starves it. */
+    /* High priority keeps a reserve above the limit, so a worker full of
+     * lower tasks still takes it at once; low keeps a small share so a high
+     * backlog never starves it. */
+    if (p == 0 && r->held_prio[0] < c->max_inflight / 8 + 1)
+        return busy_now < c->max_inflight + c->max_inflight / 8 + 1;
     if (p == NPRIO - 1 && r->held_prio[p] < c->max_inflight / 16 + 1)
         return busy_now < c->max_inflight + c->max_inflight / 16 + 1;
     return busy_now < c->max_inflight;

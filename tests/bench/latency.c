@@ -62,14 +62,16 @@ int main(void)
     }
     /* Where a job's time goes, averaged: produce -> intake (submitted_at),
      * intake -> task queued, queued -> call start, call, call end -> job end. */
-    char split[256];
+    char split[512];
     harness_str(h, split, sizeof(split),
                 "SELECT 'queued ' || round(avg(extract(epoch FROM t.queued_at - j.submitted_at) * "
                 "1000)::numeric, 1) || ' ms after intake, call starts ' || "
                 "round(avg(extract(epoch FROM a.started_at - t.queued_at) * 1000)::numeric, 1) || "
                 "' ms later, lasts ' || round(avg(a.latency_ms)::numeric, 1) || ' ms, job ends ' "
                 "|| round(avg(extract(epoch FROM j.finished_at - a.finished_at) * 1000)::numeric, "
-                "1) || ' ms after the call' FROM shoal.jobs j JOIN shoal.tasks t USING (job_id) "
+                "1) || ' ms after the call (written ' || round(avg(extract(epoch FROM "
+                "t.finished_at - a.finished_at) * 1000)::numeric, 1) || ' ms after it)' FROM "
+                "shoal.jobs j JOIN shoal.tasks t USING (job_id) "
                 "JOIN shoal.attempts a ON a.task_id = t.task_id WHERE j.job_id LIKE 'latency-0%'",
                 NULL);
     printf("jobs             %d single-task jobs, one at a time, 1 worker, zero-latency "

@@ -124,8 +124,17 @@ static void test_window_and_cooldown(void)
     shoal_lane_ended(l, probe, SHOAL_LANE_OK, &u150, -1, 5300);
     assert_int_eq(shoal_lane_cooling(l, 5300), 0);
     assert_true(shoal_lane_down_ms(l, 5300) == 0);
-    assert_true(shoal_lane_next(l, 5300, &wait) == t[6]);
-    assert_true(shoal_lane_next(l, 5300, &wait) == t[7]);
+    /* The 429 at the start clamped this lane (no limit known, nothing
+     * answered in the second before) to one call a second. */
+    assert_true(shoal_lane_next(l, 5300, &wait) == NULL);
+    assert_true(wait > 800 && wait <= 900);
+    assert_true(shoal_lane_next(l, 6200, &wait) == t[6]);
+    assert_true(shoal_lane_next(l, 6200, &wait) == NULL);
+    /* The fleet's share replaces the clamp once it knows a limit. */
+    shoal_lane_set_rates(l, 0, 0, 6200);
+    assert_true(shoal_lane_next(l, 6300, &wait) == NULL); /* unknown yet: clamp stays */
+    shoal_lane_set_rates(l, 100, 0, 6300);
+    assert_true(shoal_lane_next(l, 6400, &wait) == t[7]);
     /* Emptying a lane ignores capacity. */
     shoal_task_t *extra = task(1, "x");
     shoal_lane_push(l, extra);
@@ -135,6 +144,36 @@ static void test_window_and_cooldown(void)
     for (int i = 0; i < 8; i++)
         free(t[i]);
     free(extra);
+    shoal_lane_destroy(l);
+}
+
+/* A 429 from a model with no known limit holds the lane near the rate it
+ * was answered at over the last second (x0.9) until the fleet knows more. */
+static void test_clamp(void)
+{
+    shoal_lane_t *l = lane(1000);
+    shoal_task_t *t[40];
+    char ids[40][4];
+    double wait;
+    for (int i = 0; i < 40; i++) {
+        snprintf(ids[i], 4, "c%d", i);
+        t[i] = task(1, ids[i]);
+        shoal_lane_push(l, t[i]);
+    }
+    /* 21 answers within a second, then a 429. */
+    for (int i = 0; i < 22; i++)
+        assert_true(shoal_lane_next(l, 0, &wait) == t[i]);
+    for (int i = 0; i < 21; i++)
+        shoal_lane_ended(l, t[i], SHOAL_LANE_OK, NULL, -1, 500 + i);
+    shoal_lane_ended(l, t[21], SHOAL_LANE_LIMITED, NULL, -1, 600);
+    /* Now about 19 a second: the bucket starts empty and fills at that rate. */
+    int started = 0;
+    for (double now = 600; now < 1600; now += 5)
+        while (shoal_lane_next(l, now, &wait) != NULL)
+            started++;
+    assert_true(started >= 17 && started <= 19);
+    for (int i = 0; i < 40; i++)
+        free(t[i]);
     shoal_lane_destroy(l);
 }
 
@@ -176,13 +215,17 @@ static void test_rates(void)
     assert_true(shoal_lane_next(l2, 1000, &wait) == NULL);
     shoal_usage_t none = {0};
     shoal_lane_ended(l2, a, SHOAL_LANE_OK, &none, -1, 1000); /* used none of its 200 */
-    assert_true(shoal_lane_next(l2, 1000, &wait) == c);
+    /* An OpenAI-style limit counted a's whole output room (100) when it
+     * admitted it: only the unused input comes back. */
+    assert_true(shoal_lane_next(l2, 1000, &wait) == NULL);
+    assert_true(wait > 240 && wait <= 250);
+    assert_true(shoal_lane_next(l2, 1250, &wait) == c);
     /* A call that used more than it reserved leaves a debt to wait out. */
     shoal_usage_t big = {.input = 100, .output = 500};
-    shoal_lane_ended(l2, b, SHOAL_LANE_OK, &big, -1, 1000);
+    shoal_lane_ended(l2, b, SHOAL_LANE_OK, &big, -1, 1250);
     shoal_task_t *d = task(1, "d");
     shoal_lane_push(l2, d);
-    assert_true(shoal_lane_next(l2, 1000, &wait) == NULL);
+    assert_true(shoal_lane_next(l2, 1250, &wait) == NULL);
     assert_true(wait > 1000); /* 400 over plus 200 for d, at 400/s */
     free(d);
     for (int i = 0; i < 10; i++)
@@ -265,6 +308,7 @@ int main(void)
     test_priorities();
     test_window_and_cooldown();
     test_rates();
+    test_clamp();
     test_io_rates();
     test_backoff();
     return 0;
