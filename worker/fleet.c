@@ -57,8 +57,8 @@ struct shoal_fleet {
 
 void shoal_fleet_conf_init(shoal_fleet_conf_t *conf)
 {
-    conf->refresh_ms = 1000;
-    conf->ttl_ms = 3000;
+    conf->refresh_ms = 500;
+    conf->ttl_ms = 2000;
     conf->timeout_ms = 2000;
 }
 

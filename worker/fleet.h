@@ -39,8 +39,8 @@
 typedef struct shoal_fleet shoal_fleet_t;
 
 typedef struct {
-    long refresh_ms; /* lease refresh period; default 1000 */
-    long ttl_ms;     /* lease lifetime; default 3000; must exceed refresh_ms */
+    long refresh_ms; /* lease refresh period; default 500 */
+    long ttl_ms;     /* lease lifetime; default 2000; must exceed refresh_ms */
     long timeout_ms; /* statement timeout of one refresh; default 2000 */
 } shoal_fleet_conf_t;
 

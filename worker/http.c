@@ -115,7 +115,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         return 0; /* aborts the transfer */
     }
     if (c->len + add + 1 > c->cap) {
-        size_t ncap = c->cap ? c->cap : 4096;
+        size_t ncap = c->cap ? c->cap : 1024; /* answers are mostly small */
         while (ncap < c->len + add + 1)
             ncap *= 2;
         char *nb = realloc(c->buf, ncap);
@@ -206,6 +206,9 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
         curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* Model answers are small: a 4 KiB receive buffer instead of 16 KiB
+     * saves 12 KiB per call in flight (a thousand calls: 12 MB). */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
     c->start_at_ms = 0;
     c->started_unix = shoal_service_unix_s();
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK)

@@ -31,7 +31,7 @@ static const struct shoal_opt worker_opts[] = {
     SHOAL_SERVICE_OPTS(struct worker_conf, "shoal-workers"),
     {"worker-id", SHOAL_OPT_STR, OFF(worker_id), NULL, 0, 0,
      "name recorded with each call (default: hostname-pid)"},
-    {"max-inflight", SHOAL_OPT_INT, OFF(max_inflight), "64", 1, 4096,
+    {"max-inflight", SHOAL_OPT_INT, OFF(max_inflight), "256", 1, 4096,
      "tasks held at once: concurrent model calls plus those waiting to retry"},
     {"batch-size", SHOAL_OPT_INT, OFF(batch_size), "200", 1, 10000,
      "results written to PostgreSQL per transaction"},
