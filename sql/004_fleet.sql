@@ -23,6 +23,9 @@ CREATE TABLE shoal.lanes (
     last_increase_at timestamptz,
     last_429_at      timestamptz,
     pending_429      bigint NOT NULL DEFAULT 0,             -- 429s since the last decrease
+    probe_rps        double precision,                      -- limit when a run of decreases began
+    probe_share      double precision,                      -- and the 429 share that began it
+    noise_share      double precision NOT NULL DEFAULT 0,   -- 429 share that no decrease cures
     -- The current measuring window: what the fleet reported since win_start.
     win_start        timestamptz NOT NULL DEFAULT clock_timestamp(),
     win_sent         bigint NOT NULL DEFAULT 0,
@@ -120,14 +123,16 @@ END $$;
 -- above), but never below half per step: a ratio from a few calls is noisy.
 -- The share is a ratio of the same reports, so it does not depend on when
 -- each worker's report arrived, as a rate measured over a window would. With
--- no limit known, the rate actually served over the window (slow start ends
--- at the first 429), or NULL, still no limit, when nothing was served.
+-- no limit known, half the rate served over the window (slow start ends at
+-- the first 429; the window may hold a provider's burst allowance, so the
+-- served rate overstates the limit), or NULL, still no limit, when nothing
+-- was served.
 CREATE FUNCTION shoal.fleet_decrease(p_limit double precision, p_served double precision,
                                      p_refused_share double precision)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
-        WHEN p_limit IS NULL THEN CASE WHEN p_served > 0 THEN greatest(p_served, 1.0 / 60.0) END
+        WHEN p_limit IS NULL THEN CASE WHEN p_served > 0 THEN greatest(p_served * 0.5, 1.0 / 60.0) END
         ELSE greatest(p_limit * greatest(0.5, least(0.85, 1 - coalesce(p_refused_share, 0))),
                       1.0 / 60.0)
     END
@@ -247,8 +252,33 @@ BEGIN
             v_share := l.win_429::double precision / greatest(l.win_sent, 1);
             v_lim_r := shoal.fleet_limit(l.header_rpm, l.config_rpm, l.learned_rps);
             v_lim_t := shoal.fleet_limit(l.header_tpm, l.config_tpm, l.learned_tps);
-            IF l.pending_429 > 0
+            -- 429s that even half the rate did not make rarer are not the
+            -- limit speaking (a provider refusing a share of calls whatever
+            -- the rate): lowering further would only starve the fleet. A limit
+            -- cannot do that: above a limit L, sending r is refused 1 - L/r
+            -- of the time, so halving r cuts the refused share steeply (and a
+            -- refused share over 15% is answered by one step straight to L).
+            -- Such a share becomes the lane's noise level; 429s up to about
+            -- that level neither lower the rate nor stop it growing back.
+            IF l.pending_429 > 0 AND l.win_sent >= 10 AND l.probe_rps IS NOT NULL
+               AND v_lim_r IS NOT NULL AND v_lim_r <= 0.5 * l.probe_rps
+               AND v_share >= 0.7 * l.probe_share AND v_share >= 0.02 THEN
+                l.noise_share := greatest(l.noise_share, v_share);
+                l.probe_rps := NULL;
+            END IF;
+            IF v_share < l.noise_share THEN
+                l.noise_share := 0.98 * l.noise_share + 0.02 * v_share;
+            END IF;
+            IF l.pending_429 > 0 AND v_share > l.noise_share * 1.5 + 0.01
+               AND (l.win_sent >= 10 OR v_elapsed >= 1.0)
                AND (l.last_decrease_at IS NULL OR v_now - l.last_decrease_at >= interval '1 second') THEN
+                -- A run of decreases begins after a quiet spell: remember
+                -- where, to judge later whether lowering the rate helped.
+                IF l.probe_rps IS NULL OR l.last_decrease_at IS NULL
+                   OR v_now - l.last_decrease_at > interval '10 seconds' THEN
+                    l.probe_rps := coalesce(v_lim_r, l.served_rps);
+                    l.probe_share := v_share;
+                END IF;
                 -- Tokens are the binding limit only when they are known, nearly
                 -- used up and requests are not; otherwise lower requests, which
                 -- lowers tokens with them.
@@ -264,7 +294,8 @@ BEGIN
                 -- A short pause lets the provider's bucket refill a little and
                 -- every worker pick up the lower rate before sending again.
                 l.hold_until := greatest(l.hold_until, v_now + interval '500 milliseconds');
-            ELSIF (l.last_429_at IS NULL OR v_now - l.last_429_at >= v_quiet)
+            ELSIF (l.last_429_at IS NULL OR v_now - l.last_429_at >= v_quiet
+                   OR (l.noise_share > 0 AND v_share <= l.noise_share * 1.5 + 0.01))
                   AND (l.last_decrease_at IS NULL OR v_now - l.last_decrease_at >= v_quiet) THEN
                 -- Probe upwards only while the fleet actually uses the rate:
                 -- an idle fleet learns nothing about the provider.
@@ -287,6 +318,7 @@ BEGIN
                                            coalesce(l.header_tpm, nullif(l.config_tpm, 0)) / 60.0);
                 END IF;
             END IF;
+            l.pending_429 := 0;
             l.win_start := v_now;
             l.win_sent := 0;
             l.win_ok := 0;
@@ -308,6 +340,8 @@ BEGIN
                limit_source = l.limit_source, hold_until = l.hold_until,
                last_decrease_at = l.last_decrease_at, last_increase_at = l.last_increase_at,
                last_429_at = l.last_429_at, pending_429 = l.pending_429,
+               probe_rps = l.probe_rps, probe_share = l.probe_share,
+               noise_share = l.noise_share,
                win_start = l.win_start, win_sent = l.win_sent, win_ok = l.win_ok,
                win_429 = l.win_429, win_tokens = l.win_tokens,
                served_rps = l.served_rps, served_tps = l.served_tps,
@@ -408,6 +442,7 @@ SELECT l.model,
        s.demand_rps, s.demand_tps,
        CASE WHEN l.hold_until > now() THEN l.hold_until END AS hold_until,
        l.last_429_at, l.last_decrease_at, l.decreases,
+       l.noise_share, -- share of calls refused whatever the rate (not taken as the limit)
        l.sent_total, l.ok_total, l.rate_limited_total, l.tokens_total,
        l.updated_at
   FROM shoal.lanes l

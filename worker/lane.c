@@ -18,6 +18,7 @@ struct shoal_lane {
     unsigned picks;
     long in_flight;
     double window, window_max;
+    int slow_start; /* until the first congestion, the window doubles every round trip */
     double decreased_at;
     double hold_until;
     int fails;                          /* DOWN answers in a row */
@@ -36,7 +37,7 @@ struct shoal_lane {
 void shoal_lane_conf_init(shoal_lane_conf_t *c)
 {
     c->max_concurrency = 64;
-    c->start_concurrency = 64;
+    c->start_concurrency = 8;
     c->cooldown_base_ms = 1000;
     c->cooldown_max_ms = 30000;
     c->failures_to_cool = 3;
@@ -64,6 +65,7 @@ shoal_lane_t *shoal_lane_new(const shoal_model_t *m, const shoal_lane_conf_t *c)
     shoal_bucket_init(&l->tout, 0, 0, 0);
     if (m->max_concurrency > 0 && (double)m->max_concurrency < l->window_max)
         l->window_max = (double)m->max_concurrency;
+    l->slow_start = 1;
     l->window = c->start_concurrency > 0 && (double)c->start_concurrency < l->window_max
                     ? (double)c->start_concurrency
                     : l->window_max;
@@ -229,13 +231,18 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
         l->cool_until = 0;
         l->cool_ms = 0;
         if (l->window < l->window_max) {
-            l->window += 1.0 / (l->window > 1 ? l->window : 1);
+            /* Slow start (one more per answer: doubling each round trip) finds
+             * a provider's capacity in a few round trips without a burst of
+             * hundreds of calls into an unknown limit; then one more per
+             * window's worth of answers. */
+            l->window += l->slow_start ? 1.0 : 1.0 / (l->window > 1 ? l->window : 1);
             if (l->window > l->window_max)
                 l->window = l->window_max;
         }
         break;
     case SHOAL_LANE_LIMITED:
     case SHOAL_LANE_DOWN:
+        l->slow_start = 0;
         if (now_ms - l->decreased_at >= DECREASE_EVERY_MS) {
             l->window *= 0.7;
             if (l->window < 1)
@@ -246,10 +253,11 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
             /* A 429 from a model with no known limit: until the fleet has
              * learned one, hold this lane near the rate it was answered at
              * over the last second, instead of sending at full speed into
-             * the limit for a lease round trip. */
+             * the limit for a lease round trip; half of it, as the second may
+             * have held the provider's burst allowance. */
             if (l->req.rate <= 0 || l->clamped_at > 0) {
                 double ok = l->ok_last > l->ok_now ? l->ok_last : l->ok_now;
-                double rps = ok * 0.9 > 1 ? ok * 0.9 : 1;
+                double rps = ok * 0.5 > 1 ? ok * 0.5 : 1;
                 if (l->clamped_at == 0 || rps < l->req.rate)
                     shoal_bucket_set(&l->req, rps, burst_for(rps, 1), now_ms);
                 l->clamped_at = now_ms;

@@ -22,7 +22,7 @@ typedef struct shoal_lane shoal_lane_t;
 
 typedef struct {
     long max_concurrency;   /* window ceiling; 0 = max_inflight of the worker */
-    long start_concurrency; /* window at start */
+    long start_concurrency; /* window at start, grown by slow start */
     long cooldown_base_ms;  /* first cooldown after the model failed repeatedly */
     long cooldown_max_ms;
     int failures_to_cool; /* failures in a row that start a cooldown */

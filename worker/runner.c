@@ -991,7 +991,7 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
     shoal_lane_conf_t lc;
     shoal_lane_conf_init(&lc);
     lc.max_concurrency = c->max_inflight;
-    lc.start_concurrency = c->max_inflight;
+    lc.start_concurrency = 8;
     for (size_t i = 0; i < nm; i++) {
         const shoal_model_t *m = shoal_models_at(c->models, i);
         if (!(r->headers[i] = shoal_provider_headers(m)) || !(r->lanes[i] = shoal_lane_new(m, &lc)))

@@ -125,11 +125,11 @@ static void test_functions(void)
     assert_near(sql_double("SELECT shoal.fleet_fair_share(10, 1, '{100,100}')", NULL), 1, 1e-9);
     assert_near(sql_double("SELECT shoal.fleet_fair_share(10, NULL, '{NULL}')", NULL), 5, 1e-9);
     /* A few refusals: times 0.85; many: times the accepted share, at most
-     * halving; no limit yet: the served rate, or still none. */
+     * halving; no limit yet: half the served rate, or still none. */
     assert_near(sql_double("SELECT shoal.fleet_decrease(10, 3, 0.1)", NULL), 8.5, 1e-9);
     assert_near(sql_double("SELECT shoal.fleet_decrease(10, 3, 0.3)", NULL), 7, 1e-9);
     assert_near(sql_double("SELECT shoal.fleet_decrease(10, 3, 0.9)", NULL), 5, 1e-9);
-    assert_near(sql_double("SELECT shoal.fleet_decrease(NULL, 7, 0.9)", NULL), 7, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_decrease(NULL, 7, 0.9)", NULL), 3.5, 1e-9);
     char v[16];
     sqlcheck_text(pg, "SELECT shoal.fleet_decrease(NULL, 0, 1)", NULL, v, sizeof(v));
     assert_str_eq(v, "NULL");
@@ -258,17 +258,35 @@ static void test_429(void)
     double first = sql_double("SELECT extract(epoch FROM last_decrease_at) FROM shoal.lanes"
                               " WHERE model = $1",
                               "lim");
-    /* 429s that keep coming lower it again, once the interval has passed. */
-    assert_wait((grant("a", 3000, "lim", refused), decreases("lim") >= 2), 5,
-                "the second decrease");
-    if (decreases("lim") == 2) {
-        assert_near(sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim"),
-                    8.5 * 0.85, 1e-9);
-        double second = sql_double("SELECT extract(epoch FROM last_decrease_at) FROM shoal.lanes"
-                                   " WHERE model = $1",
-                                   "lim");
-        assert_true(second - first >= 1.0);
-    }
+    /* A larger refused share lowers it again, once the interval has passed,
+     * by the share refused (at most to half). */
+    const char *storm = "\"rpm\": 600, \"demand_rps\": 100, \"sent\": 10, \"ok\": 5, "
+                        "\"rate_limited\": 5";
+    assert_wait((grant("a", 3000, "lim", storm), decreases("lim") >= 2), 5, "the second decrease");
+    assert_int_eq(decreases("lim"), 2);
+    /* (the window also holds some of the 10% reports: the share is between) */
+    double after = sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim");
+    assert_true(after >= 8.5 * 0.5 - 1e-9 && after < 8.5 * 0.85 - 0.1);
+    double second = sql_double("SELECT extract(epoch FROM last_decrease_at) FROM shoal.lanes"
+                               " WHERE model = $1",
+                               "lim");
+    assert_true(second - first >= 1.0);
+    /* Now below half the rate where the decreases began, the refused share
+     * is what it was then (10%): not the limit speaking. It becomes the
+     * lane's noise level and lowers nothing more. */
+    assert_wait((grant("a", 3000, "lim", refused),
+                 sql_double("SELECT noise_share FROM shoal.lanes WHERE model = $1", "lim") > 0.05),
+                5, "the noise level");
+    long at_noise = decreases("lim");
+    assert_true(at_noise >= 2 && at_noise <= 4);
+    double low = sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim");
+    double until = check_now_s() + 2.5;
+    while (check_now_s() < until)
+        grant("a", 3000, "lim", refused);
+    assert_int_eq(decreases("lim"), at_noise);
+    assert_true(sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim") >= low);
+    assert_true(sql_double("SELECT noise_share FROM shoal.lane_status WHERE model = $1", "lim") >
+                0.05);
     assert_true(sqlcheck_long(pg,
                               "SELECT count(*) FROM shoal.lane_status WHERE model = $1"
                               " AND limit_source = 'learned' AND last_429_at IS NOT NULL",
@@ -281,8 +299,8 @@ static void test_429(void)
     assert_true(field(o, "hold_ms") > 4000 && field(o, "hold_ms") <= 5000);
     json_decref(o);
 
-    /* Unknown limit: the first 429 starts from the rate actually served,
-     * (slow start before it: no limit). */
+    /* Unknown limit: the first 429 starts from half the rate actually served
+     * (slow start before it: no limit; the window may hold a burst). */
     o = lease("a", 3000, "slow", "\"sent\": 50, \"ok\": 50");
     assert_true(json_is_null(json_object_get(o, "granted_rps")));
     json_decref(o);
@@ -290,8 +308,8 @@ static void test_429(void)
                  decreases("slow") == 1),
                 5, "slow start to end");
     double served = sql_double("SELECT served_rps FROM shoal.lanes WHERE model = $1", "slow");
-    assert_near(sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "slow"), served,
-                1e-9);
+    assert_near(sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "slow"),
+                served * 0.5, 1e-9);
 }
 
 static void test_header(void)
