@@ -267,8 +267,9 @@ static void finish(struct runner *r, shoal_task_t *t, shoal_task_state_t to)
     if (shoal_sink_results(r->sink) == 0)
         r->first_result_ms = shoal_service_now_ms();
     r->unwritten++;
-    if (shoal_sink_add_result(r->sink, shoal_task_result_row(t, NULL, r->conf->worker_id), t) !=
-        SHOAL_OK)
+    size_t len = 0;
+    char *row = shoal_task_result_text(t, NULL, r->conf->worker_id, &len);
+    if (shoal_sink_add_result_text(r->sink, row, len, t) != SHOAL_OK)
         shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
 }
 
@@ -568,8 +569,9 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
                               .kind = oc,
                               .error = why,
                               .usage = out.usage};
-    shoal_sink_add_attempt(r->sink,
-                           shoal_task_attempt_row(t, attempt_id, r->conf->worker_id, reply, &call));
+    size_t row_len = 0;
+    char *row = shoal_task_attempt_text(t, attempt_id, r->conf->worker_id, reply, &call, &row_len);
+    shoal_sink_add_attempt_text(r->sink, row, row_len);
     if (done) {
         t->output = out.content;
         t->tokens_in = out.usage.input;

@@ -26,10 +26,16 @@ void shoal_sink_destroy(shoal_sink_t *s); /* NULL ok; drops unflushed rows */
 
 /* Takes ownership of attempt (an attempts row as JSON). */
 void shoal_sink_add_attempt(shoal_sink_t *s, json_t *attempt);
+/* The same with the row as JSON text (len bytes, from malloc; ownership
+ * taken; NULL is dropped). */
+void shoal_sink_add_attempt_text(shoal_sink_t *s, char *row, size_t len);
 
 /* Takes ownership of result (a finished task as JSON); token is handed back
  * to the done callback once the row is durable. */
 shoal_err_t shoal_sink_add_result(shoal_sink_t *s, json_t *result, void *token);
+/* The same with the row as JSON text (len bytes, from malloc; ownership
+ * taken); SHOAL_ERR_NOMEM for a NULL row. */
+shoal_err_t shoal_sink_add_result_text(shoal_sink_t *s, char *row, size_t len, void *token);
 
 size_t shoal_sink_results(const shoal_sink_t *s);
 size_t shoal_sink_attempts(const shoal_sink_t *s);

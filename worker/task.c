@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/render.h"
 #include "common/taskmsg.h"
+#include "worker/jsontext.h"
 #include "worker/provider.h"
 
 static double unix_now(void)
@@ -238,4 +239,85 @@ json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served
     else
         json_object_set_new(row, "error", json_string(t->error));
     return row;
+}
+
+/* Rows never exceed this (an output is at most the 16 MiB of an answer). */
+#define ROW_TEXT_MAX ((size_t)64 << 20)
+
+char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
+                              const shoal_http_reply_t *reply, const shoal_task_call_t *call,
+                              size_t *len)
+{
+    double now = unix_now();
+    const shoal_model_t *m = call->model ? call->model : t->model;
+    const shoal_usage_t *u = &call->usage;
+    shoal_jsontext_t b;
+    shoal_jsontext_init(&b, ROW_TEXT_MAX);
+    shoal_jsontext_open(&b);
+    /* The members shoal_task_attempt_row packs: one jansson refuses drops
+     * the row there, so it does here. */
+    int bad = shoal_jsontext_key_str(&b, "attempt_id", attempt_id) |
+              shoal_jsontext_key_str(&b, "task_id", t->task_id) |
+              shoal_jsontext_key_str(&b, "job_id", t->job_id) |
+              shoal_jsontext_key_str(&b, "model", m->alias) |
+              shoal_jsontext_key_str(&b, "worker_id", worker_id) |
+              shoal_jsontext_key_str(&b, "outcome", call->outcome) |
+              shoal_jsontext_key_str(&b, "outcome_kind", shoal_outcome_name(call->kind)) |
+              shoal_jsontext_key_real(&b, "latency_ms", reply->latency_ms) |
+              shoal_jsontext_key_real(&b, "cost_usd", shoal_model_cost(m, u)) |
+              shoal_jsontext_key_real(&b, "started_at", reply->started_unix) |
+              shoal_jsontext_key_real(&b, "finished_at", now);
+    if (bad) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    shoal_jsontext_key_int(&b, "attempt", t->attempts);
+    shoal_jsontext_key_int(&b, "http_status", (int)reply->status);
+    shoal_jsontext_key_int(&b, "tokens_in", u->input);
+    shoal_jsontext_key_int(&b, "tokens_out", u->output);
+    shoal_jsontext_key_int(&b, "tokens_cached", u->cached);
+    shoal_jsontext_key_int(&b, "tokens_cache_write", u->cache_write);
+    /* The optional members, as in shoal_task_attempt_row: left out when
+     * jansson would refuse them. */
+    if (t->received_unix > 0 && reply->started_unix >= t->received_unix)
+        shoal_jsontext_key_real(&b, "queue_ms", (reply->started_unix - t->received_unix) * 1000.0);
+    if (call->error && *call->error)
+        shoal_jsontext_key_str(&b, "error", call->error);
+    if (reply->retry_after_ms >= 0)
+        shoal_jsontext_key_int(&b, "retry_after_ms", reply->retry_after_ms);
+    if (m != own_model(t))
+        shoal_jsontext_key_str(&b, "fallback_from", own_model(t)->alias);
+    shoal_jsontext_close(&b);
+    return shoal_jsontext_detach(&b, len);
+}
+
+char *shoal_task_result_text(const shoal_task_t *t, const shoal_model_t *served,
+                             const char *worker_id, size_t *len)
+{
+    const shoal_model_t *m = served ? served : t->model;
+    shoal_jsontext_t b;
+    shoal_jsontext_init(&b, ROW_TEXT_MAX);
+    shoal_jsontext_open(&b);
+    int bad =
+        shoal_jsontext_key_str(&b, "task_id", t->task_id) |
+        shoal_jsontext_key_str(&b, "job_id", t->job_id) |
+        shoal_jsontext_key_str(&b, "status", t->state == SHOAL_TASK_DONE ? "done" : "failed") |
+        shoal_jsontext_key_str(&b, "model", m ? m->alias : model_named(t)) |
+        shoal_jsontext_key_str(&b, "worker_id", worker_id);
+    if (bad) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    shoal_jsontext_key_int(&b, "chunk", t->chunk);
+    shoal_jsontext_key_int(&b, "tokens_in", t->tokens_in);
+    shoal_jsontext_key_int(&b, "tokens_out", t->tokens_out);
+    shoal_jsontext_key_int(&b, "attempts", t->attempts);
+    if (m && own_model(t) && m != own_model(t))
+        shoal_jsontext_key_str(&b, "model_requested", own_model(t)->alias);
+    if (t->state == SHOAL_TASK_DONE)
+        shoal_jsontext_key_str(&b, "output", t->output ? t->output : "");
+    else
+        shoal_jsontext_key_str(&b, "error", t->error);
+    shoal_jsontext_close(&b);
+    return shoal_jsontext_detach(&b, len);
 }

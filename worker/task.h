@@ -144,4 +144,13 @@ json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, co
 json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served,
                               const char *worker_id);
 
+/* The same rows as JSON text, built without a jansson tree (the worker's
+ * hot path): the caller frees; *len gets the length. NULL when the json_t
+ * version would be NULL or memory ran out. */
+char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
+                              const shoal_http_reply_t *reply, const shoal_task_call_t *call,
+                              size_t *len);
+char *shoal_task_result_text(const shoal_task_t *t, const shoal_model_t *served,
+                             const char *worker_id, size_t *len);
+
 #endif

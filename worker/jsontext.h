@@ -1,0 +1,50 @@
+/*
+ * JSON text written straight into a growable buffer, for the rows the worker
+ * sends to PostgreSQL by the thousand: building a jansson tree per row only
+ * to dump it costs a few dozen allocations, this costs none beyond the
+ * buffer. Values mean what jansson's would: strings must be valid UTF-8 and
+ * numbers finite, else the call writes nothing and returns -1, as
+ * json_string() and json_real() refuse them. Key order is the caller's.
+ *
+ * A value type on the caller's stack (or in a struct): fields are private.
+ * Not thread-safe; one writer per buffer.
+ */
+#ifndef SHOAL_WORKER_JSONTEXT_H
+#define SHOAL_WORKER_JSONTEXT_H
+
+#include <stddef.h>
+
+typedef struct {
+    char *buf;
+    size_t len, cap, max;
+    int first; /* no member written yet in the open object */
+    int nomem; /* an allocation failed or max was reached: the text is lost */
+} shoal_jsontext_t;
+
+/* Starts an empty buffer that never grows past max bytes. */
+void shoal_jsontext_init(shoal_jsontext_t *b, size_t max);
+/* Frees the text (NULL ok). */
+void shoal_jsontext_free(shoal_jsontext_t *b);
+
+/* Hands the text (NUL-terminated, *len bytes) to the caller, who frees it,
+ * and leaves b empty; NULL when memory or max ran out on the way. */
+char *shoal_jsontext_detach(shoal_jsontext_t *b, size_t *len);
+
+/* Appends n bytes as they are. */
+void shoal_jsontext_raw(shoal_jsontext_t *b, const char *s, size_t n);
+
+/* '{' and '}' of an object whose members the key_ calls write. */
+void shoal_jsontext_open(shoal_jsontext_t *b);
+void shoal_jsontext_close(shoal_jsontext_t *b);
+
+/* A quoted, escaped string (keys included); -1 (nothing written) when s is
+ * not valid UTF-8. */
+int shoal_jsontext_str(shoal_jsontext_t *b, const char *s);
+
+/* Members of the open object; keys are plain ASCII. -1, nothing written, for
+ * a value jansson refuses (see above). */
+int shoal_jsontext_key_str(shoal_jsontext_t *b, const char *key, const char *v);
+void shoal_jsontext_key_int(shoal_jsontext_t *b, const char *key, long long v);
+int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *key, double v);
+
+#endif
