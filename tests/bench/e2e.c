@@ -14,52 +14,16 @@
 #include <unistd.h>
 
 #include "cli/proc.h"
+#include "tests/support/benchstat.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
-
-/* utime + stime of a process, in microseconds. */
-static double cpu_us(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (!p)
-        return 0;
-    unsigned long utime = 0, stime = 0;
-    /* fields after ")": state(3) ... utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
-        return 0;
-    return (double)(utime + stime) * 1e6 / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* Peak resident set size of a process (VmHWM), in KiB. */
-static long peak_rss_kb(int pid)
-{
-    char path[64], line[256];
-    long kb = 0;
-    snprintf(path, sizeof(path), "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
-}
 
 static long kind_peak_rss_kb(shoal_devstack_t *ds, const char *kind, int n)
 {
     long max = 0;
     for (int i = 0; i < n; i++) {
         struct shoal_proc *p = shoal_devstack_proc(ds, kind, i);
-        long kb = p ? peak_rss_kb((int)shoal_proc_pid(p)) : 0;
+        long kb = p ? bench_peak_rss_kb((int)shoal_proc_pid(p)) : 0;
         if (kb > max)
             max = kb;
     }
@@ -72,7 +36,7 @@ static double kind_cpu_us(shoal_devstack_t *ds, const char *kind, int n)
     for (int i = 0; i < n; i++) {
         struct shoal_proc *p = shoal_devstack_proc(ds, kind, i);
         if (p)
-            sum += cpu_us((int)shoal_proc_pid(p));
+            sum += bench_cpu_us((int)shoal_proc_pid(p));
     }
     return sum;
 }

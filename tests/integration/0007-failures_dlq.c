@@ -13,32 +13,8 @@
 
 #include "common/kafka.h"
 #include "tests/support/check.h"
+#include "tests/support/faults.h"
 #include "tests/support/harness.h"
-
-static json_t *read_topic(harness_t *h, const char *topic, int want, double timeout_s)
-{
-    char err[512], group[64];
-    const char *subs[] = {topic};
-    snprintf(group, sizeof(group), "test-dlq-%ld", (long)(check_now_s() * 1000));
-    shoal_kprops_t kp = {1, {"session.timeout.ms=6000"}};
-    rd_kafka_t *c = shoal_kafka_consumer_new(shoal_devstack_bootstrap(harness_stack(h)), group, &kp,
-                                             subs, 1, NULL, NULL, err, sizeof(err));
-    if (!c)
-        test_fail("consumer: %s", err);
-    json_t *out = json_array();
-    double deadline = check_now_s() + timeout_s;
-    while (check_now_s() < deadline && (int)json_array_size(out) < want) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
-        if (!m)
-            continue;
-        if (!m->err)
-            json_array_append_new(out, json_loadb(m->payload, m->len, 0, NULL));
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(c);
-    rd_kafka_destroy(c);
-    return out;
-}
 
 int main(void)
 {
@@ -89,7 +65,7 @@ int main(void)
                   3);
 
     /* The dead-letter topic holds the three tasks and the garbage messages. */
-    json_t *dlq = read_topic(h, "shoal.tasks.dlq", 5, 60);
+    json_t *dlq = faults_read_topic(h, "shoal.tasks.dlq", 5, 60);
     assert_int_eq(json_array_size(dlq), 5);
     int tasks = 0, raw = 0, hex = 0;
     size_t i;
