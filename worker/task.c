@@ -144,11 +144,51 @@ const char *shoal_task_state_name(shoal_task_state_t s)
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 
+/* A finished task waits for its result to be written, as long again as it
+ * was in flight, so a worker holds about as many finished tasks as running
+ * ones. Nothing reads what it was asked after this: the prompt and the
+ * requests go, and a done task's message shrinks to the fields still named
+ * (task_id, job_id, model, priority; the strings keep their addresses). A
+ * failed task keeps its message for the dead-letter topic. */
+static void shed(shoal_task_t *t, shoal_task_state_t s)
+{
+    free(t->prompt);
+    t->prompt = NULL;
+    free(t->request);
+    t->request = NULL;
+    t->request_len = 0;
+    free(t->saved_request);
+    t->saved_request = NULL;
+    t->saved_len = 0;
+    shoal_jsonschema_destroy(t->schema);
+    t->schema = NULL;
+    if (s != SHOAL_TASK_DONE || !t->doc)
+        return;
+    static const char *const keep[] = {"task_id", "job_id", "model", "priority"};
+    json_t *small = json_object();
+    if (!small)
+        return; /* keeps the whole message: only memory is lost */
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        json_t *v = json_object_get(t->doc, keep[i]);
+        if (v && json_object_set(small, keep[i], v) != 0) {
+            json_decref(small);
+            return;
+        }
+    }
+    json_decref(t->doc);
+    t->doc = small;
+    t->system = NULL;
+    t->output_schema = NULL;
+    t->fallback_models = NULL;
+}
+
 void shoal_task_set_state(shoal_task_t *t, shoal_task_state_t s)
 {
     shoal_log_debug("task", "task state job_id=%s task_id=%s from=%s to=%s", t->job_id, t->task_id,
                     shoal_task_state_name(t->state), shoal_task_state_name(s));
     t->state = s;
+    if (s == SHOAL_TASK_DONE || s == SHOAL_TASK_FAILED)
+        shed(t, s);
 }
 
 void shoal_task_destroy(shoal_task_t *t)

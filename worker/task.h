@@ -28,7 +28,10 @@
  *               (skipped: already finished in the database)
  *
  * DONE and FAILED tasks wait in the result batch until the database has them,
- * then release their Kafka positions.
+ * then release their Kafka positions. Reaching DONE or FAILED frees prompt,
+ * request, saved_request and schema (NULL after); DONE also cuts doc down to
+ * task_id, job_id, model and priority (same strings, same addresses) and sets
+ * system, output_schema and fallback_models to NULL. FAILED keeps doc whole.
  */
 typedef enum {
     SHOAL_TASK_TAKEN = 0,  /* message parsed, held */
