@@ -188,16 +188,20 @@ rd_kafka_t *shoal_kafka_consumer_new(const char *bootstrap, const char *group,
                                      int ntopics, shoal_kafka_rebalance_cb *rebalance_cb,
                                      void *opaque, char *errbuf, size_t errlen)
 {
-    /* Prefetch some hundreds of messages per partition, not librdkafka's 100,000 per
-     * partition: a worker holds what it works on itself, and a deep local
-     * queue is memory that waits (and is fetched again after a pause). */
-    static const char *const defaults[][2] = {{"enable.auto.commit", "true"},
-                                              {"auto.offset.reset", "earliest"},
-                                              {"auto.commit.interval.ms", "500"},
-                                              {"queued.min.messages", "500"},
-                                              {"queued.max.messages.kbytes", "8192"}};
+    /* Prefetch about a hundred messages per partition, not librdkafka's 100,000:
+     * a worker holds what it works on itself, and a deep local queue is
+     * memory that waits (and is fetched again after a pause). A fetch brings
+     * at most 128 KiB per partition (librdkafka's 1 MiB kept a worker on 8
+     * partitions holding some 8 MB of fetched tasks; a larger message still
+     * comes whole), and a partition holding 1 MiB fetches no more. Enough for
+     * thousands of tasks a second: a fetch from a nearby broker takes
+     * milliseconds. */
+    static const char *const defaults[][2] = {
+        {"enable.auto.commit", "true"},         {"auto.offset.reset", "earliest"},
+        {"auto.commit.interval.ms", "500"},     {"queued.min.messages", "100"},
+        {"queued.max.messages.kbytes", "1024"}, {"max.partition.fetch.bytes", "131072"}};
     rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
-    if (!conf || !(conf = apply_defaults(conf, props, defaults, 5, errbuf, errlen)))
+    if (!conf || !(conf = apply_defaults(conf, props, defaults, 6, errbuf, errlen)))
         return NULL;
     /* Not a default: storing offsets as messages arrive would let a crash
      * skip work that was taken but not finished. */

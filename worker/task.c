@@ -21,6 +21,67 @@ static double unix_now(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+/* A new object holding doc's values for the keys present (shared, so the
+ * strings keep their addresses); NULL when out of memory. */
+static json_t *fields_of(const json_t *doc, const char *const *keys, size_t n)
+{
+    json_t *out = json_object();
+    for (size_t i = 0; out && i < n; i++) {
+        json_t *v = json_object_get(doc, keys[i]);
+        if (v && json_object_set(out, keys[i], v) != 0) {
+            json_decref(out);
+            out = NULL;
+        }
+    }
+    return out;
+}
+
+/* Keeps the message as text and only the fields still read from doc (see
+ * task.h); out of memory, the task keeps its whole doc instead. */
+static void slim(shoal_task_t *t, const void *value, size_t len)
+{
+    static const char *const keep[] = {"task_id", "job_id",          "model",
+                                       "system",  "fallback_models", "output"};
+    char *raw = malloc(len ? len : 1);
+    json_t *small = fields_of(t->doc, keep, sizeof(keep) / sizeof(keep[0]));
+    if (!raw || !small) {
+        free(raw);
+        json_decref(small);
+        return;
+    }
+    memcpy(raw, value, len);
+    t->message = raw;
+    t->message_len = len;
+    json_decref(t->doc);
+    t->doc = small;
+}
+
+/* FAILED: doc becomes the whole message again, for the dead-letter copy;
+ * the fields doc held keep their values (and addresses) and their places. */
+static void restore_message(shoal_task_t *t)
+{
+    json_t *full = json_loadb(t->message, t->message_len, JSON_DECODE_ANY, NULL);
+    const char *k;
+    json_t *v;
+    if (!json_is_object(full)) {
+        json_decref(full);
+        shoal_log_warn("task",
+                       "out of memory restoring a failed task's message job_id=%s "
+                       "task_id=%s",
+                       t->job_id, t->task_id);
+        return;
+    }
+    json_object_foreach(t->doc, k, v)
+    {
+        if (json_object_set(full, k, v) != 0) {
+            json_decref(full);
+            return;
+        }
+    }
+    json_decref(t->doc);
+    t->doc = full;
+}
+
 shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models_t *models,
                                char *errbuf, size_t errlen)
 {
@@ -62,6 +123,7 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
                       (size_t)SHOAL_RENDER_MAX);
         goto fail;
     }
+    slim(t, value, len);
     if (shoal_task_build_request(t) != SHOAL_OK) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         goto fail;
@@ -145,11 +207,49 @@ const char *shoal_task_state_name(shoal_task_state_t s)
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 
+/* A finished task waits for its result to be written, as long again as it
+ * was in flight, so a worker holds about as many finished tasks as running
+ * ones. Nothing reads what it was asked after this: the prompt and the
+ * requests go, and a done task's doc shrinks to the fields still named
+ * (task_id, job_id, model; the strings keep their addresses). A failed task
+ * gets its whole message back in doc for the dead-letter topic. */
+static void shed(shoal_task_t *t, shoal_task_state_t s)
+{
+    free(t->prompt);
+    t->prompt = NULL;
+    free(t->request);
+    t->request = NULL;
+    t->request_len = 0;
+    free(t->saved_request);
+    t->saved_request = NULL;
+    t->saved_len = 0;
+    shoal_jsonschema_destroy(t->schema);
+    t->schema = NULL;
+    if (s == SHOAL_TASK_FAILED && t->message)
+        restore_message(t);
+    free(t->message);
+    t->message = NULL;
+    t->message_len = 0;
+    if (s != SHOAL_TASK_DONE || !t->doc)
+        return;
+    static const char *const keep[] = {"task_id", "job_id", "model"};
+    json_t *small = fields_of(t->doc, keep, sizeof(keep) / sizeof(keep[0]));
+    if (!small)
+        return; /* keeps more of the message: only memory is lost */
+    json_decref(t->doc);
+    t->doc = small;
+    t->system = NULL;
+    t->output_schema = NULL;
+    t->fallback_models = NULL;
+}
+
 void shoal_task_set_state(shoal_task_t *t, shoal_task_state_t s)
 {
     shoal_log_debug("task", "task state job_id=%s task_id=%s from=%s to=%s", t->job_id, t->task_id,
                     shoal_task_state_name(t->state), shoal_task_state_name(s));
     t->state = s;
+    if (s == SHOAL_TASK_DONE || s == SHOAL_TASK_FAILED)
+        shed(t, s);
 }
 
 void shoal_task_destroy(shoal_task_t *t)
@@ -157,6 +257,7 @@ void shoal_task_destroy(shoal_task_t *t)
     if (!t)
         return;
     json_decref(t->doc);
+    free(t->message);
     free(t->prompt);
     free(t->request);
     free(t->saved_request);

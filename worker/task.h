@@ -28,7 +28,11 @@
  *               (skipped: already finished in the database)
  *
  * DONE and FAILED tasks wait in the result batch until the database has them,
- * then release their Kafka positions.
+ * then release their Kafka positions. Reaching DONE or FAILED frees prompt,
+ * request, saved_request and schema (NULL after); DONE also cuts doc down to
+ * task_id, job_id and model (same strings, same addresses) and sets system,
+ * output_schema and fallback_models to NULL; FAILED makes doc the whole
+ * message again (see message below).
  */
 typedef enum {
     SHOAL_TASK_TAKEN = 0,  /* message parsed, held */
@@ -45,7 +49,7 @@ typedef enum {
 const char *shoal_task_state_name(shoal_task_state_t s);
 
 typedef struct shoal_task {
-    json_t *doc;         /* the task message; owned */
+    json_t *doc;         /* fields of the task message (see message); owned */
     const char *task_id; /* borrowed from doc */
     const char *job_id;  /* borrowed from doc */
     long chunk;
@@ -91,6 +95,14 @@ typedef struct shoal_task {
     int repairs;                     /* repair calls made in this delivery */
     char *saved_request;             /* the request a repair call replaced; owned */
     size_t saved_len;
+
+    /* The message as taken, owned; NULL once DONE or FAILED. While the task
+     * runs, doc holds only the fields still read from it (task_id, job_id,
+     * model, system, fallback_models, output): parsed in full a small
+     * message took ten times its size. Reaching FAILED puts the whole
+     * message back into doc for the dead-letter copy. */
+    char *message;
+    size_t message_len;
 } shoal_task_t;
 
 /* Checks an answer against what the task asked for: JSON when it wants

@@ -385,6 +385,7 @@ struct canned {
     int fd;
     int n;
     const char *responses[4];
+    char *request_line[4]; /* first line of each request; freed by the test */
 };
 
 static void *canned_serve(void *arg)
@@ -408,6 +409,7 @@ static void *canned_serve(void *arg)
             end = strstr(buf, "\r\n\r\n");
         }
         if (end) {
+            cs->request_line[i] = strndup(buf, strcspn(buf, "\r\n"));
             const char *cl = strcasestr(buf, "content-length:");
             size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
             while (got < want && got < sizeof(buf) - 1) {
@@ -482,6 +484,8 @@ static void test_retry_after(struct curl_slist *hdr)
         free(r[i].headers);
     }
     assert_int_eq(pthread_join(th, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        free(cs.request_line[i]);
     close(cs.fd);
     shoal_http_destroy(ctx.h);
 }
@@ -558,11 +562,87 @@ static void test_header_block(struct curl_slist *hdr)
     assert_int_eq(r[2].status, 200);
     assert_true(strncmp(r[2].headers, "X-Third: 3\r\n", 12) == 0);
     assert_true(strstr(r[2].headers, "X-Pad") == NULL);
+    assert_int_eq(pthread_join(th, NULL), 0);
     for (int i = 0; i < 3; i++) {
         free(r[i].body);
         free(r[i].headers);
+        free(cs.request_line[i]);
     }
+    close(cs.fd);
+    shoal_http_destroy(ctx.h);
+}
+
+/* One handle reused for answers of every shape: a large one with a
+ * Content-Length (its buffer is given back when the call is pooled), a tiny
+ * one, a chunked one and one read to the connection's close (neither
+ * announces a length, so the buffer grows). Each body arrives whole, and a
+ * URL longer than 2 KiB reaches the server whole. */
+static void test_body_sizes(struct curl_slist *hdr)
+{
+    enum { BIG = 100 * 1024, CHUNK = 3000, TAIL = 1500 };
+    static char big[BIG + 256], chunked[CHUNK + 256], closed[TAIL + 256];
+    static char want_big[BIG + 1], want_chunk[CHUNK + 1], want_tail[TAIL + 1];
+    char url[4096], err[256];
+    struct canned cs;
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof(sa);
+    pthread_t th;
+    struct result r[4];
+    struct ctx ctx = {NULL, 0};
+
+    memset(want_big, 'b', BIG);
+    memset(want_chunk, 'c', CHUNK);
+    memset(want_tail, 't', TAIL);
+    snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", BIG, want_big);
+    snprintf(chunked, sizeof(chunked),
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", CHUNK,
+             want_chunk);
+    snprintf(closed, sizeof(closed), "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", want_tail);
+    memset(&cs, 0, sizeof(cs));
+    cs.responses[0] = big;
+    cs.responses[1] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    cs.responses[2] = chunked;
+    cs.responses[3] = closed;
+    cs.n = 4;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(cs.fd >= 0);
+    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_eq(listen(cs.fd, 8), 0);
+    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
+
+    int n = snprintf(url, sizeof(url),
+                     "http://127.0.0.1:%d/v1/chat/completions?pad=", ntohs(sa.sin_port));
+    memset(url + n, 'u', 3000);
+    snprintf(url + n + 3000, sizeof(url) - (size_t)n - 3000, "&end=1");
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    assert_true(ctx.h != NULL);
+    for (int i = 0; i < 4; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        /* each call's answer closes its connection: the next gets a new one */
+        post(ctx.h, url, hdr, "sizes", 10000, 0, &r[i]);
+        run_until_idle(ctx.h, 30);
+        assert_int_eq(r[i].done, 1);
+        assert_int_eq(r[i].status, 200);
+    }
+    assert_int_eq(strlen(r[0].body), BIG);
+    assert_str_eq(r[0].body, want_big);
+    assert_str_eq(r[1].body, "{}");
+    assert_str_eq(r[2].body, want_chunk);
+    assert_str_eq(r[3].body, want_tail);
     assert_int_eq(pthread_join(th, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_true(cs.request_line[i] != NULL);
+        assert_true(strstr(cs.request_line[i], "&end=1 HTTP/1.1") != NULL);
+        assert_int_eq(strlen(cs.request_line[i]),
+                      strlen("POST ") + strlen(strchr(url + 7, '/')) + strlen(" HTTP/1.1"));
+        free(cs.request_line[i]);
+        free(r[i].body);
+        free(r[i].headers);
+    }
     close(cs.fd);
     shoal_http_destroy(ctx.h);
 }
@@ -613,6 +693,7 @@ int main(void)
     test_http_errors(hdr);
     test_retry_after(hdr);
     test_header_block(hdr);
+    test_body_sizes(hdr);
     curl_slist_free_all(hdr);
     printf("http_test: ok\n");
     return 0;

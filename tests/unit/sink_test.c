@@ -463,6 +463,40 @@ static void test_refused_row(shoal_pg_t *pg)
     free_tasks(t, 4);
 }
 
+/* A call record the database refuses for good (a NUL in its error text),
+ * here the last of the batch, is found by halving and dropped; the other
+ * records and every result are written. */
+static void test_refused_attempt(shoal_pg_t *pg)
+{
+    shoal_task_t **t = record_job(pg, "sink-badcall", 3);
+    shoal_sink_t *s = shoal_sink_new(pg);
+    for (int i = 0; i < 3; i++) {
+        finish(t[i], 1, 1);
+        if (i < 2) {
+            add_attempt(s, t[i], 1, 200);
+        } else {
+            shoal_http_reply_t reply = {.status = 500, .retry_after_ms = -1, .latency_ms = 5};
+            shoal_task_call_t call = {
+                .outcome = "retry", .kind = SHOAL_OUTCOME_SERVER_ERROR, .error = "provider error"};
+            json_t *row = shoal_task_attempt_row(t[i], "w1/sink-badcall/2/1", "w1", &reply, &call);
+            json_object_set_new(row, "error", json_stringn("bad\0nul", 7));
+            shoal_sink_add_attempt(s, row);
+        }
+        add_result(s, t[i], i);
+    }
+    assert_int_eq(shoal_sink_attempts(s), 3);
+    flush_ok(s, 3, 1);
+    assert_int_eq(shoal_sink_refused(s), 1);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sink-badcall"),
+        2);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sink-badcall"),
+        3);
+    shoal_sink_destroy(s);
+    free_tasks(t, 3);
+}
+
 /* The database thread: a check tells which tasks finished and how many
  * counted calls each made; a write hands back every token once and the
  * sink to reuse; while the server is away the write waits and the store
@@ -584,6 +618,7 @@ int main(void)
     test_large_batch(pg);
     test_usage_columns(pg);
     test_refused_row(pg);
+    test_refused_attempt(pg);
     test_store(pg);
 
     shoal_pg_destroy(pg);

@@ -509,6 +509,67 @@ static void test_result_row(void)
     free_tasks(tasks, n);
 }
 
+/* A running task keeps its message as text and only the fields still read
+ * in doc. Reaching DONE lets go of the prompt, requests and message but for
+ * task_id, job_id and model (the same strings, at the same addresses), and
+ * its result row is unchanged; reaching FAILED puts the whole message back
+ * in doc, printing as the message did, for the dead-letter topic. */
+static void test_finished_shed(void)
+{
+    size_t n;
+    char **tasks = make_tasks(job_json, "job-7", &n);
+    shoal_task_t *t = parse_ok(tasks[1]);
+    const char *task_id = t->task_id, *job_id = t->job_id;
+
+    assert_true(t->prompt != NULL && t->request != NULL);
+    assert_str_eq(t->system, "You sort tickets.");
+    assert_true(json_object_get(t->doc, "items") == NULL);
+    assert_true(t->message != NULL);
+    assert_int_eq(t->message_len, strlen(tasks[1]));
+    assert_true(memcmp(t->message, tasks[1], t->message_len) == 0);
+    t->output = strdup("{\"label\": \"network\"}");
+    t->attempts = 1;
+    shoal_task_set_state(t, SHOAL_TASK_DONE);
+    assert_int_eq(t->state, SHOAL_TASK_DONE);
+    assert_true(t->prompt == NULL);
+    assert_true(t->request == NULL);
+    assert_int_eq(t->request_len, 0);
+    assert_true(t->message == NULL);
+    assert_true(t->system == NULL);
+    assert_true(t->task_id == task_id);
+    assert_true(t->job_id == job_id);
+    assert_str_eq(t->task_id, "job-7:000001");
+    assert_int_eq(json_object_size(t->doc), 3);
+    assert_str_eq(json_string_value(json_object_get(t->doc, "model")), "fast");
+    json_t *row = shoal_task_result_row(t, NULL, "w9");
+    only_known_keys(row, result_cols);
+    assert_str_eq(json_string_value(json_object_get(row, "task_id")), "job-7:000001");
+    assert_str_eq(json_string_value(json_object_get(row, "job_id")), "job-7");
+    assert_str_eq(json_string_value(json_object_get(row, "status")), "done");
+    assert_str_eq(json_string_value(json_object_get(row, "model")), "fast");
+    assert_str_eq(json_string_value(json_object_get(row, "output")), "{\"label\": \"network\"}");
+    json_decref(row);
+    shoal_task_destroy(t);
+
+    t = parse_ok(tasks[0]);
+    task_id = t->task_id;
+    json_t *orig = json_loads(tasks[0], 0, NULL);
+    char *want = json_dumps(orig, JSON_COMPACT);
+    shoal_task_set_state(t, SHOAL_TASK_FAILED);
+    assert_true(t->prompt == NULL);
+    assert_true(t->request == NULL);
+    assert_true(t->message == NULL);
+    assert_true(t->task_id == task_id);
+    assert_true(json_is_array(json_object_get(t->doc, "items")));
+    char *got = json_dumps(t->doc, JSON_COMPACT);
+    assert_str_eq(got, want);
+    free(got);
+    free(want);
+    json_decref(orig);
+    shoal_task_destroy(t);
+    free_tasks(tasks, n);
+}
+
 static void test_refs(void)
 {
     size_t n;
@@ -608,6 +669,7 @@ int main(void)
     test_poison();
     test_attempt_row();
     test_result_row();
+    test_finished_shed();
     test_refs();
     test_alloc_failures();
 
