@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/chunk.h"
 #include "common/jsonalloc.h"
@@ -36,6 +37,7 @@ struct shoal_job {
     size_t *chunk_start; /* n_chunks + 1 entries; the last is n_items */
     long *chunk_tokens;  /* n_chunks entries */
     long est_tokens;
+    long long submitted_unix; /* deadline_s counts from here */
 };
 
 /* ---- defaults ---- */
@@ -74,10 +76,12 @@ static int fill_defaults(json_t *doc)
     output = json_object_get(doc, "output");
     if (set_default(chunking, "max_tokens", json_integer(MAX_TOKENS_DEFAULT)) ||
         set_default(chunking, "max_items", json_integer(MAX_ITEMS_DEFAULT)) ||
-        set_default(output, "format", json_string("text")))
+        set_default(output, "format", json_string("text")) ||
+        set_default(output, "on_truncated", json_string("retry")))
         return -1;
     if (as_integer(chunking, "max_tokens") || as_integer(chunking, "max_items") ||
-        as_integer(doc, "max_attempts") || as_integer(doc, "timeout_ms"))
+        as_integer(doc, "max_attempts") || as_integer(doc, "timeout_ms") ||
+        as_integer(doc, "deadline_s"))
         return -1;
     return 0;
 }
@@ -181,6 +185,8 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     job->doc = doc;
     job->items = json_object_get(doc, "items");
     job->n_items = json_array_size(job->items);
+    /* until the scheduler says when it accepted the job (shoal_job_set_submitted) */
+    job->submitted_unix = (long long)time(NULL);
     if (shoal_jobcheck_semantics(doc, models, errbuf, errlen) || plan_chunks(job, errbuf, errlen)) {
         shoal_job_destroy(job);
         return NULL;
@@ -238,6 +244,28 @@ size_t shoal_job_n_items(const shoal_job_t *job)
     return job->n_items;
 }
 
+const char *shoal_job_on_truncated(const shoal_job_t *job)
+{
+    return json_string_value(json_object_get(json_object_get(job->doc, "output"), "on_truncated"));
+}
+
+long shoal_job_deadline_s(const shoal_job_t *job)
+{
+    return (long)json_integer_value(json_object_get(job->doc, "deadline_s"));
+}
+
+void shoal_job_set_submitted(shoal_job_t *job, long long unix_s)
+{
+    job->submitted_unix = unix_s;
+}
+
+long long shoal_job_deadline_unix(const shoal_job_t *job)
+{
+    long deadline_s = shoal_job_deadline_s(job);
+
+    return deadline_s > 0 ? job->submitted_unix + deadline_s : 0;
+}
+
 double shoal_job_budget_usd(const shoal_job_t *job)
 {
     return json_number_value(json_object_get(job->doc, "budget_usd"));
@@ -280,9 +308,9 @@ int shoal_job_copy_field(const shoal_job_t *job, const char *key, json_t *obj)
 
 json_t *shoal_job_settings(const shoal_job_t *job)
 {
-    static const char *const keys[] = {"tenant",     "priority",   "model", "fallback_models",
-                                       "chunking",   "output",     "merge", "max_attempts",
-                                       "timeout_ms", "budget_usd", NULL};
+    static const char *const keys[] = {"tenant",     "priority",   "model",      "fallback_models",
+                                       "chunking",   "output",     "merge",      "max_attempts",
+                                       "timeout_ms", "deadline_s", "budget_usd", NULL};
     json_t *s = json_object();
 
     if (!s)

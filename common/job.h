@@ -53,7 +53,19 @@ const char *shoal_job_output_format(const shoal_job_t *job); /* "text", "json" *
 int shoal_job_max_attempts(const shoal_job_t *job);
 long shoal_job_timeout_ms(const shoal_job_t *job);
 size_t shoal_job_n_items(const shoal_job_t *job);
-double shoal_job_budget_usd(const shoal_job_t *job); /* 0 when the job sets none */
+double shoal_job_budget_usd(const shoal_job_t *job);        /* 0 when the job sets none */
+const char *shoal_job_on_truncated(const shoal_job_t *job); /* "retry", "fail" */
+long shoal_job_deadline_s(const shoal_job_t *job);          /* 0 when the job sets none */
+
+/* When the job counts as submitted, in seconds since the epoch: deadline_s
+ * counts from it. shoal_job_parse() sets the time of parsing; the scheduler
+ * sets the time it first recorded the job, so a job published again after a
+ * restart keeps its deadline. */
+void shoal_job_set_submitted(shoal_job_t *job, long long unix_s);
+
+/* The submission time plus deadline_s: after it no call of the job's tasks
+ * starts. 0 when the job has no deadline_s. */
+long long shoal_job_deadline_unix(const shoal_job_t *job);
 size_t shoal_job_n_chunks(const shoal_job_t *job);
 /* Sum of the chunks' estimates (see shoal_chunk_estimate): the prompt tokens
  * the whole job is expected to send, for cost estimates and budgets. */
@@ -71,7 +83,7 @@ shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id);
 /* A new object with every setting of the job except its prompt text (no
  * system, prompt_template or item inputs): tenant, priority, model,
  * fallback_models, chunking, output, merge, max_attempts, timeout_ms,
- * budget_usd (only when set) and n_items. The database stores this, never
+ * deadline_s and budget_usd (each only when set) and n_items. The database stores this, never
  * prompts. Caller owns the reference; NULL when out of memory. */
 json_t *shoal_job_settings(const shoal_job_t *job);
 

@@ -32,9 +32,12 @@
 #define ATTEMPTS_MAX 20L
 #define TIMEOUT_MIN 100L
 #define TIMEOUT_MAX 600000L
+#define DEADLINE_S_MIN 1L
+#define DEADLINE_S_MAX 2592000L
 
 static const char *const priorities[] = {"high", "normal", "low", NULL};
 static const char *const formats[] = {"text", "json", NULL};
+static const char *const on_truncated[] = {"retry", "fail", NULL};
 
 /* ---- building ---- */
 
@@ -117,6 +120,11 @@ json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, 
         shoal_job_copy_field(job, "timeout_ms", t) ||
         json_object_set_new(t, "est_tokens",
                             json_integer((json_int_t)shoal_job_chunk_est_tokens(job, chunk))))
+        goto nomem;
+    if (shoal_job_deadline_s(job) > 0 &&
+        (shoal_job_copy_field(job, "deadline_s", t) ||
+         json_object_set_new(t, "deadline_unix",
+                             json_integer((json_int_t)shoal_job_deadline_unix(job)))))
         goto nomem;
     return t;
 nomem:
@@ -389,6 +397,31 @@ static shoal_err_t check_output(struct ctx *c, const json_t *doc, shoal_taskmsg_
             return bad(c, "output.schema", "an object", v);
         out->output_schema = v;
     }
+    /* absent in messages from schedulers that predate it: the old behaviour */
+    out->on_truncated = "retry";
+    if ((v = json_object_get(output, "on_truncated")) &&
+        (err = enum_at(c, "output.on_truncated", v, on_truncated, &out->on_truncated)))
+        return err;
+    return SHOAL_OK;
+}
+
+/* deadline_s and deadline_unix: both or neither. */
+static shoal_err_t check_deadline(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
+{
+    int has_s = json_object_get(doc, "deadline_s") != NULL;
+    int has_unix = json_object_get(doc, "deadline_unix") != NULL;
+    long unix_s;
+    shoal_err_t err;
+
+    if (has_s != has_unix)
+        return fail(c, "task.%s: present without %s", has_s ? "deadline_s" : "deadline_unix",
+                    has_s ? "deadline_unix" : "deadline_s");
+    if (!has_s)
+        return SHOAL_OK;
+    if ((err = get_long(c, doc, "deadline_s", DEADLINE_S_MIN, DEADLINE_S_MAX, &out->deadline_s)) ||
+        (err = get_long(c, doc, "deadline_unix", 1, LONG_MAX, &unix_s)))
+        return err;
+    out->deadline_unix = unix_s;
     return SHOAL_OK;
 }
 
@@ -412,7 +445,8 @@ static shoal_err_t check_task(struct ctx *c, const json_t *doc, shoal_taskmsg_t 
     if ((err = check_items(c, doc, out)) || (err = check_output(c, doc, out)) ||
         (err = get_long(c, doc, "max_attempts", ATTEMPTS_MIN, ATTEMPTS_MAX, &out->max_attempts)) ||
         (err = get_long(c, doc, "timeout_ms", TIMEOUT_MIN, TIMEOUT_MAX, &out->timeout_ms)) ||
-        (err = get_long(c, doc, "est_tokens", 0, LONG_MAX, &out->est_tokens)))
+        (err = get_long(c, doc, "est_tokens", 0, LONG_MAX, &out->est_tokens)) ||
+        (err = check_deadline(c, doc, out)))
         return err;
     return SHOAL_OK;
 }

@@ -11,9 +11,12 @@
  * version-1 messages. A change an older worker must not misread gets a new
  * version.
  *
- * Defaults (max_attempts, timeout_ms, output format) are the job's
- * (common/job.c) and travel in every message; the parser has none of its own
- * and refuses a message without them. All functions are thread-safe.
+ * Defaults (max_attempts, timeout_ms, output format and on_truncated) are the
+ * job's (common/job.c) and travel in every message; the parser has none of
+ * its own and refuses a message without them, except for fields added within
+ * version 1 (output.on_truncated: "retry"; deadline_s and deadline_unix: no
+ * deadline), which older schedulers' messages lack. All functions are
+ * thread-safe.
  */
 #ifndef SHOAL_COMMON_TASKMSG_H
 #define SHOAL_COMMON_TASKMSG_H
@@ -50,9 +53,12 @@ typedef struct {
     size_t n_items;
     const char *output_format;   /* "text" or "json" */
     const json_t *output_schema; /* an object, or NULL */
+    const char *on_truncated;    /* "retry" or "fail"; "retry" when the message has none */
     long max_attempts;           /* 1..20 */
     long timeout_ms;             /* 100..600000 */
     long est_tokens;             /* >= 0 */
+    long deadline_s;             /* the job's deadline_s; 0 when it has none */
+    long long deadline_unix;     /* no call starts after it (epoch seconds); 0 when none */
 } shoal_taskmsg_t;
 
 /* Writes "<job_id>:<chunk as 6 digits>" to buf: the task_id of that chunk.
@@ -61,7 +67,9 @@ typedef struct {
  * always enough). */
 shoal_err_t shoal_taskmsg_task_id(const char *job_id, size_t chunk, char *buf, size_t len);
 
-/* The task message of one chunk of job (0-based), with "v" set. String values
+/* The task message of one chunk of job (0-based), with "v" set, and when the
+ * job has deadline_s, deadline_unix from its submission time (see
+ * shoal_job_set_submitted). String values
  * are shared with the job's document, so treat the result as read-only. Needs
  * a job id (see shoal_job_set_id). Caller owns the reference; NULL with the
  * reason in errbuf (an out-of-range chunk, no job id, "out of memory"). */

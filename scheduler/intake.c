@@ -141,9 +141,11 @@ static shoal_err_t reject(const shoal_intake_conf_t *c, const char *source, cons
 }
 
 /* Produces the tasks still pending in PostgreSQL, waits for Kafka to
- * acknowledge them, then marks them queued. */
-static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const shoal_job_t *job,
-                                   int *published, char *errbuf, size_t errlen)
+ * acknowledge them, then marks them queued. A job's deadline counts from
+ * when it was first recorded, so tasks published again after a restart or a
+ * redelivery of the job keep the deadline of the first publication. */
+static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *job, int *published,
+                                   char *errbuf, size_t errlen)
 {
     const char *job_id = shoal_job_id(job);
     const char *params[] = {job_id};
@@ -154,12 +156,19 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, const shoal_job
 
     *published = 0;
     if ((err = shoal_pg_exec(c->pg,
-                             "SELECT chunk FROM shoal.tasks WHERE job_id = $1 AND status = "
-                             "'pending' ORDER BY chunk",
+                             "SELECT t.chunk, floor(extract(epoch FROM j.submitted_at))::bigint "
+                             "FROM shoal.tasks t JOIN shoal.jobs j ON j.job_id = t.job_id "
+                             "WHERE t.job_id = $1 AND t.status = 'pending' ORDER BY t.chunk",
                              1, params, &r, errbuf, errlen)) != SHOAL_OK)
         return err;
 
     int rows = PQntuples(r);
+    if (rows > 0) {
+        char *end;
+        long long submitted = strtoll(PQgetvalue(r, 0, 1), &end, 10);
+        if (*end == '\0' && submitted > 0)
+            shoal_job_set_submitted(job, submitted);
+    }
     size_t cap = (size_t)rows * 12 + 3, alen = 0;
     char *chunks = malloc(cap);
     if (!chunks) {

@@ -64,6 +64,7 @@ static int counts_attempt(shoal_outcome_t o)
 }
 
 #define OUTPUT_ROOM_MAX 65536 /* truncated answers are retried with at most this */
+#define EXPIRE_EVERY_MS 250.0 /* how often waiting tasks are checked against their deadlines */
 
 struct runner {
     const shoal_runner_conf_t *conf;
@@ -101,6 +102,7 @@ struct runner {
     shoal_kafka_ack_t dlq_ack;
     double first_result_ms; /* when the oldest unflushed result finished */
     unsigned long long seq;
+    double expired_ms; /* when waiting tasks were last checked against their deadlines */
     long long start_ms;
     unsigned rand_state;
 };
@@ -273,6 +275,25 @@ static void finish(struct runner *r, shoal_task_t *t, shoal_task_state_t to)
         shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
 }
 
+/* t ran out of time: its error says which deadline it was (the job's
+ * deadline_s or this worker's --max-wait-ms), after why (NULL: none) and
+ * with the model it was waiting for (NULL: none), then fails it. */
+static void fail_deadline(struct runner *r, shoal_task_t *t, const char *why, const char *model)
+{
+    char which[96];
+
+    if (t->job_deadline)
+        snprintf(which, sizeof(which), "deadline of the job passed (deadline_s=%ld)",
+                 t->deadline_s);
+    else
+        snprintf(which, sizeof(which), "deadline of the task passed (--max-wait-ms=%ld)",
+                 r->conf->max_wait_ms);
+    snprintf(t->error, sizeof(t->error), "%.300s%s%s after %d attempt%s%s%.100s", why ? why : "",
+             why ? "; " : "", which, t->attempts, t->attempts == 1 ? "" : "s",
+             model ? " waiting for model " : "", model ? model : "");
+    finish(r, t, SHOAL_TASK_FAILED);
+}
+
 static void fail(struct runner *r, shoal_task_t *t, const char *fmt, const char *why)
 {
     snprintf(t->error, sizeof(t->error), fmt, why);
@@ -358,10 +379,7 @@ static double dispatch(struct runner *r)
         while ((t = shoal_lane_next(l, now, &wait)) != NULL) {
             if (now > t->deadline_ms) {
                 shoal_lane_ended(l, t, SHOAL_LANE_NEUTRAL, NULL, -1, now);
-                snprintf(t->error, sizeof(t->error),
-                         "deadline passed after %d attempt%s waiting for model %s", t->attempts,
-                         t->attempts == 1 ? "" : "s", t->model->alias);
-                finish(r, t, SHOAL_TASK_FAILED);
+                fail_deadline(r, t, NULL, t->model->alias);
                 continue;
             }
             start_call(r, t);
@@ -370,6 +388,30 @@ static double dispatch(struct runner *r)
             next = wait;
     }
     return next;
+}
+
+/* Fails the tasks waiting in a lane past their deadline. dispatch() catches
+ * a task only when its lane lets it go, and a cooling or held lane (an
+ * outage, a long Retry-After) may keep it far longer than a job's deadline
+ * allows; so the waiting tasks are looked at a few times a second. */
+static void expire_waiting(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    const char *key;
+    json_t *v;
+    void *tmp;
+
+    if (now - r->expired_ms < EXPIRE_EVERY_MS)
+        return;
+    r->expired_ms = now;
+    json_object_foreach_safe(r->held, tmp, key, v)
+    {
+        shoal_task_t *t = (shoal_task_t *)(intptr_t)json_integer_value(v);
+        if (t->state != SHOAL_TASK_WAITING || now <= t->deadline_ms)
+            continue;
+        shoal_lane_remove(lane_of(r, t), t);
+        fail_deadline(r, t, NULL, t->model->alias);
+    }
 }
 
 /* Lanes whose model has been failing for longer than down_after_ms hand
@@ -416,9 +458,26 @@ static shoal_lane_signal_t lane_signal(shoal_outcome_t o)
     return SHOAL_LANE_NEUTRAL;
 }
 
-/* A truncated answer: ask again with twice the output room (the request's
- * max_tokens, or when it set none, what the answer got), up to
- * OUTPUT_ROOM_MAX. 0 when there is no more room to give. */
+/* Why a truncated answer was cut short: at the request's max_tokens, or
+ * when the request set none, at the provider's own limit after got tokens. */
+static void truncated_why(const shoal_task_t *t, long got, char *why, size_t len)
+{
+    json_t *req = json_loadb(t->request, t->request_len, 0, NULL);
+    json_t *mt = json_object_get(req, "max_tokens");
+
+    if (json_is_integer(mt))
+        snprintf(why, len, "answer truncated at max_tokens %lld",
+                 (long long)json_integer_value(mt));
+    else
+        snprintf(why, len,
+                 "answer truncated after %ld output tokens (the provider's default limit)", got);
+    json_decref(req);
+}
+
+/* A truncated answer of a job that retries them (output.on_truncated
+ * "retry"): ask again with twice the output room (the request's max_tokens,
+ * or when it set none, what the answer got), up to OUTPUT_ROOM_MAX. 0 when
+ * there is no more room to give. */
 static int grow_output_room(shoal_task_t *t, long got)
 {
     json_t *req = json_loadb(t->request, t->request_len, 0, NULL);
@@ -484,13 +543,12 @@ static void retry_later(struct runner *r, shoal_task_t *t, shoal_outcome_t oc, l
     long wait = shoal_backoff_ms(&r->backoff, t->failures, retry_after_ms, &r->rand_state);
     double now = shoal_service_now_ms();
     if (now + (double)wait > t->deadline_ms) {
-        if (fall_back(r, t, why)) {
+        /* a fallback model is tried at once, with no wait, while time is left */
+        if (now <= t->deadline_ms && fall_back(r, t, why)) {
             route(r, t);
             return;
         }
-        snprintf(t->error, sizeof(t->error), "%.400s; deadline reached after %d attempt%s", why,
-                 t->attempts, t->attempts == 1 ? "" : "s");
-        finish(r, t, SHOAL_TASK_FAILED);
+        fail_deadline(r, t, why, NULL);
         return;
     }
     r->stats->retries++;
@@ -526,7 +584,7 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
         oc = SHOAL_OUTCOME_MALFORMED;
     }
     if (oc == SHOAL_OUTCOME_TRUNCATED)
-        snprintf(why, sizeof(why), "answer truncated at its output limit");
+        truncated_why(t, out.usage.output, why, sizeof(why));
     if (counts_attempt(oc) && !was_repair) /* a repair and its call are one attempt */
         t->attempts++;
     r->stats->calls++;
@@ -550,9 +608,11 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     int done = oc == SHOAL_OUTCOME_OK;
     int repair = invalid && !was_repair && !stopping &&
                  shoal_task_begin_repair(t, out.content, why) == SHOAL_OK;
-    int retriable =
-        !done && (shoal_outcome_retriable(oc) || invalid ||
-                  (oc == SHOAL_OUTCOME_TRUNCATED && grow_output_room(t, out.usage.output)));
+    /* A truncated answer is retried only when the job says so; else it
+     * fails at once, keeping what it cost to one call. */
+    int retriable = !done && (shoal_outcome_retriable(oc) || invalid ||
+                              (oc == SHOAL_OUTCOME_TRUNCATED && !t->fail_truncated &&
+                               grow_output_room(t, out.usage.output)));
     int more = retriable && !stopping &&
                (!counts_attempt(oc) || t->attempts < t->max_attempts * (t->fallback + 1));
     snprintf(attempt_id, sizeof(attempt_id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms,
@@ -684,6 +744,15 @@ static void take(struct runner *r, rd_kafka_message_t *m)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     t->received_unix = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    /* The job's deadline is wall-clock time; on the monotonic clock it is as
+     * far from now as it is on the wall clock now. The earlier one wins. */
+    if (t->deadline_unix > 0) {
+        double job_ms = t->received_ms + ((double)t->deadline_unix - t->received_unix) * 1000.0;
+        if (job_ms < t->deadline_ms) {
+            t->deadline_ms = job_ms;
+            t->job_deadline = 1;
+        }
+    }
     held_put(r, t);
     if (r->nunchecked == r->capunchecked) {
         size_t ncap = r->capunchecked ? r->capunchecked * 2 : CHECK_BATCH;
@@ -1144,6 +1213,7 @@ static void one_pass(struct runner *r)
     if ((w = wake_timers(r)) >= 0 && w < wait)
         wait = w;
     abandon_down_lanes(r);
+    expire_waiting(r);
     sync_fleet(r);
     if ((w = dispatch(r)) >= 0 && w < wait)
         wait = w;

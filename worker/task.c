@@ -104,6 +104,9 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
     t->priority = m.priority;
     t->est_tokens = m.est_tokens;
     t->version = m.version;
+    t->deadline_s = m.deadline_s;
+    t->deadline_unix = m.deadline_unix;
+    t->fail_truncated = strcmp(m.on_truncated, "fail") == 0;
     if (t->output_schema && !(t->schema = shoal_jsonschema_new(t->output_schema, errbuf, errlen)))
         goto fail; /* intake refuses such jobs; a message from elsewhere still cannot run */
     if (!(t->model = shoal_models_find(models, m.model))) {

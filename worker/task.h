@@ -69,6 +69,7 @@ typedef struct shoal_task {
     double received_ms;   /* monotonic, when the message was taken */
     double received_unix; /* wall clock of the same moment, for queue_ms */
     double deadline_ms;   /* monotonic; no try starts after it */
+    int job_deadline;     /* deadline_ms is the job's deadline_unix, not --max-wait-ms */
     double due_ms;        /* BACKOFF: when it may wait for capacity again */
     size_t heap_at;       /* BACKOFF: position in the runner's timer heap */
     int prio;             /* 0 high, 1 normal, 2 low */
@@ -89,6 +90,9 @@ typedef struct shoal_task {
     const char *priority;
     long est_tokens;
     int version;
+    long deadline_s;         /* the job's deadline_s; 0 when it has none */
+    long long deadline_unix; /* epoch seconds; 0 when the job has no deadline */
+    int fail_truncated;      /* output.on_truncated is "fail" */
 
     struct shoal_jsonschema *schema; /* output_schema compiled; owned; NULL when none */
     int repairing;                   /* the call in flight is a repair of invalid output */

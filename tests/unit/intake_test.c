@@ -377,6 +377,54 @@ static void test_pending_republished(const shoal_intake_conf_t *c, shoal_pg_t *p
     free(text);
 }
 
+/* A job's deadline counts from when it was first recorded: tasks published
+ * again later carry the deadline of the first submission, not a new one. */
+static void test_deadline_kept(const shoal_intake_conf_t *c, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char *text = job_text("job-deadline", 2, "{\"priority\": \"low\", \"deadline_s\": 60}");
+
+    assert_int_eq(deliver(c, 0, 20, text, &res), SHOAL_OK);
+    assert_int_eq(res.published, 2);
+    long first = sqlcheck_long(pg,
+                               "SELECT floor(extract(epoch FROM submitted_at))::bigint + 60 FROM "
+                               "shoal.jobs WHERE job_id = $1",
+                               "job-deadline");
+    /* as if it had been submitted long ago and a crash left a task pending */
+    sqlcheck_exec(pg,
+                  "UPDATE shoal.jobs SET submitted_at = '2001-01-01 00:00:00+00' WHERE job_id = $1",
+                  "job-deadline");
+    sqlcheck_exec(pg, "UPDATE shoal.tasks SET status = 'pending' WHERE job_id = $1 AND chunk = 1",
+                  "job-deadline");
+    assert_int_eq(deliver(c, 0, 20, text, &res), SHOAL_OK);
+    assert_int_eq(res.published, 1);
+
+    json_t *msgs = read_topic(topics.tasks_low);
+    int fresh = 0, again = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        if (strncmp(json_string_value(json_object_get(m, "key")), "job-deadline:", 13) != 0)
+            continue;
+        json_t *t = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
+        assert_true(t != NULL);
+        assert_int_eq(json_integer_value(json_object_get(t, "deadline_s")), 60);
+        long long at = json_integer_value(json_object_get(t, "deadline_unix"));
+        if (at == first)
+            fresh++;
+        else if (at == 978307200LL + 60) /* 2001-01-01 UTC */
+            again++;
+        else
+            test_fail("deadline_unix %lld is neither %ld nor 978307260", at, first);
+        json_decref(t);
+    }
+    json_decref(msgs);
+    assert_int_eq(fresh, 2);
+    assert_int_eq(again, 1);
+    free(text);
+}
+
 static void test_pg_down(const shoal_intake_conf_t *c, shoal_pg_t *pg)
 {
     shoal_intake_result_t res;
@@ -492,6 +540,7 @@ int main(void)
     test_derived_id(&conf, checks);
     test_rejected(&conf, checks);
     test_pending_republished(&conf, checks);
+    test_deadline_kept(&conf, checks);
     test_pg_down(&conf, checks);
     test_produce_fails(&conf, checks);
 

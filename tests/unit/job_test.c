@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/models.h"
@@ -828,6 +829,9 @@ static void test_defaults(void)
     assert_str_eq(shoal_job_priority(job), "normal");
     assert_str_eq(shoal_job_merge(job), "concat");
     assert_str_eq(shoal_job_output_format(job), "text");
+    assert_str_eq(shoal_job_on_truncated(job), "retry");
+    assert_int_eq(shoal_job_deadline_s(job), 0);
+    assert_int_eq(shoal_job_deadline_unix(job), 0);
     assert_int_eq(shoal_job_max_attempts(job), 3);
     assert_int_eq(shoal_job_timeout_ms(job), 60000);
     assert_true(shoal_job_budget_usd(job) <= 0);
@@ -856,6 +860,24 @@ static void test_defaults(void)
     assert_str_eq(shoal_job_id(job), "j-2");
     shoal_job_destroy(job);
     shoal_job_destroy(NULL);
+
+    /* deadline_s counts from the submission time: parse time until set */
+    {
+        time_t before = time(NULL);
+        job = parse_ok("{\"tenant\":\"acme\",\"model\":\"sim-small\",\"deadline_s\":30.0,"
+                       "\"output\":{\"on_truncated\":\"fail\"},\"prompt_template\":\"{{input}}\","
+                       "\"items\":[{\"id\":\"a\",\"input\":\"hello\"}]}");
+        time_t after = time(NULL);
+        assert_int_eq(shoal_job_deadline_s(job), 30);
+        assert_true(json_is_integer(json_object_get(shoal_job_json(job), "deadline_s")));
+        assert_str_eq(shoal_job_on_truncated(job), "fail");
+        assert_str_eq(shoal_job_output_format(job), "text");
+        assert_int_ge(shoal_job_deadline_unix(job), (long long)before + 30);
+        assert_true(shoal_job_deadline_unix(job) <= (long long)after + 30);
+        shoal_job_set_submitted(job, 1000);
+        assert_int_eq(shoal_job_deadline_unix(job), 1030);
+        shoal_job_destroy(job);
+    }
 
     /* integral reals become integers in the document */
     job = parse_ok("{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"{{input}}\","
@@ -1126,6 +1148,8 @@ static void check_no_prompt_text(const shoal_job_t *job, const char *file)
     assert_true(json_object_get(s, "items") == NULL);
     assert_true((json_object_get(s, "budget_usd") != NULL) ==
                 (json_object_get(doc, "budget_usd") != NULL));
+    assert_true(json_equal(json_object_get(s, "deadline_s"), json_object_get(doc, "deadline_s")) ||
+                (!json_object_get(s, "deadline_s") && !json_object_get(doc, "deadline_s")));
     assert_int_eq(json_integer_value(json_object_get(s, "n_items")), shoal_job_n_items(job));
     dump = json_dumps(s, JSON_COMPACT);
     assert_true(dump != NULL);
@@ -1142,18 +1166,19 @@ static void test_settings(void)
     shoal_job_t *job = parse_ok(
         "{\"job_id\":\"s1\",\"tenant\":\"acme\",\"model\":\"sim-small\","
         "\"fallback_models\":[\"sim-large\"],\"system\":\"SECRET-SYSTEM\","
-        "\"prompt_template\":\"SECRET-TEMPLATE {{input}}\",\"budget_usd\":1.5,"
+        "\"prompt_template\":\"SECRET-TEMPLATE {{input}}\",\"budget_usd\":1.5,\"deadline_s\":90,"
         "\"items\":[{\"id\":\"a\",\"input\":\"SECRET-INPUT-1\"},{\"id\":\"b\","
         "\"input\":\"SECRET-INPUT-2\"}],\"chunking\":{\"max_items\":2,\"group_by\":\"group\"}}");
     json_t *s = shoal_job_settings(job);
     char *dump = json_dumps(s, JSON_COMPACT | JSON_SORT_KEYS);
 
     assert_true(strstr(dump, "SECRET") == NULL);
-    assert_str_eq(dump, "{\"budget_usd\":1.5,\"chunking\":{\"group_by\":\"group\",\"max_items\":2,"
-                        "\"max_tokens\":12000},\"fallback_models\":[\"sim-large\"],"
-                        "\"max_attempts\":3,\"merge\":\"concat\",\"model\":\"sim-small\","
-                        "\"n_items\":2,\"output\":{\"format\":\"text\"},\"priority\":\"normal\","
-                        "\"tenant\":\"acme\",\"timeout_ms\":60000}");
+    assert_str_eq(dump,
+                  "{\"budget_usd\":1.5,\"chunking\":{\"group_by\":\"group\",\"max_items\":2,"
+                  "\"max_tokens\":12000},\"deadline_s\":90,\"fallback_models\":[\"sim-large\"],"
+                  "\"max_attempts\":3,\"merge\":\"concat\",\"model\":\"sim-small\","
+                  "\"n_items\":2,\"output\":{\"format\":\"text\",\"on_truncated\":\"retry\"},"
+                  "\"priority\":\"normal\",\"tenant\":\"acme\",\"timeout_ms\":60000}");
     /* a deep copy: changing it leaves the job alone */
     json_object_set_new(json_object_get(s, "chunking"), "max_items", json_integer(9));
     assert_int_eq(json_integer_value(json_object_get(

@@ -29,8 +29,9 @@ static const char full_job[] =
     "{\"id\":\"b\",\"input\":\"two\",\"group\":\"g1\"},"
     "{\"id\":\"c\",\"input\":\"three\",\"group\":\"g2\"}],"
     "\"chunking\":{\"max_tokens\":1000,\"max_items\":2,\"group_by\":\"group\"},"
-    "\"output\":{\"format\":\"json\",\"schema\":{\"type\":\"object\"}},"
-    "\"merge\":\"jsonl\",\"max_attempts\":5,\"timeout_ms\":20000,\"budget_usd\":3}";
+    "\"output\":{\"format\":\"json\",\"schema\":{\"type\":\"object\"},\"on_truncated\":\"fail\"},"
+    "\"merge\":\"jsonl\",\"max_attempts\":5,\"timeout_ms\":20000,\"budget_usd\":3,"
+    "\"deadline_s\":120}";
 
 static const char *source_dir(void)
 {
@@ -73,6 +74,8 @@ static json_t *parse_ok(const char *text, shoal_taskmsg_t *m)
     return doc;
 }
 
+static char *edit(const char *base, const char *key, const char *value);
+
 /* ---- build -> parse ---- */
 
 static void test_round_trip(void)
@@ -114,7 +117,27 @@ static void test_round_trip(void)
     assert_int_eq(m.timeout_ms, 20000);
     assert_int_eq(m.est_tokens, shoal_job_chunk_est_tokens(job, 0));
     assert_int_ge(m.est_tokens, 1);
+    assert_str_eq(m.on_truncated, "fail");
+    assert_int_eq(m.deadline_s, 120);
+    assert_int_eq(m.deadline_unix, shoal_job_deadline_unix(job));
     json_decref(doc);
+    free(text);
+
+    /* the deadline counts from the submission time the scheduler sets */
+    shoal_job_set_submitted(job, 1700000000);
+    text = built(job, 0);
+    doc = parse_ok(text, &m);
+    assert_int_eq(m.deadline_unix, 1700000120LL);
+    assert_int_eq(m.deadline_s, 120);
+    json_decref(doc);
+    {
+        /* a message from a scheduler before on_truncated means retry */
+        char *old = edit(text, "output", "{\"format\":\"json\"}");
+        doc = parse_ok(old, &m);
+        assert_str_eq(m.on_truncated, "retry");
+        json_decref(doc);
+        free(old);
+    }
     free(text);
 
     text = built(job, 1);
@@ -141,6 +164,12 @@ static void test_round_trip(void)
     assert_true(m.system == NULL);
     assert_true(m.output_schema == NULL);
     assert_int_eq(json_array_size(m.fallback_models), 0);
+    assert_str_eq(m.on_truncated, "retry");
+    /* no deadline_s: no deadline in the message */
+    assert_int_eq(m.deadline_s, 0);
+    assert_int_eq(m.deadline_unix, 0);
+    assert_true(json_object_get(doc, "deadline_unix") == NULL);
+    assert_true(json_object_get(doc, "deadline_s") == NULL);
     json_decref(doc);
     free(text);
 
@@ -246,6 +275,19 @@ static const struct refusal refusals[] = {
      "task.output.format: expected one of text, json, got \"xml\"", 1},
     {"output", "{\"format\":\"json\",\"schema\":true}",
      "task.output.schema: expected an object, got true", 1},
+    {"output", "{\"format\":\"text\",\"on_truncated\":\"ignore\"}",
+     "task.output.on_truncated: expected one of retry, fail, got \"ignore\"", 1},
+    {"output", "{\"format\":\"text\",\"on_truncated\":null}",
+     "task.output.on_truncated: expected one of retry, fail, got null", 1},
+    {"deadline_s", NULL, "task.deadline_unix: present without deadline_s", 1},
+    {"deadline_unix", NULL, "task.deadline_s: present without deadline_unix", 1},
+    {"deadline_s", "0", "task.deadline_s: expected an integer from 1 to 2592000, got 0", 1},
+    {"deadline_s", "2592001", "task.deadline_s: expected an integer from 1 to 2592000, got 2592001",
+     1},
+    {"deadline_unix", "0", "task.deadline_unix: expected an integer of at least 1, got 0", 1},
+    {"deadline_unix", "\"soon\"",
+     "task.deadline_unix: expected an integer of at least 1, got \"soon\"", 1},
+    {"deadline_unix", "1.5", "task.deadline_unix: expected an integer of at least 1, got 1.5", 1},
     {"max_attempts", NULL, "task: missing required field \"max_attempts\"", 1},
     {"max_attempts", "0", "task.max_attempts: expected an integer from 1 to 20, got 0", 1},
     {"max_attempts", "21", "task.max_attempts: expected an integer from 1 to 20, got 21", 1},
@@ -271,7 +313,10 @@ static const struct refusal acceptable[] = {
     {"added_later", "{\"x\":[1,2]}", NULL, 1},    /* unknown fields are ignored */
     {"system", "\"\"", NULL, 1},                  /* an empty system prompt is a prompt */
     {"fallback_models", "[]", NULL, 1},           /* no fallbacks */
-    {"output", "{\"format\":\"text\"}", NULL, 1}, /* no schema */
+    {"output", "{\"format\":\"text\"}", NULL, 1}, /* no schema, no on_truncated */
+    {"output", "{\"format\":\"text\",\"on_truncated\":\"retry\"}", NULL, 1},
+    {"deadline_unix", "4102444800", NULL, 1}, /* any time, past or future */
+    {"deadline_s", "2592000", NULL, 1},
 };
 
 /* The chunk-0 message of full_job with key set to value (or removed). */
