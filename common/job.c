@@ -20,7 +20,6 @@
 
 #include "common/chunk.h"
 #include "common/jsonalloc.h"
-#include "common/taskmsg.h"
 #include "common/tokens.h"
 
 /* The defaults of the fields a job may leave out (see job.schema.json). */
@@ -341,32 +340,4 @@ void shoal_job_chunk_range(const shoal_job_t *job, size_t chunk, size_t *first, 
 long shoal_job_chunk_est_tokens(const shoal_job_t *job, size_t chunk)
 {
     return chunk < job->n_chunks ? job->chunk_tokens[chunk] : 0;
-}
-
-json_t *shoal_job_tasks(const shoal_job_t *job, char *errbuf, size_t errlen)
-{
-    json_t *tasks;
-
-    if (!shoal_job_id(job)) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                      "the job has no job_id (set one with shoal_job_set_id first)");
-        return NULL;
-    }
-    if (!(tasks = json_array()))
-        goto nomem;
-    for (size_t k = 0; k < job->n_chunks; k++) {
-        json_t *t = shoal_taskmsg_build(job, k, errbuf, errlen);
-
-        if (!t) {
-            json_decref(tasks);
-            return NULL;
-        }
-        if (json_array_append_new(tasks, t))
-            goto nomem;
-    }
-    return tasks;
-nomem:
-    json_decref(tasks);
-    shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    return NULL;
 }

@@ -100,10 +100,4 @@ void shoal_job_chunk_range(const shoal_job_t *job, size_t chunk, size_t *first, 
  * is out of range. */
 long shoal_job_chunk_est_tokens(const shoal_job_t *job, size_t chunk);
 
-/* A new array of every chunk's task message, in chunk order, as
- * shoal_taskmsg_build() makes them (common/taskmsg.h). Needs a job id (see
- * shoal_job_set_id). Caller owns the reference; NULL with the reason in
- * errbuf. */
-json_t *shoal_job_tasks(const shoal_job_t *job, char *errbuf, size_t errlen);
-
 #endif

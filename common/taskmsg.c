@@ -535,3 +535,31 @@ out:
     json_decref(doc);
     return ok;
 }
+
+json_t *shoal_taskmsg_build_all(const shoal_job_t *job, char *errbuf, size_t errlen)
+{
+    json_t *tasks;
+
+    if (!shoal_job_id(job)) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "the job has no job_id (set one with shoal_job_set_id first)");
+        return NULL;
+    }
+    if (!(tasks = json_array()))
+        goto nomem;
+    for (size_t k = 0; k < shoal_job_n_chunks(job); k++) {
+        json_t *t = shoal_taskmsg_build(job, k, errbuf, errlen);
+
+        if (!t) {
+            json_decref(tasks);
+            return NULL;
+        }
+        if (json_array_append_new(tasks, t))
+            goto nomem;
+    }
+    return tasks;
+nomem:
+    json_decref(tasks);
+    shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    return NULL;
+}

@@ -94,4 +94,9 @@ json_t *shoal_taskmsg_parse(const void *value, size_t len, shoal_taskmsg_t *out,
 int shoal_taskmsg_ids(const void *value, size_t len, char *task_id, size_t task_id_len,
                       char *job_id, size_t job_id_len);
 
+/* A new array of every chunk's task message, in chunk order, as
+ * shoal_taskmsg_build() makes them. Needs a job id (see shoal_job_set_id).
+ * Caller owns the reference; NULL with the reason in errbuf. */
+json_t *shoal_taskmsg_build_all(const shoal_job_t *job, char *errbuf, size_t errlen);
+
 #endif

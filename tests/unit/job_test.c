@@ -9,6 +9,7 @@
  * is tested in render_test.c, task messages in taskmsg_test.c.
  */
 #include "common/job.h"
+#include "common/taskmsg.h"
 
 #include <dirent.h>
 #include <stdint.h>
@@ -257,9 +258,9 @@ static void test_valid_corpus(const char *tasks_dir)
             test_fail("valid/%s: defaults broke the schema: %s", names[i], err);
         if (!shoal_job_id(job))
             assert_int_eq(shoal_job_set_id(job, "corpus-job"), SHOAL_OK);
-        tasks = shoal_job_tasks(job, err, sizeof(err));
+        tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
         if (!tasks)
-            test_fail("valid/%s: shoal_job_tasks: %s", names[i], err);
+            test_fail("valid/%s: shoal_taskmsg_build_all: %s", names[i], err);
         check_tasks_shape(job, tasks, names[i]);
         check_no_prompt_text(job, names[i]);
         for (size_t k = 0; k < json_array_size(tasks); k++) {
@@ -932,11 +933,11 @@ static shoal_job_t *token_job(const long *tokens, const char *const *groups, siz
 static void check_chunks(const shoal_job_t *job, const size_t *sizes, size_t n_chunks)
 {
     char err[256], want_id[64];
-    json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+    json_t *tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
     size_t next_item = 0;
 
     if (!tasks)
-        test_fail("shoal_job_tasks: %s", err);
+        test_fail("shoal_taskmsg_build_all: %s", err);
     assert_int_eq(json_array_size(tasks), n_chunks);
     assert_int_eq(shoal_job_n_chunks(job), n_chunks);
     for (size_t k = 0; k < n_chunks; k++) {
@@ -1004,7 +1005,7 @@ static void test_tasks(void)
         size_t sizes[] = {2, 2, 1};
         json_t *tasks;
         check_chunks(job, sizes, 3);
-        tasks = shoal_job_tasks(job, err, sizeof(err));
+        tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
         assert_int_eq(json_integer_value(json_object_get(json_array_get(tasks, 0), "est_tokens")),
                       23);
         assert_int_eq(json_integer_value(json_object_get(json_array_get(tasks, 2), "est_tokens")),
@@ -1071,11 +1072,11 @@ static void test_tasks(void)
                            "\"prompt_template\":\"{{input}}\",\"items\":[{\"id\":\"a\","
                            "\"input\":\"x\"}]}";
         shoal_job_t *job = parse_ok(text);
-        assert_true(shoal_job_tasks(job, err, sizeof(err)) == NULL);
+        assert_true(shoal_taskmsg_build_all(job, err, sizeof(err)) == NULL);
         assert_str_contains(err, "no job_id");
         assert_int_eq(shoal_job_set_id(job, "k:1"), SHOAL_OK);
         {
-            json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+            json_t *tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
             assert_str_eq(json_string_value(json_object_get(json_array_get(tasks, 0), "task_id")),
                           "k:1:000000");
             json_decref(tasks);
@@ -1289,7 +1290,7 @@ static void test_alloc_failures(const char *file)
     assert_true(clean != NULL);
     if (!shoal_job_id(clean))
         assert_int_eq(shoal_job_set_id(clean, "alloc-test"), SHOAL_OK);
-    clean_tasks = shoal_job_tasks(clean, err, sizeof(err));
+    clean_tasks = shoal_taskmsg_build_all(clean, err, sizeof(err));
     clean_settings = shoal_job_settings(clean);
     assert_true(clean_tasks && clean_settings);
     needed = alloc_count;
@@ -1313,7 +1314,7 @@ static void test_alloc_failures(const char *file)
             shoal_job_destroy(job);
             continue;
         }
-        if (!(t = shoal_job_tasks(job, err, sizeof(err))))
+        if (!(t = shoal_taskmsg_build_all(job, err, sizeof(err))))
             assert_str_eq(err, "out of memory");
         s = shoal_job_settings(job);
         if (!t || !s) {

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/job.h"
+#include "common/taskmsg.h"
 #include "common/models.h"
 #include "tests/support/check.h"
 #include "worker/task.h"
@@ -144,7 +145,7 @@ static shoal_task_t *make_task(void)
     shoal_job_t *job = shoal_job_parse(job_json, strlen(job_json), 0, models, err, sizeof(err));
     if (!job)
         test_fail("job: %s", err);
-    json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+    json_t *tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
     if (!tasks)
         test_fail("tasks: %s", err);
     char *msg = json_dumps(json_array_get(tasks, 0), JSON_COMPACT);

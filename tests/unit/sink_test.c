@@ -16,6 +16,7 @@
 
 #include "cli/pgcluster.h"
 #include "common/job.h"
+#include "common/taskmsg.h"
 #include "common/log.h"
 #include "common/models.h"
 #include "common/pg.h"
@@ -69,7 +70,7 @@ static shoal_task_t **record_job(shoal_pg_t *pg, const char *id, int n)
     free(text);
     if (!job)
         test_fail("job: %s", err);
-    json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+    json_t *tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
     if (!tasks)
         test_fail("tasks: %s", err);
     assert_int_eq(json_array_size(tasks), n);

@@ -17,6 +17,7 @@
 #include <sys/time.h>
 
 #include "common/job.h"
+#include "common/taskmsg.h"
 #include "common/models.h"
 #include "tests/support/check.h"
 
@@ -57,7 +58,7 @@ static char **make_tasks(const char *text, const char *id, size_t *n)
         test_fail("job: %s", err);
     if (id)
         assert_int_eq(shoal_job_set_id(job, id), SHOAL_OK);
-    json_t *tasks = shoal_job_tasks(job, err, sizeof(err));
+    json_t *tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
     if (!tasks)
         test_fail("tasks: %s", err);
     *n = json_array_size(tasks);
