@@ -456,6 +456,7 @@ shoal_models_t *shoal_models_parse(const char *text, size_t len, char *errbuf, s
         }
         /* count it first so destroy frees whatever load_model allocated */
         models->n++;
+        models->v[models->n - 1].index = models->n - 1;
         if (load_model(alias, def, &models->v[models->n - 1], errbuf, errlen))
             goto fail;
     }

@@ -52,6 +52,7 @@ typedef struct {
     long timeout_ms;                  /* per call; 0 = the job's */
     const char *const *fallbacks;     /* aliases tried in order when this one keeps failing */
     size_t nfallbacks;
+    size_t index; /* position in the file: shoal_models_at(models, index) is this */
 } shoal_model_t;
 
 /* Tokens of one call, normalized across providers. input counts EVERY prompt

@@ -72,6 +72,17 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
+-- A learned per-second rate held under the per-minute limit the provider
+-- states (header, else configuration); NULL stays NULL (nothing learned).
+CREATE FUNCTION shoal.fleet_cap(p_learned_ps double precision, p_header_pm double precision,
+                                p_config_pm double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_learned_ps IS NOT NULL
+                THEN least(p_learned_ps, coalesce(p_header_pm, nullif(p_config_pm, 0)) / 60.0)
+           END
+$$;
+
 -- Where the binding limit comes from: 'learned' when the learned rate is below
 -- what headers or configuration say (or they say nothing), else 'header' or
 -- 'config'.
@@ -204,16 +215,8 @@ BEGIN
             l.header_tpm := (r.row->>'limit_tpm')::double precision;
         END IF;
         -- A learned rate never stands above what the provider says.
-        IF l.learned_rps IS NOT NULL
-           AND coalesce(l.header_rpm, nullif(l.config_rpm, 0)) IS NOT NULL THEN
-            l.learned_rps := least(l.learned_rps,
-                                   coalesce(l.header_rpm, nullif(l.config_rpm, 0)) / 60.0);
-        END IF;
-        IF l.learned_tps IS NOT NULL
-           AND coalesce(l.header_tpm, nullif(l.config_tpm, 0)) IS NOT NULL THEN
-            l.learned_tps := least(l.learned_tps,
-                                   coalesce(l.header_tpm, nullif(l.config_tpm, 0)) / 60.0);
-        END IF;
+        l.learned_rps := shoal.fleet_cap(l.learned_rps, l.header_rpm, l.config_rpm);
+        l.learned_tps := shoal.fleet_cap(l.learned_tps, l.header_tpm, l.config_tpm);
 
         l.sent_total := l.sent_total + v_sent;
         l.ok_total := l.ok_total + v_ok;
@@ -307,16 +310,8 @@ BEGIN
                     l.learned_tps := l.learned_tps + greatest(l.learned_tps * 0.02, 1.0);
                     l.last_increase_at := v_now;
                 END IF;
-                IF l.learned_rps IS NOT NULL
-                   AND coalesce(l.header_rpm, nullif(l.config_rpm, 0)) IS NOT NULL THEN
-                    l.learned_rps := least(l.learned_rps,
-                                           coalesce(l.header_rpm, nullif(l.config_rpm, 0)) / 60.0);
-                END IF;
-                IF l.learned_tps IS NOT NULL
-                   AND coalesce(l.header_tpm, nullif(l.config_tpm, 0)) IS NOT NULL THEN
-                    l.learned_tps := least(l.learned_tps,
-                                           coalesce(l.header_tpm, nullif(l.config_tpm, 0)) / 60.0);
-                END IF;
+                l.learned_rps := shoal.fleet_cap(l.learned_rps, l.header_rpm, l.config_rpm);
+                l.learned_tps := shoal.fleet_cap(l.learned_tps, l.header_tpm, l.config_tpm);
             END IF;
             l.pending_429 := 0;
             l.win_start := v_now;

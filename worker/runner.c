@@ -107,17 +107,9 @@ struct runner {
     unsigned rand_state;
 };
 
-static size_t model_index(struct runner *r, const shoal_model_t *m)
-{
-    for (size_t i = 0; i < r->nlanes; i++)
-        if (shoal_models_at(r->conf->models, i) == m)
-            return i;
-    return 0;
-}
-
 static shoal_lane_t *lane_of(struct runner *r, const shoal_task_t *t)
 {
-    return r->lanes[model_index(r, t->model)];
+    return r->lanes[t->model->index];
 }
 
 /* ---- held tasks ---------------------------------------------------------- */
@@ -352,7 +344,7 @@ static void route(struct runner *r, shoal_task_t *t)
 
 static const struct curl_slist *headers_for(struct runner *r, const shoal_model_t *m)
 {
-    return r->headers[model_index(r, m)];
+    return r->headers[m->index];
 }
 
 static void start_call(struct runner *r, shoal_task_t *t)
@@ -524,7 +516,7 @@ static void report_call(struct runner *r, const shoal_task_t *t, const shoal_htt
                    : sig.remaining_tokens == 0 ? sig.reset_tokens_ms
                                                : -1;
     rep.hold_ms = oc == SHOAL_OUTCOME_RATE_LIMITED ? hold_ms : -1;
-    shoal_fleet_report(r->fleet, model_index(r, t->model), &rep);
+    shoal_fleet_report(r->fleet, t->model->index, &rep);
 }
 
 /* After a failed try that may succeed later: wait, then try again (on the
