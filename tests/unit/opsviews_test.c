@@ -83,28 +83,30 @@ static const char attempts_sql[] =
     "3604)"
     "  ) AS v(id, task, att, model, http, outcome, kind, lat, q, tin, tout, cost, s, e)";
 
+/* The one-row text of sql for key must be want. */
+static void expect(shoal_pg_t *pg, const char *sql, const char *key, const char *want)
+{
+    char v[512];
+    sqlcheck_text(pg, sql, key, v, sizeof(v));
+    assert_str_eq(v, want);
+}
+
 static void test_throughput(shoal_pg_t *pg)
 {
     static const char sql[] =
         "SELECT row(tasks_done, tasks_failed, calls, ok_calls, tokens_in, tokens_out, "
         "round(cost_usd::numeric, 4))::text FROM shoal.throughput "
         "WHERE to_char(minute AT TIME ZONE 'UTC', 'HH24:MI') = $1";
-    char v[256];
-
     assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.throughput", NULL), 4);
     /* 10:00: ja/0 done, jb/0 failed; calls ended x1, x2, x4, x5, x6, y1 (ok
      * x1, x6, y1), tokens 150 in, 15 out, $0.0015. */
-    sqlcheck_text(pg, sql, "10:00", v, sizeof(v));
-    assert_str_eq(v, "(1,1,6,3,150,15,0.0015)");
+    expect(pg, sql, "10:00", "(1,1,6,3,150,15,0.0015)");
     /* 10:01: ja/1 done, x3 ended. */
-    sqlcheck_text(pg, sql, "10:01", v, sizeof(v));
-    assert_str_eq(v, "(1,0,1,1,200,20,0.0020)");
+    expect(pg, sql, "10:01", "(1,0,1,1,200,20,0.0020)");
     /* 10:02: a task that failed without any call still shows. */
-    sqlcheck_text(pg, sql, "10:02", v, sizeof(v));
-    assert_str_eq(v, "(0,1,0,0,0,0,0.0000)");
+    expect(pg, sql, "10:02", "(0,1,0,0,0,0,0.0000)");
     /* 11:00: calls whose task rows are gone still count as calls. */
-    sqlcheck_text(pg, sql, "11:00", v, sizeof(v));
-    assert_str_eq(v, "(0,0,5,1,10,1,0.0000)");
+    expect(pg, sql, "11:00", "(0,0,5,1,10,1,0.0000)");
 }
 
 static void test_queue_wait(shoal_pg_t *pg)
@@ -115,25 +117,20 @@ static void test_queue_wait(shoal_pg_t *pg)
         "round(worker_p95_ms::numeric, 4))::text FROM shoal.queue_wait "
         "WHERE coalesce(priority, 'none') || ' ' || "
         "to_char(minute AT TIME ZONE 'UTC', 'HH24:MI') = $1";
-    char v[256];
-
     /* m3's calls have neither a publish time nor a queue_ms: no row. */
     assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.queue_wait", NULL), 3);
     /* high: ja/0 published at 1, first call at 3 (2000 ms); ja/1 at 1, first
      * call x2 at 6 (5000 ms; its retry x3 is not a first call). p50 3500,
      * p95 2000 + 0.95 * 3000 = 4850. Worker side: x1 50, x2 100, x3 10: p50
      * 50, p95 50 + 0.9 * 50 = 95. */
-    sqlcheck_text(pg, sql, "high 10:00", v, sizeof(v));
-    assert_str_eq(v, "(2,3500.0000,4850.0000,5000.0000,3,50.0000,95.0000)");
+    expect(pg, sql, "high 10:00", "(2,3500.0000,4850.0000,5000.0000,3,50.0000,95.0000)");
     /* low: jb/0 at 2 -> x4 at 12 (10000 ms), jb/1 at 2 -> x6 at 14 (12000
      * ms): p50 11000, p95 10000 + 0.95 * 2000 = 11900. Worker: 5, 20, 400:
      * p50 20, p95 20 + 0.9 * 380 = 362. */
-    sqlcheck_text(pg, sql, "low 10:00", v, sizeof(v));
-    assert_str_eq(v, "(2,11000.0000,11900.0000,12000.0000,3,20.0000,362.0000)");
+    expect(pg, sql, "low 10:00", "(2,11000.0000,11900.0000,12000.0000,3,20.0000,362.0000)");
     /* normal: y1 went out a second before jc/0 was marked queued: 0, not
      * -1000; it has no queue_ms. */
-    sqlcheck_text(pg, sql, "normal 10:00", v, sizeof(v));
-    assert_str_eq(v, "(1,0.0000,0.0000,0.0000,0,,)");
+    expect(pg, sql, "normal 10:00", "(1,0.0000,0.0000,0.0000,0,,)");
 }
 
 static void test_model_minute(shoal_pg_t *pg)
@@ -144,21 +141,16 @@ static void test_model_minute(shoal_pg_t *pg)
         "round(failed_p50_ms::numeric, 4), round(cost_usd::numeric, 4))::text "
         "FROM shoal.model_minute WHERE model || ' ' || to_char(minute AT TIME ZONE 'UTC', "
         "'HH24:MI') = $1";
-    char v[256];
-
     /* m1 10:00 (by second sent, x3 included): 5 calls, 2 ok; one 429, two
      * retries, one failure; x4's 500 and x5's missing answer. ok latencies
      * 1000, 2000: p50 1500, p99 1000 + 0.99 * 1000 = 1990. Not ok: 2, 30,
      * 5000: median 30. $0.003. */
-    sqlcheck_text(pg, sql, "m1 10:00", v, sizeof(v));
-    assert_str_eq(v, "(5,2,1,2,1,1,1,1500.0000,1990.0000,30.0000,0.0030)");
+    expect(pg, sql, "m1 10:00", "(5,2,1,2,1,1,1,1500.0000,1990.0000,30.0000,0.0030)");
     /* m2 10:00: two ok calls (100, 800): p99 100 + 0.99 * 700 = 793; no
      * failed call, so no failed median. */
-    sqlcheck_text(pg, sql, "m2 10:00", v, sizeof(v));
-    assert_str_eq(v, "(2,2,0,0,0,0,0,450.0000,793.0000,,0.0005)");
+    expect(pg, sql, "m2 10:00", "(2,2,0,0,0,0,0,450.0000,793.0000,,0.0005)");
     /* m3 11:00: one ok second and four 0.2 ms 429s. */
-    sqlcheck_text(pg, sql, "m3 11:00", v, sizeof(v));
-    assert_str_eq(v, "(5,1,4,4,0,0,0,1000.0000,1000.0000,0.2000,0.0000)");
+    expect(pg, sql, "m3 11:00", "(5,1,4,4,0,0,0,1000.0000,1000.0000,0.2000,0.0000)");
 }
 
 static void test_model_latency(shoal_pg_t *pg)
@@ -168,21 +160,18 @@ static void test_model_latency(shoal_pg_t *pg)
         "round(p50_ms::numeric, 4), round(p90_ms::numeric, 4), round(p99_ms::numeric, 4), "
         "failed, round(failed_p50_ms::numeric, 4), round(failed_p90_ms::numeric, 4), "
         "round(failed_p99_ms::numeric, 4))::text FROM shoal.model_latency WHERE model = $1";
-    char v[256];
-
     /* The issue's case: a model that takes a second and answers fast 429s.
      * Over every call its median was 0.2 ms; over the ok call it is 1000. */
-    sqlcheck_text(pg, sql, "m3", v, sizeof(v));
-    assert_str_eq(v, "(5,1,80.00,80.00,0.00,1000.0000,1000.0000,1000.0000,4,0.2000,0.2000,0.2000)");
+    expect(pg, sql, "m3",
+           "(5,1,80.00,80.00,0.00,1000.0000,1000.0000,1000.0000,4,0.2000,0.2000,0.2000)");
     /* m1: ok 1000, 2000: p50 1500, p90 1900, p99 1990. Not ok 2, 30, 5000:
      * p50 30, p90 30 + 0.8 * 4970 = 4006, p99 30 + 0.98 * 4970 = 4900.6.
      * 3 of 5 not ok (60%), one 429 (20%), the 500 and the timeout (40%). */
-    sqlcheck_text(pg, sql, "m1", v, sizeof(v));
-    assert_str_eq(v, "(5,2,60.00,20.00,40.00,1500.0000,1900.0000,1990.0000,3,30.0000,4006.0000,"
-                     "4900.6000)");
+    expect(pg, sql, "m1",
+           "(5,2,60.00,20.00,40.00,1500.0000,1900.0000,1990.0000,3,30.0000,4006.0000,"
+           "4900.6000)");
     /* m2: only ok calls, so no failed percentiles. */
-    sqlcheck_text(pg, sql, "m2", v, sizeof(v));
-    assert_str_eq(v, "(2,2,0.00,0.00,0.00,450.0000,730.0000,793.0000,0,,,)");
+    expect(pg, sql, "m2", "(2,2,0.00,0.00,0.00,450.0000,730.0000,793.0000,0,,,)");
 }
 
 static void test_tenant_cost(shoal_pg_t *pg)
@@ -190,29 +179,22 @@ static void test_tenant_cost(shoal_pg_t *pg)
     static const char sql[] =
         "SELECT row(jobs, calls, tokens_in, tokens_out, round(cost_usd::numeric, 4), "
         "rejected_jobs)::text FROM shoal.tenant_cost WHERE tenant = $1";
-    char v[256];
-
     /* acme: ja, jb, jc accepted (7 calls, 350 in, 35 out, $0.0035), jr
      * rejected and not counted as a job. */
-    sqlcheck_text(pg, sql, "acme", v, sizeof(v));
-    assert_str_eq(v, "(3,7,350,35,0.0035,1)");
+    expect(pg, sql, "acme", "(3,7,350,35,0.0035,1)");
     /* zed: only a rejected message: no jobs, nothing spent. */
-    sqlcheck_text(pg, sql, "zed", v, sizeof(v));
-    assert_str_eq(v, "(0,0,0,0,0.0000,1)");
+    expect(pg, sql, "zed", "(0,0,0,0,0.0000,1)");
 }
 
 static void test_job_progress(shoal_pg_t *pg)
 {
     static const char sql[] =
         "SELECT round(elapsed_s::numeric, 1)::text FROM shoal.job_progress WHERE job_id = $1";
-    char v[64];
 
     /* A finished job's elapsed time is submitted to finished: 40 s. */
-    sqlcheck_text(pg, sql, "ja", v, sizeof(v));
-    assert_str_eq(v, "40.0");
+    expect(pg, sql, "ja", "40.0");
     /* A rejected job never ran: 0, not the months since it was submitted. */
-    sqlcheck_text(pg, sql, "jr", v, sizeof(v));
-    assert_str_eq(v, "0.0");
+    expect(pg, sql, "jr", "0.0");
     /* A running job's still counts up from its submission to now. */
     assert_int_eq(sqlcheck_long(pg,
                                 "SELECT (elapsed_s > extract(epoch FROM now() - (" AT(
