@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/err.h"
-
 struct shoal_metrics_http {
     shoal_metrics_t *metrics;
     struct MHD_Daemon *daemon;
@@ -112,4 +110,27 @@ void shoal_metrics_http_destroy(shoal_metrics_http_t *h)
         return;
     MHD_stop_daemon(h->daemon);
     free(h);
+}
+
+shoal_err_t shoal_metrics_http_serve(const char *bind, long port, shoal_metrics_t **metrics,
+                                     shoal_metrics_http_t **http, char *errbuf, size_t errlen)
+{
+    *metrics = NULL;
+    *http = NULL;
+    if (port <= 0)
+        return SHOAL_OK;
+    if (!(*metrics = shoal_metrics_new()))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    if (!(*http = shoal_metrics_http_new(*metrics, bind, (int)port, errbuf, errlen))) {
+        shoal_metrics_destroy(*metrics);
+        *metrics = NULL;
+        return SHOAL_ERR_IO;
+    }
+    return SHOAL_OK;
+}
+
+void shoal_metrics_http_stop(shoal_metrics_t *metrics, shoal_metrics_http_t *http)
+{
+    shoal_metrics_http_destroy(http);
+    shoal_metrics_destroy(metrics);
 }

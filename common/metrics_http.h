@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "common/err.h"
 #include "common/metrics.h"
 #include "common/opt.h"
 
@@ -37,5 +38,14 @@ int shoal_metrics_http_port(const shoal_metrics_http_t *h);
 
 /* Stops the thread, waiting for a scrape in progress. NULL ok. */
 void shoal_metrics_http_destroy(shoal_metrics_http_t *h);
+
+/* A binary's start: with port > 0, a new registry in *metrics served on
+ * bind:port by *http; with port 0 (off), both NULL. SHOAL_OK, or the reason
+ * in errbuf (nothing left to free). */
+shoal_err_t shoal_metrics_http_serve(const char *bind, long port, shoal_metrics_t **metrics,
+                                     shoal_metrics_http_t **http, char *errbuf, size_t errlen);
+
+/* Stops serving, then frees the registry. Either may be NULL. */
+void shoal_metrics_http_stop(shoal_metrics_t *metrics, shoal_metrics_http_t *http);
 
 #endif
