@@ -209,6 +209,17 @@ shoal_metrics_family_t *shoal_metrics_family(shoal_metrics_t *m, shoal_metrics_t
     return f;
 }
 
+shoal_metrics_family_t *shoal_metrics_lookup(shoal_metrics_t *m, const char *name)
+{
+    shoal_metrics_family_t *f;
+    pthread_mutex_lock(&m->lock);
+    for (f = m->first; f; f = f->next)
+        if (!strcmp(f->name, name))
+            break;
+    pthread_mutex_unlock(&m->lock);
+    return f;
+}
+
 static int same_values(const shoal_metrics_series_t *s, int n, const char *const *values)
 {
     for (int i = 0; i < n; i++)

@@ -49,6 +49,10 @@ shoal_metrics_family_t *shoal_metrics_family(shoal_metrics_t *m, shoal_metrics_t
                                              const char *const *labels, const double *buckets,
                                              size_t nbuckets);
 
+/* The family registered under name, NULL when none (tests, and checks that
+ * a dashboard names only series that exist). Thread-safe. */
+shoal_metrics_family_t *shoal_metrics_lookup(shoal_metrics_t *m, const char *name);
+
 /* The series of f with these label values (one per label name, in order;
  * NULL when f has none), created at 0 when new. Values are copied and
  * escaped when rendered. NULL when f is NULL or out of memory. Thread-safe;
