@@ -123,37 +123,49 @@ static shoal_err_t write_port_file(const char *path, int port, char *errbuf, siz
 
 /* The simulator's counters as Prometheus series, copied from a snapshot at
  * each scrape (POST /stats/reset shows as a counter reset). */
+enum {
+    S_REQUESTS,
+    S_INFLIGHT,
+    S_LIMITED,
+    S_PROMPT_TOKENS,
+    S_COMPLETION_TOKENS,
+    S_REPEATED,
+    NSCALAR
+};
+
+static const struct {
+    shoal_metrics_type_t type;
+    const char *name, *help;
+} sim_scalars[NSCALAR] = {
+    {SHOAL_METRICS_COUNTER, "shoal_sim_requests_total",
+     "Requests the simulator received (/stats, /health and /metrics aside)."},
+    {SHOAL_METRICS_GAUGE, "shoal_sim_requests_in_flight",
+     "Requests received and not yet answered."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_rate_limited_total",
+     "429 answers from the simulated rate limits (injected 429s aside)."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_prompt_tokens_total", "Prompt tokens of the 200 answers."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_completion_tokens_total",
+     "Completion tokens of the 200 answers."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_repeated_prompts_total",
+     "200 answers to a prompt already answered 200 (a task called twice)."},
+};
+
 struct sim_series {
     shoal_sim_t *sim;
-    shoal_metrics_t *m;
-    shoal_metrics_series_t *requests, *inflight, *limited, *prompt_tokens, *completion_tokens;
-    shoal_metrics_series_t *repeated;
+    shoal_metrics_series_t *scalar[NSCALAR];
     shoal_metrics_family_t *by_status, *injected;
     shoal_sim_stats_t st; /* large: kept here, not on the metrics thread's stack */
 };
-
-static shoal_metrics_series_t *one(shoal_metrics_t *m, shoal_metrics_type_t type, const char *name,
-                                   const char *help)
-{
-    return shoal_metrics_series(shoal_metrics_family(m, type, name, help, NULL, NULL, 0), NULL);
-}
 
 static void sim_series_init(struct sim_series *ss, shoal_sim_t *sim, shoal_metrics_t *m)
 {
     static const char *const status[] = {"status", NULL}, *const kind[] = {"kind", NULL};
     ss->sim = sim;
-    ss->requests = one(m, SHOAL_METRICS_COUNTER, "shoal_sim_requests_total",
-                       "Requests the simulator received (/stats, /health and /metrics aside).");
-    ss->inflight = one(m, SHOAL_METRICS_GAUGE, "shoal_sim_requests_in_flight",
-                       "Requests received and not yet answered.");
-    ss->limited = one(m, SHOAL_METRICS_COUNTER, "shoal_sim_rate_limited_total",
-                      "429 answers from the simulated rate limits (injected 429s aside).");
-    ss->prompt_tokens = one(m, SHOAL_METRICS_COUNTER, "shoal_sim_prompt_tokens_total",
-                            "Prompt tokens of the 200 answers.");
-    ss->completion_tokens = one(m, SHOAL_METRICS_COUNTER, "shoal_sim_completion_tokens_total",
-                                "Completion tokens of the 200 answers.");
-    ss->repeated = one(m, SHOAL_METRICS_COUNTER, "shoal_sim_repeated_prompts_total",
-                       "200 answers to a prompt already answered 200 (a task called twice).");
+    for (int i = 0; i < NSCALAR; i++)
+        ss->scalar[i] =
+            shoal_metrics_series(shoal_metrics_family(m, sim_scalars[i].type, sim_scalars[i].name,
+                                                      sim_scalars[i].help, NULL, NULL, 0),
+                                 NULL);
     ss->by_status = shoal_metrics_family(m, SHOAL_METRICS_COUNTER, "shoal_sim_responses_total",
                                          "Answers by HTTP status.", status, NULL, 0);
     ss->injected = shoal_metrics_family(m, SHOAL_METRICS_COUNTER, "shoal_sim_injected_faults_total",
@@ -165,12 +177,11 @@ static void sim_collect(void *arg)
     struct sim_series *ss = arg;
     shoal_sim_stats_t *st = &ss->st;
     shoal_sim_stats(ss->sim, st);
-    shoal_metrics_set(ss->requests, (double)st->requests);
-    shoal_metrics_set(ss->inflight, (double)st->inflight);
-    shoal_metrics_set(ss->limited, (double)st->rate_limited);
-    shoal_metrics_set(ss->prompt_tokens, (double)st->prompt_tokens);
-    shoal_metrics_set(ss->completion_tokens, (double)st->completion_tokens);
-    shoal_metrics_set(ss->repeated, (double)st->repeated_prompts);
+    const long long scalar[NSCALAR] = {st->requests,          st->inflight,
+                                       st->rate_limited,      st->prompt_tokens,
+                                       st->completion_tokens, st->repeated_prompts};
+    for (int i = 0; i < NSCALAR; i++)
+        shoal_metrics_set(ss->scalar[i], (double)scalar[i]);
     for (int code = 100; code < SHOAL_SIM_STATUS_MAX; code++) {
         char text[8];
         const char *const v[] = {text};

@@ -58,10 +58,22 @@ static const struct {
     {"shoal_worker_lane_down_seconds", "How long the model has been failing without a success."},
 };
 
+/* Counters per model, in the order of model_counters[]. */
+enum { C_TOKENS_IN, C_TOKENS_OUT, C_LIMITED, C_RETRIES, NCOUNTERS };
+
+static const struct {
+    const char *name, *help;
+} model_counters[NCOUNTERS] = {
+    {"shoal_worker_input_tokens_total", "Prompt tokens the provider reported, per model."},
+    {"shoal_worker_output_tokens_total", "Completion tokens the provider reported, per model."},
+    {"shoal_worker_rate_limited_total", "Calls answered 429 (rate limited), per model."},
+    {"shoal_worker_retries_total", "Tries scheduled again after a backoff, per model that failed."},
+};
+
 struct model_series {
     shoal_metrics_series_t *requests[NOUTCOMES];
     shoal_metrics_series_t *latency[NOUTCOMES];
-    shoal_metrics_series_t *tokens_in, *tokens_out, *limited, *retries;
+    shoal_metrics_series_t *counter[NCOUNTERS];
     shoal_metrics_series_t *gauge[NGAUGES];
 };
 
@@ -102,19 +114,10 @@ shoal_wmetrics_t *shoal_wmetrics_new(shoal_metrics_t *m, const shoal_models_t *m
     shoal_metrics_family_t *lat =
         family(m, SHOAL_METRICS_HISTOGRAM, "shoal_worker_call_duration_seconds",
                "Duration of model calls, by model and outcome.", by_outcome);
-    shoal_metrics_family_t *tin =
-        family(m, SHOAL_METRICS_COUNTER, "shoal_worker_input_tokens_total",
-               "Prompt tokens the provider reported, per model.", by_model);
-    shoal_metrics_family_t *tout =
-        family(m, SHOAL_METRICS_COUNTER, "shoal_worker_output_tokens_total",
-               "Completion tokens the provider reported, per model.", by_model);
-    shoal_metrics_family_t *lim =
-        family(m, SHOAL_METRICS_COUNTER, "shoal_worker_rate_limited_total",
-               "Calls answered 429 (rate limited), per model.", by_model);
-    shoal_metrics_family_t *rty =
-        family(m, SHOAL_METRICS_COUNTER, "shoal_worker_retries_total",
-               "Tries scheduled again after a backoff, per model that failed.", by_model);
-    shoal_metrics_family_t *g[NGAUGES];
+    shoal_metrics_family_t *c[NCOUNTERS], *g[NGAUGES];
+    for (int i = 0; i < NCOUNTERS; i++)
+        c[i] = family(m, SHOAL_METRICS_COUNTER, model_counters[i].name, model_counters[i].help,
+                      by_model);
     for (int i = 0; i < NGAUGES; i++)
         g[i] = family(m, SHOAL_METRICS_GAUGE, lane_gauges[i].name, lane_gauges[i].help, by_model);
     int ok = 1;
@@ -128,11 +131,8 @@ shoal_wmetrics_t *shoal_wmetrics_new(shoal_metrics_t *m, const shoal_models_t *m
             s->latency[o] = shoal_metrics_series(lat, ov);
             ok = ok && s->requests[o] && s->latency[o];
         }
-        s->tokens_in = shoal_metrics_series(tin, mv);
-        s->tokens_out = shoal_metrics_series(tout, mv);
-        s->limited = shoal_metrics_series(lim, mv);
-        s->retries = shoal_metrics_series(rty, mv);
-        ok = ok && s->tokens_in && s->tokens_out && s->limited && s->retries;
+        for (int k = 0; k < NCOUNTERS; k++)
+            ok = ok && (s->counter[k] = shoal_metrics_series(c[k], mv)) != NULL;
         for (int k = 0; k < NGAUGES; k++)
             ok = ok && (s->gauge[k] = shoal_metrics_series(g[k], mv)) != NULL;
     }
@@ -173,17 +173,17 @@ void shoal_wmetrics_call(shoal_wmetrics_t *w, size_t model, shoal_outcome_t oc, 
     shoal_metrics_add(s->requests[oc], 1);
     shoal_metrics_observe(s->latency[oc], latency_s);
     if (tokens_in > 0)
-        shoal_metrics_add(s->tokens_in, (double)tokens_in);
+        shoal_metrics_add(s->counter[C_TOKENS_IN], (double)tokens_in);
     if (tokens_out > 0)
-        shoal_metrics_add(s->tokens_out, (double)tokens_out);
+        shoal_metrics_add(s->counter[C_TOKENS_OUT], (double)tokens_out);
     if (oc == SHOAL_OUTCOME_RATE_LIMITED)
-        shoal_metrics_add(s->limited, 1);
+        shoal_metrics_add(s->counter[C_LIMITED], 1);
 }
 
 void shoal_wmetrics_retry(shoal_wmetrics_t *w, size_t model)
 {
     if (w && model < w->nmodels)
-        shoal_metrics_add(w->models[model].retries, 1);
+        shoal_metrics_add(w->models[model].counter[C_RETRIES], 1);
 }
 
 void shoal_wmetrics_db_write(shoal_wmetrics_t *w, double seconds)
