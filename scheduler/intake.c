@@ -254,6 +254,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
+    snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
 
     long est_tokens;
     double est_cost =

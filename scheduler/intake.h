@@ -37,8 +37,9 @@ typedef enum {
 typedef struct {
     shoal_intake_outcome_t outcome;
     char job_id[256];
-    int tasks;     /* tasks the job has */
-    int published; /* tasks produced by this call */
+    int tasks;         /* tasks the job has */
+    int published;     /* tasks produced by this call */
+    char priority[16]; /* the job's priority ("" when it was not read) */
     char reason[512];
 } shoal_intake_result_t;
 
