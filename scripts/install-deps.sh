@@ -8,7 +8,8 @@
 #   scripts/install-deps.sh --test   the above plus what the test suite uses:
 #                                    kcat, python3-jsonschema, docker-compose
 #                                    (only to validate compose.yaml), valgrind,
-#                                    clang, json-schema-test-suite
+#                                    clang with libFuzzer (libclang-rt-14-dev),
+#                                    json-schema-test-suite
 #
 # Prints nothing and changes nothing when every package is already installed;
 # otherwise runs "apt-get update" once and installs the missing ones. Never
@@ -19,11 +20,11 @@ build_pkgs=(build-essential cmake pkg-config librdkafka-dev libcurl4-openssl-dev
     libjansson-dev libpq-dev libmicrohttpd-dev)
 runtime_pkgs=(librdkafka1 libcurl4 libjansson4 libpq5 libmicrohttpd12)
 run_pkgs=(postgresql)
-test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang clang-format
+test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang libclang-rt-14-dev clang-format
     json-schema-test-suite)
 
 usage() {
-    sed -n '2,15s/^# \{0,1\}//p' "$0"
+    sed -n '2,16s/^# \{0,1\}//p' "$0"
 }
 
 mode="build"
