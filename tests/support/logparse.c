@@ -4,6 +4,7 @@
  */
 #include "tests/support/logparse.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +15,6 @@ static int key_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
            c == '.' || c == '-';
-}
-
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Appends code point cp (BMP, no surrogates) as UTF-8. */
@@ -106,14 +96,13 @@ json_t *logparse_logfmt(const char *line, size_t len, char *why, size_t whylen)
                 else if (e == 't')
                     val[n++] = '\t';
                 else if (e == 'u') {
-                    unsigned cp = 0;
+                    char hex[5] = {0};
                     for (int d = 0; d < 4; d++) {
-                        int h = i < len ? hex_val(line[i]) : -1;
-                        if (h < 0)
+                        if (i >= len || !isxdigit((unsigned char)line[i]))
                             FAIL_AT("key %s: bad \\u escape", key);
-                        cp = cp * 16 + (unsigned)h;
-                        i++;
+                        hex[d] = line[i++];
                     }
+                    unsigned cp = (unsigned)strtoul(hex, NULL, 16);
                     if (cp >= 0xd800 && cp <= 0xdfff)
                         FAIL_AT("key %s: surrogate in a \\u escape", key);
                     n += put_utf8(val + n, cp);
