@@ -8,9 +8,10 @@
 #   scripts/install-deps.sh --test   the above plus what the test suite uses:
 #                                    kcat, python3-jsonschema, docker-compose
 #                                    (only to validate compose.yaml), valgrind,
-#                                    clang, json-schema-test-suite, prometheus
-#                                    (its service is stopped and disabled: the
-#                                    tests start their own server)
+#                                    clang with libFuzzer (libclang-rt-14-dev),
+#                                    json-schema-test-suite, prometheus (its
+#                                    service is stopped and disabled: the tests
+#                                    start their own server)
 #
 # Prints nothing and changes nothing when every package is already installed;
 # otherwise runs "apt-get update" once and installs the missing ones. Never
@@ -21,11 +22,11 @@ build_pkgs=(build-essential cmake pkg-config librdkafka-dev libcurl4-openssl-dev
     libjansson-dev libpq-dev libmicrohttpd-dev)
 runtime_pkgs=(librdkafka1 libcurl4 libjansson4 libpq5 libmicrohttpd12)
 run_pkgs=(postgresql)
-test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang clang-format
+test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang libclang-rt-14-dev clang-format
     json-schema-test-suite prometheus)
 
 usage() {
-    sed -n '2,17s/^# \{0,1\}//p' "$0"
+    sed -n '2,18s/^# \{0,1\}//p' "$0"
 }
 
 mode="build"
