@@ -30,6 +30,7 @@ shoal_err_t shoal_merge_job(shoal_pg_t *pg, const char *job_id, shoal_merge_resu
     /* The statement itself fails for this job's data: it would fail the same
      * way on every retry, so the job ends failed with the reason. merge_job's
      * transaction was rolled back whole, so no page of it remains. */
+    why[strcspn(why, "\n")] = '\0'; /* the reason, not the PL/pgSQL context under it */
     snprintf(out->reason, sizeof(out->reason), "the merge failed: %s", why);
     params[1] = out->reason;
     err = shoal_pg_exec(pg, "SELECT shoal.fail_job($1, $2)", 2, params, NULL, errbuf, errlen);
