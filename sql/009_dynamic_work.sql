@@ -178,20 +178,21 @@ SELECT coalesce(j.tenant, ''), (a.finished_at AT TIME ZONE 'UTC')::date, sum(a.c
 FROM shoal.attempts a JOIN shoal.jobs j USING (job_id)
 GROUP BY 1, 2;
 
--- Records a batch of finished tasks and the calls behind them, as in 005: a
--- task counts once (only tasks still pending/queued move to done/failed, only
--- those get a result row and bump their job's counters); jobs whose last task
--- just ended are returned and announced on channel shoal_merge at commit;
--- the attempt keys tokens_cache_write, fallback_from and outcome_kind and the
--- result key model_requested are optional. New here: the calls first
--- recorded by this batch (a rewritten batch adds nothing) add their cost to
--- jobs.spent_usd and to shoal.tenant_spend, with one aggregate statement
--- each. Every job the batch touches is locked first, in job_id order, so
--- concurrent batches cannot deadlock.
-CREATE OR REPLACE FUNCTION shoal.record_batch(p_results jsonb, p_attempts jsonb) RETURNS SETOF text
+-- 005's record_batch keeps recording the rows (attempts, task states,
+-- results, job counters, the shoal_merge announcements) under this name;
+-- shoal.record_batch wraps it with the spend counters.
+ALTER FUNCTION shoal.record_batch(jsonb, jsonb) RENAME TO record_batch_rows;
+
+-- Records a batch of finished tasks and the calls behind them: everything
+-- 005's record_batch does (now shoal.record_batch_rows: a task counts once,
+-- jobs whose last task just ended are returned and announced on channel
+-- shoal_merge at commit), and the calls this batch records first add their
+-- cost to jobs.spent_usd and shoal.tenant_spend, one aggregate statement for
+-- both. Every job the batch names is locked first, in job_id order: a
+-- concurrent batch with the same calls waits and then sees them recorded
+-- (a rewritten batch adds nothing), and batches cannot deadlock.
+CREATE FUNCTION shoal.record_batch(p_results jsonb, p_attempts jsonb) RETURNS SETOF text
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_job text;
 BEGIN
     PERFORM 1 FROM shoal.jobs
     WHERE job_id IN (SELECT r->>'job_id' FROM jsonb_array_elements(coalesce(p_results, '[]')) r
@@ -199,36 +200,25 @@ BEGIN
                      SELECT a->>'job_id' FROM jsonb_array_elements(coalesce(p_attempts, '[]')) a)
     ORDER BY job_id FOR UPDATE;
 
-    WITH ins AS (
-        INSERT INTO shoal.attempts (attempt_id, task_id, job_id, attempt, model, worker_id,
-                                    http_status, outcome, outcome_kind, error, latency_ms,
-                                    queue_ms, tokens_in, tokens_out, tokens_cached,
-                                    tokens_cache_write, cost_usd, retry_after_ms, fallback_from,
-                                    started_at, finished_at)
-        SELECT a.attempt_id, a.task_id, a.job_id, a.attempt, a.model, a.worker_id, a.http_status,
-               a.outcome, a.outcome_kind, a.error, a.latency_ms, a.queue_ms,
-               coalesce(a.tokens_in, 0), coalesce(a.tokens_out, 0), coalesce(a.tokens_cached, 0),
-               coalesce(a.tokens_cache_write, 0), coalesce(a.cost_usd, 0), a.retry_after_ms,
-               a.fallback_from, to_timestamp(a.started_at), to_timestamp(a.finished_at)
+    WITH fresh AS (
+        SELECT DISTINCT ON (a.attempt_id) a.job_id, coalesce(a.cost_usd, 0) AS cost_usd,
+               coalesce(a.tokens_in, 0) AS tokens_in, coalesce(a.tokens_out, 0) AS tokens_out,
+               (to_timestamp(a.finished_at) AT TIME ZONE 'UTC')::date AS day
         FROM jsonb_to_recordset(coalesce(p_attempts, '[]')) AS a(
-            attempt_id text, task_id text, job_id text, attempt int, model text, worker_id text,
-            http_status int, outcome text, outcome_kind text, error text,
-            latency_ms double precision, queue_ms double precision, tokens_in int, tokens_out int,
-            tokens_cached int, tokens_cache_write int, cost_usd double precision,
-            retry_after_ms int, fallback_from text, started_at double precision,
-            finished_at double precision)
-        ON CONFLICT (attempt_id) DO NOTHING
-        RETURNING job_id, cost_usd, tokens_in, tokens_out, finished_at
+            attempt_id text, job_id text, cost_usd double precision, tokens_in int,
+            tokens_out int, finished_at double precision)
+        WHERE NOT EXISTS (SELECT 1 FROM shoal.attempts x WHERE x.attempt_id = a.attempt_id)
+        ORDER BY a.attempt_id
     ), per_job AS (
         UPDATE shoal.jobs j SET spent_usd = j.spent_usd + s.cost
-        FROM (SELECT job_id, sum(cost_usd) AS cost FROM ins GROUP BY job_id) s
+        FROM (SELECT job_id, sum(cost_usd) AS cost FROM fresh GROUP BY job_id) s
         WHERE j.job_id = s.job_id AND s.cost <> 0
         RETURNING j.job_id
     )
     INSERT INTO shoal.tenant_spend AS ts (tenant, day, spent_usd, calls, tokens_in, tokens_out)
-    SELECT coalesce(j.tenant, ''), (ins.finished_at AT TIME ZONE 'UTC')::date, sum(ins.cost_usd),
-           count(*), sum(ins.tokens_in), sum(ins.tokens_out)
-    FROM ins JOIN shoal.jobs j USING (job_id)
+    SELECT coalesce(j.tenant, ''), f.day, sum(f.cost_usd), count(*), sum(f.tokens_in),
+           sum(f.tokens_out)
+    FROM fresh f JOIN shoal.jobs j USING (job_id)
     GROUP BY 1, 2
     ORDER BY 1, 2
     ON CONFLICT (tenant, day) DO UPDATE
@@ -236,43 +226,7 @@ BEGIN
         tokens_in = ts.tokens_in + excluded.tokens_in,
         tokens_out = ts.tokens_out + excluded.tokens_out;
 
-    FOR v_job IN
-        WITH r AS (
-            SELECT * FROM jsonb_to_recordset(coalesce(p_results, '[]')) AS x(
-                task_id text, job_id text, chunk int, status text, output text, model text,
-                model_requested text, tokens_in int, tokens_out int, worker_id text, error text,
-                attempts int)
-        ), fin AS (
-            UPDATE shoal.tasks t
-            SET status = r.status, error = r.error, attempts = t.attempts + coalesce(r.attempts, 1),
-                finished_at = now()
-            FROM r
-            WHERE t.task_id = r.task_id AND t.status IN ('pending', 'queued')
-            RETURNING t.task_id, t.job_id, t.status
-        ), ins AS (
-            INSERT INTO shoal.results (task_id, job_id, chunk, output, model, model_requested,
-                                       tokens_in, tokens_out, worker_id)
-            SELECT r.task_id, r.job_id, r.chunk, r.output, r.model, r.model_requested,
-                   coalesce(r.tokens_in, 0), coalesce(r.tokens_out, 0), r.worker_id
-            FROM r JOIN fin USING (task_id)
-            WHERE fin.status = 'done'
-            ON CONFLICT (task_id) DO NOTHING
-        ), per_job AS (
-            SELECT job_id, count(*) FILTER (WHERE status = 'done') AS done,
-                   count(*) FILTER (WHERE status = 'failed') AS failed
-            FROM fin GROUP BY job_id
-        ), upd AS (
-            UPDATE shoal.jobs j
-            SET tasks_done = j.tasks_done + p.done, tasks_failed = j.tasks_failed + p.failed
-            FROM per_job p
-            WHERE j.job_id = p.job_id
-            RETURNING j.job_id, j.status, j.tasks_done + j.tasks_failed >= j.tasks_total AS ended
-        )
-        SELECT upd.job_id FROM upd WHERE ended AND status = 'running'
-    LOOP
-        PERFORM pg_notify('shoal_merge', v_job);
-        RETURN NEXT v_job;
-    END LOOP;
+    RETURN QUERY SELECT * FROM shoal.record_batch_rows(p_results, p_attempts);
 END $$;
 
 -- == Merge ===================================================================
@@ -438,12 +392,13 @@ BEGIN
                      THEN j.tasks_failed || ' of ' || j.tasks_total || ' tasks failed' END
     WHERE job_id = p_job_id;
 
+    -- cost_usd: the job's spend counter (record_batch keeps it under the job's
+    -- lock), instead of summing the job's attempts again
     INSERT INTO shoal.event_outbox (job_id, payload)
-    SELECT p_job_id, jsonb_build_object(
-        'type', v_status, 'job_id', p_job_id, 'tasks', j.tasks_total,
-        'tasks_done', j.tasks_done, 'tasks_failed', j.tasks_failed,
-        'cost_usd', coalesce(sum(a.cost_usd), 0), 'ts', now())
-    FROM shoal.attempts a WHERE a.job_id = p_job_id;
+    VALUES (p_job_id, jsonb_build_object('type', v_status, 'job_id', p_job_id,
+                                         'tasks', j.tasks_total, 'tasks_done', j.tasks_done,
+                                         'tasks_failed', j.tasks_failed,
+                                         'cost_usd', j.spent_usd, 'ts', now()));
     RETURN v_status;
 END $$;
 
