@@ -29,9 +29,12 @@ typedef struct {
 
 typedef enum {
     SHOAL_INTAKE_NEW = 1,   /* recorded now */
-    SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published */
+    SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published, or none when
+                               this message's chunk plan differs (reason says why) */
     SHOAL_INTAKE_REJECTED,  /* invalid; stored as rejected with the reason */
-    SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published: failed */
+    SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published (too large for
+                               Kafka, or a redelivery whose chunk plan no longer matches
+                               the recorded tasks): failed with the reason */
 } shoal_intake_outcome_t;
 
 typedef struct {

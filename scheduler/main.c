@@ -91,8 +91,14 @@ static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka
         shoal_log_info("intake", "job accepted job_id=%s tasks=%d", res.job_id, res.tasks);
         break;
     case SHOAL_INTAKE_DUPLICATE:
-        shoal_log_info("intake", "job already known job_id=%s republished=%d", res.job_id,
-                       res.published);
+        if (res.reason[0])
+            shoal_log_warn("intake",
+                           "job already known, not published from this message "
+                           "job_id=%s reason=\"%s\"",
+                           res.job_id, res.reason);
+        else
+            shoal_log_info("intake", "job already known job_id=%s republished=%d", res.job_id,
+                           res.published);
         break;
     case SHOAL_INTAKE_REJECTED:
         shoal_log_warn("intake", "job rejected job_id=%s reason=\"%s\"", res.job_id, res.reason);
