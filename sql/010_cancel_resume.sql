@@ -25,14 +25,15 @@ CREATE INDEX tasks_queued_idx ON shoal.tasks (queued_at) WHERE status = 'queued'
 -- system prompt, template and item inputs from which every task message is
 -- built again (common/taskmsg.h). This is the one table holding prompt text,
 -- and only for jobs that keep their inputs (a job with "store_inputs": false
--- has no row). The text is compressed by TOAST: lz4 when the server has it,
--- else pglz; toast_tuple_target is lowered so that inputs of a few hundred
--- bytes are compressed too, not only rows over 2 kB.
+-- has no row). The text is compressed by TOAST, in place and out of the
+-- table's pages: lz4 when the server was built with it (fast to write and
+-- read back, about as small as pglz on JSON), else pglz, TOAST's default.
+-- TOAST compresses rows over about 2 kB; smaller inputs stay as they are.
 CREATE TABLE shoal.job_inputs (
     job_id     text PRIMARY KEY REFERENCES shoal.jobs ON DELETE CASCADE,
     doc        text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
-) WITH (toast_tuple_target = 256);
+);
 DO $$
 BEGIN
     ALTER TABLE shoal.job_inputs ALTER COLUMN doc SET COMPRESSION lz4;
