@@ -480,7 +480,8 @@ int shoal_cmd_migrate(int argc, char **argv)
 }
 
 /* Runs one of the job control functions (shoal.cancel_job, shoal.resume_job)
- * on the job named on the command line; its answer into out. */
+ * on the job named on the command line; its answer into out. Returns -1 to
+ * go on with the answer, else the exit code (a missing job included). */
 static int control(int argc, char **argv, const char *usage, const char *summary, const char *sql,
                    char *job_id, size_t idlen, char *out, size_t outlen)
 {
@@ -502,6 +503,10 @@ static int control(int argc, char **argv, const char *usage, const char *summary
     snprintf(out, outlen, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     shoal_pg_destroy(pg);
+    if (!strcmp(out, "not_found")) {
+        fprintf(stderr, "shoal: no job %s\n", job_id);
+        return SHOAL_EXIT_NOT_FOUND;
+    }
     return -1;
 }
 
@@ -524,10 +529,6 @@ int shoal_cmd_cancel(int argc, char **argv)
                "may finish\n",
                job_id, ans + 10, strcmp(ans + 10, "1") ? "s" : "");
         return SHOAL_EXIT_OK;
-    }
-    if (!strcmp(ans, "not_found")) {
-        fprintf(stderr, "shoal: no job %s\n", job_id);
-        return SHOAL_EXIT_NOT_FOUND;
     }
     if (!strcmp(ans, "ended:cancelled")) {
         printf("job %s was already cancelled\n", job_id);
@@ -557,10 +558,6 @@ int shoal_cmd_resume(int argc, char **argv)
         printf("job %s resumed: %s failed task%s will run again\n", job_id, ans + 8,
                strcmp(ans + 8, "1") ? "s" : "");
         return SHOAL_EXIT_OK;
-    }
-    if (!strcmp(ans, "not_found")) {
-        fprintf(stderr, "shoal: no job %s\n", job_id);
-        return SHOAL_EXIT_NOT_FOUND;
     }
     if (!strcmp(ans, "no_inputs"))
         fprintf(stderr,
