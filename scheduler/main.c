@@ -20,6 +20,7 @@
 #include "common/service.h"
 #include "scheduler/intake.h"
 #include "scheduler/merger.h"
+#include "scheduler/reconcile.h"
 #include "scheduler/smetrics.h"
 
 struct sched_conf {
@@ -28,6 +29,9 @@ struct sched_conf {
     long metrics_port;
     const char *metrics_bind;
     const char *worker_group;
+    long reconcile_after_ms;
+    long reconcile_pending_ms;
+    long reconcile_every_ms;
 };
 
 static const struct shoal_opt sched_opts[] = {
@@ -37,6 +41,14 @@ static const struct shoal_opt sched_opts[] = {
     SHOAL_METRICS_HTTP_OPTS(struct sched_conf, metrics_port, metrics_bind),
     {"worker-group", SHOAL_OPT_STR, offsetof(struct sched_conf, worker_group), "shoal-workers", 0,
      0, "the workers' consumer group, whose lag the metrics report"},
+    {"reconcile-after-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_after_ms), "600000",
+     1000, 86400000L * 7,
+     "a queued task with no call for this long is taken as lost and published again"},
+    {"reconcile-pending-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_pending_ms),
+     "60000", 0, 86400000L * 7,
+     "a task recorded but not published for this long is published (resumed tasks: at once)"},
+    {"reconcile-every-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_every_ms), "5000",
+     100, 3600000, "how often PostgreSQL is searched for lost tasks"},
     {0},
 };
 
@@ -183,8 +195,16 @@ int main(int argc, char **argv)
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);
 
+    shoal_reconcile_conf_t rconf = {conf.reconcile_every_ms, conf.reconcile_pending_ms,
+                                    conf.reconcile_after_ms};
+    shoal_reconcile_t *reconciler = shoal_reconcile_new(conf.svc.pg, &ic, &rconf);
+    if (!reconciler) {
+        shoal_log_error("main", "could not start error=\"out of memory\"");
+        return 1;
+    }
+
     shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.svc.group, topics.jobs);
-    double last_merge_err = 0;
+    double last_merge_err = 0, last_reconcile_err = 0;
     /* Sleep on both Kafka and the merger's connection, so a job's last
      * result is merged the moment its NOTIFY arrives, not at the next tick. */
     int wake[2] = {-1, -1};
@@ -220,6 +240,16 @@ int main(int argc, char **argv)
                 last_merge_err = now;
             }
         }
+        /* Between messages, bounded per pass: Kafka is polled again soon. */
+        int republished, lost_failed;
+        if (shoal_reconcile_poll(reconciler, 0, &republished, &lost_failed, err, sizeof(err)) !=
+            SHOAL_OK) {
+            double now = shoal_service_now_ms();
+            if (now - last_reconcile_err > 5000) {
+                shoal_log_warn("reconcile", "could not reconcile, will retry error=\"%s\"", err);
+                last_reconcile_err = now;
+            }
+        }
         rd_kafka_poll(producer, 0);
     }
 
@@ -235,6 +265,7 @@ int main(int argc, char **argv)
     rd_kafka_flush(producer, 10000);
     rd_kafka_destroy(producer);
     shoal_merger_destroy(merger);
+    shoal_reconcile_destroy(reconciler);
     shoal_pg_destroy(pg);
     shoal_metrics_http_destroy(mhttp); /* before the handle its scrapes use */
     shoal_smetrics_destroy(sm);

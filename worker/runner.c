@@ -67,6 +67,8 @@ static int counts_attempt(shoal_outcome_t o)
 #define OUTPUT_ROOM_MAX 65536  /* truncated answers are retried with at most this */
 #define EXPIRE_EVERY_MS 250.0  /* how often waiting tasks are checked against their deadlines */
 #define METRICS_EVERY_MS 250.0 /* how often lane and task gauges are refreshed */
+#define CANCEL_POLL_MS 500     /* how often the checker looks for cancelled jobs */
+#define CANCELLED_MAX 10000    /* cancelled job ids remembered; the check covers the rest */
 
 struct runner {
     const shoal_runner_conf_t *conf;
@@ -105,6 +107,7 @@ struct runner {
     double first_result_ms; /* when the oldest unflushed result finished */
     unsigned long long seq;
     double expired_ms; /* when waiting tasks were last checked against their deadlines */
+    json_t *cancelled; /* job ids cancelled while this worker ran (object as a set) */
     long long start_ms;
     unsigned rand_state;
     shoal_wmetrics_t *wm;    /* NULL when metrics are off */
@@ -198,6 +201,18 @@ static int timer_add(struct runner *r, shoal_task_t *t)
     r->timers[r->ntimers++] = t;
     heap_up(r, t->heap_at);
     return 0;
+}
+
+/* Takes t out of the heap wherever it is. */
+static void timer_remove(struct runner *r, shoal_task_t *t)
+{
+    size_t i = t->heap_at, last = --r->ntimers;
+    if (i == last)
+        return;
+    r->timers[i] = r->timers[last];
+    r->timers[i]->heap_at = i;
+    heap_up(r, i);
+    heap_down(r, r->timers[i]->heap_at);
 }
 
 static shoal_task_t *timer_pop(struct runner *r)
@@ -339,9 +354,61 @@ static int fall_back(struct runner *r, shoal_task_t *t, const char *why)
     return 0;
 }
 
-/* A task ready for a try: into its lane's queue. */
+/* ---- cancels ---------------------------------------------------------------- */
+
+/* Drops t when its job was cancelled: no call of it starts again. Its row is
+ * already 'cancelled' (shoal.cancel_job), so only its Kafka positions are
+ * released. 1 when dropped (t is gone). */
+static int drop_if_cancelled(struct runner *r, shoal_task_t *t)
+{
+    if (json_object_size(r->cancelled) == 0 || !json_object_get(r->cancelled, t->job_id))
+        return 0;
+    shoal_log_debug("task", "dropped, job cancelled job_id=%s task_id=%s state=%s", t->job_id,
+                    t->task_id, shoal_task_state_name(t->state));
+    r->stats->tasks_skipped++;
+    release(r, t);
+    return 1;
+}
+
+/* Jobs cancelled lately (from the checker): their tasks waiting for capacity
+ * or a backoff are dropped now, before any call of theirs starts; tasks
+ * being checked are dropped by the check, calls in flight finish and their
+ * tasks are dropped instead of retried. */
+static void on_cancelled(struct runner *r, const shoal_store_done_t *d)
+{
+    const char *key;
+    json_t *v;
+    void *tmp;
+
+    if (json_object_size(r->cancelled) + d->njobs > CANCELLED_MAX)
+        json_object_clear(r->cancelled);
+    for (size_t i = 0; i < d->njobs; i++)
+        json_object_set_new(r->cancelled, d->job_ids[i], json_true());
+    long dropped = 0;
+    json_object_foreach_safe(r->held, tmp, key, v)
+    {
+        shoal_task_t *t = (shoal_task_t *)(intptr_t)json_integer_value(v);
+        if (t->state != SHOAL_TASK_WAITING && t->state != SHOAL_TASK_BACKOFF)
+            continue;
+        if (!json_object_get(r->cancelled, t->job_id))
+            continue;
+        if (t->state == SHOAL_TASK_WAITING)
+            shoal_lane_remove(lane_of(r, t), t);
+        else
+            timer_remove(r, t);
+        dropped += drop_if_cancelled(r, t);
+    }
+    for (size_t i = 0; i < d->njobs; i++)
+        shoal_log_info("task", "job cancelled job_id=%s", d->job_ids[i]);
+    if (dropped)
+        shoal_log_info("task", "dropped tasks of cancelled jobs tasks=%ld", dropped);
+}
+
+/* A task ready for a try: into its lane's queue, unless its job was cancelled. */
 static void route(struct runner *r, shoal_task_t *t)
 {
+    if (drop_if_cancelled(r, t))
+        return;
     shoal_lane_push(lane_of(r, t), t);
 }
 
@@ -529,6 +596,8 @@ static void report_call(struct runner *r, const shoal_task_t *t, const shoal_htt
 static void retry_later(struct runner *r, shoal_task_t *t, shoal_outcome_t oc, long retry_after_ms,
                         const char *why)
 {
+    if (drop_if_cancelled(r, t))
+        return;
     int out_of_attempts = t->attempts >= t->max_attempts * (t->fallback + 1);
     if (out_of_attempts && !fall_back(r, t, why)) {
         snprintf(t->error, sizeof(t->error), "%.400s after %d attempt%s", why, t->attempts,
@@ -790,7 +859,7 @@ static void on_checked(struct runner *r, const shoal_store_done_t *d)
     for (size_t i = 0; i < d->ntasks; i++) {
         shoal_task_t *t = d->tasks[i];
         const char *st = d->status ? d->status[i] : NULL;
-        if (st && (!strcmp(st, "done") || !strcmp(st, "failed"))) {
+        if (st && (!strcmp(st, "done") || !strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
             r->stats->tasks_skipped++;
             release(r, t);
             continue;
@@ -823,6 +892,8 @@ static void on_store(const shoal_store_done_t *d, void *arg)
 {
     if (d->kind == SHOAL_STORE_CHECKED)
         on_checked(arg, d);
+    else if (d->kind == SHOAL_STORE_CANCELLED)
+        on_cancelled(arg, d);
     else
         on_written(arg, d);
 }
@@ -1053,8 +1124,9 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
      * arrives, waking curl_multi_poll. */
     if (pipe2(r->wake, O_NONBLOCK | O_CLOEXEC) != 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create a pipe");
-    if (!(r->held = json_object()) || !(r->offsets = shoal_offsets_new()) ||
-        !(r->sink = shoal_sink_new(NULL)) || !(r->spare = shoal_sink_new(NULL)))
+    if (!(r->held = json_object()) || !(r->cancelled = json_object()) ||
+        !(r->offsets = shoal_offsets_new()) || !(r->sink = shoal_sink_new(NULL)) ||
+        !(r->spare = shoal_sink_new(NULL)))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     size_t nm = shoal_models_count(c->models);
     r->nlanes = nm;
@@ -1077,6 +1149,7 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
     if (!(r->store = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)) ||
         !(r->checker = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
+    shoal_store_watch_cancels(r->checker, CANCEL_POLL_MS);
     if (!(r->http = shoal_http_new(on_reply, r, errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
     if (c->metrics && !(r->wm = shoal_wmetrics_new(c->metrics, c->models)))
@@ -1129,6 +1202,7 @@ static void teardown(struct runner *r)
     json_object_foreach(r->held, k, v)
         shoal_task_destroy((shoal_task_t *)(intptr_t)json_integer_value(v));
     json_decref(r->held);
+    json_decref(r->cancelled);
     free(r->unchecked);
     free(r->timers);
     for (size_t i = 0; i < r->nlanes; i++) {
