@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include "cli/clienv.h"
+#include "cli/usd.h"
 #include "common/job.h"
 #include "common/kafka.h"
+#include "common/log.h"
 #include "common/migrate.h"
 #include "common/models.h"
 #include "common/opt.h"
@@ -30,8 +32,11 @@ struct cli_conf {
     int follow;
     int wait;
     int no_validate;
+    int verbose;
     long interval_ms;
     long timeout_s;
+    long appear_s;
+    long kafka_timeout_ms;
     shoal_kprops_t kafka;
 };
 
@@ -63,6 +68,10 @@ static const struct shoal_opt submit_opts[] = {
     {"wait", SHOAL_OPT_BOOL, OFF(wait), "false", 0, 0,
      "follow the job's progress until it ends (needs --pg)"},
     OPT_INTERVAL,
+    {"kafka-timeout-ms", SHOAL_OPT_INT, OFF(kafka_timeout_ms), "5000", 100, 600000,
+     "how long Kafka has to answer before submit gives up"},
+    {"verbose", SHOAL_OPT_BOOL, OFF(verbose), "false", 0, 0,
+     "print the Kafka client's own log lines (connection attempts, retries)"},
     {"kafka", SHOAL_OPT_KPROPS, OFF(kafka), NULL, 0, 0, "librdkafka property"},
     {0},
 };
@@ -73,7 +82,10 @@ static const struct shoal_opt status_opts[] = {
      "keep printing progress until the job ends"},
     OPT_INTERVAL,
     {"timeout", SHOAL_OPT_INT, OFF(timeout_s), "0", 0, 86400 * 7,
-     "with --follow: give up after this many seconds (0 = never)"},
+     "with --follow: give up after this many seconds (0 = never; exit 5)"},
+    {"appear-timeout", SHOAL_OPT_INT, OFF(appear_s), "5", 1, 86400,
+     "with --follow: how many seconds a job not recorded yet is waited for (one just "
+     "submitted appears once a scheduler has read it) before it is reported missing"},
     {0},
 };
 
@@ -159,6 +171,28 @@ static void new_job_id(char *buf, size_t len)
     snprintf(buf, len, "job-%ld-%08x", (long)tv.tv_sec, r);
 }
 
+/* Asks the cluster for its broker list, so an unreachable Kafka is found in
+ * timeout_ms instead of by a produce that retries for message.timeout.ms. */
+static shoal_err_t kafka_reachable(rd_kafka_t *rk, int timeout_ms, char *err, size_t errlen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "%s",
+                 e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__TIMED_OUT
+                     ? "no broker answered"
+                     : rd_kafka_err2str(e));
+        return SHOAL_ERR_RETRY;
+    }
+    int brokers = md->broker_cnt;
+    rd_kafka_metadata_destroy(md);
+    if (brokers == 0) {
+        snprintf(err, errlen, "the cluster lists no brokers");
+        return SHOAL_ERR_RETRY;
+    }
+    return SHOAL_OK;
+}
+
 int shoal_cmd_submit(int argc, char **argv)
 {
     static const char usage[] = "shoal submit [options] FILE";
@@ -223,11 +257,21 @@ int shoal_cmd_submit(int argc, char **argv)
         free(text);
         return SHOAL_EXIT_USAGE;
     }
+    /* librdkafka logs every failed connection attempt; a user needs the one
+     * line below instead, so its lines show only with --verbose. */
+    if (!c.verbose)
+        shoal_log_init("shoal", SHOAL_LOG_OFF, 0);
     rd_kafka_t *rk = shoal_kafka_producer_new(c.bootstrap, &c.kafka, err, sizeof(err));
     rc = SHOAL_EXIT_OK;
     if (!rk) {
         fprintf(stderr, "shoal: %s\n", err);
         rc = SHOAL_EXIT_USAGE;
+    } else if (kafka_reachable(rk, (int)c.kafka_timeout_ms, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr,
+                "shoal: could not reach Kafka at %s within %ldms: %s (set --bootstrap or "
+                "SHOAL_BOOTSTRAP to a running broker, or start one with shoal dev)\n",
+                c.bootstrap, c.kafka_timeout_ms, err);
+        rc = SHOAL_EXIT_ERROR;
     } else if (shoal_kafka_produce_sync(rk, topics.jobs, job_id, payload, len, 30000, err,
                                         sizeof(err)) != SHOAL_OK) {
         fprintf(stderr, "shoal: could not submit the job: %s\n", err);
@@ -297,11 +341,13 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
 
 static void print_progress(FILE *out, const char *job_id, const struct progress *p)
 {
+    char cost[32], est[32];
     fprintf(out,
             "job %s %s: %ld/%ld tasks done (%.1f%%), %ld failed, tokens %lld in / %lld out, "
-            "cost $%.4f (estimated $%.4f), elapsed %.1fs",
+            "cost %s (estimated %s), elapsed %.1fs",
             job_id, p->status, p->done, p->total, p->percent, p->failed, p->tokens_in,
-            p->tokens_out, p->cost, p->est_cost, p->elapsed);
+            p->tokens_out, shoal_usd_format(p->cost, cost, sizeof(cost)),
+            shoal_usd_format(p->est_cost, est, sizeof(est)), p->elapsed);
     if (p->eta >= 0)
         fprintf(out, ", eta %.1fs", p->eta);
     if (*p->error)
@@ -317,8 +363,10 @@ static int exit_for(const char *status)
     return SHOAL_EXIT_JOB_FAILED;
 }
 
-int shoal_cmd_follow(shoal_pg_t *pg, const char *job_id, long interval_ms, long appear_timeout_ms,
-                     int quiet)
+/* shoal_cmd_follow with a limit on the whole wait too (timeout_ms, 0 =
+ * none): past it a running job returns SHOAL_EXIT_NOT_DONE. */
+static int follow(shoal_pg_t *pg, const char *job_id, long interval_ms, long appear_timeout_ms,
+                  long timeout_ms, int quiet)
 {
     struct progress p, last;
     char err[512];
@@ -330,7 +378,10 @@ int shoal_cmd_follow(shoal_pg_t *pg, const char *job_id, long interval_ms, long 
         shoal_err_t e = read_progress(pg, job_id, &p, err, sizeof(err));
         if (e == SHOAL_ERR_NOTFOUND) {
             if (appear_timeout_ms > 0 && shoal_service_now_ms() - start > appear_timeout_ms) {
-                fprintf(stderr, "shoal: job %s did not appear (is a scheduler running?)\n", job_id);
+                fprintf(stderr,
+                        "shoal: no job %s (not recorded after %.0fs: check the id; a job just "
+                        "submitted appears once a scheduler has read it, is one running?)\n",
+                        job_id, appear_timeout_ms / 1000.0);
                 return SHOAL_EXIT_NOT_FOUND;
             }
             if (!waiting_said && !quiet)
@@ -359,8 +410,18 @@ int shoal_cmd_follow(shoal_pg_t *pg, const char *job_id, long interval_ms, long 
         }
         if (shoal_service_stopping())
             return SHOAL_EXIT_NOT_DONE;
+        if (timeout_ms > 0 && shoal_service_now_ms() - start > timeout_ms) {
+            fprintf(stderr, "shoal: job %s has not ended after %lds\n", job_id, timeout_ms / 1000);
+            return SHOAL_EXIT_NOT_DONE;
+        }
         shoal_service_sleep_ms(interval_ms);
     }
+}
+
+int shoal_cmd_follow(shoal_pg_t *pg, const char *job_id, long interval_ms, long appear_timeout_ms,
+                     int quiet)
+{
+    return follow(pg, job_id, interval_ms, appear_timeout_ms, 0, quiet);
 }
 
 int shoal_cmd_status(int argc, char **argv)
@@ -369,7 +430,8 @@ int shoal_cmd_status(int argc, char **argv)
     static const char summary[] =
         "Prints a job's progress: tasks done and failed, tokens, cost, elapsed time and ETA.\n"
         "With --follow, keeps printing until the job ends; the exit code then says how it\n"
-        "ended (0 completed, 3 partial/failed/rejected).";
+        "ended (0 completed, 3 partial/failed/rejected). A job not recorded within\n"
+        "--appear-timeout seconds is reported missing (exit 4).";
     struct cli_conf c;
     shoal_optres_t res;
     char err[512];
@@ -380,7 +442,7 @@ int shoal_cmd_status(int argc, char **argv)
     shoal_service_signals();
     shoal_pg_t *pg = shoal_pg_new(c.pg, "shoal-cli");
     if (c.follow) {
-        rc = shoal_cmd_follow(pg, res.pos[0], c.interval_ms, c.timeout_s * 1000, 0);
+        rc = follow(pg, res.pos[0], c.interval_ms, c.appear_s * 1000, c.timeout_s * 1000, 0);
     } else {
         shoal_err_t e = read_progress(pg, res.pos[0], &p, err, sizeof(err));
         if (e == SHOAL_ERR_NOTFOUND) {

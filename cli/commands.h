@@ -28,6 +28,8 @@ int shoal_cmd_migrate(int argc, char **argv);
 int shoal_cmd_cancel(int argc, char **argv);
 int shoal_cmd_resume(int argc, char **argv);
 int shoal_cmd_dev(int argc, char **argv);
+/* cli/top.c: the live fleet view (--once: one frame). */
+int shoal_cmd_top(int argc, char **argv);
 
 /* Follows a job until it ends (used by submit --wait and dev --demo).
  * Prints progress to out; returns an exit code as above. */

@@ -17,6 +17,7 @@ static const struct {
     {"results", shoal_cmd_results, "print a finished job's merged output"},
     {"cancel", shoal_cmd_cancel, "cancel a running job (no call of it starts after)"},
     {"resume", shoal_cmd_resume, "run a partial or failed job's failed tasks again"},
+    {"top", shoal_cmd_top, "a live view of the fleet: workers, models, throughput, queue, jobs"},
     {"migrate", shoal_cmd_migrate, "create or update the database schema"},
     {"dev", shoal_cmd_dev, "run the whole fleet on this machine (--demo runs a sample job)"},
 };

@@ -11,7 +11,8 @@
 #                                    clang with libFuzzer (libclang-rt-14-dev),
 #                                    json-schema-test-suite, prometheus (its
 #                                    service is stopped and disabled: the tests
-#                                    start their own server)
+#                                    start their own server), tmux (to drive
+#                                    `shoal top` in a terminal)
 #
 # Prints nothing and changes nothing when every package is already installed;
 # otherwise runs "apt-get update" once and installs the missing ones. Never
@@ -23,10 +24,10 @@ build_pkgs=(build-essential cmake pkg-config librdkafka-dev libcurl4-openssl-dev
 runtime_pkgs=(librdkafka1 libcurl4 libjansson4 libpq5 libmicrohttpd12)
 run_pkgs=(postgresql)
 test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang libclang-rt-14-dev clang-format
-    json-schema-test-suite prometheus)
+    json-schema-test-suite prometheus tmux)
 
 usage() {
-    sed -n '2,18s/^# \{0,1\}//p' "$0"
+    sed -n '2,19s/^# \{0,1\}//p' "$0"
 }
 
 mode="build"
