@@ -52,14 +52,14 @@ enum feature {
 
 /* Fitted to o200k_base (see the file comment). */
 static const double weight[F_COUNT] = {
-    [F_LATIN_WORD] = 0.900,   [F_LATIN_LONG] = 0.281,   [F_LATIN_NONASCII] = 0.531,
-    [F_LATIN_CAPS] = 0.125,   [F_ALPHA_WORD] = 0.488,   [F_ALPHA_LETTER] = 0.244,
-    [F_GREEK_WORD] = 0.688,   [F_GREEK_LETTER] = 0.400, [F_ABJAD_WORD] = 0.650,
-    [F_ABJAD_LETTER] = 0.225, [F_INDIC_WORD] = 0.600,   [F_INDIC_LETTER] = 0.213,
-    [F_SEA_LETTER] = 0.331,   [F_HAN] = 0.850,          [F_KANA] = 0.488,
-    [F_HANGUL] = 0.825,       [F_HANGUL_WORD] = 0.294,  [F_OTHER_LETTER] = 0.500,
-    [F_DIGITS] = 1.137,       [F_PUNCT_RUN] = 0.831,    [F_PUNCT_CHAR] = 0.200,
-    [F_PUNCT_LEAD] = 0.606,   [F_SYMBOL] = 1.113,       [F_EMOJI] = 2.450,
+    [F_LATIN_WORD] = 0.875,   [F_LATIN_LONG] = 0.281,   [F_LATIN_NONASCII] = 0.675,
+    [F_LATIN_CAPS] = 0.194,   [F_ALPHA_WORD] = 0.463,   [F_ALPHA_LETTER] = 0.244,
+    [F_GREEK_WORD] = 0.650,   [F_GREEK_LETTER] = 0.400, [F_ABJAD_WORD] = 0.650,
+    [F_ABJAD_LETTER] = 0.225, [F_INDIC_WORD] = 0.588,   [F_INDIC_LETTER] = 0.213,
+    [F_SEA_LETTER] = 0.300,   [F_HAN] = 0.850,          [F_KANA] = 0.488,
+    [F_HANGUL] = 0.812,       [F_HANGUL_WORD] = 0.294,  [F_OTHER_LETTER] = 0.500,
+    [F_DIGITS] = 1.143,       [F_PUNCT_RUN] = 0.831,    [F_PUNCT_CHAR] = 0.200,
+    [F_PUNCT_LEAD] = 0.612,   [F_SYMBOL] = 1.288,       [F_EMOJI] = 2.200,
     [F_SPACE_RUN] = 0.419,    [F_NEWLINE_RUN] = 1.000,
 };
 
@@ -290,8 +290,10 @@ static void scan(const unsigned char *s, size_t len, double f[F_COUNT])
             case C_NEWLINE:
                 if (run_nonascii) /* holds a line break */
                     f[F_NEWLINE_RUN] += 1;
-                /* the last space joins the next piece; more are a piece */
-                if (trailing_spaces > 1 || (trailing_spaces == 1 && (end || c == C_SPACE)))
+                /* the last space joins a following word or punctuation;
+                 * more spaces, or a space before digits, are a piece */
+                if (trailing_spaces > 1 ||
+                    (trailing_spaces == 1 && (end || !(is_letter(c) || c == C_PUNCT))))
                     f[F_SPACE_RUN] += 1;
                 break;
             }
