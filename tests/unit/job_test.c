@@ -906,26 +906,6 @@ static void test_defaults(void)
     shoal_job_destroy(job);
 }
 
-/* Input text the estimator prices at exactly k tokens (k >= 1): as many
- * words "ab" as it takes (each adds less than one token, so no count is
- * skipped). Caller frees. */
-static char *text_of_tokens(long k)
-{
-    size_t n = 0, cap = 4 * (size_t)k + 4;
-    char *s = calloc(1, cap);
-
-    assert_true(s != NULL && k >= 1);
-    while (shoal_tokens_estimate(s, strlen(s)) < k) {
-        /* "ab", then " ab" for each further word */
-        assert_true(3 * n + 3 < cap);
-        memcpy(s + (n ? 3 * n - 1 : 0), n ? " ab" : "ab", n ? 3 : 2);
-        s[3 * n + 2] = '\0';
-        n++;
-    }
-    assert_int_eq(shoal_tokens_estimate(s, strlen(s)), k);
-    return s;
-}
-
 /* Job with n items, item i adding exactly tokens[i] to its chunk's
  * estimate: its input, plus, when extra sets max_items (always above 1
  * here, so chunks may hold several items), the "[id]" line and blank line
@@ -943,7 +923,7 @@ static shoal_job_t *token_job(const long *tokens, const char *const *groups, siz
         char id[32], *in;
         json_t *item;
         snprintf(id, sizeof(id), "it%zu", i);
-        in = text_of_tokens(tokens[i] - (multi ? shoal_tokens_estimate(id, strlen(id)) + 3 : 0));
+        in = textgen_tokens(tokens[i] - (multi ? shoal_tokens_estimate(id, strlen(id)) + 3 : 0));
         item = json_pack("{s:s, s:s}", "id", id, "input", in);
         if (groups && groups[i])
             json_object_set_new(item, "group", json_string(groups[i]));
@@ -1058,7 +1038,7 @@ static void test_tasks(void)
     }
     /* ... one more token is not: system "abcd" adds one */
     {
-        char *in = text_of_tokens(22), *text;
+        char *in = textgen_tokens(22), *text;
         assert_true(asprintf(&text,
                              "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"abcd\","
                              "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_tokens\":25},"
@@ -1123,7 +1103,7 @@ static void test_tasks(void)
  * with more than SHOAL_RENDER_MAX_PLACEHOLDERS placeholders is refused. */
 static void test_template_uses(void)
 {
-    char err[512], *text, *in = text_of_tokens(40), tmpl[256];
+    char err[512], *text, *in = textgen_tokens(40), tmpl[256];
     const char *once = "Summarize:\\n{{input}}",
                *twice = "Summarize:\\n{{input}}\\nAgain: {{input}}";
     long t_once = shoal_tokens_estimate("Summarize:\n{{input}}", 20);
