@@ -23,6 +23,7 @@ enum {
 int shoal_cmd_submit(int argc, char **argv);
 int shoal_cmd_status(int argc, char **argv);
 int shoal_cmd_results(int argc, char **argv);
+int shoal_cmd_estimate(int argc, char **argv);
 int shoal_cmd_migrate(int argc, char **argv);
 int shoal_cmd_dev(int argc, char **argv);
 

@@ -15,6 +15,7 @@ static const struct {
     {"submit", shoal_cmd_submit, "check a job file and produce it to the jobs topic"},
     {"status", shoal_cmd_status, "show a job's progress (--follow to watch it live)"},
     {"results", shoal_cmd_results, "print a finished job's merged output"},
+    {"estimate", shoal_cmd_estimate, "estimate a job file's calls, tokens, cost and duration"},
     {"migrate", shoal_cmd_migrate, "create or update the database schema"},
     {"dev", shoal_cmd_dev, "run the whole fleet on this machine (--demo runs a sample job)"},
 };
