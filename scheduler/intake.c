@@ -87,8 +87,8 @@ static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, char
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     } else {
         const char *params[] = {a, b};
-        err = shoal_pg_exec(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb)", 2, params, &r,
-                            errbuf, errlen);
+        err = shoal_pg_exec(pg, "SELECT shoal.record_job_estimated($1::jsonb, $2::jsonb)", 2,
+                            params, &r, errbuf, errlen);
     }
     if (err == SHOAL_OK) {
         snprintf(status, statuslen, "%s", PQgetvalue(r, 0, 0));

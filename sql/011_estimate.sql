@@ -1,51 +1,31 @@
 -- The job's estimate as shoal estimate prints it (common/estimate.h): calls,
 -- output tokens and expected duration next to est_tokens and est_cost_usd,
 -- and a view that sets the token estimate against what providers reported.
+-- shoal.record_job itself is left as it is.
 
 ALTER TABLE shoal.jobs
     ADD COLUMN IF NOT EXISTS est_calls      bigint,
     ADD COLUMN IF NOT EXISTS est_tokens_out bigint,
     ADD COLUMN IF NOT EXISTS est_duration_s double precision;
 
--- As in 002_functions.sql, also storing est_calls, est_tokens_out and
--- est_duration_s when the job row carries them.
-CREATE OR REPLACE FUNCTION shoal.record_job(p_job jsonb, p_tasks jsonb) RETURNS text
+-- shoal.record_job (002) and then, for a job it recorded just now, the
+-- estimate keys est_calls, est_tokens_out and est_duration_s of p_job. One
+-- statement, so one transaction with the job's row; a row without the keys
+-- (a rejection, an older scheduler) records exactly as record_job does.
+CREATE FUNCTION shoal.record_job_estimated(p_job jsonb, p_tasks jsonb) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_id     text := p_job->>'job_id';
-    v_status text := coalesce(p_job->>'status', 'running');
-    v_old    text;
+    v_status text := shoal.record_job(p_job, p_tasks);
 BEGIN
-    INSERT INTO shoal.jobs (job_id, tenant, priority, model, merge, output_format, status,
-                            error, source, settings, items_total, tasks_total, est_tokens,
-                            est_cost_usd, est_calls, est_tokens_out, est_duration_s)
-    VALUES (v_id, p_job->>'tenant', p_job->>'priority', p_job->>'model', p_job->>'merge',
-            p_job->>'output_format', v_status, p_job->>'error', p_job->>'source',
-            p_job->'settings', coalesce((p_job->>'items_total')::int, 0),
-            jsonb_array_length(coalesce(p_tasks, '[]')),
-            (p_job->>'est_tokens')::bigint, (p_job->>'est_cost_usd')::double precision,
-            (p_job->>'est_calls')::bigint, (p_job->>'est_tokens_out')::bigint,
-            (p_job->>'est_duration_s')::double precision)
-    ON CONFLICT (job_id) DO NOTHING;
-    IF NOT FOUND THEN
-        SELECT status INTO v_old FROM shoal.jobs WHERE job_id = v_id;
-        RETURN 'exists:' || v_old;
+    IF v_status = 'new' AND (p_job ? 'est_calls' OR p_job ? 'est_tokens_out'
+                             OR p_job ? 'est_duration_s') THEN
+        UPDATE shoal.jobs
+        SET est_calls = (p_job->>'est_calls')::bigint,
+            est_tokens_out = (p_job->>'est_tokens_out')::bigint,
+            est_duration_s = (p_job->>'est_duration_s')::double precision
+        WHERE job_id = p_job->>'job_id';
     END IF;
-
-    INSERT INTO shoal.tasks (task_id, job_id, chunk, item_ids, est_tokens)
-    SELECT t->>'task_id', v_id, (t->>'chunk')::int,
-           ARRAY(SELECT jsonb_array_elements_text(t->'item_ids')), (t->>'est_tokens')::int
-    FROM jsonb_array_elements(coalesce(p_tasks, '[]')) AS t;
-
-    INSERT INTO shoal.event_outbox (job_id, payload)
-    VALUES (v_id, jsonb_strip_nulls(jsonb_build_object(
-        'type', CASE WHEN v_status = 'rejected' THEN 'rejected' ELSE 'accepted' END,
-        'job_id', v_id, 'tenant', p_job->>'tenant', 'error', p_job->>'error',
-        'tasks', jsonb_array_length(coalesce(p_tasks, '[]')),
-        'items', (p_job->>'items_total')::int,
-        'est_cost_usd', (p_job->>'est_cost_usd')::double precision,
-        'ts', now())));
-    RETURN 'new';
+    RETURN v_status;
 END $$;
 
 -- Estimated against reported prompt tokens, per job and model: every call

@@ -1,9 +1,10 @@
 /*
  * The estimate columns and shoal.estimate_accuracy (sql/011_estimate.sql) on
- * a throwaway PostgreSQL with every migration applied: shoal.record_job
- * stores est_calls, est_tokens_out and est_duration_s beside est_tokens and
- * est_cost_usd (and a row without them, from an older scheduler, still
- * records); the view sets each job and model's estimated prompt tokens
+ * a throwaway PostgreSQL with every migration applied:
+ * shoal.record_job_estimated stores est_calls, est_tokens_out and
+ * est_duration_s beside est_tokens and est_cost_usd (a row without them
+ * records as shoal.record_job does, and a job recorded twice keeps its first
+ * estimate); the view sets each job and model's estimated prompt tokens
  * against the reported ones for known calls, worked out by hand below.
  */
 #include <stdio.h>
@@ -18,7 +19,7 @@
 
 /* Job e1: three tasks estimated at 100, 200 and 50 prompt tokens. */
 static const char record_sql[] =
-    "SELECT shoal.record_job("
+    "SELECT shoal.record_job_estimated("
     "'{\"job_id\": \"e1\", \"tenant\": \"acme\", \"model\": \"m1\", \"merge\": \"concat\","
     "  \"output_format\": \"text\", \"items_total\": 3, \"est_tokens\": 350,"
     "  \"est_cost_usd\": 0.25, \"est_calls\": 3, \"est_tokens_out\": 120,"
@@ -66,14 +67,22 @@ int main(void)
                   "est_duration_s, tasks_total)::text FROM shoal.jobs WHERE job_id = 'e1'",
                   NULL, v, sizeof(v));
     assert_str_eq(v, "(350,0.25,3,120,12.5,3)");
-    /* recorded again: the same job, nothing changes */
+    /* recorded again, even with another estimate: the same job, unchanged */
     sqlcheck_text(pg, record_sql, NULL, v, sizeof(v));
     assert_str_eq(v, "exists:running");
-    /* a row without the new keys (an older scheduler) records with NULLs */
     sqlcheck_text(pg,
-                  "SELECT shoal.record_job('{\"job_id\": \"old\", \"est_tokens\": 7}'::jsonb, "
-                  "'[]'::jsonb)",
+                  "SELECT shoal.record_job_estimated('{\"job_id\": \"e1\", \"est_calls\": 9}', "
+                  "'[]')",
                   NULL, v, sizeof(v));
+    assert_str_eq(v, "exists:running");
+    assert_int_eq(sqlcheck_long(pg, "SELECT est_calls FROM shoal.jobs WHERE job_id = 'e1'", NULL),
+                  3);
+    /* a row without the new keys (an older scheduler) records with NULLs */
+    sqlcheck_text(
+        pg,
+        "SELECT shoal.record_job_estimated('{\"job_id\": \"old\", \"est_tokens\": 7}'::jsonb, "
+        "'[]'::jsonb)",
+        NULL, v, sizeof(v));
     assert_str_eq(v, "new");
     sqlcheck_text(pg,
                   "SELECT row(est_tokens, est_calls, est_tokens_out, est_duration_s)::text "
