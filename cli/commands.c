@@ -415,15 +415,55 @@ int shoal_cmd_status(int argc, char **argv)
     return rc;
 }
 
+/* Writes job_id's merged output (npages pages of shoal.job_output) to out,
+ * one page in memory at a time, inside a read-only snapshot so the pages are
+ * those of one merge. Adds a final newline when the output lacks one. */
+static shoal_err_t write_pages(shoal_pg_t *pg, const char *job_id, long npages, FILE *out,
+                               char *errbuf, size_t errlen)
+{
+    char last = '\n', page[24];
+    const char *params[] = {job_id, page};
+    shoal_err_t err = shoal_pg_exec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
+                                    NULL, errbuf, errlen);
+    if (err != SHOAL_OK)
+        return err;
+    for (long p = 0; p < npages && err == SHOAL_OK; p++) {
+        PGresult *r;
+        snprintf(page, sizeof(page), "%ld", p);
+        err = shoal_pg_exec(pg, "SELECT body FROM shoal.job_output WHERE job_id = $1 AND page = $2",
+                            2, params, &r, errbuf, errlen);
+        if (err != SHOAL_OK)
+            break;
+        if (PQntuples(r) != 1) {
+            err = shoal_err_set(
+                errbuf, errlen, SHOAL_ERR_NOTFOUND,
+                "page %ld of %ld of the output is missing (merged again meanwhile?)", p, npages);
+        } else {
+            size_t n = (size_t)PQgetlength(r, 0, 0);
+            if (n && fwrite(PQgetvalue(r, 0, 0), 1, n, out) != n)
+                err = shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not write the output: %s",
+                                    strerror(errno));
+            if (n)
+                last = PQgetvalue(r, 0, 0)[n - 1];
+        }
+        PQclear(r);
+    }
+    shoal_pg_exec(pg, "COMMIT", 0, NULL, NULL, NULL, 0);
+    if (err == SHOAL_OK && last != '\n' && fputc('\n', out) == EOF)
+        err = shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not write the output: %s",
+                            strerror(errno));
+    return err;
+}
+
 int shoal_cmd_results(int argc, char **argv)
 {
     static const char usage[] = "shoal results [options] JOB_ID";
     static const char summary[] =
         "Prints a finished job's merged output (by its merge strategy: concat, json_array or\n"
-        "jsonl) to standard output.";
+        "jsonl) to standard output, streamed page by page however large it is.";
     struct cli_conf c;
     shoal_optres_t res;
-    char err[512];
+    char err[512] = "";
     PGresult *r;
     int rc = parse(pg_only_opts, &c, argc, argv, usage, summary, 1, &res);
     if (rc >= 0)
@@ -431,7 +471,7 @@ int shoal_cmd_results(int argc, char **argv)
     shoal_pg_t *pg = shoal_pg_new(c.pg, "shoal-cli");
     const char *params[] = {res.pos[0]};
     if (shoal_pg_exec(pg,
-                      "SELECT status, output, tasks_done, tasks_total, coalesce(error, '') "
+                      "SELECT status, output_pages, tasks_done, tasks_total, coalesce(error, '') "
                       "FROM shoal.jobs WHERE job_id = $1",
                       1, params, &r, err, sizeof(err)) != SHOAL_OK) {
         fprintf(stderr, "shoal: %s\n", err);
@@ -441,28 +481,27 @@ int shoal_cmd_results(int argc, char **argv)
     if (PQntuples(r) == 0) {
         fprintf(stderr, "shoal: no job %s\n", res.pos[0]);
         rc = SHOAL_EXIT_NOT_FOUND;
+    } else if (!strcmp(PQgetvalue(r, 0, 0), "rejected")) {
+        fprintf(stderr, "shoal: job %s was rejected: %s\n", res.pos[0], PQgetvalue(r, 0, 4));
+        rc = SHOAL_EXIT_JOB_FAILED;
     } else if (PQgetisnull(r, 0, 1)) {
-        const char *st = PQgetvalue(r, 0, 0);
-        if (!strcmp(st, "rejected")) {
-            fprintf(stderr, "shoal: job %s was rejected: %s\n", res.pos[0], PQgetvalue(r, 0, 4));
-            rc = SHOAL_EXIT_JOB_FAILED;
-        } else {
-            fprintf(stderr,
-                    "shoal: job %s is %s (%s of %s tasks done); try again later or use "
-                    "shoal status --follow\n",
-                    res.pos[0], st, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
-            rc = SHOAL_EXIT_NOT_DONE;
-        }
+        fprintf(stderr,
+                "shoal: job %s is %s (%s of %s tasks done); try again later or use "
+                "shoal status --follow\n",
+                res.pos[0], PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+        rc = SHOAL_EXIT_NOT_DONE;
     } else {
-        const char *out = PQgetvalue(r, 0, 1);
-        size_t n = strlen(out);
-        fwrite(out, 1, n, stdout);
-        if (n && out[n - 1] != '\n')
-            fputc('\n', stdout);
-        if (*PQgetvalue(r, 0, 4))
-            fprintf(stderr, "shoal: job %s ended %s: %s\n", res.pos[0], PQgetvalue(r, 0, 0),
-                    PQgetvalue(r, 0, 4));
-        rc = exit_for(PQgetvalue(r, 0, 0));
+        long npages = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+        if (write_pages(pg, res.pos[0], npages, stdout, err, sizeof(err)) != SHOAL_OK ||
+            fflush(stdout) != 0) {
+            fprintf(stderr, "shoal: %s\n", err[0] ? err : "could not write the output");
+            rc = SHOAL_EXIT_ERROR;
+        } else {
+            if (*PQgetvalue(r, 0, 4))
+                fprintf(stderr, "shoal: job %s ended %s: %s\n", res.pos[0], PQgetvalue(r, 0, 0),
+                        PQgetvalue(r, 0, 4));
+            rc = exit_for(PQgetvalue(r, 0, 0));
+        }
     }
     PQclear(r);
     shoal_pg_destroy(pg);
@@ -596,4 +635,101 @@ int shoal_cmd_migrate(int argc, char **argv)
     printf("schema shoal is up to date (%d migrations, %d applied now)\n", total, applied);
     shoal_pg_destroy(pg);
     return SHOAL_EXIT_OK;
+}
+
+/* Runs one of the job control functions (shoal.cancel_job, shoal.resume_job)
+ * on the job named on the command line; its answer into out. Returns -1 to
+ * go on with the answer, else the exit code (a missing job included). */
+static int control(int argc, char **argv, const char *usage, const char *summary, const char *sql,
+                   char *job_id, size_t idlen, char *out, size_t outlen)
+{
+    struct cli_conf c;
+    shoal_optres_t res;
+    char err[512];
+    PGresult *r;
+    int rc = parse(pg_only_opts, &c, argc, argv, usage, summary, 1, &res);
+    if (rc >= 0)
+        return rc;
+    snprintf(job_id, idlen, "%s", res.pos[0]);
+    shoal_pg_t *pg = shoal_pg_new(c.pg, "shoal-cli");
+    const char *params[] = {res.pos[0]};
+    if (shoal_pg_exec(pg, sql, 1, params, &r, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: %s\n", err);
+        shoal_pg_destroy(pg);
+        return SHOAL_EXIT_ERROR;
+    }
+    snprintf(out, outlen, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    shoal_pg_destroy(pg);
+    if (!strcmp(out, "not_found")) {
+        fprintf(stderr, "shoal: no job %s\n", job_id);
+        return SHOAL_EXIT_NOT_FOUND;
+    }
+    return -1;
+}
+
+int shoal_cmd_cancel(int argc, char **argv)
+{
+    static const char usage[] = "shoal cancel [options] JOB_ID";
+    static const char summary[] =
+        "Cancels a running job: no model call of it starts after the workers see the cancel\n"
+        "(within about a second); its tasks not yet ended are marked cancelled, calls already\n"
+        "running may finish (their results are kept but change nothing), and the job ends\n"
+        "`cancelled` with a `cancelled` event. Exit 0 when cancelled (or already was), 4 when\n"
+        "there is no such job, 2 when the job had already ended otherwise.";
+    char job_id[256], ans[128];
+    int rc = control(argc, argv, usage, summary, "SELECT shoal.cancel_job($1)", job_id,
+                     sizeof(job_id), ans, sizeof(ans));
+    if (rc >= 0)
+        return rc;
+    if (!strncmp(ans, "cancelled:", 10)) {
+        printf("job %s cancelled: %s task%s not yet ended marked cancelled; calls already running "
+               "may finish\n",
+               job_id, ans + 10, strcmp(ans + 10, "1") ? "s" : "");
+        return SHOAL_EXIT_OK;
+    }
+    if (!strcmp(ans, "ended:cancelled")) {
+        printf("job %s was already cancelled\n", job_id);
+        return SHOAL_EXIT_OK;
+    }
+    fprintf(stderr, "shoal: cannot cancel job %s: it has already ended %s\n", job_id,
+            !strncmp(ans, "ended:", 6) ? ans + 6 : ans);
+    return SHOAL_EXIT_USAGE;
+}
+
+int shoal_cmd_resume(int argc, char **argv)
+{
+    static const char usage[] = "shoal resume [options] JOB_ID";
+    static const char summary[] =
+        "Runs a partial or failed job's failed (dead-lettered) tasks again, e.g. once the\n"
+        "provider outage that failed them is over: they start over with max_attempts fresh\n"
+        "calls, a scheduler publishes them again from the job's stored inputs, and the job\n"
+        "is running until they end. A job submitted with \"store_inputs\": false cannot be\n"
+        "resumed. Exit 0 when resumed, 4 when there is no such job, 2 when the job cannot be\n"
+        "resumed (the reason is printed).";
+    char job_id[256], ans[128];
+    int rc = control(argc, argv, usage, summary, "SELECT shoal.resume_job($1)", job_id,
+                     sizeof(job_id), ans, sizeof(ans));
+    if (rc >= 0)
+        return rc;
+    if (!strncmp(ans, "resumed:", 8)) {
+        printf("job %s resumed: %s failed task%s will run again\n", job_id, ans + 8,
+               strcmp(ans + 8, "1") ? "s" : "");
+        return SHOAL_EXIT_OK;
+    }
+    if (!strcmp(ans, "no_inputs"))
+        fprintf(stderr,
+                "shoal: cannot resume job %s: it was submitted with \"store_inputs\": false, so "
+                "its tasks cannot be built again; submit it again under a new job_id\n",
+                job_id);
+    else if (!strcmp(ans, "nothing_failed"))
+        fprintf(stderr, "shoal: cannot resume job %s: it has no failed tasks\n", job_id);
+    else if (!strcmp(ans, "not_ended:running"))
+        fprintf(stderr, "shoal: cannot resume job %s: it is still running\n", job_id);
+    else
+        fprintf(stderr,
+                "shoal: cannot resume job %s: it ended %s (only partial or failed jobs "
+                "can be resumed)\n",
+                job_id, !strncmp(ans, "cannot:", 7) ? ans + 7 : ans);
+    return SHOAL_EXIT_USAGE;
 }

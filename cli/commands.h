@@ -4,7 +4,8 @@
  *   0 success (for status/results: the job completed, or is running without --follow)
  *   1 an operational error (Kafka or PostgreSQL unreachable, unreadable file)
  *   2 bad usage or an invalid job file
- *   3 the job ended partial, failed or rejected
+ *   2 also: the job cannot be cancelled or resumed as it stands (cancel, resume)
+ *   3 the job ended partial, failed, rejected or cancelled
  *   4 no such job
  *   5 the job has not finished yet (results)
  */
@@ -25,6 +26,8 @@ int shoal_cmd_status(int argc, char **argv);
 int shoal_cmd_results(int argc, char **argv);
 int shoal_cmd_estimate(int argc, char **argv);
 int shoal_cmd_migrate(int argc, char **argv);
+int shoal_cmd_cancel(int argc, char **argv);
+int shoal_cmd_resume(int argc, char **argv);
 int shoal_cmd_dev(int argc, char **argv);
 
 /* Follows a job until it ends (used by submit --wait and dev --demo).

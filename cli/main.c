@@ -16,6 +16,8 @@ static const struct {
     {"status", shoal_cmd_status, "show a job's progress (--follow to watch it live)"},
     {"results", shoal_cmd_results, "print a finished job's merged output"},
     {"estimate", shoal_cmd_estimate, "estimate a job file's calls, tokens, cost and duration"},
+    {"cancel", shoal_cmd_cancel, "cancel a running job (no call of it starts after)"},
+    {"resume", shoal_cmd_resume, "run a partial or failed job's failed tasks again"},
     {"migrate", shoal_cmd_migrate, "create or update the database schema"},
     {"dev", shoal_cmd_dev, "run the whole fleet on this machine (--demo runs a sample job)"},
 };
@@ -29,8 +31,9 @@ static void usage(FILE *out)
     fprintf(out, "\n`shoal COMMAND --help` describes each command. Connection settings come from\n"
                  "flags, then SHOAL_* environment variables, then the file `shoal dev` writes\n"
                  "($SHOAL_HOME/dev.env, default ~/.shoal/dev.env).\n\n"
-                 "exit codes: 0 ok, 1 error, 2 usage or invalid job, 3 job ended partial, failed\n"
-                 "or rejected, 4 no such job, 5 job not finished yet\n");
+                 "exit codes: 0 ok, 1 error, 2 usage, invalid job, or a job that cannot be\n"
+                 "cancelled or resumed, 3 job ended partial, failed, rejected or cancelled, 4 no\n"
+                 "such job, 5 job not finished yet\n");
 }
 
 int main(int argc, char **argv)

@@ -351,7 +351,8 @@ json_t *shoal_job_settings(const shoal_job_t *job)
 {
     static const char *const keys[] = {"tenant",     "priority",   "model",      "fallback_models",
                                        "chunking",   "output",     "merge",      "max_attempts",
-                                       "timeout_ms", "deadline_s", "budget_usd", NULL};
+                                       "timeout_ms", "deadline_s", "budget_usd", "store_inputs",
+                                       NULL};
     json_t *s = json_object();
 
     if (!s)

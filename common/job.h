@@ -83,8 +83,9 @@ shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id);
 /* A new object with every setting of the job except its prompt text (no
  * system, prompt_template or item inputs): tenant, priority, model,
  * fallback_models, chunking, output, merge, max_attempts, timeout_ms,
- * deadline_s and budget_usd (each only when set) and n_items. The database stores this, never
- * prompts. Caller owns the reference; NULL when out of memory. */
+ * deadline_s, budget_usd and store_inputs (each only when set) and n_items.
+ * shoal.jobs.settings stores this, never prompts. Caller owns the reference; NULL when out of
+ * memory. */
 json_t *shoal_job_settings(const shoal_job_t *job);
 
 /* Sets a deep copy of the job's top-level field key in obj under the same key

@@ -75,21 +75,25 @@ static void rejected_identity(const void *value, size_t len, size_t max_bytes, c
     json_decref(doc);
 }
 
-static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, char *status,
-                          size_t statuslen, char *errbuf, size_t errlen)
+/* Records the job row, its task rows and, when inputs is not NULL, the job's
+ * inputs (the parsed document, prompts included) in one statement. */
+static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, const json_t *inputs,
+                          char *status, size_t statuslen, char *errbuf, size_t errlen)
 {
     char *a = json_dumps(jobrow, JSON_COMPACT);
     char *b = json_dumps(taskrows, JSON_COMPACT);
+    char *c = inputs ? json_dumps(inputs, JSON_COMPACT) : NULL;
     PGresult *r = NULL;
     shoal_err_t err;
 
-    if (!a || !b) {
+    if (!a || !b || (inputs && !c)) {
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     } else {
-        const char *params[] = {a, b};
-        err = shoal_pg_exec(pg, "SELECT shoal.record_job_estimated($1::jsonb, $2::jsonb)", 2,
-                            params, &r, errbuf, errlen);
+        const char *params[] = {a, b, c};
+        err = shoal_pg_exec(pg, "SELECT shoal.record_job_estimated($1::jsonb, $2::jsonb, $3::text)",
+                            3, params, &r, errbuf, errlen);
     }
+    free(c);
     if (err == SHOAL_OK) {
         snprintf(status, statuslen, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
@@ -115,50 +119,28 @@ static shoal_err_t reject(const shoal_intake_conf_t *c, const char *source, cons
     if (tenant)
         json_object_set_new(row, "tenant", tenant);
     json_t *none = json_array();
-    shoal_err_t err = record(c->pg, row, none, status, sizeof(status), errbuf, errlen);
+    shoal_err_t err = record(c->pg, row, none, NULL, status, sizeof(status), errbuf, errlen);
     json_decref(row);
     json_decref(none);
     return err;
 }
 
-/* Produces the tasks still pending in PostgreSQL, waits for Kafka to
- * acknowledge them, then marks them queued. A job's deadline counts from
- * when it was first recorded, so tasks published again after a restart or a
- * redelivery of the job keep the deadline of the first publication. */
-static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *job, int *published,
-                                   char *errbuf, size_t errlen)
+shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job, const long *chunks,
+                                 size_t n, int *published, char *errbuf, size_t errlen)
 {
     const char *job_id = shoal_job_id(job);
-    const char *params[] = {job_id};
-    PGresult *r;
-    shoal_err_t err;
+    shoal_err_t err = SHOAL_OK;
     shoal_kafka_ack_t ack = {0, 0};
     const char *topic = shoal_topics_task(c->topics, shoal_job_priority(job));
 
     *published = 0;
-    if ((err = shoal_pg_exec(c->pg,
-                             "SELECT t.chunk, floor(extract(epoch FROM j.submitted_at))::bigint "
-                             "FROM shoal.tasks t JOIN shoal.jobs j ON j.job_id = t.job_id "
-                             "WHERE t.job_id = $1 AND t.status = 'pending' ORDER BY t.chunk",
-                             1, params, &r, errbuf, errlen)) != SHOAL_OK)
-        return err;
-
-    int rows = PQntuples(r);
-    if (rows > 0) {
-        char *end;
-        long long submitted = strtoll(PQgetvalue(r, 0, 1), &end, 10);
-        if (*end == '\0' && submitted > 0)
-            shoal_job_set_submitted(job, submitted);
-    }
-    size_t cap = (size_t)rows * 12 + 3, alen = 0;
-    char *chunks = malloc(cap);
-    if (!chunks) {
-        PQclear(r);
+    size_t cap = n * 12 + 3, alen = 0;
+    char *list = malloc(cap);
+    if (!list)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    }
-    chunks[alen++] = '{';
-    for (int i = 0; i < rows && err == SHOAL_OK; i++) {
-        long chunk = strtol(PQgetvalue(r, i, 0), NULL, 10);
+    list[alen++] = '{';
+    for (size_t i = 0; i < n && err == SHOAL_OK; i++) {
+        long chunk = chunks[i];
         if (chunk < 0 || (size_t)chunk >= shoal_job_n_chunks(job)) {
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                 "chunk %ld of job %s is recorded but the job now splits into %zu "
@@ -185,7 +167,7 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *jo
         json_decref(task);
         if (err != SHOAL_OK)
             break;
-        alen += (size_t)snprintf(chunks + alen, cap - alen, "%s%ld", i ? "," : "", chunk);
+        alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", i ? "," : "", chunk);
         (*published)++;
         if (c->fault_kill_after > 0 && *published >= c->fault_kill_after) {
             shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS, NULL, 0);
@@ -194,8 +176,7 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *jo
             raise(SIGKILL);
         }
     }
-    snprintf(chunks + alen, cap - alen, "}");
-    PQclear(r);
+    snprintf(list + alen, cap - alen, "}");
     shoal_log_debug("intake", "tasks produced job_id=%s tasks=%d topic=%s", job_id, *published,
                     topic);
     /* Always settle what was produced, even after an error: ack lives here. */
@@ -203,12 +184,96 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *jo
                                             err == SHOAL_OK ? errbuf : NULL, errlen);
     if (err == SHOAL_OK)
         err = werr;
-    if (err == SHOAL_OK && rows > 0) {
-        const char *mp[] = {job_id, chunks};
+    if (err == SHOAL_OK && n > 0) {
+        const char *mp[] = {job_id, list};
         err = shoal_pg_exec(c->pg, "SELECT shoal.mark_queued($1, $2::int[])", 2, mp, NULL, errbuf,
                             errlen);
     }
+    free(list);
+    return err;
+}
+
+/* Produces the tasks still pending in PostgreSQL (shoal_intake_publish). A
+ * job's deadline counts from when it was first recorded, so tasks published
+ * again after a restart or a redelivery of the job keep the deadline of the
+ * first publication. */
+static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *job, int *published,
+                                   char *errbuf, size_t errlen)
+{
+    const char *params[] = {shoal_job_id(job)};
+    PGresult *r;
+    shoal_err_t err;
+
+    *published = 0;
+    if ((err = shoal_pg_exec(
+             c->pg,
+             "SELECT t.chunk, floor(extract(epoch FROM j.submitted_at))::bigint "
+             "FROM shoal.tasks t JOIN shoal.jobs j ON j.job_id = t.job_id "
+             "WHERE t.job_id = $1 AND t.status = 'pending' AND t.parent_task_id IS NULL "
+             "ORDER BY t.chunk",
+             1, params, &r, errbuf, errlen)) != SHOAL_OK)
+        return err;
+
+    int rows = PQntuples(r);
+    if (rows > 0) {
+        char *end;
+        long long submitted = strtoll(PQgetvalue(r, 0, 1), &end, 10);
+        if (*end == '\0' && submitted > 0)
+            shoal_job_set_submitted(job, submitted);
+    }
+    long *chunks = malloc((size_t)(rows > 0 ? rows : 1) * sizeof(*chunks));
+    if (!chunks) {
+        PQclear(r);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < rows; i++)
+        chunks[i] = strtol(PQgetvalue(r, i, 0), NULL, 10);
+    PQclear(r);
+    err = shoal_intake_publish(c, job, chunks, (size_t)rows, published, errbuf, errlen);
     free(chunks);
+    return err;
+}
+
+/* On a job recorded before: whether its recorded tasks still match the plan
+ * made of this message now (taskrows). *mismatch is set when they do not,
+ * with the reason in why; *same_source says whether this message is the one
+ * the job was recorded from (a redelivery). */
+static shoal_err_t check_plan(shoal_pg_t *pg, const char *job_id, const char *source,
+                              const json_t *taskrows, int *mismatch, int *same_source, char *why,
+                              size_t whylen, char *errbuf, size_t errlen)
+{
+    char *rows = json_dumps(taskrows, JSON_COMPACT);
+    PGresult *r;
+
+    *mismatch = *same_source = 0;
+    if (!rows)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    const char *params[] = {job_id, source, rows};
+    shoal_err_t err = shoal_pg_exec(pg,
+                                    "SELECT reason, same_source FROM "
+                                    "shoal.plan_mismatch($1, $2, $3::jsonb)",
+                                    3, params, &r, errbuf, errlen);
+    free(rows);
+    if (err != SHOAL_OK)
+        return err;
+    if (PQntuples(r) > 0) {
+        *mismatch = 1;
+        *same_source = !strcmp(PQgetvalue(r, 0, 1), "t");
+        snprintf(why, whylen, "%s", PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return SHOAL_OK;
+}
+
+/* Ends a recorded job failed with reason (in out->reason) and its event. */
+static shoal_err_t fail_recorded(shoal_pg_t *pg, shoal_intake_result_t *out, char *errbuf,
+                                 size_t errlen)
+{
+    const char *params[] = {out->job_id, out->reason};
+    shoal_err_t err =
+        shoal_pg_exec(pg, "SELECT shoal.fail_job($1, $2)", 2, params, NULL, errbuf, errlen);
+    if (err == SHOAL_OK)
+        out->outcome = SHOAL_INTAKE_FAILED;
     return err;
 }
 
@@ -235,6 +300,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
+    snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
 
     /* The job's own model, as `shoal estimate` reports it; the models were
      * checked by shoal_job_parse, so this fails only without a models file. */
@@ -270,21 +336,45 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     }
     out->tasks = (int)shoal_job_n_chunks(job);
 
-    err = row && taskrows ? record(c->pg, row, taskrows, status, sizeof(status), errbuf, errlen)
-                          : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    /* The inputs are kept, so that lost tasks can be published again, unless
+     * the job says "store_inputs": false. */
+    const json_t *inputs = json_is_false(json_object_get(shoal_job_json(job), "store_inputs"))
+                               ? NULL
+                               : shoal_job_json(job);
+    err = row && taskrows
+              ? record(c->pg, row, taskrows, inputs, status, sizeof(status), errbuf, errlen)
+              : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     json_decref(row);
-    json_decref(taskrows);
     if (err == SHOAL_ERR_INVALID) {
         /* The database refuses this job for good: keep it visible as
          * rejected with the database's reason rather than drop it. */
         snprintf(why, sizeof(why), "could not record the job: %s", errbuf ? errbuf : "");
+        json_decref(taskrows);
         shoal_job_destroy(job);
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
-    if (err == SHOAL_OK) {
+    int running = err == SHOAL_OK && strcmp(status, "exists:running") == 0;
+    if (err == SHOAL_OK)
         out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
-        if (out->outcome == SHOAL_INTAKE_NEW || strcmp(status, "exists:running") == 0)
-            err = publish_pending(c, job, &out->published, errbuf, errlen);
+    if (running) {
+        /* Tasks are published from this message's chunk plan, so they must be
+         * the tasks recorded. The same message planned differently now (a
+         * scheduler upgrade between deliveries) can never run: the job fails
+         * with the reason. Another message under the job's id does not get
+         * to end the job that runs: nothing is published from it. */
+        int mismatch, same_source;
+        err = check_plan(c->pg, out->job_id, source, taskrows, &mismatch, &same_source, why,
+                         sizeof(why), errbuf, errlen);
+        if (err == SHOAL_OK && mismatch) {
+            running = 0;
+            snprintf(out->reason, sizeof(out->reason), "cannot fan out the job: %s", why);
+            if (same_source)
+                err = fail_recorded(c->pg, out, errbuf, errlen);
+        }
+    }
+    json_decref(taskrows);
+    if (err == SHOAL_OK && (out->outcome == SHOAL_INTAKE_NEW || running)) {
+        err = publish_pending(c, job, &out->published, errbuf, errlen);
         if (err == SHOAL_ERR_LIMIT) {
             /* A task Kafka will never take: the job cannot run, so it ends
              * failed with the reason instead of waiting forever. */
@@ -292,11 +382,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                      "%s; raise the producer's message.max.bytes (-X message.max.bytes=N, and "
                      "the topic's max.message.bytes) or use smaller chunks",
                      errbuf ? errbuf : "a task message is too large");
-            const char *params[] = {out->job_id, out->reason};
-            err = shoal_pg_exec(c->pg, "SELECT shoal.fail_job($1, $2)", 2, params, NULL, errbuf,
-                                errlen);
-            if (err == SHOAL_OK)
-                out->outcome = SHOAL_INTAKE_FAILED;
+            err = fail_recorded(c->pg, out, errbuf, errlen);
         }
     }
     shoal_job_destroy(job);

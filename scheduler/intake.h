@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "common/err.h"
+#include "common/job.h"
 #include "common/kafka.h"
 #include "common/models.h"
 #include "common/pg.h"
@@ -29,16 +30,20 @@ typedef struct {
 
 typedef enum {
     SHOAL_INTAKE_NEW = 1,   /* recorded now */
-    SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published */
+    SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published, or none when
+                               this message's chunk plan differs (reason says why) */
     SHOAL_INTAKE_REJECTED,  /* invalid; stored as rejected with the reason */
-    SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published: failed */
+    SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published (too large for
+                               Kafka, or a redelivery whose chunk plan no longer matches
+                               the recorded tasks): failed with the reason */
 } shoal_intake_outcome_t;
 
 typedef struct {
     shoal_intake_outcome_t outcome;
     char job_id[256];
-    int tasks;     /* tasks the job has */
-    int published; /* tasks produced by this call */
+    int tasks;         /* tasks the job has */
+    int published;     /* tasks produced by this call */
+    char priority[16]; /* the job's priority ("" when it was not read) */
     char reason[512];
 } shoal_intake_result_t;
 
@@ -50,5 +55,16 @@ typedef struct {
 shoal_err_t shoal_intake_job(const shoal_intake_conf_t *conf, const char *topic, int partition,
                              long long offset, const void *value, size_t len,
                              shoal_intake_result_t *out, char *errbuf, size_t errlen);
+
+/* Produces the task messages of chunks[0..n) of job (parsed, with its id and
+ * its submission time set: see shoal_job_set_submitted), waits until Kafka
+ * acknowledged them all, then marks them queued (shoal.mark_queued).
+ * *published counts the messages produced. SHOAL_ERR_INVALID when a chunk
+ * is out of the job's range, SHOAL_ERR_LIMIT when Kafka refuses a message
+ * for its size, SHOAL_ERR_RETRY when Kafka or PostgreSQL failed. Used by
+ * intake and by the reconciler (scheduler/reconcile.h). */
+shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *conf, shoal_job_t *job,
+                                 const long *chunks, size_t n, int *published, char *errbuf,
+                                 size_t errlen);
 
 #endif

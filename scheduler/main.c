@@ -13,22 +13,42 @@
 
 #include "common/kafka.h"
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "common/models.h"
 #include "common/opt.h"
 #include "common/pg.h"
 #include "common/service.h"
 #include "scheduler/intake.h"
 #include "scheduler/merger.h"
+#include "scheduler/reconcile.h"
+#include "scheduler/smetrics.h"
 
 struct sched_conf {
     shoal_service_conf_t svc;
     long max_job_bytes;
+    long metrics_port;
+    const char *metrics_bind;
+    const char *worker_group;
+    long reconcile_after_ms;
+    long reconcile_pending_ms;
+    long reconcile_every_ms;
 };
 
 static const struct shoal_opt sched_opts[] = {
     SHOAL_SERVICE_OPTS(struct sched_conf, "shoal-scheduler"),
     {"max-job-bytes", SHOAL_OPT_INT, offsetof(struct sched_conf, max_job_bytes), "1048576", 1024,
      1L << 30, "larger job messages are rejected"},
+    SHOAL_METRICS_HTTP_OPTS(struct sched_conf, metrics_port, metrics_bind),
+    {"worker-group", SHOAL_OPT_STR, offsetof(struct sched_conf, worker_group), "shoal-workers", 0,
+     0, "the workers' consumer group, whose lag the metrics report"},
+    {"reconcile-after-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_after_ms), "600000",
+     1000, 86400000L * 7,
+     "a queued task with no call for this long is taken as lost and published again"},
+    {"reconcile-pending-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_pending_ms),
+     "60000", 0, 86400000L * 7,
+     "a task recorded but not published for this long is published (resumed tasks: at once)"},
+    {"reconcile-every-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_every_ms), "5000",
+     100, 3600000, "how often PostgreSQL is searched for lost tasks"},
     {0},
 };
 
@@ -49,7 +69,7 @@ static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *msg)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer,
+static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka_t *consumer,
                    const rd_kafka_message_t *msg)
 {
     char err[1024];
@@ -77,13 +97,20 @@ static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer,
         shoal_service_sleep_ms(backoff);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
+    shoal_smetrics_intake(sm, &res);
     switch (res.outcome) {
     case SHOAL_INTAKE_NEW:
         shoal_log_info("intake", "job accepted job_id=%s tasks=%d", res.job_id, res.tasks);
         break;
     case SHOAL_INTAKE_DUPLICATE:
-        shoal_log_info("intake", "job already known job_id=%s republished=%d", res.job_id,
-                       res.published);
+        if (res.reason[0])
+            shoal_log_warn("intake",
+                           "job already known, not published from this message "
+                           "job_id=%s reason=\"%s\"",
+                           res.job_id, res.reason);
+        else
+            shoal_log_info("intake", "job already known job_id=%s republished=%d", res.job_id,
+                           res.published);
         break;
     case SHOAL_INTAKE_REJECTED:
         shoal_log_warn("intake", "job rejected job_id=%s reason=\"%s\"", res.job_id, res.reason);
@@ -141,13 +168,43 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    shoal_metrics_t *metrics = NULL;
+    shoal_metrics_http_t *mhttp = NULL;
+    shoal_smetrics_t *sm = NULL;
+    if (conf.metrics_port > 0) {
+        /* The series and their collect callback exist before the first
+         * scrape can come. */
+        shoal_smetrics_conf_t smc = {conf.svc.pg, conf.svc.bootstrap, &conf.svc.kafka,
+                                     conf.worker_group, &topics};
+        metrics = shoal_metrics_new();
+        snprintf(err, sizeof(err), "out of memory");
+        sm = metrics ? shoal_smetrics_new(metrics, &smc, err, sizeof(err)) : NULL;
+        mhttp = sm ? shoal_metrics_http_new(metrics, conf.metrics_bind, (int)conf.metrics_port, err,
+                                            sizeof(err))
+                   : NULL;
+        if (!mhttp) {
+            shoal_log_error("main", "cannot serve metrics error=\"%s\"", err);
+            return 1;
+        }
+        shoal_pg_set_observer(pg, shoal_smetrics_db_observe, sm);
+        shoal_log_info("main", "metrics served bind=%s port=%d", conf.metrics_bind,
+                       shoal_metrics_http_port(mhttp));
+    }
     shoal_intake_conf_t ic = {pg, producer, &topics, models, (size_t)conf.max_job_bytes, 0};
     const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);
 
+    shoal_reconcile_conf_t rconf = {conf.reconcile_every_ms, conf.reconcile_pending_ms,
+                                    conf.reconcile_after_ms};
+    shoal_reconcile_t *reconciler = shoal_reconcile_new(conf.svc.pg, &ic, &rconf);
+    if (!reconciler) {
+        shoal_log_error("main", "could not start error=\"out of memory\"");
+        return 1;
+    }
+
     shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.svc.group, topics.jobs);
-    double last_merge_err = 0;
+    double last_merge_err = 0, last_reconcile_err = 0;
     /* Sleep on both Kafka and the merger's connection, so a job's last
      * result is merged the moment its NOTIFY arrives, not at the next tick. */
     int wake[2] = {-1, -1};
@@ -171,7 +228,7 @@ int main(int argc, char **argv)
                 shoal_log_warn("kafka", "consumer error error=\"%s\"",
                                rd_kafka_message_errstr(msg));
             } else {
-                handle(&ic, consumer, msg);
+                handle(&ic, sm, consumer, msg);
             }
             rd_kafka_message_destroy(msg);
         }
@@ -181,6 +238,16 @@ int main(int argc, char **argv)
             if (now - last_merge_err > 5000) {
                 shoal_log_warn("merger", "could not merge, will retry error=\"%s\"", err);
                 last_merge_err = now;
+            }
+        }
+        /* Between messages, bounded per pass: Kafka is polled again soon. */
+        int republished, lost_failed;
+        if (shoal_reconcile_poll(reconciler, 0, &republished, &lost_failed, err, sizeof(err)) !=
+            SHOAL_OK) {
+            double now = shoal_service_now_ms();
+            if (now - last_reconcile_err > 5000) {
+                shoal_log_warn("reconcile", "could not reconcile, will retry error=\"%s\"", err);
+                last_reconcile_err = now;
             }
         }
         rd_kafka_poll(producer, 0);
@@ -198,7 +265,11 @@ int main(int argc, char **argv)
     rd_kafka_flush(producer, 10000);
     rd_kafka_destroy(producer);
     shoal_merger_destroy(merger);
+    shoal_reconcile_destroy(reconciler);
     shoal_pg_destroy(pg);
+    shoal_metrics_http_destroy(mhttp); /* before the handle its scrapes use */
+    shoal_smetrics_destroy(sm);
+    shoal_metrics_destroy(metrics);
     shoal_models_destroy(models);
     return 0;
 }

@@ -45,6 +45,7 @@
 #include "worker/sink.h"
 #include "worker/store.h"
 #include "worker/task.h"
+#include "worker/wmetrics.h"
 
 #define NPRIO 3
 #define CHECK_BATCH 512
@@ -63,8 +64,11 @@ static int counts_attempt(shoal_outcome_t o)
              o == SHOAL_OUTCOME_CONNECTION);
 }
 
-#define OUTPUT_ROOM_MAX 65536 /* truncated answers are retried with at most this */
-#define EXPIRE_EVERY_MS 250.0 /* how often waiting tasks are checked against their deadlines */
+#define OUTPUT_ROOM_MAX 65536  /* truncated answers are retried with at most this */
+#define EXPIRE_EVERY_MS 250.0  /* how often waiting tasks are checked against their deadlines */
+#define METRICS_EVERY_MS 250.0 /* how often lane and task gauges are refreshed */
+#define CANCEL_POLL_MS 500     /* how often the checker looks for cancelled jobs */
+#define CANCELLED_MAX 10000    /* cancelled job ids remembered; the check covers the rest */
 
 struct runner {
     const shoal_runner_conf_t *conf;
@@ -103,8 +107,12 @@ struct runner {
     double first_result_ms; /* when the oldest unflushed result finished */
     unsigned long long seq;
     double expired_ms; /* when waiting tasks were last checked against their deadlines */
+    json_t *cancelled; /* job ids cancelled while this worker ran (object as a set) */
     long long start_ms;
     unsigned rand_state;
+    shoal_wmetrics_t *wm;    /* NULL when metrics are off */
+    double metrics_ms;       /* when the gauges were last refreshed */
+    double write_started_ms; /* when the write in progress was handed over */
 };
 
 static shoal_lane_t *lane_of(struct runner *r, const shoal_task_t *t)
@@ -193,6 +201,18 @@ static int timer_add(struct runner *r, shoal_task_t *t)
     r->timers[r->ntimers++] = t;
     heap_up(r, t->heap_at);
     return 0;
+}
+
+/* Takes t out of the heap wherever it is. */
+static void timer_remove(struct runner *r, shoal_task_t *t)
+{
+    size_t i = t->heap_at, last = --r->ntimers;
+    if (i == last)
+        return;
+    r->timers[i] = r->timers[last];
+    r->timers[i]->heap_at = i;
+    heap_up(r, i);
+    heap_down(r, r->timers[i]->heap_at);
 }
 
 static shoal_task_t *timer_pop(struct runner *r)
@@ -334,9 +354,61 @@ static int fall_back(struct runner *r, shoal_task_t *t, const char *why)
     return 0;
 }
 
-/* A task ready for a try: into its lane's queue. */
+/* ---- cancels ---------------------------------------------------------------- */
+
+/* Drops t when its job was cancelled: no call of it starts again. Its row is
+ * already 'cancelled' (shoal.cancel_job), so only its Kafka positions are
+ * released. 1 when dropped (t is gone). */
+static int drop_if_cancelled(struct runner *r, shoal_task_t *t)
+{
+    if (json_object_size(r->cancelled) == 0 || !json_object_get(r->cancelled, t->job_id))
+        return 0;
+    shoal_log_debug("task", "dropped, job cancelled job_id=%s task_id=%s state=%s", t->job_id,
+                    t->task_id, shoal_task_state_name(t->state));
+    r->stats->tasks_skipped++;
+    release(r, t);
+    return 1;
+}
+
+/* Jobs cancelled lately (from the checker): their tasks waiting for capacity
+ * or a backoff are dropped now, before any call of theirs starts; tasks
+ * being checked are dropped by the check, calls in flight finish and their
+ * tasks are dropped instead of retried. */
+static void on_cancelled(struct runner *r, const shoal_store_done_t *d)
+{
+    const char *key;
+    json_t *v;
+    void *tmp;
+
+    if (json_object_size(r->cancelled) + d->njobs > CANCELLED_MAX)
+        json_object_clear(r->cancelled);
+    for (size_t i = 0; i < d->njobs; i++)
+        json_object_set_new(r->cancelled, d->job_ids[i], json_true());
+    long dropped = 0;
+    json_object_foreach_safe(r->held, tmp, key, v)
+    {
+        shoal_task_t *t = (shoal_task_t *)(intptr_t)json_integer_value(v);
+        if (t->state != SHOAL_TASK_WAITING && t->state != SHOAL_TASK_BACKOFF)
+            continue;
+        if (!json_object_get(r->cancelled, t->job_id))
+            continue;
+        if (t->state == SHOAL_TASK_WAITING)
+            shoal_lane_remove(lane_of(r, t), t);
+        else
+            timer_remove(r, t);
+        dropped += drop_if_cancelled(r, t);
+    }
+    for (size_t i = 0; i < d->njobs; i++)
+        shoal_log_info("task", "job cancelled job_id=%s", d->job_ids[i]);
+    if (dropped)
+        shoal_log_info("task", "dropped tasks of cancelled jobs tasks=%ld", dropped);
+}
+
+/* A task ready for a try: into its lane's queue, unless its job was cancelled. */
 static void route(struct runner *r, shoal_task_t *t)
 {
+    if (drop_if_cancelled(r, t))
+        return;
     shoal_lane_push(lane_of(r, t), t);
 }
 
@@ -524,6 +596,8 @@ static void report_call(struct runner *r, const shoal_task_t *t, const shoal_htt
 static void retry_later(struct runner *r, shoal_task_t *t, shoal_outcome_t oc, long retry_after_ms,
                         const char *why)
 {
+    if (drop_if_cancelled(r, t))
+        return;
     int out_of_attempts = t->attempts >= t->max_attempts * (t->fallback + 1);
     if (out_of_attempts && !fall_back(r, t, why)) {
         snprintf(t->error, sizeof(t->error), "%.400s after %d attempt%s", why, t->attempts,
@@ -544,6 +618,7 @@ static void retry_later(struct runner *r, shoal_task_t *t, shoal_outcome_t oc, l
         return;
     }
     r->stats->retries++;
+    shoal_wmetrics_retry(r->wm, t->model->index);
     shoal_log_info("task",
                    "retrying job_id=%s task_id=%s attempt=%d outcome=%s wait_ms=%ld why=\"%s\"",
                    t->job_id, t->task_id, t->attempts, shoal_outcome_name(oc), wait, why);
@@ -587,6 +662,8 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
                    : r->backoff.retry_after_cap_ms;
     if (oc == SHOAL_OUTCOME_RATE_LIMITED)
         r->stats->rate_limited++;
+    shoal_wmetrics_call(r->wm, t->model->index, oc, reply->latency_ms / 1000.0, out.usage.input,
+                        out.usage.output);
     /* What the provider's limit counted, for the fleet's token accounting. */
     shoal_usage_t charged = out.usage;
     charged.output = shoal_lane_charged_output(lane_of(r, t), t, out.usage.output);
@@ -782,7 +859,7 @@ static void on_checked(struct runner *r, const shoal_store_done_t *d)
     for (size_t i = 0; i < d->ntasks; i++) {
         shoal_task_t *t = d->tasks[i];
         const char *st = d->status ? d->status[i] : NULL;
-        if (st && (!strcmp(st, "done") || !strcmp(st, "failed"))) {
+        if (st && (!strcmp(st, "done") || !strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
             r->stats->tasks_skipped++;
             release(r, t);
             continue;
@@ -803,6 +880,7 @@ static void on_written(struct runner *r, const shoal_store_done_t *d)
         release(r, d->tokens[i]);
     r->unwritten -= (long)d->ntokens;
     r->stats->flushes++;
+    shoal_wmetrics_db_write(r->wm, (shoal_service_now_ms() - r->write_started_ms) / 1000.0);
     shoal_log_debug("db", "results written results=%zu jobs_ended=%d", d->ntokens, d->jobs_ended);
     if (!r->spare)
         r->spare = d->sink;
@@ -814,6 +892,8 @@ static void on_store(const shoal_store_done_t *d, void *arg)
 {
     if (d->kind == SHOAL_STORE_CHECKED)
         on_checked(arg, d);
+    else if (d->kind == SHOAL_STORE_CANCELLED)
+        on_cancelled(arg, d);
     else
         on_written(arg, d);
 }
@@ -858,6 +938,7 @@ static void flush(struct runner *r, int force)
         return;
     if (shoal_store_write(r->store, r->sink) != SHOAL_OK)
         return;
+    r->write_started_ms = now; /* one write at a time: its completion is this one's */
     r->sink = r->spare;
     r->spare = NULL;
 }
@@ -1043,8 +1124,9 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
      * arrives, waking curl_multi_poll. */
     if (pipe2(r->wake, O_NONBLOCK | O_CLOEXEC) != 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create a pipe");
-    if (!(r->held = json_object()) || !(r->offsets = shoal_offsets_new()) ||
-        !(r->sink = shoal_sink_new(NULL)) || !(r->spare = shoal_sink_new(NULL)))
+    if (!(r->held = json_object()) || !(r->cancelled = json_object()) ||
+        !(r->offsets = shoal_offsets_new()) || !(r->sink = shoal_sink_new(NULL)) ||
+        !(r->spare = shoal_sink_new(NULL)))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     size_t nm = shoal_models_count(c->models);
     r->nlanes = nm;
@@ -1067,8 +1149,11 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
     if (!(r->store = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)) ||
         !(r->checker = shoal_store_new(c->pg, r->wake[1], errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
+    shoal_store_watch_cancels(r->checker, CANCEL_POLL_MS);
     if (!(r->http = shoal_http_new(on_reply, r, errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
+    if (c->metrics && !(r->wm = shoal_wmetrics_new(c->metrics, c->models)))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     if (!(r->producer = shoal_kafka_producer_new(c->bootstrap, c->kafka, errbuf, errlen)))
         return SHOAL_ERR_INVALID;
     if (!(r->consumer = shoal_kafka_consumer_new(c->bootstrap, c->group, c->kafka, topics, 3,
@@ -1117,6 +1202,7 @@ static void teardown(struct runner *r)
     json_object_foreach(r->held, k, v)
         shoal_task_destroy((shoal_task_t *)(intptr_t)json_integer_value(v));
     json_decref(r->held);
+    json_decref(r->cancelled);
     free(r->unchecked);
     free(r->timers);
     for (size_t i = 0; i < r->nlanes; i++) {
@@ -1127,6 +1213,7 @@ static void teardown(struct runner *r)
     }
     free(r->headers);
     free(r->lanes);
+    shoal_wmetrics_destroy(r->wm);
     shoal_sink_destroy(r->sink);
     shoal_sink_destroy(r->spare);
     shoal_offsets_destroy(r->offsets);
@@ -1179,6 +1266,32 @@ static void sync_fleet(struct runner *r)
         r->reported_ms = now;
 }
 
+/* Refreshes the gauges a few times a second: lane and fleet state, and the
+ * tasks held by state (a walk over them, hence not on every pass). */
+static void update_metrics(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    long counts[SHOAL_TASK_FAILED + 1] = {0};
+    const char *key;
+    json_t *v;
+
+    if (!r->wm || now - r->metrics_ms < METRICS_EVERY_MS)
+        return;
+    r->metrics_ms = now;
+    for (size_t i = 0; i < r->nlanes; i++) {
+        shoal_fleet_share_t sh;
+        shoal_fleet_share(r->fleet, i, &sh);
+        shoal_wmetrics_lane(r->wm, i, r->lanes[i], &sh, now);
+    }
+    json_object_foreach(r->held, key, v)
+    {
+        const shoal_task_t *t = (const shoal_task_t *)(intptr_t)json_integer_value(v);
+        if ((int)t->state >= 0 && t->state <= SHOAL_TASK_FAILED)
+            counts[t->state]++;
+    }
+    shoal_wmetrics_tasks(r->wm, counts);
+}
+
 /* Moves BACKOFF tasks whose time came back to their lanes; returns ms until
  * the next one is due (-1: none). */
 static double wake_timers(struct runner *r)
@@ -1209,6 +1322,7 @@ static void one_pass(struct runner *r)
     sync_fleet(r);
     if ((w = dispatch(r)) >= 0 && w < wait)
         wait = w;
+    update_metrics(r);
     flush(r, 0);
     /* A write in progress wakes the loop when it ends; only an idle store
      * makes the age of the batch a reason to wake. */

@@ -18,7 +18,7 @@ struct op {
     shoal_store_kind_t kind;
     shoal_task_t **tasks; /* CHECKED */
     size_t ntasks;
-    char **status;
+    char **status; /* CHECKED: per task; CANCELLED: the job ids (ntasks of them) */
     int *attempts;
     shoal_sink_t *sink; /* WRITTEN */
     void **tokens;
@@ -38,6 +38,10 @@ struct shoal_store {
     double failing_since; /* monotonic ms, 0 = fine; written by the thread */
     shoal_pg_t *pg;
     int wake_fd;
+    long cancel_every_ms;  /* 0: cancels are not looked for */
+    double cancel_due;     /* monotonic ms of the next look-up */
+    char cancel_since[64]; /* server time of the last look-up ("" before the first) */
+    json_t *cancel_seen;   /* job ids already reported, within the look-up's window */
 };
 
 static void op_free(struct op *o)
@@ -82,10 +86,13 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
     shoal_err_t e =
         shoal_pg_exec(s->pg,
                       /* calls held back by capacity (429, overload, no
-                       * connection) do not count: see worker/runner.c */
+                       * connection) do not count: see worker/runner.c; nor
+                       * do calls made before the task was resumed
+                       * (shoal.resume_job): max_attempts starts over */
                       "SELECT t.task_id, t.status, (SELECT count(*) FROM shoal.attempts a "
                       "WHERE a.task_id = t.task_id AND coalesce(a.outcome_kind, '') NOT IN "
-                      "('rate_limited', 'overloaded', 'connection')) FROM shoal.tasks t "
+                      "('rate_limited', 'overloaded', 'connection') AND (t.resumed_at IS NULL "
+                      "OR a.started_at >= t.resumed_at)) FROM shoal.tasks t "
                       "WHERE t.task_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
                       1, params, &res, err, errlen);
     free(text);
@@ -111,6 +118,57 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
     return e == SHOAL_OK ? SHOAL_OK : shoal_err_set(err, errlen, e, "out of memory");
 }
 
+/* Looks up jobs cancelled since the last look-up (a minute's margin covers
+ * a cancel whose transaction began before that look-up and committed after)
+ * and returns an op holding the ids not reported before, or NULL when there
+ * are none or the database is away (the next look-up covers the gap). */
+static struct op *look_for_cancels(shoal_store_t *s)
+{
+    char err[256];
+    PGresult *res;
+    const char *params[] = {s->cancel_since[0] ? s->cancel_since : NULL};
+    if (shoal_pg_exec(s->pg,
+                      "SELECT now()::text, coalesce(json_agg(job_id), '[]')::text FROM shoal.jobs "
+                      "WHERE status = 'cancelled' AND finished_at > coalesce($1::timestamptz, "
+                      "now()) - interval '60 seconds'",
+                      1, params, &res, err, sizeof(err)) != SHOAL_OK) {
+        shoal_log_debug("db", "could not look for cancelled jobs error=\"%s\"", err);
+        return NULL;
+    }
+    snprintf(s->cancel_since, sizeof(s->cancel_since), "%s", PQgetvalue(res, 0, 0));
+    json_t *ids = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+    PQclear(res);
+    json_t *now = json_object();
+    struct op *o = calloc(1, sizeof(*o));
+    size_t n = json_array_size(ids);
+    if (!o || !now || !(o->status = calloc(n ? n : 1, sizeof(*o->status)))) {
+        json_decref(ids);
+        json_decref(now);
+        op_free(o);
+        return NULL;
+    }
+    o->kind = SHOAL_STORE_CANCELLED;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        const char *id = json_string_value(v);
+        if (!id || json_object_set_new(now, id, json_true()))
+            continue;
+        if (!json_object_get(s->cancel_seen, id) && (o->status[o->ntasks] = strdup(id)))
+            o->ntasks++;
+    }
+    json_decref(ids);
+    /* Ids that left the window will not come back: forget them. */
+    json_decref(s->cancel_seen);
+    s->cancel_seen = now;
+    if (o->ntasks == 0) {
+        op_free(o);
+        return NULL;
+    }
+    return o;
+}
+
 /* Sleeps up to ms unless the store is stopping; called with mu held. */
 static void nap(shoal_store_t *s, long ms)
 {
@@ -134,10 +192,35 @@ static void *thread_main(void *arg)
 
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->todo && !s->stopping)
-            pthread_cond_wait(&s->cv, &s->mu);
+        while (!s->todo && !s->stopping) {
+            if (!s->cancel_every_ms) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
+            double left = s->cancel_due - shoal_service_now_ms();
+            if (left <= 0)
+                break;
+            nap(s, (long)left + 1);
+        }
         if (s->stopping)
             break;
+        if (s->cancel_every_ms && shoal_service_now_ms() >= s->cancel_due) {
+            s->cancel_due = shoal_service_now_ms() + (double)s->cancel_every_ms;
+            pthread_mutex_unlock(&s->mu);
+            struct op *c = look_for_cancels(s);
+            pthread_mutex_lock(&s->mu);
+            if (c) {
+                if (s->done_tail)
+                    s->done_tail->next = c;
+                else
+                    s->done = c;
+                s->done_tail = c;
+                if (s->wake_fd >= 0 && write(s->wake_fd, "c", 1) < 0) {
+                    /* the pipe is full: the loop wakes anyway */
+                }
+            }
+            continue;
+        }
         struct op *o = s->todo;
         pthread_mutex_unlock(&s->mu);
 
@@ -227,9 +310,19 @@ void shoal_store_destroy(shoal_store_t *s)
         op_free(o);
     }
     shoal_pg_destroy(s->pg);
+    json_decref(s->cancel_seen);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
+}
+
+void shoal_store_watch_cancels(shoal_store_t *s, long every_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    s->cancel_every_ms = every_ms > 0 ? every_ms : 0;
+    s->cancel_due = shoal_service_now_ms();
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void enqueue(shoal_store_t *s, struct op *o)
@@ -293,6 +386,17 @@ int shoal_store_poll(shoal_store_t *s, void (*fn)(const shoal_store_done_t *d, v
                                 .jobs_ended = o->jobs_ended,
                                 .sink = o->sink};
         o->sink = NULL; /* handed back through d.sink */
+        if (o->kind == SHOAL_STORE_CANCELLED) {
+            d.tasks = NULL;
+            d.ntasks = 0;
+            d.status = NULL;
+            d.job_ids = (const char *const *)o->status;
+            d.njobs = o->ntasks;
+            fn(&d, arg);
+            op_free(o);
+            n++;
+            continue;
+        }
         pthread_mutex_lock(&s->mu);
         s->pending--;
         if (o->kind == SHOAL_STORE_WRITTEN)

@@ -24,7 +24,11 @@
 
 typedef struct shoal_store shoal_store_t;
 
-typedef enum { SHOAL_STORE_CHECKED = 1, SHOAL_STORE_WRITTEN } shoal_store_kind_t;
+typedef enum {
+    SHOAL_STORE_CHECKED = 1,
+    SHOAL_STORE_WRITTEN,
+    SHOAL_STORE_CANCELLED /* jobs cancelled lately (see shoal_store_watch_cancels) */
+} shoal_store_kind_t;
 
 /* What shoal_store_poll hands back; everything in it is borrowed for the
  * callback. */
@@ -43,6 +47,9 @@ typedef struct {
     size_t ntokens;
     int jobs_ended;
     shoal_sink_t *sink;
+    /* CANCELLED: ids of jobs cancelled since the last report, each once. */
+    const char *const *job_ids;
+    size_t njobs;
 } shoal_store_done_t;
 
 /* Starts the thread; conninfo copied. NULL with the reason. */
@@ -51,6 +58,13 @@ shoal_store_t *shoal_store_new(const char *conninfo, int wake_fd, char *errbuf, 
 /* Stops the thread (waiting for the statement running, if any) and drops
  * queued work: its tasks were never durable, their messages come again. */
 void shoal_store_destroy(shoal_store_t *s); /* NULL ok */
+
+/* Makes the thread look for cancelled jobs every every_ms (0: never, the
+ * default) between its other work, and hand each newly cancelled job_id back
+ * once in a CANCELLED completion. The look-up covers cancels from a minute
+ * before the previous successful one, so a database away for a while does
+ * not make the worker miss one; it never counts as pending work. */
+void shoal_store_watch_cancels(shoal_store_t *s, long every_ms);
 
 /* Queues a check of n tasks (array copied, tasks borrowed). */
 shoal_err_t shoal_store_check(shoal_store_t *s, shoal_task_t *const *tasks, size_t n);

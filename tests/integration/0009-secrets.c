@@ -1,9 +1,13 @@
 /*
- * No API key, password or prompt text reaches a log line or the database:
- * a scheduler and a worker run at debug level with a PostgreSQL URL holding
- * a password and a model whose API key comes from the environment; a job
- * with a distinctive system prompt completes (and the key really went out
- * with every call); then every log and every row is searched for the three.
+ * No API key or password reaches a log line or the database, and prompts
+ * never reach a log line; prompts are in the database only for jobs that
+ * keep their inputs (shoal.job_inputs), and a job with "store_inputs": false
+ * has no prompt text in the database. A scheduler and a worker run at debug
+ * level with a PostgreSQL URL holding a password and a model whose API key
+ * comes from the environment; a job with "store_inputs": false and a
+ * distinctive system prompt completes (and the key really went out with every
+ * call), as does a second job that keeps its inputs; then every log and every
+ * row is searched for the three secrets and the second job's prompt.
  * Before that, the worker started without the key refuses to run: it exits 1
  * naming the alias and the variable, before it takes any task.
  */
@@ -19,6 +23,7 @@
 #define API_KEY "test-key-do-not-log-7f3a9c"
 #define PASSWORD "pw-do-not-log-5b2e"
 #define SYSTEM "SYSTEM-SECRET-91c4"
+#define KEPT "SYSTEM-KEPT-3e7d"
 
 int main(void)
 {
@@ -55,8 +60,9 @@ int main(void)
         shoal_devstack_restart(ds, "worker", 0, env, err, sizeof(err)) != SHOAL_OK)
         test_fail("could not restart with secrets: %s", err);
 
-    char *job =
-        harness_job("secret-1", 5, 1, "{\"model\": \"sim-keyed\", \"system\": \"" SYSTEM "\"}");
+    char *job = harness_job("secret-1", 5, 1,
+                            "{\"model\": \"sim-keyed\", \"store_inputs\": false, \"system\": "
+                            "\"" SYSTEM "\"}");
     harness_produce(h, "shoal.jobs", "secret-1", job, strlen(job));
     free(job);
     harness_wait_job(h, "secret-1", 90, status, sizeof(status));
@@ -64,6 +70,11 @@ int main(void)
     json_t *stats = harness_sim_stats(h);
     assert_int_eq(json_integer_value(json_object_get(stats, "authorized_requests")), 5);
     json_decref(stats);
+    job = harness_job("kept-1", 2, 1, "{\"model\": \"sim-keyed\", \"system\": \"" KEPT "\"}");
+    harness_produce(h, "shoal.jobs", "kept-1", job, strlen(job));
+    free(job);
+    harness_wait_job(h, "kept-1", 90, status, sizeof(status));
+    assert_str_eq(status, "completed");
 
     /* --help shows where a secret comes from, never its value. */
     assert_int_eq(harness_sh(h, out, sizeof(out),
@@ -82,20 +93,33 @@ int main(void)
                              wd),
                   0);
     assert_int_eq(strtol(out, NULL, 10), 5);
-    assert_int_eq(harness_sh(h, out, sizeof(out), "grep -l -e '%s' -e '%s' -e '%s' %s/logs/*.log",
-                             API_KEY, PASSWORD, SYSTEM, wd),
+    assert_int_eq(harness_sh(h, out, sizeof(out),
+                             "grep -l -e '%s' -e '%s' -e '%s' -e '%s' %s/logs/*.log", API_KEY,
+                             PASSWORD, SYSTEM, KEPT, wd),
                   1);
 
-    /* The database: every row of every shoal table, as text. */
-    long hits = harness_long(
-        h,
-        "SELECT count(*) FROM (SELECT row_to_json(j)::text AS t FROM shoal.jobs j UNION ALL "
-        "SELECT row_to_json(t)::text FROM shoal.tasks t UNION ALL SELECT row_to_json(r)::text "
-        "FROM shoal.results r UNION ALL SELECT row_to_json(a)::text FROM shoal.attempts a UNION "
-        "ALL SELECT row_to_json(e)::text FROM shoal.event_outbox e) x WHERE t LIKE '%' || $1 || "
-        "'%' OR t LIKE '%' || $2 || '%' OR t LIKE '%' || $3 || '%'",
-        API_KEY, PASSWORD, SYSTEM, NULL);
+    /* The database: every row of every shoal table, as text. No secret, no
+     * prompt of the job without stored inputs; the other job's prompt only in
+     * its shoal.job_inputs row. */
+#define ROWS                                                                                       \
+    "(SELECT 'jobs' AS tbl, row_to_json(j)::text AS t FROM shoal.jobs j UNION ALL "                \
+    "SELECT 'tasks', row_to_json(t)::text FROM shoal.tasks t UNION ALL SELECT 'results', "         \
+    "row_to_json(r)::text FROM shoal.results r UNION ALL SELECT 'attempts', "                      \
+    "row_to_json(a)::text FROM shoal.attempts a UNION ALL SELECT 'event_outbox', "                 \
+    "row_to_json(e)::text FROM shoal.event_outbox e UNION ALL SELECT 'job_inputs', "               \
+    "row_to_json(i)::text FROM shoal.job_inputs i) x"
+    long hits = harness_long(h,
+                             "SELECT count(*) FROM " ROWS " WHERE t LIKE '%' || $1 || '%' OR t "
+                             "LIKE '%' || $2 || '%' OR t LIKE '%' || $3 || '%'",
+                             API_KEY, PASSWORD, SYSTEM, NULL);
     assert_int_eq(hits, 0);
+    char where[256];
+    harness_str(h, where, sizeof(where),
+                "SELECT string_agg(tbl || ':' || (t::json->>'job_id'), ',') FROM " ROWS
+                " WHERE t LIKE '%' || $1 || '%'",
+                KEPT, NULL);
+    assert_str_eq(where, "job_inputs:kept-1");
+#undef ROWS
     /* ... while the job itself is there, with its settings. */
     assert_int_eq(harness_long(h,
                                "SELECT count(*) FROM shoal.jobs WHERE job_id = 'secret-1' AND "

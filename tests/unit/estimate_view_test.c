@@ -5,7 +5,8 @@
  * est_duration_s beside est_tokens and est_cost_usd (a row without them
  * records as shoal.record_job does, and a job recorded twice keeps its first
  * estimate); the view sets each job and model's estimated prompt tokens
- * against the reported ones for known calls, worked out by hand below.
+ * against the reported ones for known calls, worked out by hand below
+ * (calls of sub-tasks, which carry no estimate, left out).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,8 @@ static const char record_sql[] =
     "  \"est_duration_s\": 12.5}'::jsonb,"
     "'[{\"task_id\": \"e1:0\", \"chunk\": 0, \"item_ids\": [\"a\"], \"est_tokens\": 100},"
     "  {\"task_id\": \"e1:1\", \"chunk\": 1, \"item_ids\": [\"b\"], \"est_tokens\": 200},"
-    "  {\"task_id\": \"e1:2\", \"chunk\": 2, \"item_ids\": [\"c\"], \"est_tokens\": 50}]'::jsonb)";
+    "  {\"task_id\": \"e1:2\", \"chunk\": 2, \"item_ids\": [\"c\"], \"est_tokens\": 50}]'::jsonb,"
+    " NULL)";
 
 /* Calls: e1:0 on m1 reported 110; e1:1 on m1 first got a 429 (no usage),
  * then reported 220; e1:2 went to m2 and reported 60. */
@@ -72,7 +74,7 @@ int main(void)
     assert_str_eq(v, "exists:running");
     sqlcheck_text(pg,
                   "SELECT shoal.record_job_estimated('{\"job_id\": \"e1\", \"est_calls\": 9}', "
-                  "'[]')",
+                  "'[]', NULL)",
                   NULL, v, sizeof(v));
     assert_str_eq(v, "exists:running");
     assert_int_eq(sqlcheck_long(pg, "SELECT est_calls FROM shoal.jobs WHERE job_id = 'e1'", NULL),
@@ -81,7 +83,7 @@ int main(void)
     sqlcheck_text(
         pg,
         "SELECT shoal.record_job_estimated('{\"job_id\": \"old\", \"est_tokens\": 7}'::jsonb, "
-        "'[]'::jsonb)",
+        "'[]'::jsonb, NULL)",
         NULL, v, sizeof(v));
     assert_str_eq(v, "new");
     sqlcheck_text(pg,
@@ -91,6 +93,17 @@ int main(void)
     assert_str_eq(v, "(7,,,)");
 
     sqlcheck_exec(pg, attempts_sql, NULL);
+    /* a sub-task split off e1:1 has no estimate: its call is left out */
+    sqlcheck_exec(pg,
+                  "INSERT INTO shoal.tasks (task_id, job_id, chunk, item_ids, parent_task_id) "
+                  "VALUES ('e1:1/0', 'e1', 1, '{b}', 'e1:1')",
+                  NULL);
+    sqlcheck_exec(pg,
+                  "INSERT INTO shoal.attempts (attempt_id, task_id, job_id, attempt, model, "
+                  "worker_id, http_status, outcome, latency_ms, tokens_in, started_at, "
+                  "finished_at) VALUES ('x5', 'e1:1/0', 'e1', 1, 'm1', 'w1', 200, 'ok', 10, 500, "
+                  "now(), now())",
+                  NULL);
     assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.estimate_accuracy", NULL), 2);
     /* m1: the 429 reported nothing and is left out; estimated 100 + 200,
      * reported 110 + 220: ratio 1.1 */

@@ -1,0 +1,212 @@
+/*
+ * The reconciler (see reconcile.h).
+ */
+#include "scheduler/reconcile.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/job.h"
+#include "common/log.h"
+#include "common/pg.h"
+#include "common/service.h"
+
+#define PASS_LIMIT 20000 /* tasks one pass looks at; the next pass takes the rest */
+#define LOCK_SQL "hashtext('shoal.reconcile')"
+
+struct shoal_reconcile {
+    shoal_pg_t *pg;
+    shoal_intake_conf_t ic; /* the scheduler's, on this connection */
+    shoal_reconcile_conf_t conf;
+    double last_ms; /* monotonic, when the last pass ran (0: never) */
+};
+
+shoal_reconcile_t *shoal_reconcile_new(const char *conninfo, const shoal_intake_conf_t *intake,
+                                       const shoal_reconcile_conf_t *conf)
+{
+    shoal_reconcile_t *rc = calloc(1, sizeof(*rc));
+    if (!rc)
+        return NULL;
+    if (!(rc->pg = shoal_pg_new(conninfo, "shoal-reconciler"))) {
+        free(rc);
+        return NULL;
+    }
+    rc->ic = *intake;
+    rc->ic.pg = rc->pg;
+    rc->conf = *conf;
+    return rc;
+}
+
+void shoal_reconcile_destroy(shoal_reconcile_t *rc)
+{
+    if (!rc)
+        return;
+    shoal_pg_destroy(rc->pg);
+    free(rc);
+}
+
+/* Fails rows [from, to) of r (one job's lost tasks) with reason through
+ * shoal.record_batch, which counts them on the job and announces the job to
+ * the mergers when they were its last. */
+static shoal_err_t fail_tasks(shoal_reconcile_t *rc, PGresult *r, int from, int to,
+                              const char *reason, int *failed, char *errbuf, size_t errlen)
+{
+    json_t *rows = json_array();
+    for (int i = from; rows && i < to; i++) {
+        json_t *row =
+            json_pack("{s:s, s:s, s:i, s:s, s:s, s:i}", "task_id", PQgetvalue(r, i, 2), "job_id",
+                      PQgetvalue(r, i, 0), "chunk", (int)strtol(PQgetvalue(r, i, 1), NULL, 10),
+                      "status", "failed", "error", reason, "attempts", 0);
+        if (!row || json_array_append_new(rows, row)) {
+            json_decref(rows);
+            rows = NULL;
+        }
+    }
+    char *text = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
+    json_decref(rows);
+    if (!text)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    const char *params[] = {text};
+    shoal_err_t err =
+        shoal_pg_exec(rc->pg, "SELECT count(*) FROM shoal.record_batch($1::jsonb, '[]'::jsonb)", 1,
+                      params, NULL, errbuf, errlen);
+    free(text);
+    if (err == SHOAL_OK) {
+        *failed += to - from;
+        shoal_log_warn("reconcile", "lost tasks failed job_id=%s tasks=%d reason=\"%s\"",
+                       PQgetvalue(r, from, 0), to - from, reason);
+    }
+    return err;
+}
+
+/* Publishes rows [from, to) of r (one job's lost tasks) again from the job's
+ * stored inputs; fails them when the inputs cannot give them back. */
+static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int to, int *published,
+                             int *failed, char *errbuf, size_t errlen)
+{
+    const char *job_id = PQgetvalue(r, from, 0);
+    const char *params[] = {job_id};
+    char why[512];
+    PGresult *in;
+    shoal_err_t err;
+
+    if ((err = shoal_pg_exec(rc->pg,
+                             "SELECT i.doc, floor(extract(epoch FROM j.submitted_at))::bigint "
+                             "FROM shoal.job_inputs i JOIN shoal.jobs j ON j.job_id = i.job_id "
+                             "WHERE i.job_id = $1",
+                             1, params, &in, errbuf, errlen)) != SHOAL_OK)
+        return err;
+    if (PQntuples(in) == 0) {
+        PQclear(in);
+        return fail_tasks(rc, r, from, to,
+                          "the task's message was lost and the job's inputs are gone: cannot "
+                          "publish it again",
+                          failed, errbuf, errlen);
+    }
+    /* The stored document is the job as the scheduler parsed it: parsing it
+     * again (without the models file, which may have changed) gives the same
+     * chunks and the same task messages. */
+    shoal_job_t *job = shoal_job_parse(PQgetvalue(in, 0, 0), (size_t)PQgetlength(in, 0, 0), 0, NULL,
+                                       why, sizeof(why));
+    long long submitted = strtoll(PQgetvalue(in, 0, 1), NULL, 10);
+    PQclear(in);
+    if (!job) {
+        char reason[700];
+        snprintf(reason, sizeof(reason), "cannot rebuild the task from the stored inputs: %s", why);
+        return fail_tasks(rc, r, from, to, reason, failed, errbuf, errlen);
+    }
+    shoal_job_set_submitted(job, submitted);
+    long *chunks = malloc((size_t)(to - from) * sizeof(*chunks));
+    if (!chunks) {
+        shoal_job_destroy(job);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
+    for (int i = from; i < to; i++)
+        chunks[i - from] = strtol(PQgetvalue(r, i, 1), NULL, 10);
+    int n = 0;
+    err = shoal_intake_publish(&rc->ic, job, chunks, (size_t)(to - from), &n, errbuf, errlen);
+    free(chunks);
+    shoal_job_destroy(job);
+    if (err == SHOAL_OK) {
+        *published += n;
+        shoal_log_info("reconcile", "tasks published again job_id=%s tasks=%d", job_id, n);
+    } else if (err == SHOAL_ERR_INVALID || err == SHOAL_ERR_LIMIT) {
+        /* These tasks can never be published: end them with the reason. */
+        char reason[700];
+        snprintf(reason, sizeof(reason), "cannot publish the task again: %s", errbuf);
+        err = fail_tasks(rc, r, from, to, reason, failed, errbuf, errlen);
+    }
+    return err;
+}
+
+static shoal_err_t pass(shoal_reconcile_t *rc, int *published, int *failed, char *errbuf,
+                        size_t errlen)
+{
+    char pending[32], queued[32], limit[32];
+    PGresult *r;
+    shoal_err_t err;
+
+    snprintf(pending, sizeof(pending), "%ld", rc->conf.pending_ms);
+    snprintf(queued, sizeof(queued), "%ld", rc->conf.queued_ms);
+    snprintf(limit, sizeof(limit), "%d", PASS_LIMIT);
+    const char *params[] = {pending, queued, limit};
+    if ((err = shoal_pg_exec(rc->pg,
+                             "SELECT job_id, chunk, task_id, has_inputs FROM "
+                             "shoal.lost_tasks($1::bigint, $2::bigint, $3::int)",
+                             3, params, &r, errbuf, errlen)) != SHOAL_OK)
+        return err;
+    int rows = PQntuples(r);
+    for (int from = 0, to; from < rows && err == SHOAL_OK; from = to) {
+        for (to = from + 1; to < rows && !strcmp(PQgetvalue(r, to, 0), PQgetvalue(r, from, 0));
+             to++)
+            ;
+        if (!strcmp(PQgetvalue(r, from, 3), "t"))
+            err = republish(rc, r, from, to, published, failed, errbuf, errlen);
+        else
+            err = fail_tasks(rc, r, from, to,
+                             "the task's message was lost and the job does not keep its inputs "
+                             "(store_inputs false): cannot publish it again",
+                             failed, errbuf, errlen);
+    }
+    PQclear(r);
+    if (err != SHOAL_OK)
+        return err;
+    /* A job whose last task ended while no merger heard of it. */
+    return shoal_pg_exec(rc->pg,
+                         "SELECT count(pg_notify('shoal_merge', job_id)) FROM shoal.jobs "
+                         "WHERE status = 'running' AND tasks_done + tasks_failed >= tasks_total",
+                         0, NULL, NULL, errbuf, errlen);
+}
+
+shoal_err_t shoal_reconcile_poll(shoal_reconcile_t *rc, int force, int *published, int *failed,
+                                 char *errbuf, size_t errlen)
+{
+    int pub = 0, fail = 0;
+    PGresult *r;
+    shoal_err_t err;
+    double now = shoal_service_now_ms();
+
+    if (published)
+        *published = 0;
+    if (failed)
+        *failed = 0;
+    if (!force && rc->last_ms > 0 && now - rc->last_ms < (double)rc->conf.every_ms)
+        return SHOAL_OK;
+    rc->last_ms = now;
+    if ((err = shoal_pg_exec(rc->pg, "SELECT pg_try_advisory_lock(" LOCK_SQL ")", 0, NULL, &r,
+                             errbuf, errlen)) != SHOAL_OK)
+        return err;
+    int mine = !strcmp(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    if (!mine)
+        return SHOAL_OK; /* another scheduler is reconciling */
+    err = pass(rc, &pub, &fail, errbuf, errlen);
+    /* A lost connection took the lock with it; otherwise give it back. */
+    shoal_pg_exec(rc->pg, "SELECT pg_advisory_unlock(" LOCK_SQL ")", 0, NULL, NULL, NULL, 0);
+    if (published)
+        *published = pub;
+    if (failed)
+        *failed = fail;
+    return err;
+}
