@@ -1,5 +1,5 @@
 /*
- * submit, status, results and migrate (see commands.h).
+ * submit, status, results, estimate and migrate (see commands.h).
  */
 #include "cli/commands.h"
 
@@ -13,6 +13,7 @@
 
 #include "cli/clienv.h"
 #include "cli/usd.h"
+#include "common/estimate.h"
 #include "common/job.h"
 #include "common/kafka.h"
 #include "common/log.h"
@@ -37,6 +38,10 @@ struct cli_conf {
     long timeout_s;
     long appear_s;
     long kafka_timeout_ms;
+    int json;
+    long workers;
+    long max_inflight;
+    double call_s;
     shoal_kprops_t kafka;
 };
 
@@ -86,6 +91,18 @@ static const struct shoal_opt status_opts[] = {
     {"appear-timeout", SHOAL_OPT_INT, OFF(appear_s), "5", 1, 86400,
      "with --follow: how many seconds a job not recorded yet is waited for (one just "
      "submitted appears once a scheduler has read it) before it is reported missing"},
+    {0},
+};
+
+static const struct shoal_opt estimate_opts[] = {
+    {"models", SHOAL_OPT_STR, OFF(models), "models.json", 0, 0,
+     "models file with the prices and rate limits (the scheduler's)"},
+    {"json", SHOAL_OPT_BOOL, OFF(json), "false", 0, 0, "print the estimate as JSON"},
+    {"workers", SHOAL_OPT_INT, OFF(workers), "1", 1, 100000, "worker processes assumed"},
+    {"max-inflight", SHOAL_OPT_INT, OFF(max_inflight), "256", 1, 4096,
+     "calls in flight per worker assumed (the worker's --max-inflight)"},
+    {"call-s", SHOAL_OPT_DOUBLE, OFF(call_s), "10", 0, 0,
+     "seconds one model call is assumed to take"},
     {0},
 };
 
@@ -550,6 +567,108 @@ int shoal_cmd_results(int argc, char **argv)
     }
     PQclear(r);
     shoal_pg_destroy(pg);
+    return rc;
+}
+
+/* "95.0s", "12m30s" or "3h05m": enough to plan by. */
+static void fmt_duration(double s, char *buf, size_t len)
+{
+    if (s < 60)
+        snprintf(buf, len, "%.1fs", s);
+    else if (s < 3600)
+        snprintf(buf, len, "%ldm%02lds", (long)s / 60, (long)s % 60);
+    else
+        snprintf(buf, len, "%ldh%02ldm", (long)(s / 3600), ((long)s % 3600) / 60);
+}
+
+static void print_estimate(const char *file, const shoal_job_t *job, const shoal_estimate_t *e)
+{
+    char dur[32];
+
+    printf("%s: %zu items in %zu chunks, %zu calls, about %ld prompt tokens\n", file,
+           shoal_job_n_items(job), e->chunks, e->calls, e->tokens_in);
+    printf("assumed: each call answers with as many tokens as its prompt, up to the model's "
+           "output cap\n(max: the whole cap); no retries; %ld worker%s x %ld calls in flight, "
+           "%.1fs a call\n\n",
+           e->workers, e->workers == 1 ? "" : "s", e->inflight_per_worker, e->call_s);
+    printf("%-16s %12s %12s %12s %12s %12s %10s  %s\n", "model", "tokens in", "tokens out",
+           "out max", "cost usd", "max usd", "duration", "bound by");
+    for (size_t i = 0; i < e->n_models; i++) {
+        const shoal_estimate_model_t *m = &e->models[i];
+        fmt_duration(m->duration_s, dur, sizeof(dur));
+        printf("%-16s %12ld %12ld %12ld %12.4f %12.4f %10s  %s%s\n", m->model->alias, e->tokens_in,
+               m->tokens_out, m->tokens_out_max, m->cost_usd, m->cost_max_usd, dur, m->bound,
+               i ? " (fallback)" : "");
+    }
+}
+
+int shoal_cmd_estimate(int argc, char **argv)
+{
+    static const char usage[] = "shoal estimate [options] FILE";
+    static const char summary[] =
+        "Estimates a job file without calling any model: chunks, calls, prompt tokens, output\n"
+        "tokens, cost in USD and expected duration under the models' rate limits (rpm, tpm,\n"
+        "max_concurrency), for the job's model and each fallback as if it ran the whole job.\n"
+        "Prompt tokens are counted locally (close to o200k_base); output tokens assume each\n"
+        "answer is as long as its prompt, capped by the model's max_output_tokens (1024 when\n"
+        "unset), and the max columns assume every call uses its whole cap. Rate limits hold\n"
+        "for the whole fleet; calls in flight grow with --workers. FILE may be - for\n"
+        "standard input.";
+    struct cli_conf c;
+    shoal_optres_t res;
+    char err[1024] = "";
+    int rc = parse(estimate_opts, &c, argc, argv, usage, summary, 1, &res);
+    if (rc >= 0)
+        return rc;
+    if (!(c.call_s > 0 && c.call_s <= 86400)) {
+        fprintf(stderr, "shoal: --call-s must be above 0 and at most 86400\n");
+        return SHOAL_EXIT_USAGE;
+    }
+    shoal_models_t *models = shoal_models_load(c.models, err, sizeof(err));
+    if (!models) {
+        fprintf(stderr, "shoal: cannot load models file %s: %s (--models or SHOAL_MODELS)\n",
+                c.models, err);
+        return SHOAL_EXIT_ERROR;
+    }
+    size_t len;
+    char *text = read_all(res.pos[0], &len, err, sizeof(err));
+    if (!text) {
+        fprintf(stderr, "shoal: %s\n", err);
+        shoal_models_destroy(models);
+        return SHOAL_EXIT_ERROR;
+    }
+    shoal_job_t *job = shoal_job_parse(text, len, (size_t)MAX_FILE_BYTES, models, err, sizeof(err));
+    free(text);
+    shoal_estimate_t e;
+    shoal_estimate_conf_t conf = {c.workers, c.max_inflight, c.call_s};
+    if (!job) {
+        fprintf(stderr, "shoal: %s is not a valid job: %s\n", res.pos[0], err);
+        rc = SHOAL_EXIT_USAGE;
+    } else if (shoal_estimate_job(job, models, &conf, &e, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: %s\n", err);
+        rc = SHOAL_EXIT_USAGE;
+    } else if (c.json) {
+        json_t *doc = shoal_estimate_json(&e);
+        char *out = NULL;
+        if (doc && shoal_job_id(job))
+            json_object_set_new(doc, "job_id", json_string(shoal_job_id(job)));
+        if (doc)
+            out = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+        if (!out) {
+            fprintf(stderr, "shoal: out of memory\n");
+            rc = SHOAL_EXIT_ERROR;
+        } else {
+            printf("%s\n", out);
+            rc = SHOAL_EXIT_OK;
+        }
+        free(out);
+        json_decref(doc);
+    } else {
+        print_estimate(res.pos[0], job, &e);
+        rc = SHOAL_EXIT_OK;
+    }
+    shoal_job_destroy(job);
+    shoal_models_destroy(models);
     return rc;
 }
 

@@ -24,6 +24,7 @@ enum {
 int shoal_cmd_submit(int argc, char **argv);
 int shoal_cmd_status(int argc, char **argv);
 int shoal_cmd_results(int argc, char **argv);
+int shoal_cmd_estimate(int argc, char **argv);
 int shoal_cmd_migrate(int argc, char **argv);
 int shoal_cmd_cancel(int argc, char **argv);
 int shoal_cmd_resume(int argc, char **argv);

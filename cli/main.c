@@ -15,6 +15,7 @@ static const struct {
     {"submit", shoal_cmd_submit, "check a job file and produce it to the jobs topic"},
     {"status", shoal_cmd_status, "show a job's progress (--follow to watch it live)"},
     {"results", shoal_cmd_results, "print a finished job's merged output"},
+    {"estimate", shoal_cmd_estimate, "estimate a job file's calls, tokens, cost and duration"},
     {"cancel", shoal_cmd_cancel, "cancel a running job (no call of it starts after)"},
     {"resume", shoal_cmd_resume, "run a partial or failed job's failed tasks again"},
     {"top", shoal_cmd_top, "a live view of the fleet: workers, models, throughput, queue, jobs"},

@@ -13,6 +13,7 @@
  */
 #include "common/job.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "common/chunk.h"
 #include "common/jsonalloc.h"
+#include "common/render.h"
 #include "common/tokens.h"
 
 /* The defaults of the fields a job may leave out (see job.schema.json). */
@@ -90,6 +92,28 @@ static long string_tokens(const json_t *s)
     return s ? shoal_tokens_estimate(json_string_value(s), json_string_length(s)) : 0;
 }
 
+static long add_sat(long a, long b)
+{
+    return b > 0 && a > LONG_MAX - b ? LONG_MAX : a + b;
+}
+
+static long mul_sat(long a, size_t n)
+{
+    return n && a > LONG_MAX / (long)n ? LONG_MAX : a * (long)n;
+}
+
+/* What one item adds to its chunk's prompt, rendered as common/render.c
+ * does: its input once per {{input}}, each copy behind an "[id]" line and a
+ * blank line when chunks may hold several items, and its id once per
+ * {{ids}} with its ", ". Overhead counted for a lone item in a chunk that
+ * could hold more errs on the safe side by a few tokens. */
+static long item_tokens(long input, long id, size_t n_input, size_t n_ids, int multi)
+{
+    long copy = multi ? add_sat(input, add_sat(id, 3)) : input;
+
+    return add_sat(mul_sat(copy, n_input), mul_sat(add_sat(id, 1), n_ids));
+}
+
 /* Estimates every item, rejects one that cannot fit a chunk on its own (the
  * same formula shoal_chunk_plan uses) and plans the chunks. */
 static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
@@ -98,12 +122,20 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     shoal_chunk_limits_t limits;
     long base, *tokens = NULL;
     const char **groups = NULL;
-    size_t n = job->n_items;
+    size_t n = job->n_items, n_input, n_ids, n_ph;
     shoal_err_t err = SHOAL_OK;
 
     limits.max_tokens = (long)json_integer_value(json_object_get(chunking, "max_tokens"));
     limits.max_items = (size_t)json_integer_value(json_object_get(chunking, "max_items"));
     limits.by_group = json_object_get(chunking, "group_by") != NULL;
+    n_ph = shoal_render_placeholders(json_string_value(json_object_get(doc, "prompt_template")),
+                                     &n_input, &n_ids);
+    if (n_ph > SHOAL_RENDER_MAX_PLACEHOLDERS)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "prompt_template: uses {{input}} and {{ids}} %zu times; at most %d "
+                             "are allowed",
+                             n_ph, SHOAL_RENDER_MAX_PLACEHOLDERS);
+    /* the placeholders' own text is counted too: a few tokens too many */
     base = string_tokens(json_object_get(doc, "system")) +
            string_tokens(json_object_get(doc, "prompt_template"));
     if (base > limits.max_tokens)
@@ -123,12 +155,22 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     for (size_t i = 0; i < n; i++) {
         const json_t *item = json_array_get(job->items, i);
 
-        tokens[i] = string_tokens(json_object_get(item, "input"));
+        long input = string_tokens(json_object_get(item, "input"));
+
+        tokens[i] = item_tokens(input, string_tokens(json_object_get(item, "id")), n_input, n_ids,
+                                limits.max_items > 1);
         if (shoal_chunk_estimate(base, &tokens[i], 1) > limits.max_tokens) {
-            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                                "items[%zu].input is about %ld tokens; chunking.max_tokens is "
-                                "%ld (system and prompt_template add %ld)",
-                                i, tokens[i], limits.max_tokens, base);
+            if (n_input > 1)
+                err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                    "items[%zu].input is about %ld tokens, %ld as prompt_template "
+                                    "uses {{input}} %zu times; chunking.max_tokens is %ld "
+                                    "(system and prompt_template add %ld)",
+                                    i, input, tokens[i], n_input, limits.max_tokens, base);
+            else
+                err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                    "items[%zu].input is about %ld tokens; chunking.max_tokens is "
+                                    "%ld (system and prompt_template add %ld)",
+                                    i, input, limits.max_tokens, base);
             goto out;
         }
         if (groups)

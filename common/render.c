@@ -54,29 +54,70 @@ static void put_ids(struct sink *s, const json_t *items)
     }
 }
 
+enum placeholder { PH_NONE, PH_INPUT, PH_IDS };
+
+/* The next placeholder at or after p: its start in *at (the end of tmpl when
+ * there is none) and its kind. The one scanner both counting and rendering
+ * use, so they never disagree on what a placeholder is. */
+static enum placeholder next_placeholder(const char *p, const char **at)
+{
+    const char *brace;
+
+    while ((brace = strstr(p, "{{")) != NULL) {
+        if (strncmp(brace, "{{input}}", 9) == 0) {
+            *at = brace;
+            return PH_INPUT;
+        }
+        if (strncmp(brace, "{{ids}}", 7) == 0) {
+            *at = brace;
+            return PH_IDS;
+        }
+        p = brace + 1;
+    }
+    *at = p + strlen(p);
+    return PH_NONE;
+}
+
 static void render_pass(struct sink *s, const char *tmpl, const json_t *items)
 {
-    const char *p = tmpl;
+    const char *p = tmpl, *at;
 
     while (*p && !s->over) {
-        const char *brace = strstr(p, "{{");
+        enum placeholder ph = next_placeholder(p, &at);
 
-        if (!brace) {
-            put(s, p, strlen(p));
+        put(s, p, (size_t)(at - p));
+        if (ph == PH_INPUT) {
+            put_inputs(s, items);
+            p = at + 9;
+        } else if (ph == PH_IDS) {
+            put_ids(s, items);
+            p = at + 7;
+        } else {
             break;
         }
-        put(s, p, (size_t)(brace - p));
-        if (strncmp(brace, "{{input}}", 9) == 0) {
-            put_inputs(s, items);
-            p = brace + 9;
-        } else if (strncmp(brace, "{{ids}}", 7) == 0) {
-            put_ids(s, items);
-            p = brace + 7;
+    }
+}
+
+size_t shoal_render_placeholders(const char *tmpl, size_t *n_input, size_t *n_ids)
+{
+    size_t in = 0, ids = 0;
+    const char *p = tmpl, *at;
+    enum placeholder ph;
+
+    while (p && (ph = next_placeholder(p, &at)) != PH_NONE) {
+        if (ph == PH_INPUT) {
+            in++;
+            p = at + 9;
         } else {
-            put(s, brace, 1);
-            p = brace + 1;
+            ids++;
+            p = at + 7;
         }
     }
+    if (n_input)
+        *n_input = in;
+    if (n_ids)
+        *n_ids = ids;
+    return in + ids;
 }
 
 char *shoal_render_prompt(const char *tmpl, const json_t *items, size_t *len_out)
@@ -85,7 +126,8 @@ char *shoal_render_prompt(const char *tmpl, const json_t *items, size_t *len_out
 
     if (len_out)
         *len_out = 0;
-    if (!tmpl || !json_is_array(items))
+    if (!tmpl || !json_is_array(items) ||
+        shoal_render_placeholders(tmpl, NULL, NULL) > SHOAL_RENDER_MAX_PLACEHOLDERS)
         return NULL;
     for (size_t i = 0; i < json_array_size(items); i++) {
         const json_t *item = json_array_get(items, i);

@@ -8,32 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/estimate.h"
 #include "common/job.h"
 #include "common/jobcheck.h"
 #include "common/log.h"
 #include "common/taskmsg.h"
 
 #define ACK_TIMEOUT_MS 60000
-
-/* Output tokens are unknown before the call: assume as many as the prompt,
- * capped by the model's max_output_tokens. A rough, documented guess. */
-static double estimate_cost(const shoal_model_t *m, const shoal_job_t *job, long *tokens)
-{
-    double cost = 0;
-
-    *tokens = 0;
-    for (size_t k = 0; k < shoal_job_n_chunks(job); k++) {
-        long in = shoal_job_chunk_est_tokens(job, k);
-        long out =
-            m && m->max_output_tokens > 0 && in > m->max_output_tokens ? m->max_output_tokens : in;
-        *tokens += in;
-        if (m) {
-            shoal_usage_t u = {.input = in, .output = out};
-            cost += shoal_model_cost(m, &u);
-        }
-    }
-    return cost;
-}
 
 /* One shoal.tasks row per chunk: task_id, chunk, item_ids, est_tokens. No
  * prompt text: that travels only in the task messages. */
@@ -109,8 +90,8 @@ static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, cons
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     } else {
         const char *params[] = {a, b, c};
-        err = shoal_pg_exec(pg, "SELECT shoal.record_job($1::jsonb, $2::jsonb, $3::text)", 3,
-                            params, &r, errbuf, errlen);
+        err = shoal_pg_exec(pg, "SELECT shoal.record_job_estimated($1::jsonb, $2::jsonb, $3::text)",
+                            3, params, &r, errbuf, errlen);
     }
     free(c);
     if (err == SHOAL_OK) {
@@ -321,15 +302,19 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
 
-    long est_tokens;
-    double est_cost =
-        estimate_cost(shoal_models_find(c->models, shoal_job_model(job)), job, &est_tokens);
+    /* The job's own model, as `shoal estimate` reports it; the models were
+     * checked by shoal_job_parse, so this fails only without a models file. */
+    shoal_estimate_t est;
+    if (shoal_estimate_job(job, c->models, NULL, &est, why, sizeof(why)) != SHOAL_OK)
+        memset(&est, 0, sizeof(est));
+    const shoal_estimate_model_t *em = est.n_models ? &est.models[0] : NULL;
+    double est_cost = em ? em->cost_usd : 0;
     double budget = shoal_job_budget_usd(job);
     if (budget > 0 && est_cost > budget) {
         snprintf(why, sizeof(why),
                  "budget_usd: the job is estimated at $%.4f (%ld prompt tokens), over its "
                  "budget of $%.4f; raise budget_usd or split the job",
-                 est_cost, est_tokens, budget);
+                 est_cost, shoal_job_est_tokens(job), budget);
         shoal_job_destroy(job);
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
@@ -341,7 +326,14 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                   shoal_job_model(job), "merge", shoal_job_merge(job), "output_format",
                   shoal_job_output_format(job), "source", source, "settings",
                   shoal_job_settings(job), "items_total", (json_int_t)shoal_job_n_items(job),
-                  "est_tokens", (json_int_t)est_tokens, "est_cost_usd", est_cost);
+                  "est_tokens", (json_int_t)shoal_job_est_tokens(job), "est_cost_usd", est_cost);
+    if (row && em &&
+        (json_object_set_new(row, "est_calls", json_integer((json_int_t)est.calls)) ||
+         json_object_set_new(row, "est_tokens_out", json_integer((json_int_t)em->tokens_out)) ||
+         json_object_set_new(row, "est_duration_s", json_real(em->duration_s)))) {
+        json_decref(row);
+        row = NULL;
+    }
     out->tasks = (int)shoal_job_n_chunks(job);
 
     /* The inputs are kept, so that lost tasks can be published again, unless

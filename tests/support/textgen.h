@@ -10,4 +10,9 @@
 /* unit written times over, NUL-terminated (caller frees). */
 char *textgen_repeat(const char *unit, size_t times);
 
+/* Text common/tokens.h estimates at exactly k tokens (k >= 1): words "ab",
+ * as many as it takes (each adds less than a token, so no count is
+ * skipped). Caller frees. */
+char *textgen_tokens(long k);
+
 #endif

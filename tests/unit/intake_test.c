@@ -19,6 +19,7 @@
 
 #include "cli/mockkafka.h"
 #include "cli/pgcluster.h"
+#include "common/estimate.h"
 #include "common/log.h"
 #include "common/migrate.h"
 #include "common/pg.h"
@@ -330,6 +331,24 @@ static void test_rejected(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     text = job_text("job-thrifty", 2, "{\"budget_usd\": 10}");
     assert_int_eq(deliver(c, 0, 5, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    /* and the job row holds the estimate `shoal estimate` prints for it */
+    {
+        char err[256], stored[256];
+        shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
+        shoal_estimate_t e;
+        assert_true(job != NULL);
+        assert_int_eq(shoal_estimate_job(job, models, NULL, &e, err, sizeof(err)), SHOAL_OK);
+        snprintf(stored, sizeof(stored), "(%ld,%.9f,%zu,%ld,%.3f)", e.tokens_in,
+                 e.models[0].cost_usd, e.calls, e.models[0].tokens_out, e.models[0].duration_s);
+        sqlcheck_text(pg,
+                      "SELECT row(est_tokens, round(est_cost_usd::numeric, 9), est_calls, "
+                      "est_tokens_out, round(est_duration_s::numeric, 3))::text "
+                      "FROM shoal.jobs WHERE job_id = $1",
+                      "job-thrifty", v, sizeof(v));
+        assert_str_eq(v, stored);
+        assert_int_eq(e.calls, 2);
+        shoal_job_destroy(job);
+    }
     free(text);
 }
 

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "common/models.h"
+#include "common/render.h"
+#include "common/tokens.h"
 #include "tests/support/check.h"
 #include "tests/support/textgen.h"
 
@@ -790,13 +792,19 @@ static void test_big_message(void)
              MAX_JOB_BYTES);
     assert_str_eq(err, want);
 
-    /* under a larger limit it is fine: 2500 tokens an item, 4 a chunk */
+    /* under a larger limit it is fine: about 2800 tokens an item with its
+     * "[big-N]" line, 4 a chunk */
     job = shoal_job_parse(text, len, 8u << 20, models, err, sizeof(err));
     if (!job)
         test_fail("big job rejected: %s", err);
     assert_int_eq(shoal_job_n_items(job), 300);
     assert_int_eq(shoal_job_n_chunks(job), 75);
-    assert_int_eq(shoal_job_est_tokens(job), 75 * 3 + 300 * 2500);
+    {
+        char *in = textgen_repeat("w", 10000);
+        long item = shoal_tokens_estimate(in, 10000) + shoal_tokens_estimate("big-1", 5) + 3;
+        assert_int_eq(shoal_job_est_tokens(job), 75 * 3 + 300 * item);
+        free(in);
+    }
     shoal_job_destroy(job);
     /* and 0 means no limit */
     job = shoal_job_parse(text, len, 0, NULL, err, sizeof(err));
@@ -838,7 +846,7 @@ static void test_defaults(void)
     assert_true(shoal_job_budget_usd(job) <= 0);
     assert_int_eq(shoal_job_n_items(job), 1);
     assert_int_eq(shoal_job_n_chunks(job), 1);
-    assert_int_eq(shoal_job_est_tokens(job), 3 + 2);
+    assert_int_eq(shoal_job_est_tokens(job), 3 + 1); /* "{{input}}", "hello" */
     assert_int_eq(json_integer_value(json_object_get(chunking, "max_tokens")), 12000);
     assert_int_eq(json_integer_value(json_object_get(chunking, "max_items")), 1);
     assert_true(json_object_get(chunking, "group_by") == NULL);
@@ -898,19 +906,24 @@ static void test_defaults(void)
     shoal_job_destroy(job);
 }
 
-/* Job with n items whose inputs are 4*tokens[i] characters, so item i is
- * estimated at exactly tokens[i]; template "{{input}}" is 3 tokens. */
+/* Job with n items, item i adding exactly tokens[i] to its chunk's
+ * estimate: its input, plus, when extra sets max_items (always above 1
+ * here, so chunks may hold several items), the "[id]" line and blank line
+ * rendering puts before it (the id's estimate + 3). Template "{{input}}" is
+ * 3 tokens. */
 static shoal_job_t *token_job(const long *tokens, const char *const *groups, size_t n,
                               const char *extra)
 {
     json_t *items = json_array();
     char *items_text, *text;
     shoal_job_t *job;
+    int multi = strstr(extra, "max_items") != NULL;
 
     for (size_t i = 0; i < n; i++) {
-        char id[32], *in = textgen_repeat("abcd", (size_t)tokens[i]);
+        char id[32], *in;
         json_t *item;
         snprintf(id, sizeof(id), "it%zu", i);
+        in = textgen_tokens(tokens[i] - (multi ? shoal_tokens_estimate(id, strlen(id)) + 3 : 0));
         item = json_pack("{s:s, s:s}", "id", id, "input", in);
         if (groups && groups[i])
             json_object_set_new(item, "group", json_string(groups[i]));
@@ -980,7 +993,7 @@ static void check_chunks(const shoal_job_t *job, const size_t *sizes, size_t n_c
 
 static void test_tasks(void)
 {
-    long ten[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    long ten[10] = {7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
     char err[256];
 
     /* max_items */
@@ -1016,7 +1029,7 @@ static void test_tasks(void)
     }
     /* an item exactly filling max_tokens with the template is accepted... */
     {
-        long t[2] = {22, 1};
+        long t[2] = {22, 7};
         shoal_job_t *job =
             token_job(t, NULL, 2, ",\"chunking\":{\"max_items\":5,\"max_tokens\":25}");
         size_t sizes[] = {1, 1};
@@ -1025,7 +1038,7 @@ static void test_tasks(void)
     }
     /* ... one more token is not: system "abcd" adds one */
     {
-        char *in = textgen_repeat("abcd", 22), *text;
+        char *in = textgen_tokens(22), *text;
         assert_true(asprintf(&text,
                              "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"abcd\","
                              "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_tokens\":25},"
@@ -1040,7 +1053,7 @@ static void test_tasks(void)
     }
     /* groups: a change of group closes the chunk, order is kept */
     {
-        long t[6] = {1, 1, 1, 1, 1, 1};
+        long t[6] = {7, 7, 7, 7, 7, 7};
         const char *g[6] = {"users", "users", "billing", NULL, NULL, "users"};
         shoal_job_t *job =
             token_job(t, g, 6, ",\"chunking\":{\"max_items\":10,\"group_by\":\"group\"}");
@@ -1056,11 +1069,11 @@ static void test_tasks(void)
         shoal_job_destroy(job);
         /* groups, max_items and max_tokens together */
         {
-            long u[6] = {5, 5, 5, 5, 5, 5};
+            long u[6] = {10, 10, 10, 10, 10, 10};
             const char *h[6] = {"a", "a", "a", "b", "b", "b"};
             size_t s[] = {2, 1, 2, 1}; /* closed by tokens, group, tokens */
             job = token_job(u, h, 6,
-                            ",\"chunking\":{\"max_items\":3,\"max_tokens\":13,"
+                            ",\"chunking\":{\"max_items\":3,\"max_tokens\":23,"
                             "\"group_by\":\"group\"}");
             check_chunks(job, s, 4);
             shoal_job_destroy(job);
@@ -1083,6 +1096,83 @@ static void test_tasks(void)
         }
         shoal_job_destroy(job);
     }
+}
+
+/* A template that uses {{input}} (or {{ids}}) several times pays for each
+ * use in the estimate, the chunk limit and the item-size check; a template
+ * with more than SHOAL_RENDER_MAX_PLACEHOLDERS placeholders is refused. */
+static void test_template_uses(void)
+{
+    char err[512], *text, *in = textgen_tokens(40), tmpl[256];
+    const char *once = "Summarize:\\n{{input}}",
+               *twice = "Summarize:\\n{{input}}\\nAgain: {{input}}";
+    long t_once = shoal_tokens_estimate("Summarize:\n{{input}}", 20);
+    long t_twice = shoal_tokens_estimate("Summarize:\n{{input}}\nAgain: {{input}}", 37);
+    shoal_job_t *job;
+
+    /* one item per chunk: the template plus the input once per use */
+    for (int k = 0; k < 2; k++) {
+        assert_true(
+            asprintf(&text,
+                     "{\"job_id\":\"u\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+                     "\"prompt_template\":\"%s\",\"items\":[{\"id\":\"a\",\"input\":\"%s\"}]}",
+                     k ? twice : once, in) > 0);
+        job = parse_ok(text);
+        assert_int_eq(shoal_job_est_tokens(job), k ? t_twice + 2 * 40 : t_once + 40);
+        assert_int_eq(shoal_job_chunk_est_tokens(job, 0), shoal_job_est_tokens(job));
+        shoal_job_destroy(job);
+        free(text);
+    }
+    /* {{ids}} adds each id and its separator; several items add their "[id]" lines */
+    assert_true(
+        asprintf(&text,
+                 "{\"job_id\":\"u\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+                 "\"prompt_template\":\"{{ids}} {{input}}\",\"chunking\":{\"max_items\":2},"
+                 "\"items\":[{\"id\":\"a\",\"input\":\"%s\"},{\"id\":\"b\",\"input\":\"%s\"}]}",
+                 in, in) > 0);
+    job = parse_ok(text);
+    assert_int_eq(shoal_job_n_chunks(job), 1);
+    /* per item: (a + 1) for {{ids}}, (40 + a + 3) for {{input}}; "a" is one token */
+    assert_int_eq(shoal_job_est_tokens(job),
+                  shoal_tokens_estimate("{{ids}} {{input}}", 17) + 2 * ((1 + 1) + (40 + 1 + 3)));
+    shoal_job_destroy(job);
+    free(text);
+
+    /* the chunk limit sees both uses: 40 fits 60 once, not twice */
+    assert_true(
+        asprintf(&text,
+                 "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"%s\","
+                 "\"chunking\":{\"max_tokens\":60},\"items\":[{\"id\":\"a\",\"input\":\"%s\"}]}",
+                 twice, in) > 0);
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "items[0].input is about 40 tokens, 80 as prompt_template uses "
+                             "{{input}} 2 times; chunking.max_tokens is 60");
+    free(text);
+
+    /* the placeholder limit: 16 pass, 17 do not */
+    for (int extra = 0; extra < 2; extra++) {
+        size_t off = 0;
+        for (int i = 0; i < SHOAL_RENDER_MAX_PLACEHOLDERS + extra; i++)
+            off += (size_t)snprintf(tmpl + off, sizeof(tmpl) - off, "%s",
+                                    i % 4 ? "{{input}}" : "{{ids}}");
+        assert_true(
+            asprintf(&text,
+                     "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":\"%s\","
+                     "\"items\":[{\"id\":\"a\",\"input\":\"x\"}]}",
+                     tmpl) > 0);
+        job = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
+        if (!extra) {
+            if (!job)
+                test_fail("16 placeholders rejected: %s", err);
+            shoal_job_destroy(job);
+        } else {
+            assert_true(job == NULL);
+            assert_str_eq(err, "prompt_template: uses {{input}} and {{ids}} 17 times; at most 16 "
+                               "are allowed");
+        }
+        free(text);
+    }
+    free(in);
 }
 
 /* Every task carries the job's settings; the union of the tasks' items is
@@ -1368,6 +1458,7 @@ int main(void)
     test_generated();
     test_big_message();
     test_defaults();
+    test_template_uses();
     test_tasks();
     test_settings();
     test_messages();

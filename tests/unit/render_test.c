@@ -77,17 +77,18 @@ static void test_render(void)
         }
         assert_true(shoal_render_prompt(NULL, NULL, NULL) == NULL);
     }
-    /* the output cap: 70 copies of a 1 MB input would be 70 MB */
+    /* the output cap: 16 copies of an input just over 4 MiB pass 64 MiB */
     {
-        char *in = textgen_repeat("x", 1 << 20), *tmpl = textgen_repeat("{{input}}", 70);
+        size_t big = ((size_t)4 << 20) + 1;
+        char *in = textgen_repeat("x", big), *tmpl = textgen_repeat("{{input}}", 16);
         json_t *items = json_pack("[{s:s, s:s}]", "id", "a", "input", in);
         assert_true(shoal_render_prompt(tmpl, items, NULL) == NULL);
-        tmpl[9 * 60] = '\0'; /* 60 copies fit */
+        tmpl[9 * 15] = '\0'; /* 15 copies fit */
         {
             size_t len;
             char *out = shoal_render_prompt(tmpl, items, &len);
             assert_true(out != NULL);
-            assert_int_eq(len, 60u << 20);
+            assert_int_eq(len, 15 * big);
             free(out);
         }
         json_decref(items);
@@ -96,9 +97,45 @@ static void test_render(void)
     }
 }
 
+/* Counting agrees with rendering, and a template with too many placeholders
+ * is refused rather than multiplied out. */
+static void test_placeholders(void)
+{
+    size_t in = 9, ids = 9;
+    char tmpl[512] = "";
+    json_t *items = json_pack("[{s:s, s:s}]", "id", "a", "input", "v");
+
+    assert_int_eq(shoal_render_placeholders("Summarize:\n{{input}}", &in, &ids), 1);
+    assert_int_eq(in, 1);
+    assert_int_eq(ids, 0);
+    assert_int_eq(
+        shoal_render_placeholders("{{input}} then {{ids}}: {{input}} {{{input}}}", &in, &ids), 4);
+    assert_int_eq(in, 3);
+    assert_int_eq(ids, 1);
+    /* unknown and broken ones are text, as rendering treats them */
+    assert_int_eq(shoal_render_placeholders("{{other}} {{ {{inp {{input}", NULL, NULL), 0);
+    assert_int_eq(shoal_render_placeholders(NULL, &in, &ids), 0);
+    assert_int_eq(in, 0);
+
+    /* the limit itself renders; one more does not */
+    size_t off = 0;
+    for (int i = 0; i < SHOAL_RENDER_MAX_PLACEHOLDERS; i++)
+        off +=
+            (size_t)snprintf(tmpl + off, sizeof(tmpl) - off, "%s", i % 2 ? "{{ids}}" : "{{input}}");
+    char *out = shoal_render_prompt(tmpl, items, NULL);
+    assert_true(out != NULL);
+    assert_int_eq(strlen(out), SHOAL_RENDER_MAX_PLACEHOLDERS);
+    free(out);
+    snprintf(tmpl + off, sizeof(tmpl) - off, "{{input}}");
+    assert_int_eq(shoal_render_placeholders(tmpl, NULL, NULL), SHOAL_RENDER_MAX_PLACEHOLDERS + 1);
+    assert_true(shoal_render_prompt(tmpl, items, NULL) == NULL);
+    json_decref(items);
+}
+
 int main(void)
 {
     test_render();
+    test_placeholders();
     printf("render_test: ok\n");
     return 0;
 }
