@@ -1,5 +1,5 @@
 /*
- * `shoal dev`: the whole fleet on this machine (cli/devstack.c), with
+ * `shoal dev`: the whole fleet on this machine (stack/devstack.c), with
  * connection settings printed and written for the CLI; `--demo` also runs
  * the sample job end to end and prints its output and a short SQL summary;
  * `--models FILE` runs the stack against the user's own models file (real
@@ -20,8 +20,8 @@
 
 #include "cli/clienv.h"
 #include "cli/commands.h"
-#include "cli/devstack.h"
-#include "cli/proc.h"
+#include "stack/devstack.h"
+#include "stack/proc.h"
 #include "common/kafka.h"
 #include "common/models.h"
 #include "common/opt.h"

@@ -19,8 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
-#include "cli/workdir.h"
+#include "stack/proc.h"
+#include "stack/workdir.h"
 #include "sim/sim.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"

@@ -1,5 +1,5 @@
 /*
- * Integration-test harness: the local stack (cli/devstack.h) with the binaries
+ * Integration-test harness: the local stack (stack/devstack.h) with the binaries
  * of this build, a producer and an events reader on its Kafka, SQL helpers on
  * its PostgreSQL, and the simulator's counters. Every helper fails the test
  * (tests/support/check.h) instead of returning an error.
@@ -10,7 +10,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "cli/devstack.h"
+#include "stack/devstack.h"
 #include "common/pg.h"
 
 typedef struct harness harness_t;

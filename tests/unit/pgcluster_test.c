@@ -1,11 +1,11 @@
 /*
- * cli/pgcluster: a throwaway cluster accepts connections, stops (fast,
+ * stack/pgcluster: a throwaway cluster accepts connections, stops (fast,
  * immediate, killed from outside) and starts again on the same port with its
  * data, cleans up its directory, reuses a caller's directory, explains a
  * missing installation, and does not outlive a process that dies without
  * destroying it.
  */
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 
 #include <errno.h>
 #include <ftw.h>

@@ -1,7 +1,7 @@
 /*
  * The local fleet (see devstack.h).
  */
-#include "cli/devstack.h"
+#include "stack/devstack.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,10 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/mockkafka.h"
-#include "cli/pgcluster.h"
-#include "cli/proc.h"
-#include "cli/workdir.h"
+#include "stack/mockkafka.h"
+#include "stack/pgcluster.h"
+#include "stack/proc.h"
+#include "stack/workdir.h"
 #include "common/migrate.h"
 #include "common/pg.h"
 

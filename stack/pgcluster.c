@@ -12,7 +12,7 @@
  * Messages from the server are read back from its log to explain failures, so
  * the children run with LC_ALL=C.
  */
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,8 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
-#include "cli/workdir.h"
+#include "stack/proc.h"
+#include "stack/workdir.h"
 #include "common/log.h"
 
 #define START_TIMEOUT_MS 30000

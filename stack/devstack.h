@@ -8,8 +8,8 @@
  * it stops every process it started and removes the work directory it made.
  * Not thread-safe.
  */
-#ifndef SHOAL_CLI_DEVSTACK_H
-#define SHOAL_CLI_DEVSTACK_H
+#ifndef SHOAL_STACK_DEVSTACK_H
+#define SHOAL_STACK_DEVSTACK_H
 
 #include <stddef.h>
 

@@ -22,8 +22,8 @@
  * /usr/lib/postgresql/<v>/bin (Debian) and /usr/pgsql-<v>/bin (RPM), then
  * PATH. Handles are not thread-safe.
  */
-#ifndef SHOAL_CLI_PGCLUSTER_H
-#define SHOAL_CLI_PGCLUSTER_H
+#ifndef SHOAL_STACK_PGCLUSTER_H
+#define SHOAL_STACK_PGCLUSTER_H
 
 #include <stddef.h>
 #include <sys/types.h>
