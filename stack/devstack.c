@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "stack/mockkafka.h"
 #include "stack/pgcluster.h"
@@ -30,7 +31,7 @@ struct shoal_devstack {
     shoal_proc_t *workers[SHOAL_DEVSTACK_MAX_PROCS];
     char sim_url[128];
     char models_path[600];
-    char env[10][700];
+    char env[10][2200];
     char *envp[11];
 };
 
@@ -213,6 +214,7 @@ static shoal_err_t start_sim(shoal_devstack_t *ds, char *errbuf, size_t errlen)
 {
     char portfile[700], lat[32], line[128];
     snprintf(portfile, sizeof(portfile), "%s/sim.port", ds->workdir);
+    unlink(portfile); /* an earlier stack's, in a kept work directory */
     snprintf(lat, sizeof(lat), "%ld", ds->conf.sim_latency_ms);
     const char *args[64] = {"--port", "0", "--port-file", portfile, "--latency-ms", lat};
     size_t n = 6;
@@ -278,7 +280,8 @@ shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *er
         shoal_mockkafka_create_default_topics(ds->kafka, NULL, errbuf, errlen) != SHOAL_OK)
         goto fail;
     snprintf(path, sizeof(path), "%s/pg", ds->workdir);
-    if (!(ds->pg = shoal_pgcluster_new(path, errbuf, errlen)))
+    shoal_pgcluster_opts_t pgo = {.unsafe_fast = conf->unsafe_fast};
+    if (!(ds->pg = shoal_pgcluster_new_opts(path, &pgo, errbuf, errlen)))
         goto fail;
     shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(ds->pg), "shoal-dev");
     shoal_err_t err = pg ? shoal_migrate_apply(pg, NULL, errbuf, errlen) : SHOAL_ERR_NOMEM;

@@ -1,22 +1,28 @@
 /*
- * A throwaway PostgreSQL cluster for `shoal dev` and the integration tests,
- * built from the installed server binaries: initdb into <dir>/data, then the
- * postmaster on 127.0.0.1 and a free TCP port with durability turned off
- * (fsync, synchronous_commit, full_page_writes), trust authentication and
- * superuser "postgres". Server output goes to <dir>/postgres.log, initdb's to
- * <dir>/initdb.log.
+ * A PostgreSQL cluster for `shoal dev` and the tests, built from the
+ * installed server binaries: initdb into <dir>/data, then the postmaster on
+ * 127.0.0.1 and a free TCP port, superuser "postgres". Server output goes to
+ * <dir>/postgres.log, initdb's to <dir>/initdb.log.
+ *
+ * Two settings, chosen at creation (shoal_pgcluster_opts_t):
+ * - Durability. By default fsync, synchronous_commit and full_page_writes are
+ *   on, so a crash of the server (SIGKILL, an immediate stop) loses no
+ *   acknowledged commit. unsafe_fast turns all three off (and initdb's sync):
+ *   then such a crash may lose transactions committed in its last moments, as
+ *   a real server configured so would. Fast and smart stops lose nothing.
+ * - Authentication. By default the superuser has a password generated when
+ *   the cluster is created, checked with scram-sha-256 on TCP and on the Unix
+ *   socket, so other local users cannot connect. It is stored only in
+ *   <dir>/pgpass (mode 0600, PGPASSFILE format) and reaches clients as that
+ *   file's path: the URL carries passfile=<dir>/pgpass, never the password.
+ *   trust skips all this (any local user may connect as superuser).
+ * shoal_pgcluster_new is the throwaway of unit tests: unsafe_fast and trust.
  *
  * The postmaster is our direct child (no pg_ctl daemonizing): it is stopped
  * by PID, and the kernel sends it SIGINT (fast shutdown) when the thread that
  * started it dies, so a crashed test leaves no server behind. When running as
  * root the server runs as the "postgres" user, which must exist and be able
  * to reach the directory (every parent must be searchable by it).
- *
- * Because of synchronous_commit=off, a crash (an immediate stop, SIGKILL)
- * may lose transactions committed in the last moments before it, as a real
- * server configured so would; a session that needs a commit to survive a
- * simulated crash runs SET synchronous_commit = on. Fast and smart stops lose
- * nothing.
  *
  * Binaries are looked up in $SHOAL_PG_BINDIR, then the highest version under
  * /usr/lib/postgresql/<v>/bin (Debian) and /usr/pgsql-<v>/bin (RPM), then
@@ -39,15 +45,27 @@ enum {
     SHOAL_PGCLUSTER_IMMEDIATE = 2, /* SIGQUIT: like a crash, recovery on restart */
 };
 
+typedef struct {
+    int unsafe_fast; /* fsync, synchronous_commit, full_page_writes off */
+    int trust;       /* no password: every local user may connect */
+} shoal_pgcluster_opts_t;
+
 /* Creates and starts a cluster in dir, or in a new directory under $TMPDIR
- * (default /tmp) when dir is NULL. A dir that does not exist (its parent must)
- * is created and removed by destroy; an existing dir is kept, and a cluster
- * already in <dir>/data is reused. Returns once the server accepts
- * connections (at most 30 s), or NULL with the reason, such as the server's
- * FATAL line, in errbuf. */
+ * (default /tmp) when dir is NULL; opts NULL means all zero (durable, with a
+ * password). A dir that does not exist (its parent must) is created and
+ * removed by destroy; an existing dir is kept, and a cluster already in
+ * <dir>/data is reused with its password (trust applies only at creation).
+ * Returns once the server accepts connections (at most 30 s), or NULL with
+ * the reason, such as the server's FATAL line, in errbuf. */
+shoal_pgcluster_t *shoal_pgcluster_new_opts(const char *dir, const shoal_pgcluster_opts_t *opts,
+                                            char *errbuf, size_t errlen);
+
+/* shoal_pgcluster_new_opts with unsafe_fast and trust: for unit tests. */
 shoal_pgcluster_t *shoal_pgcluster_new(const char *dir, char *errbuf, size_t errlen);
 
-/* "postgresql://postgres@127.0.0.1:PORT/postgres"; borrowed for the life of c. */
+/* "postgresql://postgres@127.0.0.1:PORT/postgres", followed by
+ * "?passfile=<dir>/pgpass" (percent-encoded) when the cluster has a password;
+ * no secret in it. Borrowed for the life of c. */
 const char *shoal_pgcluster_url(const shoal_pgcluster_t *c);
 
 /* The TCP port; it stays the same across stop and start. */
@@ -55,6 +73,9 @@ int shoal_pgcluster_port(const shoal_pgcluster_t *c);
 
 /* The postmaster's PID, -1 while stopped. */
 pid_t shoal_pgcluster_pid(const shoal_pgcluster_t *c);
+
+/* 1 when the cluster runs with fsync, synchronous_commit and full_page_writes on. */
+int shoal_pgcluster_durable(const shoal_pgcluster_t *c);
 
 /* The cluster's directory and the server log path; borrowed for the life of c. */
 const char *shoal_pgcluster_dir(const shoal_pgcluster_t *c);

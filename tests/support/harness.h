@@ -22,6 +22,10 @@ typedef struct {
     const char *const *worker_args;
     const char *extra_models;    /* "alias": {...} members added to the models file */
     const char *const *sim_args; /* extra shoal-sim arguments (e.g. "--rpm", "600"), or NULL */
+    /* PostgreSQL without fsync, synchronous_commit and full_page_writes, for
+     * benchmarks (also when SHOAL_UNSAFE_FAST=1, as for `shoal dev`); tests of
+     * durability keep the default. */
+    int unsafe_fast;
 } harness_conf_t;
 
 harness_t *harness_start(const harness_conf_t *conf);
