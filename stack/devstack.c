@@ -280,6 +280,14 @@ shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *er
         shoal_mockkafka_create_default_topics(ds->kafka, NULL, errbuf, errlen) != SHOAL_OK)
         goto fail;
     snprintf(path, sizeof(path), "%s/pg", ds->workdir);
+    /* Made here so the cluster counts it as the caller's and keeps it: a
+     * kept work directory keeps its data. 0755: the server's user (when we
+     * run as root) must reach it; the password file in it is 0600. */
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create %s: %s", path,
+                      strerror(errno));
+        goto fail;
+    }
     shoal_pgcluster_opts_t pgo = {.unsafe_fast = conf->unsafe_fast};
     if (!(ds->pg = shoal_pgcluster_new_opts(path, &pgo, errbuf, errlen)))
         goto fail;
