@@ -683,6 +683,11 @@ pid_t shoal_pgcluster_pid(const shoal_pgcluster_t *c)
     return c && c->server ? shoal_proc_pid(c->server) : -1;
 }
 
+int shoal_pgcluster_alive(shoal_pgcluster_t *c)
+{
+    return c && c->server && shoal_proc_alive(c->server);
+}
+
 int shoal_pgcluster_durable(const shoal_pgcluster_t *c)
 {
     return c && !c->fast;

@@ -74,6 +74,10 @@ int shoal_pgcluster_port(const shoal_pgcluster_t *c);
 /* The postmaster's PID, -1 while stopped. */
 pid_t shoal_pgcluster_pid(const shoal_pgcluster_t *c);
 
+/* 1 while the postmaster runs, 0 once it has exited, stopped or crashed
+ * (a postmaster killed from outside is reaped here); 0 for NULL. */
+int shoal_pgcluster_alive(shoal_pgcluster_t *c);
+
 /* 1 when the cluster runs with fsync, synchronous_commit and full_page_writes on. */
 int shoal_pgcluster_durable(const shoal_pgcluster_t *c);
 

@@ -14,64 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "stack/proc.h"
 #include "tests/support/check.h"
+#include "tests/support/devcli.h"
 #include "tests/support/harness.h"
-
-/* Runs a shell command with no SHOAL_* connection variables and
- * SHOAL_HOME=home; returns its exit status and its output in out. */
-static int run(char *out, size_t outlen, const char *home, const char *cmd)
-{
-    char full[4096];
-    snprintf(full, sizeof(full),
-             "env -u SHOAL_BOOTSTRAP -u SHOAL_PG -u SHOAL_MODELS -u SHOAL_SIM_URL "
-             "SHOAL_HOME=%s %s 2>&1",
-             home, cmd);
-    FILE *p = popen(full, "r");
-    assert_true(p != NULL);
-    size_t n = fread(out, 1, outlen - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* Starts `shoal dev --workdir workdir [extra]` with SHOAL_HOME=home, its
- * output in log (a new file), and waits until it runs. */
-static shoal_proc_t *start_dev(const char *home, const char *workdir, const char *extra,
-                               const char *log)
-{
-    char homeenv[600], err[512];
-    snprintf(homeenv, sizeof(homeenv), "SHOAL_HOME=%s", home);
-    char *argv[] = {(char *)harness_bin("shoal"),
-                    "dev",
-                    "--sim-latency-ms",
-                    "5",
-                    "--workers",
-                    "1",
-                    "--workdir",
-                    (char *)workdir,
-                    (char *)extra,
-                    NULL};
-    char *env[] = {homeenv, NULL};
-    shoal_proc_t *dev = shoal_proc_spawn("shoal-dev", argv, env, log, err, sizeof(err));
-    if (!dev)
-        test_fail("could not start shoal dev: %s", err);
-    if (shoal_proc_wait_file_line(log, "shoal dev is running", 90000, NULL, 0) != SHOAL_OK)
-        test_fail("shoal dev did not come up (see %s)", log);
-    return dev;
-}
-
-static void stop_dev(shoal_proc_t *dev)
-{
-    int status = -1;
-    assert_int_eq(shoal_proc_kill(dev, SIGINT), SHOAL_OK);
-    assert_int_eq(shoal_proc_wait(dev, 60000, &status), SHOAL_OK);
-    assert_int_eq(status, 0);
-    shoal_proc_destroy(dev);
-}
 
 /* Writes a job of n items to path. */
 static void write_job(const char *path, const char *job_id, int n)
@@ -90,7 +38,7 @@ static void submit_wait(const char *home, const char *job, const char *want)
 {
     char cmd[1024], out[1 << 14];
     snprintf(cmd, sizeof(cmd), "%s submit --wait %s", harness_bin("shoal"), job);
-    int rc = run(out, sizeof(out), home, cmd);
+    int rc = devcli_run(out, sizeof(out), home, cmd);
     if (rc != 0)
         test_fail("submit --wait %s exited %d:\n%s", job, rc, out);
     assert_str_contains(out, want);
@@ -122,10 +70,11 @@ int main(void)
     snprintf(job, sizeof(job), "%s/job.json", home);
 
     /* Two stacks; B starts last and so owns $SHOAL_HOME/dev.env. */
-    shoal_proc_t *a = start_dev(home, wa, NULL, loga);
+    shoal_proc_t *a = devcli_start(home, wa, NULL, loga);
     assert_int_eq(shoal_proc_wait_file_line(loga, "PostgreSQL runs durably", 1000, NULL, 0),
                   SHOAL_OK);
-    shoal_proc_t *b = start_dev(home, wb, "--unsafe-fast", logb);
+    static const char *const fast[] = {"--unsafe-fast", NULL};
+    shoal_proc_t *b = devcli_start(home, wb, fast, logb);
     assert_int_eq(shoal_proc_wait_file_line(logb, "a crash may lose results already acknowledged",
                                             1000, NULL, 0),
                   SHOAL_OK);
@@ -136,7 +85,7 @@ int main(void)
     submit_wait(wb, job, "job b-1 completed: 3/3 tasks done");
     /* Each job is in its own stack only. */
     snprintf(cmd, sizeof(cmd), "%s status a-1", harness_bin("shoal"));
-    assert_true(run(out, sizeof(out), wb, cmd) != 0);
+    assert_true(devcli_run(out, sizeof(out), wb, cmd) != 0);
     assert_str_contains(out, "no job a-1");
 
     /* kill -9 of A's scheduler: it comes back and takes new jobs. */
@@ -149,31 +98,31 @@ int main(void)
     submit_wait(wa, job, "job a-2 completed: 5/5 tasks done");
 
     /* B stops: the shared file names A again. */
-    stop_dev(b);
+    devcli_stop(b);
     snprintf(cmd, sizeof(cmd), "%s status a-2", harness_bin("shoal"));
-    int rc = run(out, sizeof(out), home, cmd);
+    int rc = devcli_run(out, sizeof(out), home, cmd);
     if (rc != 0)
         test_fail("status through the shared dev.env exited %d:\n%s", rc, out);
     assert_str_contains(out, "completed");
 
     /* A stops, keeping its folder; a second run on it carries on. */
-    stop_dev(a);
+    devcli_stop(a);
     snprintf(cmd, sizeof(cmd), "%s/dev.env", home);
     assert_true(access(cmd, F_OK) != 0);
     snprintf(cmd, sizeof(cmd), "%s/logs/scheduler-0.log", wa);
     assert_true(access(cmd, F_OK) == 0);
     snprintf(loga, sizeof(loga), "%s/a2.out", home);
-    a = start_dev(home, wa, NULL, loga);
+    a = devcli_start(home, wa, NULL, loga);
     snprintf(cmd, sizeof(cmd), "%s status a-1", harness_bin("shoal"));
-    rc = run(out, sizeof(out), wa, cmd);
+    rc = devcli_run(out, sizeof(out), wa, cmd);
     if (rc != 0)
         test_fail("status of the first run's job exited %d:\n%s", rc, out);
     assert_str_contains(out, "completed");
     snprintf(cmd, sizeof(cmd), "%s results a-2", harness_bin("shoal"));
-    assert_int_eq(run(out, sizeof(out), wa, cmd), 0);
+    assert_int_eq(devcli_run(out, sizeof(out), wa, cmd), 0);
     assert_str_contains(out, "item-00000");
     assert_str_contains(out, "item-00004");
-    stop_dev(a);
+    devcli_stop(a);
 
     /* Nothing of either stack keeps running. */
     snprintf(cmd, sizeof(cmd), "pgrep -f '[%c]%s' >/dev/null", home[0], home + 1);
