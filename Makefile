@@ -3,7 +3,8 @@
 #   make test   install what is missing, build, run the whole suite, then the
 #               suite again under AddressSanitizer + UndefinedBehaviorSanitizer
 # and:
-#   make bench [BENCH=e2e]   run the benchmarks in tests/bench/
+#   make bench [BENCH=e2e]   run the benchmarks in tests/bench/ (PostgreSQL in the
+#                            stack's --unsafe-fast mode: they measure shoal, not fsync)
 #   make fuzz [FUZZ_SECONDS=60]  build the libFuzzer targets of tests/fuzz with
 #                            clang (in build-fuzz) and run each that long
 #   make format-check        clang-format --dry-run --Werror over the sources
@@ -69,7 +70,7 @@ bench: build
 	@set -e; for b in $(BUILD)/tests/bench-*; do \
 	  name=$${b##*/bench-}; \
 	  if [ -z "$(BENCH)" ] || [ "$(BENCH)" = "$$name" ]; then \
-	    echo "== bench $$name"; $$b; fi; done
+	    echo "== bench $$name"; SHOAL_UNSAFE_FAST=1 $$b; fi; done
 
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)

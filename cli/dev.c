@@ -1,5 +1,5 @@
 /*
- * `shoal dev`: the whole fleet on this machine (cli/devstack.c), with
+ * `shoal dev`: the whole fleet on this machine (stack/devstack.c), with
  * connection settings printed and written for the CLI; `--demo` also runs
  * the sample job end to end and prints its output and a short SQL summary;
  * `--models FILE` runs the stack against the user's own models file (real
@@ -7,11 +7,17 @@
  *
  * Every stack keeps its state in its work directory, dev.env included, so
  * two stacks with different --workdir share no file. $SHOAL_HOME/dev.env
- * names the most recently started stack; a stack removes it at exit only if
- * it still names that stack.
+ * names the most recently started stack; a stack that still owns it at exit
+ * gives it back to the stack it replaced if that one still answers, else
+ * removes it, so stopping one of two stacks never leaves the other's CLI
+ * without settings.
+ *
+ * The stack's processes are watched: a worker or scheduler that died is
+ * started again, since the stack is the only supervisor they have here.
  */
 #include <errno.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +26,8 @@
 
 #include "cli/clienv.h"
 #include "cli/commands.h"
-#include "cli/devstack.h"
-#include "cli/proc.h"
+#include "stack/devstack.h"
+#include "stack/proc.h"
 #include "common/kafka.h"
 #include "common/models.h"
 #include "common/opt.h"
@@ -30,6 +36,7 @@
 
 struct dev_conf {
     int demo;
+    int unsafe_fast;
     long workers;
     long sim_latency_ms;
     const char *workdir;
@@ -46,7 +53,11 @@ static const struct shoal_opt dev_opts[] = {
     {"sim-latency-ms", SHOAL_OPT_INT, OFF(sim_latency_ms), "20", 0, 600000,
      "simulated model latency"},
     {"workdir", SHOAL_OPT_STR, OFF(workdir), NULL, 0, 0,
-     "keep data and logs here (default: a temporary directory removed at exit)"},
+     "keep data and logs here (default: a temporary directory removed at exit); a later "
+     "`shoal dev --workdir` on it carries on with them (see above)"},
+    {"unsafe-fast", SHOAL_OPT_BOOL, OFF(unsafe_fast), "false", 0, 0,
+     "run PostgreSQL with fsync, synchronous_commit and full_page_writes off, for benchmarks: a "
+     "crash of PostgreSQL or of the machine may then lose results already acknowledged"},
     {"job", SHOAL_OPT_STR, OFF(job), NULL, 0, 0,
      "job file for --demo (default: examples/demo-job.json)"},
     {"log-level", SHOAL_OPT_STR, OFF(log_level), "warn", 0, 0,
@@ -131,6 +142,37 @@ static int check_models(const char *path)
         return 0;
     }
     return 1;
+}
+
+/* Reads a small text file into buf (NUL-terminated); 0 if it cannot or it
+ * does not fit. */
+static int read_text(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, len - 1, f);
+    int ok = !ferror(f) && feof(f);
+    fclose(f);
+    buf[ok ? n : 0] = '\0';
+    return ok && n > 0;
+}
+
+/* True when the dev.env text names a PostgreSQL that still answers: the
+ * stack that wrote it runs. */
+static int env_text_alive(const char *text)
+{
+    static const char key[] = "export SHOAL_PG='";
+    const char *p = strstr(text, key);
+    char url[1024];
+    if (!p)
+        return 0;
+    p += strlen(key);
+    size_t n = strcspn(p, "'\n");
+    if (n == 0 || n >= sizeof(url) - 32)
+        return 0;
+    snprintf(url, sizeof(url), "%.*s%sconnect_timeout=2", (int)n, p, memchr(p, '?', n) ? "&" : "?");
+    return PQping(url) == PQPING_OK;
 }
 
 /* True when the file at path has a line equal to line (without its end). */
@@ -232,11 +274,27 @@ int shoal_cmd_dev(int argc, char **argv)
         "shoal commands find them, and to <workdir>/dev.env (SHOAL_HOME=<workdir> reaches\n"
         "this stack even after another one started). With --models FILE the workers and the\n"
         "scheduler use your models file (checked first, API keys included); the simulator\n"
-        "then starts only if the file names ${SHOAL_SIM_URL}. Runs until Ctrl-C and then\n"
-        "stops everything it started.";
+        "then starts only if the file names ${SHOAL_SIM_URL}. A worker or scheduler that\n"
+        "dies is started again. Runs until Ctrl-C and then stops everything it started.\n"
+        "\n"
+        "PostgreSQL runs durably (fsync, synchronous_commit and full_page_writes on): a\n"
+        "crash of any process of the stack, PostgreSQL included, loses no acknowledged\n"
+        "result. --unsafe-fast trades that for speed. It does not trust local users: the\n"
+        "superuser has a random password made when the cluster is created, kept only in\n"
+        "<workdir>/pg/pgpass (mode 0600); SHOAL_PG names that file (passfile=...), never\n"
+        "the password.\n"
+        "\n"
+        "With --workdir DIR the cluster, its password and the logs stay in DIR, and a later\n"
+        "`shoal dev --workdir DIR` carries on with them: jobs, tasks, results and their\n"
+        "status are still there. Kafka (the mock cluster) lives in memory and starts\n"
+        "empty: jobs and tasks queued or in flight when the first run stopped are not\n"
+        "redelivered, so their jobs stay running until submitted again (`shoal submit` of\n"
+        "the same job, same job_id, publishes its unfinished tasks again; finished items\n"
+        "are not called again). A job whose submission had not reached the scheduler yet\n"
+        "is not known to PostgreSQL either: submit it again.";
     struct dev_conf c;
     shoal_optres_t res;
-    char err[1024], envpath[1024], job[1024];
+    char err[1024], envpath[1024], job[1024], prev_env[4096];
 
     memset(&c, 0, sizeof(c));
     if (shoal_opt_parse(dev_opts, &c, argc, argv, 1, &res, err, sizeof(err)) != SHOAL_OK) {
@@ -279,8 +337,16 @@ int shoal_cmd_dev(int argc, char **argv)
                                 .sim_latency_ms = c.sim_latency_ms,
                                 .log_level = c.log_level,
                                 .models_path = c.models};
+    dc.unsafe_fast = c.unsafe_fast;
     fprintf(stderr, "starting Kafka (mock cluster), PostgreSQL, %sscheduler and %ld workers...\n",
             c.models ? "" : "simulator, ", c.workers);
+    if (c.unsafe_fast)
+        fprintf(stderr, "warning: --unsafe-fast: PostgreSQL runs with fsync, synchronous_commit "
+                        "and full_page_writes off; a crash may lose results already "
+                        "acknowledged\n");
+    else
+        fprintf(stderr, "PostgreSQL runs durably (fsync, synchronous_commit and full_page_writes "
+                        "on)\n");
     shoal_devstack_t *ds = shoal_devstack_new(&dc, err, sizeof(err));
     free(bindir);
     if (!ds) {
@@ -288,6 +354,8 @@ int shoal_cmd_dev(int argc, char **argv)
         return SHOAL_EXIT_ERROR;
     }
     shoal_clienv_path(envpath, sizeof(envpath));
+    /* The stack this one replaces in the shared file, to give it back. */
+    int have_prev = read_text(envpath, prev_env, sizeof(prev_env));
     char dir[1024];
     snprintf(dir, sizeof(dir), "%s", envpath);
     char *slash = strrchr(dir, '/');
@@ -295,7 +363,7 @@ int shoal_cmd_dev(int argc, char **argv)
         *slash = '\0';
         mkdir(dir, 0755);
     }
-    char ownenv[1100], pgline[600];
+    char ownenv[1100], pgline[2200];
     snprintf(ownenv, sizeof(ownenv), "%s/dev.env", shoal_devstack_workdir(ds));
     snprintf(pgline, sizeof(pgline), "export SHOAL_PG='%s'", shoal_devstack_pg_url(ds));
     if (shoal_devstack_write_env(ds, ownenv, err, sizeof(err)) != SHOAL_OK ||
@@ -316,22 +384,40 @@ int shoal_cmd_dev(int argc, char **argv)
     } else {
         fprintf(stderr, "shoal dev is running; submit jobs with `shoal submit FILE`; Ctrl-C "
                         "stops everything\n");
+        static const char *const kinds[] = {"scheduler", "worker"};
         while (!shoal_service_stopping()) {
             shoal_service_sleep_ms(500);
-            for (int i = 0; i < (int)c.workers; i++) {
-                struct shoal_proc *p = shoal_devstack_proc(ds, "worker", i);
-                if (p && !shoal_proc_alive(p)) {
-                    fprintf(stderr, "worker %d exited; restarting it\n", i);
-                    shoal_devstack_restart(ds, "worker", i, NULL, err, sizeof(err));
+            for (int k = 0; k < 2; k++) {
+                int n = k == 0 ? dc.schedulers : (int)c.workers;
+                for (int i = 0; i < n && !shoal_service_stopping(); i++) {
+                    struct shoal_proc *p = shoal_devstack_proc(ds, kinds[k], i);
+                    if (!p || shoal_proc_alive(p))
+                        continue;
+                    fprintf(stderr, "%s %d exited with status %d; restarting it\n", kinds[k], i,
+                            shoal_proc_exit_status(p));
+                    if (shoal_devstack_restart(ds, kinds[k], i, NULL, err, sizeof(err)) != SHOAL_OK)
+                        fprintf(stderr, "shoal: could not restart %s %d: %s\n", kinds[k], i, err);
                 }
             }
         }
         fprintf(stderr, "stopping...\n");
     }
-    /* Another stack may have started since and own the shared file now. */
-    if (file_has_line(envpath, pgline))
-        unlink(envpath);
     unlink(ownenv);
     shoal_devstack_destroy(ds);
+    /* Another stack may have started since and own the shared file now.
+     * Checked once this stack's PostgreSQL is down, so it cannot pass for
+     * the earlier stack's. */
+    if (file_has_line(envpath, pgline)) {
+        int restored = 0;
+        if (have_prev && env_text_alive(prev_env)) {
+            FILE *f = fopen(envpath, "w");
+            if (f) {
+                int ok = fputs(prev_env, f) >= 0;
+                restored = fclose(f) == 0 && ok;
+            }
+        }
+        if (!restored)
+            unlink(envpath);
+    }
     return rc;
 }

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
+#include "stack/proc.h"
 #include "tests/support/benchstat.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli/proc.h"
+#include "stack/proc.h"
 #include "tests/support/benchstat.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"

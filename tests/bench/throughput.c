@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/pgcluster.h"
-#include "cli/proc.h"
+#include "stack/pgcluster.h"
+#include "stack/proc.h"
 #include "tests/support/benchstat.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"

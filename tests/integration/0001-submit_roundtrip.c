@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
+#include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/proc.h"
+#include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 

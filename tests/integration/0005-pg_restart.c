@@ -8,8 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/pgcluster.h"
-#include "cli/proc.h"
+#include "stack/pgcluster.h"
+#include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 

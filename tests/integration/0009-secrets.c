@@ -3,8 +3,8 @@
  * never reach a log line; prompts are in the database only for jobs that
  * keep their inputs (shoal.job_inputs), and a job with "store_inputs": false
  * has no prompt text in the database. A scheduler and a worker run at debug
- * level with a PostgreSQL URL holding a password and a model whose API key
- * comes from the environment; a job with "store_inputs": false and a
+ * level with a PostgreSQL URL holding the stack's real password (read from
+ * its 0600 pgpass file) and a model whose API key comes from the environment; a job with "store_inputs": false and a
  * distinctive system prompt completes (and the key really went out with every
  * call), as does a second job that keeps its inputs; then every log and every
  * row is searched for the three secrets and the second job's prompt.
@@ -15,13 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/pgcluster.h"
-#include "cli/proc.h"
+#include "stack/pgcluster.h"
+#include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 
 #define API_KEY "test-key-do-not-log-7f3a9c"
-#define PASSWORD "pw-do-not-log-5b2e"
+static char password[128];
+#define PASSWORD password
 #define SYSTEM "SYSTEM-SECRET-91c4"
 #define KEPT "SYSTEM-KEPT-3e7d"
 
@@ -49,8 +50,16 @@ int main(void)
     assert_str_contains(out, "models.sim-keyed.api_key_env");
     assert_str_contains(out, "SHOAL_TEST_API_KEY is not set");
 
-    /* The same server, reached through a URL with a password (trust auth
-     * ignores it, but every process holds it). */
+    /* The same server, reached through a URL with its password in it. */
+    char pgpass[700], line[256];
+    snprintf(pgpass, sizeof(pgpass), "%s/pg/pgpass", shoal_devstack_workdir(ds));
+    FILE *pf = fopen(pgpass, "r");
+    assert_true(pf != NULL);
+    assert_true(fgets(line, sizeof(line), pf) != NULL);
+    fclose(pf);
+    assert_true(strncmp(line, "*:*:*:postgres:", 15) == 0);
+    snprintf(password, sizeof(password), "%.*s", (int)strcspn(line + 15, "\n"), line + 15);
+    assert_true(strlen(password) >= 16);
     snprintf(pg, sizeof(pg), "SHOAL_PG=postgresql://postgres:%s@127.0.0.1:%d/postgres", PASSWORD,
              shoal_pgcluster_port(shoal_devstack_pg(ds)));
     snprintf(key, sizeof(key), "SHOAL_TEST_API_KEY=%s", API_KEY);

@@ -9,30 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
+#include "stack/proc.h"
 #include "tests/support/check.h"
+#include "tests/support/devcli.h"
 #include "tests/support/harness.h"
-
-/* Runs a shell command with no SHOAL_* connection variables; returns its exit
- * status and its output in out. */
-static int run(char *out, size_t outlen, const char *home, const char *fmt, const char *arg)
-{
-    char cmd[2048], user[1024];
-    snprintf(user, sizeof(user), fmt, arg);
-    snprintf(cmd, sizeof(cmd),
-             "env -u SHOAL_BOOTSTRAP -u SHOAL_PG -u SHOAL_MODELS -u SHOAL_SIM_URL "
-             "SHOAL_HOME=%s %s 2>&1",
-             home, user);
-    FILE *p = popen(cmd, "r");
-    assert_true(p != NULL);
-    size_t n = fread(out, 1, outlen - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 int main(void)
 {
@@ -69,13 +51,13 @@ int main(void)
     fputs(text, f);
     assert_true(fclose(f) == 0);
     free(text);
-    snprintf(line, sizeof(line), "%s submit --wait %%s", harness_bin("shoal"));
-    int rc = run(out, sizeof(out), home, line, job);
+    snprintf(line, sizeof(line), "%s submit --wait %s", harness_bin("shoal"), job);
+    int rc = devcli_run(out, sizeof(out), home, line);
     if (rc != 0)
         test_fail("submit --wait exited %d:\n%s", rc, out);
     assert_str_contains(out, "job via-env completed: 4/4 tasks done");
-    snprintf(line, sizeof(line), "%s results %%s", harness_bin("shoal"));
-    assert_int_eq(run(out, sizeof(out), home, line, "via-env"), 0);
+    snprintf(line, sizeof(line), "%s results via-env", harness_bin("shoal"));
+    assert_int_eq(devcli_run(out, sizeof(out), home, line), 0);
     assert_str_contains(out, "item-00000");
     assert_str_contains(out, "item-00007");
 

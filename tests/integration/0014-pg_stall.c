@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 #include "tests/support/check.h"
 #include "tests/support/faults.h"
 #include "tests/support/harness.h"

@@ -8,39 +8,21 @@
  * A second `shoal dev` with another --workdir runs alongside: each stack
  * keeps its dev.env, models file and database in its own work directory,
  * SHOAL_HOME=<workdir> reaches each one alone (the job is unknown to the
- * other), and stopping one removes the shared $SHOAL_HOME/dev.env only while
- * it names that stack. A bad models file is refused before anything starts.
+ * other), and stopping the later one gives the shared $SHOAL_HOME/dev.env
+ * back to the earlier one, which still runs. A bad models file is refused before anything starts.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
-#include "cli/workdir.h"
+#include "stack/proc.h"
+#include "stack/workdir.h"
 #include "sim/sim.h"
 #include "tests/support/check.h"
+#include "tests/support/devcli.h"
 #include "tests/support/harness.h"
-
-/* Runs a shell command with no SHOAL_* connection variables and SHOAL_HOME
- * set to home; returns its exit status and its output in out. */
-static int run(char *out, size_t outlen, const char *home, const char *cmd)
-{
-    char full[4096];
-    snprintf(full, sizeof(full),
-             "env -u SHOAL_BOOTSTRAP -u SHOAL_PG -u SHOAL_MODELS -u SHOAL_SIM_URL "
-             "SHOAL_HOME=%s %s 2>&1",
-             home, cmd);
-    FILE *p = popen(full, "r");
-    assert_true(p != NULL);
-    size_t n = fread(out, 1, outlen - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void write_text(const char *path, const char *text)
 {
@@ -62,43 +44,11 @@ static void read_text(const char *path, char *out, size_t outlen)
     fclose(f);
 }
 
-/* Starts `shoal dev` with extra arguments in workdir and waits until it runs. */
+/* Starts a stack in workdir, on the models file when it is not NULL. */
 static shoal_proc_t *start_dev(const char *home, const char *workdir, const char *models)
 {
-    char homeenv[600], log[700], err[512];
-    snprintf(homeenv, sizeof(homeenv), "SHOAL_HOME=%s", home);
-    snprintf(log, sizeof(log), "%s.out", workdir);
-    char *argv[12];
-    int n = 0;
-    argv[n++] = (char *)harness_bin("shoal");
-    argv[n++] = "dev";
-    argv[n++] = "--workers";
-    argv[n++] = "1";
-    argv[n++] = "--sim-latency-ms";
-    argv[n++] = "5";
-    argv[n++] = "--workdir";
-    argv[n++] = (char *)workdir;
-    if (models) {
-        argv[n++] = "--models";
-        argv[n++] = (char *)models;
-    }
-    argv[n] = NULL;
-    char *env[] = {homeenv, NULL};
-    shoal_proc_t *p = shoal_proc_spawn("shoal-dev", argv, env, log, err, sizeof(err));
-    if (!p)
-        test_fail("could not start shoal dev: %s", err);
-    if (shoal_proc_wait_file_line(log, "shoal dev is running", 90000, NULL, 0) != SHOAL_OK)
-        test_fail("shoal dev did not come up (see %s)", log);
-    return p;
-}
-
-static void stop_dev(shoal_proc_t *p)
-{
-    int status = -1;
-    assert_int_eq(shoal_proc_kill(p, SIGINT), SHOAL_OK);
-    assert_int_eq(shoal_proc_wait(p, 60000, &status), SHOAL_OK);
-    assert_int_eq(status, 0);
-    shoal_proc_destroy(p);
+    const char *const extra[] = {"--models", models, NULL};
+    return devcli_start(home, workdir, models ? extra : NULL, NULL);
 }
 
 int main(void)
@@ -133,7 +83,7 @@ int main(void)
     write_text(path, "{\"models\": {\"local\": {\"provider\": \"openai\"}}}\n");
     snprintf(cmd, sizeof(cmd), "%s dev --workdir %s/never --models %s", harness_bin("shoal"), home,
              path);
-    assert_int_eq(run(out, sizeof(out), home, cmd), 2);
+    assert_int_eq(devcli_run(out, sizeof(out), home, cmd), 2);
     assert_str_contains(out, "cannot use models file");
     assert_str_contains(out, "models.local: missing required field \"endpoint\"");
     snprintf(path, sizeof(path), "%s/never", home);
@@ -174,12 +124,12 @@ int main(void)
     write_text(path, job);
     free(job);
     snprintf(cmd, sizeof(cmd), "%s submit --wait %s", harness_bin("shoal"), path);
-    int rc = run(out, sizeof(out), dir_a, cmd);
+    int rc = devcli_run(out, sizeof(out), dir_a, cmd);
     if (rc != 0)
         test_fail("submit --wait exited %d:\n%s", rc, out);
     assert_str_contains(out, "job via-models completed: 4/4 tasks done");
     snprintf(cmd, sizeof(cmd), "%s results via-models", harness_bin("shoal"));
-    assert_int_eq(run(out, sizeof(out), dir_a, cmd), 0);
+    assert_int_eq(devcli_run(out, sizeof(out), dir_a, cmd), 0);
     assert_str_contains(out, "item-00000");
     assert_str_contains(out, "item-00007");
     shoal_sim_stats_t st;
@@ -188,16 +138,18 @@ int main(void)
     assert_int_eq(st.by_status[200], 4);
     /* Stack B has its own database: the job is not there. */
     snprintf(cmd, sizeof(cmd), "%s status via-models", harness_bin("shoal"));
-    assert_int_eq(run(out, sizeof(out), dir_b, cmd), 4);
+    assert_int_eq(devcli_run(out, sizeof(out), dir_b, cmd), 4);
 
-    /* B stops: the shared file named B and goes; A's own file stays. */
-    stop_dev(b);
-    assert_true(access(shared, F_OK) != 0);
+    /* B stops: the shared file named B and names A again; A's own file stays. */
+    devcli_stop(b);
+    read_text(shared, text, sizeof(text));
+    assert_str_contains(text, pg_a);
     assert_true(access(env_b, F_OK) != 0);
     assert_true(access(env_a, F_OK) == 0);
-    /* A stops: its own file goes too. */
-    stop_dev(a);
+    /* A stops: its own file goes, and the shared one with nobody left. */
+    devcli_stop(a);
     assert_true(access(env_a, F_OK) != 0);
+    assert_true(access(shared, F_OK) != 0);
 
     shoal_sim_destroy(sim);
     assert_int_eq(shoal_workdir_remove(home), 0);

@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
+#include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 

@@ -32,6 +32,12 @@ const char *harness_bin(const char *name)
     return buf[i];
 }
 
+static int env_true(const char *name)
+{
+    const char *v = getenv(name);
+    return v && (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"));
+}
+
 harness_t *harness_start(const harness_conf_t *conf)
 {
     char err[1024];
@@ -48,7 +54,8 @@ harness_t *harness_start(const harness_conf_t *conf)
                                 "info",
                                 conf->extra_models,
                                 conf->sim_args,
-                                NULL};
+                                NULL,
+                                conf->unsafe_fast || env_true("SHOAL_UNSAFE_FAST")};
     h->ds = shoal_devstack_new(&dc, err, sizeof(err));
     if (!h->ds)
         test_fail("could not start the stack: %s", err);

@@ -1,5 +1,5 @@
 /*
- * Integration-test harness: the local stack (cli/devstack.h) with the binaries
+ * Integration-test harness: the local stack (stack/devstack.h) with the binaries
  * of this build, a producer and an events reader on its Kafka, SQL helpers on
  * its PostgreSQL, and the simulator's counters. Every helper fails the test
  * (tests/support/check.h) instead of returning an error.
@@ -10,7 +10,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "cli/devstack.h"
+#include "stack/devstack.h"
 #include "common/pg.h"
 
 typedef struct harness harness_t;
@@ -22,6 +22,10 @@ typedef struct {
     const char *const *worker_args;
     const char *extra_models;    /* "alias": {...} members added to the models file */
     const char *const *sim_args; /* extra shoal-sim arguments (e.g. "--rpm", "600"), or NULL */
+    /* PostgreSQL without fsync, synchronous_commit and full_page_writes, for
+     * benchmarks (also when SHOAL_UNSAFE_FAST=1, as for `shoal dev`); tests of
+     * durability keep the default. */
+    int unsafe_fast;
 } harness_conf_t;
 
 harness_t *harness_start(const harness_conf_t *conf);

@@ -5,10 +5,10 @@
 #ifndef SHOAL_TESTS_SUPPORT_TESTDB_H
 #define SHOAL_TESTS_SUPPORT_TESTDB_H
 
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 #include "common/pg.h"
 
-/* Starts a server (cli/pgcluster.h) into *cluster, connects to it as
+/* Starts a server (stack/pgcluster.h) into *cluster, connects to it as
  * application app and applies the migrations. The caller destroys the
  * connection, then the cluster. */
 shoal_pg_t *testdb_start(const char *app, shoal_pgcluster_t **cluster);

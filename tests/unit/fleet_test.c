@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 #include "common/log.h"
 #include "common/pg.h"
 #include "tests/support/check.h"

@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/mockkafka.h"
-#include "cli/pgcluster.h"
 #include "common/estimate.h"
+#include "stack/mockkafka.h"
+#include "stack/pgcluster.h"
 #include "common/log.h"
 #include "common/migrate.h"
 #include "common/pg.h"

@@ -21,7 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 #include "common/log.h"
 #include "common/migrate.h"
 #include "common/pg.h"

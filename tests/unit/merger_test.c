@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/mockkafka.h"
-#include "cli/pgcluster.h"
+#include "stack/mockkafka.h"
+#include "stack/pgcluster.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/migrate.h"

@@ -1,9 +1,9 @@
 /*
- * cli/mockkafka: the mock cluster creates shoal's topics, serves a producer
+ * stack/mockkafka: the mock cluster creates shoal's topics, serves a producer
  * and a consumer group from ordinary client handles, answers kcat's metadata
  * request from another process, and rejects bad topics.
  */
-#include "cli/mockkafka.h"
+#include "stack/mockkafka.h"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 #include "common/log.h"
 #include "common/migrate.h"
 #include "common/pg.h"

@@ -15,7 +15,7 @@
 
 #include <jansson.h>
 
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 #include "common/log.h"
 #include "common/migrate.h"
 #include "tests/support/capture.h"

@@ -1,11 +1,13 @@
 /*
- * cli/pgcluster: a throwaway cluster accepts connections, stops (fast,
+ * stack/pgcluster: a throwaway cluster accepts connections, stops (fast,
  * immediate, killed from outside) and starts again on the same port with its
  * data, cleans up its directory, reuses a caller's directory, explains a
  * missing installation, and does not outlive a process that dies without
- * destroying it.
+ * destroying it. A cluster with the default options is durable (a commit
+ * survives SIGKILL of the postmaster without SET synchronous_commit) and
+ * admits only clients that know its password, which stays in its 0600 file.
  */
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -268,10 +270,129 @@ static void test_parent_death(void)
     rm_tree(info.dir);
 }
 
+/* The whole text of a small file into buf ("" when unreadable). */
+static void read_file(const char *path, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+static void connect_fails(const char *conninfo, const char *why)
+{
+    PGconn *conn = PQconnectdb(conninfo);
+    if (PQstatus(conn) == CONNECTION_OK)
+        test_fail("connected without %s", why);
+    PQfinish(conn);
+}
+
+static void test_durable_password(void)
+{
+    char base[] = "/tmp/shoal-pgc-test-XXXXXX";
+    assert_true(mkdtemp(base) != NULL);
+    assert_int_eq(chmod(base, 0755), 0); /* the server's user must reach it */
+    /* A ~/.pgpass of the user running the tests must not let us in. */
+    assert_int_eq(setenv("PGPASSFILE", "/nonexistent/pgpass", 1), 0);
+    char err[512], val[64], pgpass[700], text[4096], conninfo[1024];
+
+    shoal_pgcluster_t *c = shoal_pgcluster_new_opts(base, NULL, err, sizeof(err));
+    if (!c)
+        test_fail("new_opts: %s", err);
+    assert_int_eq(shoal_pgcluster_durable(c), 1);
+    int port = shoal_pgcluster_port(c);
+    snprintf(pgpass, sizeof(pgpass), "%s/pgpass", base);
+    struct stat sb;
+    assert_int_eq(stat(pgpass, &sb), 0);
+    assert_int_eq(sb.st_mode & 0777, 0600);
+    read_file(pgpass, text, sizeof(text));
+    assert_true(strncmp(text, "*:*:*:postgres:", 15) == 0);
+    char password[128];
+    snprintf(password, sizeof(password), "%.*s", (int)strcspn(text + 15, "\n"), text + 15);
+    assert_int_eq(strlen(password), 48);
+    char want[1024];
+    snprintf(want, sizeof(want), "postgresql://postgres@127.0.0.1:%d/postgres?passfile=%s", port,
+             pgpass);
+    assert_str_eq(shoal_pgcluster_url(c), want);
+    snprintf(conninfo, sizeof(conninfo), "%s/initdb.pw", base);
+    assert_true(access(conninfo, F_OK) != 0);
+
+    /* Who may connect: the URL's password file, or the password itself. */
+    snprintf(conninfo, sizeof(conninfo), "postgresql://postgres@127.0.0.1:%d/postgres", port);
+    connect_fails(conninfo, "a password over TCP");
+    snprintf(conninfo, sizeof(conninfo),
+             "postgresql://postgres:not-the-password@127.0.0.1:%d/postgres", port);
+    connect_fails(conninfo, "the right password");
+    snprintf(conninfo, sizeof(conninfo), "host=%s/sock port=%d user=postgres dbname=postgres", base,
+             port);
+    connect_fails(conninfo, "a password over the Unix socket");
+    snprintf(conninfo, sizeof(conninfo), "postgresql://postgres:%s@127.0.0.1:%d/postgres", password,
+             port);
+    PGconn *conn = connect_ok(conninfo);
+    PQfinish(conn);
+
+    conn = connect_ok(shoal_pgcluster_url(c));
+    const char *settings[] = {"fsync", "synchronous_commit", "full_page_writes"};
+    for (size_t i = 0; i < 3; i++) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "SHOW %s", settings[i]);
+        query_value(conn, sql, val, sizeof(val));
+        assert_str_eq(val, "on");
+    }
+    /* A plain commit, then SIGKILL of the postmaster: the row survives. */
+    exec_ok(conn, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    pid_t pid = shoal_pgcluster_pid(c);
+    assert_int_eq(kill(pid, SIGKILL), 0);
+    assert_wait(pid_gone(pid), 10, "the killed postmaster to die");
+    PQfinish(conn);
+    if (shoal_pgcluster_start(c, err, sizeof(err)) != SHOAL_OK)
+        test_fail("start after SIGKILL: %s", err);
+    conn = connect_ok(shoal_pgcluster_url(c));
+    query_value(conn, "SELECT count(*) FROM t", val, sizeof(val));
+    assert_str_eq(val, "1");
+    PQfinish(conn);
+    shoal_pgcluster_destroy(c);
+
+    /* Reused, even asked for trust, it keeps its password. */
+    shoal_pgcluster_opts_t fast = {.unsafe_fast = 1, .trust = 1};
+    c = shoal_pgcluster_new_opts(base, &fast, err, sizeof(err));
+    if (!c)
+        test_fail("new_opts again: %s", err);
+    assert_int_eq(shoal_pgcluster_durable(c), 0);
+    assert_true(strstr(shoal_pgcluster_url(c), "?passfile=") != NULL);
+    snprintf(conninfo, sizeof(conninfo), "postgresql://postgres@127.0.0.1:%d/postgres",
+             shoal_pgcluster_port(c));
+    connect_fails(conninfo, "a password after reuse");
+    conn = connect_ok(shoal_pgcluster_url(c));
+    query_value(conn, "SHOW fsync", val, sizeof(val));
+    assert_str_eq(val, "off");
+    query_value(conn, "SELECT count(*) FROM t", val, sizeof(val));
+    assert_str_eq(val, "1");
+    PQfinish(conn);
+    shoal_pgcluster_destroy(c);
+
+    /* The password is in no log. */
+    const char *logs[] = {"postgres.log", "initdb.log"};
+    for (size_t i = 0; i < 2; i++) {
+        static char logtext[1 << 20];
+        char path[700];
+        snprintf(path, sizeof(path), "%s/%s", base, logs[i]);
+        read_file(path, logtext, sizeof(logtext));
+        assert_true(logtext[0] != '\0');
+        assert_true(strstr(logtext, password) == NULL);
+    }
+    assert_int_eq(unsetenv("PGPASSFILE"), 0);
+    rm_tree(base);
+}
+
 int main(void)
 {
     shoal_log_init("pgcluster_test", SHOAL_LOG_DEBUG, 0);
     test_lifecycle();
+    test_durable_password();
     test_given_dir();
     test_errors();
     test_parent_death();

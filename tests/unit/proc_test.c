@@ -1,10 +1,10 @@
 /*
- * cli/proc: spawning with a log file and extra environment, exit statuses,
+ * stack/proc: spawning with a log file and extra environment, exit statuses,
  * stop with and without a cooperative child, exec failures reported by spawn,
  * waiting for a log line, and children dying with the process that spawned
  * them.
  */
-#include "cli/proc.h"
+#include "stack/proc.h"
 
 #include <errno.h>
 #include <pwd.h>

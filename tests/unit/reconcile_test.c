@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/mockkafka.h"
+#include "stack/mockkafka.h"
 #include "common/log.h"
 #include "common/pg.h"
 #include "scheduler/intake.h"

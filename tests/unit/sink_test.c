@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 #include "common/job.h"
 #include "common/taskmsg.h"
 #include "common/log.h"

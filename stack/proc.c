@@ -12,7 +12,7 @@
  * SIGCHLD, so the module installs no signal handlers and never reaps children
  * it did not start.
  */
-#include "cli/proc.h"
+#include "stack/proc.h"
 
 #include <errno.h>
 #include <fcntl.h>

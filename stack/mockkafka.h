@@ -9,8 +9,8 @@
  * session.timeout.ms minus 1 s, and groups never form below 3000 ms: clients
  * of the mock should use session.timeout.ms=6000.
  */
-#ifndef SHOAL_CLI_MOCKKAFKA_H
-#define SHOAL_CLI_MOCKKAFKA_H
+#ifndef SHOAL_STACK_MOCKKAFKA_H
+#define SHOAL_STACK_MOCKKAFKA_H
 
 #include <stddef.h>
 

@@ -5,11 +5,14 @@
  * workers as child processes, and a models file pointing at the simulator
  * (or the caller's own models file).
  * Used by `shoal dev` and by every integration test and benchmark. Stopping
- * it stops every process it started and removes the work directory it made.
- * Not thread-safe.
+ * it stops every process it started and removes the work directory it made;
+ * a work directory given by the caller is kept, and a later stack on it
+ * carries on with its PostgreSQL data (the mock Kafka starts empty).
+ * PostgreSQL runs durably with a password unless conf says otherwise (see
+ * stack/pgcluster.h). Not thread-safe.
  */
-#ifndef SHOAL_CLI_DEVSTACK_H
-#define SHOAL_CLI_DEVSTACK_H
+#ifndef SHOAL_STACK_DEVSTACK_H
+#define SHOAL_STACK_DEVSTACK_H
 
 #include <stddef.h>
 
@@ -34,6 +37,9 @@ typedef struct {
      * (extra_models is then ignored); NULL = write one. The simulator starts
      * only if this file names ${SHOAL_SIM_URL}. */
     const char *models_path;
+    /* PostgreSQL with fsync, synchronous_commit and full_page_writes off: a
+     * crash of it may lose acknowledged results. For benchmarks. */
+    int unsafe_fast;
 } shoal_devstack_conf_t;
 
 typedef struct shoal_devstack shoal_devstack_t;

@@ -1,7 +1,7 @@
 /*
  * Tree removal for scratch directories (see workdir.h).
  */
-#include "cli/workdir.h"
+#include "stack/workdir.h"
 
 #include <ftw.h>
 #include <stdio.h>

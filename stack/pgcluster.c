@@ -12,7 +12,7 @@
  * Messages from the server are read back from its log to explain failures, so
  * the children run with LC_ALL=C.
  */
-#include "cli/pgcluster.h"
+#include "stack/pgcluster.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,13 +24,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/proc.h"
-#include "cli/workdir.h"
+#include "stack/proc.h"
+#include "stack/workdir.h"
 #include "common/log.h"
 
 #define START_TIMEOUT_MS 30000
@@ -42,6 +43,7 @@
 #define POLL_MS 20
 #define LOG_TAIL_BYTES 16384
 #define UNIX_PATH_LIMIT 107 /* sizeof(sun_path) - 1 on Linux */
+#define PASSWORD_BYTES 24   /* 192 random bits, written as hex */
 #define ROOT_HINT                                                                                  \
     " (running as root: the directory and its parents must be accessible to user postgres)"
 
@@ -57,8 +59,10 @@ struct shoal_pgcluster {
     uid_t uid;
     gid_t gid;
     int port;
+    int fast;     /* fsync, synchronous_commit and full_page_writes off */
+    char *pgpass; /* <dir>/pgpass: the superuser's password, when it has one */
     shoal_proc_t *server;
-    char url[96];
+    char *url;
 };
 
 static char *const child_env[] = {"LC_ALL=C", NULL};
@@ -295,6 +299,11 @@ static shoal_err_t start_once(shoal_pgcluster_t *c, long long deadline, int *in_
 {
     char port[16], *sockdir = c->sockdir;
     snprintf(port, sizeof(port), "%d", c->port);
+    /* Named on the command line either way, so a postgresql.conf edited by
+     * hand cannot make a durable cluster silently unsafe. */
+    char *sync = c->fast ? "fsync=off" : "fsync=on";
+    char *commit = c->fast ? "synchronous_commit=off" : "synchronous_commit=on";
+    char *fpw = c->fast ? "full_page_writes=off" : "full_page_writes=on";
     char *postgres = path_join(c->bindir, "postgres");
     if (!postgres)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
@@ -308,11 +317,11 @@ static shoal_err_t start_once(shoal_pgcluster_t *c, long long deadline, int *in_
                     "-c",
                     "listen_addresses=127.0.0.1",
                     "-c",
-                    "fsync=off",
+                    sync,
                     "-c",
-                    "synchronous_commit=off",
+                    commit,
                     "-c",
-                    "full_page_writes=off",
+                    fpw,
                     "-c",
                     "max_connections=200",
                     NULL};
@@ -397,19 +406,107 @@ static shoal_err_t make_dir(shoal_pgcluster_t *c, const char *path, char *errbuf
     return SHOAL_OK;
 }
 
-static shoal_err_t run_initdb(shoal_pgcluster_t *c, char *errbuf, size_t errlen)
+/* Writes text to a new file at path with mode 0600 (replacing one that
+ * exists), owned by the server's user when own is set and we run as root. */
+static shoal_err_t write_secret(shoal_pgcluster_t *c, const char *path, const char *text, int own,
+                                char *errbuf, size_t errlen)
+{
+    unlink(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create %s: %s", path,
+                             strerror(errno));
+    size_t len = strlen(text), off = 0;
+    int ok = 1;
+    while (ok && off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ok = w > 0;
+        off += w > 0 ? (size_t)w : 0;
+    }
+    if (ok && own && c->user && fchown(fd, c->uid, c->gid) != 0)
+        ok = 0;
+    if (close(fd) != 0)
+        ok = 0;
+    if (!ok) {
+        unlink(path);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not write %s: %s", path,
+                             strerror(errno));
+    }
+    return SHOAL_OK;
+}
+
+/* A new random password for the superuser: into <dir>/pgpass for clients and
+ * into pwfile (which the caller removes) for initdb. Never logged. */
+static shoal_err_t make_password(shoal_pgcluster_t *c, const char *pwfile, char *errbuf,
+                                 size_t errlen)
+{
+    unsigned char raw[PASSWORD_BYTES];
+    char pw[2 * PASSWORD_BYTES + 2], line[2 * PASSWORD_BYTES + 32];
+    size_t got = 0;
+    while (got < sizeof(raw)) {
+        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not generate a password: %s",
+                                 strerror(errno));
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(pw + 2 * i, 3, "%02x", raw[i]);
+    /* Any host and port: the file belongs to this cluster alone, and a
+     * cluster reused from a work folder may get another port. */
+    snprintf(line, sizeof(line), "*:*:*:postgres:%s\n", pw);
+    shoal_err_t err = write_secret(c, c->pgpass, line, 0, errbuf, errlen);
+    if (err == SHOAL_OK) {
+        snprintf(line, sizeof(line), "%s\n", pw);
+        err = write_secret(c, pwfile, line, 1, errbuf, errlen);
+    }
+    memset(pw, 0, sizeof(pw));
+    memset(line, 0, sizeof(line));
+    memset(raw, 0, sizeof(raw));
+    return err;
+}
+
+static shoal_err_t run_initdb(shoal_pgcluster_t *c, int trust, char *errbuf, size_t errlen)
 {
     char *initdb = path_join(c->bindir, "initdb");
-    if (!initdb)
+    char *pwfile = path_join(c->dir, "initdb.pw");
+    char pwarg[4200];
+    if (!initdb || !pwfile) {
+        free(initdb);
+        free(pwfile);
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    char *argv[] = {initdb, "-D",   c->datadir,  "-U",         "postgres", "--auth=trust",
-                    "-E",   "UTF8", "--no-sync", "--locale=C", NULL};
+    }
+    char *argv[16] = {initdb, "-D", c->datadir, "-U", "postgres", "-E", "UTF8", "--locale=C"};
+    int argc = 8;
+    if (c->fast)
+        argv[argc++] = "--no-sync";
+    if (trust) {
+        unlink(c->pgpass); /* left by an earlier attempt: this cluster has none */
+        argv[argc++] = "--auth=trust";
+    } else {
+        shoal_err_t err = make_password(c, pwfile, errbuf, errlen);
+        if (err != SHOAL_OK) {
+            free(initdb);
+            free(pwfile);
+            return err;
+        }
+        snprintf(pwarg, sizeof(pwarg), "--pwfile=%s", pwfile);
+        argv[argc++] = "--auth=scram-sha-256";
+        argv[argc++] = pwarg;
+    }
+    argv[argc] = NULL;
     shoal_proc_opts_t opts = {
         .env_add = child_env, .log_path = c->initdb_log, .user = c->user, .cwd = c->dir};
     off_t log_from = file_size(c->initdb_log);
     shoal_proc_t *p = shoal_proc_spawn_opts("initdb", argv, &opts, errbuf, errlen);
     free(initdb);
     if (!p) {
+        unlink(pwfile);
+        free(pwfile);
         size_t n = errbuf ? strlen(errbuf) : 0;
         if (c->user && n + 1 < errlen)
             snprintf(errbuf + n, errlen - n, "%s", ROOT_HINT);
@@ -418,6 +515,8 @@ static shoal_err_t run_initdb(shoal_pgcluster_t *c, char *errbuf, size_t errlen)
     int st = -1;
     shoal_err_t err = shoal_proc_wait(p, INITDB_TIMEOUT_MS, &st);
     shoal_proc_destroy(p);
+    unlink(pwfile);
+    free(pwfile);
     if (err != SHOAL_OK)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "initdb did not finish within %d s",
                              INITDB_TIMEOUT_MS / 1000);
@@ -482,14 +581,53 @@ static shoal_err_t create_dir(shoal_pgcluster_t *c, const char *dir, char *errbu
     return SHOAL_OK;
 }
 
+/* The URL clients use: with passfile=<path> (percent-encoded) when the
+ * cluster has a password file. NULL when out of memory. */
+static char *make_url(const shoal_pgcluster_t *c)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const char *pass = access(c->pgpass, F_OK) == 0 ? c->pgpass : NULL;
+    size_t cap = 96 + (pass ? 3 * strlen(pass) + 16 : 0);
+    char *url = malloc(cap);
+    if (!url)
+        return NULL;
+    size_t n = (size_t)snprintf(url, cap, "postgresql://postgres@127.0.0.1:%d/postgres", c->port);
+    if (pass) {
+        n += (size_t)snprintf(url + n, cap - n, "?passfile=");
+        for (const unsigned char *p = (const unsigned char *)pass; *p; p++) {
+            if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                strchr("/-._~", *p)) {
+                url[n++] = (char)*p;
+            } else {
+                url[n++] = '%';
+                url[n++] = hex[*p >> 4];
+                url[n++] = hex[*p & 15];
+            }
+        }
+        url[n] = '\0';
+    }
+    return url;
+}
+
 shoal_pgcluster_t *shoal_pgcluster_new(const char *dir, char *errbuf, size_t errlen)
 {
+    shoal_pgcluster_opts_t opts = {.unsafe_fast = 1, .trust = 1};
+    return shoal_pgcluster_new_opts(dir, &opts, errbuf, errlen);
+}
+
+shoal_pgcluster_t *shoal_pgcluster_new_opts(const char *dir, const shoal_pgcluster_opts_t *opts,
+                                            char *errbuf, size_t errlen)
+{
+    static const shoal_pgcluster_opts_t defaults = {0, 0};
     shoal_pgcluster_t *c = calloc(1, sizeof(*c));
     if (!c) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    if (!opts)
+        opts = &defaults;
     c->port = -1;
+    c->fast = opts->unsafe_fast != 0;
     if (find_bindir(&c->bindir, errbuf, errlen) != SHOAL_OK)
         goto fail;
     if (geteuid() == 0 && lookup_postgres_user(c, errbuf, errlen) != SHOAL_OK)
@@ -500,7 +638,8 @@ shoal_pgcluster_t *shoal_pgcluster_new(const char *dir, char *errbuf, size_t err
     c->sockdir = path_join(c->dir, "sock");
     c->log_path = path_join(c->dir, "postgres.log");
     c->initdb_log = path_join(c->dir, "initdb.log");
-    if (!c->datadir || !c->sockdir || !c->log_path || !c->initdb_log) {
+    c->pgpass = path_join(c->dir, "pgpass");
+    if (!c->datadir || !c->sockdir || !c->log_path || !c->initdb_log || !c->pgpass) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -513,12 +652,15 @@ shoal_pgcluster_t *shoal_pgcluster_new(const char *dir, char *errbuf, size_t err
     snprintf(version, sizeof(version), "%s/PG_VERSION", c->datadir);
     if (access(version, F_OK) != 0) {
         if (make_dir(c, c->datadir, errbuf, errlen) != SHOAL_OK ||
-            run_initdb(c, errbuf, errlen) != SHOAL_OK)
+            run_initdb(c, opts->trust, errbuf, errlen) != SHOAL_OK)
             goto fail;
     }
     if (start_server(c, 1, errbuf, errlen) != SHOAL_OK)
         goto fail;
-    snprintf(c->url, sizeof(c->url), "postgresql://postgres@127.0.0.1:%d/postgres", c->port);
+    if (!(c->url = make_url(c))) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     return c;
 
 fail:
@@ -528,7 +670,7 @@ fail:
 
 const char *shoal_pgcluster_url(const shoal_pgcluster_t *c)
 {
-    return c ? c->url : "";
+    return c && c->url ? c->url : "";
 }
 
 int shoal_pgcluster_port(const shoal_pgcluster_t *c)
@@ -539,6 +681,16 @@ int shoal_pgcluster_port(const shoal_pgcluster_t *c)
 pid_t shoal_pgcluster_pid(const shoal_pgcluster_t *c)
 {
     return c && c->server ? shoal_proc_pid(c->server) : -1;
+}
+
+int shoal_pgcluster_alive(shoal_pgcluster_t *c)
+{
+    return c && c->server && shoal_proc_alive(c->server);
+}
+
+int shoal_pgcluster_durable(const shoal_pgcluster_t *c)
+{
+    return c && !c->fast;
 }
 
 const char *shoal_pgcluster_dir(const shoal_pgcluster_t *c)
@@ -609,5 +761,7 @@ void shoal_pgcluster_destroy(shoal_pgcluster_t *c)
     free(c->sockdir);
     free(c->log_path);
     free(c->initdb_log);
+    free(c->pgpass);
+    free(c->url);
     free(c);
 }

@@ -12,8 +12,8 @@
  * A handle reaps its own child and only that child. Handles are not
  * thread-safe: use each from one thread at a time.
  */
-#ifndef SHOAL_CLI_PROC_H
-#define SHOAL_CLI_PROC_H
+#ifndef SHOAL_STACK_PROC_H
+#define SHOAL_STACK_PROC_H
 
 #include <stddef.h>
 #include <sys/types.h>

@@ -1,18 +1,19 @@
 /*
  * The local fleet (see devstack.h).
  */
-#include "cli/devstack.h"
+#include "stack/devstack.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#include "cli/mockkafka.h"
-#include "cli/pgcluster.h"
-#include "cli/proc.h"
-#include "cli/workdir.h"
+#include "stack/mockkafka.h"
+#include "stack/pgcluster.h"
+#include "stack/proc.h"
+#include "stack/workdir.h"
 #include "common/migrate.h"
 #include "common/pg.h"
 
@@ -30,7 +31,7 @@ struct shoal_devstack {
     shoal_proc_t *workers[SHOAL_DEVSTACK_MAX_PROCS];
     char sim_url[128];
     char models_path[600];
-    char env[10][700];
+    char env[10][2200];
     char *envp[11];
 };
 
@@ -213,6 +214,7 @@ static shoal_err_t start_sim(shoal_devstack_t *ds, char *errbuf, size_t errlen)
 {
     char portfile[700], lat[32], line[128];
     snprintf(portfile, sizeof(portfile), "%s/sim.port", ds->workdir);
+    unlink(portfile); /* an earlier stack's, in a kept work directory */
     snprintf(lat, sizeof(lat), "%ld", ds->conf.sim_latency_ms);
     const char *args[64] = {"--port", "0", "--port-file", portfile, "--latency-ms", lat};
     size_t n = 6;
@@ -278,7 +280,16 @@ shoal_devstack_t *shoal_devstack_new(const shoal_devstack_conf_t *conf, char *er
         shoal_mockkafka_create_default_topics(ds->kafka, NULL, errbuf, errlen) != SHOAL_OK)
         goto fail;
     snprintf(path, sizeof(path), "%s/pg", ds->workdir);
-    if (!(ds->pg = shoal_pgcluster_new(path, errbuf, errlen)))
+    /* Made here so the cluster counts it as the caller's and keeps it: a
+     * kept work directory keeps its data. 0755: the server's user (when we
+     * run as root) must reach it; the password file in it is 0600. */
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create %s: %s", path,
+                      strerror(errno));
+        goto fail;
+    }
+    shoal_pgcluster_opts_t pgo = {.unsafe_fast = conf->unsafe_fast};
+    if (!(ds->pg = shoal_pgcluster_new_opts(path, &pgo, errbuf, errlen)))
         goto fail;
     shoal_pg_t *pg = shoal_pg_new(shoal_pgcluster_url(ds->pg), "shoal-dev");
     shoal_err_t err = pg ? shoal_migrate_apply(pg, NULL, errbuf, errlen) : SHOAL_ERR_NOMEM;

@@ -2,8 +2,8 @@
  * Scratch directories of the local stack: removal of a whole tree without
  * running a shell, used by the PostgreSQL cluster and the stack itself.
  */
-#ifndef SHOAL_CLI_WORKDIR_H
-#define SHOAL_CLI_WORKDIR_H
+#ifndef SHOAL_STACK_WORKDIR_H
+#define SHOAL_STACK_WORKDIR_H
 
 /* Removes path and everything below it, never following symbolic links or
  * crossing mount points. Best effort: removes what it can and returns 0 only

@@ -7,7 +7,7 @@
  * shoal_log_debug, which is thread-safe: they only matter when debugging the
  * mock itself.
  */
-#include "cli/mockkafka.h"
+#include "stack/mockkafka.h"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
