@@ -4,12 +4,11 @@
  * keep their inputs (shoal.job_inputs), and a job with "store_inputs": false
  * has no prompt text in the database. A scheduler and a worker run at debug
  * level with a PostgreSQL URL holding the stack's real password (read from
- * its 0600 pgpass file) and a model whose API key comes from the environment; a job with "store_inputs": false and a
- * distinctive system prompt completes (and the key really went out with every
- * call), as does a second job that keeps its inputs; then every log and every
- * row is searched for the three secrets and the second job's prompt.
- * Before that, the worker started without the key refuses to run: it exits 1
- * naming the alias and the variable, before it takes any task.
+ * its 0600 pgpass file) and a model whose API key comes from the environment; a job with
+ * "store_inputs": false and a distinctive system prompt completes (and the key really went out with
+ * every call), as does a second job that keeps its inputs; then every log and every row is searched
+ * for the three secrets and the second job's prompt. Before that, the worker started without the
+ * key refuses to run: it exits 1 naming the alias and the variable, before it takes any task.
  */
 #include <stdio.h>
 #include <stdlib.h>
