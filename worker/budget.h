@@ -26,7 +26,7 @@
 
 /* How long a reservation outlives its call's timeout before it counts as
  * spent: time for the worker to write the call's attempts row. */
-#define SHOAL_BUDGET_EXPIRY_MARGIN_MS 120000L
+#define SHOAL_BUDGET_EXPIRY_MARGIN_MS 30000L
 
 /* Makes sure t's request caps its output (max_tokens; added when missing)
  * and sets *usd to the worst case of the call: its input counted as a token
