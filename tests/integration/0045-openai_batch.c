@@ -72,9 +72,8 @@ int main(void)
     assert_str_eq(out, "ob-1\n");
     harness_wait_job(h, "ob-1", 300, status, sizeof(status));
     assert_str_eq(status, "partial");
-    assert_int_eq(harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "ob-1",
-                               NULL),
-                  12);
+    assert_int_eq(
+        harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "ob-1", NULL), 12);
 
     rc = harness_sh(h, out, sizeof(out), "%s results --format openai-batch ob-1",
                     harness_bin("shoal"));
@@ -93,10 +92,8 @@ int main(void)
         json_t *resp = json_object_get(l, "response"), *err = json_object_get(l, "error");
         if (strcmp(cid, "request-7") == 0) {
             assert_true(json_is_null(resp));
-            assert_str_eq(json_string_value(json_object_get(err, "code")),
-                          "invalid_request_error");
-            assert_str_contains(json_string_value(json_object_get(err, "message")),
-                                "SIM_FAIL_400");
+            assert_str_eq(json_string_value(json_object_get(err, "code")), "invalid_request_error");
+            assert_str_contains(json_string_value(json_object_get(err, "message")), "SIM_FAIL_400");
             json_decref(l);
             continue;
         }
@@ -144,8 +141,7 @@ int main(void)
         assert_true(l != NULL);
         assert_str_eq(json_string_value(json_object_get(l, "id")),
                       json_string_value(json_object_get(json_array_get(inputs, i), "custom_id")));
-        assert_str_eq(json_string_value(json_object_get(l, "status")),
-                      i == 6 ? "failed" : "done");
+        assert_str_eq(json_string_value(json_object_get(l, "status")), i == 6 ? "failed" : "done");
         json_decref(l);
     }
     assert_int_eq(i, 12);
