@@ -76,13 +76,19 @@ static shoal_err_t line_fail(struct conv *c, const char *fmt, ...)
 
 static shoal_err_t line_fail(struct conv *c, const char *fmt, ...)
 {
-    char msg[768];
     va_list ap;
+    int n;
 
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return shoal_err_set(c->errbuf, c->errlen, SHOAL_ERR_INVALID, "line %zu: %s", c->line, msg);
+    if (!c->errbuf || !c->errlen)
+        return SHOAL_ERR_INVALID;
+    /* "line N: " and the message, straight into the caller's buffer */
+    n = snprintf(c->errbuf, c->errlen, "line %zu: ", c->line);
+    if (n >= 0 && (size_t)n < c->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(c->errbuf + n, c->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return SHOAL_ERR_INVALID;
 }
 
 static const char *quote(char out[SHOAL_JSONDESC_QUOTE_LEN], const json_t *s)
