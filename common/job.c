@@ -21,6 +21,7 @@
 
 #include "common/chunk.h"
 #include "common/jsonalloc.h"
+#include "common/oaibatch.h"
 #include "common/render.h"
 #include "common/tokens.h"
 
@@ -155,7 +156,10 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     for (size_t i = 0; i < n; i++) {
         const json_t *item = json_array_get(job->items, i);
 
-        long input = string_tokens(json_object_get(item, "input"));
+        /* an item with its own request sends its body, not the template */
+        const json_t *body = json_object_get(item, "body");
+        long input =
+            body ? shoal_oaibatch_body_tokens(body) : string_tokens(json_object_get(item, "input"));
 
         tokens[i] = item_tokens(input, string_tokens(json_object_get(item, "id")), n_input, n_ids,
                                 limits.max_items > 1);

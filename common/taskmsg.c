@@ -67,9 +67,13 @@ static json_t *chunk_items(const shoal_job_t *job, size_t k)
         const json_t *src = json_array_get(all, i);
         json_t *item = json_object();
 
+        json_t *model = json_object_get(src, "model"), *body = json_object_get(src, "body");
+
         if (json_array_append_new(items, item) ||
             json_object_set(item, "id", json_object_get(src, "id")) ||
-            json_object_set(item, "input", json_object_get(src, "input"))) {
+            json_object_set(item, "input", json_object_get(src, "input")) ||
+            (model && json_object_set(item, "model", model)) ||
+            (body && json_object_set(item, "body", body))) {
             json_decref(items);
             return NULL;
         }
@@ -100,16 +104,23 @@ json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, 
                       chunk);
         return NULL;
     }
+    /* an item with its own model or request is a chunk of its own (jobcheck) */
+    size_t first, end;
+    shoal_job_chunk_range(job, chunk, &first, &end);
+    const json_t *own = json_array_get(json_object_get(doc, "items"), first);
+    json_t *own_model = json_object_get(own, "model");
+    int version = json_object_get(own, "body") ? SHOAL_TASKMSG_VERSION_MAX : SHOAL_TASKMSG_VERSION;
+
     if (!(t = json_object()))
         goto nomem;
-    if (json_object_set_new(t, "v", json_integer(SHOAL_TASKMSG_VERSION)) ||
+    if (json_object_set_new(t, "v", json_integer(version)) ||
         json_object_set_new(t, "task_id", json_string(task_id)) ||
         json_object_set(t, "job_id", json_object_get(doc, "job_id")) ||
         json_object_set_new(t, "chunk", json_integer((json_int_t)chunk)) ||
         json_object_set_new(t, "n_chunks", json_integer((json_int_t)shoal_job_n_chunks(job))) ||
         json_object_set(t, "tenant", json_object_get(doc, "tenant")) ||
         json_object_set(t, "priority", json_object_get(doc, "priority")) ||
-        json_object_set(t, "model", json_object_get(doc, "model")) ||
+        json_object_set(t, "model", own_model ? own_model : json_object_get(doc, "model")) ||
         shoal_job_copy_field(job, "fallback_models", t))
         goto nomem;
     if ((v = json_object_get(doc, "system")) && json_object_set(t, "system", v))
@@ -288,11 +299,11 @@ static shoal_err_t check_version(struct ctx *c, const json_t *doc, shoal_taskmsg
     if (!integer_in(v, 1, LONG_MAX, &version))
         return bad(c, "v", "a positive integer", v);
     out->version = version > INT_MAX ? INT_MAX : (int)version;
-    if (version > SHOAL_TASKMSG_VERSION)
+    if (version > SHOAL_TASKMSG_VERSION_MAX)
         return fail(c,
                     "task message version %ld is newer than this worker understands (%d); "
                     "upgrade the worker",
-                    version, SHOAL_TASKMSG_VERSION);
+                    version, SHOAL_TASKMSG_VERSION_MAX);
     return SHOAL_OK;
 }
 
@@ -345,6 +356,29 @@ static shoal_err_t check_fallbacks(struct ctx *c, const json_t *doc, shoal_taskm
     return SHOAL_OK;
 }
 
+/* An item's own request: an object with a non-empty messages array, in a
+ * task of one item (one call sends one request). */
+static shoal_err_t check_body(struct ctx *c, const json_t *item, size_t i, size_t n,
+                              shoal_taskmsg_t *out)
+{
+    const json_t *body = json_object_get(item, "body"), *msgs;
+    char path[64];
+
+    if (!body)
+        return SHOAL_OK;
+    snprintf(path, sizeof(path), "items[%zu].body", i);
+    if (!json_is_object(body))
+        return bad(c, path, "an object", body);
+    msgs = json_object_get(body, "messages");
+    snprintf(path, sizeof(path), "items[%zu].body.messages", i);
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return bad(c, path, "a non-empty array", msgs ? msgs : json_null());
+    if (n != 1)
+        return fail(c, "task.items[%zu].body: only a task of one item may carry a request", i);
+    out->body = body;
+    return SHOAL_OK;
+}
+
 static shoal_err_t check_items(struct ctx *c, const json_t *doc, shoal_taskmsg_t *out)
 {
     const json_t *items;
@@ -373,6 +407,8 @@ static shoal_err_t check_items(struct ctx *c, const json_t *doc, shoal_taskmsg_t
             return err;
         snprintf(path, sizeof(path), "items[%zu].input", i);
         if ((err = string_at(c, path, v, 0, &s)))
+            return err;
+        if ((err = check_body(c, item, i, json_array_size(items), out)))
             return err;
     }
     out->items = items;

@@ -28,8 +28,12 @@
 #include "common/err.h"
 #include "common/job.h"
 
-/* The version this code builds, and the newest it parses. */
+/* The version this code builds, and SHOAL_TASKMSG_VERSION_MAX the newest it
+ * parses, which it builds only for a task whose item carries its own request
+ * (items[].body): a version-1 worker would ignore the body and send the
+ * rendered template instead. */
 #define SHOAL_TASKMSG_VERSION 1
+#define SHOAL_TASKMSG_VERSION_MAX 2
 
 /* Room for a task_id and its NUL: a job_id of up to 200 characters, ':' and
  * six digits. */
@@ -59,6 +63,7 @@ typedef struct {
     long est_tokens;             /* >= 0 */
     long deadline_s;             /* the job's deadline_s; 0 when it has none */
     long long deadline_unix;     /* no call starts after it (epoch seconds); 0 when none */
+    const json_t *body;          /* the one item's own request (items[0].body), or NULL */
 } shoal_taskmsg_t;
 
 /* Writes "<job_id>:<chunk as 6 digits>" to buf: the task_id of that chunk.

@@ -267,8 +267,8 @@ static void test_poison(void)
     poison(text, "task.items[0].id: expected a non-empty string, got 1");
     free(text);
     /* a message from a newer scheduler */
-    text = edited(tasks[0], "v", json_integer(2));
-    poison(text, "task message version 2 is newer than this worker understands (1)");
+    text = edited(tasks[0], "v", json_integer(3));
+    poison(text, "task message version 3 is newer than this worker understands (2)");
     free(text);
     /* a message cut short */
     char cut[64];
