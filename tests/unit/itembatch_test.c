@@ -90,13 +90,21 @@ static void test_subtask(void)
 {
     char id[SHOAL_TASKMSG_ID_MAX], err[256];
 
-    assert_int_eq(shoal_taskmsg_subtask_id("job-1:000004", 1, id, sizeof(id)), SHOAL_OK);
-    assert_str_eq(id, "job-1:000004.1");
-    assert_int_eq(shoal_taskmsg_subtask_id("job-1:000004.1", 2, id, sizeof(id)), SHOAL_OK);
-    assert_str_eq(id, "job-1:000004.2");
-    assert_int_eq(shoal_taskmsg_subtask_id("job.7:000004", 3, id, sizeof(id)), SHOAL_OK);
-    assert_str_eq(id, "job.7:000004.3");
-    assert_int_eq(shoal_taskmsg_subtask_id("job-1:000004", 0, id, sizeof(id)), SHOAL_ERR_LIMIT);
+    static const struct {
+        const char *parent;
+        long level;
+        shoal_err_t err;
+        const char *want;
+    } ids[] = {{"job-1:000004", 1, SHOAL_OK, "job-1:000004.1"},
+               {"job-1:000004.1", 2, SHOAL_OK, "job-1:000004.2"},
+               {"job.7:000004", 3, SHOAL_OK, "job.7:000004.3"},
+               {"job-1:000004", 0, SHOAL_ERR_LIMIT, NULL}};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        assert_int_eq(shoal_taskmsg_subtask_id(ids[i].parent, ids[i].level, id, sizeof(id)),
+                      ids[i].err);
+        if (ids[i].want)
+            assert_str_eq(id, ids[i].want);
+    }
     assert_int_eq(shoal_taskmsg_subtask_id("nonsense", 1, id, sizeof(id)), SHOAL_ERR_INVALID);
 
     /* a sub-task message parses, keeps the parent's fields and only its items */
