@@ -94,6 +94,13 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
     }
     if (!(t->doc = shoal_taskmsg_parse(value, len, &m, errbuf, errlen)))
         goto fail;
+    /* Answering a batch task as one text would record one result for items
+     * that each need their own: refused until the runner splits batches. */
+    if (strcmp(m.mode, "batch") == 0) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "task.mode: batch mode is not supported by this worker yet");
+        goto fail;
+    }
     t->task_id = m.task_id;
     t->job_id = m.job_id;
     t->chunk = m.chunk;
