@@ -56,36 +56,32 @@ CREATE INDEX call_reservations_job_idx ON shoal.call_reservations (job_id);
 CREATE INDEX call_reservations_held_idx ON shoal.call_reservations (expires_at)
     WHERE status = 'held';
 
--- Moves one set of reservations (p_ids, all held or all expired as p_from
--- says) out of the counters: held ones leave reserved_usd; expired ones
--- leave spent_usd (their worst case was counted there). The caller holds
+-- Moves the amounts of reservations p_ids between the counters of their
+-- jobs and tenant days: reserved_usd changes by p_reserved x amount and
+-- spent_usd by p_spent x amount (each -1, 0 or 1), never below 0. Settling a
+-- held reservation is (-1, 0), settling an expired one (0, -1) (its worst
+-- case was counted as spent), expiring a held one (-1, 1). The caller holds
 -- the job rows' locks; the tenant day rows are locked here in key order.
-CREATE FUNCTION shoal.budget_uncount(p_ids text[], p_from text) RETURNS void
+CREATE FUNCTION shoal.budget_shift(p_ids text[], p_reserved integer, p_spent integer)
+RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM shoal.tenant_spend ts
     WHERE (ts.tenant, ts.day) IN (SELECT c.tenant, c.day FROM shoal.call_reservations c
                                   WHERE c.reservation_id = ANY (p_ids))
     ORDER BY ts.tenant, ts.day FOR UPDATE;
-    IF p_from = 'held' THEN
-        UPDATE shoal.jobs j SET reserved_usd = greatest(j.reserved_usd - s.amt, 0)
-        FROM (SELECT job_id, sum(amount_usd) AS amt FROM shoal.call_reservations
-              WHERE reservation_id = ANY (p_ids) GROUP BY job_id) s
-        WHERE j.job_id = s.job_id;
-        UPDATE shoal.tenant_spend ts SET reserved_usd = greatest(ts.reserved_usd - s.amt, 0)
-        FROM (SELECT tenant, day, sum(amount_usd) AS amt FROM shoal.call_reservations
-              WHERE reservation_id = ANY (p_ids) GROUP BY tenant, day) s
-        WHERE ts.tenant = s.tenant AND ts.day = s.day;
-    ELSE
-        UPDATE shoal.jobs j SET spent_usd = greatest(j.spent_usd - s.amt, 0)
-        FROM (SELECT job_id, sum(amount_usd) AS amt FROM shoal.call_reservations
-              WHERE reservation_id = ANY (p_ids) GROUP BY job_id) s
-        WHERE j.job_id = s.job_id;
-        UPDATE shoal.tenant_spend ts SET spent_usd = greatest(ts.spent_usd - s.amt, 0)
-        FROM (SELECT tenant, day, sum(amount_usd) AS amt FROM shoal.call_reservations
-              WHERE reservation_id = ANY (p_ids) GROUP BY tenant, day) s
-        WHERE ts.tenant = s.tenant AND ts.day = s.day;
-    END IF;
+    UPDATE shoal.jobs j
+    SET reserved_usd = greatest(j.reserved_usd + p_reserved * s.amt, 0),
+        spent_usd = greatest(j.spent_usd + p_spent * s.amt, 0)
+    FROM (SELECT job_id, sum(amount_usd) AS amt FROM shoal.call_reservations
+          WHERE reservation_id = ANY (p_ids) GROUP BY job_id) s
+    WHERE j.job_id = s.job_id;
+    UPDATE shoal.tenant_spend ts
+    SET reserved_usd = greatest(ts.reserved_usd + p_reserved * s.amt, 0),
+        spent_usd = greatest(ts.spent_usd + p_spent * s.amt, 0)
+    FROM (SELECT tenant, day, sum(amount_usd) AS amt FROM shoal.call_reservations
+          WHERE reservation_id = ANY (p_ids) GROUP BY tenant, day) s
+    WHERE ts.tenant = s.tenant AND ts.day = s.day;
 END $$;
 
 -- Expires held reservations past expires_at (of p_job_ids, or of every job
@@ -109,15 +105,7 @@ BEGIN
     IF v_ids IS NULL THEN
         RETURN 0;
     END IF;
-    PERFORM shoal.budget_uncount(v_ids, 'held');
-    UPDATE shoal.jobs j SET spent_usd = j.spent_usd + s.amt
-    FROM (SELECT job_id, sum(amount_usd) AS amt FROM shoal.call_reservations
-          WHERE reservation_id = ANY (v_ids) GROUP BY job_id) s
-    WHERE j.job_id = s.job_id;
-    UPDATE shoal.tenant_spend ts SET spent_usd = ts.spent_usd + s.amt
-    FROM (SELECT tenant, day, sum(amount_usd) AS amt FROM shoal.call_reservations
-          WHERE reservation_id = ANY (v_ids) GROUP BY tenant, day) s
-    WHERE ts.tenant = s.tenant AND ts.day = s.day;
+    PERFORM shoal.budget_shift(v_ids, -1, 1);
     UPDATE shoal.call_reservations
     SET status = 'expired', cost_usd = amount_usd, settled_at = now()
     WHERE reservation_id = ANY (v_ids);
@@ -149,10 +137,10 @@ BEGIN
         RETURN 0;
     END IF;
     IF v_held IS NOT NULL THEN
-        PERFORM shoal.budget_uncount(v_held, 'held');
+        PERFORM shoal.budget_shift(v_held, -1, 0);
     END IF;
     IF v_expired IS NOT NULL THEN
-        PERFORM shoal.budget_uncount(v_expired, 'expired');
+        PERFORM shoal.budget_shift(v_expired, 0, -1);
     END IF;
     UPDATE shoal.call_reservations c
     SET status = 'settled', settled_at = now(), cost_usd = coalesce(a.cost_usd, 0)
@@ -204,7 +192,7 @@ BEGIN
     ORDER BY job_id FOR UPDATE;
 
     IF v_rel IS NOT NULL THEN
-        PERFORM shoal.budget_uncount(v_rel, 'held');
+        PERFORM shoal.budget_shift(v_rel, -1, 0);
         UPDATE shoal.call_reservations
         SET status = 'released', cost_usd = 0, settled_at = now()
         WHERE reservation_id = ANY (v_rel);

@@ -13,32 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sim/sim.h"
+#include "tests/support/budgetsim.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
-
-#define IN_PRICE 100.0  /* $ per million prompt tokens */
-#define OUT_PRICE 400.0 /* $ per million output tokens */
-#define CALL_USD 0.0044 /* one call: about 4 prompt and 10 output tokens */
 
 int main(void)
 {
     const char *n = getenv("SHOAL_BENCH_ITEMS");
     int items = n ? (int)strtol(n, NULL, 10) : 4000;
-    char err[512], extra[1024], status[64], fields[256];
-    shoal_sim_conf_t sc;
-    shoal_sim_conf_init(&sc);
-    sc.latency_ms = 500;
-    sc.jitter_ms = 50;
-    shoal_sim_t *sim = shoal_sim_new(&sc, err, sizeof(err));
-    if (!sim)
-        test_fail("could not start a simulator: %s", err);
-    snprintf(extra, sizeof(extra),
-             "\"sim-budget\": {\"provider\": \"openai\", \"endpoint\": "
-             "\"http://127.0.0.1:%d/v1/chat/completions\", \"model\": \"sim-budget\", "
-             "\"input_usd_per_mtok\": %.1f, \"output_usd_per_mtok\": %.1f, "
-             "\"max_output_tokens\": 16}",
-             shoal_sim_port(sim), IN_PRICE, OUT_PRICE);
+    char extra[1024], status[64], fields[256];
+    shoal_sim_t *sim = budgetsim_start(500, 50, extra, sizeof(extra));
     static const char *const wargs[] = {"--max-inflight", "256", NULL};
     harness_conf_t conf = {.workers = 2,
                            .schedulers = 1,
@@ -47,7 +31,7 @@ int main(void)
                            .unsafe_fast = 1};
     harness_t *h = harness_start(&conf);
 
-    double budget = (double)items / 2 * CALL_USD;
+    double budget = (double)items / 2 * BUDGETSIM_CALL_USD;
     snprintf(fields, sizeof(fields),
              "{\"model\": \"sim-budget\", \"budget_usd\": %.4f, \"timeout_ms\": 10000}", budget);
     char *job = harness_job("budget-bench", items, 1, fields);
@@ -55,16 +39,15 @@ int main(void)
     free(job);
     harness_wait_job(h, "budget-bench", 900, status, sizeof(status));
 
-    shoal_sim_stats_t *st = malloc(sizeof(*st));
+    shoal_sim_stats_t *st = calloc(1, sizeof(*st));
     assert_true(st != NULL);
-    shoal_sim_stats(sim, st);
-    double spent =
-        ((double)st->prompt_tokens * IN_PRICE + (double)st->completion_tokens * OUT_PRICE) / 1e6;
+    long long served;
+    double spent = budgetsim_served_usd(sim, st, &served);
     double over = spent / budget - 1 > 0 ? spent / budget - 1 : 0;
     long done = harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1",
                              "budget-bench", NULL);
     fprintf(stderr, "status %s, %ld of %d items done, %lld calls served\n", status, done, items,
-            st->by_status[200]);
+            served);
     printf("RESULT bench=budget budget_usd=%.4f spent_usd=%.4f overspend=%.4f items_done=%ld "
            "max_inflight=%lld\n",
            budget, spent, over, done, st->max_inflight);

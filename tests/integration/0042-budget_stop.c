@@ -9,34 +9,15 @@
  * and even counting each of them at its worst case the job's spend stays
  * within its budget.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sim/sim.h"
-#include "stack/proc.h"
+#include "tests/support/budgetsim.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 
 #define ITEMS 200
-#define IN_PRICE 100.0  /* $ per million prompt tokens */
-#define OUT_PRICE 400.0 /* $ per million output tokens */
-
-/* What the simulator served since *base, priced; *base becomes now. */
-static double served_usd(shoal_sim_t *sim, shoal_sim_stats_t *base, long long *served)
-{
-    shoal_sim_stats_t *st = malloc(sizeof(*st));
-    assert_true(st != NULL);
-    shoal_sim_stats(sim, st);
-    double usd = ((double)(st->prompt_tokens - base->prompt_tokens) * IN_PRICE +
-                  (double)(st->completion_tokens - base->completion_tokens) * OUT_PRICE) /
-                 1e6;
-    *served = st->by_status[200] - base->by_status[200];
-    *base = *st;
-    free(st);
-    return usd;
-}
 
 static double num(harness_t *h, const char *sql, const char *job)
 {
@@ -45,8 +26,7 @@ static double num(harness_t *h, const char *sql, const char *job)
     return strtod(v, NULL);
 }
 
-/* A sample call costs about (4 x 100 + 10 x 400) / 1e6 = $0.0044; the
- * budget pays for half the items. */
+/* A job of ITEMS sample calls on sim-budget (budgetsim.h). */
 static char *budget_job(const char *id, double budget)
 {
     char extra[256];
@@ -57,19 +37,8 @@ static char *budget_job(const char *id, double budget)
 
 int main(void)
 {
-    char err[512], extra[1024], status[64], buf[1024];
-    shoal_sim_conf_t sc;
-    shoal_sim_conf_init(&sc);
-    sc.latency_ms = 300;
-    shoal_sim_t *sim = shoal_sim_new(&sc, err, sizeof(err));
-    if (!sim)
-        test_fail("could not start a simulator: %s", err);
-    snprintf(extra, sizeof(extra),
-             "\"sim-budget\": {\"provider\": \"openai\", \"endpoint\": "
-             "\"http://127.0.0.1:%d/v1/chat/completions\", \"model\": \"sim-budget\", "
-             "\"input_usd_per_mtok\": %.1f, \"output_usd_per_mtok\": %.1f, "
-             "\"max_output_tokens\": 16}",
-             shoal_sim_port(sim), IN_PRICE, OUT_PRICE);
+    char extra[1024], status[64], buf[1024];
+    shoal_sim_t *sim = budgetsim_start(300, 0, extra, sizeof(extra));
     static const char *const wargs[] = {"--max-inflight", "64", NULL};
     harness_conf_t conf = {
         .workers = 2, .schedulers = 1, .extra_models = extra, .worker_args = wargs};
@@ -79,7 +48,7 @@ int main(void)
     long long served;
 
     /* 1. The budget stops the job half way. */
-    const double budget = 0.44;
+    const double budget = ITEMS / 2 * BUDGETSIM_CALL_USD;
     char *job = budget_job("bg-1", budget);
     harness_produce(h, "shoal.jobs", "bg-1", job, strlen(job));
     free(job);
@@ -103,7 +72,7 @@ int main(void)
     double spent =
         num(h, "SELECT spent_usd + reserved_usd FROM shoal.jobs WHERE job_id = $1", "bg-1");
     assert_true(spent <= budget + 1e-9);
-    double sim_usd = served_usd(sim, base, &served);
+    double sim_usd = budgetsim_served_usd(sim, base, &served);
     fprintf(stderr, "bg-1: spent $%.4f by the database, $%.4f by the simulator, budget $%.2f\n",
             spent, sim_usd, budget);
     assert_true(sim_usd <= budget + 1e-9);
@@ -132,21 +101,14 @@ int main(void)
                   0);
 
     /* 2. kill -9 of a worker mid-job. */
-    const double budget2 = 0.44;
+    const double budget2 = budget;
     job = budget_job("bg-2", budget2);
     harness_produce(h, "shoal.jobs", "bg-2", job, strlen(job));
     free(job);
     assert_wait(
         harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "bg-2", NULL) >= 20,
         120, "20 tasks of bg-2 done");
-    struct shoal_proc *w0 = shoal_devstack_proc(harness_stack(h), "worker", 0);
-    assert_true(w0 != NULL);
-    assert_int_eq(shoal_proc_kill(w0, SIGKILL), SHOAL_OK);
-    int exit_status;
-    assert_int_eq(shoal_proc_wait(w0, 10000, &exit_status), SHOAL_OK);
-    assert_int_eq(exit_status, 128 + SIGKILL);
-    if (shoal_devstack_restart(harness_stack(h), "worker", 0, NULL, err, sizeof(err)) != SHOAL_OK)
-        test_fail("could not restart worker 0: %s", err);
+    budgetsim_kill_worker(h, 0);
 
     harness_wait_job(h, "bg-2", 300, status, sizeof(status));
     assert_str_eq(status, "partial");
@@ -165,7 +127,7 @@ int main(void)
     harness_long(h, "SELECT shoal.expire_reservations(ARRAY[$1])", "bg-2", NULL);
     double spent_all =
         num(h, "SELECT spent_usd + reserved_usd FROM shoal.jobs WHERE job_id = $1", "bg-2");
-    double sim2 = served_usd(sim, base, &served);
+    double sim2 = budgetsim_served_usd(sim, base, &served);
     long granted2 = harness_long(h,
                                  "SELECT count(*) FROM shoal.call_reservations WHERE job_id = $1 "
                                  "AND status <> 'released'",

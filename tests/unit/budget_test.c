@@ -121,6 +121,13 @@ static double dbl(shoal_pg_t *pg, const char *sql, const char *p1)
     return strtod(v, NULL);
 }
 
+/* Job ja's spend counters are (spent, reserved). */
+static void assert_counters(shoal_pg_t *pg, const char *job, double spent, double reserved)
+{
+    assert_near(dbl(pg, "SELECT spent_usd FROM shoal.jobs WHERE job_id = $1", job), spent);
+    assert_near(dbl(pg, "SELECT reserved_usd FROM shoal.jobs WHERE job_id = $1", job), reserved);
+}
+
 #define ROW(id, job, amount, ttl)                                                                  \
     "{\"id\": \"" id "\", \"job_id\": \"" job "\", \"task_id\": \"" job ":000000\", "              \
     "\"model\": \"fast\", \"worker_id\": \"w\", \"amount_usd\": " amount ", \"ttl_ms\": " ttl "}"
@@ -150,8 +157,7 @@ static void test_job_budget(shoal_pg_t *pg)
 
     /* r1's call cost 0.1: settled with its attempts row, the rest released. */
     record_call(pg, "ja", "r1", 0.1);
-    assert_near(dbl(pg, "SELECT spent_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 0.1);
-    assert_near(dbl(pg, "SELECT reserved_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 0.4);
+    assert_counters(pg, "ja", 0.1, 0.4);
     sqlcheck_text(pg,
                   "SELECT status || ' ' || cost_usd FROM shoal.call_reservations "
                   "WHERE reservation_id = $1",
@@ -159,8 +165,7 @@ static void test_job_budget(shoal_pg_t *pg)
     assert_str_eq(v, "settled 0.1");
     /* The same batch again changes nothing. */
     record_call(pg, "ja", "r1", 0.1);
-    assert_near(dbl(pg, "SELECT spent_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 0.1);
-    assert_near(dbl(pg, "SELECT reserved_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 0.4);
+    assert_counters(pg, "ja", 0.1, 0.4);
 
     /* 0.1 spent + 0.4 held + 0.4 = 0.9: granted; then 0.2 more must wait. */
     reserve(pg, "[" ROW("r4", "ja", "0.4", "600000") "," ROW("r5", "ja", "0.2", "600000") "]", v,
@@ -179,8 +184,7 @@ static void test_job_budget(shoal_pg_t *pg)
      * even with nothing in flight), once with an event, and the job's stop
      * says why. */
     record_call(pg, "ja", "r2", 0.4);
-    assert_near(dbl(pg, "SELECT spent_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 0.5);
-    assert_near(dbl(pg, "SELECT reserved_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 0.0);
+    assert_counters(pg, "ja", 0.5, 0.0);
     sqlcheck_text(pg,
                   "SELECT string_agg(verdict || ':' || coalesce(reason, ''), ',' ORDER BY n) "
                   "FROM shoal.reserve_calls($1::jsonb)",
@@ -204,8 +208,7 @@ static void test_job_budget(shoal_pg_t *pg)
                   "WHERE reservation_id = 'r8'",
                   NULL);
     assert_int_eq(sqlcheck_long(pg, "SELECT shoal.expire_reservations()", NULL), 1);
-    assert_near(dbl(pg, "SELECT spent_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 1.0);
-    assert_near(dbl(pg, "SELECT reserved_usd FROM shoal.jobs WHERE job_id = $1", "ja"), 0.0);
+    assert_counters(pg, "ja", 1.0, 0.0);
     assert_int_eq(sqlcheck_long(pg,
                                 "SELECT count(*) FROM shoal.calls_unrecorded "
                                 "WHERE worker_id = 'w' AND status = 'expired'",
