@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHOAL_SHA256_LEN 32                        /* bytes of a digest */
+#define SHOAL_SHA256_LEN 32                         /* bytes of a digest */
 #define SHOAL_SHA256_HEX (SHOAL_SHA256_LEN * 2 + 1) /* lower-case hex and its NUL */
 
 /* Fields are private to sha256.c; declared here only so a context can live

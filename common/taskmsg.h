@@ -59,6 +59,7 @@ typedef struct {
     long est_tokens;             /* >= 0 */
     long deadline_s;             /* the job's deadline_s; 0 when it has none */
     long long deadline_unix;     /* no call starts after it (epoch seconds); 0 when none */
+    const char *cache_key;       /* 64 hex digits (common/cachekey.h); NULL when absent */
 } shoal_taskmsg_t;
 
 /* Writes "<job_id>:<chunk as 6 digits>" to buf: the task_id of that chunk.
