@@ -45,6 +45,8 @@ harness_t *harness_start(const harness_conf_t *conf)
     assert_true(h != NULL);
     const char *dir = getenv("SHOAL_BINARY_DIR");
     shoal_log_init("test", SHOAL_LOG_WARN, 0);
+    /* the schedulers this stack starts inherit it */
+    setenv("SHOAL_CACHE_TTL_S", conf->cache ? "604800" : "0", 1);
     shoal_devstack_conf_t dc = {NULL,
                                 dir ? dir : SHOAL_BINARY_DIR,
                                 conf->workers,

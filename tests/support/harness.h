@@ -26,6 +26,10 @@ typedef struct {
      * benchmarks (also when SHOAL_UNSAFE_FAST=1, as for `shoal dev`); tests of
      * durability keep the default. */
     int unsafe_fast;
+    /* Schedulers keep the result cache on (--cache-ttl-s default). Off
+     * unless set: tests that submit the same items in several jobs and
+     * count calls must see every call made. */
+    int cache;
 } harness_conf_t;
 
 harness_t *harness_start(const harness_conf_t *conf);
