@@ -18,40 +18,17 @@
 
 #define CHANGED 10
 
-static long sim_requests(harness_t *h)
-{
-    json_t *stats = harness_sim_stats(h);
-    long n = (long)json_integer_value(json_object_get(stats, "requests"));
-    json_decref(stats);
-    return n;
-}
-
-/* Runs job id of n items (the first `changed` spread over the job get
- * another input) to completion; returns the calls served, *ms its time. */
+/* Runs job id of n items, `changed` of them spread over the job with other
+ * inputs, to completion; returns the calls served, *ms its time. */
 static long run(harness_t *h, const char *id, int n, int changed, double *ms)
 {
-    char status[64];
-    char *text = harness_job(id, n, 1, NULL);
-    json_t *job = json_loads(text, 0, NULL);
-    free(text);
-    assert_true(job != NULL);
-    for (int i = 0; i < changed; i++) {
-        char input[64];
-        int at = (int)((long)i * n / changed);
-        snprintf(input, sizeof(input), "changed item %d", at);
-        json_object_set_new(json_array_get(json_object_get(job, "items"), (size_t)at), "input",
-                            json_string(input));
-    }
-    text = json_dumps(job, JSON_COMPACT);
-    json_decref(job);
-    long before = sim_requests(h);
-    double t0 = check_now_s();
-    harness_produce(h, "shoal.jobs", id, text, strlen(text));
-    free(text);
-    harness_wait_job(h, id, 600, status, sizeof(status));
-    *ms = (check_now_s() - t0) * 1000.0;
-    assert_str_eq(status, "completed");
-    return sim_requests(h) - before;
+    int at[CHANGED];
+    for (int i = 0; i < changed; i++)
+        at[i] = (int)((long)i * n / changed);
+    char *job = harness_job_changed(id, n, at, changed, NULL);
+    long calls = harness_run_job(h, id, job, 600, ms);
+    free(job);
+    return calls;
 }
 
 int main(void)

@@ -57,6 +57,21 @@ static void sql_str(shoal_pg_t *pg, const char *sql, char *out, size_t len)
     PQclear(r);
 }
 
+static void expect_str(shoal_pg_t *pg, const char *sql, const char *want)
+{
+    char s[256];
+    sql_str(pg, sql, s, sizeof(s));
+    if (strcmp(s, want) != 0)
+        test_fail("%s: got \"%s\", expected \"%s\"", sql, s, want);
+}
+
+static void expect_long(shoal_pg_t *pg, const char *sql, long want)
+{
+    long got = sql_long(pg, sql);
+    if (got != want)
+        test_fail("%s: got %ld, expected %ld", sql, got, want);
+}
+
 static void sql_run(shoal_pg_t *pg, const char *sql)
 {
     char err[512];
@@ -165,7 +180,7 @@ static void on_note(const char *channel, const char *payload, void *arg)
 
 static void test_cache(shoal_pg_t *pg, shoal_pg_t *listener)
 {
-    char err[512], s[256];
+    char err[512];
     const long ttl = 3600;
 
     /* first job: four misses, each keyed */
@@ -181,29 +196,29 @@ static void test_cache(shoal_pg_t *pg, shoal_pg_t *listener)
     char key0[SHOAL_CACHEKEY_HEX];
     snprintf(key0, sizeof(key0), "%s", shoal_cache_lookup_key(l, 0));
     shoal_cache_lookup_destroy(l);
-    sql_str(pg, "SELECT encode(cache_key, 'hex') FROM shoal.tasks WHERE task_id = 'c-a:000000'", s,
-            sizeof(s));
-    assert_str_eq(s, key0);
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = 'c-a' "
-                               "AND cache_key IS NOT NULL AND status = 'pending'"),
-                  4);
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.cache"), 0);
+    expect_str(pg, "SELECT encode(cache_key, 'hex') FROM shoal.tasks WHERE task_id = 'c-a:000000'",
+               key0);
+    expect_long(pg,
+                "SELECT count(*) FROM shoal.tasks WHERE job_id = 'c-a' "
+                "AND cache_key IS NOT NULL AND status = 'pending'",
+                4);
+    expect_long(pg, "SELECT count(*) FROM shoal.cache", 0);
 
     /* answers: 0 and 1 by the task's model, 2 by a fallback, 3 failed */
     answer(pg, "c-a", 0, "out-0", "fast", NULL, 0.25);
     answer(pg, "c-a", 1, "out-1", "fast", NULL, 0.5);
     answer(pg, "c-a", 2, "out-2", "backup", "fast", 0.75);
     answer(pg, "c-a", 3, NULL, "fast", NULL, 0.1);
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.cache"), 2);
-    sql_str(pg,
-            "SELECT output || ' ' || model || ' ' || tokens_in || ' ' || tokens_out || ' ' || "
-            "cost_usd || ' ' || hits FROM shoal.cache WHERE key = (SELECT cache_key FROM "
-            "shoal.tasks WHERE task_id = 'c-a:000001')",
-            s, sizeof(s));
-    assert_str_eq(s, "out-1 fast 101 11 0.5 0");
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = 'c-a' "
-                               "AND cached"),
-                  0);
+    expect_long(pg, "SELECT count(*) FROM shoal.cache", 2);
+    expect_str(pg,
+               "SELECT output || ' ' || model || ' ' || tokens_in || ' ' || tokens_out || ' ' || "
+               "cost_usd || ' ' || hits FROM shoal.cache WHERE key = (SELECT cache_key FROM "
+               "shoal.tasks WHERE task_id = 'c-a:000001')",
+               "out-1 fast 101 11 0.5 0");
+    expect_long(pg,
+                "SELECT count(*) FROM shoal.results WHERE job_id = 'c-a' "
+                "AND cached",
+                0);
 
     /* the same job again: chunks 0 and 1 answered, 2 and 3 still to call */
     shoal_job_t *b = record(pg, "c-b", 4, NULL, NULL);
@@ -213,43 +228,39 @@ static void test_cache(shoal_pg_t *pg, shoal_pg_t *listener)
     assert_true(!shoal_cache_lookup_hit(l, 2) && !shoal_cache_lookup_hit(l, 3));
     assert_str_eq(shoal_cache_lookup_key(l, 0), key0);
     shoal_cache_lookup_destroy(l);
-    sql_str(pg,
-            "SELECT string_agg(chunk || ':' || output || ':' || cached || ':' || tokens_in, ',' "
-            "ORDER BY chunk) FROM shoal.results WHERE job_id = 'c-b'",
-            s, sizeof(s));
-    assert_str_eq(s, "0:out-0:true:0,1:out-1:true:0");
-    sql_str(pg,
-            "SELECT string_agg(status, ',' ORDER BY chunk) FROM shoal.tasks WHERE job_id = 'c-b'",
-            s, sizeof(s));
-    assert_str_eq(s, "done,done,pending,pending");
-    sql_str(pg,
-            "SELECT tasks_done || ' ' || tasks_cached || ' ' || status FROM shoal.jobs "
-            "WHERE job_id = 'c-b'",
-            s, sizeof(s));
-    assert_str_eq(s, "2 2 running");
-    assert_int_eq(sql_long(pg, "SELECT sum(hits) FROM shoal.cache"), 2);
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.cache WHERE last_hit_at IS NULL"), 0);
+    expect_str(pg,
+               "SELECT string_agg(chunk || ':' || output || ':' || cached || ':' || tokens_in, ',' "
+               "ORDER BY chunk) FROM shoal.results WHERE job_id = 'c-b'",
+               "0:out-0:true:0,1:out-1:true:0");
+    expect_str(
+        pg, "SELECT string_agg(status, ',' ORDER BY chunk) FROM shoal.tasks WHERE job_id = 'c-b'",
+        "done,done,pending,pending");
+    expect_str(pg,
+               "SELECT tasks_done || ' ' || tasks_cached || ' ' || status FROM shoal.jobs "
+               "WHERE job_id = 'c-b'",
+               "2 2 running");
+    expect_long(pg, "SELECT sum(hits) FROM shoal.cache", 2);
+    expect_long(pg, "SELECT count(*) FROM shoal.cache WHERE last_hit_at IS NULL", 0);
     /* a lookup of the same chunks again answers nothing more */
     l = lookup(pg, b, ttl, 4);
     assert_int_eq((long)shoal_cache_lookup_hits(l), 0);
     shoal_cache_lookup_destroy(l);
-    assert_int_eq(sql_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = 'c-b'"), 2);
+    expect_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = 'c-b'", 2);
     /* the rest is called; its answers are stored, the cached ones not again */
     answer(pg, "c-b", 2, "out-2b", "fast", NULL, 0.125);
     answer(pg, "c-b", 3, "out-3b", "fast", NULL, 0.0625);
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.cache"), 4);
-    assert_int_eq(sql_long(pg, "SELECT sum(hits) FROM shoal.cache"), 2);
-    sql_str(pg, "SELECT status FROM shoal.jobs WHERE job_id = 'c-b'", s, sizeof(s));
-    assert_str_eq(s, "running"); /* ended: the merger takes it from here */
-    assert_int_eq(sql_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = 'c-b'"), 4);
+    expect_long(pg, "SELECT count(*) FROM shoal.cache", 4);
+    expect_long(pg, "SELECT sum(hits) FROM shoal.cache", 2);
+    expect_str(pg, "SELECT status FROM shoal.jobs WHERE job_id = 'c-b'",
+               "running"); /* ended: the merger takes it from here */
+    expect_long(pg, "SELECT tasks_done FROM shoal.jobs WHERE job_id = 'c-b'", 4);
 
     /* savings: per job, tenant and model */
-    sql_str(pg,
-            "SELECT tenant || ' ' || model || ' ' || hits || ' ' || tokens_in_saved || ' ' || "
-            "tokens_out_saved || ' ' || usd_saved FROM shoal.cache_savings WHERE job_id = 'c-b'",
-            s, sizeof(s));
-    assert_str_eq(s, "acme fast 2 201 21 0.75");
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.cache_savings WHERE job_id = 'c-a'"), 0);
+    expect_str(pg,
+               "SELECT tenant || ' ' || model || ' ' || hits || ' ' || tokens_in_saved || ' ' || "
+               "tokens_out_saved || ' ' || usd_saved FROM shoal.cache_savings WHERE job_id = 'c-b'",
+               "acme fast 2 201 21 0.75");
+    expect_long(pg, "SELECT count(*) FROM shoal.cache_savings WHERE job_id = 'c-a'", 0);
 
     /* a job every chunk of which hits ends at once and is announced */
     shoal_job_t *c = record(pg, "c-c", 4, NULL, NULL);
@@ -258,11 +269,10 @@ static void test_cache(shoal_pg_t *pg, shoal_pg_t *listener)
     l = lookup(pg, c, ttl, 4);
     assert_int_eq((long)shoal_cache_lookup_hits(l), 4);
     shoal_cache_lookup_destroy(l);
-    sql_str(pg,
-            "SELECT tasks_done || ' ' || tasks_cached || ' ' || tasks_total FROM shoal.jobs "
-            "WHERE job_id = 'c-c'",
-            s, sizeof(s));
-    assert_str_eq(s, "4 4 4");
+    expect_str(pg,
+               "SELECT tasks_done || ' ' || tasks_cached || ' ' || tasks_total FROM shoal.jobs "
+               "WHERE job_id = 'c-c'",
+               "4 4 4");
     assert_wait(
         (shoal_pg_notifications(listener, on_note, "c-c", err, sizeof(err)), merge_notes == 1), 10,
         "the all-cached job announced to the mergers");
@@ -296,9 +306,9 @@ static void test_cache(shoal_pg_t *pg, shoal_pg_t *listener)
     assert_int_eq(deleted, 1);
     assert_int_eq(shoal_cache_expire(pg, ttl, 2, &deleted, err, sizeof(err)), SHOAL_OK);
     assert_int_eq(deleted, 0);
-    assert_int_eq(sql_long(pg, "SELECT count(*) FROM shoal.cache"), 1);
+    expect_long(pg, "SELECT count(*) FROM shoal.cache", 1);
     /* savings outlive the entries */
-    assert_int_eq(sql_long(pg, "SELECT sum(hits) FROM shoal.cache_savings"), 7);
+    expect_long(pg, "SELECT sum(hits) FROM shoal.cache_savings", 7);
 
     shoal_job_destroy(a);
     shoal_job_destroy(b);
