@@ -107,18 +107,34 @@ shoal_err_t shoal_cachekey_task(const json_t *task, const shoal_models_t *models
                              "could not render the prompt for a cache key: out of memory or over "
                              "%zu bytes",
                              (size_t)SHOAL_RENDER_MAX);
+    /* What else decides the answer: an item's own request (its messages and
+     * parameters; its prompt renders empty) and batch mode, whose prompt asks
+     * for one answer per item. */
+    const json_t *body = json_object_get(json_array_get(items, 0), "body");
+    const char *mode = json_string_value(json_object_get(task, "mode"));
+    json_t *params = NULL;
+    if (body || (mode && strcmp(mode, "context") != 0)) {
+        params = json_object();
+        if (!params || (body && json_object_set(params, "body", (json_t *)body)) ||
+            (mode && json_object_set_new(params, "mode", json_string(mode)))) {
+            json_decref(params);
+            free(prompt);
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        }
+    }
     shoal_cachekey_parts_t parts = {
         .provider = m->provider,
         .model = m->model,
         .max_tokens = m->max_output_tokens,
         .want_json = strcmp(format, "json") == 0,
-        .params = NULL,
+        .params = params,
         .system = json_string_value(json_object_get(task, "system")),
         .prompt = prompt,
         .prompt_len = len,
         .output_schema = json_object_get(output, "schema"),
     };
     shoal_err_t err = shoal_cachekey_compute(&parts, out, errbuf, errlen);
+    json_decref(params);
     free(prompt);
     return err;
 }

@@ -240,6 +240,29 @@ static void test_task(void)
     assert_true(shoal_taskmsg_parse(msg, strlen(msg), &m, err, sizeof(err)) == NULL);
     assert_str_contains(err, "task.cache_key: expected 64 lower-case hex digits, got \"G");
 
+    /* items with their own request render an empty prompt: their bodies,
+     * and batch mode, still tell the keys apart */
+    json_t *b1 =
+        json_pack("{s:s, s:s, s:[{s:s, s:s, s:{s:[{s:s, s:s}]}}], s:{s:s}}", "model", "fast",
+                  "prompt_template", "{{input}}", "items", "id", "a", "input", "", "body",
+                  "messages", "role", "user", "content", "one", "output", "format", "text");
+    json_t *b2 = json_deep_copy(b1);
+    json_t *msgs = json_object_get(
+        json_object_get(json_array_get(json_object_get(b2, "items"), 0), "body"), "messages");
+    json_object_set_new(json_array_get(msgs, 0), "content", json_string("two"));
+    char kb1[SHOAL_CACHEKEY_HEX], kb2[SHOAL_CACHEKEY_HEX], kb3[SHOAL_CACHEKEY_HEX];
+    assert_int_eq(shoal_cachekey_task(b1, models, kb1, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_cachekey_task(b2, models, kb2, err, sizeof(err)), SHOAL_OK);
+    assert_true(strcmp(kb1, kb2) != 0);
+    json_object_del(json_array_get(json_object_get(b1, "items"), 0), "body");
+    assert_int_eq(shoal_cachekey_task(b1, models, kb3, err, sizeof(err)), SHOAL_OK);
+    assert_true(strcmp(kb1, kb3) != 0);
+    json_object_set_new(b1, "mode", json_string("batch"));
+    assert_int_eq(shoal_cachekey_task(b1, models, kb2, err, sizeof(err)), SHOAL_OK);
+    assert_true(strcmp(kb2, kb3) != 0);
+    json_decref(b1);
+    json_decref(b2);
+
     /* a model the models file does not have */
     json_t *task = json_pack("{s:s, s:s, s:[], s:{s:s}}", "model", "gone", "prompt_template",
                              "{{input}}", "items", "output", "format", "text");
