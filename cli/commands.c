@@ -369,6 +369,7 @@ int shoal_cmd_submit(int argc, char **argv)
 struct progress {
     char status[32];
     long total, done, failed;
+    long cached; /* tasks answered from the result cache */
     double percent, cost, est_cost, elapsed, eta;
     long long tokens_in, tokens_out;
     char error[1024];
@@ -405,6 +406,14 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
     p->eta = strtod(PQgetvalue(r, 0, 10), NULL);
     snprintf(p->error, sizeof(p->error), "%s", PQgetvalue(r, 0, 11));
     PQclear(r);
+    /* the result cache's count, kept on the job (sql/014_cache.sql) */
+    p->cached = 0;
+    if (shoal_pg_exec(pg, "SELECT tasks_cached FROM shoal.jobs WHERE job_id = $1", 1, params, &r,
+                      err, errlen) == SHOAL_OK) {
+        if (PQntuples(r) > 0)
+            p->cached = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
     return SHOAL_OK;
 }
 
@@ -417,6 +426,8 @@ static void print_progress(FILE *out, const char *job_id, const struct progress 
             job_id, p->status, p->done, p->total, p->percent, p->failed, p->tokens_in,
             p->tokens_out, shoal_usd_format(p->cost, cost, sizeof(cost)),
             shoal_usd_format(p->est_cost, est, sizeof(est)), p->elapsed);
+    if (p->cached > 0)
+        fprintf(out, ", %ld cached", p->cached);
     if (p->eta >= 0)
         fprintf(out, ", eta %.1fs", p->eta);
     if (*p->error)

@@ -421,7 +421,7 @@ json_t *shoal_job_settings(const shoal_job_t *job)
     static const char *const keys[] = {"tenant",      "priority",   "model",      "fallback_models",
                                        "chunking",    "output",     "merge",      "max_attempts",
                                        "timeout_ms",  "deadline_s", "budget_usd", "store_inputs",
-                                       "answer_mode", NULL};
+                                       "answer_mode", "cache",      NULL};
     json_t *s = json_object();
 
     if (!s)

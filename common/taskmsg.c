@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/cachekey.h"
 #include "common/jsondesc.h"
 
 /* The task schema's limits; keep in step with schemas/task.schema.json. */
@@ -515,6 +516,12 @@ static shoal_err_t check_task(struct ctx *c, const json_t *doc, shoal_taskmsg_t 
     if (out->version >= 2 && (v = json_object_get(doc, "mode")) &&
         (err = enum_at(c, "mode", v, modes, &out->mode)))
         return err;
+    /* added within version 1: messages of older schedulers have none */
+    if ((v = json_object_get(doc, "cache_key"))) {
+        if (!json_is_string(v) || !shoal_cachekey_valid(json_string_value(v)))
+            return bad(c, "cache_key", "64 lower-case hex digits", v);
+        out->cache_key = json_string_value(v);
+    }
     return SHOAL_OK;
 }
 

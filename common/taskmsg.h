@@ -73,6 +73,7 @@ typedef struct {
     const json_t *body;          /* the one item's own request (items[0].body), or NULL */
     const char *mode;            /* "context" or "batch"; "context" before version 2 */
     long split_level;            /* 0 for a chunk's task, 1.. for a sub-task split off it */
+    const char *cache_key;       /* 64 hex digits (common/cachekey.h); NULL when absent */
 } shoal_taskmsg_t;
 
 /* Writes "<job_id>:<chunk as 6 digits>" to buf: the task_id of that chunk.
