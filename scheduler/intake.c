@@ -334,11 +334,15 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     const shoal_estimate_model_t *em = est.n_models ? &est.models[0] : NULL;
     double est_cost = em ? em->cost_usd : 0;
     double budget = shoal_job_budget_usd(job);
-    if (budget > 0 && est_cost > budget) {
+    /* Budgets are hard (sql/016_budgets.sql): every call is reserved against
+     * budget_usd and the job stops, partial, where it runs out. Only a budget
+     * that cannot pay for even one call of the estimate is refused here. */
+    double per_call = est.calls > 0 ? est_cost / (double)est.calls : est_cost;
+    if (budget > 0 && per_call > budget) {
         snprintf(why, sizeof(why),
-                 "budget_usd: the job is estimated at $%.4f (%ld prompt tokens), over its "
-                 "budget of $%.4f; raise budget_usd or split the job",
-                 est_cost, shoal_job_est_tokens(job), budget);
+                 "budget_usd: one call of the job is estimated at $%.6f (the whole job at "
+                 "$%.4f, %ld prompt tokens), over its budget of $%.6f; raise budget_usd",
+                 per_call, est_cost, shoal_job_est_tokens(job), budget);
         shoal_job_destroy(job);
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
