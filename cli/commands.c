@@ -8,10 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include "cli/clienv.h"
+#include "cli/partsubmit.h"
 #include "cli/usd.h"
 #include "common/estimate.h"
 #include "common/job.h"
@@ -210,12 +214,75 @@ static shoal_err_t kafka_reachable(rd_kafka_t *rk, int timeout_ms, char *err, si
     return SHOAL_OK;
 }
 
+/* A job file too large for one Kafka message goes in parts
+ * (cli/partsubmit.h): mapped, not read, so memory stays small. */
+static int submit_in_parts(struct cli_conf *c, const char *path, int fd, size_t size)
+{
+    char err[1024] = "", idbuf[64];
+    shoal_models_t *models = NULL;
+    shoal_topics_t topics;
+    shoal_err_t e;
+    int rc = SHOAL_EXIT_OK;
+
+    char *text = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (text == MAP_FAILED) {
+        fprintf(stderr, "shoal: cannot read %s: %s\n", path, strerror(errno));
+        return SHOAL_EXIT_ERROR;
+    }
+    madvise(text, size, MADV_SEQUENTIAL);
+    if (!c->no_validate && c->models && *c->models &&
+        !(models = shoal_models_load(c->models, err, sizeof(err)))) {
+        fprintf(stderr, "shoal: cannot load models file %s: %s\n", c->models, err);
+        munmap(text, size);
+        return SHOAL_EXIT_ERROR;
+    }
+    new_job_id(idbuf, sizeof(idbuf));
+    shoal_partsubmit_t *ps = shoal_partsubmit_new(text, size, idbuf, models, SHOAL_PARTSUBMIT_BYTES,
+                                                  !c->no_validate, &e, err, sizeof(err));
+    shoal_models_destroy(models);
+    if (!ps) {
+        fprintf(stderr, "shoal: %s is not a valid job: %s\n", path, err);
+        munmap(text, size);
+        return e == SHOAL_ERR_INVALID ? SHOAL_EXIT_USAGE : SHOAL_EXIT_ERROR;
+    }
+    if (!c->verbose)
+        shoal_log_init("shoal", SHOAL_LOG_OFF, 0);
+    rd_kafka_t *rk = NULL;
+    if (shoal_topics_init(&topics, c->topic_prefix, err, sizeof(err)) != SHOAL_OK ||
+        !(rk = shoal_kafka_producer_new(c->bootstrap, &c->kafka, err, sizeof(err)))) {
+        fprintf(stderr, "shoal: %s\n", err);
+        rc = SHOAL_EXIT_USAGE;
+    } else if (kafka_reachable(rk, (int)c->kafka_timeout_ms, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: could not reach Kafka at %s within %ldms: %s\n", c->bootstrap,
+                c->kafka_timeout_ms, err);
+        rc = SHOAL_EXIT_ERROR;
+    } else if (shoal_partsubmit_send(ps, rk, topics.jobs, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: could not submit the job: %s\n", err);
+        rc = SHOAL_EXIT_ERROR;
+    } else {
+        printf("%s\n", shoal_partsubmit_job_id(ps));
+        fflush(stdout);
+    }
+    if (rk)
+        rd_kafka_destroy(rk);
+    munmap(text, size);
+    if (rc == SHOAL_EXIT_OK && c->wait) {
+        shoal_pg_t *pg = shoal_pg_new(c->pg, "shoal-cli");
+        rc = shoal_cmd_follow(pg, shoal_partsubmit_job_id(ps), c->interval_ms, 120000, 0);
+        shoal_pg_destroy(pg);
+    }
+    shoal_partsubmit_destroy(ps);
+    return rc;
+}
+
 int shoal_cmd_submit(int argc, char **argv)
 {
     static const char usage[] = "shoal submit [options] FILE";
     static const char summary[] =
         "Checks a job file and produces it to the jobs topic. Prints the job_id (one is made\n"
-        "when the file has none). FILE may be - for standard input.";
+        "when the file has none). FILE may be - for standard input. A file larger than one\n"
+        "message (1,000,000 bytes) is sent in parts (README: Large jobs in parts).";
     struct cli_conf c;
     shoal_optres_t res;
     char err[1024] = "", idbuf[64];
@@ -223,6 +290,14 @@ int shoal_cmd_submit(int argc, char **argv)
     if (rc >= 0)
         return rc;
 
+    if (strcmp(res.pos[0], "-")) {
+        struct stat st;
+        int fd = open(res.pos[0], O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > SHOAL_PARTSUBMIT_BYTES)
+            return submit_in_parts(&c, res.pos[0], fd, (size_t)st.st_size);
+        if (fd >= 0)
+            close(fd);
+    }
     size_t len;
     char *text = read_all(res.pos[0], &len, err, sizeof(err));
     if (!text) {
