@@ -101,7 +101,13 @@ static void test_parts_roundtrip(harness_t *h, const char *workdir)
     assert_str_eq(out, "30000\n");
     long kb = scheduler_hwm_kb(h);
     printf("scheduler VmHWM after the parted job: %ld kB\n", kb);
+#if defined(__SANITIZE_ADDRESS__)
+    /* AddressSanitizer's shadow memory and quarantine (256 MB) dwarf the
+     * scheduler's own: the bound holds for the plain build only. */
+    printf("sanitized build: the peak memory bound is not checked\n");
+#else
     assert_true(kb < RSS_BOUND_KB);
+#endif
 }
 
 static void test_invalid_part(harness_t *h, const char *workdir)
