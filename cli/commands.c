@@ -14,6 +14,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "cli/batchfile.h"
 #include "cli/clienv.h"
 #include "cli/partsubmit.h"
 #include "cli/usd.h"
@@ -47,6 +48,12 @@ struct cli_conf {
     long max_inflight;
     double call_s;
     shoal_kprops_t kafka;
+    /* OpenAI Batch files (cli/batchfile.h) */
+    int openai_batch;
+    const char *tenant;
+    const char *priority;
+    const char *job_id;
+    const char *format;
 };
 
 #define OFF(f) offsetof(struct cli_conf, f)
@@ -82,6 +89,23 @@ static const struct shoal_opt submit_opts[] = {
     {"verbose", SHOAL_OPT_BOOL, OFF(verbose), "false", 0, 0,
      "print the Kafka client's own log lines (connection attempts, retries)"},
     {"kafka", SHOAL_OPT_KPROPS, OFF(kafka), NULL, 0, 0, "librdkafka property"},
+    {"openai-batch", SHOAL_OPT_BOOL, OFF(openai_batch), "false", 0, 0,
+     "FILE is an OpenAI Batch input file (JSONL); needs --models and --tenant"},
+    {"tenant", SHOAL_OPT_STR, OFF(tenant), "", 0, 0, "with --openai-batch: the job's tenant"},
+    {"priority", SHOAL_OPT_STR, OFF(priority), "normal", 0, 0,
+     "with --openai-batch: the job's priority (high, normal, low)"},
+    {"job-id", SHOAL_OPT_STR, OFF(job_id), "", 0, 0,
+     "with --openai-batch: the job's id (default: one is made)"},
+    {0},
+};
+
+static const struct shoal_opt results_opts[] = {
+    OPT_PG,
+    {"format", SHOAL_OPT_STR, OFF(format), "text", 0, 0,
+     "text: the merged output (by the job's merge strategy); jsonl: one JSON line per item; "
+     "openai-batch: OpenAI Batch output lines"},
+    {"models", SHOAL_OPT_STR, OFF(models), "", 0, 0,
+     "models file naming each alias's provider model (openai-batch's \"model\"; optional)"},
     {0},
 };
 
@@ -214,9 +238,10 @@ static shoal_err_t kafka_reachable(rd_kafka_t *rk, int timeout_ms, char *err, si
     return SHOAL_OK;
 }
 
-/* A job file too large for one Kafka message goes in parts
- * (cli/partsubmit.h): mapped, not read, so memory stays small. */
-static int submit_in_parts(struct cli_conf *c, const char *path, int fd, size_t size)
+/* A job too large for one Kafka message goes in parts (cli/partsubmit.h).
+ * text is borrowed. */
+static int submit_in_parts(const struct cli_conf *c, const char *path, const char *text,
+                           size_t size)
 {
     char err[1024] = "", idbuf[64];
     shoal_models_t *models = NULL;
@@ -224,17 +249,9 @@ static int submit_in_parts(struct cli_conf *c, const char *path, int fd, size_t 
     shoal_err_t e;
     int rc = SHOAL_EXIT_OK;
 
-    char *text = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (text == MAP_FAILED) {
-        fprintf(stderr, "shoal: cannot read %s: %s\n", path, strerror(errno));
-        return SHOAL_EXIT_ERROR;
-    }
-    madvise(text, size, MADV_SEQUENTIAL);
     if (!c->no_validate && c->models && *c->models &&
         !(models = shoal_models_load(c->models, err, sizeof(err)))) {
         fprintf(stderr, "shoal: cannot load models file %s: %s\n", c->models, err);
-        munmap(text, size);
         return SHOAL_EXIT_ERROR;
     }
     new_job_id(idbuf, sizeof(idbuf));
@@ -243,7 +260,6 @@ static int submit_in_parts(struct cli_conf *c, const char *path, int fd, size_t 
     shoal_models_destroy(models);
     if (!ps) {
         fprintf(stderr, "shoal: %s is not a valid job: %s\n", path, err);
-        munmap(text, size);
         return e == SHOAL_ERR_INVALID ? SHOAL_EXIT_USAGE : SHOAL_EXIT_ERROR;
     }
     if (!c->verbose)
@@ -266,7 +282,6 @@ static int submit_in_parts(struct cli_conf *c, const char *path, int fd, size_t 
     }
     if (rk)
         rd_kafka_destroy(rk);
-    munmap(text, size);
     if (rc == SHOAL_EXIT_OK && c->wait) {
         shoal_pg_t *pg = shoal_pg_new(c->pg, "shoal-cli");
         rc = shoal_cmd_follow(pg, shoal_partsubmit_job_id(ps), c->interval_ms, 120000, 0);
@@ -276,13 +291,55 @@ static int submit_in_parts(struct cli_conf *c, const char *path, int fd, size_t 
     return rc;
 }
 
+/* A job file mapped, not read, so memory stays small whatever its size. */
+static int submit_file_in_parts(const struct cli_conf *c, const char *path, int fd, size_t size)
+{
+    char *text = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (text == MAP_FAILED) {
+        fprintf(stderr, "shoal: cannot read %s: %s\n", path, strerror(errno));
+        return SHOAL_EXIT_ERROR;
+    }
+    madvise(text, size, MADV_SEQUENTIAL);
+    int rc = submit_in_parts(c, path, text, size);
+    munmap(text, size);
+    return rc;
+}
+
+/* --openai-batch: replaces *text (the file) with the job made from it.
+ * Returns -1 to carry on, else the exit code (*text freed). */
+static int openai_batch_job(const struct cli_conf *c, const char *path, char **text, size_t *len)
+{
+    char err[1024] = "";
+    shoal_oaibatch_opts_t o = {c->tenant, c->priority, *c->job_id ? c->job_id : NULL};
+    shoal_models_t *models = NULL;
+    char *job = NULL;
+
+    if (!c->models || !*c->models)
+        snprintf(err, sizeof(err),
+                 "--openai-batch needs a models file (--models or SHOAL_MODELS) "
+                 "to map each line's model");
+    else if (!(models = shoal_models_load(c->models, err, sizeof(err))))
+        fprintf(stderr, "shoal: cannot load models file %s: %s\n", c->models, err);
+    else if (!(job = shoal_batchfile_job_text(*text, *len, models, &o, len, err, sizeof(err))))
+        fprintf(stderr, "shoal: %s is not a valid OpenAI Batch file: %s\n", path, err);
+    if (!c->models || !*c->models)
+        fprintf(stderr, "shoal: %s\n", err);
+    shoal_models_destroy(models);
+    free(*text);
+    *text = job;
+    return job ? -1 : SHOAL_EXIT_USAGE;
+}
+
 int shoal_cmd_submit(int argc, char **argv)
 {
     static const char usage[] = "shoal submit [options] FILE";
     static const char summary[] =
         "Checks a job file and produces it to the jobs topic. Prints the job_id (one is made\n"
-        "when the file has none). FILE may be - for standard input. A file larger than one\n"
-        "message (1,000,000 bytes) is sent in parts (README: Large jobs in parts).";
+        "when the file has none). FILE may be - for standard input. With --openai-batch, FILE\n"
+        "is an OpenAI Batch input file: one item (and one call) per line, its body sent as given.\n"
+        "A job larger than one message (1,000,000 bytes) is sent in parts (README: Large jobs\n"
+        "in parts).";
     struct cli_conf c;
     shoal_optres_t res;
     char err[1024] = "", idbuf[64];
@@ -290,11 +347,11 @@ int shoal_cmd_submit(int argc, char **argv)
     if (rc >= 0)
         return rc;
 
-    if (strcmp(res.pos[0], "-")) {
+    if (strcmp(res.pos[0], "-") && !c.openai_batch) {
         struct stat st;
         int fd = open(res.pos[0], O_RDONLY | O_CLOEXEC);
         if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > SHOAL_PARTSUBMIT_BYTES)
-            return submit_in_parts(&c, res.pos[0], fd, (size_t)st.st_size);
+            return submit_file_in_parts(&c, res.pos[0], fd, (size_t)st.st_size);
         if (fd >= 0)
             close(fd);
     }
@@ -303,6 +360,13 @@ int shoal_cmd_submit(int argc, char **argv)
     if (!text) {
         fprintf(stderr, "shoal: %s\n", err);
         return SHOAL_EXIT_ERROR;
+    }
+    if (c.openai_batch && (rc = openai_batch_job(&c, res.pos[0], &text, &len)) >= 0)
+        return rc;
+    if (c.openai_batch && len > SHOAL_PARTSUBMIT_BYTES) {
+        rc = submit_in_parts(&c, res.pos[0], text, len);
+        free(text);
+        return rc;
     }
     char *payload = text;
     const char *job_id = NULL;
@@ -392,6 +456,7 @@ int shoal_cmd_submit(int argc, char **argv)
 struct progress {
     char status[32];
     long total, done, failed;
+    long cached; /* tasks answered from the result cache */
     double percent, cost, est_cost, elapsed, eta;
     long long tokens_in, tokens_out;
     char error[1024];
@@ -428,6 +493,14 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
     p->eta = strtod(PQgetvalue(r, 0, 10), NULL);
     snprintf(p->error, sizeof(p->error), "%s", PQgetvalue(r, 0, 11));
     PQclear(r);
+    /* the result cache's count, kept on the job (sql/014_cache.sql) */
+    p->cached = 0;
+    if (shoal_pg_exec(pg, "SELECT tasks_cached FROM shoal.jobs WHERE job_id = $1", 1, params, &r,
+                      err, errlen) == SHOAL_OK) {
+        if (PQntuples(r) > 0)
+            p->cached = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
     return SHOAL_OK;
 }
 
@@ -440,6 +513,8 @@ static void print_progress(FILE *out, const char *job_id, const struct progress 
             job_id, p->status, p->done, p->total, p->percent, p->failed, p->tokens_in,
             p->tokens_out, shoal_usd_format(p->cost, cost, sizeof(cost)),
             shoal_usd_format(p->est_cost, est, sizeof(est)), p->elapsed);
+    if (p->cached > 0)
+        fprintf(out, ", %ld cached", p->cached);
     if (p->eta >= 0)
         fprintf(out, ", eta %.1fs", p->eta);
     if (*p->error)
@@ -597,14 +672,25 @@ int shoal_cmd_results(int argc, char **argv)
     static const char usage[] = "shoal results [options] JOB_ID";
     static const char summary[] =
         "Prints a finished job's merged output (by its merge strategy: concat, json_array or\n"
-        "jsonl) to standard output, streamed page by page however large it is.";
+        "jsonl) to standard output, streamed page by page however large it is; --format jsonl\n"
+        "or openai-batch prints one line per item instead, in item order.";
     struct cli_conf c;
     shoal_optres_t res;
     char err[512] = "";
     PGresult *r;
-    int rc = parse(pg_only_opts, &c, argc, argv, usage, summary, 1, &res);
+    int rc = parse(results_opts, &c, argc, argv, usage, summary, 1, &res);
     if (rc >= 0)
         return rc;
+    int per_item = strcmp(c.format, "text") != 0;
+    if (per_item && strcmp(c.format, "jsonl") != 0 && strcmp(c.format, "openai-batch") != 0) {
+        fprintf(stderr, "shoal: --format %s: expected text, jsonl or openai-batch\n", c.format);
+        return SHOAL_EXIT_USAGE;
+    }
+    shoal_models_t *models = NULL;
+    if (per_item && *c.models && !(models = shoal_models_load(c.models, err, sizeof(err)))) {
+        fprintf(stderr, "shoal: cannot load models file %s: %s\n", c.models, err);
+        return SHOAL_EXIT_ERROR;
+    }
     shoal_pg_t *pg = shoal_pg_new(c.pg, "shoal-cli");
     const char *params[] = {res.pos[0]};
     if (shoal_pg_exec(pg,
@@ -629,8 +715,10 @@ int shoal_cmd_results(int argc, char **argv)
         rc = SHOAL_EXIT_NOT_DONE;
     } else {
         long npages = strtol(PQgetvalue(r, 0, 1), NULL, 10);
-        if (write_pages(pg, res.pos[0], npages, stdout, err, sizeof(err)) != SHOAL_OK ||
-            fflush(stdout) != 0) {
+        shoal_err_t werr = per_item ? shoal_batchfile_write(pg, res.pos[0], c.format, models,
+                                                            stdout, err, sizeof(err))
+                                    : write_pages(pg, res.pos[0], npages, stdout, err, sizeof(err));
+        if (werr != SHOAL_OK || fflush(stdout) != 0) {
             fprintf(stderr, "shoal: %s\n", err[0] ? err : "could not write the output");
             rc = SHOAL_EXIT_ERROR;
         } else {
@@ -642,6 +730,7 @@ int shoal_cmd_results(int argc, char **argv)
     }
     PQclear(r);
     shoal_pg_destroy(pg);
+    shoal_models_destroy(models);
     return rc;
 }
 

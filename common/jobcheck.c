@@ -322,6 +322,36 @@ static shoal_err_t check_output_schema(const json_t *doc, char *errbuf, size_t e
     return SHOAL_OK;
 }
 
+/* Items with their own model or request (items[].model, items[].body) are
+ * tasks of their own: a chunk has one model and one request. Their models
+ * are checked like the job's. */
+static shoal_err_t check_item_requests(const json_t *doc, const shoal_models_t *models,
+                                       char *errbuf, size_t errlen)
+{
+    const json_t *items = json_object_get(doc, "items");
+    const json_t *max_items = json_object_get(json_object_get(doc, "chunking"), "max_items");
+    int single = !max_items || json_number_value(max_items) == 1;
+    char path[64];
+    shoal_err_t err;
+
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        const json_t *item = json_array_get(items, i), *model = json_object_get(item, "model");
+
+        if (!model && !json_object_get(item, "body"))
+            continue;
+        if (!single)
+            return fail(errbuf, errlen, "items",
+                        "an item with its own %s needs "
+                        "chunking.max_items 1 (items[%zu] has one)",
+                        model ? "model" : "body", i);
+        snprintf(path, sizeof(path), "items[%zu].model", i);
+        if (model && models &&
+            (err = check_model(models, path, json_string_value(model), errbuf, errlen)))
+            return err;
+    }
+    return SHOAL_OK;
+}
+
 shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *models, char *errbuf,
                                      size_t errlen)
 {
@@ -331,6 +361,8 @@ shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *mo
     if ((err = check_unique_ids(items, json_array_size(items), errbuf, errlen)))
         return err;
     if (models && (err = check_models(doc, models, errbuf, errlen)))
+        return err;
+    if ((err = check_item_requests(doc, models, errbuf, errlen)))
         return err;
     return check_output_schema(doc, errbuf, errlen);
 }

@@ -13,6 +13,7 @@
 #include "common/jobcheck.h"
 #include "common/log.h"
 #include "common/taskmsg.h"
+#include "scheduler/cache.h"
 #include "scheduler/parts.h"
 
 #define ACK_TIMEOUT_MS 60000
@@ -157,13 +158,33 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
     const char *topic = shoal_topics_task(c->topics, shoal_job_priority(job));
 
     *published = 0;
+    /* A part of a job sent in parts numbers its chunks from chunk_base. */
+    int parted = chunk_base != 0 || (size_t)n_chunks != shoal_job_n_chunks(job);
+    /* The result cache answers what it can before anything is produced. Its
+     * look-up knows chunks by the job's own numbering, so a part of a job
+     * sent in parts is published without it. */
+    shoal_cache_lookup_t *cached = NULL;
+    if (!parted && shoal_cache_enabled(job, c->cache_ttl_s) && n > 0) {
+        if ((err = shoal_cache_lookup_new(c->pg, job, c->models, c->cache_ttl_s, chunks, n, &cached,
+                                          errbuf, errlen)) != SHOAL_OK)
+            return err;
+        if (shoal_cache_lookup_hits(cached) || shoal_cache_lookup_unkeyed(cached))
+            shoal_log_info("intake", "result cache job_id=%s hits=%zu misses=%zu unkeyed=%zu",
+                           job_id, shoal_cache_lookup_hits(cached),
+                           n - shoal_cache_lookup_hits(cached), shoal_cache_lookup_unkeyed(cached));
+    }
     size_t cap = n * 12 + 3, alen = 0;
     char *list = malloc(cap);
-    if (!list)
+    if (!list) {
+        shoal_cache_lookup_destroy(cached);
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
     list[alen++] = '{';
+    size_t listed = 0;
     for (size_t i = 0; i < n && err == SHOAL_OK; i++) {
         long chunk = chunks[i] - chunk_base;
+        if (cached && shoal_cache_lookup_hit(cached, i))
+            continue;
         if (chunk < 0 || (size_t)chunk >= shoal_job_n_chunks(job)) {
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                 "chunk %ld of job %s is recorded but the job now splits into %zu "
@@ -177,11 +198,16 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
             err = SHOAL_ERR_NOMEM;
             break;
         }
-        if ((chunk_base != 0 || (size_t)n_chunks != shoal_job_n_chunks(job)) &&
-            renumber(task, job_id, chunks[i], n_chunks)) {
+        if (parted && renumber(task, job_id, chunks[i], n_chunks)) {
             json_decref(task);
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                 "cannot number chunk %ld of job %s", chunks[i], job_id);
+            break;
+        }
+        const char *key = cached ? shoal_cache_lookup_key(cached, i) : NULL;
+        if (key && json_object_set_new(task, "cache_key", json_string(key))) {
+            json_decref(task);
+            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
             break;
         }
         char *value = json_dumps(task, JSON_COMPACT);
@@ -197,7 +223,7 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
         json_decref(task);
         if (err != SHOAL_OK)
             break;
-        alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", i ? "," : "", chunks[i]);
+        alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", listed++ ? "," : "", chunks[i]);
         (*published)++;
         if (c->fault_kill_after > 0 && *published >= c->fault_kill_after) {
             shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS, NULL, 0);
@@ -214,7 +240,8 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
                                             err == SHOAL_OK ? errbuf : NULL, errlen);
     if (err == SHOAL_OK)
         err = werr;
-    if (err == SHOAL_OK && n > 0) {
+    shoal_cache_lookup_destroy(cached);
+    if (err == SHOAL_OK && listed > 0) {
         const char *mp[] = {job_id, list};
         err = shoal_pg_exec(c->pg, "SELECT shoal.mark_queued($1, $2::int[])", 2, mp, NULL, errbuf,
                             errlen);

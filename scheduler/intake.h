@@ -26,6 +26,7 @@ typedef struct {
     const shoal_models_t *models; /* borrowed */
     size_t max_job_bytes;
     long fault_kill_after; /* test hook: SIGKILL self after publishing this many tasks */
+    long cache_ttl_s;      /* result cache entries live this long; 0: cache off (cache.h) */
     int paced; /* tasks of jobs that keep their inputs are left pending for the dispatcher
                   (scheduler/dispatch.h) instead of published here */
 } shoal_intake_conf_t;
@@ -60,7 +61,9 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *conf, const char *topic,
 
 /* Produces the task messages of chunks[0..n) of job (parsed, with its id and
  * its submission time set: see shoal_job_set_submitted), waits until Kafka
- * acknowledged them all, then marks them queued (shoal.mark_queued).
+ * acknowledged them all, then marks them queued (shoal.mark_queued). When
+ * the job uses the result cache (scheduler/cache.h), chunks answered from it
+ * are done without a message and the others carry their cache key.
  * *published counts the messages produced. SHOAL_ERR_INVALID when a chunk
  * is out of the job's range, SHOAL_ERR_LIMIT when Kafka refuses a message
  * for its size, SHOAL_ERR_RETRY when Kafka or PostgreSQL failed. Used by

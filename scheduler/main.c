@@ -33,6 +33,7 @@ struct sched_conf {
     long reconcile_after_ms;
     long reconcile_pending_ms;
     long reconcile_every_ms;
+    long cache_ttl_s;
     long dispatch_window;
     long dispatch_every_ms;
     long dispatch_pass_limit;
@@ -54,6 +55,10 @@ static const struct shoal_opt sched_opts[] = {
      "long is published (resumed tasks: at once)"},
     {"reconcile-every-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_every_ms), "5000",
      100, 3600000, "how often PostgreSQL is searched for lost tasks"},
+    {"cache-ttl-s", SHOAL_OPT_INT, offsetof(struct sched_conf, cache_ttl_s), "604800", 0,
+     86400L * 3650,
+     "result cache: an answer is reused for the same call this long (0: cache off; a job "
+     "opts out with \"cache\": false)"},
     {"dispatch-window", SHOAL_OPT_INT, offsetof(struct sched_conf, dispatch_window), "2000", 0,
      10000000,
      "tasks per tenant and priority published and unfinished at a time; tasks wait in "
@@ -204,7 +209,12 @@ int main(int argc, char **argv)
         shoal_log_info("main", "metrics served bind=%s port=%d", conf.metrics_bind,
                        shoal_metrics_http_port(mhttp));
     }
-    shoal_intake_conf_t ic = {pg, producer, &topics, models, (size_t)conf.max_job_bytes, 0, 0};
+    shoal_intake_conf_t ic = {.pg = pg,
+                              .producer = producer,
+                              .topics = &topics,
+                              .models = models,
+                              .max_job_bytes = (size_t)conf.max_job_bytes,
+                              .cache_ttl_s = conf.cache_ttl_s};
     const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);

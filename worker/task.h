@@ -58,7 +58,8 @@ typedef struct shoal_task {
     int want_json;
     const shoal_model_t *model;     /* model of the next call; borrowed from the models file */
     const shoal_model_t *requested; /* the task's own model (model differs after a fallback) */
-    char *prompt;                   /* rendered user prompt; owned */
+    char *prompt;                   /* rendered user prompt ("" with body); owned */
+    json_t *body;                   /* the item's own request (worker/itemreq.h); owned; or NULL */
     const char *system;             /* borrowed from doc, NULL when none */
     char *request;                  /* request body for model; owned */
     size_t request_len;
@@ -118,7 +119,8 @@ shoal_err_t shoal_task_check_output(const shoal_task_t *t, const char *content, 
 /* Turns t's next call into a repair: the original prompt, the invalid
  * answer and what is wrong with it, asking for a corrected answer. The
  * original request is kept and comes back with shoal_task_end_repair().
- * SHOAL_ERR_NOMEM. */
+ * SHOAL_ERR_NOMEM; SHOAL_ERR_INVALID for a task with its own request (body),
+ * which is never rewritten. */
 shoal_err_t shoal_task_begin_repair(shoal_task_t *t, const char *bad_output, const char *problem);
 void shoal_task_end_repair(shoal_task_t *t);
 
