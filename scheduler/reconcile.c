@@ -12,6 +12,7 @@
 #include "common/pg.h"
 #include "common/service.h"
 #include "scheduler/cache.h"
+#include "scheduler/parts.h"
 
 #define PASS_LIMIT 20000 /* tasks one pass looks at; the next pass takes the rest */
 #define LOCK_SQL "hashtext('shoal.reconcile')"
@@ -82,43 +83,32 @@ static shoal_err_t fail_tasks(shoal_reconcile_t *rc, PGresult *r, int from, int 
     return err;
 }
 
-/* Publishes rows [from, to) of r (one job's lost tasks) again from the job's
- * stored inputs; fails them when the inputs cannot give them back. */
+/* Publishes rows [from, to) of r (lost tasks of one part of a job, or of a
+ * job sent as one message) again from the job's stored inputs; fails them
+ * when the inputs cannot give them back. */
 static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int to, int *published,
                              int *failed, char *errbuf, size_t errlen)
 {
     const char *job_id = PQgetvalue(r, from, 0);
-    const char *params[] = {job_id};
-    char why[512];
-    PGresult *in;
+    int part = (int)strtol(PQgetvalue(r, from, 4), NULL, 10);
+    long base, n_chunks;
     shoal_err_t err;
 
-    if ((err = shoal_pg_exec(rc->pg,
-                             "SELECT i.doc, floor(extract(epoch FROM j.submitted_at))::bigint "
-                             "FROM shoal.job_inputs i JOIN shoal.jobs j ON j.job_id = i.job_id "
-                             "WHERE i.job_id = $1",
-                             1, params, &in, errbuf, errlen)) != SHOAL_OK)
-        return err;
-    if (PQntuples(in) == 0) {
-        PQclear(in);
+    shoal_job_t *job =
+        shoal_parts_load(rc->pg, job_id, part, &base, &n_chunks, &err, errbuf, errlen);
+    if (!job && err == SHOAL_ERR_NOTFOUND)
         return fail_tasks(rc, r, from, to,
                           "the task's message was lost and the job's inputs are gone: cannot "
                           "publish it again",
                           failed, errbuf, errlen);
-    }
-    /* The stored document is the job as the scheduler parsed it: parsing it
-     * again (without the models file, which may have changed) gives the same
-     * chunks and the same task messages. */
-    shoal_job_t *job = shoal_job_parse(PQgetvalue(in, 0, 0), (size_t)PQgetlength(in, 0, 0), 0, NULL,
-                                       why, sizeof(why));
-    long long submitted = strtoll(PQgetvalue(in, 0, 1), NULL, 10);
-    PQclear(in);
-    if (!job) {
+    if (!job && err == SHOAL_ERR_INVALID) {
         char reason[700];
-        snprintf(reason, sizeof(reason), "cannot rebuild the task from the stored inputs: %s", why);
+        snprintf(reason, sizeof(reason), "cannot rebuild the task from the stored inputs: %s",
+                 errbuf);
         return fail_tasks(rc, r, from, to, reason, failed, errbuf, errlen);
     }
-    shoal_job_set_submitted(job, submitted);
+    if (!job)
+        return err;
     long *chunks = malloc((size_t)(to - from) * sizeof(*chunks));
     if (!chunks) {
         shoal_job_destroy(job);
@@ -127,7 +117,8 @@ static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int t
     for (int i = from; i < to; i++)
         chunks[i - from] = strtol(PQgetvalue(r, i, 1), NULL, 10);
     int n = 0;
-    err = shoal_intake_publish(&rc->ic, job, chunks, (size_t)(to - from), &n, errbuf, errlen);
+    err = shoal_intake_publish_range(&rc->ic, job, base, n_chunks, chunks, (size_t)(to - from), &n,
+                                     errbuf, errlen);
     free(chunks);
     shoal_job_destroy(job);
     if (err == SHOAL_OK) {
@@ -153,14 +144,23 @@ static shoal_err_t pass(shoal_reconcile_t *rc, int *published, int *failed, char
     snprintf(queued, sizeof(queued), "%ld", rc->conf.queued_ms);
     snprintf(limit, sizeof(limit), "%d", PASS_LIMIT);
     const char *params[] = {pending, queued, limit};
+    /* Column 4 is the task's part, -1 for a job sent as one message. */
     if ((err = shoal_pg_exec(rc->pg,
-                             "SELECT job_id, chunk, task_id, has_inputs FROM "
-                             "shoal.lost_tasks($1::bigint, $2::bigint, $3::int)",
+                             rc->conf.paced
+                                 ? "SELECT job_id, chunk, task_id, has_inputs, coalesce(part, -1) "
+                                   "FROM shoal.lost_tasks_paced($2::bigint, $3::int) "
+                                   "WHERE $1::bigint IS NOT NULL"
+                                 : "SELECT l.job_id, l.chunk, l.task_id, l.has_inputs, "
+                                   "coalesce(t.part, -1) "
+                                   "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int) l "
+                                   "JOIN shoal.tasks t ON t.task_id = l.task_id "
+                                   "ORDER BY 1, 5, 2",
                              3, params, &r, errbuf, errlen)) != SHOAL_OK)
         return err;
     int rows = PQntuples(r);
     for (int from = 0, to; from < rows && err == SHOAL_OK; from = to) {
-        for (to = from + 1; to < rows && !strcmp(PQgetvalue(r, to, 0), PQgetvalue(r, from, 0));
+        for (to = from + 1; to < rows && !strcmp(PQgetvalue(r, to, 0), PQgetvalue(r, from, 0)) &&
+                            !strcmp(PQgetvalue(r, to, 4), PQgetvalue(r, from, 4));
              to++)
             ;
         if (!strcmp(PQgetvalue(r, from, 3), "t"))
