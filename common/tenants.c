@@ -296,3 +296,39 @@ shoal_err_t shoal_tenants_quota_reason(const char *tenant, const char *kind, dou
                              tenant, limit, count, when);
     return shoal_err_set(buf, len, SHOAL_ERR_INVALID, "unknown quota kind \"%s\"", kind);
 }
+
+json_t *shoal_tenants_quota_json(const shoal_tenant_plan_t *plan)
+{
+    if (!plan ||
+        (plan->jobs_per_minute <= 0 && plan->jobs_per_day <= 0 && !(plan->daily_budget_usd > 0)))
+        return NULL;
+    return json_pack("{s:I, s:I, s:f}", "jobs_per_minute", (json_int_t)plan->jobs_per_minute,
+                     "jobs_per_day", (json_int_t)plan->jobs_per_day, "daily_budget_usd",
+                     plan->daily_budget_usd);
+}
+
+shoal_err_t shoal_tenants_quota_answer(const char *answer, const char *tenant, char *buf,
+                                       size_t len)
+{
+    char kind[16], *end;
+    const char *p;
+    double count, limit;
+    long long reset;
+
+    if (strncmp(answer, "quota:", 6) != 0 || !(p = strchr(answer + 6, ':')) ||
+        (size_t)(p - answer - 6) >= sizeof(kind))
+        return shoal_err_set(buf, len, SHOAL_ERR_INVALID, "not a quota answer");
+    memcpy(kind, answer + 6, (size_t)(p - answer - 6));
+    kind[p - answer - 6] = '\0';
+    count = strtod(p + 1, &end);
+    if (*end != ':')
+        return shoal_err_set(buf, len, SHOAL_ERR_INVALID, "not a quota answer");
+    limit = strtod(end + 1, &end);
+    if (*end != ':')
+        return shoal_err_set(buf, len, SHOAL_ERR_INVALID, "not a quota answer");
+    errno = 0;
+    reset = strtoll(end + 1, &end, 10);
+    if (*end != '\0' || errno)
+        return shoal_err_set(buf, len, SHOAL_ERR_INVALID, "not a quota answer");
+    return shoal_tenants_quota_reason(tenant, kind, count, limit, reset, buf, len);
+}

@@ -84,4 +84,17 @@ shoal_err_t shoal_tenants_check_job(const shoal_tenant_plan_t *plan, const char 
 shoal_err_t shoal_tenants_quota_reason(const char *tenant, const char *kind, double count,
                                        double limit, long long reset_unix, char *buf, size_t len);
 
+/* The counted limits of plan as the p_quota argument of
+ * shoal.record_job_admitted (jobs_per_minute, jobs_per_day,
+ * daily_budget_usd), or NULL when plan is NULL or counts nothing. New
+ * reference. */
+json_t *shoal_tenants_quota_json(const shoal_tenant_plan_t *plan);
+
+/* Reads shoal.record_job_admitted's over-quota answer
+ * ("quota:<kind>:<count>:<limit>:<reset unix s>") into the reason the job is
+ * rejected with (shoal_tenants_quota_reason). SHOAL_ERR_INVALID when answer
+ * is not such an answer. */
+shoal_err_t shoal_tenants_quota_answer(const char *answer, const char *tenant, char *buf,
+                                       size_t len);
+
 #endif
