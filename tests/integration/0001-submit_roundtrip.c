@@ -83,8 +83,7 @@ int main(void)
     double deadline = check_now_s() + 60;
     while (!*kid && check_now_s() < deadline) {
         harness_str(h, kid, sizeof(kid),
-                    "SELECT job_id FROM shoal.jobs WHERE job_id LIKE 'j-%' LIMIT 1",
-                    NULL);
+                    "SELECT job_id FROM shoal.jobs WHERE job_id LIKE 'j-%' LIMIT 1", NULL);
         usleep(100000);
     }
     assert_true(*kid);
