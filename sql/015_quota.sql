@@ -96,6 +96,7 @@ DECLARE
     v_limit   double precision;
     v_n       double precision;
     v_res     text;
+    w         record;
 BEGIN
     IF v_running AND p_quota IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('shoal.quota'), hashtext(coalesce(v_tenant, '')));
@@ -127,24 +128,18 @@ BEGIN
     END IF;
 
     IF v_running AND p_quota IS NOT NULL THEN
-        v_limit := nullif((p_quota->>'jobs_per_minute')::double precision, 0);
-        IF v_limit IS NOT NULL THEN
+        FOR w IN SELECT * FROM (VALUES ('minute', v_minute, interval '1 minute'),
+                                       ('day', v_day, interval '1 day')) AS x(kind, since, span)
+        LOOP
+            v_limit := nullif((p_quota->>('jobs_per_' || w.kind))::double precision, 0);
+            CONTINUE WHEN v_limit IS NULL;
             SELECT count(*) INTO v_n FROM shoal.jobs
-            WHERE tenant = v_tenant AND submitted_at >= v_minute AND status <> 'rejected';
+            WHERE tenant = v_tenant AND submitted_at >= w.since AND status <> 'rejected';
             IF v_n >= v_limit THEN
-                RETURN format('quota:minute:%s:%s:%s', v_n, v_limit,
-                              extract(epoch FROM v_minute + interval '1 minute')::bigint);
+                RETURN format('quota:%s:%s:%s:%s', w.kind, v_n, v_limit,
+                              extract(epoch FROM w.since + w.span)::bigint);
             END IF;
-        END IF;
-        v_limit := nullif((p_quota->>'jobs_per_day')::double precision, 0);
-        IF v_limit IS NOT NULL THEN
-            SELECT count(*) INTO v_n FROM shoal.jobs
-            WHERE tenant = v_tenant AND submitted_at >= v_day AND status <> 'rejected';
-            IF v_n >= v_limit THEN
-                RETURN format('quota:day:%s:%s:%s', v_n, v_limit,
-                              extract(epoch FROM v_day + interval '1 day')::bigint);
-            END IF;
-        END IF;
+        END LOOP;
         v_limit := nullif((p_quota->>'daily_budget_usd')::double precision, 0);
         IF v_limit IS NOT NULL THEN
             SELECT coalesce(sum(spent_usd), 0) INTO v_n FROM shoal.tenant_spend

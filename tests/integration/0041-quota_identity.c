@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "tests/support/check.h"
+#include "tests/support/files.h"
 #include "tests/support/harness.h"
 
 static char out[1 << 16];
@@ -30,17 +31,21 @@ static char out[1 << 16];
 static const char *write_file(const char *dir, const char *name, const char *text)
 {
     static char path[600];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    assert_true(f != NULL);
-    assert_true(fputs(text, f) >= 0);
-    assert_int_eq(fclose(f), 0);
-    return path;
+    return files_write(dir, name, text, path, sizeof(path));
 }
 
 static void produce(harness_t *h, const char *id, const char *text)
 {
     harness_produce_to(h, "shoal.jobs", 0, id, text, strlen(text));
+}
+
+/* Waits for the job to end (or be rejected) and checks how. */
+static void expect_status(harness_t *h, const char *id, const char *want)
+{
+    char status[32];
+    harness_wait_job(h, id, 120, status, sizeof(status));
+    if (strcmp(status, want) != 0)
+        test_fail("job %s ended %s, expected %s", id, status, want);
 }
 
 static void error_of(harness_t *h, const char *id, char *buf, size_t len)
@@ -62,7 +67,7 @@ static void test_plans_mirrored(harness_t *h)
 
 static void test_per_minute(harness_t *h)
 {
-    char status[32], err[4096], want[64];
+    char err[4096], want[64];
 
     /* the three jobs must fall in one UTC minute: start early in one */
     assert_wait(harness_long(h, "SELECT extract(second FROM now())::int", NULL) < 30, 65,
@@ -78,12 +83,9 @@ static void test_per_minute(harness_t *h)
         produce(h, id, job); /* one partition: handled in this order */
         free(job);
     }
-    harness_wait_job(h, "lim-1", 120, status, sizeof(status));
-    assert_str_eq(status, "completed");
-    harness_wait_job(h, "lim-2", 120, status, sizeof(status));
-    assert_str_eq(status, "completed");
-    harness_wait_job(h, "lim-3", 120, status, sizeof(status));
-    assert_str_eq(status, "rejected");
+    expect_status(h, "lim-1", "completed");
+    expect_status(h, "lim-2", "completed");
+    expect_status(h, "lim-3", "rejected");
     error_of(h, "lim-3", err, sizeof(err));
     fprintf(stderr, "third job of the minute: %s\n", err);
     assert_str_contains(err, "tenant limited: 2 jobs per minute reached (limit 2)");
@@ -99,8 +101,7 @@ static void test_max_items_then_fixed(harness_t *h)
     char *job = harness_job("fixme", 4, 1, "{\"tenant\": \"small\"}");
     produce(h, "fixme", job);
     free(job);
-    harness_wait_job(h, "fixme", 120, status, sizeof(status));
-    assert_str_eq(status, "rejected");
+    expect_status(h, "fixme", "rejected");
     error_of(h, "fixme", err, sizeof(err));
     assert_str_eq(err, "tenant small: the job has 4 items; the plan allows at most 3 per job "
                        "(split the job)");
@@ -115,8 +116,7 @@ static void test_max_items_then_fixed(harness_t *h)
                              "'rejected'",
                              "fixme", NULL) == 1,
                 60, "the fixed job replaces the rejected one");
-    harness_wait_job(h, "fixme", 120, status, sizeof(status));
-    assert_str_eq(status, "completed");
+    expect_status(h, "fixme", "completed");
     assert_int_eq(
         harness_long(h, "SELECT items_total FROM shoal.jobs WHERE job_id = $1", "fixme", NULL), 3);
     harness_str(h, status, sizeof(status), "SELECT priority FROM shoal.jobs WHERE job_id = $1",
@@ -127,8 +127,7 @@ static void test_max_items_then_fixed(harness_t *h)
     job = harness_job("own-prio", 1, 1, "{\"tenant\": \"small\", \"priority\": \"low\"}");
     produce(h, "own-prio", job);
     free(job);
-    harness_wait_job(h, "own-prio", 120, status, sizeof(status));
-    assert_str_eq(status, "completed");
+    expect_status(h, "own-prio", "completed");
     harness_str(h, status, sizeof(status), "SELECT priority FROM shoal.jobs WHERE job_id = $1",
                 "own-prio", NULL);
     assert_str_eq(status, "low");
@@ -136,16 +135,13 @@ static void test_max_items_then_fixed(harness_t *h)
 
 static void test_conflict(harness_t *h, const char *dir)
 {
-    char status[32];
-
     char *job = harness_job("busy", 5, 1, NULL);
     const char *path = write_file(dir, "busy.json", job);
     free(job);
     int rc = harness_sh(h, out, sizeof(out), "timeout 300 %s submit --wait %s 2>&1",
                         harness_bin("shoal"), path);
     assert_int_eq(rc, 0);
-    harness_wait_job(h, "busy", 120, status, sizeof(status));
-    assert_str_eq(status, "completed");
+    expect_status(h, "busy", "completed");
 
     /* the same file again is the same job: no warning */
     rc = harness_sh(h, out, sizeof(out), "timeout 300 %s submit --wait %s 2>&1",
@@ -181,13 +177,12 @@ static void test_conflict(harness_t *h, const char *dir)
 
 static void test_all_errors(harness_t *h, const char *dir)
 {
-    char status[32], err[4096];
+    char err[4096];
     const char *bad = "{\"job_id\": \"bad-1\", \"tenant\": \"test\", \"model\": \"sim-small\","
                       " \"priority\": \"urgent\", \"prompt_template\": \"no placeholder\","
                       " \"items\": [{\"id\": \"a\", \"input\": 1}], \"max_attempts\": 99}";
     produce(h, "bad-1", bad);
-    harness_wait_job(h, "bad-1", 120, status, sizeof(status));
-    assert_str_eq(status, "rejected");
+    expect_status(h, "bad-1", "rejected");
     error_of(h, "bad-1", err, sizeof(err));
     fprintf(stderr, "problems stored: %s\n", err);
     assert_str_contains(err, "priority: \"urgent\" is not one of");
