@@ -54,12 +54,13 @@ fail:
 }
 
 /* The id a rejected message is stored under: its own job_id when that is
- * readable and well formed, else one derived from where Kafka kept it. */
+ * readable and well formed, else one derived from where Kafka kept it; and
+ * its tenant and model when readable (for per-tenant counts and stats). */
 static void rejected_identity(const void *value, size_t len, size_t max_bytes, const char *derived,
-                              char *id, size_t idlen, json_t **tenant)
+                              char *id, size_t idlen, json_t **tenant, json_t **model)
 {
     snprintf(id, idlen, "%s", derived);
-    *tenant = NULL;
+    *tenant = *model = NULL;
     if (len > max_bytes)
         return;
     json_t *doc = json_loadb(value, len, 0, NULL);
@@ -73,6 +74,9 @@ static void rejected_identity(const void *value, size_t len, size_t max_bytes, c
     const char *tn = json_string_value(json_object_get(doc, "tenant"));
     if (tn && strlen(tn) <= 100)
         *tenant = json_string(tn);
+    const char *m = json_string_value(json_object_get(doc, "model"));
+    if (m && strlen(m) <= 100)
+        *model = json_string(m);
     json_decref(doc);
 }
 
@@ -113,11 +117,11 @@ static shoal_err_t reject(const shoal_intake_conf_t *c, const char *source, cons
                           const void *value, size_t len, const char *reason,
                           shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
-    json_t *tenant;
+    json_t *tenant, *model;
     char status[64];
 
     rejected_identity(value, len, c->max_job_bytes, derived, out->job_id, sizeof(out->job_id),
-                      &tenant);
+                      &tenant, &model);
     out->outcome = SHOAL_INTAKE_REJECTED;
     snprintf(out->reason, sizeof(out->reason), "%s", reason);
     char hash[SHOAL_JOBID_HASH_LEN];
@@ -127,6 +131,8 @@ static shoal_err_t reject(const shoal_intake_conf_t *c, const char *source, cons
                   out->reason, "source", source, "content_hash", hash);
     if (tenant)
         json_object_set_new(row, "tenant", tenant);
+    if (model)
+        json_object_set_new(row, "model", model);
     json_t *none = json_array();
     shoal_err_t err = record(c->pg, row, none, NULL, NULL, status, sizeof(status), errbuf, errlen);
     if (err == SHOAL_OK && !strncmp(status, "conflict:", 9))

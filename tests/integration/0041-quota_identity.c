@@ -8,9 +8,9 @@
  *   submitted again, fixed, replaces the rejection and runs;
  * - the plan's default priority applies to a job that sets none, not to one
  *   that sets its own;
- * - a job with other content under a finished job's id is ignored and
- *   reported: a 'conflict' event, `shoal submit --wait` warns and exits 2,
- *   `shoal status` says so;
+ * - a job with other content under a finished or a running job's id is
+ *   ignored and reported: a 'conflict' event, `shoal submit --wait` warns and
+ *   exits 2, `shoal status` says so;
  * - every validation problem of a message is reported at once, by the
  *   scheduler (stored on the rejected job) and by `shoal submit` (one per line);
  * - `shoal stats` counts a finished job's jobs, calls, tokens and cost as
@@ -175,6 +175,40 @@ static void test_conflict(harness_t *h, const char *dir)
                              "ignored");
 }
 
+/* Other content under the id of a job still running: the job runs on
+ * untouched, the submission is reported. The job calls a model whose
+ * endpoint refuses connections, so it keeps retrying until cancelled. */
+static void test_conflict_running(harness_t *h, const char *dir)
+{
+    char *job = harness_job(
+        "run-1", 2, 1, "{\"tenant\": \"other\", \"model\": \"sim-down\", \"max_attempts\": 20}");
+    produce(h, "run-1", job);
+    free(job);
+    assert_wait(harness_long(h,
+                             "SELECT count(*) FROM shoal.jobs WHERE job_id = $1 AND status = "
+                             "'running'",
+                             "run-1", NULL) == 1,
+                60, "job run-1 running");
+    job = harness_job("run-1", 3, 1, "{\"tenant\": \"other\"}");
+    int rc = harness_sh(h, out, sizeof(out), "timeout 300 %s submit --wait %s 2>&1",
+                        harness_bin("shoal"), write_file(dir, "run2.json", job));
+    free(job);
+    fprintf(stderr, "submit --wait, other content under a running job's id (exit %d):\n%s", rc,
+            out);
+    assert_int_eq(rc, 2);
+    assert_str_contains(out, "warning: job run-1 already exists (running) with other content");
+    assert_int_eq(harness_long(h,
+                               "SELECT items_total FROM shoal.jobs WHERE job_id = $1 AND "
+                               "status = 'running'",
+                               "run-1", NULL),
+                  2);
+    assert_int_eq(harness_long(h, "SELECT count(*) FROM shoal.job_conflicts WHERE job_id = $1",
+                               "run-1", NULL),
+                  1);
+    rc = harness_sh(h, out, sizeof(out), "%s cancel run-1", harness_bin("shoal"));
+    assert_int_eq(rc, 0);
+}
+
 static void test_all_errors(harness_t *h, const char *dir)
 {
     char err[4096];
@@ -211,17 +245,13 @@ static void test_stats(harness_t *h)
     assert_int_eq(rc, 0);
     json_t *rows = json_loads(out, 0, NULL);
     assert_true(json_is_array(rows));
-    /* busy under its model; bad-1, rejected, under "": a rejected job keeps
-     * no model (the second busy was ignored, not recorded) */
-    assert_int_eq(json_array_size(rows), 2);
+    /* busy, and bad-1 rejected under the model it names (the second busy
+     * was ignored, not recorded) */
+    assert_int_eq(json_array_size(rows), 1);
     json_t *row = json_array_get(rows, 0);
-    assert_str_eq(json_string_value(json_object_get(row, "model")), "");
-    assert_int_eq(json_integer_value(json_object_get(row, "jobs")), 0);
-    assert_int_eq(json_integer_value(json_object_get(row, "jobs_rejected")), 1);
-    row = json_array_get(rows, 1);
     assert_str_eq(json_string_value(json_object_get(row, "model")), "sim-small");
     assert_int_eq(json_integer_value(json_object_get(row, "jobs")), 1);
-    assert_int_eq(json_integer_value(json_object_get(row, "jobs_rejected")), 0);
+    assert_int_eq(json_integer_value(json_object_get(row, "jobs_rejected")), 1);
     long calls = harness_long(h,
                               "SELECT count(*) FROM shoal.attempts a JOIN shoal.jobs j USING "
                               "(job_id) WHERE j.tenant = 'test'",
@@ -264,12 +294,18 @@ int main(void)
                    "   \"small\": {\"max_items\": 3, \"default_priority\": \"high\"}}}\n");
     setenv("SHOAL_TENANTS", tenants, 1);
 
-    harness_conf_t conf = {.workers = 1, .schedulers = 1, .sim_latency_ms = 5};
+    harness_conf_t conf = {.workers = 1,
+                           .schedulers = 1,
+                           .sim_latency_ms = 5,
+                           .extra_models = "\"sim-down\": {\"provider\": \"openai\", \"endpoint\": "
+                                           "\"http://127.0.0.1:1/v1/chat/completions\", "
+                                           "\"model\": \"down\"}"};
     harness_t *h = harness_start(&conf);
     test_plans_mirrored(h);
     test_per_minute(h);
     test_max_items_then_fixed(h);
     test_conflict(h, dir);
+    test_conflict_running(h, dir);
     test_all_errors(h, dir);
     test_stats(h);
     harness_stop(h);
