@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/batchfile.h"
 #include "cli/clienv.h"
 #include "cli/usd.h"
 #include "common/estimate.h"
@@ -43,6 +44,12 @@ struct cli_conf {
     long max_inflight;
     double call_s;
     shoal_kprops_t kafka;
+    /* OpenAI Batch files (cli/batchfile.h) */
+    int openai_batch;
+    const char *tenant;
+    const char *priority;
+    const char *job_id;
+    const char *format;
 };
 
 #define OFF(f) offsetof(struct cli_conf, f)
@@ -78,6 +85,23 @@ static const struct shoal_opt submit_opts[] = {
     {"verbose", SHOAL_OPT_BOOL, OFF(verbose), "false", 0, 0,
      "print the Kafka client's own log lines (connection attempts, retries)"},
     {"kafka", SHOAL_OPT_KPROPS, OFF(kafka), NULL, 0, 0, "librdkafka property"},
+    {"openai-batch", SHOAL_OPT_BOOL, OFF(openai_batch), "false", 0, 0,
+     "FILE is an OpenAI Batch input file (JSONL); needs --models and --tenant"},
+    {"tenant", SHOAL_OPT_STR, OFF(tenant), "", 0, 0, "with --openai-batch: the job's tenant"},
+    {"priority", SHOAL_OPT_STR, OFF(priority), "normal", 0, 0,
+     "with --openai-batch: the job's priority (high, normal, low)"},
+    {"job-id", SHOAL_OPT_STR, OFF(job_id), "", 0, 0,
+     "with --openai-batch: the job's id (default: one is made)"},
+    {0},
+};
+
+static const struct shoal_opt results_opts[] = {
+    OPT_PG,
+    {"format", SHOAL_OPT_STR, OFF(format), "text", 0, 0,
+     "text: the merged output (by the job's merge strategy); jsonl: one JSON line per item; "
+     "openai-batch: OpenAI Batch output lines"},
+    {"models", SHOAL_OPT_STR, OFF(models), "", 0, 0,
+     "models file naming each alias's provider model (openai-batch's \"model\"; optional)"},
     {0},
 };
 
@@ -251,12 +275,38 @@ static shoal_err_t kafka_reachable(rd_kafka_t *rk, int timeout_ms, char *err, si
     return SHOAL_OK;
 }
 
+/* --openai-batch: replaces *text (the file) with the job made from it.
+ * Returns -1 to carry on, else the exit code (*text freed). */
+static int openai_batch_job(const struct cli_conf *c, const char *path, char **text, size_t *len)
+{
+    char err[1024] = "";
+    shoal_oaibatch_opts_t o = {c->tenant, c->priority, *c->job_id ? c->job_id : NULL};
+    shoal_models_t *models = NULL;
+    char *job = NULL;
+
+    if (!c->models || !*c->models)
+        snprintf(err, sizeof(err),
+                 "--openai-batch needs a models file (--models or SHOAL_MODELS) "
+                 "to map each line's model");
+    else if (!(models = shoal_models_load(c->models, err, sizeof(err))))
+        fprintf(stderr, "shoal: cannot load models file %s: %s\n", c->models, err);
+    else if (!(job = shoal_batchfile_job_text(*text, *len, models, &o, len, err, sizeof(err))))
+        fprintf(stderr, "shoal: %s is not a valid OpenAI Batch file: %s\n", path, err);
+    if (!c->models || !*c->models)
+        fprintf(stderr, "shoal: %s\n", err);
+    shoal_models_destroy(models);
+    free(*text);
+    *text = job;
+    return job ? -1 : SHOAL_EXIT_USAGE;
+}
+
 int shoal_cmd_submit(int argc, char **argv)
 {
     static const char usage[] = "shoal submit [options] FILE";
     static const char summary[] =
         "Checks a job file and produces it to the jobs topic. Prints the job_id (one is made\n"
-        "when the file has none). FILE may be - for standard input.";
+        "when the file has none). FILE may be - for standard input. With --openai-batch, FILE\n"
+        "is an OpenAI Batch input file: one item (and one call) per line, its body sent as given.";
     struct cli_conf c;
     shoal_optres_t res;
     char err[4096] = "", idbuf[64];
@@ -270,6 +320,8 @@ int shoal_cmd_submit(int argc, char **argv)
         fprintf(stderr, "shoal: %s\n", err);
         return SHOAL_EXIT_ERROR;
     }
+    if (c.openai_batch && (rc = openai_batch_job(&c, res.pos[0], &text, &len)) >= 0)
+        return rc;
     char *payload = text;
     const char *job_id = NULL;
     json_t *doc = NULL;
@@ -368,6 +420,7 @@ int shoal_cmd_submit(int argc, char **argv)
 struct progress {
     char status[32];
     long total, done, failed;
+    long cached; /* tasks answered from the result cache */
     double percent, cost, est_cost, elapsed, eta;
     long long tokens_in, tokens_out;
     char error[4096];
@@ -411,6 +464,14 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
     p->budget = strtod(PQgetvalue(r, 0, 12), NULL);
     p->conflicts = strtol(PQgetvalue(r, 0, 13), NULL, 10);
     PQclear(r);
+    /* the result cache's count, kept on the job (sql/014_cache.sql) */
+    p->cached = 0;
+    if (shoal_pg_exec(pg, "SELECT tasks_cached FROM shoal.jobs WHERE job_id = $1", 1, params, &r,
+                      err, errlen) == SHOAL_OK) {
+        if (PQntuples(r) > 0)
+            p->cached = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
     return SHOAL_OK;
 }
 
@@ -425,6 +486,8 @@ static void print_progress(FILE *out, const char *job_id, const struct progress 
             job_id, p->status, p->done, p->total, p->percent, p->failed, p->tokens_in,
             p->tokens_out, shoal_usd_format(p->cost, cost, sizeof(cost)),
             shoal_usd_format(p->est_cost, est, sizeof(est)), budget, p->elapsed);
+    if (p->cached > 0)
+        fprintf(out, ", %ld cached", p->cached);
     if (p->eta >= 0)
         fprintf(out, ", eta %.1fs", p->eta);
     if (*p->error)
@@ -586,14 +649,25 @@ int shoal_cmd_results(int argc, char **argv)
     static const char usage[] = "shoal results [options] JOB_ID";
     static const char summary[] =
         "Prints a finished job's merged output (by its merge strategy: concat, json_array or\n"
-        "jsonl) to standard output, streamed page by page however large it is.";
+        "jsonl) to standard output, streamed page by page however large it is; --format jsonl\n"
+        "or openai-batch prints one line per item instead, in item order.";
     struct cli_conf c;
     shoal_optres_t res;
     char err[512] = "";
     PGresult *r;
-    int rc = parse(pg_only_opts, &c, argc, argv, usage, summary, 1, &res);
+    int rc = parse(results_opts, &c, argc, argv, usage, summary, 1, &res);
     if (rc >= 0)
         return rc;
+    int per_item = strcmp(c.format, "text") != 0;
+    if (per_item && strcmp(c.format, "jsonl") != 0 && strcmp(c.format, "openai-batch") != 0) {
+        fprintf(stderr, "shoal: --format %s: expected text, jsonl or openai-batch\n", c.format);
+        return SHOAL_EXIT_USAGE;
+    }
+    shoal_models_t *models = NULL;
+    if (per_item && *c.models && !(models = shoal_models_load(c.models, err, sizeof(err)))) {
+        fprintf(stderr, "shoal: cannot load models file %s: %s\n", c.models, err);
+        return SHOAL_EXIT_ERROR;
+    }
     shoal_pg_t *pg = shoal_pg_new(c.pg, "shoal-cli");
     const char *params[] = {res.pos[0]};
     if (shoal_pg_exec(pg,
@@ -618,8 +692,10 @@ int shoal_cmd_results(int argc, char **argv)
         rc = SHOAL_EXIT_NOT_DONE;
     } else {
         long npages = strtol(PQgetvalue(r, 0, 1), NULL, 10);
-        if (write_pages(pg, res.pos[0], npages, stdout, err, sizeof(err)) != SHOAL_OK ||
-            fflush(stdout) != 0) {
+        shoal_err_t werr = per_item ? shoal_batchfile_write(pg, res.pos[0], c.format, models,
+                                                            stdout, err, sizeof(err))
+                                    : write_pages(pg, res.pos[0], npages, stdout, err, sizeof(err));
+        if (werr != SHOAL_OK || fflush(stdout) != 0) {
             fprintf(stderr, "shoal: %s\n", err[0] ? err : "could not write the output");
             rc = SHOAL_EXIT_ERROR;
         } else {
@@ -631,6 +707,7 @@ int shoal_cmd_results(int argc, char **argv)
     }
     PQclear(r);
     shoal_pg_destroy(pg);
+    shoal_models_destroy(models);
     return rc;
 }
 

@@ -1,8 +1,7 @@
 /*
  * shoal stats: per tenant and model over a time range, what the fleet did
- * (jobs, model calls, tokens, cost, 429 answers), read from shoal.stats()
- * (sql/015_quota.sql). Cache hits are not counted here: the result cache
- * keeps its own numbers.
+ * (jobs, model calls, tokens, cost, 429 answers, result cache hits and the
+ * dollars they saved), read from shoal.stats() (sql/015_quota.sql).
  */
 #include "cli/stats.h"
 
@@ -44,7 +43,7 @@ static const char stats_sql[] =
     "WITH r AS (SELECT shoal.time_arg($1, now() - interval '24 hours') AS since, "
     "                  shoal.time_arg($2, now()) AS until) "
     "SELECT s.tenant, s.model, s.jobs, s.jobs_rejected, s.calls, s.calls_429, s.tokens_in, "
-    "       s.tokens_out, s.cost_usd, "
+    "       s.tokens_out, s.cost_usd, s.cache_hits, s.usd_saved, "
     "       to_char(r.since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "       to_char(r.until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
     "FROM r LEFT JOIN LATERAL shoal.stats(r.since, r.until) s ON true "
@@ -65,7 +64,10 @@ static json_t *row_json(PGresult *r, int i)
             return NULL;
         }
     }
-    if (o && json_object_set_new(o, "cost_usd", json_real(strtod(PQgetvalue(r, i, 8), NULL)))) {
+    if (o && (json_object_set_new(o, "cost_usd", json_real(strtod(PQgetvalue(r, i, 8), NULL))) ||
+              json_object_set_new(o, "cache_hits",
+                                  json_integer(strtoll(PQgetvalue(r, i, 9), NULL, 10))) ||
+              json_object_set_new(o, "usd_saved", json_real(strtod(PQgetvalue(r, i, 10), NULL))))) {
         json_decref(o);
         return NULL;
     }
@@ -96,18 +98,20 @@ static int print_json(PGresult *r, int rows)
 
 static void print_table(PGresult *r, int rows)
 {
-    char usd[32];
+    char usd[32], saved[32];
 
-    printf("from %s to %s\n", PQgetvalue(r, 0, 9), PQgetvalue(r, 0, 10));
-    printf("%-20s %-16s %8s %8s %10s %8s %14s %14s %12s\n", "tenant", "model", "jobs", "rejected",
-           "calls", "429s", "tokens in", "tokens out", "cost");
+    printf("from %s to %s\n", PQgetvalue(r, 0, 11), PQgetvalue(r, 0, 12));
+    printf("%-20s %-16s %8s %8s %10s %8s %14s %14s %12s %10s %12s\n", "tenant", "model", "jobs",
+           "rejected", "calls", "429s", "tokens in", "tokens out", "cost", "cache hits", "saved");
     for (int i = 0; i < rows; i++) {
         if (PQgetisnull(r, i, 0))
             continue;
-        printf("%-20s %-16s %8s %8s %10s %8s %14s %14s %12s\n", PQgetvalue(r, i, 0),
+        printf("%-20s %-16s %8s %8s %10s %8s %14s %14s %12s %10s %12s\n", PQgetvalue(r, i, 0),
                PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
                PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7),
-               shoal_usd_format(strtod(PQgetvalue(r, i, 8), NULL), usd, sizeof(usd)));
+               shoal_usd_format(strtod(PQgetvalue(r, i, 8), NULL), usd, sizeof(usd)),
+               PQgetvalue(r, i, 9),
+               shoal_usd_format(strtod(PQgetvalue(r, i, 10), NULL), saved, sizeof(saved)));
     }
 }
 
@@ -117,8 +121,9 @@ int shoal_cmd_stats(int argc, char **argv)
     static const char summary[] =
         "Per tenant and model over a time range (default: the last 24 hours): jobs submitted\n"
         "(accepted, and rejected apart), model calls that finished in the range, 429 answers,\n"
-        "tokens in and out, and cost in USD. Jobs count under their model, calls under the\n"
-        "model that answered (fallbacks show as their own rows). Cache hits are not shown.";
+        "tokens in and out, cost in USD, chunks answered from the result cache and the USD\n"
+        "their calls took when made. Jobs count under their model, calls and cache hits under\n"
+        "the model that answered (fallbacks show as their own rows).";
     struct stats_conf c;
     shoal_optres_t res;
     char err[512];

@@ -20,7 +20,9 @@
 #include <time.h>
 
 #include "common/chunk.h"
+#include "common/itembatch.h"
 #include "common/jsonalloc.h"
+#include "common/oaibatch.h"
 #include "common/render.h"
 #include "common/tokens.h"
 
@@ -115,6 +117,54 @@ static long item_tokens(long input, long id, size_t n_input, size_t n_ids, int m
     return add_sat(mul_sat(copy, n_input), mul_sat(add_sat(id, 1), n_ids));
 }
 
+/* With group_by, the items of each group are brought together (groups in the
+ * order of their first item, items of a group in job order; see
+ * shoal_chunk_group_order) and that becomes the job's item order: the
+ * document's items array is rewritten, so task messages, task rows, stored
+ * inputs and the merge all follow it, and parsing the stored document again
+ * plans the same chunks. tokens and groups are permuted alike. */
+static shoal_err_t group_items(shoal_job_t *job, long *tokens, const char **groups, char *errbuf,
+                               size_t errlen)
+{
+    size_t n = job->n_items, moved = 0;
+    size_t *order = shoal_jsonalloc_array(n, sizeof(*order));
+    long *t2 = shoal_jsonalloc_array(n, sizeof(*t2));
+    const char **g2 = shoal_jsonalloc_array(n, sizeof(*g2));
+    json_t *items = NULL;
+    shoal_err_t err = SHOAL_OK;
+
+    if (n == 0)
+        goto out;
+    if (!order || !t2 || !g2 || shoal_chunk_group_order(groups, n, order) == (size_t)-1)
+        goto nomem;
+    for (size_t i = 0; i < n; i++)
+        moved += order[i] != i;
+    if (moved == 0)
+        goto out;
+    if (!(items = json_array()))
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        if (json_array_append(items, json_array_get(job->items, order[i])))
+            goto nomem;
+        t2[i] = tokens[order[i]];
+        g2[i] = groups[order[i]];
+    }
+    if (json_object_set(job->doc, "items", items))
+        goto nomem;
+    job->items = items;
+    memcpy(tokens, t2, n * sizeof(*tokens));
+    memcpy((void *)groups, g2, n * sizeof(*groups));
+    goto out;
+nomem:
+    err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+out:
+    json_decref(items);
+    shoal_jsonalloc_free(order);
+    shoal_jsonalloc_free(t2);
+    shoal_jsonalloc_free((void *)g2);
+    return err;
+}
+
 /* Estimates every item, rejects one that cannot fit a chunk on its own (the
  * same formula shoal_chunk_plan uses) and plans the chunks. */
 static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
@@ -124,6 +174,7 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     long base, *tokens = NULL;
     const char **groups = NULL;
     size_t n = job->n_items, n_input, n_ids, n_ph;
+    int batch = strcmp(shoal_job_mode(job), "batch") == 0;
     shoal_err_t err = SHOAL_OK;
 
     limits.max_tokens = (long)json_integer_value(json_object_get(chunking, "max_tokens"));
@@ -139,6 +190,8 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     /* the placeholders' own text is counted too: a few tokens too many */
     base = string_tokens(json_object_get(doc, "system")) +
            string_tokens(json_object_get(doc, "prompt_template"));
+    if (batch)
+        base = add_sat(base, shoal_itembatch_instruction_tokens());
     if (base > limits.max_tokens)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                              "system and prompt_template are about %ld tokens; "
@@ -156,10 +209,17 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     for (size_t i = 0; i < n; i++) {
         const json_t *item = json_array_get(job->items, i);
 
-        long input = string_tokens(json_object_get(item, "input"));
+        /* an item with its own request sends its body, not the template */
+        const json_t *body = json_object_get(item, "body");
+        long input =
+            body ? shoal_oaibatch_body_tokens(body) : string_tokens(json_object_get(item, "input"));
 
-        tokens[i] = item_tokens(input, string_tokens(json_object_get(item, "id")), n_input, n_ids,
-                                limits.max_items > 1);
+        long id = string_tokens(json_object_get(item, "id"));
+
+        tokens[i] = item_tokens(input, id, n_input, n_ids, limits.max_items > 1);
+        /* batch mode: the id again in the instruction's list of ids */
+        if (batch)
+            tokens[i] = add_sat(tokens[i], add_sat(id, 1));
         if (shoal_chunk_estimate(base, &tokens[i], 1) > limits.max_tokens) {
             if (n_input > 1)
                 err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
@@ -177,6 +237,8 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
         if (groups)
             groups[i] = json_string_value(json_object_get(item, "group"));
     }
+    if (groups && (err = group_items(job, tokens, groups, errbuf, errlen)) != SHOAL_OK)
+        goto out;
     job->n_chunks =
         shoal_chunk_plan(tokens, groups, n, base, &limits, job->chunk_start, job->chunk_tokens);
     job->chunk_start[job->n_chunks] = n;
@@ -283,6 +345,13 @@ long shoal_job_timeout_ms(const shoal_job_t *job)
     return (long)json_integer_value(json_object_get(job->doc, "timeout_ms"));
 }
 
+const char *shoal_job_mode(const shoal_job_t *job)
+{
+    const char *m = get_str(job, "answer_mode");
+
+    return m ? m : "context";
+}
+
 size_t shoal_job_n_items(const shoal_job_t *job)
 {
     return job->n_items;
@@ -366,10 +435,10 @@ int shoal_job_copy_field(const shoal_job_t *job, const char *key, json_t *obj)
 
 json_t *shoal_job_settings(const shoal_job_t *job)
 {
-    static const char *const keys[] = {"tenant",     "priority",   "model",      "fallback_models",
-                                       "chunking",   "output",     "merge",      "max_attempts",
-                                       "timeout_ms", "deadline_s", "budget_usd", "store_inputs",
-                                       NULL};
+    static const char *const keys[] = {"tenant",      "priority",   "model",      "fallback_models",
+                                       "chunking",    "output",     "merge",      "max_attempts",
+                                       "timeout_ms",  "deadline_s", "budget_usd", "store_inputs",
+                                       "answer_mode", "cache",      NULL};
     json_t *s = json_object();
 
     if (!s)

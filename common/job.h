@@ -50,6 +50,9 @@ const char *shoal_job_priority(const shoal_job_t *job); /* "high", "normal", "lo
 const char *shoal_job_model(const shoal_job_t *job);
 const char *shoal_job_merge(const shoal_job_t *job);         /* "concat", "json_array", "jsonl" */
 const char *shoal_job_output_format(const shoal_job_t *job); /* "text", "json" */
+/* The job's answer_mode: "context" (the default: a chunk's items make one answer) or "batch" (one
+ * answer per item, several items per call; see common/itembatch.h). */
+const char *shoal_job_mode(const shoal_job_t *job);
 int shoal_job_max_attempts(const shoal_job_t *job);
 long shoal_job_timeout_ms(const shoal_job_t *job);
 size_t shoal_job_n_items(const shoal_job_t *job);
@@ -92,7 +95,7 @@ shoal_err_t shoal_job_set_priority(shoal_job_t *job, const char *priority);
 /* A new object with every setting of the job except its prompt text (no
  * system, prompt_template or item inputs): tenant, priority, model,
  * fallback_models, chunking, output, merge, max_attempts, timeout_ms,
- * deadline_s, budget_usd and store_inputs (each only when set) and n_items.
+ * deadline_s, budget_usd, store_inputs and answer_mode (each only when set) and n_items.
  * shoal.jobs.settings stores this, never prompts. Caller owns the reference; NULL when out of
  * memory. */
 json_t *shoal_job_settings(const shoal_job_t *job);

@@ -346,6 +346,36 @@ static shoal_err_t check_output_schema(const json_t *doc, char *errbuf, size_t e
     return SHOAL_OK;
 }
 
+/* Items with their own model or request (items[].model, items[].body) are
+ * tasks of their own: a chunk has one model and one request. Their models
+ * are checked like the job's. */
+static shoal_err_t check_item_requests(const json_t *doc, const shoal_models_t *models,
+                                       char *errbuf, size_t errlen)
+{
+    const json_t *items = json_object_get(doc, "items");
+    const json_t *max_items = json_object_get(json_object_get(doc, "chunking"), "max_items");
+    int single = !max_items || json_number_value(max_items) == 1;
+    char path[64];
+    shoal_err_t err;
+
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        const json_t *item = json_array_get(items, i), *model = json_object_get(item, "model");
+
+        if (!model && !json_object_get(item, "body"))
+            continue;
+        if (!single)
+            return fail(errbuf, errlen, "items",
+                        "an item with its own %s needs "
+                        "chunking.max_items 1 (items[%zu] has one)",
+                        model ? "model" : "body", i);
+        snprintf(path, sizeof(path), "items[%zu].model", i);
+        if (model && models &&
+            (err = check_model(models, path, json_string_value(model), errbuf, errlen)))
+            return err;
+    }
+    return SHOAL_OK;
+}
+
 shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *models, char *errbuf,
                                      size_t errlen)
 {
@@ -357,19 +387,21 @@ shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *mo
     char path[64];
 
     /* each check on its own, so that every problem is named at once */
-    for (int k = 0; k < 3 + (int)json_array_size(fallbacks); k++) {
+    for (int k = 0; k < 4 + (int)json_array_size(fallbacks); k++) {
         if (k == 0)
             err = check_unique_ids(items, json_array_size(items), why, sizeof(why));
         else if (k == 1)
             err = check_output_schema(doc, why, sizeof(why));
+        else if (k == 2)
+            err = check_item_requests(doc, models, why, sizeof(why));
         else if (!models)
             continue;
-        else if (k == 2)
+        else if (k == 3)
             err = check_model(models, "model", json_string_value(json_object_get(doc, "model")),
                               why, sizeof(why));
         else {
-            snprintf(path, sizeof(path), "fallback_models[%d]", k - 3);
-            err = check_model(models, path, json_string_value(json_array_get(fallbacks, k - 3)),
+            snprintf(path, sizeof(path), "fallback_models[%d]", k - 4);
+            err = check_model(models, path, json_string_value(json_array_get(fallbacks, k - 4)),
                               why, sizeof(why));
         }
         if (err == SHOAL_ERR_NOMEM)

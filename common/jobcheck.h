@@ -51,8 +51,9 @@ shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errle
 int shoal_job_id_valid(const char *id);
 
 /* What a schema cannot say about a job that passed shoal_job_check_schema():
- * item ids are unique, model and fallback_models are in models (skipped when
- * models is NULL), and output.schema is one shoal_jsonschema can compile, so
+ * item ids are unique, model, fallback_models and items' own models are in
+ * models (skipped when models is NULL), items with their own model or body
+ * only in a job of one item per chunk, and output.schema is one shoal_jsonschema can compile, so
  * the worker can enforce it ("output.schema: cannot be enforced: <why>").
  * SHOAL_OK, SHOAL_ERR_INVALID naming every problem (one per line), or
  * SHOAL_ERR_NOMEM.

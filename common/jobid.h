@@ -9,7 +9,7 @@
  * finds the job it made and creates no second one; a topic recreated (offsets
  * start again at 0, but timestamps and content differ) or another Kafka
  * cluster (another cluster id) never yields an id seen before. The hash is
- * SHA-256, cut to 128 bits.
+ * SHA-256 (common/sha256.h), cut to 128 bits.
  */
 #ifndef SHOAL_COMMON_JOBID_H
 #define SHOAL_COMMON_JOBID_H
@@ -23,9 +23,6 @@
 #define SHOAL_JOBID_LEN 35
 /* 64 hex digits of SHA-256 and the final NUL. */
 #define SHOAL_JOBID_HASH_LEN 65
-
-/* SHA-256 of data into out. */
-void shoal_jobid_sha256(const void *data, size_t len, uint8_t out[32]);
 
 /* The id of a job message that has none, into out (SHOAL_JOBID_LEN bytes).
  * cluster_id may be NULL or "" (unknown: the id then rests on the rest);

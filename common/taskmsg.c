@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/cachekey.h"
 #include "common/jsondesc.h"
 
 /* The task schema's limits; keep in step with schemas/task.schema.json. */
@@ -38,6 +39,7 @@
 static const char *const priorities[] = {"high", "normal", "low", NULL};
 static const char *const formats[] = {"text", "json", NULL};
 static const char *const on_truncated[] = {"retry", "fail", NULL};
+static const char *const modes[] = {"context", "batch", NULL};
 
 /* ---- building ---- */
 
@@ -67,9 +69,13 @@ static json_t *chunk_items(const shoal_job_t *job, size_t k)
         const json_t *src = json_array_get(all, i);
         json_t *item = json_object();
 
+        json_t *model = json_object_get(src, "model"), *body = json_object_get(src, "body");
+
         if (json_array_append_new(items, item) ||
             json_object_set(item, "id", json_object_get(src, "id")) ||
-            json_object_set(item, "input", json_object_get(src, "input"))) {
+            json_object_set(item, "input", json_object_get(src, "input")) ||
+            (model && json_object_set(item, "model", model)) ||
+            (body && json_object_set(item, "body", body))) {
             json_decref(items);
             return NULL;
         }
@@ -100,16 +106,27 @@ json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, 
                       chunk);
         return NULL;
     }
+    /* an item with its own model or request is a chunk of its own (jobcheck) */
+    size_t first, end;
+    shoal_job_chunk_range(job, chunk, &first, &end);
+    const json_t *own = json_array_get(json_object_get(doc, "items"), first);
+    json_t *own_model = json_object_get(own, "model");
+    int version = json_object_get(own, "body") ? SHOAL_TASKMSG_VERSION_MAX : SHOAL_TASKMSG_VERSION;
+
     if (!(t = json_object()))
         goto nomem;
-    if (json_object_set_new(t, "v", json_integer(SHOAL_TASKMSG_VERSION)) ||
+    int batch = strcmp(shoal_job_mode(job), "batch") == 0;
+    if (batch)
+        version = SHOAL_TASKMSG_VERSION_MAX;
+    if (json_object_set_new(t, "v", json_integer(version)) ||
+        (batch && json_object_set_new(t, "mode", json_string("batch"))) ||
         json_object_set_new(t, "task_id", json_string(task_id)) ||
         json_object_set(t, "job_id", json_object_get(doc, "job_id")) ||
         json_object_set_new(t, "chunk", json_integer((json_int_t)chunk)) ||
         json_object_set_new(t, "n_chunks", json_integer((json_int_t)shoal_job_n_chunks(job))) ||
         json_object_set(t, "tenant", json_object_get(doc, "tenant")) ||
         json_object_set(t, "priority", json_object_get(doc, "priority")) ||
-        json_object_set(t, "model", json_object_get(doc, "model")) ||
+        json_object_set(t, "model", own_model ? own_model : json_object_get(doc, "model")) ||
         shoal_job_copy_field(job, "fallback_models", t))
         goto nomem;
     if ((v = json_object_get(doc, "system")) && json_object_set(t, "system", v))
@@ -288,12 +305,28 @@ static shoal_err_t check_version(struct ctx *c, const json_t *doc, shoal_taskmsg
     if (!integer_in(v, 1, LONG_MAX, &version))
         return bad(c, "v", "a positive integer", v);
     out->version = version > INT_MAX ? INT_MAX : (int)version;
-    if (version > SHOAL_TASKMSG_VERSION)
+    if (version > SHOAL_TASKMSG_VERSION_MAX)
         return fail(c,
                     "task message version %ld is newer than this worker understands (%d); "
                     "upgrade the worker",
-                    version, SHOAL_TASKMSG_VERSION);
+                    version, SHOAL_TASKMSG_VERSION_MAX);
     return SHOAL_OK;
+}
+
+/* A split level: 1 to SHOAL_TASKMSG_SPLIT_MAX in decimal, no leading zero. */
+static int split_level(const char *s, long *level)
+{
+    size_t n = strlen(s);
+    long v = 0;
+
+    if (n == 0 || n > 4 || s[0] == '0' || strspn(s, "0123456789") != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (s[i] - '0');
+    if (v > SHOAL_TASKMSG_SPLIT_MAX)
+        return 0;
+    *level = v;
+    return 1;
 }
 
 /* task_id, job_id, chunk and n_chunks, and that they agree. */
@@ -317,7 +350,13 @@ static shoal_err_t check_identity(struct ctx *c, const json_t *doc, shoal_taskms
         return fail(c, "task.chunk: %ld is not less than n_chunks (%ld)", out->chunk,
                     out->n_chunks);
     shoal_taskmsg_task_id(out->job_id, (size_t)out->chunk, want, sizeof(want));
-    if (strcmp(out->task_id, want) != 0 || json_string_length(task_id) != strlen(want))
+    size_t wn = strlen(want);
+    /* from version 2 a sub-task's id: the chunk's, '.' and its split level */
+    if (out->version >= 2 && json_string_length(task_id) > wn &&
+        strncmp(out->task_id, want, wn) == 0 && out->task_id[wn] == '.' &&
+        split_level(out->task_id + wn + 1, &out->split_level))
+        return SHOAL_OK;
+    if (strcmp(out->task_id, want) != 0 || json_string_length(task_id) != wn)
         return fail(c,
                     "task.task_id: expected \"%s\" (job_id, ':' and chunk as six digits), got %s",
                     want, describe(d, task_id));
@@ -342,6 +381,29 @@ static shoal_err_t check_fallbacks(struct ctx *c, const json_t *doc, shoal_taskm
             return err;
     }
     out->fallback_models = v;
+    return SHOAL_OK;
+}
+
+/* An item's own request: an object with a non-empty messages array, in a
+ * task of one item (one call sends one request). */
+static shoal_err_t check_body(struct ctx *c, const json_t *item, size_t i, size_t n,
+                              shoal_taskmsg_t *out)
+{
+    const json_t *body = json_object_get(item, "body"), *msgs;
+    char path[64];
+
+    if (!body)
+        return SHOAL_OK;
+    snprintf(path, sizeof(path), "items[%zu].body", i);
+    if (!json_is_object(body))
+        return bad(c, path, "an object", body);
+    msgs = json_object_get(body, "messages");
+    snprintf(path, sizeof(path), "items[%zu].body.messages", i);
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return bad(c, path, "a non-empty array", msgs ? msgs : json_null());
+    if (n != 1)
+        return fail(c, "task.items[%zu].body: only a task of one item may carry a request", i);
+    out->body = body;
     return SHOAL_OK;
 }
 
@@ -373,6 +435,8 @@ static shoal_err_t check_items(struct ctx *c, const json_t *doc, shoal_taskmsg_t
             return err;
         snprintf(path, sizeof(path), "items[%zu].input", i);
         if ((err = string_at(c, path, v, 0, &s)))
+            return err;
+        if ((err = check_body(c, item, i, json_array_size(items), out)))
             return err;
     }
     out->items = items;
@@ -448,6 +512,16 @@ static shoal_err_t check_task(struct ctx *c, const json_t *doc, shoal_taskmsg_t 
         (err = get_long(c, doc, "est_tokens", 0, LONG_MAX, &out->est_tokens)) ||
         (err = check_deadline(c, doc, out)))
         return err;
+    out->mode = "context";
+    if (out->version >= 2 && (v = json_object_get(doc, "mode")) &&
+        (err = enum_at(c, "mode", v, modes, &out->mode)))
+        return err;
+    /* added within version 1: messages of older schedulers have none */
+    if ((v = json_object_get(doc, "cache_key"))) {
+        if (!json_is_string(v) || !shoal_cachekey_valid(json_string_value(v)))
+            return bad(c, "cache_key", "64 lower-case hex digits", v);
+        out->cache_key = json_string_value(v);
+    }
     return SHOAL_OK;
 }
 
@@ -515,8 +589,15 @@ int shoal_taskmsg_ids(const void *value, size_t len, char *task_id, size_t task_
         task_id[0] = '\0';
     if (job_id_len)
         job_id[0] = '\0';
-    /* task_id must be "<job id>:" and six digits; the job id is its prefix */
+    /* task_id must be "<job id>:" and six digits, maybe followed by a
+     * sub-task's '.' and split level; the job id is its prefix */
     n = tid ? strlen(tid) : 0;
+    size_t full = n;
+    const char *dot = tid ? strrchr(tid, '.') : NULL;
+    long level;
+    if (dot && (size_t)(dot - tid) >= 8 && tid[dot - tid - 7] == ':' &&
+        split_level(dot + 1, &level))
+        n = (size_t)(dot - tid);
     if (n < 8 || n >= sizeof(prefix) || tid[n - 7] != ':' || strspn(tid + n - 6, "0123456789") != 6)
         goto out;
     memcpy(prefix, tid, n - 7);
@@ -526,9 +607,9 @@ int shoal_taskmsg_ids(const void *value, size_t len, char *task_id, size_t task_
     /* a job_id of its own must agree; without one the prefix names the job */
     if (json_is_string(jid) && strcmp(json_string_value(jid), prefix) != 0)
         goto out;
-    if (n >= task_id_len || n - 7 >= job_id_len)
+    if (full >= task_id_len || n - 7 >= job_id_len)
         goto out;
-    memcpy(task_id, tid, n + 1);
+    memcpy(task_id, tid, full + 1);
     memcpy(job_id, prefix, n - 6);
     ok = 1;
 out:
@@ -561,5 +642,72 @@ json_t *shoal_taskmsg_build_all(const shoal_job_t *job, char *errbuf, size_t err
 nomem:
     json_decref(tasks);
     shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    return NULL;
+}
+
+shoal_err_t shoal_taskmsg_subtask_id(const char *task_id, long level, char *buf, size_t len)
+{
+    size_t n = strlen(task_id);
+    const char *dot = strrchr(task_id, '.');
+    int w;
+
+    if (level < 1 || level > SHOAL_TASKMSG_SPLIT_MAX)
+        return SHOAL_ERR_LIMIT;
+    /* the chunk's own id: cut a parent's ".<level>" */
+    if (dot && n - (size_t)(dot - task_id) <= 5 && (size_t)(dot - task_id) >= 8 && dot[-7] == ':')
+        n = (size_t)(dot - task_id);
+    if (n < 8 || task_id[n - 7] != ':' || n > INT_MAX)
+        return SHOAL_ERR_INVALID;
+    w = snprintf(buf, len, "%.*s.%ld", (int)n, task_id, level);
+    if (w < 0 || (size_t)w >= len)
+        return SHOAL_ERR_LIMIT;
+    return SHOAL_OK;
+}
+
+json_t *shoal_taskmsg_build_subtask(const json_t *msg, const char *task_id,
+                                    const unsigned char *keep, char *errbuf, size_t errlen)
+{
+    const json_t *items = json_object_get(msg, "items");
+    json_t *t = json_object(), *sub = json_array();
+    size_t n = json_array_size(items), kept = 0;
+    long est = (long)json_integer_value(json_object_get(msg, "est_tokens"));
+    const char *key;
+    json_t *v;
+
+    if (!t || !sub)
+        goto nomem;
+    json_object_foreach((json_t *)msg, key, v)
+    {
+        if (strcmp(key, "items") != 0 && json_object_set(t, key, v))
+            goto nomem;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (keep[i] && json_array_append(sub, json_array_get(items, i)))
+            goto nomem;
+        kept += keep[i] != 0;
+    }
+    if (kept == 0) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "a sub-task needs at least one item");
+        goto fail;
+    }
+    /* the estimate shrinks with the items; the shared prefix is not split
+     * off, so this errs a little low, as a budget's settlement corrects */
+    if (n > 0)
+        est = (long)((double)est * (double)kept / (double)n);
+    if (json_object_set_new(t, "items", sub) ||
+        json_object_set_new(t, "v", json_integer(SHOAL_TASKMSG_VERSION_MAX)) ||
+        json_object_set_new(t, "task_id", json_string(task_id)) ||
+        json_object_set_new(t, "est_tokens", json_integer((json_int_t)est)))
+        goto nomem_sub_given;
+    return t;
+nomem:
+    json_decref(sub);
+nomem_sub_given:
+    shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    json_decref(t);
+    return NULL;
+fail:
+    json_decref(sub);
+    json_decref(t);
     return NULL;
 }

@@ -3,7 +3,8 @@
  * a scheduler sends a worker for one chunk of a job. schemas/task.schema.json
  * is the contract; this module is its code, used by both sides.
  *
- * Versioning: every message built carries "v": SHOAL_TASKMSG_VERSION. A
+ * Versioning: every message built carries "v" (SHOAL_TASKMSG_VERSION, or
+ * SHOAL_TASKMSG_VERSION_MAX when it needs that, see below). A
  * message without "v" is version 1 (messages queued before the field
  * existed); a newer version is refused with a reason that says to upgrade the
  * worker. Within a version, fields may only be added: the parser ignores
@@ -28,18 +29,28 @@
 #include "common/err.h"
 #include "common/job.h"
 
-/* The version this code builds, and the newest it parses. */
+/* The newest version this code builds and parses. A task is built as
+ * version 1, readable by every worker, unless it needs what only version 2
+ * has: an item that carries its own request (items[].body), which a
+ * version-1 worker would answer from the template instead, or "mode":
+ * "batch" (see common/itembatch.h) with sub-task ids, which it would answer
+ * as one text. An older worker refuses such a message rather than misread it. */
 #define SHOAL_TASKMSG_VERSION 1
+#define SHOAL_TASKMSG_VERSION_MAX 2
 
-/* Room for a task_id and its NUL: a job_id of up to 200 characters, ':' and
- * six digits. */
-#define SHOAL_TASKMSG_ID_MAX 208
+/* The deepest split: a sub-task's level (see shoal_taskmsg_subtask_id). Each
+ * split leaves at least one item behind, and a task holds at most 1000. */
+#define SHOAL_TASKMSG_SPLIT_MAX 1000
+
+/* Room for a task_id and its NUL: a job_id of up to 200 characters, ':', six
+ * digits and for a sub-task '.' and up to four digits. */
+#define SHOAL_TASKMSG_ID_MAX 213
 
 /* A parsed task message. Strings and json_t are borrowed from the document
  * shoal_taskmsg_parse() returns and live as long as it does. */
 typedef struct {
     int version;         /* 1 when the message has no "v" */
-    const char *task_id; /* "<job_id>:<chunk as 6 digits>" */
+    const char *task_id; /* "<job_id>:<chunk as 6 digits>", for a sub-task ".<level>" after */
     const char *job_id;
     const char *tenant;
     const char *priority; /* "high", "normal", "low" */
@@ -59,6 +70,10 @@ typedef struct {
     long est_tokens;             /* >= 0 */
     long deadline_s;             /* the job's deadline_s; 0 when it has none */
     long long deadline_unix;     /* no call starts after it (epoch seconds); 0 when none */
+    const json_t *body;          /* the one item's own request (items[0].body), or NULL */
+    const char *mode;            /* "context" or "batch"; "context" before version 2 */
+    long split_level;            /* 0 for a chunk's task, 1.. for a sub-task split off it */
+    const char *cache_key;       /* 64 hex digits (common/cachekey.h); NULL when absent */
 } shoal_taskmsg_t;
 
 /* Writes "<job_id>:<chunk as 6 digits>" to buf: the task_id of that chunk.
@@ -93,6 +108,22 @@ json_t *shoal_taskmsg_parse(const void *value, size_t len, shoal_taskmsg_t *out,
  * set to "" (when their size is not 0). */
 int shoal_taskmsg_ids(const void *value, size_t len, char *task_id, size_t task_id_len,
                       char *job_id, size_t job_id_len);
+
+/* Writes the id of the sub-task split off task_id at split level `level`
+ * (1..SHOAL_TASKMSG_SPLIT_MAX): the chunk's task_id, '.' and level, e.g.
+ * "j1:000004.2". task_id may be the chunk's or a sub-task's (its level is
+ * replaced). Ids are deterministic, so a redelivered task splits into the
+ * same sub-task. SHOAL_ERR_INVALID for a malformed task_id, SHOAL_ERR_LIMIT
+ * for a level out of range or a small buf (SHOAL_TASKMSG_ID_MAX is enough). */
+shoal_err_t shoal_taskmsg_subtask_id(const char *task_id, long level, char *buf, size_t len);
+
+/* The message of a sub-task carrying some of a batch task's items: msg (the
+ * parent's whole message, as parsed) with task_id, version 2, the items whose
+ * keep[i] is nonzero (keep has one entry per item of msg, in order) and
+ * est_tokens scaled down to them. Values are shared with msg. Caller owns the
+ * reference; NULL with the reason (no item kept, "out of memory"). */
+json_t *shoal_taskmsg_build_subtask(const json_t *msg, const char *task_id,
+                                    const unsigned char *keep, char *errbuf, size_t errlen);
 
 /* A new array of every chunk's task message, in chunk order, as
  * shoal_taskmsg_build() makes them. Needs a job id (see shoal_job_set_id).

@@ -14,6 +14,7 @@
 #include "common/jobid.h"
 #include "common/log.h"
 #include "common/taskmsg.h"
+#include "scheduler/cache.h"
 
 #define ACK_TIMEOUT_MS 60000
 
@@ -154,13 +155,29 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job,
     const char *topic = shoal_topics_task(c->topics, shoal_job_priority(job));
 
     *published = 0;
+    /* The result cache answers what it can before anything is produced. */
+    shoal_cache_lookup_t *cached = NULL;
+    if (shoal_cache_enabled(job, c->cache_ttl_s) && n > 0) {
+        if ((err = shoal_cache_lookup_new(c->pg, job, c->models, c->cache_ttl_s, chunks, n, &cached,
+                                          errbuf, errlen)) != SHOAL_OK)
+            return err;
+        if (shoal_cache_lookup_hits(cached) || shoal_cache_lookup_unkeyed(cached))
+            shoal_log_info("intake", "result cache job_id=%s hits=%zu misses=%zu unkeyed=%zu",
+                           job_id, shoal_cache_lookup_hits(cached),
+                           n - shoal_cache_lookup_hits(cached), shoal_cache_lookup_unkeyed(cached));
+    }
     size_t cap = n * 12 + 3, alen = 0;
     char *list = malloc(cap);
-    if (!list)
+    if (!list) {
+        shoal_cache_lookup_destroy(cached);
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
     list[alen++] = '{';
+    size_t listed = 0;
     for (size_t i = 0; i < n && err == SHOAL_OK; i++) {
         long chunk = chunks[i];
+        if (cached && shoal_cache_lookup_hit(cached, i))
+            continue;
         if (chunk < 0 || (size_t)chunk >= shoal_job_n_chunks(job)) {
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                 "chunk %ld of job %s is recorded but the job now splits into %zu "
@@ -172,6 +189,12 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job,
         json_t *task = shoal_taskmsg_build(job, (size_t)chunk, errbuf, errlen);
         if (!task) {
             err = SHOAL_ERR_NOMEM;
+            break;
+        }
+        const char *key = cached ? shoal_cache_lookup_key(cached, i) : NULL;
+        if (key && json_object_set_new(task, "cache_key", json_string(key))) {
+            json_decref(task);
+            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
             break;
         }
         char *value = json_dumps(task, JSON_COMPACT);
@@ -187,7 +210,7 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job,
         json_decref(task);
         if (err != SHOAL_OK)
             break;
-        alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", i ? "," : "", chunk);
+        alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", listed++ ? "," : "", chunk);
         (*published)++;
         if (c->fault_kill_after > 0 && *published >= c->fault_kill_after) {
             shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS, NULL, 0);
@@ -204,7 +227,8 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job,
                                             err == SHOAL_OK ? errbuf : NULL, errlen);
     if (err == SHOAL_OK)
         err = werr;
-    if (err == SHOAL_OK && n > 0) {
+    shoal_cache_lookup_destroy(cached);
+    if (err == SHOAL_OK && listed > 0) {
         const char *mp[] = {job_id, list};
         err = shoal_pg_exec(c->pg, "SELECT shoal.mark_queued($1, $2::int[])", 2, mp, NULL, errbuf,
                             errlen);
@@ -369,11 +393,15 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
     const shoal_estimate_model_t *em = est.n_models ? &est.models[0] : NULL;
     double est_cost = em ? em->cost_usd : 0;
     double budget = shoal_job_budget_usd(job);
-    if (budget > 0 && est_cost > budget) {
+    /* Budgets are hard (sql/016_budgets.sql): every call is reserved against
+     * budget_usd and the job stops, partial, where it runs out. Only a budget
+     * that cannot pay for even one call of the estimate is refused here. */
+    double per_call = est.calls > 0 ? est_cost / (double)est.calls : est_cost;
+    if (budget > 0 && per_call > budget) {
         snprintf(why, sizeof(why),
-                 "budget_usd: the job is estimated at $%.4f (%ld prompt tokens), over its "
-                 "budget of $%.4f; raise budget_usd or split the job",
-                 est_cost, shoal_job_est_tokens(job), budget);
+                 "budget_usd: one call of the job is estimated at $%.6f (the whole job at "
+                 "$%.4f, %ld prompt tokens), over its budget of $%.6f; raise budget_usd",
+                 per_call, est_cost, shoal_job_est_tokens(job), budget);
         shoal_job_destroy(job);
         json_decref(quota);
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);

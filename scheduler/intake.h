@@ -26,7 +26,8 @@ typedef struct {
     const shoal_topics_t *topics; /* borrowed */
     const shoal_models_t *models; /* borrowed */
     size_t max_job_bytes;
-    long fault_kill_after;          /* test hook: SIGKILL self after publishing this many tasks */
+    long fault_kill_after; /* test hook: SIGKILL self after publishing this many tasks */
+    long cache_ttl_s;      /* result cache entries live this long; 0: cache off (cache.h) */
     const shoal_tenants_t *tenants; /* borrowed; NULL: no tenants file, no limits */
     const char *cluster_id;         /* the Kafka cluster's id, for derived job ids; may be NULL */
 } shoal_intake_conf_t;
@@ -74,7 +75,9 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *conf, const char *top
 
 /* Produces the task messages of chunks[0..n) of job (parsed, with its id and
  * its submission time set: see shoal_job_set_submitted), waits until Kafka
- * acknowledged them all, then marks them queued (shoal.mark_queued).
+ * acknowledged them all, then marks them queued (shoal.mark_queued). When
+ * the job uses the result cache (scheduler/cache.h), chunks answered from it
+ * are done without a message and the others carry their cache key.
  * *published counts the messages produced. SHOAL_ERR_INVALID when a chunk
  * is out of the job's range, SHOAL_ERR_LIMIT when Kafka refuses a message
  * for its size, SHOAL_ERR_RETRY when Kafka or PostgreSQL failed. Used by

@@ -33,6 +33,7 @@ struct sched_conf {
     long reconcile_after_ms;
     long reconcile_pending_ms;
     long reconcile_every_ms;
+    long cache_ttl_s;
     const char *tenants;
 };
 
@@ -51,6 +52,10 @@ static const struct shoal_opt sched_opts[] = {
      "a task recorded but not published for this long is published (resumed tasks: at once)"},
     {"reconcile-every-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_every_ms), "5000",
      100, 3600000, "how often PostgreSQL is searched for lost tasks"},
+    {"cache-ttl-s", SHOAL_OPT_INT, offsetof(struct sched_conf, cache_ttl_s), "604800", 0,
+     86400L * 3650,
+     "result cache: an answer is reused for the same call this long (0: cache off; a job "
+     "opts out with \"cache\": false)"},
     {"tenants", SHOAL_OPT_STR, offsetof(struct sched_conf, tenants), "", 0, 0,
      "tenants file: each tenant's plan (jobs per minute and day, max items, max prompt "
      "tokens, default priority, daily budget); empty: no limits"},
@@ -130,11 +135,14 @@ static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka
     store_offset(consumer, msg);
 }
 
-/* Writes the plans into shoal.tenants (all of them replaced; none without a
- * tenants file), so workers and SQL read what this scheduler enforces. */
+/* Writes the plans into shoal.tenants (all of them replaced), so workers and
+ * SQL read what this scheduler enforces. Without a tenants file the table is
+ * left as it is: budgets may be set there by SQL alone (sql/016). */
 static shoal_err_t mirror_tenants(shoal_pg_t *pg, const shoal_tenants_t *tenants, char *err,
                                   size_t errlen)
 {
+    if (!tenants)
+        return SHOAL_OK;
     json_t *rows = shoal_tenants_rows(tenants);
     char *text = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
     const char *params[] = {text};
@@ -229,8 +237,8 @@ int main(int argc, char **argv)
     if (!cluster_id)
         shoal_log_warn("main", "could not read the Kafka cluster id; job ids derived for jobs "
                                "without job_id rest on topic, offset, timestamp and content");
-    shoal_intake_conf_t ic = {pg, producer, &topics,   models, (size_t)conf.max_job_bytes,
-                              0,  tenants,  cluster_id};
+    shoal_intake_conf_t ic = {pg, producer,         &topics, models,    (size_t)conf.max_job_bytes,
+                              0,  conf.cache_ttl_s, tenants, cluster_id};
     const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);

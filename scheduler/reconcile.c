@@ -11,9 +11,11 @@
 #include "common/log.h"
 #include "common/pg.h"
 #include "common/service.h"
+#include "scheduler/cache.h"
 
 #define PASS_LIMIT 20000 /* tasks one pass looks at; the next pass takes the rest */
 #define LOCK_SQL "hashtext('shoal.reconcile')"
+#define CACHE_EXPIRE_LIMIT 1000 /* result cache entries one pass deletes at most */
 
 struct shoal_reconcile {
     shoal_pg_t *pg;
@@ -173,10 +175,14 @@ static shoal_err_t pass(shoal_reconcile_t *rc, int *published, int *failed, char
     if (err != SHOAL_OK)
         return err;
     /* A job whose last task ended while no merger heard of it. */
-    return shoal_pg_exec(rc->pg,
-                         "SELECT count(pg_notify('shoal_merge', job_id)) FROM shoal.jobs "
-                         "WHERE status = 'running' AND tasks_done + tasks_failed >= tasks_total",
-                         0, NULL, NULL, errbuf, errlen);
+    if ((err =
+             shoal_pg_exec(rc->pg,
+                           "SELECT count(pg_notify('shoal_merge', job_id)) FROM shoal.jobs "
+                           "WHERE status = 'running' AND tasks_done + tasks_failed >= tasks_total",
+                           0, NULL, NULL, errbuf, errlen)) != SHOAL_OK)
+        return err;
+    /* Expired cache entries, a few per pass so no pass takes long. */
+    return shoal_cache_expire(rc->pg, rc->ic.cache_ttl_s, CACHE_EXPIRE_LIMIT, NULL, errbuf, errlen);
 }
 
 shoal_err_t shoal_reconcile_poll(shoal_reconcile_t *rc, int force, int *published, int *failed,

@@ -76,6 +76,9 @@ static const struct shoal_opt sim_opts_table[] = {
      "probability of a 200 cut short (finish_reason length, stop_reason max_tokens)"},
     {"p-slow", SHOAL_OPT_DOUBLE, OFF(sim.p_slow), "0", 0, 0,
      "probability of slow-ms extra latency (independent of the other faults)"},
+    {"p-drop-item", SHOAL_OPT_DOUBLE, OFF(sim.p_drop_item), "0", 0, 0,
+     "batch-mode prompts (a list of item ids): probability that an item is left out of the "
+     "answer; every other item is answered in one JSON object keyed by id"},
     {"slow-ms", SHOAL_OPT_INT, OFF(sim.slow_ms), "0", 0, 3600000, "extra latency of a slow answer"},
     {"fail-marker", SHOAL_OPT_STR, OFF(fail_marker), "SIM_FAIL_400", 0, 0,
      "a prompt containing this is answered 400; empty = none"},

@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/itembatch.h"
 #include "common/log.h"
 
 #define MOD "sim"
@@ -838,11 +839,54 @@ static long long tokens_of(size_t bytes)
     return (long long)((bytes + 3) / 4);
 }
 
-/* CONTENT from the prompt: "sim H U", or {"sim":H,"echo":U} in JSON mode. */
-static char *make_content(const struct prompt *p, size_t *len)
+/* A batch-mode prompt (common/itembatch.h): one member per item id, "sim H
+ * <id>", each item left out with probability p_drop (drawn from seed, so the
+ * same prompt asked again may lose other items). NULL when the prompt is not
+ * a batch prompt. */
+static char *batch_content(const struct prompt *p, const char *hex, double p_drop, uint64_t seed,
+                           size_t *len)
+{
+    char *user = strndup(p->user.p, p->user.len), *s = NULL;
+    json_t *ids = user ? shoal_itembatch_prompt_ids(user) : NULL, *o;
+
+    free(user);
+    if (!ids || !(o = json_object())) {
+        json_decref(ids);
+        return NULL;
+    }
+    for (size_t i = 0; i < json_array_size(ids); i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        uint64_t z = (seed += 0x9e3779b97f4a7c15ULL);
+        char v[300];
+
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        if ((double)(z >> 11) * 0x1.0p-53 < p_drop)
+            continue;
+        snprintf(v, sizeof(v), "sim %s %s", hex, id);
+        json_object_set_new(o, id, json_string(v));
+    }
+    s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    json_decref(ids);
+    *len = s ? strlen(s) : 0;
+    return s ? s : strdup("{}");
+}
+
+/* CONTENT from the prompt: "sim H U", or {"sim":H,"echo":U} in JSON mode; for
+ * a batch-mode prompt, one answer per item (see batch_content). */
+static char *make_content(const struct prompt *p, double p_drop, size_t *len)
 {
     char hex[17];
     snprintf(hex, sizeof(hex), "%016" PRIx64, p->hash);
+
+    if (memmem(p->user.p, p->user.len, "\n" SHOAL_ITEMBATCH_IDS_MARK,
+               sizeof(SHOAL_ITEMBATCH_IDS_MARK))) {
+        char *b = batch_content(p, hex, p_drop, p->hash ^ (uint64_t)now_ns(), len);
+        if (b)
+            return b;
+    }
 
     if (p->json) {
         json_t *o = json_pack("{s:s, s:s%}", "sim", hex, "echo", p->user.p, p->user.len);
@@ -1197,7 +1241,7 @@ static void reply_model(shoal_sim_t *sim, enum route route, const char *body, si
     }
 
     size_t clen;
-    content = make_content(&p, &clen);
+    content = make_content(&p, sim->conf.p_drop_item, &clen);
     if (!content) {
         reply_error(rep, route, 500, "api_error", "out of memory");
         goto out;
@@ -1602,7 +1646,7 @@ static const char *check_faults(const shoal_sim_conf_t *c, enum style *style)
         return "burst_s is too small to hold one request at this rpm";
     if (!is_prob(c->p_5xx) || !is_prob(c->p_429) || !is_prob(c->p_overloaded) ||
         !is_prob(c->p_hang) || !is_prob(c->p_malformed) || !is_prob(c->p_truncated) ||
-        !is_prob(c->p_slow))
+        !is_prob(c->p_drop_item) || !is_prob(c->p_slow))
         return "fault probabilities must be 0 to 1";
     double sum =
         c->p_5xx + c->p_429 + c->p_overloaded + c->p_hang + c->p_malformed + c->p_truncated;

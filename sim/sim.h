@@ -123,6 +123,7 @@ typedef struct {
     double p_truncated;      /* the six above sum to at most 1 */
     double p_slow;           /* independent of the others */
     long slow_ms;            /* added to an answer drawn slow */
+    double p_drop_item;      /* batch-mode prompts: each item left out of the answer */
     const char *fail_marker; /* default "SIM_FAIL_400"; NULL = none; borrowed for the sim's life */
 } shoal_sim_conf_t;
 

@@ -19,10 +19,10 @@ CREATE TABLE shoal.tenants (
 );
 
 -- Replaces every plan with p_rows (shoal_tenants_rows(): an array of objects
--- with the columns above; 0 means no limit). An empty array clears the table:
--- a scheduler without a tenants file runs without limits. Returns the rows
--- written. Every scheduler of a fleet should read the same file: the last
--- one started wins.
+-- with the columns above; 0 means no limit). Returns the rows written. A
+-- scheduler with a tenants file calls it at start (one without leaves the
+-- table alone); every scheduler of a fleet should read the same file: the
+-- last one started wins.
 CREATE FUNCTION shoal.set_tenants(p_rows jsonb) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -179,13 +179,15 @@ BEGIN
 END $$;
 
 -- Per tenant and model over [p_since, p_until): jobs submitted (accepted and
--- rejected apart, by the job's model), and the model calls that finished in
--- the range (by the model that answered, so fallbacks show as their own
--- rows): calls, 429 answers, tokens and cost. Cache hits are not here: the
--- result cache keeps its own numbers.
+-- rejected apart, by the job's model), the model calls that finished in the
+-- range (by the model that answered, so fallbacks show as their own rows):
+-- calls, 429 answers, tokens and cost; and the chunks the result cache
+-- answered in the range (shoal.cache_hits, 014) with the dollars their calls
+-- took when they were made.
 CREATE FUNCTION shoal.stats(p_since timestamptz, p_until timestamptz)
 RETURNS TABLE (tenant text, model text, jobs bigint, jobs_rejected bigint, calls bigint,
-               calls_429 bigint, tokens_in bigint, tokens_out bigint, cost_usd double precision)
+               calls_429 bigint, tokens_in bigint, tokens_out bigint, cost_usd double precision,
+               cache_hits bigint, usd_saved double precision)
 LANGUAGE sql STABLE AS $$
     WITH j AS (
         SELECT coalesce(jb.tenant, '') AS tenant, coalesce(jb.model, '') AS model,
@@ -202,10 +204,24 @@ LANGUAGE sql STABLE AS $$
         FROM shoal.attempts at LEFT JOIN shoal.jobs jb ON jb.job_id = at.job_id
         WHERE at.finished_at >= p_since AND at.finished_at < p_until
         GROUP BY 1, 2
+    ), c AS (
+        SELECT coalesce(jb.tenant, '') AS tenant, h.model, count(*) AS hits,
+               sum(h.cost_usd) AS usd_saved
+        FROM shoal.cache_hits h LEFT JOIN shoal.jobs jb ON jb.job_id = h.job_id
+        WHERE h.hit_at >= p_since AND h.hit_at < p_until
+        GROUP BY 1, 2
+    ), ja AS (
+        SELECT coalesce(j.tenant, a.tenant) AS tenant, coalesce(j.model, a.model) AS model,
+               coalesce(j.jobs, 0) AS jobs, coalesce(j.jobs_rejected, 0) AS jobs_rejected,
+               coalesce(a.calls, 0) AS calls, coalesce(a.calls_429, 0) AS calls_429,
+               coalesce(a.tokens_in, 0) AS tokens_in, coalesce(a.tokens_out, 0) AS tokens_out,
+               coalesce(a.cost_usd, 0) AS cost_usd
+        FROM j FULL JOIN a ON a.tenant = j.tenant AND a.model = j.model
     )
-    SELECT coalesce(j.tenant, a.tenant), coalesce(j.model, a.model), coalesce(j.jobs, 0),
-           coalesce(j.jobs_rejected, 0), coalesce(a.calls, 0), coalesce(a.calls_429, 0),
-           coalesce(a.tokens_in, 0), coalesce(a.tokens_out, 0), coalesce(a.cost_usd, 0)
-    FROM j FULL JOIN a ON a.tenant = j.tenant AND a.model = j.model
+    SELECT coalesce(ja.tenant, c.tenant), coalesce(ja.model, c.model), coalesce(ja.jobs, 0),
+           coalesce(ja.jobs_rejected, 0), coalesce(ja.calls, 0), coalesce(ja.calls_429, 0),
+           coalesce(ja.tokens_in, 0), coalesce(ja.tokens_out, 0), coalesce(ja.cost_usd, 0),
+           coalesce(c.hits, 0), coalesce(c.usd_saved, 0)
+    FROM ja FULL JOIN c ON c.tenant = ja.tenant AND c.model = ja.model
     ORDER BY 1, 2;
 $$;

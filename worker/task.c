@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/render.h"
 #include "common/taskmsg.h"
+#include "worker/itemreq.h"
 #include "worker/jsontext.h"
 #include "worker/provider.h"
 
@@ -93,6 +94,13 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
     }
     if (!(t->doc = shoal_taskmsg_parse(value, len, &m, errbuf, errlen)))
         goto fail;
+    /* Answering a batch task as one text would record one result for items
+     * that each need their own: refused until the runner splits batches. */
+    if (strcmp(m.mode, "batch") == 0) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "task.mode: batch mode is not supported by this worker yet");
+        goto fail;
+    }
     t->task_id = m.task_id;
     t->job_id = m.job_id;
     t->chunk = m.chunk;
@@ -118,7 +126,11 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
     }
     t->requested = t->model;
     t->system = m.system;
-    if (!(t->prompt = shoal_render_prompt(m.prompt_template, m.items, NULL))) {
+    /* an item with its own request is sent as it is: nothing to render */
+    if (m.body)
+        t->body = json_incref((json_t *)m.body);
+    if (!(t->prompt =
+              m.body ? strdup("") : shoal_render_prompt(m.prompt_template, m.items, NULL))) {
         /* the items are well formed (parsed above): only memory or the
          * output cap can stop rendering */
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
@@ -140,8 +152,9 @@ fail:
 shoal_err_t shoal_task_build_request(shoal_task_t *t)
 {
     free(t->request);
-    t->request =
-        shoal_provider_request(t->model, t->system, t->prompt, t->want_json, &t->request_len);
+    t->request = t->body ? shoal_itemreq_build(t->model, t->body, &t->request_len)
+                         : shoal_provider_request(t->model, t->system, t->prompt, t->want_json,
+                                                  &t->request_len);
     return t->request ? SHOAL_OK : SHOAL_ERR_NOMEM;
 }
 
@@ -167,6 +180,8 @@ shoal_err_t shoal_task_check_output(const shoal_task_t *t, const char *content, 
 shoal_err_t shoal_task_begin_repair(shoal_task_t *t, const char *bad_output, const char *problem)
 {
     static const char tail[] = "\n\nReply again with only the corrected answer.";
+    if (t->body) /* a request of the user's own is not rewritten: a plain retry instead */
+        return SHOAL_ERR_INVALID;
     size_t n = strlen(t->prompt) + strlen(bad_output) + strlen(problem) + sizeof(tail) + 128;
     char *prompt = malloc(n);
     if (!prompt)
@@ -204,9 +219,9 @@ void shoal_task_end_repair(shoal_task_t *t)
 
 const char *shoal_task_state_name(shoal_task_state_t s)
 {
-    static const char *const names[] = {"taken",     "checking", "waiting",
-                                        "in_flight", "backoff",  "validating",
-                                        "repairing", "done",     "failed"};
+    static const char *const names[] = {"taken",     "checking", "waiting",    "reserving",
+                                        "in_flight", "backoff",  "validating", "repairing",
+                                        "done",      "failed"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 
@@ -220,6 +235,8 @@ static void shed(shoal_task_t *t, shoal_task_state_t s)
 {
     free(t->prompt);
     t->prompt = NULL;
+    json_decref(t->body);
+    t->body = NULL;
     free(t->request);
     t->request = NULL;
     t->request_len = 0;
@@ -262,11 +279,13 @@ void shoal_task_destroy(shoal_task_t *t)
     json_decref(t->doc);
     free(t->message);
     free(t->prompt);
+    json_decref(t->body);
     free(t->request);
     free(t->saved_request);
     shoal_jsonschema_destroy(t->schema);
     free(t->output);
     free(t->refs);
+    free(t->reservation);
     free(t);
 }
 

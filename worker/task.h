@@ -21,7 +21,7 @@
  * shoal_task_set_state(), which logs it at debug; the worker's loop
  * (worker/runner.c) decides the transitions:
  *
- *   TAKEN -> CHECKING -> WAITING -> IN_FLIGHT -> DONE
+ *   TAKEN -> CHECKING -> WAITING -> [RESERVING ->] IN_FLIGHT -> DONE
  *                  |         ^          |-> BACKOFF -> WAITING
  *                  |         |          |-> VALIDATING -> REPAIRING -> ...
  *                  v         |          '-> FAILED
@@ -38,6 +38,7 @@ typedef enum {
     SHOAL_TASK_TAKEN = 0,  /* message parsed, held */
     SHOAL_TASK_CHECKING,   /* asking the database whether it already finished */
     SHOAL_TASK_WAITING,    /* in its lane's queue, waiting for capacity */
+    SHOAL_TASK_RESERVING,  /* budgeted: its call's worst case is being reserved */
     SHOAL_TASK_IN_FLIGHT,  /* a call is running */
     SHOAL_TASK_BACKOFF,    /* waiting out a backoff before the next try */
     SHOAL_TASK_VALIDATING, /* an answer arrived; checking it */
@@ -58,7 +59,8 @@ typedef struct shoal_task {
     int want_json;
     const shoal_model_t *model;     /* model of the next call; borrowed from the models file */
     const shoal_model_t *requested; /* the task's own model (model differs after a fallback) */
-    char *prompt;                   /* rendered user prompt; owned */
+    char *prompt;                   /* rendered user prompt ("" with body); owned */
+    json_t *body;                   /* the item's own request (worker/itemreq.h); owned; or NULL */
     const char *system;             /* borrowed from doc, NULL when none */
     char *request;                  /* request body for model; owned */
     size_t request_len;
@@ -107,6 +109,10 @@ typedef struct shoal_task {
      * message back into doc for the dead-letter copy. */
     char *message;
     size_t message_len;
+
+    /* Hard budgets (worker/budget.h). */
+    int budgeted;      /* the task's calls are reserved before they start */
+    char *reservation; /* attempt_id reserved for the next call; owned; NULL when none */
 } shoal_task_t;
 
 /* Checks an answer against what the task asked for: JSON when it wants
@@ -118,7 +124,8 @@ shoal_err_t shoal_task_check_output(const shoal_task_t *t, const char *content, 
 /* Turns t's next call into a repair: the original prompt, the invalid
  * answer and what is wrong with it, asking for a corrected answer. The
  * original request is kept and comes back with shoal_task_end_repair().
- * SHOAL_ERR_NOMEM. */
+ * SHOAL_ERR_NOMEM; SHOAL_ERR_INVALID for a task with its own request (body),
+ * which is never rewritten. */
 shoal_err_t shoal_task_begin_repair(shoal_task_t *t, const char *bad_output, const char *problem);
 void shoal_task_end_repair(shoal_task_t *t);
 

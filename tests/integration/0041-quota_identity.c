@@ -271,6 +271,12 @@ static void test_stats(harness_t *h)
     assert_true(cost > 0);
     assert_true(cost - strtod(want, NULL) < 1e-9 && strtod(want, NULL) - cost < 1e-9);
     assert_int_eq(json_integer_value(json_object_get(row, "calls_429")), 0);
+    /* the second busy with the same content was the same job: no call, no hit */
+    assert_int_eq(json_integer_value(json_object_get(row, "cache_hits")),
+                  harness_long(h,
+                               "SELECT count(*) FROM shoal.cache_hits c JOIN shoal.jobs j USING "
+                               "(job_id) WHERE j.tenant = 'test'",
+                               NULL));
     json_decref(rows);
 
     /* the table form, and a bad range refused */

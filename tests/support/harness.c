@@ -45,6 +45,8 @@ harness_t *harness_start(const harness_conf_t *conf)
     assert_true(h != NULL);
     const char *dir = getenv("SHOAL_BINARY_DIR");
     shoal_log_init("test", SHOAL_LOG_WARN, 0);
+    /* the schedulers this stack starts inherit it */
+    setenv("SHOAL_CACHE_TTL_S", conf->cache ? "604800" : "0", 1);
     shoal_devstack_conf_t dc = {NULL,
                                 dir ? dir : SHOAL_BINARY_DIR,
                                 conf->workers,
@@ -279,6 +281,48 @@ char *harness_job(const char *job_id, int n, int max_items, const char *extra_fi
     char *text = json_dumps(job, JSON_COMPACT);
     json_decref(job);
     return text;
+}
+
+char *harness_job_changed(const char *job_id, int n, const int *changed, int nchanged,
+                          const char *extra_fields)
+{
+    char *text = harness_job(job_id, n, 1, extra_fields);
+    json_t *job = json_loads(text, 0, NULL);
+    free(text);
+    assert_true(job != NULL);
+    for (int i = 0; i < nchanged; i++) {
+        char input[64];
+        snprintf(input, sizeof(input), "changed item %d", changed[i]);
+        json_t *item = json_array_get(json_object_get(job, "items"), (size_t)changed[i]);
+        assert_true(item != NULL);
+        json_object_set_new(item, "input", json_string(input));
+    }
+    text = json_dumps(job, JSON_COMPACT);
+    json_decref(job);
+    assert_true(text != NULL);
+    return text;
+}
+
+long harness_sim_requests(harness_t *h)
+{
+    json_t *stats = harness_sim_stats(h);
+    long n = (long)json_integer_value(json_object_get(stats, "requests"));
+    json_decref(stats);
+    return n;
+}
+
+long harness_run_job(harness_t *h, const char *job_id, const char *job, double timeout_s,
+                     double *ms)
+{
+    char status[64];
+    long before = harness_sim_requests(h);
+    double t0 = check_now_s();
+    harness_produce(h, "shoal.jobs", job_id, job, strlen(job));
+    harness_wait_job(h, job_id, timeout_s, status, sizeof(status));
+    if (ms)
+        *ms = (check_now_s() - t0) * 1000.0;
+    assert_str_eq(status, "completed");
+    return harness_sim_requests(h) - before;
 }
 
 int harness_sh(harness_t *h, char *out, size_t outlen, const char *fmt, ...)

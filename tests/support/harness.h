@@ -26,6 +26,10 @@ typedef struct {
      * benchmarks (also when SHOAL_UNSAFE_FAST=1, as for `shoal dev`); tests of
      * durability keep the default. */
     int unsafe_fast;
+    /* Schedulers keep the result cache on (--cache-ttl-s default). Off
+     * unless set: tests that submit the same items in several jobs and
+     * count calls must see every call made. */
+    int cache;
 } harness_conf_t;
 
 harness_t *harness_start(const harness_conf_t *conf);
@@ -64,6 +68,20 @@ json_t *harness_events(harness_t *h, const char *job_id, int want, double timeou
 
 /* Builds a job with n items "item-<i>" (one per chunk unless max_items > 1). */
 char *harness_job(const char *job_id, int n, int max_items, const char *extra_fields);
+
+/* harness_job() with the inputs of items changed[0..nchanged) replaced by
+ * "changed item <i>" (caller frees). */
+char *harness_job_changed(const char *job_id, int n, const int *changed, int nchanged,
+                          const char *extra_fields);
+
+/* Requests the simulator has served so far (its /stats "requests"). */
+long harness_sim_requests(harness_t *h);
+
+/* Produces job (text) under job_id, waits up to timeout_s for it to end and
+ * fails the test unless it completed; returns the requests the simulator
+ * served meanwhile and, when ms is not NULL, the time from produce to end. */
+long harness_run_job(harness_t *h, const char *job_id, const char *job, double timeout_s,
+                     double *ms);
 
 /* Runs a shell command with the stack's environment exported (SHOAL_BOOTSTRAP,
  * SHOAL_PG, ...); returns its exit status; stdout captured into out. */

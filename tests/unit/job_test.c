@@ -999,7 +999,7 @@ static void test_tasks(void)
     /* max_items */
     {
         shoal_job_t *job = token_job(ten, NULL, 10, ",\"chunking\":{\"max_items\":3}");
-        size_t sizes[] = {3, 3, 3, 1};
+        size_t sizes[] = {3, 2, 3, 2}; /* balanced: no last chunk of one */
         check_chunks(job, sizes, 4);
         shoal_job_destroy(job);
     }
@@ -1054,12 +1054,31 @@ static void test_tasks(void)
     /* groups: a change of group closes the chunk, order is kept */
     {
         long t[6] = {7, 7, 7, 7, 7, 7};
-        const char *g[6] = {"users", "users", "billing", NULL, NULL, "users"};
+        const char *g[6] = {"users", "users", "billing", NULL, NULL, "admin"};
         shoal_job_t *job =
             token_job(t, g, 6, ",\"chunking\":{\"max_items\":10,\"group_by\":\"group\"}");
         size_t sizes[] = {2, 1, 2, 1};
         check_chunks(job, sizes, 4);
         shoal_job_destroy(job);
+        /* a group that comes back later joins its first items: the job's item
+         * order becomes group by group, in the order groups first appear */
+        {
+            const char *h[6] = {"users", "billing", NULL, "users", "billing", "users"};
+            static const char *const want[6] = {"it0", "it3", "it5", "it1", "it4", "it2"};
+            json_t *all;
+            job = token_job(t, h, 6, ",\"chunking\":{\"max_items\":10,\"group_by\":\"group\"}");
+            assert_int_eq(shoal_job_n_chunks(job), 3);
+            all = shoal_taskmsg_build_all(job, err, sizeof(err));
+            assert_int_eq(json_array_size(json_object_get(json_array_get(all, 0), "items")), 3);
+            assert_int_eq(json_array_size(json_object_get(json_array_get(all, 2), "items")), 1);
+            for (size_t i = 0; i < 6; i++)
+                assert_str_eq(
+                    json_string_value(json_object_get(
+                        json_array_get(json_object_get(shoal_job_json(job), "items"), i), "id")),
+                    want[i]);
+            json_decref(all);
+            shoal_job_destroy(job);
+        }
         /* without group_by the groups do not matter */
         job = token_job(t, g, 6, ",\"chunking\":{\"max_items\":10}");
         {

@@ -30,13 +30,14 @@ static const char models_text[] =
     " \"model\": \"claude-test-1\", \"input_usd_per_mtok\": 3, \"output_usd_per_mtok\": 15}"
     "}}";
 
-/* Three items, two per chunk: chunk 0 holds a and b, chunk 1 holds c. */
+/* Three items, two per chunk: chunk 0 holds a and b, chunk 1 holds c (as
+ * long as a and b together, so balancing keeps this cut). */
 static const char job_json[] =
     "{\"tenant\": \"acme\", \"model\": \"fast\", \"system\": \"You sort tickets.\","
     " \"prompt_template\": \"Classify:\\n{{input}}\","
     " \"items\": [{\"id\": \"a\", \"input\": \"printer jams\"},"
     "             {\"id\": \"b\", \"input\": \"vpn drops {{input}}\"},"
-    "             {\"id\": \"c\", \"input\": \"disk full\"}],"
+    "             {\"id\": \"c\", \"input\": \"disk full on the shared build volume again\"}],"
     " \"chunking\": {\"max_items\": 2}, \"output\": {\"format\": \"json\"},"
     " \"max_attempts\": 4, \"timeout_ms\": 20000}";
 
@@ -152,7 +153,8 @@ static void test_parse_openai(void)
     assert_str_eq(t->task_id, "job-7:000001");
     assert_int_eq(t->chunk, 1);
     req = request_of(t);
-    assert_str_eq(msg_field(req, 1, "content"), "Classify:\ndisk full");
+    assert_str_eq(msg_field(req, 1, "content"),
+                  "Classify:\ndisk full on the shared build volume again");
     json_decref(req);
     shoal_task_destroy(t);
     free_tasks(tasks, n);
@@ -267,8 +269,19 @@ static void test_poison(void)
     poison(text, "task.items[0].id: expected a non-empty string, got 1");
     free(text);
     /* a message from a newer scheduler */
+    text = edited(tasks[0], "v", json_integer(3));
+    poison(text, "task message version 3 is newer than this worker understands (2)");
+    free(text);
+    /* a batch task: refused until the runner splits batches */
     text = edited(tasks[0], "v", json_integer(2));
-    poison(text, "task message version 2 is newer than this worker understands (1)");
+    {
+        json_t *d = json_loads(text, 0, NULL);
+        json_object_set_new(d, "mode", json_string("batch"));
+        free(text);
+        text = json_dumps(d, JSON_COMPACT);
+        json_decref(d);
+    }
+    poison(text, "task.mode: batch mode is not supported by this worker yet");
     free(text);
     /* a message cut short */
     char cut[64];

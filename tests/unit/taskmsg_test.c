@@ -88,7 +88,9 @@ static void test_round_trip(void)
     assert_int_eq(shoal_job_n_chunks(job), 2);
     text = built(job, 0);
     raw = json_loads(text, 0, NULL);
-    assert_int_eq(json_integer_value(json_object_get(raw, "v")), SHOAL_TASKMSG_VERSION);
+    /* a context task stays version 1, which every worker reads */
+    assert_int_eq(json_integer_value(json_object_get(raw, "v")), 1);
+    assert_true(json_object_get(raw, "mode") == NULL);
     json_decref(raw);
 
     doc = parse_ok(text, &m);
@@ -301,8 +303,8 @@ static const struct refusal refusals[] = {
     {"v", "0", "task.v: expected a positive integer, got 0", 1},
     {"v", "\"1\"", "task.v: expected a positive integer, got \"1\"", 1},
     {"v", "1.5", "task.v: expected a positive integer, got 1.5", 1},
-    {"v", "2",
-     "task message version 2 is newer than this worker understands (1); upgrade the worker", 1},
+    {"v", "3",
+     "task message version 3 is newer than this worker understands (2); upgrade the worker", 1},
 };
 
 /* Accepted by both the parser and the schema. */
@@ -481,14 +483,14 @@ static void test_versions(void)
     json_t *doc;
 
     /* the newer version is refused before anything else is looked at: a
-     * version 2 message may have changed any field */
+     * version 3 message may have changed any field */
     {
-        json_t *v2 = json_pack("{s:i, s:s, s:i}", "v", 2, "task_id", "tm-1:000000", "chunk", -5);
+        json_t *v2 = json_pack("{s:i, s:s, s:i}", "v", 3, "task_id", "tm-1:000000", "chunk", -5);
         char *text = json_dumps(v2, JSON_COMPACT);
         assert_true(shoal_taskmsg_parse(text, strlen(text), &m, err, sizeof(err)) == NULL);
-        assert_str_eq(err, "task message version 2 is newer than this worker understands (1); "
+        assert_str_eq(err, "task message version 3 is newer than this worker understands (2); "
                            "upgrade the worker");
-        assert_int_eq(m.version, 2); /* kept, so the caller can tell */
+        assert_int_eq(m.version, 3); /* kept, so the caller can tell */
         free(text);
         json_decref(v2);
     }
