@@ -296,7 +296,11 @@ static int submit_in_parts(const struct cli_conf *c, const char *path, const cha
         fprintf(stderr, "shoal: cannot load models file %s: %s\n", c->models, err);
         return SHOAL_EXIT_ERROR;
     }
-    new_job_id(idbuf, sizeof(idbuf));
+    if (shoal_jobid_random(idbuf, sizeof(idbuf)) != SHOAL_OK) {
+        shoal_models_destroy(models);
+        fprintf(stderr, "shoal: cannot make a job_id: no random bytes (set job_id)\n");
+        return SHOAL_EXIT_ERROR;
+    }
     shoal_partsubmit_t *ps = shoal_partsubmit_new(text, size, idbuf, models, SHOAL_PARTSUBMIT_BYTES,
                                                   !c->no_validate, &e, err, sizeof(err));
     shoal_models_destroy(models);
