@@ -12,6 +12,7 @@
 #include "common/pg.h"
 #include "common/service.h"
 #include "scheduler/cache.h"
+#include "scheduler/subtasks.h"
 
 #define PASS_LIMIT 20000 /* tasks one pass looks at; the next pass takes the rest */
 #define LOCK_SQL "hashtext('shoal.reconcile')"
@@ -120,16 +121,47 @@ static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int t
     }
     shoal_job_set_submitted(job, submitted);
     long *chunks = malloc((size_t)(to - from) * sizeof(*chunks));
-    if (!chunks) {
+    const char **subs = malloc((size_t)(to - from) * sizeof(*subs));
+    if (!chunks || !subs) {
+        free(chunks);
+        free(subs);
         shoal_job_destroy(job);
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     }
-    for (int i = from; i < to; i++)
-        chunks[i - from] = strtol(PQgetvalue(r, i, 1), NULL, 10);
-    int n = 0;
-    err = shoal_intake_publish(&rc->ic, job, chunks, (size_t)(to - from), &n, errbuf, errlen);
+    /* chunk tasks go out as intake publishes them; batch mode's sub-tasks
+     * (scheduler/subtasks.h) are rebuilt with their recorded items */
+    size_t nchunks = 0, nsubs = 0, bad = 0;
+    for (int i = from; i < to; i++) {
+        long chunk = strtol(PQgetvalue(r, i, 1), NULL, 10);
+        if (shoal_subtasks_is_sub(job_id, chunk, PQgetvalue(r, i, 2)))
+            subs[nsubs++] = PQgetvalue(r, i, 2);
+        else
+            chunks[nchunks++] = chunk;
+    }
+    int n = 0, nsub = 0;
+    err = nchunks ? shoal_intake_publish(&rc->ic, job, chunks, nchunks, &n, errbuf, errlen)
+                  : SHOAL_OK;
+    int sub_bad = 0;
+    if (err == SHOAL_OK && nsubs) {
+        err = shoal_subtasks_publish(&rc->ic, job, subs, nsubs, &nsub, &bad, errbuf, errlen);
+        sub_bad = err == SHOAL_ERR_INVALID;
+    }
+    n += nsub;
     free(chunks);
     shoal_job_destroy(job);
+    if (sub_bad) {
+        /* one sub-task cannot be rebuilt: it ends with the reason, the
+         * others go out on the next pass */
+        char reason[700];
+        snprintf(reason, sizeof(reason), "cannot publish the sub-task again: %s", errbuf);
+        for (int i = from; i < to; i++)
+            if (PQgetvalue(r, i, 2) == subs[bad])
+                err = fail_tasks(rc, r, i, i + 1, reason, failed, errbuf, errlen);
+        *published += n;
+        free(subs);
+        return err;
+    }
+    free(subs);
     if (err == SHOAL_OK) {
         *published += n;
         shoal_log_info("reconcile", "tasks published again job_id=%s tasks=%d", job_id, n);

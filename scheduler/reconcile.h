@@ -9,6 +9,9 @@
  *   - queued tasks with no call recorded --reconcile-after-ms after they were
  *     queued (a topic's retention expired while the fleet was down, a broker
  *     lost the message, a crash lost a write).
+ * Batch mode's sub-tasks count too (a worker that died between recording a
+ * sub-task and producing its message): they are rebuilt with their recorded
+ * items (scheduler/subtasks.h).
  * Publishing twice is harmless: workers skip tasks that are done and attach a
  * second delivery of a task they run to the first. A task of a job that keeps
  * no inputs ("store_inputs": false) cannot be rebuilt: it fails with that
