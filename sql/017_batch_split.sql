@@ -27,9 +27,9 @@ LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY
     WITH s AS (
-        SELECT x.task_id, x.job_id, x.chunk, x.est_tokens, x.parents, x.n
-        FROM jsonb_to_recordset(coalesce(p_subtasks, '[]')) WITH ORDINALITY AS x(
-            task_id text, job_id text, chunk int, est_tokens int, parents jsonb, n bigint)
+        SELECT x.v->>'task_id' AS task_id, x.v->>'job_id' AS job_id, (x.v->>'chunk')::int AS chunk,
+               (x.v->>'est_tokens')::int AS est_tokens, x.v->'parents' AS parents, x.n
+        FROM jsonb_array_elements(coalesce(p_subtasks, '[]')) WITH ORDINALITY AS x(v, n)
     ), p AS (
         SELECT s.task_id, s.job_id, pr.value->>'task_id' AS parent, pr.value->'item_ids' AS ids,
                pr.ordinality AS pn
