@@ -3,6 +3,7 @@
  */
 #include "common/subtask.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -11,31 +12,29 @@
 json_t *shoal_subtask_message(const json_t *base, const char *task_id, json_t *items,
                               long est_tokens, char *errbuf, size_t errlen)
 {
-    json_t *t, *v;
-    const char *key;
+    size_t n = json_array_size(json_object_get(base, "items"));
+    unsigned char *keep = NULL;
+    json_t *t = NULL;
 
-    if (json_array_size(items) == 0) {
+    if (json_array_size(items) == 0 || n == 0) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "a sub-task needs at least one item");
         return NULL;
     }
-    if (!(t = json_object()))
-        goto nomem;
-    json_object_foreach((json_t *)base, key, v)
-    {
-        if (strcmp(key, "items") != 0 && strcmp(key, "cache_key") != 0 &&
-            json_object_set(t, key, v))
-            goto nomem;
+    /* base's fields as a sub-task of it, then this sub-task's own items */
+    if ((keep = malloc(n)) != NULL) {
+        memset(keep, 1, n);
+        t = shoal_taskmsg_build_subtask(base, task_id, keep, errbuf, errlen);
+        free(keep);
     }
-    if (json_object_set(t, "items", items) ||
-        json_object_set_new(t, "v", json_integer(SHOAL_TASKMSG_VERSION_MAX)) ||
-        json_object_set_new(t, "task_id", json_string(task_id)) ||
-        json_object_set_new(t, "est_tokens", json_integer(est_tokens > 0 ? est_tokens : 0)))
-        goto nomem;
+    if (t && (json_object_set(t, "items", items) ||
+              json_object_set_new(t, "est_tokens", json_integer(est_tokens > 0 ? est_tokens : 0)) ||
+              (json_object_get(t, "cache_key") && json_object_del(t, "cache_key")))) {
+        json_decref(t);
+        t = NULL;
+    }
+    if (!t)
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     return t;
-nomem:
-    json_decref(t);
-    shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    return NULL;
 }
 
 json_t *shoal_subtask_index(const shoal_job_t *job)
@@ -72,14 +71,8 @@ json_t *shoal_subtask_items(const shoal_job_t *job, const json_t *index, const j
             lost++;
             continue;
         }
-        const json_t *src = json_array_get(all, (size_t)json_integer_value(at));
-        json_t *item = json_object(), *model = json_object_get(src, "model"),
-               *body = json_object_get(src, "body");
-        if (json_array_append_new(out, item) ||
-            json_object_set(item, "id", json_object_get(src, "id")) ||
-            json_object_set(item, "input", json_object_get(src, "input")) ||
-            (model && json_object_set(item, "model", model)) ||
-            (body && json_object_set(item, "body", body)))
+        if (json_array_append_new(
+                out, shoal_taskmsg_item(json_array_get(all, (size_t)json_integer_value(at)))))
             goto nomem;
     }
     json_decref(own);
