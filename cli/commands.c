@@ -8,11 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include "cli/batchfile.h"
 #include "cli/clienv.h"
+#include "cli/partsubmit.h"
 #include "cli/usd.h"
 #include "common/estimate.h"
 #include "common/job.h"
@@ -234,6 +238,74 @@ static shoal_err_t kafka_reachable(rd_kafka_t *rk, int timeout_ms, char *err, si
     return SHOAL_OK;
 }
 
+/* A job too large for one Kafka message goes in parts (cli/partsubmit.h).
+ * text is borrowed. */
+static int submit_in_parts(const struct cli_conf *c, const char *path, const char *text,
+                           size_t size)
+{
+    char err[1024] = "", idbuf[64];
+    shoal_models_t *models = NULL;
+    shoal_topics_t topics;
+    shoal_err_t e;
+    int rc = SHOAL_EXIT_OK;
+
+    if (!c->no_validate && c->models && *c->models &&
+        !(models = shoal_models_load(c->models, err, sizeof(err)))) {
+        fprintf(stderr, "shoal: cannot load models file %s: %s\n", c->models, err);
+        return SHOAL_EXIT_ERROR;
+    }
+    new_job_id(idbuf, sizeof(idbuf));
+    shoal_partsubmit_t *ps = shoal_partsubmit_new(text, size, idbuf, models, SHOAL_PARTSUBMIT_BYTES,
+                                                  !c->no_validate, &e, err, sizeof(err));
+    shoal_models_destroy(models);
+    if (!ps) {
+        fprintf(stderr, "shoal: %s is not a valid job: %s\n", path, err);
+        return e == SHOAL_ERR_INVALID ? SHOAL_EXIT_USAGE : SHOAL_EXIT_ERROR;
+    }
+    if (!c->verbose)
+        shoal_log_init("shoal", SHOAL_LOG_OFF, 0);
+    rd_kafka_t *rk = NULL;
+    if (shoal_topics_init(&topics, c->topic_prefix, err, sizeof(err)) != SHOAL_OK ||
+        !(rk = shoal_kafka_producer_new(c->bootstrap, &c->kafka, err, sizeof(err)))) {
+        fprintf(stderr, "shoal: %s\n", err);
+        rc = SHOAL_EXIT_USAGE;
+    } else if (kafka_reachable(rk, (int)c->kafka_timeout_ms, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: could not reach Kafka at %s within %ldms: %s\n", c->bootstrap,
+                c->kafka_timeout_ms, err);
+        rc = SHOAL_EXIT_ERROR;
+    } else if (shoal_partsubmit_send(ps, rk, topics.jobs, err, sizeof(err)) != SHOAL_OK) {
+        fprintf(stderr, "shoal: could not submit the job: %s\n", err);
+        rc = SHOAL_EXIT_ERROR;
+    } else {
+        printf("%s\n", shoal_partsubmit_job_id(ps));
+        fflush(stdout);
+    }
+    if (rk)
+        rd_kafka_destroy(rk);
+    if (rc == SHOAL_EXIT_OK && c->wait) {
+        shoal_pg_t *pg = shoal_pg_new(c->pg, "shoal-cli");
+        rc = shoal_cmd_follow(pg, shoal_partsubmit_job_id(ps), c->interval_ms, 120000, 0);
+        shoal_pg_destroy(pg);
+    }
+    shoal_partsubmit_destroy(ps);
+    return rc;
+}
+
+/* A job file mapped, not read, so memory stays small whatever its size. */
+static int submit_file_in_parts(const struct cli_conf *c, const char *path, int fd, size_t size)
+{
+    char *text = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (text == MAP_FAILED) {
+        fprintf(stderr, "shoal: cannot read %s: %s\n", path, strerror(errno));
+        return SHOAL_EXIT_ERROR;
+    }
+    madvise(text, size, MADV_SEQUENTIAL);
+    int rc = submit_in_parts(c, path, text, size);
+    munmap(text, size);
+    return rc;
+}
+
 /* --openai-batch: replaces *text (the file) with the job made from it.
  * Returns -1 to carry on, else the exit code (*text freed). */
 static int openai_batch_job(const struct cli_conf *c, const char *path, char **text, size_t *len)
@@ -265,7 +337,9 @@ int shoal_cmd_submit(int argc, char **argv)
     static const char summary[] =
         "Checks a job file and produces it to the jobs topic. Prints the job_id (one is made\n"
         "when the file has none). FILE may be - for standard input. With --openai-batch, FILE\n"
-        "is an OpenAI Batch input file: one item (and one call) per line, its body sent as given.";
+        "is an OpenAI Batch input file: one item (and one call) per line, its body sent as given.\n"
+        "A job larger than one message (1,000,000 bytes) is sent in parts (README: Large jobs\n"
+        "in parts).";
     struct cli_conf c;
     shoal_optres_t res;
     char err[1024] = "", idbuf[64];
@@ -273,6 +347,14 @@ int shoal_cmd_submit(int argc, char **argv)
     if (rc >= 0)
         return rc;
 
+    if (strcmp(res.pos[0], "-") && !c.openai_batch) {
+        struct stat st;
+        int fd = open(res.pos[0], O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > SHOAL_PARTSUBMIT_BYTES)
+            return submit_file_in_parts(&c, res.pos[0], fd, (size_t)st.st_size);
+        if (fd >= 0)
+            close(fd);
+    }
     size_t len;
     char *text = read_all(res.pos[0], &len, err, sizeof(err));
     if (!text) {
@@ -281,6 +363,11 @@ int shoal_cmd_submit(int argc, char **argv)
     }
     if (c.openai_batch && (rc = openai_batch_job(&c, res.pos[0], &text, &len)) >= 0)
         return rc;
+    if (c.openai_batch && len > SHOAL_PARTSUBMIT_BYTES) {
+        rc = submit_in_parts(&c, res.pos[0], text, len);
+        free(text);
+        return rc;
+    }
     char *payload = text;
     const char *job_id = NULL;
     json_t *doc = NULL;

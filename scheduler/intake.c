@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/taskmsg.h"
 #include "scheduler/cache.h"
+#include "scheduler/parts.h"
 
 #define ACK_TIMEOUT_MS 60000
 
@@ -104,9 +105,10 @@ static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, cons
     return err;
 }
 
-static shoal_err_t reject(const shoal_intake_conf_t *c, const char *source, const char *derived,
-                          const void *value, size_t len, const char *reason,
-                          shoal_intake_result_t *out, char *errbuf, size_t errlen)
+shoal_err_t shoal_intake_reject(const shoal_intake_conf_t *c, const char *source,
+                                const char *derived, const void *value, size_t len,
+                                const char *reason, shoal_intake_result_t *out, char *errbuf,
+                                size_t errlen)
 {
     json_t *tenant;
     char status[64];
@@ -129,15 +131,40 @@ static shoal_err_t reject(const shoal_intake_conf_t *c, const char *source, cons
 shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job, const long *chunks,
                                  size_t n, int *published, char *errbuf, size_t errlen)
 {
+    return shoal_intake_publish_range(c, job, 0, (long)shoal_job_n_chunks(job), chunks, n,
+                                      published, errbuf, errlen);
+}
+
+/* A message built from a part says where its chunk sits in the whole job. */
+static int renumber(json_t *task, const char *job_id, long chunk, long n_chunks)
+{
+    char task_id[SHOAL_TASKMSG_ID_MAX];
+    if (shoal_taskmsg_task_id(job_id, (size_t)chunk, task_id, sizeof(task_id)) != SHOAL_OK)
+        return -1;
+    return json_object_set_new(task, "task_id", json_string(task_id)) ||
+                   json_object_set_new(task, "chunk", json_integer(chunk)) ||
+                   json_object_set_new(task, "n_chunks", json_integer(n_chunks))
+               ? -1
+               : 0;
+}
+
+shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t *job,
+                                       long chunk_base, long n_chunks, const long *chunks, size_t n,
+                                       int *published, char *errbuf, size_t errlen)
+{
     const char *job_id = shoal_job_id(job);
     shoal_err_t err = SHOAL_OK;
     shoal_kafka_ack_t ack = {0, 0};
     const char *topic = shoal_topics_task(c->topics, shoal_job_priority(job));
 
     *published = 0;
-    /* The result cache answers what it can before anything is produced. */
+    /* A part of a job sent in parts numbers its chunks from chunk_base. */
+    int parted = chunk_base != 0 || (size_t)n_chunks != shoal_job_n_chunks(job);
+    /* The result cache answers what it can before anything is produced. Its
+     * look-up knows chunks by the job's own numbering, so a part of a job
+     * sent in parts is published without it. */
     shoal_cache_lookup_t *cached = NULL;
-    if (shoal_cache_enabled(job, c->cache_ttl_s) && n > 0) {
+    if (!parted && shoal_cache_enabled(job, c->cache_ttl_s) && n > 0) {
         if ((err = shoal_cache_lookup_new(c->pg, job, c->models, c->cache_ttl_s, chunks, n, &cached,
                                           errbuf, errlen)) != SHOAL_OK)
             return err;
@@ -155,20 +182,26 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job,
     list[alen++] = '{';
     size_t listed = 0;
     for (size_t i = 0; i < n && err == SHOAL_OK; i++) {
-        long chunk = chunks[i];
+        long chunk = chunks[i] - chunk_base;
         if (cached && shoal_cache_lookup_hit(cached, i))
             continue;
         if (chunk < 0 || (size_t)chunk >= shoal_job_n_chunks(job)) {
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                 "chunk %ld of job %s is recorded but the job now splits into %zu "
                                 "chunks (was the job changed under the same job_id?)",
-                                chunk, job_id, shoal_job_n_chunks(job));
+                                chunks[i], job_id, shoal_job_n_chunks(job));
             break;
         }
         /* built one at a time, so only one message is held beyond the job */
         json_t *task = shoal_taskmsg_build(job, (size_t)chunk, errbuf, errlen);
         if (!task) {
             err = SHOAL_ERR_NOMEM;
+            break;
+        }
+        if (parted && renumber(task, job_id, chunks[i], n_chunks)) {
+            json_decref(task);
+            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                "cannot number chunk %ld of job %s", chunks[i], job_id);
             break;
         }
         const char *key = cached ? shoal_cache_lookup_key(cached, i) : NULL;
@@ -190,7 +223,7 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job,
         json_decref(task);
         if (err != SHOAL_OK)
             break;
-        alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", listed++ ? "," : "", chunk);
+        alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", listed++ ? "," : "", chunks[i]);
         (*published)++;
         if (c->fault_kill_after > 0 && *published >= c->fault_kill_after) {
             shoal_kafka_ack_wait(c->producer, &ack, ACK_TIMEOUT_MS, NULL, 0);
@@ -312,16 +345,23 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     snprintf(source, sizeof(source), "%s/%d@%lld", topic, partition, offset);
     snprintf(derived, sizeof(derived), "%s-p%d-o%lld", topic, partition, offset);
 
+    /* A job sent in parts: its header and each part (scheduler/parts.h). */
+    int parted = 0;
+    err = shoal_parts_intake(c, source, derived, value, len, &parted, out, errbuf, errlen);
+    if (parted)
+        return err;
+
     shoal_job_t *job =
         shoal_job_parse(value ? value : "", len, c->max_job_bytes, c->models, why, sizeof(why));
     if (!job)
-        return reject(c, source, derived, value ? value : "", len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, derived, value ? value : "", len, why, out, errbuf,
+                                   errlen);
     if (!shoal_job_id(job) && shoal_job_set_id(job, derived) != SHOAL_OK) {
         shoal_job_destroy(job);
         snprintf(why, sizeof(why),
                  "the job has no job_id and none can be derived from topic \"%s\"; set job_id",
                  topic);
-        return reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
@@ -334,13 +374,17 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     const shoal_estimate_model_t *em = est.n_models ? &est.models[0] : NULL;
     double est_cost = em ? em->cost_usd : 0;
     double budget = shoal_job_budget_usd(job);
-    if (budget > 0 && est_cost > budget) {
+    /* Budgets are hard (sql/016_budgets.sql): every call is reserved against
+     * budget_usd and the job stops, partial, where it runs out. Only a budget
+     * that cannot pay for even one call of the estimate is refused here. */
+    double per_call = est.calls > 0 ? est_cost / (double)est.calls : est_cost;
+    if (budget > 0 && per_call > budget) {
         snprintf(why, sizeof(why),
-                 "budget_usd: the job is estimated at $%.4f (%ld prompt tokens), over its "
-                 "budget of $%.4f; raise budget_usd or split the job",
-                 est_cost, shoal_job_est_tokens(job), budget);
+                 "budget_usd: one call of the job is estimated at $%.6f (the whole job at "
+                 "$%.4f, %ld prompt tokens), over its budget of $%.6f; raise budget_usd",
+                 per_call, est_cost, shoal_job_est_tokens(job), budget);
         shoal_job_destroy(job);
-        return reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
 
     json_t *taskrows = task_rows(job);
@@ -375,7 +419,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         snprintf(why, sizeof(why), "could not record the job: %s", errbuf ? errbuf : "");
         json_decref(taskrows);
         shoal_job_destroy(job);
-        return reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
     int running = err == SHOAL_OK && strcmp(status, "exists:running") == 0;
     if (err == SHOAL_OK)
@@ -397,7 +441,11 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         }
     }
     json_decref(taskrows);
-    if (err == SHOAL_OK && (out->outcome == SHOAL_INTAKE_NEW || running)) {
+    /* Paced: the dispatcher publishes the tasks of a job that keeps its
+     * inputs; only a job without stored inputs is published here. */
+    if (c->paced && inputs)
+        running = 0;
+    if (err == SHOAL_OK && (out->outcome == SHOAL_INTAKE_NEW || running) && !(c->paced && inputs)) {
         err = publish_pending(c, job, &out->published, errbuf, errlen);
         if (err == SHOAL_ERR_LIMIT) {
             /* A task Kafka will never take: the job cannot run, so it ends

@@ -27,6 +27,8 @@ typedef struct {
     size_t max_job_bytes;
     long fault_kill_after; /* test hook: SIGKILL self after publishing this many tasks */
     long cache_ttl_s;      /* result cache entries live this long; 0: cache off (cache.h) */
+    int paced; /* tasks of jobs that keep their inputs are left pending for the dispatcher
+                  (scheduler/dispatch.h) instead of published here */
 } shoal_intake_conf_t;
 
 typedef enum {
@@ -69,5 +71,20 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *conf, const char *topic,
 shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *conf, shoal_job_t *job,
                                  const long *chunks, size_t n, int *published, char *errbuf,
                                  size_t errlen);
+
+/* As shoal_intake_publish, for a job that holds chunks [chunk_base, chunk_base +
+ * shoal_job_n_chunks(job)) of a job of n_chunks chunks (one part of a job sent in
+ * parts, see scheduler/parts.h): chunks are the job-wide numbers. */
+shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *conf, shoal_job_t *job,
+                                       long chunk_base, long n_chunks, const long *chunks, size_t n,
+                                       int *published, char *errbuf, size_t errlen);
+
+/* Records a message that cannot become a job as rejected with reason, under
+ * its own job_id when it has a well-formed one, else under derived; source is
+ * topic/partition@offset. Fills out (outcome SHOAL_INTAKE_REJECTED). */
+shoal_err_t shoal_intake_reject(const shoal_intake_conf_t *conf, const char *source,
+                                const char *derived, const void *value, size_t len,
+                                const char *reason, shoal_intake_result_t *out, char *errbuf,
+                                size_t errlen);
 
 #endif

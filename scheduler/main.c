@@ -18,6 +18,7 @@
 #include "common/opt.h"
 #include "common/pg.h"
 #include "common/service.h"
+#include "scheduler/dispatch.h"
 #include "scheduler/intake.h"
 #include "scheduler/merger.h"
 #include "scheduler/reconcile.h"
@@ -33,6 +34,9 @@ struct sched_conf {
     long reconcile_pending_ms;
     long reconcile_every_ms;
     long cache_ttl_s;
+    long dispatch_window;
+    long dispatch_every_ms;
+    long dispatch_pass_limit;
 };
 
 static const struct shoal_opt sched_opts[] = {
@@ -47,13 +51,23 @@ static const struct shoal_opt sched_opts[] = {
      "a queued task with no call for this long is taken as lost and published again"},
     {"reconcile-pending-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_pending_ms),
      "60000", 0, 86400000L * 7,
-     "a task recorded but not published for this long is published (resumed tasks: at once)"},
+     "without a dispatcher (--dispatch-window 0): a task recorded but not published for this "
+     "long is published (resumed tasks: at once)"},
     {"reconcile-every-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, reconcile_every_ms), "5000",
      100, 3600000, "how often PostgreSQL is searched for lost tasks"},
     {"cache-ttl-s", SHOAL_OPT_INT, offsetof(struct sched_conf, cache_ttl_s), "604800", 0,
      86400L * 3650,
      "result cache: an answer is reused for the same call this long (0: cache off; a job "
      "opts out with \"cache\": false)"},
+    {"dispatch-window", SHOAL_OPT_INT, offsetof(struct sched_conf, dispatch_window), "2000", 0,
+     10000000,
+     "tasks per tenant and priority published and unfinished at a time; tasks wait in "
+     "PostgreSQL until there is room (0: publish every task at intake, no pacing)"},
+    {"dispatch-every-ms", SHOAL_OPT_INT, offsetof(struct sched_conf, dispatch_every_ms), "100", 10,
+     60000, "how often the dispatcher tops up the windows"},
+    {"dispatch-pass-limit", SHOAL_OPT_INT, offsetof(struct sched_conf, dispatch_pass_limit), "2000",
+     1, 1000000,
+     "tasks one dispatcher pass publishes at most before Kafka's consumer is polled again"},
     {0},
 };
 
@@ -195,22 +209,30 @@ int main(int argc, char **argv)
         shoal_log_info("main", "metrics served bind=%s port=%d", conf.metrics_bind,
                        shoal_metrics_http_port(mhttp));
     }
-    shoal_intake_conf_t ic = {pg, producer,        &topics, models, (size_t)conf.max_job_bytes,
-                              0,  conf.cache_ttl_s};
+    shoal_intake_conf_t ic = {.pg = pg,
+                              .producer = producer,
+                              .topics = &topics,
+                              .models = models,
+                              .max_job_bytes = (size_t)conf.max_job_bytes,
+                              .cache_ttl_s = conf.cache_ttl_s};
     const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);
+    ic.paced = conf.dispatch_window > 0;
 
     shoal_reconcile_conf_t rconf = {conf.reconcile_every_ms, conf.reconcile_pending_ms,
-                                    conf.reconcile_after_ms};
+                                    conf.reconcile_after_ms, ic.paced};
     shoal_reconcile_t *reconciler = shoal_reconcile_new(conf.svc.pg, &ic, &rconf);
-    if (!reconciler) {
+    shoal_dispatch_conf_t dconf = {conf.dispatch_every_ms, conf.dispatch_window,
+                                   conf.dispatch_pass_limit};
+    shoal_dispatch_t *dispatcher = ic.paced ? shoal_dispatch_new(conf.svc.pg, &ic, &dconf) : NULL;
+    if (!reconciler || (ic.paced && !dispatcher)) {
         shoal_log_error("main", "could not start error=\"out of memory\"");
         return 1;
     }
 
     shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.svc.group, topics.jobs);
-    double last_merge_err = 0, last_reconcile_err = 0;
+    double last_merge_err = 0, last_reconcile_err = 0, last_dispatch_err = 0;
     /* Sleep on both Kafka and the merger's connection, so a job's last
      * result is merged the moment its NOTIFY arrives, not at the next tick. */
     int wake[2] = {-1, -1};
@@ -256,6 +278,14 @@ int main(int argc, char **argv)
                 last_reconcile_err = now;
             }
         }
+        /* Bounded per pass as well; a full pass runs again at once. */
+        if (dispatcher && shoal_dispatch_poll(dispatcher, 0, NULL, err, sizeof(err)) != SHOAL_OK) {
+            double now = shoal_service_now_ms();
+            if (now - last_dispatch_err > 5000) {
+                shoal_log_warn("dispatch", "could not dispatch, will retry error=\"%s\"", err);
+                last_dispatch_err = now;
+            }
+        }
         rd_kafka_poll(producer, 0);
     }
 
@@ -272,6 +302,7 @@ int main(int argc, char **argv)
     rd_kafka_destroy(producer);
     shoal_merger_destroy(merger);
     shoal_reconcile_destroy(reconciler);
+    shoal_dispatch_destroy(dispatcher);
     shoal_pg_destroy(pg);
     shoal_metrics_http_destroy(mhttp); /* before the handle its scrapes use */
     shoal_smetrics_destroy(sm);

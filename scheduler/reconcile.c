@@ -13,6 +13,7 @@
 #include "common/service.h"
 #include "scheduler/cache.h"
 #include "scheduler/subtasks.h"
+#include "scheduler/parts.h"
 
 #define PASS_LIMIT 20000 /* tasks one pass looks at; the next pass takes the rest */
 #define LOCK_SQL "hashtext('shoal.reconcile')"
@@ -83,43 +84,32 @@ static shoal_err_t fail_tasks(shoal_reconcile_t *rc, PGresult *r, int from, int 
     return err;
 }
 
-/* Publishes rows [from, to) of r (one job's lost tasks) again from the job's
- * stored inputs; fails them when the inputs cannot give them back. */
+/* Publishes rows [from, to) of r (lost tasks of one part of a job, or of a
+ * job sent as one message) again from the job's stored inputs; fails them
+ * when the inputs cannot give them back. */
 static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int to, int *published,
                              int *failed, char *errbuf, size_t errlen)
 {
     const char *job_id = PQgetvalue(r, from, 0);
-    const char *params[] = {job_id};
-    char why[512];
-    PGresult *in;
+    int part = (int)strtol(PQgetvalue(r, from, 4), NULL, 10);
+    long base, n_chunks;
     shoal_err_t err;
 
-    if ((err = shoal_pg_exec(rc->pg,
-                             "SELECT i.doc, floor(extract(epoch FROM j.submitted_at))::bigint "
-                             "FROM shoal.job_inputs i JOIN shoal.jobs j ON j.job_id = i.job_id "
-                             "WHERE i.job_id = $1",
-                             1, params, &in, errbuf, errlen)) != SHOAL_OK)
-        return err;
-    if (PQntuples(in) == 0) {
-        PQclear(in);
+    shoal_job_t *job =
+        shoal_parts_load(rc->pg, job_id, part, &base, &n_chunks, &err, errbuf, errlen);
+    if (!job && err == SHOAL_ERR_NOTFOUND)
         return fail_tasks(rc, r, from, to,
                           "the task's message was lost and the job's inputs are gone: cannot "
                           "publish it again",
                           failed, errbuf, errlen);
-    }
-    /* The stored document is the job as the scheduler parsed it: parsing it
-     * again (without the models file, which may have changed) gives the same
-     * chunks and the same task messages. */
-    shoal_job_t *job = shoal_job_parse(PQgetvalue(in, 0, 0), (size_t)PQgetlength(in, 0, 0), 0, NULL,
-                                       why, sizeof(why));
-    long long submitted = strtoll(PQgetvalue(in, 0, 1), NULL, 10);
-    PQclear(in);
-    if (!job) {
+    if (!job && err == SHOAL_ERR_INVALID) {
         char reason[700];
-        snprintf(reason, sizeof(reason), "cannot rebuild the task from the stored inputs: %s", why);
+        snprintf(reason, sizeof(reason), "cannot rebuild the task from the stored inputs: %s",
+                 errbuf);
         return fail_tasks(rc, r, from, to, reason, failed, errbuf, errlen);
     }
-    shoal_job_set_submitted(job, submitted);
+    if (!job)
+        return err;
     long *chunks = malloc((size_t)(to - from) * sizeof(*chunks));
     const char **subs = malloc((size_t)(to - from) * sizeof(*subs));
     if (!chunks || !subs) {
@@ -129,8 +119,11 @@ static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int t
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     }
     /* chunk tasks go out as intake publishes them; batch mode's sub-tasks
-     * (scheduler/subtasks.h) are rebuilt with their recorded items */
+     * (scheduler/subtasks.h) are rebuilt with their recorded items, from a
+     * job sent as one message only (a sub-task may gather items of several
+     * parts of a job sent in parts: such a one fails with the reason) */
     size_t nchunks = 0, nsubs = 0, bad = 0;
+    int whole = base == 0 && n_chunks == (long)shoal_job_n_chunks(job);
     for (int i = from; i < to; i++) {
         long chunk = strtol(PQgetvalue(r, i, 1), NULL, 10);
         if (shoal_subtasks_is_sub(job_id, chunk, PQgetvalue(r, i, 2)))
@@ -139,10 +132,15 @@ static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int t
             chunks[nchunks++] = chunk;
     }
     int n = 0, nsub = 0;
-    err = nchunks ? shoal_intake_publish(&rc->ic, job, chunks, nchunks, &n, errbuf, errlen)
+    err = nchunks ? shoal_intake_publish_range(&rc->ic, job, base, n_chunks, chunks, nchunks, &n,
+                                               errbuf, errlen)
                   : SHOAL_OK;
     int sub_bad = 0;
-    if (err == SHOAL_OK && nsubs) {
+    if (err == SHOAL_OK && nsubs && !whole) {
+        err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                            "sub-tasks of a job sent in parts are not rebuilt");
+        sub_bad = 1;
+    } else if (err == SHOAL_OK && nsubs) {
         err = shoal_subtasks_publish(&rc->ic, job, subs, nsubs, &nsub, &bad, errbuf, errlen);
         sub_bad = err == SHOAL_ERR_INVALID;
     }
@@ -185,14 +183,31 @@ static shoal_err_t pass(shoal_reconcile_t *rc, int *published, int *failed, char
     snprintf(queued, sizeof(queued), "%ld", rc->conf.queued_ms);
     snprintf(limit, sizeof(limit), "%d", PASS_LIMIT);
     const char *params[] = {pending, queued, limit};
+    /* Column 4 is the task's part, -1 for a job sent as one message. */
     if ((err = shoal_pg_exec(rc->pg,
-                             "SELECT job_id, chunk, task_id, has_inputs FROM "
-                             "shoal.lost_tasks($1::bigint, $2::bigint, $3::int)",
+                             rc->conf.paced
+                                 /* the dispatcher publishes chunk tasks only: lost
+                                  * sub-tasks (batch mode) as without one */
+                                 ? "SELECT * FROM (SELECT job_id, chunk, task_id, has_inputs, "
+                                   "coalesce(part, -1) AS part "
+                                   "FROM shoal.lost_tasks_paced($2::bigint, $3::int) "
+                                   "WHERE $1::bigint IS NOT NULL UNION ALL "
+                                   "SELECT l.job_id, l.chunk, l.task_id, l.has_inputs, "
+                                   "coalesce(t.part, -1) "
+                                   "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int) l "
+                                   "JOIN shoal.tasks t ON t.task_id = l.task_id "
+                                   "WHERE t.parent_task_id IS NOT NULL) x ORDER BY 1, 5, 2, 3"
+                                 : "SELECT l.job_id, l.chunk, l.task_id, l.has_inputs, "
+                                   "coalesce(t.part, -1) "
+                                   "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int) l "
+                                   "JOIN shoal.tasks t ON t.task_id = l.task_id "
+                                   "ORDER BY 1, 5, 2",
                              3, params, &r, errbuf, errlen)) != SHOAL_OK)
         return err;
     int rows = PQntuples(r);
     for (int from = 0, to; from < rows && err == SHOAL_OK; from = to) {
-        for (to = from + 1; to < rows && !strcmp(PQgetvalue(r, to, 0), PQgetvalue(r, from, 0));
+        for (to = from + 1; to < rows && !strcmp(PQgetvalue(r, to, 0), PQgetvalue(r, from, 0)) &&
+                            !strcmp(PQgetvalue(r, to, 4), PQgetvalue(r, from, 4));
              to++)
             ;
         if (!strcmp(PQgetvalue(r, from, 3), "t"))

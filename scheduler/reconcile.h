@@ -12,6 +12,10 @@
  * Batch mode's sub-tasks count too (a worker that died between recording a
  * sub-task and producing its message): they are rebuilt with their recorded
  * items (scheduler/subtasks.h).
+ * With a dispatcher (conf.paced), pending tasks of jobs that keep their
+ * inputs are the dispatcher's, resumed ones included, and only queued tasks
+ * (and pending tasks of jobs without inputs) can be lost. Messages are built
+ * one part of a job at a time (scheduler/parts.h).
  * Publishing twice is harmless: workers skip tasks that are done and attach a
  * second delivery of a task they run to the first. A task of a job that keeps
  * no inputs ("store_inputs": false) cannot be rebuilt: it fails with that
@@ -38,6 +42,8 @@ typedef struct {
     long every_ms;   /* time between passes */
     long pending_ms; /* a never-published pending task is lost after this */
     long queued_ms;  /* a queued task with no call is lost after this */
+    int paced;       /* a dispatcher (scheduler/dispatch.h) publishes pending tasks of jobs
+                        that keep their inputs: they are never lost, pending_ms is unused */
 } shoal_reconcile_conf_t;
 
 /* conninfo is copied; intake (its producer, topics and fault hook; not its

@@ -38,6 +38,7 @@
 #include "common/taskmsg.h"
 #include "worker/backoff.h"
 #include "worker/batchtask.h"
+#include "worker/budget.h"
 #include "worker/fleet.h"
 #include "worker/http.h"
 #include "worker/lane.h"
@@ -71,6 +72,7 @@ static int counts_attempt(shoal_outcome_t o)
 #define METRICS_EVERY_MS 250.0 /* how often lane and task gauges are refreshed */
 #define CANCEL_POLL_MS 500     /* how often the checker looks for cancelled jobs */
 #define CANCELLED_MAX 10000    /* cancelled job ids remembered; the check covers the rest */
+#define BUDGET_WAIT_MS 250     /* a call whose budget is held by calls in flight asks again */
 
 struct runner {
     const shoal_runner_conf_t *conf;
@@ -116,6 +118,11 @@ struct runner {
     double metrics_ms;       /* when the gauges were last refreshed */
     double write_started_ms; /* when the write in progress was handed over */
     shoal_split_t *split;    /* batch mode: leftovers of the results not yet handed over */
+    /* Budgeted calls the lanes let go in this pass, reserved in one batch. */
+    shoal_task_t **reserving;
+    size_t nreserving, capreserving;
+    json_t *reserve_rows; /* shoal.reserve_calls' rows for them */
+    json_t *release;      /* reservations granted but never called, to give back */
 };
 
 static shoal_lane_t *lane_of(struct runner *r, const shoal_task_t *t)
@@ -465,6 +472,8 @@ static const struct curl_slist *headers_for(struct runner *r, const shoal_model_
     return r->headers[m->index];
 }
 
+static void give_back(struct runner *r, shoal_task_t *t);
+
 static void start_call(struct runner *r, shoal_task_t *t)
 {
     char err[256];
@@ -473,7 +482,118 @@ static void start_call(struct runner *r, shoal_task_t *t)
     if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->request,
                         t->request_len, timeout, 0, t, err, sizeof(err)) != SHOAL_OK) {
         shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, NULL, -1, shoal_service_now_ms());
+        give_back(r, t);
         fail(r, t, "could not start the call: %s", err);
+    }
+}
+
+/* ---- budgets (worker/budget.h) --------------------------------------------- */
+
+/* t's reservation will not be called: it goes back with the next batch. */
+static void give_back(struct runner *r, shoal_task_t *t)
+{
+    if (!t->reservation)
+        return;
+    json_array_append_new(r->release, json_string(t->reservation));
+    free(t->reservation);
+    t->reservation = NULL;
+}
+
+/* A budgeted task the lane let go: its call waits for the reservation of its
+ * worst case, asked for with the others of this pass (send_reserves). */
+static void ask_reserve(struct runner *r, shoal_task_t *t)
+{
+    char id[200];
+    double usd = 0;
+    shoal_err_t e = shoal_budget_prepare(t, &usd);
+    if (e == SHOAL_OK && r->nreserving == r->capreserving) {
+        size_t ncap = r->capreserving ? r->capreserving * 2 : 64;
+        shoal_task_t **n = realloc(r->reserving, ncap * sizeof(*n));
+        if (n) {
+            r->reserving = n;
+            r->capreserving = ncap;
+        } else {
+            e = SHOAL_ERR_NOMEM;
+        }
+    }
+    snprintf(id, sizeof(id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms, ++r->seq);
+    json_t *row = e == SHOAL_OK ? shoal_budget_row(t, id, r->conf->worker_id, usd) : NULL;
+    free(t->reservation);
+    t->reservation = row ? strdup(id) : NULL;
+    if (!t->reservation || json_array_append_new(r->reserve_rows, row) != 0) {
+        if (t->reservation)
+            row = NULL; /* stolen by the failed append */
+        json_decref(row);
+        free(t->reservation);
+        t->reservation = NULL;
+        shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, NULL, -1, shoal_service_now_ms());
+        fail(r, t, "cannot reserve the call's cost: %s",
+             e == SHOAL_ERR_INVALID ? "the request is not JSON" : "out of memory");
+        return;
+    }
+    shoal_task_set_state(t, SHOAL_TASK_RESERVING);
+    r->reserving[r->nreserving++] = t;
+}
+
+/* Hands this pass's reservations (and reservations to give back) to the
+ * checker's connection: one round trip for all of them. */
+static void send_reserves(struct runner *r)
+{
+    if (r->nreserving == 0 && json_array_size(r->release) == 0)
+        return;
+    char *rows = json_dumps(r->reserve_rows, JSON_COMPACT);
+    char *rel = json_dumps(r->release, JSON_COMPACT);
+    if (!rows || !rel ||
+        shoal_store_reserve(r->checker, r->reserving, r->nreserving, rows, rel) != SHOAL_OK) {
+        if (!rows || !rel) {
+            free(rows);
+            free(rel);
+        }
+        shoal_log_error("db", "out of memory queueing reservations");
+        return; /* tried again next pass */
+    }
+    json_array_clear(r->reserve_rows);
+    json_array_clear(r->release);
+    r->nreserving = 0;
+}
+
+/* The database's answer on each reserved call: granted calls start (unless
+ * their job was cancelled meanwhile), "wait" asks again shortly, refused
+ * fails the task: its job's budget (or its tenant's) is exhausted. */
+static void on_reserved(struct runner *r, const shoal_store_done_t *d)
+{
+    double now = shoal_service_now_ms();
+    for (size_t i = 0; i < d->ntasks; i++) {
+        shoal_task_t *t = d->tasks[i];
+        const char *v = d->status && d->status[i] ? d->status[i] : "wait";
+        if (!strcmp(v, "granted")) {
+            if (json_object_size(r->cancelled) && json_object_get(r->cancelled, t->job_id)) {
+                shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, NULL, -1, now);
+                give_back(r, t);
+                drop_if_cancelled(r, t);
+                continue;
+            }
+            start_call(r, t);
+            continue;
+        }
+        /* No call: the lane's tokens go back, its request slot is spent. */
+        shoal_usage_t none = {0, 0, 0, 0};
+        shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, &none, -1, now);
+        free(t->reservation);
+        t->reservation = NULL;
+        if (!strncmp(v, "refused:", 8)) {
+            r->stats->budget_refused++;
+            fail(r, t, "%s", v + 8);
+            continue;
+        }
+        if (now > t->deadline_ms) {
+            fail_deadline(r, t, "waiting for room in the budget", NULL);
+            continue;
+        }
+        t->due_ms = now + BUDGET_WAIT_MS + (double)(rand_r(&r->rand_state) % BUDGET_WAIT_MS);
+        shoal_task_set_state(t, SHOAL_TASK_BACKOFF);
+        if (timer_add(r, t) != 0)
+            route(r, t);
     }
 }
 
@@ -492,7 +612,10 @@ static double dispatch(struct runner *r)
                 fail_deadline(r, t, NULL, t->model->alias);
                 continue;
             }
-            start_call(r, t);
+            if (t->budgeted)
+                ask_reserve(r, t);
+            else
+                start_call(r, t);
         }
         if (wait >= 0 && (next < 0 || wait < next))
             next = wait;
@@ -735,8 +858,14 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
                                grow_output_room(t, out.usage.output)));
     int more = retriable && !stopping &&
                (!counts_attempt(oc) || t->attempts < t->max_attempts * (t->fallback + 1));
-    snprintf(attempt_id, sizeof(attempt_id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms,
-             ++r->seq);
+    /* A reserved call's attempts row settles its reservation (same id). */
+    if (t->reservation)
+        snprintf(attempt_id, sizeof(attempt_id), "%s", t->reservation);
+    else
+        snprintf(attempt_id, sizeof(attempt_id), "%s/%lld/%llu", r->conf->worker_id, r->start_ms,
+                 ++r->seq);
+    free(t->reservation);
+    t->reservation = NULL;
     shoal_log_debug("call",
                     "call ended job_id=%s task_id=%s model=%s attempt=%d status=%ld kind=%s "
                     "latency_ms=%.1f tokens_in=%ld tokens_out=%ld",
@@ -921,6 +1050,7 @@ static void on_checked(struct runner *r, const shoal_store_done_t *d)
             continue;
         }
         t->attempts = d->attempts ? d->attempts[i] : 0;
+        t->budgeted = d->budgeted ? d->budgeted[i] : 0;
         if (t->attempts >= t->max_attempts) {
             /* The calls of earlier deliveries used every attempt. */
             fail(r, t, "%s", "out of attempts (made by earlier deliveries of this task)");
@@ -971,6 +1101,8 @@ static void on_store(const shoal_store_done_t *d, void *arg)
         on_checked(arg, d);
     else if (d->kind == SHOAL_STORE_CANCELLED)
         on_cancelled(arg, d);
+    else if (d->kind == SHOAL_STORE_RESERVED)
+        on_reserved(arg, d);
     else
         on_written(arg, d);
 }
@@ -1224,6 +1356,7 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
     if (pipe2(r->wake, O_NONBLOCK | O_CLOEXEC) != 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not create a pipe");
     if (!(r->held = json_object()) || !(r->cancelled = json_object()) ||
+        !(r->reserve_rows = json_array()) || !(r->release = json_array()) ||
         !(r->offsets = shoal_offsets_new()) || !(r->sink = shoal_sink_new(NULL)) ||
         !(r->spare = shoal_sink_new(NULL)) || !(r->split = shoal_split_new()))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
@@ -1302,6 +1435,9 @@ static void teardown(struct runner *r)
         shoal_task_destroy((shoal_task_t *)(intptr_t)json_integer_value(v));
     json_decref(r->held);
     json_decref(r->cancelled);
+    json_decref(r->reserve_rows);
+    json_decref(r->release);
+    free(r->reserving);
     free(r->unchecked);
     free(r->timers);
     for (size_t i = 0; i < r->nlanes; i++) {
@@ -1422,6 +1558,7 @@ static void one_pass(struct runner *r)
     sync_fleet(r);
     if ((w = dispatch(r)) >= 0 && w < wait)
         wait = w;
+    send_reserves(r);
     update_metrics(r);
     flush(r, 0);
     /* A write in progress wakes the loop when it ends; only an idle store

@@ -12,6 +12,9 @@
 #include "common/log.h"
 #include "common/pg.h"
 #include "common/service.h"
+#include "worker/budget.h"
+
+#define EXPIRE_EVERY_MS 5000.0 /* how often held reservations past their time are counted */
 
 struct op {
     struct op *next;
@@ -20,7 +23,9 @@ struct op {
     size_t ntasks;
     char **status; /* CHECKED: per task; CANCELLED: the job ids (ntasks of them) */
     int *attempts;
-    shoal_sink_t *sink; /* WRITTEN */
+    int *budgeted;        /* CHECKED */
+    char *rows, *release; /* RESERVED: shoal.reserve_calls' arguments */
+    shoal_sink_t *sink;   /* WRITTEN */
     void **tokens;
     size_t ntokens, captokens;
     int jobs_ended;
@@ -42,6 +47,7 @@ struct shoal_store {
     double cancel_due;     /* monotonic ms of the next look-up */
     char cancel_since[64]; /* server time of the last look-up ("" before the first) */
     json_t *cancel_seen;   /* job ids already reported, within the look-up's window */
+    double expire_due;     /* monotonic ms of the next expiry of reservations */
 };
 
 static void op_free(struct op *o)
@@ -52,6 +58,9 @@ static void op_free(struct op *o)
         free(o->status[i]);
     free(o->status);
     free(o->attempts);
+    free(o->budgeted);
+    free(o->rows);
+    free(o->release);
     free(o->tasks);
     free(o->tokens);
     shoal_sink_destroy(o->sink);
@@ -92,7 +101,13 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
                       "SELECT t.task_id, t.status, (SELECT count(*) FROM shoal.attempts a "
                       "WHERE a.task_id = t.task_id AND coalesce(a.outcome_kind, '') NOT IN "
                       "('rate_limited', 'overloaded', 'connection') AND (t.resumed_at IS NULL "
-                      "OR a.started_at >= t.resumed_at)) FROM shoal.tasks t "
+                      "OR a.started_at >= t.resumed_at)), "
+                      /* budgeted: the job's or tenant's calls are reserved
+                       * (worker/budget.h) */
+                      "EXISTS (SELECT 1 FROM shoal.jobs j LEFT JOIN shoal.tenants tn "
+                      "ON tn.tenant = coalesce(j.tenant, '') WHERE j.job_id = t.job_id AND "
+                      "(j.settings ? 'budget_usd' OR tn.daily_budget_usd IS NOT NULL)) "
+                      "FROM shoal.tasks t "
                       "WHERE t.task_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
                       1, params, &res, err, errlen);
     free(text);
@@ -105,6 +120,8 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
         e = SHOAL_ERR_NOMEM;
     if (!o->attempts && !(o->attempts = calloc(o->ntasks ? o->ntasks : 1, sizeof(*o->attempts))))
         e = SHOAL_ERR_NOMEM;
+    if (!o->budgeted && !(o->budgeted = calloc(o->ntasks ? o->ntasks : 1, sizeof(*o->budgeted))))
+        e = SHOAL_ERR_NOMEM;
     for (size_t i = 0; e == SHOAL_OK && i < o->ntasks; i++) {
         json_t *row = json_object_get(found, o->tasks[i]->task_id);
         if (!row)
@@ -112,10 +129,34 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
         int r = (int)json_integer_value(row);
         o->status[i] = strdup(PQgetvalue(res, r, 1));
         o->attempts[i] = (int)strtol(PQgetvalue(res, r, 2), NULL, 10);
+        o->budgeted[i] = PQgetvalue(res, r, 3)[0] == 't';
     }
     json_decref(found);
     PQclear(res);
     return e == SHOAL_OK ? SHOAL_OK : shoal_err_set(err, errlen, e, "out of memory");
+}
+
+/* Reserves the calls of a RESERVED op; a statement the server refuses
+ * makes every task wait and ask again, never call unreserved. */
+static shoal_err_t run_reserve(shoal_store_t *s, struct op *o, char *err, size_t errlen)
+{
+    if (!o->status && !(o->status = calloc(o->ntasks ? o->ntasks : 1, sizeof(*o->status))))
+        return shoal_err_set(err, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < o->ntasks; i++) {
+        free(o->status[i]);
+        o->status[i] = NULL;
+    }
+    shoal_err_t e =
+        shoal_budget_reserve(s->pg, o->rows, o->release, o->status, o->ntasks, err, errlen);
+    if (e != SHOAL_ERR_INVALID)
+        return e;
+    shoal_log_error("db", "could not reserve calls error=\"%s\"", err);
+    for (size_t i = 0; i < o->ntasks; i++) {
+        free(o->status[i]);
+        if (!(o->status[i] = strdup("wait")))
+            return shoal_err_set(err, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    }
+    return SHOAL_OK;
 }
 
 /* Looks up jobs cancelled since the last look-up (a minute's margin covers
@@ -208,6 +249,14 @@ static void *thread_main(void *arg)
             s->cancel_due = shoal_service_now_ms() + (double)s->cancel_every_ms;
             pthread_mutex_unlock(&s->mu);
             struct op *c = look_for_cancels(s);
+            if (shoal_service_now_ms() >= s->expire_due) {
+                long n = 0;
+                s->expire_due = shoal_service_now_ms() + EXPIRE_EVERY_MS;
+                if (shoal_budget_expire(s->pg, &n, err, sizeof(err)) != SHOAL_OK)
+                    shoal_log_debug("db", "could not expire reservations error=\"%s\"", err);
+                else if (n > 0)
+                    shoal_log_info("budget", "reservations expired, counted as spent count=%ld", n);
+            }
             pthread_mutex_lock(&s->mu);
             if (c) {
                 if (s->done_tail)
@@ -227,6 +276,8 @@ static void *thread_main(void *arg)
         shoal_err_t e;
         if (o->kind == SHOAL_STORE_CHECKED) {
             e = run_check(s, o, err, sizeof(err));
+        } else if (o->kind == SHOAL_STORE_RESERVED) {
+            e = run_reserve(s, o, err, sizeof(err));
         } else {
             o->ntokens = 0;
             o->jobs_ended = 0;
@@ -354,6 +405,26 @@ shoal_err_t shoal_store_check(shoal_store_t *s, shoal_task_t *const *tasks, size
     return SHOAL_OK;
 }
 
+shoal_err_t shoal_store_reserve(shoal_store_t *s, shoal_task_t *const *tasks, size_t n, char *rows,
+                                char *release)
+{
+    struct op *o = calloc(1, sizeof(*o));
+    if (!o || !(o->tasks = malloc((n ? n : 1) * sizeof(*o->tasks)))) {
+        free(o);
+        free(rows);
+        free(release);
+        return SHOAL_ERR_NOMEM;
+    }
+    if (n)
+        memcpy(o->tasks, tasks, n * sizeof(*tasks));
+    o->ntasks = n;
+    o->kind = SHOAL_STORE_RESERVED;
+    o->rows = rows;
+    o->release = release;
+    enqueue(s, o);
+    return SHOAL_OK;
+}
+
 shoal_err_t shoal_store_write(shoal_store_t *s, shoal_sink_t *sink)
 {
     struct op *o = calloc(1, sizeof(*o));
@@ -381,6 +452,7 @@ int shoal_store_poll(shoal_store_t *s, void (*fn)(const shoal_store_done_t *d, v
                                 .ntasks = o->ntasks,
                                 .status = (const char **)o->status,
                                 .attempts = o->attempts,
+                                .budgeted = o->budgeted,
                                 .tokens = o->tokens,
                                 .ntokens = o->ntokens,
                                 .jobs_ended = o->jobs_ended,

@@ -27,7 +27,8 @@ typedef struct shoal_store shoal_store_t;
 typedef enum {
     SHOAL_STORE_CHECKED = 1,
     SHOAL_STORE_WRITTEN,
-    SHOAL_STORE_CANCELLED /* jobs cancelled lately (see shoal_store_watch_cancels) */
+    SHOAL_STORE_CANCELLED, /* jobs cancelled lately (see shoal_store_watch_cancels) */
+    SHOAL_STORE_RESERVED   /* budget reservations answered (see shoal_store_reserve) */
 } shoal_store_kind_t;
 
 /* What shoal_store_poll hands back; everything in it is borrowed for the
@@ -41,6 +42,10 @@ typedef struct {
     size_t ntasks;
     const char **status;
     const int *attempts;
+    /* CHECKED: per task, 1 when its calls are reserved against a budget
+     * (worker/budget.h), else 0. RESERVED: tasks and, in status, each
+     * one's verdict ("granted", "wait", "refused:<reason>"). */
+    const int *budgeted;
     /* WRITTEN: the tokens of the results now durable, the jobs whose last
      * task this write finished, and the sink to reuse (now empty). */
     void **tokens;
@@ -68,6 +73,13 @@ void shoal_store_watch_cancels(shoal_store_t *s, long every_ms);
 
 /* Queues a check of n tasks (array copied, tasks borrowed). */
 shoal_err_t shoal_store_check(shoal_store_t *s, shoal_task_t *const *tasks, size_t n);
+
+/* Queues a reservation of the next calls of n tasks (array copied, tasks
+ * borrowed): rows and release are shoal.reserve_calls' arguments as JSON
+ * text, taken over by the store (release may be NULL). Retried while the
+ * server is away; a statement the server refuses answers "wait" for all. */
+shoal_err_t shoal_store_reserve(shoal_store_t *s, shoal_task_t *const *tasks, size_t n, char *rows,
+                                char *release);
 
 /* Queues a write of sink's rows; the store owns sink until it comes back in
  * a WRITTEN completion. */

@@ -229,9 +229,9 @@ void shoal_task_end_repair(shoal_task_t *t)
 
 const char *shoal_task_state_name(shoal_task_state_t s)
 {
-    static const char *const names[] = {"taken",     "checking", "waiting",
-                                        "in_flight", "backoff",  "validating",
-                                        "repairing", "done",     "failed"};
+    static const char *const names[] = {"taken",     "checking", "waiting",    "reserving",
+                                        "in_flight", "backoff",  "validating", "repairing",
+                                        "done",      "failed"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 
@@ -299,6 +299,7 @@ void shoal_task_destroy(shoal_task_t *t)
     free(t->item_rows);
     free(t->output);
     free(t->refs);
+    free(t->reservation);
     free(t);
 }
 

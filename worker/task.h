@@ -21,7 +21,7 @@
  * shoal_task_set_state(), which logs it at debug; the worker's loop
  * (worker/runner.c) decides the transitions:
  *
- *   TAKEN -> CHECKING -> WAITING -> IN_FLIGHT -> DONE
+ *   TAKEN -> CHECKING -> WAITING -> [RESERVING ->] IN_FLIGHT -> DONE
  *                  |         ^          |-> BACKOFF -> WAITING
  *                  |         |          |-> VALIDATING -> REPAIRING -> ...
  *                  v         |          '-> FAILED
@@ -38,6 +38,7 @@ typedef enum {
     SHOAL_TASK_TAKEN = 0,  /* message parsed, held */
     SHOAL_TASK_CHECKING,   /* asking the database whether it already finished */
     SHOAL_TASK_WAITING,    /* in its lane's queue, waiting for capacity */
+    SHOAL_TASK_RESERVING,  /* budgeted: its call's worst case is being reserved */
     SHOAL_TASK_IN_FLIGHT,  /* a call is running */
     SHOAL_TASK_BACKOFF,    /* waiting out a backoff before the next try */
     SHOAL_TASK_VALIDATING, /* an answer arrived; checking it */
@@ -116,6 +117,10 @@ typedef struct shoal_task {
     json_t *items;    /* batch: the task's items; owned; NULL after DONE or FAILED */
     char *item_rows;  /* batch, answered: per-item rows for the sink; owned */
     size_t item_rows_len;
+
+    /* Hard budgets (worker/budget.h). */
+    int budgeted;      /* the task's calls are reserved before they start */
+    char *reservation; /* attempt_id reserved for the next call; owned; NULL when none */
 } shoal_task_t;
 
 /* Checks an answer against what the task asked for: JSON when it wants

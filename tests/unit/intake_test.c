@@ -615,7 +615,7 @@ int main(void)
     if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
         test_fail("migrate: %s", err);
 
-    shoal_intake_conf_t conf = {pg, producer, &topics, models, 1 << 20, 0, 0};
+    shoal_intake_conf_t conf = {pg, producer, &topics, models, 1 << 20, 0, 0, 0};
     test_new_and_duplicate(&conf, checks);
     test_derived_id(&conf, checks);
     test_rejected(&conf, checks);
