@@ -66,21 +66,27 @@ static json_t *chunk_items(const shoal_job_t *job, size_t k)
         return NULL;
     shoal_job_chunk_range(job, k, &first, &end);
     for (size_t i = first; i < end; i++) {
-        const json_t *src = json_array_get(all, i);
-        json_t *item = json_object();
-
-        json_t *model = json_object_get(src, "model"), *body = json_object_get(src, "body");
-
-        if (json_array_append_new(items, item) ||
-            json_object_set(item, "id", json_object_get(src, "id")) ||
-            json_object_set(item, "input", json_object_get(src, "input")) ||
-            (model && json_object_set(item, "model", model)) ||
-            (body && json_object_set(item, "body", body))) {
+        if (json_array_append_new(items, shoal_taskmsg_item(json_array_get(all, i)))) {
             json_decref(items);
             return NULL;
         }
     }
     return items;
+}
+
+json_t *shoal_taskmsg_item(const json_t *src)
+{
+    json_t *item = json_object();
+    json_t *model = json_object_get(src, "model"), *body = json_object_get(src, "body");
+
+    if (!item || json_object_set(item, "id", json_object_get(src, "id")) ||
+        json_object_set(item, "input", json_object_get(src, "input")) ||
+        (model && json_object_set(item, "model", model)) ||
+        (body && json_object_set(item, "body", body))) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
 }
 
 json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, size_t errlen)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "common/itembatch.h"
 #include "common/job.h"
 #include "common/taskmsg.h"
 #include "common/models.h"
@@ -272,16 +273,31 @@ static void test_poison(void)
     text = edited(tasks[0], "v", json_integer(3));
     poison(text, "task message version 3 is newer than this worker understands (2)");
     free(text);
-    /* a batch task: refused until the runner splits batches */
+    /* a batch task runs: its prompt asks for the items by id, its request
+     * for JSON, it keeps its items and is never repaired */
     text = edited(tasks[0], "v", json_integer(2));
     {
         json_t *d = json_loads(text, 0, NULL);
         json_object_set_new(d, "mode", json_string("batch"));
+        json_object_set_new(d, "task_id", json_string("job-7:000000.3"));
+        json_object_set_new(json_object_get(d, "output"), "format", json_string("text"));
         free(text);
         text = json_dumps(d, JSON_COMPACT);
         json_decref(d);
     }
-    poison(text, "task.mode: batch mode is not supported by this worker yet");
+    {
+        shoal_task_t *bt = parse_ok(text);
+        assert_int_eq(bt->batch, 1);
+        assert_int_eq(bt->split_level, 3);
+        assert_int_eq(bt->want_json, 0);
+        assert_int_eq(json_array_size(bt->items), 2);
+        assert_str_contains(bt->prompt, SHOAL_ITEMBATCH_IDS_MARK "[\"a\",\"b\"]");
+        assert_str_contains(bt->request, "json_object");
+        assert_int_eq(shoal_task_begin_repair(bt, "{}", "no item answered"), SHOAL_ERR_INVALID);
+        shoal_task_set_state(bt, SHOAL_TASK_DONE);
+        assert_true(bt->items == NULL);
+        shoal_task_destroy(bt);
+    }
     free(text);
     /* a message cut short */
     char cut[64];
