@@ -232,12 +232,59 @@ int shoal_jsontext_key_str(shoal_jsontext_t *b, const char *k, const char *v)
     return 0;
 }
 
+void shoal_jsontext_key(shoal_jsontext_t *b, const char *k)
+{
+    key(b, k);
+}
+
+/* v in decimal into the end of num (at least 21 bytes before end); returns
+ * where the digits start. printf's %lld costs ten times as much and rows
+ * carry a dozen numbers. */
+static char *int_text(long long v, char *end)
+{
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    char *p = end;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return p;
+}
+
 void shoal_jsontext_key_int(shoal_jsontext_t *b, const char *k, long long v)
 {
-    char num[32];
-    int n = snprintf(num, sizeof(num), "%lld", v);
+    char num[24];
+    char *p = int_text(v, num + sizeof(num));
     key(b, k);
-    shoal_jsontext_raw(b, num, (size_t)n);
+    shoal_jsontext_raw(b, p, (size_t)(num + sizeof(num) - p));
+}
+
+int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *k, double v, int decimals)
+{
+    static const double scale[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+    if (!isfinite(v) || decimals < 1 || decimals > 9)
+        return -1;
+    double scaled = round(fabs(v) * scale[decimals]);
+    /* beyond 2^53 the integer digits are no longer exact: jansson's form */
+    if (scaled >= 9007199254740992.0)
+        return shoal_jsontext_key_real(b, k, v);
+    long long n = (long long)scaled, unit = (long long)scale[decimals];
+    char num[48];
+    char *end = num + sizeof(num), *p = end;
+    long long frac = n % unit;
+    for (int i = 0; i < decimals; i++) {
+        *--p = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    *--p = '.';
+    p = int_text(n / unit, p);
+    if (v < 0 && n != 0)
+        *--p = '-';
+    key(b, k);
+    shoal_jsontext_raw(b, p, (size_t)(end - p));
+    return 0;
 }
 
 int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *k, double v)

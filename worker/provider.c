@@ -17,43 +17,69 @@
 #include <string.h>
 #include <strings.h>
 
+#include "worker/jsontext.h"
+
 #define DEFAULT_ANTHROPIC_MAX_TOKENS 4096
+
+/* A request body never exceeds this (a rendered prompt is capped far below). */
+#define REQUEST_MAX ((size_t)256 << 20)
+
+/* {"role":role,"content":text}; -1 when text is not valid UTF-8. */
+static int message(shoal_jsontext_t *b, const char *role, const char *text)
+{
+    shoal_jsontext_open(b);
+    int bad = shoal_jsontext_key_str(b, "role", role) | shoal_jsontext_key_str(b, "content", text);
+    shoal_jsontext_close(b);
+    return bad;
+}
 
 char *shoal_provider_request(const shoal_model_t *m, const char *system, const char *prompt,
                              int want_json, size_t *len)
 {
-    json_t *req = json_object();
-    json_t *msgs = json_array();
-    char *out;
-    /* Every step can fail for memory; a body missing a message must never be
-     * sent, so any failure makes the whole request fail. The setters take
-     * NULL containers and values and steal (free) what they are given. */
-    int bad = !req || !msgs;
+    /* Written as text, members in the order a jansson object dumped them
+     * (the same bytes, without a tree of a dozen allocations per call). A
+     * string jansson would refuse (invalid UTF-8) fails the whole request, as
+     * a body missing a message must never be sent. */
+    shoal_jsontext_t b;
+    int bad = 0;
+    int has_system = system && *system;
 
-    bad |= json_object_set_new(req, "model", json_string(m->model));
+    shoal_jsontext_init(&b, REQUEST_MAX);
+    shoal_jsontext_open(&b);
+    bad |= shoal_jsontext_key_str(&b, "model", m->model);
     if (m->provider == SHOAL_PROVIDER_ANTHROPIC) {
-        if (system && *system)
-            bad |= json_object_set_new(req, "system", json_string(system));
-        bad |= json_object_set_new(req, "max_tokens",
-                                   json_integer(m->max_output_tokens > 0
-                                                    ? m->max_output_tokens
-                                                    : DEFAULT_ANTHROPIC_MAX_TOKENS));
+        if (has_system)
+            bad |= shoal_jsontext_key_str(&b, "system", system);
+        shoal_jsontext_key_int(&b, "max_tokens",
+                               m->max_output_tokens > 0 ? m->max_output_tokens
+                                                        : DEFAULT_ANTHROPIC_MAX_TOKENS);
     } else {
-        if (system && *system)
-            bad |= json_array_append_new(
-                msgs, json_pack("{s:s, s:s}", "role", "system", "content", system));
         if (m->max_output_tokens > 0)
-            bad |= json_object_set_new(req, "max_tokens", json_integer(m->max_output_tokens));
-        if (want_json)
-            bad |= json_object_set_new(req, "response_format",
-                                       json_pack("{s:s}", "type", "json_object"));
+            shoal_jsontext_key_int(&b, "max_tokens", m->max_output_tokens);
+        if (want_json) {
+            shoal_jsontext_key(&b, "response_format");
+            shoal_jsontext_open(&b);
+            bad |= shoal_jsontext_key_str(&b, "type", "json_object");
+            shoal_jsontext_close(&b);
+        }
     }
-    bad |= json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
-    bad |= json_object_set_new(req, "messages", msgs);
-    out = bad ? NULL : json_dumps(req, JSON_COMPACT);
-    json_decref(req);
+    shoal_jsontext_key(&b, "messages");
+    shoal_jsontext_raw(&b, "[", 1);
+    if (has_system && m->provider != SHOAL_PROVIDER_ANTHROPIC) {
+        bad |= message(&b, "system", system);
+        shoal_jsontext_raw(&b, ",", 1);
+    }
+    bad |= message(&b, "user", prompt ? prompt : "");
+    shoal_jsontext_raw(&b, "]", 1);
+    shoal_jsontext_close(&b);
+    if (bad || !prompt) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    size_t n = 0;
+    char *out = shoal_jsontext_detach(&b, &n);
     if (out && len)
-        *len = strlen(out);
+        *len = n;
     return out;
 }
 

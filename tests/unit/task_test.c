@@ -604,13 +604,13 @@ static void *failing_malloc(size_t size)
 }
 
 /* Fails each jansson allocation of shoal_task_parse in turn (decoding the
- * message, building the request, printing it). Nothing may crash or leak
- * (ASan). While the request is built, each run gives NULL with a reason or a
- * task whose request equals the clean one, so a failure that was ignored and
- * left a message out shows up. Decoding and printing are jansson's own, and
- * jansson 2.14 can lose a character there and still succeed (its lexer when
- * growing a string, json_dumps when writing an object key), so those runs
- * only have to survive. */
+ * message, keeping the fields the task reads). Nothing may crash or leak
+ * (ASan). After decoding, each run gives NULL with a reason or a task whose
+ * request equals the clean one (the request is written as text, not with
+ * jansson), so a failure that was ignored and lost a field shows up.
+ * Decoding is jansson's own, and jansson 2.14 can lose a character there
+ * (its lexer when growing a string) and still succeed, so those runs only
+ * have to survive. */
 static void test_alloc_failures(void)
 {
     size_t n;
@@ -626,13 +626,7 @@ static void test_alloc_failures(void)
     shoal_task_t *t = parse_ok(tasks[0]);
     long needed = alloc_count;
     shoal_task_destroy(t);
-    json_t *req = json_loads(clean->request, 0, NULL);
-    assert_true(req != NULL);
-    alloc_count = 0;
-    free(json_dumps(req, JSON_COMPACT));
-    long printing = alloc_count;
-    json_decref(req);
-    assert_int_ge(needed - printing - decoding, 10);
+    assert_int_ge(needed - decoding, 3);
     long failures = 0;
     for (long i = 0; i < needed; i++) {
         alloc_count = 0;
@@ -646,7 +640,7 @@ static void test_alloc_failures(void)
             failures++;
             continue;
         }
-        if (i >= decoding && i < needed - printing && strcmp(t->request, clean->request) != 0)
+        if (i >= decoding && strcmp(t->request, clean->request) != 0)
             test_fail("allocation %ld failed and the request is incomplete: %s", i, t->request);
         shoal_task_destroy(t);
     }
