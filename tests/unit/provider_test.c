@@ -961,6 +961,50 @@ static void test_signals_case_and_bounds(void)
     }
 }
 
+/* Answers the fast reading (worker/jsonpick.h) takes, and the same answers
+ * with one more member it leaves to jansson (a \u escape): both readings
+ * give the same outcome, content, usage and why. */
+static void test_outcome_fast_and_slow(void)
+{
+    static const struct {
+        const shoal_model_t *m;
+        const char *body; /* without its closing brace */
+    } cases[] = {
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"a \\\"b\\\"\\n\"},"
+                  "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,"
+                  "\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":4}}"},
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"cut\"},\"finish_reason\":"
+                  "\"length\"}],\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":1.5}"},
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"\"}}],\"usage\":[1]"},
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":{"
+                  "\"prompt_tokens\":99999999999999999}"},
+        {&anthropic, "{\"content\":[{\"type\":\"text\",\"text\":\"bon\\tjour\"}],"
+                     "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":21,"
+                     "\"output_tokens\":7,\"cache_creation_input_tokens\":5,"
+                     "\"cache_read_input_tokens\":16}"},
+        {&anthropic, "{\"content\":[{\"text\":\"no type\"}],\"stop_reason\":\"end_turn\""},
+        {&anthropic, "{\"content\":[{\"type\":7,\"text\":\"odd type\"}]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char fast[1024], slow[1024], why1[256], why2[256];
+        shoal_provider_reply_t o1, o2;
+        snprintf(fast, sizeof(fast), "%s}", cases[i].body);
+        snprintf(slow, sizeof(slow), "%s,\"pad\":\"\\u0041\"}", cases[i].body);
+        shoal_outcome_t a = outcome(cases[i].m, 200, fast, &o1, why1, sizeof(why1));
+        shoal_outcome_t b = outcome(cases[i].m, 200, slow, &o2, why2, sizeof(why2));
+        assert_int_eq(a, b);
+        assert_true(o1.content != NULL && o2.content != NULL);
+        assert_str_eq(o1.content, o2.content);
+        assert_str_eq(why1, why2);
+        assert_int_eq(o1.usage.input, o2.usage.input);
+        assert_int_eq(o1.usage.output, o2.usage.output);
+        assert_int_eq(o1.usage.cached, o2.usage.cached);
+        assert_int_eq(o1.usage.cache_write, o2.usage.cache_write);
+        free(o1.content);
+        free(o2.content);
+    }
+}
+
 /* The body as the jansson tree it replaced dumped it (members in the same
  * order), for a byte-for-byte comparison. */
 static char *jansson_request(const shoal_model_t *m, const char *system, const char *prompt,
@@ -1027,6 +1071,7 @@ int main(void)
     test_request_bytes();
     test_headers();
     test_outcome_answers();
+    test_outcome_fast_and_slow();
     test_outcome_malformed();
     test_outcome_status();
     test_outcome_rule();
