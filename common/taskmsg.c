@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "common/jsondesc.h"
+#include "common/jsonlex.h"
 
 /* The task schema's limits; keep in step with schemas/task.schema.json. */
 #define CHUNK_MAX 99999L
@@ -458,6 +459,10 @@ static json_t *decode(const void *value, size_t len, struct ctx *c)
     json_t *doc;
     char d[SHOAL_JSONDESC_QUOTE_LEN];
 
+    /* Messages are plain JSON as schedulers write them: the fast reader
+     * takes those; anything else (and every error) is jansson's. */
+    if ((doc = shoal_jsonlex_load(value, len)) != NULL)
+        return doc;
     doc = json_loadb(value ? value : "", value ? len : 0, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
                      &e);
     if (!doc) {

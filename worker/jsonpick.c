@@ -12,10 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jsonlex.h"
+
 #define PICKS_MAX 16
 #define DEPTH_MAX 64   /* jansson allows 2048; deeper answers take the slow path */
 #define PATH_LEN 256   /* longer paths are never picked */
-#define NUMBER_LEN 300 /* longer numbers are left to jansson (strtod's limits) */
 #define ENTERED_MAX 64 /* picked paths and their prefixes met in one text */
 
 struct scan {
@@ -71,113 +72,26 @@ static int enter(struct scan *s, const char *pp, size_t n)
     return 1;
 }
 
-/* The bytes after a lead byte c of a UTF-8 sequence, by jansson's rule (no
- * overlong forms, no surrogates, nothing past U+10FFFF); 0 when invalid. */
-static size_t utf8_tail(const unsigned char *p, const unsigned char *end, unsigned c)
-{
-    size_t k;
-    unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        k = 1;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        k = 2;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 3;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if ((size_t)(end - p) <= k)
-        return 0;
-    for (size_t j = 1; j <= k; j++) {
-        unsigned d = p[j];
-        if ((d & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (d & 0x3F);
-    }
-    if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return k;
-}
-
-/* A string at s->p (on its opening quote): its body into *text and *len.
- * 0 on anything not plainly valid, \u escapes included. */
+/* A string at s->p (on its opening quote): its body into *text and *len. */
 static int string(struct scan *s, const char **text, size_t *len, int *escaped)
 {
-    const unsigned char *p = s->p + 1;
-    *escaped = 0;
-    for (;;) {
-        while (p < s->end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
-            p++;
-        if (p >= s->end)
-            return 0;
-        unsigned c = *p;
-        if (c == '"')
-            break;
-        if (c == '\\') {
-            if (p + 1 >= s->end || !strchr("\"\\/bfnrt", p[1]) || p[1] == '\0')
-                return 0;
-            *escaped = 1;
-            p += 2;
-            continue;
-        }
-        if (c < 0x20)
-            return 0;
-        size_t k = utf8_tail(p, s->end, c);
-        if (!k)
-            return 0;
-        p += k + 1;
-    }
-    *text = (const char *)s->p + 1;
-    *len = (size_t)(p - (s->p + 1));
-    s->p = p + 1;
+    const char *start = (const char *)s->p;
+    const char *after = shoal_jsonlex_string(start, (const char *)s->end, escaped);
+    if (!after)
+        return 0;
+    *text = start + 1;
+    *len = (size_t)(after - 1 - *text);
+    s->p = (const unsigned char *)after;
     return 1;
 }
 
-static int digits(struct scan *s)
-{
-    const unsigned char *start = s->p;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
-        s->p++;
-    return s->p > start;
-}
-
-/* A number: *is_int and *value when it is an integer of up to 18 digits;
- * 0 for a bad one, an exponent or an overlong one. */
 static int number(struct scan *s, int *is_int, long long *value)
 {
-    const unsigned char *start = s->p;
-    int neg = 0;
-    if (*s->p == '-') {
-        neg = 1;
-        s->p++;
-    }
-    const unsigned char *int_start = s->p;
-    if (!digits(s))
+    const char *after =
+        shoal_jsonlex_number((const char *)s->p, (const char *)s->end, is_int, value);
+    if (!after)
         return 0;
-    size_t nint = (size_t)(s->p - int_start);
-    if (nint > 1 && *int_start == '0')
-        return 0;
-    *is_int = 1;
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (!digits(s))
-            return 0;
-        *is_int = 0;
-    }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E'))
-        return 0;
-    if (s->p - start > NUMBER_LEN || (*is_int && nint > 18))
-        return 0;
-    if (*is_int) {
-        long long v = 0;
-        for (const unsigned char *q = int_start; q < s->p; q++)
-            v = v * 10 + (*q - '0');
-        *value = neg ? -v : v;
-    }
+    s->p = (const unsigned char *)after;
     return 1;
 }
 
@@ -403,35 +317,8 @@ char *shoal_jsonpick_string(const shoal_jsonpick_t *p)
 {
     if (p->kind != SHOAL_JSONPICK_STRING)
         return NULL;
-    char *out = malloc(p->len + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < p->len; i++) {
-        char c = p->text[i];
-        if (c != '\\') {
-            *o++ = c;
-            continue;
-        }
-        switch (p->text[++i]) {
-        case 'b':
-            *o++ = '\b';
-            break;
-        case 'f':
-            *o++ = '\f';
-            break;
-        case 'n':
-            *o++ = '\n';
-            break;
-        case 'r':
-            *o++ = '\r';
-            break;
-        case 't':
-            *o++ = '\t';
-            break;
-        default: /* '"', '\\', '/': themselves (string() allowed nothing else) */
-            *o++ = p->text[i];
-        }
-    }
-    *o = '\0';
+    char *out = malloc(p->len + 1);
+    if (out)
+        shoal_jsonlex_unescape(out, p->text, p->len);
     return out;
 }
