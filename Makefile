@@ -4,6 +4,8 @@
 #               suite again under AddressSanitizer + UndefinedBehaviorSanitizer
 # and:
 #   make bench [BENCH=e2e]   run the benchmarks in tests/bench/
+#   make fuzz [FUZZ_SECONDS=60]  build the libFuzzer targets of tests/fuzz with
+#                            clang (in build-fuzz) and run each that long
 #   make format-check        clang-format --dry-run --Werror over the sources
 
 BUILD      ?= build
@@ -11,10 +13,14 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 BENCH      ?=
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+# make test fuzzes briefly: about a minute for the four targets
+TEST_FUZZ_SECONDS ?= 15
 
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build*')
 
-.PHONY: all deps test-deps build build-asan demo test test-unit test-asan bench format-check clean
+.PHONY: all deps test-deps build build-asan build-fuzz demo test test-unit test-asan fuzz bench format-check clean
 
 all: build
 
@@ -37,6 +43,7 @@ demo: build
 
 test: test-deps build format-check
 	cd $(BUILD) && ctest --output-on-failure --timeout 600 $(CTEST_ARGS)
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory test-asan
 
 # The sanitizer run: unit and integration tests with every binary (the
@@ -45,6 +52,15 @@ test-asan: build-asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure --timeout 900 $(CTEST_ARGS)
+
+# The fuzz build: clang, libFuzzer, ASan and UBSan; only the fuzz targets.
+build-fuzz: test-deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+	  -DSHOAL_FUZZ=ON >/dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+
+fuzz: build-fuzz
+	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 test-unit: build
 	cd $(BUILD) && ctest -L unit --output-on-failure
@@ -59,4 +75,4 @@ format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -398,15 +398,55 @@ int shoal_cmd_status(int argc, char **argv)
     return rc;
 }
 
+/* Writes job_id's merged output (npages pages of shoal.job_output) to out,
+ * one page in memory at a time, inside a read-only snapshot so the pages are
+ * those of one merge. Adds a final newline when the output lacks one. */
+static shoal_err_t write_pages(shoal_pg_t *pg, const char *job_id, long npages, FILE *out,
+                               char *errbuf, size_t errlen)
+{
+    char last = '\n', page[24];
+    const char *params[] = {job_id, page};
+    shoal_err_t err = shoal_pg_exec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
+                                    NULL, errbuf, errlen);
+    if (err != SHOAL_OK)
+        return err;
+    for (long p = 0; p < npages && err == SHOAL_OK; p++) {
+        PGresult *r;
+        snprintf(page, sizeof(page), "%ld", p);
+        err = shoal_pg_exec(pg, "SELECT body FROM shoal.job_output WHERE job_id = $1 AND page = $2",
+                            2, params, &r, errbuf, errlen);
+        if (err != SHOAL_OK)
+            break;
+        if (PQntuples(r) != 1) {
+            err = shoal_err_set(
+                errbuf, errlen, SHOAL_ERR_NOTFOUND,
+                "page %ld of %ld of the output is missing (merged again meanwhile?)", p, npages);
+        } else {
+            size_t n = (size_t)PQgetlength(r, 0, 0);
+            if (n && fwrite(PQgetvalue(r, 0, 0), 1, n, out) != n)
+                err = shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not write the output: %s",
+                                    strerror(errno));
+            if (n)
+                last = PQgetvalue(r, 0, 0)[n - 1];
+        }
+        PQclear(r);
+    }
+    shoal_pg_exec(pg, "COMMIT", 0, NULL, NULL, NULL, 0);
+    if (err == SHOAL_OK && last != '\n' && fputc('\n', out) == EOF)
+        err = shoal_err_set(errbuf, errlen, SHOAL_ERR_IO, "could not write the output: %s",
+                            strerror(errno));
+    return err;
+}
+
 int shoal_cmd_results(int argc, char **argv)
 {
     static const char usage[] = "shoal results [options] JOB_ID";
     static const char summary[] =
         "Prints a finished job's merged output (by its merge strategy: concat, json_array or\n"
-        "jsonl) to standard output.";
+        "jsonl) to standard output, streamed page by page however large it is.";
     struct cli_conf c;
     shoal_optres_t res;
-    char err[512];
+    char err[512] = "";
     PGresult *r;
     int rc = parse(pg_only_opts, &c, argc, argv, usage, summary, 1, &res);
     if (rc >= 0)
@@ -414,7 +454,7 @@ int shoal_cmd_results(int argc, char **argv)
     shoal_pg_t *pg = shoal_pg_new(c.pg, "shoal-cli");
     const char *params[] = {res.pos[0]};
     if (shoal_pg_exec(pg,
-                      "SELECT status, output, tasks_done, tasks_total, coalesce(error, '') "
+                      "SELECT status, output_pages, tasks_done, tasks_total, coalesce(error, '') "
                       "FROM shoal.jobs WHERE job_id = $1",
                       1, params, &r, err, sizeof(err)) != SHOAL_OK) {
         fprintf(stderr, "shoal: %s\n", err);
@@ -424,28 +464,27 @@ int shoal_cmd_results(int argc, char **argv)
     if (PQntuples(r) == 0) {
         fprintf(stderr, "shoal: no job %s\n", res.pos[0]);
         rc = SHOAL_EXIT_NOT_FOUND;
+    } else if (!strcmp(PQgetvalue(r, 0, 0), "rejected")) {
+        fprintf(stderr, "shoal: job %s was rejected: %s\n", res.pos[0], PQgetvalue(r, 0, 4));
+        rc = SHOAL_EXIT_JOB_FAILED;
     } else if (PQgetisnull(r, 0, 1)) {
-        const char *st = PQgetvalue(r, 0, 0);
-        if (!strcmp(st, "rejected")) {
-            fprintf(stderr, "shoal: job %s was rejected: %s\n", res.pos[0], PQgetvalue(r, 0, 4));
-            rc = SHOAL_EXIT_JOB_FAILED;
-        } else {
-            fprintf(stderr,
-                    "shoal: job %s is %s (%s of %s tasks done); try again later or use "
-                    "shoal status --follow\n",
-                    res.pos[0], st, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
-            rc = SHOAL_EXIT_NOT_DONE;
-        }
+        fprintf(stderr,
+                "shoal: job %s is %s (%s of %s tasks done); try again later or use "
+                "shoal status --follow\n",
+                res.pos[0], PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+        rc = SHOAL_EXIT_NOT_DONE;
     } else {
-        const char *out = PQgetvalue(r, 0, 1);
-        size_t n = strlen(out);
-        fwrite(out, 1, n, stdout);
-        if (n && out[n - 1] != '\n')
-            fputc('\n', stdout);
-        if (*PQgetvalue(r, 0, 4))
-            fprintf(stderr, "shoal: job %s ended %s: %s\n", res.pos[0], PQgetvalue(r, 0, 0),
-                    PQgetvalue(r, 0, 4));
-        rc = exit_for(PQgetvalue(r, 0, 0));
+        long npages = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+        if (write_pages(pg, res.pos[0], npages, stdout, err, sizeof(err)) != SHOAL_OK ||
+            fflush(stdout) != 0) {
+            fprintf(stderr, "shoal: %s\n", err[0] ? err : "could not write the output");
+            rc = SHOAL_EXIT_ERROR;
+        } else {
+            if (*PQgetvalue(r, 0, 4))
+                fprintf(stderr, "shoal: job %s ended %s: %s\n", res.pos[0], PQgetvalue(r, 0, 0),
+                        PQgetvalue(r, 0, 4));
+            rc = exit_for(PQgetvalue(r, 0, 0));
+        }
     }
     PQclear(r);
     shoal_pg_destroy(pg);

@@ -37,7 +37,7 @@ static const struct {
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    shoal_log_debug("mockkafka", "librdkafka level=%d fac=%s msg=\"%s\"", level, fac, buf);
+    shoal_log_debug("mockkafka", "librdkafka level=%d fac=%s detail=%s", level, fac, buf);
 }
 
 shoal_mockkafka_t *shoal_mockkafka_new(int brokers, char *errbuf, size_t errlen)

@@ -4,6 +4,14 @@
  * or the same fields as members of one JSON object per line. The level is checked before
  * any formatting. Callers put context in key=value fields after the message
  * and never pass secrets or prompt text. Thread-safe (one write(2) per line).
+ *
+ * Fields are found in the format string: " key=" (lower case, digits, '_')
+ * starts a field whose value is what the format expands to up to the next
+ * " key=". Values are quoted and escaped by the logger whenever logfmt needs
+ * it, so "job_id=%s error=%s" is safe whatever the strings hold (quotes,
+ * spaces, "=", newlines, bytes that are not UTF-8); text from arguments never
+ * makes a field of its own. key=\"%s\" in a format means the same as key=%s.
+ * The keys ts, level, proc, module and msg are the logger's own.
  */
 #ifndef SHOAL_COMMON_LOG_H
 #define SHOAL_COMMON_LOG_H
@@ -24,7 +32,7 @@ int shoal_log_level_parse(const char *s);
 
 extern shoal_log_level_t shoal_log_min_level;
 
-/* msg_and_fields: a message, optionally followed by " key=value ..." fields. */
+/* fmt: a message, optionally followed by " key=value ..." fields (see above). */
 void shoal_log_write(shoal_log_level_t level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

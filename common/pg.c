@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 
@@ -14,6 +15,8 @@ struct shoal_pg {
     char *on_connect;
     PGconn *conn;
     unsigned connects;
+    void (*observe)(double seconds, void *arg);
+    void *observe_arg;
 };
 
 shoal_pg_t *shoal_pg_new(const char *conninfo, const char *application_name)
@@ -144,8 +147,35 @@ static shoal_err_t classify(const PGresult *r, PGconn *conn)
     return SHOAL_ERR_INVALID;
 }
 
+void shoal_pg_set_observer(shoal_pg_t *pg, void (*fn)(double seconds, void *arg), void *arg)
+{
+    pg->observe = fn;
+    pg->observe_arg = arg;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static shoal_err_t exec(shoal_pg_t *pg, const char *sql, int nparams, const char *const *params,
+                        PGresult **res, char *errbuf, size_t errlen);
+
 shoal_err_t shoal_pg_exec(shoal_pg_t *pg, const char *sql, int nparams, const char *const *params,
                           PGresult **res, char *errbuf, size_t errlen)
+{
+    if (!pg->observe)
+        return exec(pg, sql, nparams, params, res, errbuf, errlen);
+    double start = mono_s();
+    shoal_err_t err = exec(pg, sql, nparams, params, res, errbuf, errlen);
+    pg->observe(mono_s() - start, pg->observe_arg);
+    return err;
+}
+
+static shoal_err_t exec(shoal_pg_t *pg, const char *sql, int nparams, const char *const *params,
+                        PGresult **res, char *errbuf, size_t errlen)
 {
     shoal_err_t err;
 

@@ -26,6 +26,10 @@ void shoal_pg_destroy(shoal_pg_t *pg); /* NULL is ok */
 /* SQL run after every (re)connect, e.g. "LISTEN shoal_merge". Copied. */
 void shoal_pg_set_on_connect(shoal_pg_t *pg, const char *sql);
 
+/* fn(seconds, arg) is called after every shoal_pg_exec on this handle with
+ * the time it took, on the calling thread (metrics). NULL fn: none. */
+void shoal_pg_set_observer(shoal_pg_t *pg, void (*fn)(double seconds, void *arg), void *arg);
+
 /* Connects if not connected. The error never contains the conninfo. */
 shoal_err_t shoal_pg_connect(shoal_pg_t *pg, char *errbuf, size_t errlen);
 

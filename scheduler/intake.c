@@ -155,11 +155,13 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *jo
     const char *topic = shoal_topics_task(c->topics, shoal_job_priority(job));
 
     *published = 0;
-    if ((err = shoal_pg_exec(c->pg,
-                             "SELECT t.chunk, floor(extract(epoch FROM j.submitted_at))::bigint "
-                             "FROM shoal.tasks t JOIN shoal.jobs j ON j.job_id = t.job_id "
-                             "WHERE t.job_id = $1 AND t.status = 'pending' ORDER BY t.chunk",
-                             1, params, &r, errbuf, errlen)) != SHOAL_OK)
+    if ((err = shoal_pg_exec(
+             c->pg,
+             "SELECT t.chunk, floor(extract(epoch FROM j.submitted_at))::bigint "
+             "FROM shoal.tasks t JOIN shoal.jobs j ON j.job_id = t.job_id "
+             "WHERE t.job_id = $1 AND t.status = 'pending' AND t.parent_task_id IS NULL "
+             "ORDER BY t.chunk",
+             1, params, &r, errbuf, errlen)) != SHOAL_OK)
         return err;
 
     int rows = PQntuples(r);
@@ -231,6 +233,49 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *jo
     return err;
 }
 
+/* On a job recorded before: whether its recorded tasks still match the plan
+ * made of this message now (taskrows). *mismatch is set when they do not,
+ * with the reason in why; *same_source says whether this message is the one
+ * the job was recorded from (a redelivery). */
+static shoal_err_t check_plan(shoal_pg_t *pg, const char *job_id, const char *source,
+                              const json_t *taskrows, int *mismatch, int *same_source, char *why,
+                              size_t whylen, char *errbuf, size_t errlen)
+{
+    char *rows = json_dumps(taskrows, JSON_COMPACT);
+    PGresult *r;
+
+    *mismatch = *same_source = 0;
+    if (!rows)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    const char *params[] = {job_id, source, rows};
+    shoal_err_t err = shoal_pg_exec(pg,
+                                    "SELECT reason, same_source FROM "
+                                    "shoal.plan_mismatch($1, $2, $3::jsonb)",
+                                    3, params, &r, errbuf, errlen);
+    free(rows);
+    if (err != SHOAL_OK)
+        return err;
+    if (PQntuples(r) > 0) {
+        *mismatch = 1;
+        *same_source = !strcmp(PQgetvalue(r, 0, 1), "t");
+        snprintf(why, whylen, "%s", PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return SHOAL_OK;
+}
+
+/* Ends a recorded job failed with reason (in out->reason) and its event. */
+static shoal_err_t fail_recorded(shoal_pg_t *pg, shoal_intake_result_t *out, char *errbuf,
+                                 size_t errlen)
+{
+    const char *params[] = {out->job_id, out->reason};
+    shoal_err_t err =
+        shoal_pg_exec(pg, "SELECT shoal.fail_job($1, $2)", 2, params, NULL, errbuf, errlen);
+    if (err == SHOAL_OK)
+        out->outcome = SHOAL_INTAKE_FAILED;
+    return err;
+}
+
 shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, int partition,
                              long long offset, const void *value, size_t len,
                              shoal_intake_result_t *out, char *errbuf, size_t errlen)
@@ -254,6 +299,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
+    snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
 
     long est_tokens;
     double est_cost =
@@ -281,18 +327,36 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
     err = row && taskrows ? record(c->pg, row, taskrows, status, sizeof(status), errbuf, errlen)
                           : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     json_decref(row);
-    json_decref(taskrows);
     if (err == SHOAL_ERR_INVALID) {
         /* The database refuses this job for good: keep it visible as
          * rejected with the database's reason rather than drop it. */
         snprintf(why, sizeof(why), "could not record the job: %s", errbuf ? errbuf : "");
+        json_decref(taskrows);
         shoal_job_destroy(job);
         return reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
-    if (err == SHOAL_OK) {
+    int running = err == SHOAL_OK && strcmp(status, "exists:running") == 0;
+    if (err == SHOAL_OK)
         out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
-        if (out->outcome == SHOAL_INTAKE_NEW || strcmp(status, "exists:running") == 0)
-            err = publish_pending(c, job, &out->published, errbuf, errlen);
+    if (running) {
+        /* Tasks are published from this message's chunk plan, so they must be
+         * the tasks recorded. The same message planned differently now (a
+         * scheduler upgrade between deliveries) can never run: the job fails
+         * with the reason. Another message under the job's id does not get
+         * to end the job that runs: nothing is published from it. */
+        int mismatch, same_source;
+        err = check_plan(c->pg, out->job_id, source, taskrows, &mismatch, &same_source, why,
+                         sizeof(why), errbuf, errlen);
+        if (err == SHOAL_OK && mismatch) {
+            running = 0;
+            snprintf(out->reason, sizeof(out->reason), "cannot fan out the job: %s", why);
+            if (same_source)
+                err = fail_recorded(c->pg, out, errbuf, errlen);
+        }
+    }
+    json_decref(taskrows);
+    if (err == SHOAL_OK && (out->outcome == SHOAL_INTAKE_NEW || running)) {
+        err = publish_pending(c, job, &out->published, errbuf, errlen);
         if (err == SHOAL_ERR_LIMIT) {
             /* A task Kafka will never take: the job cannot run, so it ends
              * failed with the reason instead of waiting forever. */
@@ -300,11 +364,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                      "%s; raise the producer's message.max.bytes (-X message.max.bytes=N, and "
                      "the topic's max.message.bytes) or use smaller chunks",
                      errbuf ? errbuf : "a task message is too large");
-            const char *params[] = {out->job_id, out->reason};
-            err = shoal_pg_exec(c->pg, "SELECT shoal.fail_job($1, $2)", 2, params, NULL, errbuf,
-                                errlen);
-            if (err == SHOAL_OK)
-                out->outcome = SHOAL_INTAKE_FAILED;
+            err = fail_recorded(c->pg, out, errbuf, errlen);
         }
     }
     shoal_job_destroy(job);

@@ -29,16 +29,20 @@ typedef struct {
 
 typedef enum {
     SHOAL_INTAKE_NEW = 1,   /* recorded now */
-    SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published */
+    SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published, or none when
+                               this message's chunk plan differs (reason says why) */
     SHOAL_INTAKE_REJECTED,  /* invalid; stored as rejected with the reason */
-    SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published: failed */
+    SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published (too large for
+                               Kafka, or a redelivery whose chunk plan no longer matches
+                               the recorded tasks): failed with the reason */
 } shoal_intake_outcome_t;
 
 typedef struct {
     shoal_intake_outcome_t outcome;
     char job_id[256];
-    int tasks;     /* tasks the job has */
-    int published; /* tasks produced by this call */
+    int tasks;         /* tasks the job has */
+    int published;     /* tasks produced by this call */
+    char priority[16]; /* the job's priority ("" when it was not read) */
     char reason[512];
 } shoal_intake_result_t;
 

@@ -13,22 +13,30 @@
 
 #include "common/kafka.h"
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "common/models.h"
 #include "common/opt.h"
 #include "common/pg.h"
 #include "common/service.h"
 #include "scheduler/intake.h"
 #include "scheduler/merger.h"
+#include "scheduler/smetrics.h"
 
 struct sched_conf {
     shoal_service_conf_t svc;
     long max_job_bytes;
+    long metrics_port;
+    const char *metrics_bind;
+    const char *worker_group;
 };
 
 static const struct shoal_opt sched_opts[] = {
     SHOAL_SERVICE_OPTS(struct sched_conf, "shoal-scheduler"),
     {"max-job-bytes", SHOAL_OPT_INT, offsetof(struct sched_conf, max_job_bytes), "1048576", 1024,
      1L << 30, "larger job messages are rejected"},
+    SHOAL_METRICS_HTTP_OPTS(struct sched_conf, metrics_port, metrics_bind),
+    {"worker-group", SHOAL_OPT_STR, offsetof(struct sched_conf, worker_group), "shoal-workers", 0,
+     0, "the workers' consumer group, whose lag the metrics report"},
     {0},
 };
 
@@ -49,7 +57,7 @@ static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *msg)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer,
+static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka_t *consumer,
                    const rd_kafka_message_t *msg)
 {
     char err[1024];
@@ -77,13 +85,20 @@ static void handle(const shoal_intake_conf_t *ic, rd_kafka_t *consumer,
         shoal_service_sleep_ms(backoff);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
+    shoal_smetrics_intake(sm, &res);
     switch (res.outcome) {
     case SHOAL_INTAKE_NEW:
         shoal_log_info("intake", "job accepted job_id=%s tasks=%d", res.job_id, res.tasks);
         break;
     case SHOAL_INTAKE_DUPLICATE:
-        shoal_log_info("intake", "job already known job_id=%s republished=%d", res.job_id,
-                       res.published);
+        if (res.reason[0])
+            shoal_log_warn("intake",
+                           "job already known, not published from this message "
+                           "job_id=%s reason=\"%s\"",
+                           res.job_id, res.reason);
+        else
+            shoal_log_info("intake", "job already known job_id=%s republished=%d", res.job_id,
+                           res.published);
         break;
     case SHOAL_INTAKE_REJECTED:
         shoal_log_warn("intake", "job rejected job_id=%s reason=\"%s\"", res.job_id, res.reason);
@@ -141,6 +156,28 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    shoal_metrics_t *metrics = NULL;
+    shoal_metrics_http_t *mhttp = NULL;
+    shoal_smetrics_t *sm = NULL;
+    if (conf.metrics_port > 0) {
+        /* The series and their collect callback exist before the first
+         * scrape can come. */
+        shoal_smetrics_conf_t smc = {conf.svc.pg, conf.svc.bootstrap, &conf.svc.kafka,
+                                     conf.worker_group, &topics};
+        metrics = shoal_metrics_new();
+        snprintf(err, sizeof(err), "out of memory");
+        sm = metrics ? shoal_smetrics_new(metrics, &smc, err, sizeof(err)) : NULL;
+        mhttp = sm ? shoal_metrics_http_new(metrics, conf.metrics_bind, (int)conf.metrics_port, err,
+                                            sizeof(err))
+                   : NULL;
+        if (!mhttp) {
+            shoal_log_error("main", "cannot serve metrics error=\"%s\"", err);
+            return 1;
+        }
+        shoal_pg_set_observer(pg, shoal_smetrics_db_observe, sm);
+        shoal_log_info("main", "metrics served bind=%s port=%d", conf.metrics_bind,
+                       shoal_metrics_http_port(mhttp));
+    }
     shoal_intake_conf_t ic = {pg, producer, &topics, models, (size_t)conf.max_job_bytes, 0};
     const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
     if (fault)
@@ -171,7 +208,7 @@ int main(int argc, char **argv)
                 shoal_log_warn("kafka", "consumer error error=\"%s\"",
                                rd_kafka_message_errstr(msg));
             } else {
-                handle(&ic, consumer, msg);
+                handle(&ic, sm, consumer, msg);
             }
             rd_kafka_message_destroy(msg);
         }
@@ -199,6 +236,9 @@ int main(int argc, char **argv)
     rd_kafka_destroy(producer);
     shoal_merger_destroy(merger);
     shoal_pg_destroy(pg);
+    shoal_metrics_http_destroy(mhttp); /* before the handle its scrapes use */
+    shoal_smetrics_destroy(sm);
+    shoal_metrics_destroy(metrics);
     shoal_models_destroy(models);
     return 0;
 }

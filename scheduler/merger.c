@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/pg.h"
 #include "scheduler/events.h"
+#include "scheduler/merge.h"
 
 struct shoal_merger {
     shoal_pg_t *pg;
@@ -85,21 +86,23 @@ static shoal_err_t merge_due(shoal_merger_t *m, int *merged, char *errbuf, size_
 
     json_object_foreach_safe(m->due, tmp, job_id, v)
     {
-        PGresult *r;
-        const char *params[] = {job_id};
-        err = shoal_pg_exec(m->pg, "SELECT shoal.merge_job($1)", 1, params, &r, errbuf, errlen);
+        shoal_merge_result_t res;
+        err = shoal_merge_job(m->pg, job_id, &res, errbuf, errlen);
         if (err == SHOAL_ERR_RETRY)
             return err; /* keep the job in the set; try again after reconnecting */
         if (err != SHOAL_OK) {
+            /* Not even failing the job could be recorded: the sweep after the
+             * next reconnect finds it again. */
             shoal_log_error("merger", "could not merge job job_id=%s error=\"%s\"", job_id, errbuf);
-        } else {
-            if (!PQgetisnull(r, 0, 0)) {
-                shoal_log_info("merger", "job finished job_id=%s status=%s", job_id,
-                               PQgetvalue(r, 0, 0));
-                if (merged)
-                    (*merged)++;
-            }
-            PQclear(r);
+        } else if (res.outcome == SHOAL_MERGE_FAILED) {
+            shoal_log_error("merger", "job failed, cannot merge it job_id=%s error=\"%s\"", job_id,
+                            res.reason);
+            if (merged)
+                (*merged)++;
+        } else if (res.outcome == SHOAL_MERGE_CLOSED) {
+            shoal_log_info("merger", "job finished job_id=%s status=%s", job_id, res.status);
+            if (merged)
+                (*merged)++;
         }
         json_object_del(m->due, job_id);
     }

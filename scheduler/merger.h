@@ -1,10 +1,10 @@
 /*
  * The merger stage. Workers record finished tasks with shoal.record_batch,
  * which announces on channel shoal_merge (at commit) every job whose last task
- * just ended. The merger LISTENs on its own connection and runs
- * shoal.merge_job for each, which assembles the output and closes the job in
- * one transaction. After every (re)connect it also sweeps for finished jobs it
- * may have missed while away. merge_job is a no-op on a job already merged, so
+ * just ended. The merger LISTENs on its own connection and merges each with
+ * scheduler/merge.h (shoal_merge_job: the merge itself and what a failed
+ * merge means). After every (re)connect it also sweeps for finished jobs it
+ * may have missed while away. Merging is a no-op on a job already merged, so
  * any number of mergers may run. Not thread-safe.
  */
 #ifndef SHOAL_SCHEDULER_MERGER_H

@@ -8,7 +8,10 @@
 #   scripts/install-deps.sh --test   the above plus what the test suite uses:
 #                                    kcat, python3-jsonschema, docker-compose
 #                                    (only to validate compose.yaml), valgrind,
-#                                    clang, json-schema-test-suite
+#                                    clang with libFuzzer (libclang-rt-14-dev),
+#                                    json-schema-test-suite, prometheus (its
+#                                    service is stopped and disabled: the tests
+#                                    start their own server)
 #
 # Prints nothing and changes nothing when every package is already installed;
 # otherwise runs "apt-get update" once and installs the missing ones. Never
@@ -19,11 +22,11 @@ build_pkgs=(build-essential cmake pkg-config librdkafka-dev libcurl4-openssl-dev
     libjansson-dev libpq-dev libmicrohttpd-dev)
 runtime_pkgs=(librdkafka1 libcurl4 libjansson4 libpq5 libmicrohttpd12)
 run_pkgs=(postgresql)
-test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang clang-format
-    json-schema-test-suite)
+test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang libclang-rt-14-dev clang-format
+    json-schema-test-suite prometheus)
 
 usage() {
-    sed -n '2,15s/^# \{0,1\}//p' "$0"
+    sed -n '2,18s/^# \{0,1\}//p' "$0"
 }
 
 mode="build"
@@ -87,3 +90,13 @@ export DEBIAN_FRONTEND=noninteractive
 ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
 ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     --no-install-recommends "${missing[@]}" </dev/null
+
+# The package starts a Prometheus server on :9090 where an init system runs;
+# tests start their own on a free port, so none is left running.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        ${sudo[@]+"${sudo[@]}"} systemctl disable --now prometheus >/dev/null 2>&1 || true
+    elif command -v service >/dev/null 2>&1; then
+        ${sudo[@]+"${sudo[@]}"} service prometheus stop >/dev/null 2>&1 || true
+    fi
+fi

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "common/opt.h"
 #include "common/service.h"
 #include "sim/sim.h"
@@ -30,6 +31,8 @@ struct sim_opts {
     const char *port_file;
     const char *log_level;
     const char *log_format;
+    long metrics_port;
+    const char *metrics_bind;
 };
 
 #define OFF(f) offsetof(struct sim_opts, f)
@@ -80,6 +83,7 @@ static const struct shoal_opt sim_opts_table[] = {
      "write the bound port and a newline to this file once listening (removed at exit)"},
     {"log-level", SHOAL_OPT_STR, OFF(log_level), "info", 0, 0, "debug, info, warn, error or off"},
     {"log-format", SHOAL_OPT_STR, OFF(log_format), "text", 0, 0, "text or json"},
+    SHOAL_METRICS_HTTP_OPTS(struct sim_opts, metrics_port, metrics_bind),
     {0},
 };
 
@@ -115,6 +119,92 @@ static shoal_err_t write_port_file(const char *path, int port, char *errbuf, siz
                              strerror(e));
     }
     return SHOAL_OK;
+}
+
+/* The simulator's counters as Prometheus series, copied from a snapshot at
+ * each scrape (POST /stats/reset shows as a counter reset). */
+enum {
+    S_REQUESTS,
+    S_INFLIGHT,
+    S_LIMITED,
+    S_PROMPT_TOKENS,
+    S_COMPLETION_TOKENS,
+    S_REPEATED,
+    NSCALAR
+};
+
+static const struct {
+    shoal_metrics_type_t type;
+    const char *name, *help;
+} sim_scalars[NSCALAR] = {
+    {SHOAL_METRICS_COUNTER, "shoal_sim_requests_total",
+     "Requests the simulator received (/stats, /health and /metrics aside)."},
+    {SHOAL_METRICS_GAUGE, "shoal_sim_requests_in_flight",
+     "Requests received and not yet answered."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_rate_limited_total",
+     "429 answers from the simulated rate limits (injected 429s aside)."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_prompt_tokens_total", "Prompt tokens of the 200 answers."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_completion_tokens_total",
+     "Completion tokens of the 200 answers."},
+    {SHOAL_METRICS_COUNTER, "shoal_sim_repeated_prompts_total",
+     "200 answers to a prompt already answered 200 (a task called twice)."},
+};
+
+struct sim_series {
+    shoal_sim_t *sim;
+    shoal_metrics_series_t *scalar[NSCALAR];
+    shoal_metrics_family_t *by_status, *injected;
+    shoal_sim_stats_t st; /* large: kept here, not on the metrics thread's stack */
+};
+
+static void sim_series_init(struct sim_series *ss, shoal_sim_t *sim, shoal_metrics_t *m)
+{
+    static const char *const status[] = {"status", NULL}, *const kind[] = {"kind", NULL};
+    ss->sim = sim;
+    for (int i = 0; i < NSCALAR; i++)
+        ss->scalar[i] =
+            shoal_metrics_series(shoal_metrics_family(m, sim_scalars[i].type, sim_scalars[i].name,
+                                                      sim_scalars[i].help, NULL, NULL, 0),
+                                 NULL);
+    ss->by_status = shoal_metrics_family(m, SHOAL_METRICS_COUNTER, "shoal_sim_responses_total",
+                                         "Answers by HTTP status.", status, NULL, 0);
+    ss->injected = shoal_metrics_family(m, SHOAL_METRICS_COUNTER, "shoal_sim_injected_faults_total",
+                                        "Faults injected, by kind.", kind, NULL, 0);
+}
+
+static void sim_collect(void *arg)
+{
+    struct sim_series *ss = arg;
+    shoal_sim_stats_t *st = &ss->st;
+    shoal_sim_stats(ss->sim, st);
+    const long long scalar[NSCALAR] = {st->requests,          st->inflight,
+                                       st->rate_limited,      st->prompt_tokens,
+                                       st->completion_tokens, st->repeated_prompts};
+    for (int i = 0; i < NSCALAR; i++)
+        shoal_metrics_set(ss->scalar[i], (double)scalar[i]);
+    for (int code = 100; code < SHOAL_SIM_STATUS_MAX; code++) {
+        char text[8];
+        const char *const v[] = {text};
+        snprintf(text, sizeof(text), "%d", code);
+        /* A status seen once keeps its series (at 0 after a reset). */
+        if (st->by_status[code])
+            shoal_metrics_set(shoal_metrics_series(ss->by_status, v), (double)st->by_status[code]);
+    }
+    const struct {
+        const char *kind;
+        long long n;
+    } inj[] = {{"5xx", st->injected.http_5xx},
+               {"429", st->injected.http_429},
+               {"overloaded", st->injected.overloaded},
+               {"hang", st->injected.hang},
+               {"malformed", st->injected.malformed},
+               {"truncated", st->injected.truncated},
+               {"slow", st->injected.slow},
+               {"fail_marker", st->injected.fail_marker}};
+    for (size_t i = 0; i < sizeof(inj) / sizeof(inj[0]); i++) {
+        const char *const v[] = {inj[i].kind};
+        shoal_metrics_set(shoal_metrics_series(ss->injected, v), (double)inj[i].n);
+    }
 }
 
 int main(int argc, char **argv)
@@ -162,6 +252,29 @@ int main(int argc, char **argv)
         shoal_sim_destroy(sim);
         return EXIT_FAILURE;
     }
+    shoal_metrics_t *metrics;
+    shoal_metrics_http_t *mhttp = NULL;
+    static struct sim_series ss;
+    if (o.metrics_port > 0) {
+        if (!(metrics = shoal_metrics_new())) {
+            shoal_log_error("sim", "out of memory");
+            shoal_sim_destroy(sim);
+            return EXIT_FAILURE;
+        }
+        sim_series_init(&ss, sim, metrics);
+        shoal_metrics_on_collect(metrics, sim_collect, &ss);
+        if (!(mhttp = shoal_metrics_http_new(metrics, o.metrics_bind, (int)o.metrics_port, err,
+                                             sizeof(err)))) {
+            shoal_log_error("sim", "cannot serve metrics error=\"%s\"", err);
+            shoal_metrics_destroy(metrics);
+            shoal_sim_destroy(sim);
+            return EXIT_FAILURE;
+        }
+        shoal_log_info("sim", "metrics served bind=%s port=%d", o.metrics_bind,
+                       shoal_metrics_http_port(mhttp));
+    } else {
+        metrics = NULL;
+    }
     printf("listening port=%d\n", port);
     fflush(stdout);
     shoal_log_info("sim",
@@ -176,6 +289,7 @@ int main(int argc, char **argv)
         shoal_service_sleep_ms(1000);
 
     shoal_log_info("sim", "stopping");
+    shoal_metrics_http_stop(metrics, mhttp); /* its scrapes read sim */
     shoal_sim_destroy(sim);
     if (o.port_file)
         unlink(o.port_file);

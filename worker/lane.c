@@ -340,3 +340,18 @@ int shoal_lane_cooling(const shoal_lane_t *l, double now_ms)
 {
     return l->cool_until > 0 && (now_ms < l->cool_until || l->probing);
 }
+
+static double bucket_level(const shoal_bucket_t *b, double now_ms)
+{
+    return b->rate > 0 ? shoal_bucket_level(b, now_ms) : -1;
+}
+
+void shoal_lane_levels(const shoal_lane_t *l, double now_ms, shoal_lane_levels_t *out)
+{
+    out->requests = bucket_level(&l->req, now_ms);
+    out->tokens = bucket_level(&l->tok, now_ms);
+    out->rps = l->req.rate > 0 ? l->req.rate : 0;
+    out->tps = l->tok.rate > 0 ? l->tok.rate : 0;
+    out->hold_ms = l->hold_until > now_ms ? l->hold_until - now_ms : 0;
+    out->cooldown_ms = l->cool_until > now_ms ? l->cool_until - now_ms : 0;
+}

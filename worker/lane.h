@@ -92,5 +92,15 @@ long shoal_lane_avg_tokens(const shoal_lane_t *l);
 double shoal_lane_down_ms(const shoal_lane_t *l, double now_ms);
 /* Nonzero while the lane is cooling down after repeated failures. */
 int shoal_lane_cooling(const shoal_lane_t *l, double now_ms);
+/* For metrics: what the request and token buckets hold now (negative while
+ * in debt), -1 for one without a limit; the rates they refill at (per
+ * second, 0 = none); how long the lane's hold and its cooldown still last
+ * (0 when none). */
+typedef struct {
+    double requests, tokens;
+    double rps, tps;
+    double hold_ms, cooldown_ms;
+} shoal_lane_levels_t;
+void shoal_lane_levels(const shoal_lane_t *l, double now_ms, shoal_lane_levels_t *out);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "common/kafka.h"
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "common/models.h"
 #include "common/opt.h"
 #include "common/service.h"
@@ -24,6 +25,8 @@ struct worker_conf {
     long retry_after_cap_ms;
     long down_after_ms;
     long max_wait_ms;
+    long metrics_port;
+    const char *metrics_bind;
 };
 
 #define OFF(f) offsetof(struct worker_conf, f)
@@ -46,6 +49,7 @@ static const struct shoal_opt worker_opts[] = {
      "(or fails them)"},
     {"max-wait-ms", SHOAL_OPT_INT, OFF(max_wait_ms), "3600000", 1000, 604800000,
      "a task held this long starts no new try (rate limits and outages included)"},
+    SHOAL_METRICS_HTTP_OPTS(struct worker_conf, metrics_port, metrics_bind),
     {0},
 };
 
@@ -110,6 +114,17 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    shoal_metrics_t *metrics;
+    shoal_metrics_http_t *mhttp;
+    if (shoal_metrics_http_serve(conf.metrics_bind, conf.metrics_port, &metrics, &mhttp, err,
+                                 sizeof(err)) != SHOAL_OK) {
+        shoal_log_error("main", "cannot serve metrics error=\"%s\"", err);
+        shoal_models_destroy(models);
+        return 1;
+    }
+    if (mhttp)
+        shoal_log_info("main", "metrics served bind=%s port=%d", conf.metrics_bind,
+                       shoal_metrics_http_port(mhttp));
     shoal_runner_conf_t runner = {.bootstrap = conf.svc.bootstrap,
                                   .pg = conf.svc.pg,
                                   .group = conf.svc.group,
@@ -123,9 +138,11 @@ int main(int argc, char **argv)
                                   .grace_ms = conf.grace_ms,
                                   .retry_after_cap_ms = conf.retry_after_cap_ms,
                                   .down_after_ms = conf.down_after_ms,
-                                  .max_wait_ms = conf.max_wait_ms};
+                                  .max_wait_ms = conf.max_wait_ms,
+                                  .metrics = metrics};
     shoal_runner_stats_t stats;
     e = shoal_runner_run(&runner, &stats, err, sizeof(err));
+    shoal_metrics_http_stop(metrics, mhttp);
     shoal_models_destroy(models);
     if (e != SHOAL_OK) {
         shoal_log_error("main", "worker failed error=\"%s\"", err);

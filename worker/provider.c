@@ -394,8 +394,12 @@ static shoal_outcome_t parse_success(const shoal_model_t *m, const shoal_http_re
     char *text = NULL;
 
     if (!json_is_object(doc)) {
-        set_why(why, whylen, "malformed answer from the provider: %s",
-                doc ? "not a JSON object" : jerr.text);
+        /* jansson's text quotes the bad token: raw newlines, bytes that are
+         * not UTF-8, which the one-line rule keeps out of rows and logs. */
+        const char *what = doc ? "not a JSON object" : jerr.text;
+        set_why(why, whylen, "%s", "malformed answer from the provider: ");
+        if (why && whylen)
+            one_line(why, whylen, what, strlen(what));
         json_decref(doc);
         return SHOAL_OUTCOME_MALFORMED;
     }

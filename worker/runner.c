@@ -45,6 +45,7 @@
 #include "worker/sink.h"
 #include "worker/store.h"
 #include "worker/task.h"
+#include "worker/wmetrics.h"
 
 #define NPRIO 3
 #define CHECK_BATCH 512
@@ -63,8 +64,9 @@ static int counts_attempt(shoal_outcome_t o)
              o == SHOAL_OUTCOME_CONNECTION);
 }
 
-#define OUTPUT_ROOM_MAX 65536 /* truncated answers are retried with at most this */
-#define EXPIRE_EVERY_MS 250.0 /* how often waiting tasks are checked against their deadlines */
+#define OUTPUT_ROOM_MAX 65536  /* truncated answers are retried with at most this */
+#define EXPIRE_EVERY_MS 250.0  /* how often waiting tasks are checked against their deadlines */
+#define METRICS_EVERY_MS 250.0 /* how often lane and task gauges are refreshed */
 
 struct runner {
     const shoal_runner_conf_t *conf;
@@ -105,6 +107,9 @@ struct runner {
     double expired_ms; /* when waiting tasks were last checked against their deadlines */
     long long start_ms;
     unsigned rand_state;
+    shoal_wmetrics_t *wm;    /* NULL when metrics are off */
+    double metrics_ms;       /* when the gauges were last refreshed */
+    double write_started_ms; /* when the write in progress was handed over */
 };
 
 static shoal_lane_t *lane_of(struct runner *r, const shoal_task_t *t)
@@ -544,6 +549,7 @@ static void retry_later(struct runner *r, shoal_task_t *t, shoal_outcome_t oc, l
         return;
     }
     r->stats->retries++;
+    shoal_wmetrics_retry(r->wm, t->model->index);
     shoal_log_info("task",
                    "retrying job_id=%s task_id=%s attempt=%d outcome=%s wait_ms=%ld why=\"%s\"",
                    t->job_id, t->task_id, t->attempts, shoal_outcome_name(oc), wait, why);
@@ -587,6 +593,8 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
                    : r->backoff.retry_after_cap_ms;
     if (oc == SHOAL_OUTCOME_RATE_LIMITED)
         r->stats->rate_limited++;
+    shoal_wmetrics_call(r->wm, t->model->index, oc, reply->latency_ms / 1000.0, out.usage.input,
+                        out.usage.output);
     /* What the provider's limit counted, for the fleet's token accounting. */
     shoal_usage_t charged = out.usage;
     charged.output = shoal_lane_charged_output(lane_of(r, t), t, out.usage.output);
@@ -803,6 +811,7 @@ static void on_written(struct runner *r, const shoal_store_done_t *d)
         release(r, d->tokens[i]);
     r->unwritten -= (long)d->ntokens;
     r->stats->flushes++;
+    shoal_wmetrics_db_write(r->wm, (shoal_service_now_ms() - r->write_started_ms) / 1000.0);
     shoal_log_debug("db", "results written results=%zu jobs_ended=%d", d->ntokens, d->jobs_ended);
     if (!r->spare)
         r->spare = d->sink;
@@ -858,6 +867,7 @@ static void flush(struct runner *r, int force)
         return;
     if (shoal_store_write(r->store, r->sink) != SHOAL_OK)
         return;
+    r->write_started_ms = now; /* one write at a time: its completion is this one's */
     r->sink = r->spare;
     r->spare = NULL;
 }
@@ -1069,6 +1079,8 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
         return SHOAL_ERR_NOMEM;
     if (!(r->http = shoal_http_new(on_reply, r, errbuf, errlen)))
         return SHOAL_ERR_NOMEM;
+    if (c->metrics && !(r->wm = shoal_wmetrics_new(c->metrics, c->models)))
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     if (!(r->producer = shoal_kafka_producer_new(c->bootstrap, c->kafka, errbuf, errlen)))
         return SHOAL_ERR_INVALID;
     if (!(r->consumer = shoal_kafka_consumer_new(c->bootstrap, c->group, c->kafka, topics, 3,
@@ -1127,6 +1139,7 @@ static void teardown(struct runner *r)
     }
     free(r->headers);
     free(r->lanes);
+    shoal_wmetrics_destroy(r->wm);
     shoal_sink_destroy(r->sink);
     shoal_sink_destroy(r->spare);
     shoal_offsets_destroy(r->offsets);
@@ -1179,6 +1192,32 @@ static void sync_fleet(struct runner *r)
         r->reported_ms = now;
 }
 
+/* Refreshes the gauges a few times a second: lane and fleet state, and the
+ * tasks held by state (a walk over them, hence not on every pass). */
+static void update_metrics(struct runner *r)
+{
+    double now = shoal_service_now_ms();
+    long counts[SHOAL_TASK_FAILED + 1] = {0};
+    const char *key;
+    json_t *v;
+
+    if (!r->wm || now - r->metrics_ms < METRICS_EVERY_MS)
+        return;
+    r->metrics_ms = now;
+    for (size_t i = 0; i < r->nlanes; i++) {
+        shoal_fleet_share_t sh;
+        shoal_fleet_share(r->fleet, i, &sh);
+        shoal_wmetrics_lane(r->wm, i, r->lanes[i], &sh, now);
+    }
+    json_object_foreach(r->held, key, v)
+    {
+        const shoal_task_t *t = (const shoal_task_t *)(intptr_t)json_integer_value(v);
+        if ((int)t->state >= 0 && t->state <= SHOAL_TASK_FAILED)
+            counts[t->state]++;
+    }
+    shoal_wmetrics_tasks(r->wm, counts);
+}
+
 /* Moves BACKOFF tasks whose time came back to their lanes; returns ms until
  * the next one is due (-1: none). */
 static double wake_timers(struct runner *r)
@@ -1209,6 +1248,7 @@ static void one_pass(struct runner *r)
     sync_fleet(r);
     if ((w = dispatch(r)) >= 0 && w < wait)
         wait = w;
+    update_metrics(r);
     flush(r, 0);
     /* A write in progress wakes the loop when it ends; only an idle store
      * makes the age of the batch a reason to wake. */

@@ -13,6 +13,7 @@
 
 #include "common/err.h"
 #include "common/kafka.h"
+#include "common/metrics.h"
 #include "common/models.h"
 #include "common/opt.h"
 
@@ -24,13 +25,14 @@ typedef struct {
     const shoal_topics_t *topics;
     const shoal_models_t *models;
     const shoal_kprops_t *kafka;
-    long max_inflight;       /* tasks held at once (calls in flight + waiting) */
-    long batch_size;         /* results per database write */
-    long flush_ms;           /* longest a finished result waits for its write */
-    long grace_ms;           /* on stop, how long in-flight calls may finish */
-    long retry_after_cap_ms; /* Retry-After is honoured up to this */
-    long down_after_ms;      /* a model failing this long hands its tasks on */
-    long max_wait_ms;        /* a task taken this long ago starts no new try */
+    long max_inflight;        /* tasks held at once (calls in flight + waiting) */
+    long batch_size;          /* results per database write */
+    long flush_ms;            /* longest a finished result waits for its write */
+    long grace_ms;            /* on stop, how long in-flight calls may finish */
+    long retry_after_cap_ms;  /* Retry-After is honoured up to this */
+    long down_after_ms;       /* a model failing this long hands its tasks on */
+    long max_wait_ms;         /* a task taken this long ago starts no new try */
+    shoal_metrics_t *metrics; /* series of worker/wmetrics.h go here; NULL = none */
 } shoal_runner_conf_t;
 
 typedef struct {

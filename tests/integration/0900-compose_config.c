@@ -264,7 +264,7 @@ int main(void)
         test_fail("docker-compose config warned:\n%s", cfg);
 
     static const char *const services[] = {"kafka", "kafka-init", "postgres", "migrate",
-                                           "sim",   "scheduler",  "worker"};
+                                           "sim",   "scheduler",  "worker",   "prometheus"};
     for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
         char *b = service_block(cfg, services[i]);
         if (!b)
@@ -324,9 +324,17 @@ int main(void)
     assert_str_contains(worker, "kafka-init:\n        condition: service_completed_successfully");
     assert_str_contains(worker, "migrate:\n        condition: service_completed_successfully");
     check_service_env(worker, "worker");
+    assert_true(yaml_value(worker, "SHOAL_METRICS_PORT", val, sizeof(val)));
+    assert_true(strstr(val, "9464") != NULL); /* quoting differs between Compose versions */
     free(worker);
 
+    /* Prometheus scrapes the fleet with the config in the tree. */
+    char *prom = service_block(cfg, "prometheus");
+    assert_str_contains(prom, "deploy/prometheus.yml");
+    assert_str_contains(prom, "/etc/prometheus/prometheus.yml");
+    free(prom);
+
     free(cfg);
-    printf("ok compose.yaml resolves: 7 services, worker replicas 3, kafka in KRaft mode\n");
+    printf("ok compose.yaml resolves: 8 services, worker replicas 3, kafka in KRaft mode\n");
     return 0;
 }

@@ -6,7 +6,9 @@
  * nothing; a job without job_id is named after its Kafka position; bad JSON
  * and a job over its budget are stored as rejected with the reason; tasks
  * left pending by a crash between recording and publishing are published by
- * the redelivery; a database that is down makes the message retriable.
+ * the redelivery; a redelivery whose chunk plan no longer matches the
+ * recorded tasks fails the job; a database that is down makes the message
+ * retriable.
  */
 #include "scheduler/intake.h"
 
@@ -508,6 +510,65 @@ static void test_produce_fails(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     rd_kafka_destroy(small);
 }
 
+/* A job recorded under another chunk plan (an older scheduler chunked it
+ * differently) cannot be fanned out from this message: its redelivery fails
+ * the job with the reason and a failed event instead of skipping the message;
+ * another message under the same job_id whose plan differs publishes
+ * nothing and leaves the running job alone. */
+static void test_plan_changed(const shoal_intake_conf_t *c, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char v[512];
+    char *text = job_text("job-plan", 3, NULL);
+
+    assert_int_eq(deliver(c, 0, 40, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    assert_int_eq(res.published, 3);
+    /* as recorded by a scheduler that packed items 0 and 1 into chunk 0 */
+    sqlcheck_exec(pg,
+                  "UPDATE shoal.tasks SET item_ids = '{it0,it1}' WHERE job_id = $1 AND chunk = 0",
+                  "job-plan");
+    sqlcheck_exec(pg,
+                  "UPDATE shoal.tasks SET item_ids = '{it2}', status = 'pending' "
+                  "WHERE job_id = $1 AND chunk = 1",
+                  "job-plan");
+    sqlcheck_exec(pg, "DELETE FROM shoal.tasks WHERE job_id = $1 AND chunk = 2", "job-plan");
+    sqlcheck_exec(pg, "UPDATE shoal.jobs SET tasks_total = 2 WHERE job_id = $1", "job-plan");
+
+    /* another message under the same id: not the one the job came from */
+    assert_int_eq(deliver(c, 0, 41, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    assert_int_eq(res.published, 0);
+    assert_str_contains(res.reason, "no longer match its chunk plan");
+    sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-plan", v, sizeof(v));
+    assert_str_eq(v, "running");
+
+    /* the redelivery of the job's own message */
+    assert_int_eq(deliver(c, 0, 40, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_FAILED);
+    assert_int_eq(res.published, 0);
+    assert_str_contains(res.reason, "cannot fan out the job: its recorded tasks no longer match");
+    assert_str_contains(res.reason, "2 chunks recorded, 3 planned, first difference at chunk 0");
+    sqlcheck_text(pg, "SELECT status || '|' || error FROM shoal.jobs WHERE job_id = $1", "job-plan",
+                  v, sizeof(v));
+    assert_str_contains(v, "failed|cannot fan out the job: ");
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 AND "
+                                "payload->>'type' = 'failed' AND payload->>'error' LIKE "
+                                "'cannot fan out the job: %'",
+                                "job-plan"),
+                  1);
+    /* the pending task was never published */
+    json_t *msgs = read_topic(topics.tasks_normal);
+    assert_int_eq(count_prefix(msgs, "job-plan:"), 3);
+    json_decref(msgs);
+    /* and a later delivery finds a failed job: nothing more happens */
+    assert_int_eq(deliver(c, 0, 40, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    assert_int_eq(res.published, 0);
+    free(text);
+}
+
 int main(void)
 {
     char err[512];
@@ -541,6 +602,7 @@ int main(void)
     test_rejected(&conf, checks);
     test_pending_republished(&conf, checks);
     test_deadline_kept(&conf, checks);
+    test_plan_changed(&conf, checks);
     test_pg_down(&conf, checks);
     test_produce_fails(&conf, checks);
 

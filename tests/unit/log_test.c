@@ -2,7 +2,10 @@
  * common/log: the text line format (ts level proc module msg="..." then the
  * fields), one JSON object per line in JSON mode (parsed back with jansson,
  * whatever the message holds), one line per event even when a message holds
- * a newline, and nothing written below the level.
+ * a newline, and nothing written below the level. Hostile values (quotes,
+ * backslashes, "=", " key=" inside a value, control and non-UTF-8 bytes,
+ * lines cut at the buffer) come back unchanged through a strict logfmt
+ * parser and through jansson, with no field made up from a value.
  */
 #include "common/log.h"
 
@@ -12,6 +15,7 @@
 
 #include "tests/support/capture.h"
 #include "tests/support/check.h"
+#include "tests/support/logparse.h"
 
 static int count_char(const char *s, char c)
 {
@@ -244,6 +248,107 @@ static void test_json_hostile(void)
     free(text);
 }
 
+/* The values a job or a provider can put into a line. */
+#define HOSTILE_ID "job \"one\" x=1"
+#define HOSTILE_WHY "bad \"model\" = back\\slash\nnext line\ttab\x01 end=\"\" fake=field \xff"
+#define HOSTILE_WHY_READ                                                                           \
+    "bad \"model\" = back\\slash\nnext line\ttab\x01 end=\"\" fake=field \xef\xbf\xbd"
+
+/* Captures one line logged with hostile values and parses it strictly. */
+static json_t *hostile_line(int json)
+{
+    shoal_log_init("intake", SHOAL_LOG_INFO, json);
+    capture_stderr_begin();
+    shoal_log_warn("intake", "job rejected: \"%s\" job_id=%s reason=\"%s\" empty=%s attempt=%d",
+                   "a=b \"q\"", HOSTILE_ID, HOSTILE_WHY, "", 3);
+    char *text = capture_stderr_end();
+    assert_int_eq(count_char(text, '\n'), 1);
+    json_t *lines = logparse_lines(text, json, "hostile");
+    json_t *o = json_incref(json_array_get(lines, 0));
+    json_decref(lines);
+    if (!json) {
+        /* plain values stay bare, anything else is quoted */
+        assert_str_contains(text, " level=warn proc=intake module=intake ");
+        assert_str_contains(text, " attempt=3\n");
+        assert_str_contains(text, " empty=\"\" ");
+        assert_str_contains(text, " job_id=\"job \\\"one\\\" x=1\" ");
+    }
+    free(text);
+    return o;
+}
+
+static void test_hostile_values(void)
+{
+    for (int json = 0; json <= 1; json++) {
+        json_t *o = hostile_line(json);
+        assert_int_eq(json_object_size(o), 9); /* ts level proc module msg + 4 fields */
+        assert_str_eq(field(o, "msg"), "job rejected: \"a=b \"q\"\"");
+        assert_str_eq(field(o, "job_id"), HOSTILE_ID);
+        assert_str_eq(field(o, "reason"), HOSTILE_WHY_READ);
+        assert_str_eq(field(o, "empty"), "");
+        assert_str_eq(field(o, "attempt"), "3");
+        assert_true(json_object_get(o, "fake") == NULL);
+        assert_true(json_object_get(o, "x") == NULL);
+        json_decref(o);
+    }
+}
+
+/* Conversions expand as printf would, wherever they are in the line. */
+static void test_conversions(void)
+{
+    char want[256];
+    long long big = -1234567890123LL;
+    size_t z = 42;
+    const char *volatile null_str = NULL; /* hidden from the compiler's format check */
+    snprintf(want, sizeof(want), "%5.2f|%-4d|%*d|%.*s|%zu|%lld|%%|%c|%x|%g|%05ld|%u", 3.14159, 7, 6,
+             42, 3, "abcdef", z, big, 'q', 255u, 1e-7, 12L, 9u);
+    for (int json = 0; json <= 1; json++) {
+        shoal_log_init("logtest", SHOAL_LOG_INFO, json);
+        capture_stderr_begin();
+        shoal_log_info("m", "%5.2f|%-4d|%*d|%.*s|%zu|%lld|%%|%c|%x|%g|%05ld|%u val=%s n=%d last=%s",
+                       3.14159, 7, 6, 42, 3, "abcdef", z, big, 'q', 255u, 1e-7, 12L, 9u, null_str,
+                       -5, "end");
+        char *text = capture_stderr_end();
+        json_t *lines = logparse_lines(text, json, "conversions");
+        json_t *o = json_array_get(lines, 0);
+        assert_str_eq(field(o, "msg"), want);
+        assert_str_eq(field(o, "val"), "(null)");
+        assert_str_eq(field(o, "n"), "-5");
+        assert_str_eq(field(o, "last"), "end");
+        json_decref(lines);
+        free(text);
+    }
+}
+
+/* Cut lines stay whole: quotes, escapes and the JSON object are closed. */
+static void test_hostile_cut(void)
+{
+    char *big = malloc(6001);
+    assert_true(big != NULL);
+    for (int i = 0; i < 6000; i++)
+        big[i] = "\"\\\n\x01 =\xc3\xa9"[i % 8];
+    big[6000] = '\0';
+    for (int json = 0; json <= 1; json++) {
+        shoal_log_init("logtest", SHOAL_LOG_INFO, json);
+        for (int shift = 0; shift < 8; shift++) {
+            capture_stderr_begin();
+            shoal_log_error("m", "failed job_id=%s error=\"%s\" why=%s tail=%d", "j1", big + shift,
+                            big, 1);
+            shoal_log_error("m", "%s", big + shift);
+            char *text = capture_stderr_end();
+            assert_int_eq(count_char(text, '\n'), 2);
+            assert_true(strchr(text, '\n') - text < 4096);
+            json_t *lines = logparse_lines(text, json, "cut");
+            json_t *o = json_array_get(lines, 0);
+            assert_str_eq(field(o, "job_id"), "j1");
+            assert_true(strlen(field(o, "error")) > 500);
+            json_decref(lines);
+            free(text);
+        }
+    }
+    free(big);
+}
+
 int main(void)
 {
     test_text_format();
@@ -251,6 +356,9 @@ int main(void)
     test_text_one_line();
     test_json();
     test_json_hostile();
+    test_hostile_values();
+    test_conversions();
+    test_hostile_cut();
     printf("log_test: ok\n");
     return 0;
 }

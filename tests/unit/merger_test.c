@@ -5,7 +5,8 @@
  * a job finished while no merger listened is found by the sweep on connect,
  * also after the server restarted; two mergers on one finished job close it
  * once; the outbox ends empty with the job's accepted and completed events on
- * the events topic, keyed by job_id. An outbox drain that Kafka's client
+ * the events topic, keyed by job_id; a merge that fails for good ends the job
+ * failed with a failed event. An outbox drain that Kafka's client
  * refuses part of keeps every row and leaves no delivery outstanding.
  */
 #include "scheduler/merger.h"
@@ -325,6 +326,43 @@ static void test_sweep(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer)
     shoal_merger_destroy(m);
 }
 
+/* A merge that fails for good (here: a merge strategy this version does not
+ * know) ends the job failed with the reason and a failed event on the events
+ * topic; it is not left running for the next sweep to fail again. */
+static void test_merge_fails(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer)
+{
+    char v[512], err[512];
+    assert_wait(merger_backends(pg) == 0, 10, "the previous merger's session to end");
+    record_job(pg, "m-5", 1, "concat", "text");
+    sqlcheck_exec(pg, "UPDATE shoal.jobs SET merge = 'xml' WHERE job_id = $1", "m-5");
+    assert_int_eq(finish(worker, "m-5", 0, "lost"), 1);
+
+    shoal_merger_t *m = shoal_merger_new(shoal_pgcluster_url(cluster), producer, topics.events);
+    assert_true(m != NULL);
+    int merged = -1;
+    if (shoal_merger_poll(m, &merged, err, sizeof(err)) != SHOAL_OK)
+        test_fail("merger poll: %s", err);
+    assert_int_eq(merged, 1);
+    sqlcheck_text(
+        pg, "SELECT status || '|' || error || '|' || output FROM shoal.jobs WHERE job_id = $1",
+        "m-5", v, sizeof(v));
+    assert_str_contains(v, "failed|the merge failed: ");
+    assert_str_contains(v, "unknown merge strategy \"xml\"|");
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.event_outbox", NULL), 0);
+    json_t *evs = read_events("m-5");
+    event_types(evs, v, sizeof(v));
+    assert_str_eq(v, "accepted,failed");
+    json_t *failed = json_array_get(evs, 1);
+    assert_str_contains(json_string_value(json_object_get(failed, "error")),
+                        "unknown merge strategy");
+    assert_int_eq(json_integer_value(json_object_get(failed, "tasks_done")), 1);
+    json_decref(evs);
+    /* a later sweep finds nothing to do */
+    assert_int_eq(shoal_merger_poll(m, &merged, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(merged, 0);
+    shoal_merger_destroy(m);
+}
+
 struct racer {
     shoal_merger_t *m;
     int merged;
@@ -471,6 +509,7 @@ int main(void)
     test_notify(pg, worker, producer);
     test_sweep(pg, worker, producer);
     test_race(pg, worker);
+    test_merge_fails(pg, worker, producer);
     test_drain(pg, producer);
 
     producer_destroy(producer);
