@@ -9,15 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEPTH_MAX 64   /* jansson allows 2048; deeper texts are left to it */
 #define NUMBER_LEN 300 /* longer numbers are left to jansson (strtod's limits) */
 #define INT_DIGITS 18  /* below LLONG_MAX whatever the digits */
 #define SMALL_STRING 256
 
-/* The bytes after a lead byte c of a UTF-8 sequence, by jansson's rule (no
- * overlong forms, no surrogates, nothing past U+10FFFF); 0 when invalid. */
-static size_t utf8_tail(const unsigned char *p, const unsigned char *end, unsigned c)
+size_t shoal_jsonlex_utf8_tail(const unsigned char *p, const unsigned char *end)
 {
+    unsigned c = *p;
     size_t k;
     unsigned cp;
     if (c >= 0xC2 && c <= 0xDF) {
@@ -69,7 +67,7 @@ const char *shoal_jsonlex_string(const char *start, const char *stop, int *escap
         }
         if (c < 0x20)
             return NULL;
-        size_t k = utf8_tail(p, end, c);
+        size_t k = shoal_jsonlex_utf8_tail(p, end);
         if (!k)
             return NULL;
         p += k + 1;
@@ -146,194 +144,242 @@ size_t shoal_jsonlex_unescape(char *out, const char *text, size_t len)
     return (size_t)(o - out);
 }
 
-/* ---- the tree ---- */
+/* ---- the walk ---- */
 
-struct lex {
+struct walk {
     const char *p, *end;
+    const shoal_jsonlex_visitor_t *v;
+    void *arg;
 };
 
-static void skip_ws(struct lex *x)
+static void skip_ws(struct walk *w)
 {
-    while (x->p < x->end && (*x->p == ' ' || *x->p == '\n' || *x->p == '\r' || *x->p == '\t'))
-        x->p++;
+    while (w->p < w->end && (*w->p == ' ' || *w->p == '\n' || *w->p == '\r' || *w->p == '\t'))
+        w->p++;
 }
 
-/* The string at x->p, its escapes undone, handed to fn(arg, text, len)
- * (text NUL-terminated); returns fn's result, -1 when the string is not
- * plain or memory ran out. */
-static int with_string(struct lex *x, int (*fn)(void *arg, const char *s, size_t n), void *arg)
+/* Whether the next byte (after white space) is c; consumes it when it is. */
+static int next_is(struct walk *w, char c)
 {
-    int escaped;
-    const char *body = x->p + 1, *after = shoal_jsonlex_string(x->p, x->end, &escaped);
-    if (!after)
+    skip_ws(w);
+    if (w->p < w->end && *w->p == c) {
+        w->p++;
+        return 1;
+    }
+    return 0;
+}
+
+static int value(struct walk *w, int depth);
+
+/* The members or elements of the container just opened, and its close. */
+static int container(struct walk *w, int is_array, int depth)
+{
+    const char close = is_array ? ']' : '}';
+    if (w->v->open(w->arg, is_array))
+        return 0;
+    if (next_is(w, close))
+        return w->v->close(w->arg, is_array) == 0;
+    for (size_t i = 0;; i++) {
+        if (is_array) {
+            if (w->v->index(w->arg, i))
+                return 0;
+        } else {
+            int escaped;
+            const char *key = w->p + 1, *after;
+            if (w->p >= w->end || *w->p != '"' ||
+                !(after = shoal_jsonlex_string(w->p, w->end, &escaped)))
+                return 0;
+            w->p = after;
+            if (w->v->key(w->arg, key, (size_t)(after - 1 - key), escaped) || !next_is(w, ':'))
+                return 0;
+        }
+        if (!value(w, depth + 1))
+            return 0;
+        if (next_is(w, ','))
+            skip_ws(w);
+        else if (next_is(w, close))
+            return w->v->close(w->arg, is_array) == 0;
+        else
+            return 0;
+    }
+}
+
+static int literal(struct walk *w, const char *word, size_t n)
+{
+    if ((size_t)(w->end - w->p) < n || memcmp(w->p, word, n) != 0)
+        return 0;
+    w->p += n;
+    return w->v->literal(w->arg, *word) == 0;
+}
+
+static int value(struct walk *w, int depth)
+{
+    if (depth > SHOAL_JSONLEX_DEPTH_MAX)
+        return 0;
+    skip_ws(w);
+    if (w->p >= w->end)
+        return 0;
+    switch (*w->p) {
+    case '{':
+    case '[':
+        return container(w, *w->p++ == '[', depth);
+    case '"': {
+        int escaped;
+        const char *body = w->p + 1, *after = shoal_jsonlex_string(w->p, w->end, &escaped);
+        if (!after)
+            return 0;
+        w->p = after;
+        return w->v->string(w->arg, body, (size_t)(after - 1 - body), escaped) == 0;
+    }
+    case 't':
+        return literal(w, "true", 4);
+    case 'f':
+        return literal(w, "false", 5);
+    case 'n':
+        return literal(w, "null", 4);
+    default: {
+        int is_int = 0;
+        long long n = 0;
+        const char *after = shoal_jsonlex_number(w->p, w->end, &is_int, &n);
+        if (!after)
+            return 0;
+        w->p = after;
+        return w->v->number(w->arg, is_int, n) == 0;
+    }
+    }
+}
+
+int shoal_jsonlex_walk(const char *text, size_t len, const shoal_jsonlex_visitor_t *v, void *arg)
+{
+    struct walk w = {text, text ? text + len : NULL, v, arg};
+    if (!text)
+        return 0;
+    skip_ws(&w);
+    if (w.p >= w.end || *w.p != '{' || !value(&w, 1))
+        return 0;
+    skip_ws(&w);
+    return w.p == w.end;
+}
+
+/* ---- the tree ---- */
+
+/* The tree as the walk goes: the containers open, innermost last, and the
+ * key of the member whose value comes next (escapes undone). */
+struct tree {
+    json_t *root;
+    json_t *open[SHOAL_JSONLEX_DEPTH_MAX + 1];
+    int depth;
+    char small[SMALL_STRING];
+    char *key; /* small, or allocated for a long key */
+    size_t klen;
+};
+
+/* Puts v (a new reference, stolen) where the walk is: under the pending key
+ * of the open object, at the end of the open array, or as the root. */
+static int place(struct tree *t, json_t *v)
+{
+    if (!v)
         return -1;
-    x->p = after;
-    size_t len = (size_t)(after - 1 - body);
+    if (t->depth == 0) {
+        t->root = v;
+        return 0;
+    }
+    json_t *parent = t->open[t->depth - 1];
+    if (json_is_array(parent))
+        return json_array_append_new(parent, v);
+    return json_object_setn_new_nocheck(parent, t->key, t->klen, v);
+}
+
+static int tree_key(void *arg, const char *text, size_t len, int escaped)
+{
+    struct tree *t = arg;
+    if (t->key != t->small)
+        free(t->key);
+    t->key = t->small;
+    if (len >= sizeof(t->small) && !(t->key = malloc(len + 1))) {
+        t->key = t->small;
+        return -1;
+    }
+    if (escaped) {
+        len = shoal_jsonlex_unescape(t->key, text, len);
+    } else {
+        memcpy(t->key, text, len);
+        t->key[len] = '\0';
+    }
+    t->klen = len;
+    /* jansson refuses a second key (JSON_REJECT_DUPLICATES) or keeps the
+     * last: either way it is jansson's to read */
+    return json_object_getn(t->open[t->depth - 1], t->key, len) ? -1 : 0;
+}
+
+static int tree_index(void *arg, size_t i)
+{
+    (void)arg;
+    (void)i;
+    return 0;
+}
+
+static int tree_open(void *arg, int is_array)
+{
+    struct tree *t = arg;
+    json_t *c = is_array ? json_array() : json_object();
+    /* the container is placed first and filled while its parent holds it */
+    if (!c || place(t, json_incref(c)) != 0) {
+        json_decref(c);
+        return -1;
+    }
+    t->open[t->depth++] = c;
+    json_decref(c);
+    return 0;
+}
+
+static int tree_close(void *arg, int is_array)
+{
+    struct tree *t = arg;
+    (void)is_array;
+    t->depth--;
+    return 0;
+}
+
+static int tree_string(void *arg, const char *text, size_t len, int escaped)
+{
+    struct tree *t = arg;
+    if (!escaped)
+        return place(t, json_stringn_nocheck(text, len));
     char small[SMALL_STRING], *buf = small;
     if (len >= sizeof(small) && !(buf = malloc(len + 1)))
         return -1;
-    if (escaped) {
-        len = shoal_jsonlex_unescape(buf, body, len);
-    } else {
-        memcpy(buf, body, len);
-        buf[len] = '\0';
-    }
-    int r = fn(arg, buf, len);
+    int r = place(t, json_stringn_nocheck(buf, shoal_jsonlex_unescape(buf, text, len)));
     if (buf != small)
         free(buf);
     return r;
 }
 
-static int make_string(void *arg, const char *s, size_t n)
+static int tree_number(void *arg, int is_int, long long value)
 {
-    json_t **out = arg;
-    return (*out = json_stringn_nocheck(s, n)) ? 0 : -1;
+    /* reals are jansson's: its strtod ignores the locale, ours would not */
+    return is_int ? place(arg, json_integer((json_int_t)value)) : -1;
 }
 
-static json_t *value(struct lex *x, int depth);
-
-struct member {
-    json_t *obj;
-    struct lex *x;
-    int depth;
-};
-
-/* One member: the key (s, n) was read; reads ':' and the value. */
-static int add_member(void *arg, const char *key, size_t n)
+static int tree_literal(void *arg, char c)
 {
-    struct member *m = arg;
-    /* jansson refuses a second key (JSON_REJECT_DUPLICATES) or keeps the
-     * last: either way it is jansson's to read */
-    if (json_object_getn(m->obj, key, n))
-        return -1;
-    skip_ws(m->x);
-    if (m->x->p >= m->x->end || *m->x->p != ':')
-        return -1;
-    m->x->p++;
-    json_t *v = value(m->x, m->depth + 1);
-    if (!v)
-        return -1;
-    return json_object_setn_new_nocheck(m->obj, key, n, v) == 0 ? 0 : -1;
-}
-
-static json_t *object(struct lex *x, int depth)
-{
-    json_t *obj = json_object();
-    struct member m = {obj, x, depth};
-    if (!obj)
-        return NULL;
-    x->p++;
-    skip_ws(x);
-    if (x->p < x->end && *x->p == '}') {
-        x->p++;
-        return obj;
-    }
-    for (;;) {
-        if (x->p >= x->end || *x->p != '"' || with_string(x, add_member, &m) != 0)
-            break;
-        skip_ws(x);
-        if (x->p < x->end && *x->p == ',') {
-            x->p++;
-            skip_ws(x);
-            continue;
-        }
-        if (x->p < x->end && *x->p == '}') {
-            x->p++;
-            return obj;
-        }
-        break;
-    }
-    json_decref(obj);
-    return NULL;
-}
-
-static json_t *array(struct lex *x, int depth)
-{
-    json_t *arr = json_array();
-    if (!arr)
-        return NULL;
-    x->p++;
-    skip_ws(x);
-    if (x->p < x->end && *x->p == ']') {
-        x->p++;
-        return arr;
-    }
-    for (;;) {
-        json_t *v = value(x, depth + 1);
-        if (!v || json_array_append_new(arr, v) != 0)
-            break;
-        skip_ws(x);
-        if (x->p < x->end && *x->p == ',') {
-            x->p++;
-            continue;
-        }
-        if (x->p < x->end && *x->p == ']') {
-            x->p++;
-            return arr;
-        }
-        break;
-    }
-    json_decref(arr);
-    return NULL;
-}
-
-static json_t *literal(struct lex *x, const char *word, size_t n, json_t *v)
-{
-    if ((size_t)(x->end - x->p) < n || memcmp(x->p, word, n) != 0)
-        return NULL;
-    x->p += n;
-    return v;
-}
-
-static json_t *value(struct lex *x, int depth)
-{
-    json_t *v = NULL;
-    if (depth > DEPTH_MAX)
-        return NULL;
-    skip_ws(x);
-    if (x->p >= x->end)
-        return NULL;
-    switch (*x->p) {
-    case '{':
-        return object(x, depth);
-    case '[':
-        return array(x, depth);
-    case '"':
-        return with_string(x, make_string, &v) == 0 ? v : NULL;
-    case 't':
-        return literal(x, "true", 4, json_true());
-    case 'f':
-        return literal(x, "false", 5, json_false());
-    case 'n':
-        return literal(x, "null", 4, json_null());
-    default: {
-        int is_int = 0;
-        long long n = 0;
-        const char *after = shoal_jsonlex_number(x->p, x->end, &is_int, &n);
-        /* reals are jansson's: its strtod ignores the locale, ours would not */
-        if (!after || !is_int)
-            return NULL;
-        x->p = after;
-        return json_integer((json_int_t)n);
-    }
-    }
+    return place(arg, c == 't' ? json_true() : c == 'f' ? json_false() : json_null());
 }
 
 json_t *shoal_jsonlex_load(const char *text, size_t len)
 {
-    struct lex x = {text, text + len};
-    if (!text)
-        return NULL;
-    skip_ws(&x);
-    if (x.p >= x.end || *x.p != '{')
-        return NULL;
-    json_t *doc = object(&x, 1);
-    if (!doc)
-        return NULL;
-    skip_ws(&x);
-    if (x.p != x.end) {
-        json_decref(doc);
+    static const shoal_jsonlex_visitor_t build = {tree_key,    tree_index,  tree_open,   tree_close,
+                                                  tree_string, tree_number, tree_literal};
+    struct tree t;
+    t.root = NULL;
+    t.depth = 0;
+    t.key = t.small;
+    int ok = shoal_jsonlex_walk(text, len, &build, &t);
+    if (t.key != t.small)
+        free(t.key);
+    if (!ok) {
+        json_decref(t.root);
         return NULL;
     }
-    return doc;
+    return t.root;
 }

@@ -19,6 +19,10 @@
 #include <jansson.h>
 #include <stddef.h>
 
+/* Containers nest at most this deep (jansson allows 2048; deeper texts are
+ * left to it). */
+#define SHOAL_JSONLEX_DEPTH_MAX 64
+
 /* A string starting at p (its opening quote), text ending at end: returns
  * where it ends (after the closing quote), NULL when it is not plainly
  * valid. *escaped tells whether its body holds escapes. */
@@ -33,6 +37,32 @@ const char *shoal_jsonlex_number(const char *p, const char *end, int *is_int, lo
  * its escapes undone to out (room for len bytes and a NUL); returns the
  * length written. */
 size_t shoal_jsonlex_unescape(char *out, const char *text, size_t len);
+
+/* How many bytes follow the lead byte at p (not ASCII) of a UTF-8 sequence
+ * ending before end, by jansson's rule: no overlong forms, no surrogates,
+ * nothing past U+10FFFF; 0 when the sequence is invalid. Reading stops at
+ * the first byte that does not belong, a NUL included. */
+size_t shoal_jsonlex_utf8_tail(const unsigned char *p, const unsigned char *end);
+
+/* What a walk reports, in the text's order: a member's key before its value
+ * (its text between the quotes, escapes as written), an element's index
+ * before its value, a container's open and close, and each scalar (numbers
+ * as shoal_jsonlex_number reads them; literals by their first letter). A
+ * callback returns 0 to go on, anything else to stop the walk. */
+typedef struct {
+    int (*key)(void *arg, const char *text, size_t len, int escaped);
+    int (*index)(void *arg, size_t i);
+    int (*open)(void *arg, int is_array);
+    int (*close)(void *arg, int is_array);
+    int (*string)(void *arg, const char *text, size_t len, int escaped);
+    int (*number)(void *arg, int is_int, long long value);
+    int (*literal)(void *arg, char first);
+} shoal_jsonlex_visitor_t;
+
+/* Walks text (len bytes), which must be one object, through v; 1 when the
+ * whole text was walked (plain, see above, and no callback stopped it), 0
+ * when unsure. */
+int shoal_jsonlex_walk(const char *text, size_t len, const shoal_jsonlex_visitor_t *v, void *arg);
 
 /* The object text (len bytes) as a jansson tree equal to what json_loadb
  * builds, or NULL when the text is not a plain object (see above) or memory

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jsonlex.h"
+
 void shoal_jsontext_init(shoal_jsontext_t *b, size_t max)
 {
     memset(b, 0, sizeof(*b));
@@ -108,28 +110,9 @@ static int utf8_ok(const unsigned char *s, size_t *n, int *plain)
             i++;
             continue;
         }
-        size_t k;
-        unsigned cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            unsigned d = s[i + j];
-            if ((d & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (d & 0x3F);
-        }
-        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+        /* a NUL ends the sequence there: nothing past the string is read */
+        size_t k = shoal_jsonlex_utf8_tail(s + i, s + i + 4);
+        if (!k)
             return 0;
         i += k + 1;
     }

@@ -110,15 +110,17 @@ static void test_numbers(void)
  * caller's value. */
 static void test_ints_and_fixed(void)
 {
-    static const long long ints[] = {0, 7, -1, 1234567890123LL, LLONG_MAX, LLONG_MIN};
+    static const struct {
+        const char *key;
+        long long v;
+    } ints[] = {{"zero", 0},        {"seven", 7},      {"minus", -1}, {"big", 1234567890123LL},
+                {"max", LLONG_MAX}, {"min", LLONG_MIN}};
+    const size_t nints = sizeof(ints) / sizeof(ints[0]);
     shoal_jsontext_t b;
     shoal_jsontext_init(&b, 1 << 20);
     shoal_jsontext_open(&b);
-    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
-        char k[8];
-        snprintf(k, sizeof(k), "i%zu", i);
-        shoal_jsontext_key_int(&b, k, ints[i]);
-    }
+    for (size_t i = 0; i < nints; i++)
+        shoal_jsontext_key_int(&b, ints[i].key, ints[i].v);
     assert_int_eq(shoal_jsontext_key_fixed(&b, "t", 1712345678.25, 6), 0);
     assert_int_eq(shoal_jsontext_key_fixed(&b, "round", 0.0000125, 5), 0);
     assert_int_eq(shoal_jsontext_key_fixed(&b, "neg", -3.5, 2), 0);
@@ -138,11 +140,8 @@ static void test_ints_and_fixed(void)
     if (!strstr(text, want))
         test_fail("fixed decimals: %s", text);
     json_t *j = load(text);
-    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
-        char k[8];
-        snprintf(k, sizeof(k), "i%zu", i);
-        assert_true(json_integer_value(json_object_get(j, k)) == ints[i]);
-    }
+    for (size_t i = 0; i < nints; i++)
+        assert_true(json_integer_value(json_object_get(j, ints[i].key)) == ints[i].v);
     json_decref(j);
     free(text);
 }

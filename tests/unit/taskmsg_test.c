@@ -637,16 +637,14 @@ static long parse_failures(const char *text)
     json_decref(shoal_taskmsg_parse(text, strlen(text), &m, err, sizeof(err)));
     needed = alloc_count;
     assert_int_ge(needed, 10);
-    for (long i = 0; i < needed; i++) {
-        json_t *doc;
+    /* fail_at stays set past the parse: the count has gone by it then */
+    for (fail_at = 0; fail_at < needed; fail_at++) {
         alloc_count = 0;
-        fail_at = i;
         err[0] = '\0';
-        doc = shoal_taskmsg_parse(text, strlen(text), &m, err, sizeof(err));
-        fail_at = -1;
+        json_t *doc = shoal_taskmsg_parse(text, strlen(text), &m, err, sizeof(err));
         if (!doc) {
             if (err[0] == '\0')
-                test_fail("allocation %ld failed: NULL without a reason", i);
+                test_fail("allocation %ld failed: NULL without a reason", fail_at);
             failures++;
         } else {
             assert_int_eq(m.chunk, 0);
@@ -655,6 +653,7 @@ static long parse_failures(const char *text)
         }
         json_decref(doc);
     }
+    fail_at = -1;
     json_set_alloc_funcs(malloc, free);
     printf("taskmsg_test: %ld of %ld parse allocation failures reported\n", failures, needed);
     return failures;
