@@ -23,6 +23,7 @@
 
 #include "common/cachekey.h"
 #include "common/jsondesc.h"
+#include "common/jsonlex.h"
 
 /* The task schema's limits; keep in step with schemas/task.schema.json. */
 #define CHUNK_MAX 99999L
@@ -378,9 +379,10 @@ static shoal_err_t check_fallbacks(struct ctx *c, const json_t *doc, shoal_taskm
 
     if ((err = field(c, doc, "", "fallback_models", &v)))
         return err;
-    snprintf(what, sizeof(what), "an array of at most %d model names", FALLBACK_MAX);
-    if (!json_is_array(v) || json_array_size(v) > FALLBACK_MAX)
+    if (!json_is_array(v) || json_array_size(v) > FALLBACK_MAX) {
+        snprintf(what, sizeof(what), "an array of at most %d model names", FALLBACK_MAX);
         return bad(c, "fallback_models", what, v);
+    }
     for (size_t i = 0; i < json_array_size(v); i++) {
         snprintf(path, sizeof(path), "fallback_models[%zu]", i);
         if ((err = string_at(c, path, json_array_get(v, i), 1, &s)))
@@ -422,12 +424,17 @@ static shoal_err_t check_items(struct ctx *c, const json_t *doc, shoal_taskmsg_t
 
     if ((err = field(c, doc, "", "items", &items)))
         return err;
-    snprintf(what, sizeof(what), "an array of 1 to %d items", ITEMS_MAX);
-    if (!json_is_array(items) || json_array_size(items) < 1 || json_array_size(items) > ITEMS_MAX)
+    if (!json_is_array(items) || json_array_size(items) < 1 || json_array_size(items) > ITEMS_MAX) {
+        snprintf(what, sizeof(what), "an array of 1 to %d items", ITEMS_MAX);
         return bad(c, "items", what, items);
+    }
     for (size_t i = 0; i < json_array_size(items); i++) {
         const json_t *item = json_array_get(items, i), *v;
 
+        /* the usual item, checked without writing the paths an error names */
+        if (json_is_string(json_object_get(item, "input")) &&
+            json_string_length(json_object_get(item, "id")) > 0)
+            continue;
         snprintf(path, sizeof(path), "items[%zu]", i);
         if (!json_is_object(item))
             return bad(c, path, "an object", item);
@@ -538,6 +545,10 @@ static json_t *decode(const void *value, size_t len, struct ctx *c)
     json_t *doc;
     char d[SHOAL_JSONDESC_QUOTE_LEN];
 
+    /* Messages are plain JSON as schedulers write them: the fast reader
+     * takes those; anything else (and every error) is jansson's. */
+    if ((doc = shoal_jsonlex_load(value, len)) != NULL)
+        return doc;
     doc = json_loadb(value ? value : "", value ? len : 0, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
                      &e);
     if (!doc) {

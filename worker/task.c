@@ -380,6 +380,9 @@ json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served
 
 /* Rows never exceed this (an output is at most the 16 MiB of an answer). */
 #define ROW_TEXT_MAX ((size_t)64 << 20)
+/* Times in text rows: epoch seconds to the microsecond the database keeps,
+ * durations in ms to the nanosecond (curl measures microseconds). */
+#define TIME_DECIMALS 6
 
 char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
                               const shoal_http_reply_t *reply, const shoal_task_call_t *call,
@@ -400,10 +403,10 @@ char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, con
               shoal_jsontext_key_str(&b, "worker_id", worker_id) |
               shoal_jsontext_key_str(&b, "outcome", call->outcome) |
               shoal_jsontext_key_str(&b, "outcome_kind", shoal_outcome_name(call->kind)) |
-              shoal_jsontext_key_real(&b, "latency_ms", reply->latency_ms) |
+              shoal_jsontext_key_fixed(&b, "latency_ms", reply->latency_ms, TIME_DECIMALS) |
               shoal_jsontext_key_real(&b, "cost_usd", shoal_model_cost(m, u)) |
-              shoal_jsontext_key_real(&b, "started_at", reply->started_unix) |
-              shoal_jsontext_key_real(&b, "finished_at", now);
+              shoal_jsontext_key_fixed(&b, "started_at", reply->started_unix, TIME_DECIMALS) |
+              shoal_jsontext_key_fixed(&b, "finished_at", now, TIME_DECIMALS);
     if (bad) {
         shoal_jsontext_free(&b);
         return NULL;
@@ -417,7 +420,8 @@ char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, con
     /* The optional members, as in shoal_task_attempt_row: left out when
      * jansson would refuse them. */
     if (t->received_unix > 0 && reply->started_unix >= t->received_unix)
-        shoal_jsontext_key_real(&b, "queue_ms", (reply->started_unix - t->received_unix) * 1000.0);
+        shoal_jsontext_key_fixed(&b, "queue_ms", (reply->started_unix - t->received_unix) * 1000.0,
+                                 TIME_DECIMALS);
     if (call->error && *call->error)
         shoal_jsontext_key_str(&b, "error", call->error);
     if (reply->retry_after_ms >= 0)

@@ -177,7 +177,9 @@ json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served
 
 /* The same rows as JSON text, built without a jansson tree (the worker's
  * hot path): the caller frees; *len gets the length. NULL when the json_t
- * version would be NULL or memory ran out. */
+ * version would be NULL or memory ran out. Times and durations are written
+ * to six decimals (epoch seconds to the microsecond, ms to the nanosecond)
+ * rather than 17 digits. */
 char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
                               const shoal_http_reply_t *reply, const shoal_task_call_t *call,
                               size_t *len);

@@ -632,42 +632,25 @@ static void *failing_malloc(size_t size)
     return malloc(size);
 }
 
-/* Fails each jansson allocation of shoal_task_parse in turn (decoding the
- * message, building the request, printing it). Nothing may crash or leak
- * (ASan). While the request is built, each run gives NULL with a reason or a
- * task whose request equals the clean one, so a failure that was ignored and
- * left a message out shows up. Decoding and printing are jansson's own, and
- * jansson 2.14 can lose a character there and still succeed (its lexer when
- * growing a string, json_dumps when writing an object key), so those runs
- * only have to survive. */
-static void test_alloc_failures(void)
+/* Fails each jansson allocation of shoal_task_parse of msg in turn; the
+ * number of runs that gave NULL (each with a reason). Nothing may crash or
+ * leak (ASan), and from allocation `from` on a run that succeeds has the
+ * clean request, so a failure that was ignored and lost a field shows up. */
+static long fail_each_allocation(const char *msg, const shoal_task_t *clean, long from)
 {
-    size_t n;
-    char **tasks = make_tasks(job_json, "job-7", &n);
-    shoal_task_t *clean = parse_ok(tasks[0]);
     char err[512];
-
     json_set_alloc_funcs(failing_malloc, free);
     alloc_count = 0;
-    json_decref(json_loads(tasks[0], 0, NULL));
-    long decoding = alloc_count;
-    alloc_count = 0;
-    shoal_task_t *t = parse_ok(tasks[0]);
+    shoal_task_t *t = parse_ok(msg);
     long needed = alloc_count;
     shoal_task_destroy(t);
-    json_t *req = json_loads(clean->request, 0, NULL);
-    assert_true(req != NULL);
-    alloc_count = 0;
-    free(json_dumps(req, JSON_COMPACT));
-    long printing = alloc_count;
-    json_decref(req);
-    assert_int_ge(needed - printing - decoding, 10);
+    assert_int_ge(needed, 10);
     long failures = 0;
     for (long i = 0; i < needed; i++) {
         alloc_count = 0;
         fail_at = i;
         err[0] = '\0';
-        t = shoal_task_parse(tasks[0], strlen(tasks[0]), models, err, sizeof(err));
+        t = shoal_task_parse(msg, strlen(msg), models, err, sizeof(err));
         fail_at = -1;
         if (!t) {
             if (err[0] == '\0')
@@ -675,13 +658,46 @@ static void test_alloc_failures(void)
             failures++;
             continue;
         }
-        if (i >= decoding && i < needed - printing && strcmp(t->request, clean->request) != 0)
+        if (i >= from && strcmp(t->request, clean->request) != 0)
             test_fail("allocation %ld failed and the request is incomplete: %s", i, t->request);
         shoal_task_destroy(t);
     }
     json_set_alloc_funcs(malloc, free);
-    assert_int_ge(failures, 1);
     printf("task_test: %ld of %ld allocation failures reported\n", failures, needed);
+    return failures;
+}
+
+/* Allocation failures while a task is parsed, through both readers of the
+ * message. A plain message takes the fast reader (common/jsonlex.h): a
+ * failure there hands it to jansson's, and one after is only memory lost,
+ * so every run has the clean request. The same message with a \u escape is
+ * jansson's: failures there are reported, except that jansson 2.14 can lose
+ * a character while decoding (its lexer, growing a string) and still
+ * succeed, so those runs only have to survive. The request is written as
+ * text, without jansson. */
+static void test_alloc_failures(void)
+{
+    size_t n;
+    char **tasks = make_tasks(job_json, "job-7", &n);
+    shoal_task_t *clean = parse_ok(tasks[0]);
+
+    fail_each_allocation(tasks[0], clean, 0);
+
+    /* "Classify" with its C escaped: the same message for jansson only */
+    char *c = strstr(tasks[0], "Classify");
+    assert_true(c != NULL);
+    size_t len = strlen(tasks[0]);
+    char *escaped = malloc(len + 6);
+    memcpy(escaped, tasks[0], (size_t)(c - tasks[0]));
+    memcpy(escaped + (c - tasks[0]), "\\u0043", 6);
+    memcpy(escaped + (c - tasks[0]) + 6, c + 1, len - (size_t)(c - tasks[0]));
+    json_set_alloc_funcs(failing_malloc, free);
+    alloc_count = 0;
+    json_decref(json_loads(escaped, 0, NULL));
+    long decoding = alloc_count;
+    json_set_alloc_funcs(malloc, free);
+    assert_int_ge(fail_each_allocation(escaped, clean, decoding), 1);
+    free(escaped);
     shoal_task_destroy(clean);
     free_tasks(tasks, n);
 }
