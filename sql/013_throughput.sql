@@ -11,8 +11,9 @@ DROP INDEX shoal.tasks_pending_idx;
 CREATE INDEX tasks_job_idx ON shoal.tasks (job_id);
 ALTER TABLE shoal.tasks SET (fillfactor = 50);
 
--- Marks published tasks queued: as in 009, the top-level tasks of the job
--- with those chunks that are still pending, but each row is found by its
+-- Marks published tasks queued: as in 010, the top-level tasks of the job
+-- with those chunks that are pending, or queued already (a task published
+-- again by the reconciler restarts its clock), but each row is found by its
 -- primary key alone. A task_id is "<job_id>:<chunk as six digits>" (the rule
 -- of common/taskmsg.h, which workers enforce), so a top-level task with one
 -- of these ids is that job's task of that chunk; the ids are a materialized
@@ -27,7 +28,8 @@ LANGUAGE sql AS $$
     )
     UPDATE shoal.tasks t SET status = 'queued', queued_at = now()
     FROM ids
-    WHERE t.task_id = ids.task_id AND t.status = 'pending' AND t.parent_task_id IS NULL;
+    WHERE t.task_id = ids.task_id AND t.status IN ('pending', 'queued')
+      AND t.parent_task_id IS NULL;
 $$;
 
 -- Records a batch of finished tasks and the calls behind them: everything
