@@ -431,9 +431,10 @@ static shoal_err_t check_items(struct ctx *c, const json_t *doc, shoal_taskmsg_t
     for (size_t i = 0; i < json_array_size(items); i++) {
         const json_t *item = json_array_get(items, i), *v;
 
-        /* the usual item, checked without writing the paths an error names */
+        /* the usual item (no request of its own), checked without writing
+         * the paths an error names */
         if (json_is_string(json_object_get(item, "input")) &&
-            json_string_length(json_object_get(item, "id")) > 0)
+            json_string_length(json_object_get(item, "id")) > 0 && !json_object_get(item, "body"))
             continue;
         snprintf(path, sizeof(path), "items[%zu]", i);
         if (!json_is_object(item))
