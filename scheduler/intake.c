@@ -260,6 +260,8 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
                                             err == SHOAL_OK ? errbuf : NULL, errlen);
     if (err == SHOAL_OK)
         err = werr;
+    if (err == SHOAL_OK && *published > 0 && c->on_published)
+        c->on_published(shoal_job_priority(job), *published, c->on_published_arg);
     shoal_cache_lookup_destroy(cached);
     if (err == SHOAL_OK && listed > 0) {
         const char *mp[] = {job_id, list};

@@ -32,6 +32,10 @@ typedef struct {
                   (scheduler/dispatch.h) instead of published here */
     const shoal_tenants_t *tenants; /* borrowed; NULL: no tenants file, no limits */
     const char *cluster_id;         /* the Kafka cluster's id, for derived job ids; may be NULL */
+    /* Told of every task message Kafka acknowledged, whoever published it
+     * (intake, the dispatcher, the reconciler): for metrics. May be NULL. */
+    void (*on_published)(const char *priority, int n, void *arg);
+    void *on_published_arg;
 } shoal_intake_conf_t;
 
 typedef enum {

@@ -258,7 +258,9 @@ int main(int argc, char **argv)
                               .max_job_bytes = (size_t)conf.max_job_bytes,
                               .cache_ttl_s = conf.cache_ttl_s,
                               .tenants = tenants,
-                              .cluster_id = cluster_id};
+                              .cluster_id = cluster_id,
+                              .on_published = sm ? shoal_smetrics_published : NULL,
+                              .on_published_arg = sm};
     const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);

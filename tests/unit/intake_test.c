@@ -622,7 +622,11 @@ int main(void)
     if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
         test_fail("migrate: %s", err);
 
-    shoal_intake_conf_t conf = {pg, producer, &topics, models, 1 << 20, 0, 0, 0, NULL, NULL};
+    shoal_intake_conf_t conf = {.pg = pg,
+                                .producer = producer,
+                                .topics = &topics,
+                                .models = models,
+                                .max_job_bytes = 1 << 20};
     test_new_and_duplicate(&conf, checks);
     test_derived_id(&conf, checks);
     test_rejected(&conf, checks);
