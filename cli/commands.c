@@ -20,6 +20,7 @@
 #include "cli/usd.h"
 #include "common/estimate.h"
 #include "common/job.h"
+#include "common/jobid.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/migrate.h"
@@ -202,18 +203,59 @@ static char *read_all(const char *path, size_t *len, char *err, size_t errlen)
     return buf;
 }
 
-static void new_job_id(char *buf, size_t len)
+/* Prints a job's problems one per line (they come joined by newlines). */
+static void print_problems(const char *file, const char *problems)
 {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    unsigned r = (unsigned)(tv.tv_usec ^ (getpid() << 16));
-    FILE *u = fopen("/dev/urandom", "rb");
-    if (u) {
-        if (fread(&r, sizeof(r), 1, u) != 1)
-            r ^= (unsigned)tv.tv_sec;
-        fclose(u);
+    if (!strchr(problems, '\n')) {
+        fprintf(stderr, "shoal: %s is not a valid job: %s\n", file, problems);
+        return;
     }
-    snprintf(buf, len, "job-%ld-%08x", (long)tv.tv_sec, r);
+    fprintf(stderr, "shoal: %s is not a valid job:\n", file);
+    for (const char *p = problems; *p;) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        fprintf(stderr, "  %.*s\n", n, p);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+/* Waits until a scheduler has read the message with content hash (the job
+ * row carries it, or shoal.job_conflicts names it). Returns -1 to go on and
+ * follow the job, else the exit code: the submission was ignored because
+ * another job holds its id (said on stderr), or it never showed up. */
+static int await_own(shoal_pg_t *pg, const char *job_id, const char *hash, long timeout_ms)
+{
+    const char *params[] = {job_id, hash};
+    double start = shoal_service_now_ms();
+    char err[512];
+
+    while (!shoal_service_stopping() && shoal_service_now_ms() - start < timeout_ms) {
+        PGresult *r;
+        if (shoal_pg_exec(pg,
+                          "SELECT (SELECT content_hash = $2 OR content_hash IS NULL FROM "
+                          "shoal.jobs WHERE job_id = $1), (SELECT status FROM shoal.jobs WHERE "
+                          "job_id = $1), EXISTS (SELECT 1 FROM shoal.job_conflicts WHERE job_id "
+                          "= $1 AND content_hash = $2)",
+                          2, params, &r, err, sizeof(err)) == SHOAL_OK) {
+            int conflict = !strcmp(PQgetvalue(r, 0, 2), "t");
+            int mine = !strcmp(PQgetvalue(r, 0, 0), "t");
+            char status[32];
+            snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 1));
+            PQclear(r);
+            if (conflict) {
+                fprintf(stderr,
+                        "shoal: warning: job %s already exists (%s) with other content; this "
+                        "submission was ignored. Submit it under another job_id (or leave job_id "
+                        "out)\n",
+                        job_id, status);
+                return SHOAL_EXIT_USAGE;
+            }
+            if (mine)
+                return -1;
+        }
+        shoal_service_sleep_ms(200);
+    }
+    return -1; /* follow() says what it finds */
 }
 
 /* Asks the cluster for its broker list, so an unreachable Kafka is found in
@@ -254,7 +296,11 @@ static int submit_in_parts(const struct cli_conf *c, const char *path, const cha
         fprintf(stderr, "shoal: cannot load models file %s: %s\n", c->models, err);
         return SHOAL_EXIT_ERROR;
     }
-    new_job_id(idbuf, sizeof(idbuf));
+    if (shoal_jobid_random(idbuf, sizeof(idbuf)) != SHOAL_OK) {
+        shoal_models_destroy(models);
+        fprintf(stderr, "shoal: cannot make a job_id: no random bytes (set job_id)\n");
+        return SHOAL_EXIT_ERROR;
+    }
     shoal_partsubmit_t *ps = shoal_partsubmit_new(text, size, idbuf, models, SHOAL_PARTSUBMIT_BYTES,
                                                   !c->no_validate, &e, err, sizeof(err));
     shoal_models_destroy(models);
@@ -342,7 +388,7 @@ int shoal_cmd_submit(int argc, char **argv)
         "in parts).";
     struct cli_conf c;
     shoal_optres_t res;
-    char err[1024] = "", idbuf[64];
+    char err[4096] = "", idbuf[64];
     int rc = parse(submit_opts, &c, argc, argv, usage, summary, 1, &res);
     if (rc >= 0)
         return rc;
@@ -382,7 +428,7 @@ int shoal_cmd_submit(int argc, char **argv)
             shoal_job_parse(text, len, (size_t)MAX_FILE_BYTES, models, err, sizeof(err));
         shoal_models_destroy(models);
         if (!job) {
-            fprintf(stderr, "shoal: %s is not a valid job: %s\n", res.pos[0], err);
+            print_problems(res.pos[0], err);
             free(text);
             return SHOAL_EXIT_USAGE;
         }
@@ -392,8 +438,14 @@ int shoal_cmd_submit(int argc, char **argv)
     if (json_is_object(doc)) {
         job_id = json_string_value(json_object_get(doc, "job_id"));
         if (!job_id) {
-            /* Give it an id so the caller can follow it. */
-            new_job_id(idbuf, sizeof(idbuf));
+            /* Give it an id so the caller can follow it: 128 random bits,
+             * unique whatever Kafka cluster or topic it goes to. */
+            if (shoal_jobid_random(idbuf, sizeof(idbuf)) != SHOAL_OK) {
+                fprintf(stderr, "shoal: cannot make a job_id: no random bytes (set job_id)\n");
+                json_decref(doc);
+                free(text);
+                return SHOAL_EXIT_ERROR;
+            }
             json_object_set_new(doc, "job_id", json_string(idbuf));
             payload = json_dumps(doc, JSON_COMPACT);
             job_id = idbuf;
@@ -442,8 +494,12 @@ int shoal_cmd_submit(int argc, char **argv)
     if (rc == SHOAL_EXIT_OK && c.wait && job_id) {
         char jid[256];
         snprintf(jid, sizeof(jid), "%s", job_id);
+        char hash[SHOAL_JOBID_HASH_LEN];
+        shoal_jobid_content_hash(payload, len, hash);
         shoal_pg_t *pg = shoal_pg_new(c.pg, "shoal-cli");
-        rc = shoal_cmd_follow(pg, jid, c.interval_ms, 120000, 0);
+        rc = await_own(pg, jid, hash, 120000);
+        if (rc < 0)
+            rc = shoal_cmd_follow(pg, jid, c.interval_ms, 120000, 0);
         shoal_pg_destroy(pg);
     }
     if (payload != text)
@@ -459,7 +515,9 @@ struct progress {
     long cached; /* tasks answered from the result cache */
     double percent, cost, est_cost, elapsed, eta;
     long long tokens_in, tokens_out;
-    char error[1024];
+    char error[4096];
+    double budget;  /* the job's budget_usd, 0 when none */
+    long conflicts; /* submissions under this id that were ignored */
 };
 
 /* Reads a job's progress row: SHOAL_ERR_NOTFOUND when there is none. */
@@ -471,8 +529,11 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
     shoal_err_t e = shoal_pg_exec(
         pg,
         "SELECT status, tasks_total, tasks_done, tasks_failed, percent, tokens_in, tokens_out, "
-        "cost_usd, coalesce(est_cost_usd, 0), elapsed_s, coalesce(eta_s, -1), coalesce(error, '') "
-        "FROM shoal.job_progress WHERE job_id = $1",
+        "cost_usd, coalesce(est_cost_usd, 0), elapsed_s, coalesce(eta_s, -1), coalesce(error, ''), "
+        "coalesce((SELECT (settings->>'budget_usd')::float8 FROM shoal.jobs j "
+        "          WHERE j.job_id = p.job_id), 0), "
+        "(SELECT count(*) FROM shoal.job_conflicts c WHERE c.job_id = p.job_id) "
+        "FROM shoal.job_progress p WHERE job_id = $1",
         1, params, &r, err, errlen);
     if (e != SHOAL_OK)
         return e;
@@ -492,6 +553,8 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
     p->elapsed = strtod(PQgetvalue(r, 0, 9), NULL);
     p->eta = strtod(PQgetvalue(r, 0, 10), NULL);
     snprintf(p->error, sizeof(p->error), "%s", PQgetvalue(r, 0, 11));
+    p->budget = strtod(PQgetvalue(r, 0, 12), NULL);
+    p->conflicts = strtol(PQgetvalue(r, 0, 13), NULL, 10);
     PQclear(r);
     /* the result cache's count, kept on the job (sql/014_cache.sql) */
     p->cached = 0;
@@ -506,19 +569,25 @@ static shoal_err_t read_progress(shoal_pg_t *pg, const char *job_id, struct prog
 
 static void print_progress(FILE *out, const char *job_id, const struct progress *p)
 {
-    char cost[32], est[32];
+    char cost[32], est[32], budget[48] = "", b[32];
+    if (p->budget > 0)
+        snprintf(budget, sizeof(budget), ", budget %s", shoal_usd_format(p->budget, b, sizeof(b)));
     fprintf(out,
             "job %s %s: %ld/%ld tasks done (%.1f%%), %ld failed, tokens %lld in / %lld out, "
-            "cost %s (estimated %s), elapsed %.1fs",
+            "cost %s (estimated %s%s), elapsed %.1fs",
             job_id, p->status, p->done, p->total, p->percent, p->failed, p->tokens_in,
             p->tokens_out, shoal_usd_format(p->cost, cost, sizeof(cost)),
-            shoal_usd_format(p->est_cost, est, sizeof(est)), p->elapsed);
+            shoal_usd_format(p->est_cost, est, sizeof(est)), budget, p->elapsed);
     if (p->cached > 0)
         fprintf(out, ", %ld cached", p->cached);
     if (p->eta >= 0)
         fprintf(out, ", eta %.1fs", p->eta);
     if (*p->error)
         fprintf(out, "\n  error: %s", p->error);
+    if (p->conflicts > 0)
+        fprintf(out,
+                "\n  warning: %ld submission%s with other content under this job_id %s ignored",
+                p->conflicts, p->conflicts == 1 ? "" : "s", p->conflicts == 1 ? "was" : "were");
     fputc('\n', out);
     fflush(out);
 }

@@ -4,7 +4,8 @@
  *   0 success (for status/results: the job completed, or is running without --follow)
  *   1 an operational error (Kafka or PostgreSQL unreachable, unreadable file)
  *   2 bad usage or an invalid job file
- *   2 also: the job cannot be cancelled or resumed as it stands (cancel, resume)
+ *   2 also: the job cannot be cancelled or resumed as it stands (cancel, resume), or
+ *     submit --wait found another job with other content under the job_id (ignored)
  *   3 the job ended partial, failed, rejected or cancelled
  *   4 no such job
  *   5 the job has not finished yet (results)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/stats.h"
 
 static const struct {
     const char *name;
@@ -18,6 +19,7 @@ static const struct {
     {"estimate", shoal_cmd_estimate, "estimate a job file's calls, tokens, cost and duration"},
     {"cancel", shoal_cmd_cancel, "cancel a running job (no call of it starts after)"},
     {"resume", shoal_cmd_resume, "run a partial or failed job's failed tasks again"},
+    {"stats", shoal_cmd_stats, "jobs, calls, tokens, cost and 429s per tenant and model"},
     {"top", shoal_cmd_top, "a live view of the fleet: workers, models, throughput, queue, jobs"},
     {"migrate", shoal_cmd_migrate, "create or update the database schema"},
     {"dev", shoal_cmd_dev, "run the whole fleet on this machine (--demo runs a sample job)"},

@@ -41,6 +41,7 @@ struct shoal_job {
     long *chunk_tokens;  /* n_chunks entries */
     long est_tokens;
     long long submitted_unix; /* deadline_s counts from here */
+    int priority_given;       /* the message set priority (no default filled in) */
 };
 
 /* ---- defaults ---- */
@@ -279,6 +280,7 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
         json_decref(doc);
         return NULL;
     }
+    int priority_given = json_object_get(doc, "priority") != NULL;
     if (fill_defaults(doc) || !(job = shoal_jsonalloc_array(1, sizeof(*job)))) {
         json_decref(doc);
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
@@ -288,6 +290,7 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     job->doc = doc;
     job->items = json_object_get(doc, "items");
     job->n_items = json_array_size(job->items);
+    job->priority_given = priority_given;
     /* until the scheduler says when it accepted the job (shoal_job_set_submitted) */
     job->submitted_unix = (long long)time(NULL);
     if (shoal_jobcheck_semantics(doc, models, errbuf, errlen) || plan_chunks(job, errbuf, errlen)) {
@@ -405,6 +408,20 @@ shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id)
     if (json_object_set_new(job->doc, "job_id", s))
         return SHOAL_ERR_NOMEM;
     return SHOAL_OK;
+}
+
+int shoal_job_priority_given(const shoal_job_t *job)
+{
+    return job->priority_given;
+}
+
+shoal_err_t shoal_job_set_priority(shoal_job_t *job, const char *priority)
+{
+    if (!priority ||
+        (strcmp(priority, "high") && strcmp(priority, "normal") && strcmp(priority, "low")))
+        return SHOAL_ERR_INVALID;
+    return json_object_set_new(job->doc, "priority", json_string(priority)) ? SHOAL_ERR_NOMEM
+                                                                            : SHOAL_OK;
 }
 
 int shoal_job_copy_field(const shoal_job_t *job, const char *key, json_t *obj)

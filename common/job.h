@@ -83,6 +83,15 @@ const json_t *shoal_job_json(const shoal_job_t *job);
  * SHOAL_ERR_NOMEM if the copy fails; the job keeps its old id on error. */
 shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id);
 
+/* Whether the message itself set priority (else it is the default,
+ * "normal", which a tenant's plan may replace: shoal_job_set_priority). */
+int shoal_job_priority_given(const shoal_job_t *job);
+
+/* Sets the priority ("high", "normal" or "low"); SHOAL_ERR_INVALID for any
+ * other value, SHOAL_ERR_NOMEM when out of memory. Invalidates the previous
+ * shoal_job_priority() string. */
+shoal_err_t shoal_job_set_priority(shoal_job_t *job, const char *priority);
+
 /* A new object with every setting of the job except its prompt text (no
  * system, prompt_template or item inputs): tenant, priority, model,
  * fallback_models, chunking, output, merge, max_attempts, timeout_ms,

@@ -124,30 +124,73 @@ static const struct {
      "needs output.format \"json\""},
 };
 
+/* Joins problems, one per line, into a caller's buffer; counts them all but
+ * writes at most SHOAL_JOBCHECK_MAX_ERRORS. */
+struct problems {
+    char *buf;
+    size_t len, off;
+    size_t n;
+};
+
+static void add_problem(struct problems *p, const char *msg)
+{
+    if (p->n++ >= SHOAL_JOBCHECK_MAX_ERRORS || !p->buf || p->off >= p->len)
+        return;
+    int w = snprintf(p->buf + p->off, p->len - p->off, "%s%s", p->n > 1 ? "\n" : "", msg);
+    if (w > 0)
+        p->off += (size_t)w;
+}
+
+static void more_problems(struct problems *p, int exact)
+{
+    if (p->n > SHOAL_JOBCHECK_MAX_ERRORS && p->buf && p->off < p->len)
+        snprintf(p->buf + p->off, p->len - p->off,
+                 exact ? "\n(%zu more problems not shown)" : "\n(more problems not shown)",
+                 p->n - SHOAL_JOBCHECK_MAX_ERRORS);
+}
+
+/* One schema violation as the person who wrote the job reads it. */
+static void schema_problem(void *arg, const shoal_jsonschema_error_t *d, const char *message)
+{
+    struct problems *p = arg;
+    char q[QUOTE_LEN], line[1024];
+
+    for (size_t i = 0; d->keyword && i < sizeof(rewordings) / sizeof(rewordings[0]); i++) {
+        if (strcmp(d->schema_path, rewordings[i].schema_path) != 0)
+            continue;
+        if (rewordings[i].chars && json_is_string(d->value)) {
+            fail(line, sizeof(line), d->instance_path, "%s may only contain letters, digits and %s",
+                 quoted_json(q, d->value), rewordings[i].chars);
+            add_problem(p, line);
+            return;
+        }
+        if (rewordings[i].msg) {
+            fail(line, sizeof(line), rewordings[i].path ? rewordings[i].path : d->instance_path,
+                 "%s", rewordings[i].msg);
+            add_problem(p, line);
+            return;
+        }
+    }
+    add_problem(p, message);
+}
+
 shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errlen)
 {
-    shoal_jsonschema_error_t d;
+    struct problems p = {errbuf, errlen, 0, 0};
     shoal_err_t err;
-    char q[QUOTE_LEN];
 
     if (!json_is_object(doc))
         return fail(errbuf, errlen, "job", "expected an object, got %s",
                     doc ? shoal_jsondesc_type(doc) : "nothing");
     if ((err = load_schema(errbuf, errlen)))
         return err;
-    if (shoal_jsonschema_validate_ex(job_schema, doc, &d, errbuf, errlen) == SHOAL_OK)
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    /* one more than shown, to know whether there are more */
+    if (shoal_jsonschema_validate_all(job_schema, doc, SHOAL_JOBCHECK_MAX_ERRORS + 1,
+                                      schema_problem, &p, NULL) == SHOAL_OK)
         return SHOAL_OK;
-    for (size_t i = 0; d.keyword && i < sizeof(rewordings) / sizeof(rewordings[0]); i++) {
-        if (strcmp(d.schema_path, rewordings[i].schema_path) != 0)
-            continue;
-        if (rewordings[i].chars && json_is_string(d.value))
-            return fail(errbuf, errlen, d.instance_path,
-                        "%s may only contain letters, digits and %s", quoted_json(q, d.value),
-                        rewordings[i].chars);
-        if (rewordings[i].msg)
-            return fail(errbuf, errlen, rewordings[i].path ? rewordings[i].path : d.instance_path,
-                        "%s", rewordings[i].msg);
-    }
+    more_problems(&p, 0);
     return SHOAL_ERR_INVALID;
 }
 
@@ -284,25 +327,6 @@ static shoal_err_t check_model(const shoal_models_t *models, const char *path, c
                          shoal_jsondesc_quote(q, alias, strlen(alias)), known);
 }
 
-static shoal_err_t check_models(const json_t *doc, const shoal_models_t *models, char *errbuf,
-                                size_t errlen)
-{
-    const json_t *fallbacks = json_object_get(doc, "fallback_models");
-    char path[64];
-    shoal_err_t err;
-
-    if ((err = check_model(models, "model", json_string_value(json_object_get(doc, "model")),
-                           errbuf, errlen)))
-        return err;
-    for (size_t i = 0; i < json_array_size(fallbacks); i++) {
-        snprintf(path, sizeof(path), "fallback_models[%zu]", i);
-        if ((err = check_model(models, path, json_string_value(json_array_get(fallbacks, i)),
-                               errbuf, errlen)))
-            return err;
-    }
-    return SHOAL_OK;
-}
-
 /* output.schema must be one the worker can enforce: refused here, at intake,
  * rather than on every chunk's output. */
 static shoal_err_t check_output_schema(const json_t *doc, char *errbuf, size_t errlen)
@@ -356,15 +380,41 @@ shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *mo
                                      size_t errlen)
 {
     const json_t *items = json_object_get(doc, "items");
-    shoal_err_t err;
+    struct problems p = {errbuf, errlen, 0, 0};
+    char why[1024];
+    shoal_err_t err, first = SHOAL_OK;
+    const json_t *fallbacks = json_object_get(doc, "fallback_models");
+    char path[64];
 
-    if ((err = check_unique_ids(items, json_array_size(items), errbuf, errlen)))
-        return err;
-    if (models && (err = check_models(doc, models, errbuf, errlen)))
-        return err;
-    if ((err = check_item_requests(doc, models, errbuf, errlen)))
-        return err;
-    return check_output_schema(doc, errbuf, errlen);
+    /* each check on its own, so that every problem is named at once */
+    for (int k = 0; k < 4 + (int)json_array_size(fallbacks); k++) {
+        if (k == 0)
+            err = check_unique_ids(items, json_array_size(items), why, sizeof(why));
+        else if (k == 1)
+            err = check_output_schema(doc, why, sizeof(why));
+        else if (k == 2)
+            err = check_item_requests(doc, models, why, sizeof(why));
+        else if (!models)
+            continue;
+        else if (k == 3)
+            err = check_model(models, "model", json_string_value(json_object_get(doc, "model")),
+                              why, sizeof(why));
+        else {
+            snprintf(path, sizeof(path), "fallback_models[%d]", k - 4);
+            err = check_model(models, path, json_string_value(json_array_get(fallbacks, k - 4)),
+                              why, sizeof(why));
+        }
+        if (err == SHOAL_ERR_NOMEM)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        if (err == SHOAL_OK)
+            continue;
+        if (first == SHOAL_OK && errbuf && errlen)
+            errbuf[0] = '\0';
+        first = first == SHOAL_OK ? err : first;
+        add_problem(&p, why);
+    }
+    more_problems(&p, 1);
+    return first;
 }
 
 /* The schema's $defs/key rule, spelled out rather than run through the

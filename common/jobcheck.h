@@ -6,10 +6,11 @@
  * on first use and kept; they are safe from any thread, except that they use
  * jansson's allocator as set at the time of the call.
  *
- * Every error is one line of lower-case text naming the JSON path of the bad
- * field and what was expected, e.g.
+ * Every problem is one line of lower-case text naming the JSON path of the
+ * bad field and what was expected, e.g.
  *   items[2].input: expected a string, got an integer
- * fit to show to the user who submitted the job. The shoal_job_ names of the
+ * fit to show to the user who submitted the job; a job with several problems
+ * gets them all, one per line. The shoal_job_ names of the
  * first three functions predate this module and are kept for their callers.
  */
 #ifndef SHOAL_COMMON_JOBCHECK_H
@@ -27,6 +28,10 @@
  * that walks a job (or its output schema) recursively has a bounded depth. */
 #define SHOAL_JOB_MAX_DEPTH 64
 
+/* At most this many problems of one job are reported (then a line saying
+ * there are more). */
+#define SHOAL_JOBCHECK_MAX_ERRORS 20
+
 /* Size of the buffer shoal_jobcheck_quote() writes. */
 #define SHOAL_JOBCHECK_QUOTE_LEN SHOAL_JSONDESC_QUOTE_LEN
 
@@ -36,7 +41,8 @@
 json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errlen);
 
 /* Checks doc against the job schema and nothing else, with common/jsonschema.
- * SHOAL_OK or SHOAL_ERR_INVALID with the first violation in errbuf
+ * SHOAL_OK or SHOAL_ERR_INVALID with every violation in errbuf, one per
+ * line (up to SHOAL_JOBCHECK_MAX_ERRORS; a single violation reads as before)
  * (SHOAL_ERR_NOMEM when compiling the schema on first use ran out of memory).
  * doc is not changed. */
 shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errlen);
@@ -49,7 +55,8 @@ int shoal_job_id_valid(const char *id);
  * models (skipped when models is NULL), items with their own model or body
  * only in a job of one item per chunk, and output.schema is one shoal_jsonschema can compile, so
  * the worker can enforce it ("output.schema: cannot be enforced: <why>").
- * SHOAL_OK, SHOAL_ERR_INVALID naming the first problem, or SHOAL_ERR_NOMEM.
+ * SHOAL_OK, SHOAL_ERR_INVALID naming every problem (one per line), or
+ * SHOAL_ERR_NOMEM.
  * doc is not changed. */
 shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *models, char *errbuf,
                                      size_t errlen);

@@ -13,7 +13,10 @@
  * if/then/else, dependentSchemas) refuses a cycle: such a schema would
  * recurse forever on the first instance that reaches it.
  *
- * Evaluation returns at the first violation. Subschemas whose failure is
+ * Evaluation returns at the first violation, unless every violation is
+ * asked for (shoal_jsonschema_validate_all): then the fields of an object
+ * and the entries of an array are each checked after one of them failed,
+ * up to a cap, while everything else still stops at its first. Subschemas whose failure is
  * not itself an error (anyOf branches, not, if, contains) run "quiet": no
  * text is formatted for them. A regex over its step budget or evaluation
  * deeper than SHOAL_JSONSCHEMA_MAX_DEPTH aborts the whole validation with a
@@ -1317,7 +1320,19 @@ struct vctx {
     unsigned depth;
     int quiet; /* > 0: inside a subschema whose failure is not an error */
     int aborted;
+    /* shoal_jsonschema_validate_all(): every violation goes to each_fn */
+    shoal_jsonschema_each_fn each_fn;
+    void *each_arg;
+    size_t each_max, each_count;
 };
+
+/* After a violation in one field or entry, whether to go on with its
+ * siblings: only when collecting every violation, never inside a quiet
+ * probe (its verdict is all that counts) and not past the cap. */
+static int keep_going(const struct vctx *c)
+{
+    return c->each_fn && !c->quiet && !c->aborted && c->each_count < c->each_max;
+}
 
 static int ident_key(const char *k)
 {
@@ -1387,7 +1402,7 @@ static int report(struct vctx *c, const struct snode *n, const char *keyword,
     size_t n_full;
     va_list ap;
 
-    if (c->quiet || (!c->errbuf && !c->detail))
+    if (c->quiet || (!c->errbuf && !c->detail && !c->each_fn))
         return 1;
     path_fmt(full, sizeof(full), path);
     /* a very deep path keeps its end, where the problem is */
@@ -1410,6 +1425,21 @@ static int report(struct vctx *c, const struct snode *n, const char *keyword,
                  keyword);
         c->detail->keyword = keyword;
         c->detail->value = value;
+    }
+    if (c->each_fn && c->each_count < c->each_max) {
+        shoal_jsonschema_error_t d;
+        char line[1024];
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        snprintf(line, sizeof(line), "%s%s%s", where, *where ? ": " : "", msg);
+        snprintf(d.instance_path, sizeof(d.instance_path), "%s", where);
+        snprintf(d.schema_path, sizeof(d.schema_path), "%s/%s", n->where, keyword);
+        d.keyword = keyword;
+        d.value = value;
+        c->each_count++;
+        c->each_fn(c->each_arg, &d, line);
     }
     return 1;
 }
@@ -1703,13 +1733,19 @@ static int check_array(struct vctx *c, const struct snode *n, const json_t *v,
     if (n->max_items >= 0 && (long long)len > n->max_items)
         return report(c, n, "maxItems", path, v, "too many entries (%zu; the limit is %lld)", len,
                       n->max_items);
+    int bad = 0;
     for (size_t i = 0; i < len; i++) {
         const struct snode *s = i < n->n_prefix ? n->prefix[i] : n->items;
         struct ipath p = {path, NULL, i};
 
-        if (s && validate(c, s, json_array_get(v, i), &p))
-            return 1;
+        if (s && validate(c, s, json_array_get(v, i), &p)) {
+            if (!keep_going(c))
+                return 1;
+            bad = 1;
+        }
     }
+    if (bad)
+        return 1;
     if (n->unique) {
         size_t i, j;
         int r = find_repeat(v, &i, &j);
@@ -1822,20 +1858,30 @@ static int check_object(struct vctx *c, const struct snode *n, const json_t *v,
     const json_t *val;
     size_t size = json_object_size(v);
 
+    int bad = 0;
+
     if (n->additional && n->additional->boolean == 0) {
         json_object_foreach((json_t *)v, key, val)
         {
             int m = matched_key(c, n, key, v, path);
             if (m < 0)
                 return 1;
-            if (!m)
-                return unknown_field(c, n, key, path, v);
+            if (!m) {
+                unknown_field(c, n, key, path, v);
+                if (!keep_going(c))
+                    return 1;
+                bad = 1;
+            }
         }
     }
     for (size_t i = 0; n->required && i < json_array_size(n->required); i++) {
         const char *r = json_string_value(json_array_get(n->required, i));
-        if (!json_object_get(v, r))
-            return report(c, n, "required", path, v, "missing required field \"%s\"", r);
+        if (!json_object_get(v, r)) {
+            report(c, n, "required", path, v, "missing required field \"%s\"", r);
+            if (!keep_going(c))
+                return 1;
+            bad = 1;
+        }
     }
     if (n->min_props >= 0 && (long long)size < n->min_props)
         return report(c, n, "minProperties", path, v, "too few fields (%zu; the minimum is %lld)",
@@ -1867,9 +1913,14 @@ static int check_object(struct vctx *c, const struct snode *n, const json_t *v,
         const json_t *pv = json_object_get(v, n->props[i].key);
         struct ipath p = {path, n->props[i].key, 0};
 
-        if (pv && validate(c, n->props[i].node, pv, &p))
-            return 1;
+        if (pv && validate(c, n->props[i].node, pv, &p)) {
+            if (!keep_going(c))
+                return 1;
+            bad = 1;
+        }
     }
+    if (bad)
+        return 1;
     if (n->n_pats || (n->additional && n->additional->boolean != 0)) {
         json_object_foreach((json_t *)v, key, val)
         {
@@ -2071,13 +2122,31 @@ shoal_err_t shoal_jsonschema_validate_ex(const shoal_jsonschema_t *s, const json
                                          shoal_jsonschema_error_t *detail, char *errbuf,
                                          size_t errlen)
 {
-    struct vctx c = {errbuf, errlen, detail, 0, 0, 0};
+    struct vctx c = {errbuf, errlen, detail, 0, 0, 0, NULL, NULL, 0, 0};
 
     if (detail)
         memset(detail, 0, sizeof(*detail));
     if (!instance)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "expected a value, got nothing");
     return validate(&c, s->root, instance, NULL) ? SHOAL_ERR_INVALID : SHOAL_OK;
+}
+
+shoal_err_t shoal_jsonschema_validate_all(const shoal_jsonschema_t *s, const json_t *instance,
+                                          size_t max_errors, shoal_jsonschema_each_fn fn, void *arg,
+                                          size_t *n_errors)
+{
+    shoal_jsonschema_error_t first;
+    struct vctx c = {NULL, 0, &first, 0, 0, 0, fn, arg, max_errors ? max_errors : 1, 0};
+    int bad = instance ? validate(&c, s->root, instance, NULL) : 1;
+
+    if (!instance) {
+        memset(&first, 0, sizeof(first));
+        fn(arg, &first, "expected a value, got nothing");
+        c.each_count = 1;
+    }
+    if (n_errors)
+        *n_errors = c.each_count;
+    return bad ? SHOAL_ERR_INVALID : SHOAL_OK;
 }
 
 shoal_err_t shoal_jsonschema_validate(const shoal_jsonschema_t *s, const json_t *instance,

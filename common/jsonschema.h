@@ -16,7 +16,8 @@
  * examples, format, $comment, content*, ...) and keywords no draft defines
  * are ignored, as the specification says.
  *
- * Validation stops at the first violation and reports it as
+ * Validation stops at the first violation (shoal_jsonschema_validate_all
+ * goes on and reports each) and reports it as
  *   <instance path>: <what was expected>, got <what>
  * e.g. "items[2].input: expected a string, got an integer" (no path at the
  * top level). Validation allocates nothing (except one sort buffer for
@@ -66,5 +67,20 @@ shoal_err_t shoal_jsonschema_validate(const shoal_jsonschema_t *s, const json_t 
 shoal_err_t shoal_jsonschema_validate_ex(const shoal_jsonschema_t *s, const json_t *instance,
                                          shoal_jsonschema_error_t *detail, char *errbuf,
                                          size_t errlen);
+
+/* Called by shoal_jsonschema_validate_all() for each violation: detail as
+ * shoal_jsonschema_validate_ex() fills it, message as errbuf would hold it.
+ * Both borrowed for the call only. */
+typedef void (*shoal_jsonschema_each_fn)(void *arg, const shoal_jsonschema_error_t *detail,
+                                         const char *message);
+
+/* Validates as shoal_jsonschema_validate() does, but reports every violation
+ * found to fn, up to max_errors (0 counts as 1): after a failed field of an
+ * object or entry of an array the other fields and entries are still checked.
+ * The verdict is the same as shoal_jsonschema_validate()'s. *n_errors (may be
+ * NULL) counts the violations reported. Thread-safe. */
+shoal_err_t shoal_jsonschema_validate_all(const shoal_jsonschema_t *s, const json_t *instance,
+                                          size_t max_errors, shoal_jsonschema_each_fn fn, void *arg,
+                                          size_t *n_errors);
 
 #endif

@@ -23,6 +23,7 @@
 
 #include "common/cachekey.h"
 #include "common/jsondesc.h"
+#include "common/jsonlex.h"
 
 /* The task schema's limits; keep in step with schemas/task.schema.json. */
 #define CHUNK_MAX 99999L
@@ -66,21 +67,27 @@ static json_t *chunk_items(const shoal_job_t *job, size_t k)
         return NULL;
     shoal_job_chunk_range(job, k, &first, &end);
     for (size_t i = first; i < end; i++) {
-        const json_t *src = json_array_get(all, i);
-        json_t *item = json_object();
-
-        json_t *model = json_object_get(src, "model"), *body = json_object_get(src, "body");
-
-        if (json_array_append_new(items, item) ||
-            json_object_set(item, "id", json_object_get(src, "id")) ||
-            json_object_set(item, "input", json_object_get(src, "input")) ||
-            (model && json_object_set(item, "model", model)) ||
-            (body && json_object_set(item, "body", body))) {
+        if (json_array_append_new(items, shoal_taskmsg_item(json_array_get(all, i)))) {
             json_decref(items);
             return NULL;
         }
     }
     return items;
+}
+
+json_t *shoal_taskmsg_item(const json_t *src)
+{
+    json_t *item = json_object();
+    json_t *model = json_object_get(src, "model"), *body = json_object_get(src, "body");
+
+    if (!item || json_object_set(item, "id", json_object_get(src, "id")) ||
+        json_object_set(item, "input", json_object_get(src, "input")) ||
+        (model && json_object_set(item, "model", model)) ||
+        (body && json_object_set(item, "body", body))) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
 }
 
 json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, size_t errlen)
@@ -372,9 +379,10 @@ static shoal_err_t check_fallbacks(struct ctx *c, const json_t *doc, shoal_taskm
 
     if ((err = field(c, doc, "", "fallback_models", &v)))
         return err;
-    snprintf(what, sizeof(what), "an array of at most %d model names", FALLBACK_MAX);
-    if (!json_is_array(v) || json_array_size(v) > FALLBACK_MAX)
+    if (!json_is_array(v) || json_array_size(v) > FALLBACK_MAX) {
+        snprintf(what, sizeof(what), "an array of at most %d model names", FALLBACK_MAX);
         return bad(c, "fallback_models", what, v);
+    }
     for (size_t i = 0; i < json_array_size(v); i++) {
         snprintf(path, sizeof(path), "fallback_models[%zu]", i);
         if ((err = string_at(c, path, json_array_get(v, i), 1, &s)))
@@ -416,12 +424,18 @@ static shoal_err_t check_items(struct ctx *c, const json_t *doc, shoal_taskmsg_t
 
     if ((err = field(c, doc, "", "items", &items)))
         return err;
-    snprintf(what, sizeof(what), "an array of 1 to %d items", ITEMS_MAX);
-    if (!json_is_array(items) || json_array_size(items) < 1 || json_array_size(items) > ITEMS_MAX)
+    if (!json_is_array(items) || json_array_size(items) < 1 || json_array_size(items) > ITEMS_MAX) {
+        snprintf(what, sizeof(what), "an array of 1 to %d items", ITEMS_MAX);
         return bad(c, "items", what, items);
+    }
     for (size_t i = 0; i < json_array_size(items); i++) {
         const json_t *item = json_array_get(items, i), *v;
 
+        /* the usual item (no request of its own), checked without writing
+         * the paths an error names */
+        if (json_is_string(json_object_get(item, "input")) &&
+            json_string_length(json_object_get(item, "id")) > 0 && !json_object_get(item, "body"))
+            continue;
         snprintf(path, sizeof(path), "items[%zu]", i);
         if (!json_is_object(item))
             return bad(c, path, "an object", item);
@@ -532,6 +546,10 @@ static json_t *decode(const void *value, size_t len, struct ctx *c)
     json_t *doc;
     char d[SHOAL_JSONDESC_QUOTE_LEN];
 
+    /* Messages are plain JSON as schedulers write them: the fast reader
+     * takes those; anything else (and every error) is jansson's. */
+    if ((doc = shoal_jsonlex_load(value, len)) != NULL)
+        return doc;
     doc = json_loadb(value ? value : "", value ? len : 0, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
                      &e);
     if (!doc) {

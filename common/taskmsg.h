@@ -125,6 +125,11 @@ shoal_err_t shoal_taskmsg_subtask_id(const char *task_id, long level, char *buf,
 json_t *shoal_taskmsg_build_subtask(const json_t *msg, const char *task_id,
                                     const unsigned char *keep, char *errbuf, size_t errlen);
 
+/* A task message's item made of a job's item src: its id and input, and its
+ * model and body when it has them (values shared). Caller owns; NULL when
+ * out of memory. */
+json_t *shoal_taskmsg_item(const json_t *src);
+
 /* A new array of every chunk's task message, in chunk order, as
  * shoal_taskmsg_build() makes them. Needs a job id (see shoal_job_set_id).
  * Caller owns the reference; NULL with the reason in errbuf. */

@@ -11,6 +11,7 @@
 #include "common/estimate.h"
 #include "common/job.h"
 #include "common/jobcheck.h"
+#include "common/jobid.h"
 #include "common/log.h"
 #include "common/taskmsg.h"
 #include "scheduler/cache.h"
@@ -55,12 +56,13 @@ fail:
 }
 
 /* The id a rejected message is stored under: its own job_id when that is
- * readable and well formed, else one derived from where Kafka kept it. */
+ * readable and well formed, else one derived from where Kafka kept it; and
+ * its tenant and model when readable (for per-tenant counts and stats). */
 static void rejected_identity(const void *value, size_t len, size_t max_bytes, const char *derived,
-                              char *id, size_t idlen, json_t **tenant)
+                              char *id, size_t idlen, json_t **tenant, json_t **model)
 {
     snprintf(id, idlen, "%s", derived);
-    *tenant = NULL;
+    *tenant = *model = NULL;
     if (len > max_bytes)
         return;
     json_t *doc = json_loadb(value, len, 0, NULL);
@@ -74,28 +76,36 @@ static void rejected_identity(const void *value, size_t len, size_t max_bytes, c
     const char *tn = json_string_value(json_object_get(doc, "tenant"));
     if (tn && strlen(tn) <= 100)
         *tenant = json_string(tn);
+    const char *m = json_string_value(json_object_get(doc, "model"));
+    if (m && strlen(m) <= 100)
+        *model = json_string(m);
     json_decref(doc);
 }
 
 /* Records the job row, its task rows and, when inputs is not NULL, the job's
- * inputs (the parsed document, prompts included) in one statement. */
+ * inputs (the parsed document, prompts included) in one statement, counted
+ * against quota (NULL: no limits) by shoal.record_job_admitted. */
 static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, const json_t *inputs,
-                          char *status, size_t statuslen, char *errbuf, size_t errlen)
+                          const json_t *quota, char *status, size_t statuslen, char *errbuf,
+                          size_t errlen)
 {
     char *a = json_dumps(jobrow, JSON_COMPACT);
     char *b = json_dumps(taskrows, JSON_COMPACT);
     char *c = inputs ? json_dumps(inputs, JSON_COMPACT) : NULL;
+    char *q = quota ? json_dumps(quota, JSON_COMPACT) : NULL;
     PGresult *r = NULL;
     shoal_err_t err;
 
-    if (!a || !b || (inputs && !c)) {
+    if (!a || !b || (inputs && !c) || (quota && !q)) {
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     } else {
-        const char *params[] = {a, b, c};
-        err = shoal_pg_exec(pg, "SELECT shoal.record_job_estimated($1::jsonb, $2::jsonb, $3::text)",
-                            3, params, &r, errbuf, errlen);
+        const char *params[] = {a, b, c, q};
+        err = shoal_pg_exec(
+            pg, "SELECT shoal.record_job_admitted($1::jsonb, $2::jsonb, $3::text, $4::jsonb)", 4,
+            params, &r, errbuf, errlen);
     }
     free(c);
+    free(q);
     if (err == SHOAL_OK) {
         snprintf(status, statuslen, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
@@ -110,19 +120,29 @@ shoal_err_t shoal_intake_reject(const shoal_intake_conf_t *c, const char *source
                                 const char *reason, shoal_intake_result_t *out, char *errbuf,
                                 size_t errlen)
 {
-    json_t *tenant;
+    json_t *tenant, *model;
     char status[64];
 
     rejected_identity(value, len, c->max_job_bytes, derived, out->job_id, sizeof(out->job_id),
-                      &tenant);
+                      &tenant, &model);
     out->outcome = SHOAL_INTAKE_REJECTED;
     snprintf(out->reason, sizeof(out->reason), "%s", reason);
-    json_t *row = json_pack("{s:s, s:s, s:s, s:s}", "job_id", out->job_id, "status", "rejected",
-                            "error", out->reason, "source", source);
+    char hash[SHOAL_JOBID_HASH_LEN];
+    shoal_jobid_content_hash(value, len, hash);
+    json_t *row =
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", out->job_id, "status", "rejected", "error",
+                  out->reason, "source", source, "content_hash", hash);
     if (tenant)
         json_object_set_new(row, "tenant", tenant);
+    if (model)
+        json_object_set_new(row, "model", model);
     json_t *none = json_array();
-    shoal_err_t err = record(c->pg, row, none, NULL, status, sizeof(status), errbuf, errlen);
+    shoal_err_t err = record(c->pg, row, none, NULL, NULL, status, sizeof(status), errbuf, errlen);
+    if (err == SHOAL_OK && !strncmp(status, "conflict:", 9))
+        snprintf(out->reason, sizeof(out->reason),
+                 "a job with other content runs under job_id %s (%s): this message was ignored "
+                 "(and is invalid: %s)",
+                 out->job_id, status + 9, reason);
     json_decref(row);
     json_decref(none);
     return err;
@@ -240,6 +260,8 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
                                             err == SHOAL_OK ? errbuf : NULL, errlen);
     if (err == SHOAL_OK)
         err = werr;
+    if (err == SHOAL_OK && *published > 0 && c->on_published)
+        c->on_published(shoal_job_priority(job), *published, c->on_published_arg);
     shoal_cache_lookup_destroy(cached);
     if (err == SHOAL_OK && listed > 0) {
         const char *mp[] = {job_id, list};
@@ -334,16 +356,51 @@ static shoal_err_t fail_recorded(shoal_pg_t *pg, shoal_intake_result_t *out, cha
     return err;
 }
 
+/* The tenant's plan applied to a parsed job (see shoal_intake_job_ts): its
+ * default priority, and its per-job limits (SHOAL_ERR_LIMIT with the reason
+ * in why). *quota is the plan's counted limits for record(), or NULL. */
+static shoal_err_t apply_plan(const shoal_intake_conf_t *c, shoal_job_t *job, json_t **quota,
+                              char *why, size_t whylen)
+{
+    const shoal_tenant_plan_t *plan = shoal_tenants_plan(c->tenants, shoal_job_tenant(job));
+    long max_call = 0;
+
+    *quota = NULL;
+    if (!plan)
+        return SHOAL_OK;
+    if (plan->default_priority && !shoal_job_priority_given(job) &&
+        shoal_job_set_priority(job, plan->default_priority) != SHOAL_OK)
+        return shoal_err_set(why, whylen, SHOAL_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < shoal_job_n_chunks(job); k++)
+        if (shoal_job_chunk_est_tokens(job, k) > max_call)
+            max_call = shoal_job_chunk_est_tokens(job, k);
+    shoal_err_t err = shoal_tenants_check_job(plan, shoal_job_tenant(job), shoal_job_n_items(job),
+                                              max_call, why, whylen);
+    if (err == SHOAL_OK)
+        *quota = shoal_tenants_quota_json(plan);
+    return err;
+}
+
 shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, int partition,
                              long long offset, const void *value, size_t len,
                              shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
-    char source[300], derived[300], why[512], status[64];
+    return shoal_intake_job_ts(c, topic, partition, offset, -1, value, len, out, errbuf, errlen);
+}
+
+shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic, int partition,
+                                long long offset, long long timestamp_ms, const void *value,
+                                size_t len, shoal_intake_result_t *out, char *errbuf, size_t errlen)
+{
+    char source[300], derived[SHOAL_JOBID_LEN], why[4096], status[4096];
+    char hash[SHOAL_JOBID_HASH_LEN];
     shoal_err_t err;
 
     memset(out, 0, sizeof(*out));
     snprintf(source, sizeof(source), "%s/%d@%lld", topic, partition, offset);
-    snprintf(derived, sizeof(derived), "%s-p%d-o%lld", topic, partition, offset);
+    shoal_jobid_derive(c->cluster_id, topic, partition, offset, timestamp_ms, value ? value : "",
+                       value ? len : 0, derived);
+    shoal_jobid_content_hash(value ? value : "", value ? len : 0, hash);
 
     /* A job sent in parts: its header and each part (scheduler/parts.h). */
     int parted = 0;
@@ -358,9 +415,13 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                                    errlen);
     if (!shoal_job_id(job) && shoal_job_set_id(job, derived) != SHOAL_OK) {
         shoal_job_destroy(job);
-        snprintf(why, sizeof(why),
-                 "the job has no job_id and none can be derived from topic \"%s\"; set job_id",
-                 topic);
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
+    }
+    json_t *quota;
+    if ((err = apply_plan(c, job, &quota, why, sizeof(why))) != SHOAL_OK) {
+        shoal_job_destroy(job);
+        if (err == SHOAL_ERR_NOMEM)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
         return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", shoal_job_id(job));
@@ -384,6 +445,7 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                  "$%.4f, %ld prompt tokens), over its budget of $%.6f; raise budget_usd",
                  per_call, est_cost, shoal_job_est_tokens(job), budget);
         shoal_job_destroy(job);
+        json_decref(quota);
         return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
 
@@ -395,6 +457,10 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                   shoal_job_output_format(job), "source", source, "settings",
                   shoal_job_settings(job), "items_total", (json_int_t)shoal_job_n_items(job),
                   "est_tokens", (json_int_t)shoal_job_est_tokens(job), "est_cost_usd", est_cost);
+    if (row && json_object_set_new(row, "content_hash", json_string(hash))) {
+        json_decref(row);
+        row = NULL;
+    }
     if (row && em &&
         (json_object_set_new(row, "est_calls", json_integer((json_int_t)est.calls)) ||
          json_object_set_new(row, "est_tokens_out", json_integer((json_int_t)em->tokens_out)) ||
@@ -410,9 +476,28 @@ shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, in
                                ? NULL
                                : shoal_job_json(job);
     err = row && taskrows
-              ? record(c->pg, row, taskrows, inputs, status, sizeof(status), errbuf, errlen)
+              ? record(c->pg, row, taskrows, inputs, quota, status, sizeof(status), errbuf, errlen)
               : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     json_decref(row);
+    json_decref(quota);
+    if (err == SHOAL_OK && !strncmp(status, "quota:", 6)) {
+        /* over the tenant's quota: nothing was recorded, the rejection is */
+        shoal_tenants_quota_answer(status, shoal_job_tenant(job), why, sizeof(why));
+        json_decref(taskrows);
+        shoal_job_destroy(job);
+        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+    }
+    if (err == SHOAL_OK && !strncmp(status, "conflict:", 9)) {
+        /* Another job holds the id: announced (event, shoal.job_conflicts),
+         * and nothing is published from this message. */
+        snprintf(out->reason, sizeof(out->reason),
+                 "a job with other content is %s under job_id %s: this message (%s) was ignored",
+                 status + 9, out->job_id, source);
+        out->outcome = SHOAL_INTAKE_DUPLICATE;
+        json_decref(taskrows);
+        shoal_job_destroy(job);
+        return SHOAL_OK;
+    }
     if (err == SHOAL_ERR_INVALID) {
         /* The database refuses this job for good: keep it visible as
          * rejected with the database's reason rather than drop it. */

@@ -18,6 +18,7 @@
 #include "common/kafka.h"
 #include "common/models.h"
 #include "common/pg.h"
+#include "common/tenants.h"
 
 typedef struct {
     shoal_pg_t *pg;               /* borrowed */
@@ -29,12 +30,19 @@ typedef struct {
     long cache_ttl_s;      /* result cache entries live this long; 0: cache off (cache.h) */
     int paced; /* tasks of jobs that keep their inputs are left pending for the dispatcher
                   (scheduler/dispatch.h) instead of published here */
+    const shoal_tenants_t *tenants; /* borrowed; NULL: no tenants file, no limits */
+    const char *cluster_id;         /* the Kafka cluster's id, for derived job ids; may be NULL */
+    /* Told of every task message Kafka acknowledged, whoever published it
+     * (intake, the dispatcher, the reconciler): for metrics. May be NULL. */
+    void (*on_published)(const char *priority, int n, void *arg);
+    void *on_published_arg;
 } shoal_intake_conf_t;
 
 typedef enum {
     SHOAL_INTAKE_NEW = 1,   /* recorded now */
     SHOAL_INTAKE_DUPLICATE, /* job_id seen before; pending tasks published, or none when
-                               this message's chunk plan differs (reason says why) */
+                               this message's chunk plan differs or its content does (a
+                               conflict, announced by an event: reason says why) */
     SHOAL_INTAKE_REJECTED,  /* invalid; stored as rejected with the reason */
     SHOAL_INTAKE_FAILED,    /* valid, but its tasks cannot be published (too large for
                                Kafka, or a redelivery whose chunk plan no longer matches
@@ -47,7 +55,7 @@ typedef struct {
     int tasks;         /* tasks the job has */
     int published;     /* tasks produced by this call */
     char priority[16]; /* the job's priority ("" when it was not read) */
-    char reason[512];
+    char reason[4096]; /* every problem of a rejected message, one per line */
 } shoal_intake_result_t;
 
 /* Handles one job message (value/len) that came from topic/partition@offset.
@@ -58,6 +66,18 @@ typedef struct {
 shoal_err_t shoal_intake_job(const shoal_intake_conf_t *conf, const char *topic, int partition,
                              long long offset, const void *value, size_t len,
                              shoal_intake_result_t *out, char *errbuf, size_t errlen);
+
+/* shoal_intake_job() for a message Kafka stamped with timestamp_ms (-1:
+ * none). A message without job_id gets one derived from the cluster id
+ * (conf->cluster_id), topic, partition, offset, timestamp and its bytes
+ * (common/jobid.h), so a redelivery maps to the same job and nothing else
+ * does. With conf->tenants, the tenant's plan applies: its default priority
+ * to a job that sets none, and its limits, a job over one being rejected
+ * with the limit, the numbers and when it resets. */
+shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *conf, const char *topic, int partition,
+                                long long offset, long long timestamp_ms, const void *value,
+                                size_t len, shoal_intake_result_t *out, char *errbuf,
+                                size_t errlen);
 
 /* Produces the task messages of chunks[0..n) of job (parsed, with its id and
  * its submission time set: see shoal_job_set_submitted), waits until Kafka

@@ -19,6 +19,7 @@
 #include "common/pg.h"
 #include "common/service.h"
 #include "scheduler/dispatch.h"
+#include "common/tenants.h"
 #include "scheduler/intake.h"
 #include "scheduler/merger.h"
 #include "scheduler/reconcile.h"
@@ -37,6 +38,7 @@ struct sched_conf {
     long dispatch_window;
     long dispatch_every_ms;
     long dispatch_pass_limit;
+    const char *tenants;
 };
 
 static const struct shoal_opt sched_opts[] = {
@@ -68,6 +70,9 @@ static const struct shoal_opt sched_opts[] = {
     {"dispatch-pass-limit", SHOAL_OPT_INT, offsetof(struct sched_conf, dispatch_pass_limit), "2000",
      1, 1000000,
      "tasks one dispatcher pass publishes at most before Kafka's consumer is polled again"},
+    {"tenants", SHOAL_OPT_STR, offsetof(struct sched_conf, tenants), "", 0, 0,
+     "tenants file: each tenant's plan (jobs per minute and day, max items, max prompt "
+     "tokens, default priority, daily budget); empty: no limits"},
     {0},
 };
 
@@ -97,8 +102,9 @@ static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka
     const char *topic = rd_kafka_topic_name(msg->rkt);
 
     for (;;) {
-        shoal_err_t e = shoal_intake_job(ic, topic, msg->partition, msg->offset, msg->payload,
-                                         msg->len, &res, err, sizeof(err));
+        shoal_err_t e = shoal_intake_job_ts(ic, topic, msg->partition, msg->offset,
+                                            (long long)rd_kafka_message_timestamp(msg, NULL),
+                                            msg->payload, msg->len, &res, err, sizeof(err));
         if (e == SHOAL_OK)
             break;
         if (!shoal_err_retriable(e)) {
@@ -143,6 +149,27 @@ static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka
     store_offset(consumer, msg);
 }
 
+/* Writes the plans into shoal.tenants (all of them replaced), so workers and
+ * SQL read what this scheduler enforces. Without a tenants file the table is
+ * left as it is: budgets may be set there by SQL alone (sql/016). */
+static shoal_err_t mirror_tenants(shoal_pg_t *pg, const shoal_tenants_t *tenants, char *err,
+                                  size_t errlen)
+{
+    if (!tenants)
+        return SHOAL_OK;
+    json_t *rows = shoal_tenants_rows(tenants);
+    char *text = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
+    const char *params[] = {text};
+    shoal_err_t e = text ? shoal_pg_exec(pg, "SELECT shoal.set_tenants($1::jsonb)", 1, params, NULL,
+                                         err, errlen)
+                         : shoal_err_set(err, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    if (e == SHOAL_OK)
+        shoal_log_info("main", "tenant plans mirrored plans=%zu", json_array_size(rows));
+    free(text);
+    json_decref(rows);
+    return e;
+}
+
 int main(int argc, char **argv)
 {
     struct sched_conf conf;
@@ -166,10 +193,19 @@ int main(int argc, char **argv)
                         conf.svc.models, err);
         return 1;
     }
+    shoal_tenants_t *tenants = NULL;
+    if (*conf.tenants && !(tenants = shoal_tenants_load(conf.tenants, err, sizeof(err)))) {
+        shoal_log_error("main", "cannot load tenants file path=\"%s\" error=\"%s\"", conf.tenants,
+                        err);
+        shoal_models_destroy(models);
+        return 1;
+    }
     shoal_pg_t *pg = shoal_pg_new(conf.svc.pg, "shoal-scheduler");
-    if (shoal_service_migrate(pg, (int)conf.svc.migrate_wait_s, err, sizeof(err)) != SHOAL_OK) {
+    if (shoal_service_migrate(pg, (int)conf.svc.migrate_wait_s, err, sizeof(err)) != SHOAL_OK ||
+        mirror_tenants(pg, tenants, err, sizeof(err)) != SHOAL_OK) {
         shoal_log_error("main", "could not prepare the database error=\"%s\"", err);
         shoal_pg_destroy(pg);
+        shoal_tenants_destroy(tenants);
         shoal_models_destroy(models);
         return 1;
     }
@@ -223,12 +259,22 @@ int main(int argc, char **argv)
         shoal_log_info("main", "metrics served bind=%s port=%d", conf.metrics_bind,
                        shoal_metrics_http_port(mhttp));
     }
+    /* Part of every derived job id: ids stay unique when the fleet moves to
+     * another Kafka cluster. */
+    char *cluster_id = rd_kafka_clusterid(producer, 10000);
+    if (!cluster_id)
+        shoal_log_warn("main", "could not read the Kafka cluster id; job ids derived for jobs "
+                               "without job_id rest on topic, offset, timestamp and content");
     shoal_intake_conf_t ic = {.pg = pg,
                               .producer = producer,
                               .topics = &topics,
                               .models = models,
                               .max_job_bytes = (size_t)conf.max_job_bytes,
-                              .cache_ttl_s = conf.cache_ttl_s};
+                              .cache_ttl_s = conf.cache_ttl_s,
+                              .tenants = tenants,
+                              .cluster_id = cluster_id,
+                              .on_published = sm ? shoal_smetrics_published : NULL,
+                              .on_published_arg = sm};
     const char *fault = getenv("SHOAL_FAULT_KILL_AFTER_PUBLISH");
     if (fault)
         ic.fault_kill_after = strtol(fault, NULL, 10);
@@ -324,5 +370,8 @@ int main(int argc, char **argv)
     shoal_smetrics_destroy(sm);
     shoal_metrics_destroy(metrics);
     shoal_models_destroy(models);
+    shoal_tenants_destroy(tenants);
+    if (cluster_id)
+        rd_kafka_mem_free(NULL, cluster_id);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "common/pg.h"
 #include "common/service.h"
 #include "scheduler/cache.h"
+#include "scheduler/subtasks.h"
 #include "scheduler/parts.h"
 
 #define PASS_LIMIT 20000 /* tasks one pass looks at; the next pass takes the rest */
@@ -110,17 +111,55 @@ static shoal_err_t republish(shoal_reconcile_t *rc, PGresult *r, int from, int t
     if (!job)
         return err;
     long *chunks = malloc((size_t)(to - from) * sizeof(*chunks));
-    if (!chunks) {
+    const char **subs = malloc((size_t)(to - from) * sizeof(*subs));
+    if (!chunks || !subs) {
+        free(chunks);
+        free(subs);
         shoal_job_destroy(job);
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     }
-    for (int i = from; i < to; i++)
-        chunks[i - from] = strtol(PQgetvalue(r, i, 1), NULL, 10);
-    int n = 0;
-    err = shoal_intake_publish_range(&rc->ic, job, base, n_chunks, chunks, (size_t)(to - from), &n,
-                                     errbuf, errlen);
+    /* chunk tasks go out as intake publishes them; batch mode's sub-tasks
+     * (scheduler/subtasks.h) are rebuilt with their recorded items, from a
+     * job sent as one message only (a sub-task may gather items of several
+     * parts of a job sent in parts: such a one fails with the reason) */
+    size_t nchunks = 0, nsubs = 0, bad = 0;
+    int whole = base == 0 && n_chunks == (long)shoal_job_n_chunks(job);
+    for (int i = from; i < to; i++) {
+        long chunk = strtol(PQgetvalue(r, i, 1), NULL, 10);
+        if (shoal_subtasks_is_sub(job_id, chunk, PQgetvalue(r, i, 2)))
+            subs[nsubs++] = PQgetvalue(r, i, 2);
+        else
+            chunks[nchunks++] = chunk;
+    }
+    int n = 0, nsub = 0;
+    err = nchunks ? shoal_intake_publish_range(&rc->ic, job, base, n_chunks, chunks, nchunks, &n,
+                                               errbuf, errlen)
+                  : SHOAL_OK;
+    int sub_bad = 0;
+    if (err == SHOAL_OK && nsubs && !whole) {
+        err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                            "sub-tasks of a job sent in parts are not rebuilt");
+        sub_bad = 1;
+    } else if (err == SHOAL_OK && nsubs) {
+        err = shoal_subtasks_publish(&rc->ic, job, subs, nsubs, &nsub, &bad, errbuf, errlen);
+        sub_bad = err == SHOAL_ERR_INVALID;
+    }
+    n += nsub;
     free(chunks);
     shoal_job_destroy(job);
+    if (sub_bad) {
+        /* one sub-task cannot be rebuilt: it ends with the reason, the
+         * others go out on the next pass */
+        char reason[700];
+        snprintf(reason, sizeof(reason), "cannot publish the sub-task again: %s", errbuf);
+        for (int i = from; i < to; i++)
+            if (PQgetvalue(r, i, 2) == subs[bad])
+                err = fail_tasks(rc, r, i, i + 1, reason, failed, errbuf, errlen);
+        *published += n;
+        free(subs);
+        return err;
+    }
+    free(subs);
     if (err == SHOAL_OK) {
         *published += n;
         shoal_log_info("reconcile", "tasks published again job_id=%s tasks=%d", job_id, n);
@@ -147,9 +186,17 @@ static shoal_err_t pass(shoal_reconcile_t *rc, int *published, int *failed, char
     /* Column 4 is the task's part, -1 for a job sent as one message. */
     if ((err = shoal_pg_exec(rc->pg,
                              rc->conf.paced
-                                 ? "SELECT job_id, chunk, task_id, has_inputs, coalesce(part, -1) "
+                                 /* the dispatcher publishes chunk tasks only: lost
+                                  * sub-tasks (batch mode) as without one */
+                                 ? "SELECT * FROM (SELECT job_id, chunk, task_id, has_inputs, "
+                                   "coalesce(part, -1) AS part "
                                    "FROM shoal.lost_tasks_paced($2::bigint, $3::int) "
-                                   "WHERE $1::bigint IS NOT NULL"
+                                   "WHERE $1::bigint IS NOT NULL UNION ALL "
+                                   "SELECT l.job_id, l.chunk, l.task_id, l.has_inputs, "
+                                   "coalesce(t.part, -1) "
+                                   "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int) l "
+                                   "JOIN shoal.tasks t ON t.task_id = l.task_id "
+                                   "WHERE t.parent_task_id IS NOT NULL) x ORDER BY 1, 5, 2, 3"
                                  : "SELECT l.job_id, l.chunk, l.task_id, l.has_inputs, "
                                    "coalesce(t.part, -1) "
                                    "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int) l "

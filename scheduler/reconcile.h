@@ -9,6 +9,9 @@
  *   - queued tasks with no call recorded --reconcile-after-ms after they were
  *     queued (a topic's retention expired while the fleet was down, a broker
  *     lost the message, a crash lost a write).
+ * Batch mode's sub-tasks count too (a worker that died between recording a
+ * sub-task and producing its message): they are rebuilt with their recorded
+ * items (scheduler/subtasks.h).
  * With a dispatcher (conf.paced), pending tasks of jobs that keep their
  * inputs are the dispatcher's, resumed ones included, and only queued tasks
  * (and pending tasks of jobs without inputs) can be lost. Messages are built

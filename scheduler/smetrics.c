@@ -150,13 +150,18 @@ void shoal_smetrics_intake(shoal_smetrics_t *s, const shoal_intake_result_t *res
             : res->outcome == SHOAL_INTAKE_REJECTED  ? OUT_REJECTED
                                                      : OUT_FAILED;
     shoal_metrics_add(s->jobs_total[o], 1);
-    if (res->published > 0) {
-        int p = 1; /* shoal_topics_task: an unknown priority goes to normal */
-        for (int i = 0; i < NPRIO; i++)
-            if (!strcmp(res->priority, prio_names[i]))
-                p = i;
-        shoal_metrics_add(s->published[p], res->published);
-    }
+}
+
+void shoal_smetrics_published(const char *priority, int n, void *arg)
+{
+    shoal_smetrics_t *s = arg;
+    if (!s || n <= 0)
+        return;
+    int p = 1; /* shoal_topics_task: an unknown priority goes to normal */
+    for (int i = 0; i < NPRIO; i++)
+        if (priority && !strcmp(priority, prio_names[i]))
+            p = i;
+    shoal_metrics_add(s->published[p], n);
 }
 
 void shoal_smetrics_db_observe(double seconds, void *arg)

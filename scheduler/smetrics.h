@@ -47,6 +47,10 @@ void shoal_smetrics_destroy(shoal_smetrics_t *s);
 /* Counts one handled job message. NULL s ok. */
 void shoal_smetrics_intake(shoal_smetrics_t *s, const shoal_intake_result_t *res);
 
+/* Counts n task messages published to priority's topic: the intake's
+ * on_published hook (arg: the shoal_smetrics_t, NULL ok). */
+void shoal_smetrics_published(const char *priority, int n, void *arg);
+
 /* A shoal_pg_set_observer callback (arg: the handle): one intake statement
  * took seconds. */
 void shoal_smetrics_db_observe(double seconds, void *arg);

@@ -251,7 +251,8 @@ BEGIN
             CONTINUE;
         END IF;
         v_budget := j.budget;
-        SELECT t.daily_budget_usd INTO v_daily FROM shoal.tenants t WHERE t.tenant = j.tenant;
+        -- the tenant's own plan, else the default plan '*' (015)
+        SELECT t.daily_budget_usd INTO v_daily FROM shoal.tenant_plan(j.tenant) t;
         SELECT s.spent_usd, s.reserved_usd INTO ts FROM shoal.tenant_spend s
         WHERE s.tenant = j.tenant AND s.day = v_day;
 
@@ -353,7 +354,7 @@ SELECT j.job_id, coalesce(j.tenant, '') AS tenant, j.status,
            AS room_usd,
        j.budget_stop
 FROM shoal.jobs j
-LEFT JOIN shoal.tenants t ON t.tenant = coalesce(j.tenant, '')
+LEFT JOIN LATERAL shoal.tenant_plan(coalesce(j.tenant, '')) t ON true
 WHERE j.settings ? 'budget_usd' OR t.daily_budget_usd IS NOT NULL;
 
 -- Calls that no attempts row records: reservations still held (in flight,

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jsonlex.h"
+
 void shoal_jsontext_init(shoal_jsontext_t *b, size_t max)
 {
     memset(b, 0, sizeof(*b));
@@ -108,28 +110,9 @@ static int utf8_ok(const unsigned char *s, size_t *n, int *plain)
             i++;
             continue;
         }
-        size_t k;
-        unsigned cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            unsigned d = s[i + j];
-            if ((d & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (d & 0x3F);
-        }
-        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+        /* a NUL ends the sequence there: nothing past the string is read */
+        size_t k = shoal_jsonlex_utf8_tail(s + i, s + i + 4);
+        if (!k)
             return 0;
         i += k + 1;
     }
@@ -232,12 +215,59 @@ int shoal_jsontext_key_str(shoal_jsontext_t *b, const char *k, const char *v)
     return 0;
 }
 
+void shoal_jsontext_key(shoal_jsontext_t *b, const char *k)
+{
+    key(b, k);
+}
+
+/* v in decimal into the end of num (at least 21 bytes before end); returns
+ * where the digits start. printf's %lld costs ten times as much and rows
+ * carry a dozen numbers. */
+static char *int_text(long long v, char *end)
+{
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    char *p = end;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return p;
+}
+
 void shoal_jsontext_key_int(shoal_jsontext_t *b, const char *k, long long v)
 {
-    char num[32];
-    int n = snprintf(num, sizeof(num), "%lld", v);
+    char num[24];
+    char *p = int_text(v, num + sizeof(num));
     key(b, k);
-    shoal_jsontext_raw(b, num, (size_t)n);
+    shoal_jsontext_raw(b, p, (size_t)(num + sizeof(num) - p));
+}
+
+int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *k, double v, int decimals)
+{
+    static const double scale[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+    if (!isfinite(v) || decimals < 1 || decimals > 9)
+        return -1;
+    double scaled = round(fabs(v) * scale[decimals]);
+    /* beyond 2^53 the integer digits are no longer exact: jansson's form */
+    if (scaled >= 9007199254740992.0)
+        return shoal_jsontext_key_real(b, k, v);
+    long long n = (long long)scaled, unit = (long long)scale[decimals];
+    char num[48];
+    char *end = num + sizeof(num), *p = end;
+    long long frac = n % unit;
+    for (int i = 0; i < decimals; i++) {
+        *--p = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    *--p = '.';
+    p = int_text(n / unit, p);
+    if (v < 0 && n != 0)
+        *--p = '-';
+    key(b, k);
+    shoal_jsontext_raw(b, p, (size_t)(end - p));
+    return 0;
 }
 
 int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *k, double v)

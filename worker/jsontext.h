@@ -46,5 +46,14 @@ int shoal_jsontext_str(shoal_jsontext_t *b, const char *s);
 int shoal_jsontext_key_str(shoal_jsontext_t *b, const char *key, const char *v);
 void shoal_jsontext_key_int(shoal_jsontext_t *b, const char *key, long long v);
 int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *key, double v);
+/* v rounded to decimals (1..9) places, written without printf: for clock
+ * readings and durations, whose last bits carry no meaning, at a tenth of
+ * the cost of key_real's 17 digits. Past 2^53 units it writes key_real's
+ * form. -1, nothing written, for a value that is not finite. */
+int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *key, double v, int decimals);
+
+/* `"key":` of a member whose value the caller writes next (an object with
+ * shoal_jsontext_open, an array with shoal_jsontext_raw). */
+void shoal_jsontext_key(shoal_jsontext_t *b, const char *key);
 
 #endif

@@ -17,43 +17,70 @@
 #include <string.h>
 #include <strings.h>
 
+#include "worker/jsonpick.h"
+#include "worker/jsontext.h"
+
 #define DEFAULT_ANTHROPIC_MAX_TOKENS 4096
+
+/* A request body never exceeds this (a rendered prompt is capped far below). */
+#define REQUEST_MAX ((size_t)256 << 20)
+
+/* {"role":role,"content":text}; -1 when text is not valid UTF-8. */
+static int message(shoal_jsontext_t *b, const char *role, const char *text)
+{
+    shoal_jsontext_open(b);
+    int bad = shoal_jsontext_key_str(b, "role", role) | shoal_jsontext_key_str(b, "content", text);
+    shoal_jsontext_close(b);
+    return bad;
+}
 
 char *shoal_provider_request(const shoal_model_t *m, const char *system, const char *prompt,
                              int want_json, size_t *len)
 {
-    json_t *req = json_object();
-    json_t *msgs = json_array();
-    char *out;
-    /* Every step can fail for memory; a body missing a message must never be
-     * sent, so any failure makes the whole request fail. The setters take
-     * NULL containers and values and steal (free) what they are given. */
-    int bad = !req || !msgs;
+    /* Written as text, members in the order a jansson object dumped them
+     * (the same bytes, without a tree of a dozen allocations per call). A
+     * string jansson would refuse (invalid UTF-8) fails the whole request, as
+     * a body missing a message must never be sent. */
+    shoal_jsontext_t b;
+    int bad = 0;
+    int has_system = system && *system;
 
-    bad |= json_object_set_new(req, "model", json_string(m->model));
+    shoal_jsontext_init(&b, REQUEST_MAX);
+    shoal_jsontext_open(&b);
+    bad |= shoal_jsontext_key_str(&b, "model", m->model);
     if (m->provider == SHOAL_PROVIDER_ANTHROPIC) {
-        if (system && *system)
-            bad |= json_object_set_new(req, "system", json_string(system));
-        bad |= json_object_set_new(req, "max_tokens",
-                                   json_integer(m->max_output_tokens > 0
-                                                    ? m->max_output_tokens
-                                                    : DEFAULT_ANTHROPIC_MAX_TOKENS));
+        if (has_system)
+            bad |= shoal_jsontext_key_str(&b, "system", system);
+        shoal_jsontext_key_int(&b, "max_tokens",
+                               m->max_output_tokens > 0 ? m->max_output_tokens
+                                                        : DEFAULT_ANTHROPIC_MAX_TOKENS);
     } else {
-        if (system && *system)
-            bad |= json_array_append_new(
-                msgs, json_pack("{s:s, s:s}", "role", "system", "content", system));
         if (m->max_output_tokens > 0)
-            bad |= json_object_set_new(req, "max_tokens", json_integer(m->max_output_tokens));
-        if (want_json)
-            bad |= json_object_set_new(req, "response_format",
-                                       json_pack("{s:s}", "type", "json_object"));
+            shoal_jsontext_key_int(&b, "max_tokens", m->max_output_tokens);
+        if (want_json) {
+            shoal_jsontext_key(&b, "response_format");
+            shoal_jsontext_open(&b);
+            bad |= shoal_jsontext_key_str(&b, "type", "json_object");
+            shoal_jsontext_close(&b);
+        }
     }
-    bad |= json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
-    bad |= json_object_set_new(req, "messages", msgs);
-    out = bad ? NULL : json_dumps(req, JSON_COMPACT);
-    json_decref(req);
+    shoal_jsontext_key(&b, "messages");
+    shoal_jsontext_raw(&b, "[", 1);
+    if (has_system && m->provider != SHOAL_PROVIDER_ANTHROPIC) {
+        bad |= message(&b, "system", system);
+        shoal_jsontext_raw(&b, ",", 1);
+    }
+    bad |= message(&b, "user", prompt ? prompt : "");
+    shoal_jsontext_raw(&b, "]", 1);
+    shoal_jsontext_close(&b);
+    if (bad || !prompt) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    size_t n = 0;
+    char *out = shoal_jsontext_detach(&b, &n);
     if (out && len)
-        *len = strlen(out);
+        *len = n;
     return out;
 }
 
@@ -289,6 +316,72 @@ static void set_why(char *why, size_t whylen, const char *fmt, const char *arg)
         snprintf(why, whylen, fmt, arg);
 }
 
+static long count_pick(const shoal_jsonpick_t *p)
+{
+    long long n = p->kind == SHOAL_JSONPICK_INTEGER ? p->integer : 0;
+
+    return n < 0 ? 0 : n > 1000000000000 ? 1000000000000 : (long)n;
+}
+
+static int pick_is(const shoal_jsonpick_t *p, const char *s)
+{
+    return p->kind == SHOAL_JSONPICK_STRING && p->len == strlen(s) && !memcmp(p->text, s, p->len);
+}
+
+/* parse_success without a jansson tree, for the answers of every call: 1
+ * with out and the outcome set when the answer is plain (see
+ * worker/jsonpick.h) and has its text where it usually is (an OpenAI
+ * message's content; one Anthropic text block); 0 leaves the answer to
+ * parse_success's jansson reading, which gives the same result for these
+ * and says what is wrong with the others. */
+static int parse_success_fast(const shoal_model_t *m, const shoal_http_reply_t *r,
+                              shoal_provider_reply_t *out, shoal_outcome_t *oc)
+{
+    shoal_jsonpick_t p[8];
+
+    if (!r->body)
+        return 0;
+    if (m->provider == SHOAL_PROVIDER_ANTHROPIC) {
+        static const char *const paths[] = {"content.0.text",
+                                            "content.0.type",
+                                            "content.1",
+                                            "stop_reason",
+                                            "usage.input_tokens",
+                                            "usage.output_tokens",
+                                            "usage.cache_read_input_tokens",
+                                            "usage.cache_creation_input_tokens"};
+        for (size_t i = 0; i < 8; i++)
+            p[i].path = paths[i];
+        /* a second block (thinking, tools, more text) is joined by the slow path */
+        if (!shoal_jsonpick_object(r->body, r->len, p, 8) || p[0].kind != SHOAL_JSONPICK_STRING ||
+            p[2].kind != SHOAL_JSONPICK_ABSENT ||
+            (p[1].kind == SHOAL_JSONPICK_STRING && !pick_is(&p[1], "text")))
+            return 0;
+        long read = count_pick(&p[6]), write = count_pick(&p[7]);
+        if (!(out->content = shoal_jsonpick_string(&p[0])))
+            return 0;
+        out->usage.input = count_pick(&p[4]) + read + write;
+        out->usage.cached = read;
+        out->usage.cache_write = write;
+        out->usage.output = count_pick(&p[5]);
+        *oc = pick_is(&p[3], "max_tokens") ? SHOAL_OUTCOME_TRUNCATED : SHOAL_OUTCOME_OK;
+        return 1;
+    }
+    static const char *const paths[] = {"choices.0.message.content", "choices.0.finish_reason",
+                                        "usage.prompt_tokens", "usage.completion_tokens",
+                                        "usage.prompt_tokens_details.cached_tokens"};
+    for (size_t i = 0; i < 5; i++)
+        p[i].path = paths[i];
+    if (!shoal_jsonpick_object(r->body, r->len, p, 5) || p[0].kind != SHOAL_JSONPICK_STRING ||
+        !(out->content = shoal_jsonpick_string(&p[0])))
+        return 0;
+    out->usage.input = count_pick(&p[2]);
+    out->usage.cached = count_pick(&p[4]);
+    out->usage.output = count_pick(&p[3]);
+    *oc = pick_is(&p[1], "length") ? SHOAL_OUTCOME_TRUNCATED : SHOAL_OUTCOME_OK;
+    return 1;
+}
+
 /* A 2xx answer: content, usage and whether it was cut at max tokens. */
 static shoal_outcome_t parse_success(const shoal_model_t *m, const shoal_http_reply_t *r,
                                      shoal_provider_reply_t *out, char *why, size_t whylen)
@@ -395,8 +488,13 @@ shoal_outcome_t shoal_provider_outcome(const shoal_model_t *m, const shoal_http_
         set_why(why, whylen, "%s", e);
         return SHOAL_OUTCOME_CONNECTION;
     }
-    if (r->status >= 200 && r->status < 300)
-        return parse_success(m, r, out, why, whylen);
+    if (r->status >= 200 && r->status < 300) {
+        if (!parse_success_fast(m, r, out, &oc))
+            return parse_success(m, r, out, why, whylen);
+        if (oc == SHOAL_OUTCOME_TRUNCATED)
+            set_why(why, whylen, "%s", "the answer was cut at the output token limit");
+        return oc;
+    }
     doc = json_loadb(r->body ? r->body : "", r->body ? r->len : 0, 0, NULL);
     oc = status_outcome(r->status, doc);
     if (why && whylen) {

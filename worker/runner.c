@@ -37,6 +37,7 @@
 #include "common/service.h"
 #include "common/taskmsg.h"
 #include "worker/backoff.h"
+#include "worker/batchtask.h"
 #include "worker/budget.h"
 #include "worker/fleet.h"
 #include "worker/http.h"
@@ -44,6 +45,7 @@
 #include "worker/offsets.h"
 #include "worker/provider.h"
 #include "worker/sink.h"
+#include "worker/split.h"
 #include "worker/store.h"
 #include "worker/task.h"
 #include "worker/wmetrics.h"
@@ -115,6 +117,7 @@ struct runner {
     shoal_wmetrics_t *wm;    /* NULL when metrics are off */
     double metrics_ms;       /* when the gauges were last refreshed */
     double write_started_ms; /* when the write in progress was handed over */
+    shoal_split_t *split;    /* batch mode: leftovers of the results not yet handed over */
     /* Budgeted calls the lanes let go in this pass, reserved in one batch. */
     shoal_task_t **reserving;
     size_t nreserving, capreserving;
@@ -292,6 +295,49 @@ static void finish(struct runner *r, shoal_task_t *t, shoal_task_state_t to)
     char *row = shoal_task_result_text(t, NULL, r->conf->worker_id, &len);
     if (shoal_sink_add_result_text(r->sink, row, len, t) != SHOAL_OK)
         shoal_log_error("task", "out of memory queueing a result task_id=%s", t->task_id);
+    else if (t->item_rows &&
+             shoal_sink_add_items_text(r->sink, t->item_rows, t->item_rows_len) != SHOAL_OK)
+        shoal_log_error("task", "out of memory queueing item results task_id=%s", t->task_id);
+    t->item_rows = NULL; /* the sink's now, or freed */
+}
+
+/* A batch task's call answered some of its items (ans): the task is done
+ * with those, and the items left out go to the split (worker/split.h),
+ * which hands them on in a sub-task written with this result. A task that
+ * cannot split again (or out of memory) fails instead, keeping its answers. */
+static void batch_done(struct runner *r, shoal_task_t *t, shoal_batchtask_answer_t *ans)
+{
+    char err[256];
+
+    t->output = ans->output;
+    ans->output = NULL;
+    t->item_rows = ans->item_rows;
+    t->item_rows_len = ans->item_rows_len;
+    ans->item_rows = NULL;
+    if (ans->missing) {
+        size_t left = json_array_size(ans->missing);
+        json_t *msg = t->message ? json_loadb(t->message, t->message_len, 0, NULL)
+                                 : json_incref(t->doc); /* slim() kept the whole message */
+        json_t *missing = ans->missing;
+        ans->missing = NULL;
+        shoal_err_t e = SHOAL_ERR_NOMEM;
+        if (msg)
+            e = shoal_split_add(r->split, msg, missing, t->prio, err, sizeof(err));
+        else
+            json_decref(missing);
+        if (e != SHOAL_OK) {
+            snprintf(t->error, sizeof(t->error),
+                     "%zu of %zu items not answered and not split off: %.300s", left, ans->n,
+                     e == SHOAL_ERR_NOMEM ? "out of memory" : err);
+            shoal_batchtask_answer_clear(ans);
+            finish(r, t, SHOAL_TASK_FAILED);
+            return;
+        }
+        shoal_log_debug("task", "items left for a sub-task job_id=%s task_id=%s items=%zu of=%zu",
+                        t->job_id, t->task_id, left, ans->n);
+    }
+    shoal_batchtask_answer_clear(ans);
+    finish(r, t, SHOAL_TASK_DONE);
 }
 
 /* t ran out of time: its error says which deadline it was (the job's
@@ -767,8 +813,13 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
         shoal_task_end_repair(t);
     /* An answer, but not the output the job asked for: one repair call,
      * then a failed attempt. */
-    int invalid = oc == SHOAL_OUTCOME_OK &&
-                  shoal_task_check_output(t, out.content, why, sizeof(why)) != SHOAL_OK;
+    shoal_batchtask_answer_t ans;
+    memset(&ans, 0, sizeof(ans));
+    int invalid =
+        oc == SHOAL_OUTCOME_OK &&
+        (t->batch ? shoal_batchtask_read(t, out.content, t->model->alias, r->conf->worker_id, &ans,
+                                         why, sizeof(why)) != SHOAL_OK
+                  : shoal_task_check_output(t, out.content, why, sizeof(why)) != SHOAL_OK);
     if (invalid) {
         r->stats->invalid_outputs++;
         oc = SHOAL_OUTCOME_MALFORMED;
@@ -831,9 +882,14 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
     char *row = shoal_task_attempt_text(t, attempt_id, r->conf->worker_id, reply, &call, &row_len);
     shoal_sink_add_attempt_text(r->sink, row, row_len);
     if (done) {
-        t->output = out.content;
         t->tokens_in = out.usage.input;
         t->tokens_out = out.usage.output;
+        if (t->batch) {
+            free(out.content);
+            batch_done(r, t, &ans);
+            return;
+        }
+        t->output = out.content;
         finish(r, t, SHOAL_TASK_DONE);
         return;
     }
@@ -1004,8 +1060,29 @@ static void on_checked(struct runner *r, const shoal_store_done_t *d)
     }
 }
 
+/* A sub-task the database just recorded: its message goes to the topic its
+ * parent came from. A produce that fails is only logged: the row is
+ * committed, and the reconciler publishes a sub-task nobody calls. */
+static void produce_subtask(const char *task_id, const char *msg, size_t len, int prio, void *arg)
+{
+    struct runner *r = arg;
+    char err[256];
+
+    r->stats->subtasks++;
+    if (shoal_kafka_produce(r->producer, r->prio_topic[prio], task_id, msg, len, NULL, err,
+                            sizeof(err)) != SHOAL_OK)
+        shoal_log_warn("task",
+                       "could not publish a sub-task; the reconciler will task_id=%s error=\"%s\"",
+                       task_id, err);
+    else
+        shoal_log_debug("task", "sub-task published task_id=%s", task_id);
+}
+
 static void on_written(struct runner *r, const shoal_store_done_t *d)
 {
+    /* after the commit: a crash before this leaves the sub-tasks recorded
+     * and queued, for the reconciler */
+    shoal_sink_take_subtasks(d->sink, produce_subtask, r);
     for (size_t i = 0; i < d->ntokens; i++)
         release(r, d->tokens[i]);
     r->unwritten -= (long)d->ntokens;
@@ -1052,8 +1129,21 @@ static void store_offsets(struct runner *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* A sub-task of the leftovers in the sink: written with the results. */
+static void add_subtask(shoal_split_sub_t *sub, void *arg)
+{
+    struct runner *r = arg;
+    shoal_log_info("task", "items split off job_id=%s task_id=%s items=%zu", sub->job_id,
+                   sub->task_id, sub->n_items);
+    if (shoal_sink_add_subtask_text(r->sink, sub->task_id, sub->row, sub->row_len, sub->msg,
+                                    sub->msg_len, sub->prio) != SHOAL_OK)
+        shoal_log_error("task", "out of memory queueing a sub-task task_id=%s", sub->task_id);
+    sub->row = sub->msg = NULL; /* the sink's now, or freed */
+}
+
 /* Hands the waiting rows to the database thread when the batch is full or
- * old enough (or always, with force); one write at a time. */
+ * old enough (or always, with force); one write at a time. Leftovers of
+ * batch tasks become sub-tasks of this write just before it goes. */
 static void flush(struct runner *r, int force)
 {
     size_t n = shoal_sink_results(r->sink), na = shoal_sink_attempts(r->sink);
@@ -1068,6 +1158,15 @@ static void flush(struct runner *r, int force)
         (n == 0 || now - r->first_result_ms < r->conf->flush_ms) &&
         na < 4 * (size_t)r->conf->batch_size)
         return;
+    if (shoal_split_pending(r->split) > 0) {
+        size_t dropped = 0;
+        shoal_split_flush(r->split, add_subtask, r, &dropped);
+        if (dropped)
+            shoal_log_error("task",
+                            "out of memory building sub-tasks; their items stay "
+                            "unanswered sub_tasks=%zu",
+                            dropped);
+    }
     if (shoal_store_write(r->store, r->sink) != SHOAL_OK)
         return;
     r->write_started_ms = now; /* one write at a time: its completion is this one's */
@@ -1259,7 +1358,7 @@ static shoal_err_t setup(struct runner *r, char *errbuf, size_t errlen)
     if (!(r->held = json_object()) || !(r->cancelled = json_object()) ||
         !(r->reserve_rows = json_array()) || !(r->release = json_array()) ||
         !(r->offsets = shoal_offsets_new()) || !(r->sink = shoal_sink_new(NULL)) ||
-        !(r->spare = shoal_sink_new(NULL)))
+        !(r->spare = shoal_sink_new(NULL)) || !(r->split = shoal_split_new()))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     size_t nm = shoal_models_count(c->models);
     r->nlanes = nm;
@@ -1352,6 +1451,7 @@ static void teardown(struct runner *r)
     shoal_wmetrics_destroy(r->wm);
     shoal_sink_destroy(r->sink);
     shoal_sink_destroy(r->spare);
+    shoal_split_destroy(r->split);
     shoal_offsets_destroy(r->offsets);
     if (r->wake[0] >= 0)
         close(r->wake[0]);

@@ -38,6 +38,7 @@ typedef struct {
 typedef struct {
     long tasks_done, tasks_failed, tasks_skipped, calls, retries, poison, flushes;
     long rate_limited, fallbacks, invalid_outputs, repairs;
+    long subtasks;       /* batch mode: sub-tasks recorded and produced */
     long budget_refused; /* calls refused: their job's or tenant's budget is spent */
 } shoal_runner_stats_t;
 

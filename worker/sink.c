@@ -16,11 +16,25 @@ struct rows {
     size_t n, cap;
 };
 
+/* A sub-task's message, kept until shoal_sink_take_subtasks. */
+struct sub {
+    char *task_id;
+    char *msg;
+    size_t msg_len;
+    int prio;
+    int recorded; /* a flush recorded it new */
+};
+
 struct shoal_sink {
     shoal_pg_t *pg;
     struct rows results;
     struct rows attempts;
     void **tokens; /* one per result row */
+    char **items;  /* per result row: its per-item rows (batch mode) or NULL */
+    size_t *items_len;
+    struct rows subrows; /* sub-task rows (batch mode), written before the results */
+    struct sub *subs;
+    size_t nsubs, capsubs;
     size_t bytes;
     long refused;
 };
@@ -100,10 +114,33 @@ shoal_sink_t *shoal_sink_new(shoal_pg_t *pg)
     return s;
 }
 
+static void items_clear(shoal_sink_t *s)
+{
+    for (size_t i = 0; s->items && i < s->results.n; i++) {
+        free(s->items[i]);
+        s->items[i] = NULL;
+    }
+}
+
+static void subs_clear(shoal_sink_t *s)
+{
+    for (size_t i = 0; i < s->nsubs; i++) {
+        free(s->subs[i].task_id);
+        free(s->subs[i].msg);
+    }
+    s->nsubs = 0;
+}
+
 void shoal_sink_destroy(shoal_sink_t *s)
 {
     if (!s)
         return;
+    items_clear(s);
+    free(s->items);
+    free(s->items_len);
+    rows_free(&s->subrows);
+    subs_clear(s);
+    free(s->subs);
     rows_free(&s->results);
     rows_free(&s->attempts);
     free(s->tokens);
@@ -129,17 +166,25 @@ shoal_err_t shoal_sink_add_result_text(shoal_sink_t *s, char *row, size_t len, v
         /* the token array grows with the rows' (rows_add doubles the same way) */
         size_t ncap = s->results.cap ? s->results.cap * 2 : 256;
         void **nt = realloc(s->tokens, ncap * sizeof(*nt));
-        if (!nt) {
+        if (nt)
+            s->tokens = nt;
+        char **ni = nt ? realloc(s->items, ncap * sizeof(*ni)) : NULL;
+        if (ni)
+            s->items = ni;
+        size_t *nl = ni ? realloc(s->items_len, ncap * sizeof(*nl)) : NULL;
+        if (!nl) {
             free(row);
             return SHOAL_ERR_NOMEM;
         }
-        s->tokens = nt;
+        s->items_len = nl;
     }
     shoal_err_t e = rows_add(&s->results, row, len);
     if (e != SHOAL_OK)
         return e;
     s->bytes += row_bytes(len);
     s->tokens[s->results.n - 1] = token;
+    s->items[s->results.n - 1] = NULL;
+    s->items_len[s->results.n - 1] = 0;
     return SHOAL_OK;
 }
 
@@ -148,6 +193,81 @@ shoal_err_t shoal_sink_add_result(shoal_sink_t *s, json_t *result, void *token)
     char *text = result ? json_dumps(result, JSON_COMPACT) : NULL;
     json_decref(result);
     return shoal_sink_add_result_text(s, text, text ? strlen(text) : 0, token);
+}
+
+shoal_err_t shoal_sink_add_items_text(shoal_sink_t *s, char *rows, size_t len)
+{
+    if (!rows)
+        return SHOAL_ERR_NOMEM;
+    if (s->results.n == 0 || s->items[s->results.n - 1]) {
+        free(rows);
+        return SHOAL_ERR_INVALID;
+    }
+    s->items[s->results.n - 1] = rows;
+    s->items_len[s->results.n - 1] = len;
+    s->bytes += len;
+    return SHOAL_OK;
+}
+
+shoal_err_t shoal_sink_add_subtask_text(shoal_sink_t *s, const char *task_id, char *row,
+                                        size_t row_len, char *msg, size_t msg_len, int prio)
+{
+    char *id = row && msg ? strdup(task_id) : NULL;
+    if (!id) {
+        free(row);
+        free(msg);
+        return SHOAL_ERR_NOMEM;
+    }
+    if (rows_add(&s->subrows, row, row_len) != SHOAL_OK) { /* row freed */
+        free(id);
+        free(msg);
+        return SHOAL_ERR_NOMEM;
+    }
+    if (s->nsubs == s->capsubs) {
+        size_t ncap = s->capsubs ? s->capsubs * 2 : 16;
+        struct sub *n = realloc(s->subs, ncap * sizeof(*n));
+        if (!n) {
+            /* the row stays: the sub-task is recorded, the reconciler publishes it */
+            free(id);
+            free(msg);
+            return SHOAL_ERR_NOMEM;
+        }
+        s->subs = n;
+        s->capsubs = ncap;
+    }
+    s->subs[s->nsubs++] = (struct sub){id, msg, msg_len, prio, 0};
+    s->bytes += row_bytes(row_len);
+    return SHOAL_OK;
+}
+
+size_t shoal_sink_subtasks(const shoal_sink_t *s)
+{
+    return s->subrows.n;
+}
+
+size_t shoal_sink_take_subtasks(shoal_sink_t *s,
+                                void (*fn)(const char *task_id, const char *msg, size_t len,
+                                           int prio, void *arg),
+                                void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nsubs; i++) {
+        if (!s->subs[i].recorded)
+            continue;
+        n++;
+        if (fn)
+            fn(s->subs[i].task_id, s->subs[i].msg, s->subs[i].msg_len, s->subs[i].prio, arg);
+    }
+    subs_clear(s);
+    return n;
+}
+
+/* Marks the sub-task the database just recorded. */
+static void recorded(shoal_sink_t *s, const char *task_id)
+{
+    for (size_t i = 0; i < s->nsubs; i++)
+        if (!strcmp(s->subs[i].task_id, task_id))
+            s->subs[i].recorded = 1;
 }
 
 size_t shoal_sink_results(const shoal_sink_t *s)
@@ -170,57 +290,128 @@ long shoal_sink_refused(const shoal_sink_t *s)
     return s->refused;
 }
 
-/* One call of shoal.record_batch with two JSON arrays. */
-static shoal_err_t write_text(shoal_pg_t *pg, const char *rtext, const char *atext, int *ended,
-                              char *errbuf, size_t errlen)
+/* One call of shoal.record_batch with two JSON arrays, or, when there are
+ * per-item rows or sub-tasks (itext, stext; NULL when none), of
+ * shoal.record_batch_split, which writes them in the same transaction. */
+static shoal_err_t write_text(shoal_sink_t *s, const char *rtext, const char *atext,
+                              const char *itext, const char *stext, int *ended, char *errbuf,
+                              size_t errlen)
 {
     PGresult *r;
-    const char *params[] = {rtext, atext};
-    shoal_err_t err = shoal_pg_exec(pg, "SELECT * FROM shoal.record_batch($1::jsonb, $2::jsonb)", 2,
-                                    params, &r, errbuf, errlen);
+    shoal_err_t err;
+    if (!itext && !stext) {
+        const char *params[] = {rtext, atext};
+        err = shoal_pg_exec(s->pg, "SELECT * FROM shoal.record_batch($1::jsonb, $2::jsonb)", 2,
+                            params, &r, errbuf, errlen);
+        if (err != SHOAL_OK)
+            return err;
+        if (ended)
+            *ended += PQntuples(r);
+        PQclear(r);
+        return SHOAL_OK;
+    }
+    const char *params[] = {rtext, atext, itext ? itext : "[]", stext ? stext : "[]"};
+    err = shoal_pg_exec(s->pg,
+                        "SELECT kind, id FROM shoal.record_batch_split($1::jsonb, $2::jsonb, "
+                        "$3::jsonb, $4::jsonb)",
+                        4, params, &r, errbuf, errlen);
     if (err != SHOAL_OK)
         return err;
-    if (ended)
-        *ended += PQntuples(r);
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (!strcmp(PQgetvalue(r, i, 0), "subtask"))
+            recorded(s, PQgetvalue(r, i, 1));
+        else if (ended)
+            (*ended)++;
+    }
     PQclear(r);
     return SHOAL_OK;
 }
 
-/* Results lo..rhi and attempts alo..ahi in one call. */
-static shoal_err_t write_rows(shoal_sink_t *s, size_t rlo, size_t rhi, size_t alo, size_t ahi,
-                              int *ended, char *errbuf, size_t errlen)
+/* The per-item rows of results lo..hi as one JSON array; NULL with *nomem
+ * clear when they have none. */
+static char *items_array(const shoal_sink_t *s, size_t lo, size_t hi, int *nomem)
 {
+    size_t n = 3;
+    int any = 0;
+    *nomem = 0;
+    for (size_t i = lo; i < hi; i++)
+        if (s->items[i]) {
+            n += s->items_len[i] + 1;
+            any = 1;
+        }
+    if (!any)
+        return NULL;
+    char *out = malloc(n), *o = out;
+    if (!out) {
+        *nomem = 1;
+        return NULL;
+    }
+    *o++ = '[';
+    for (size_t i = lo; i < hi; i++) {
+        if (!s->items[i])
+            continue;
+        if (o > out + 1)
+            *o++ = ',';
+        memcpy(o, s->items[i], s->items_len[i]);
+        o += s->items_len[i];
+    }
+    *o++ = ']';
+    *o = '\0';
+    return out;
+}
+
+/* Results lo..rhi (with their per-item rows), attempts alo..ahi and
+ * sub-tasks slo..shi in one call. */
+static shoal_err_t write_rows(shoal_sink_t *s, size_t rlo, size_t rhi, size_t alo, size_t ahi,
+                              size_t slo, size_t shi, int *ended, char *errbuf, size_t errlen)
+{
+    int nomem = 0;
     char *rtext = rows_array(&s->results, rlo, rhi);
     char *atext = rows_array(&s->attempts, alo, ahi);
-    shoal_err_t err = rtext && atext
-                          ? write_text(s->pg, rtext, atext, ended, errbuf, errlen)
+    char *itext = items_array(s, rlo, rhi, &nomem);
+    char *stext = shi > slo ? rows_array(&s->subrows, slo, shi) : NULL;
+    shoal_err_t err = rtext && atext && !nomem && (shi == slo || stext)
+                          ? write_text(s, rtext, atext, itext, stext, ended, errbuf, errlen)
                           : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     free(rtext);
     free(atext);
+    free(itext);
+    free(stext);
     return err;
 }
 
+/* What bisect() halves: call records, sub-tasks (written before the
+ * results, so a job whose last chunk split stays open), then results with
+ * their per-item rows. */
+enum part { PART_ATTEMPTS, PART_SUBTASKS, PART_RESULTS };
+
 /* The database refused rows for good (SHOAL_ERR_INVALID: a value it will
  * never take). Halves the rows until the bad ones are alone; a refused
- * result is written instead as a failed task carrying the reason, so its job
- * still ends; a refused call record is dropped. A lost connection on the way
- * (SHOAL_ERR_RETRY) gives up: the whole batch is tried again later, and rows
- * already written are no-ops then. */
-static shoal_err_t bisect(shoal_sink_t *s, size_t lo, size_t hi, int is_results, int *ended,
+ * result is written instead as a failed task carrying the reason (its
+ * per-item rows dropped), so its job still ends; a refused call record or
+ * sub-task is dropped. A lost connection on the way (SHOAL_ERR_RETRY) gives
+ * up: the whole batch is tried again later, and rows already written are
+ * no-ops then. */
+static shoal_err_t bisect(shoal_sink_t *s, size_t lo, size_t hi, enum part part, int *ended,
                           char *errbuf, size_t errlen)
 {
     size_t n = hi - lo;
-    shoal_err_t err = is_results ? write_rows(s, lo, hi, 0, 0, ended, errbuf, errlen)
-                                 : write_rows(s, 0, 0, lo, hi, ended, errbuf, errlen);
+    int is_results = part == PART_RESULTS;
+    shoal_err_t err =
+        part == PART_RESULTS    ? write_rows(s, lo, hi, 0, 0, 0, 0, ended, errbuf, errlen)
+        : part == PART_SUBTASKS ? write_rows(s, 0, 0, 0, 0, lo, hi, ended, errbuf, errlen)
+                                : write_rows(s, 0, 0, lo, hi, 0, 0, ended, errbuf, errlen);
     if (err != SHOAL_ERR_INVALID)
         return err;
     if (n > 1) {
-        err = bisect(s, lo, lo + n / 2, is_results, ended, errbuf, errlen);
+        err = bisect(s, lo, lo + n / 2, part, ended, errbuf, errlen);
         if (err == SHOAL_OK)
-            err = bisect(s, lo + n / 2, hi, is_results, ended, errbuf, errlen);
+            err = bisect(s, lo + n / 2, hi, part, ended, errbuf, errlen);
         return err;
     }
-    const struct rows *rows = is_results ? &s->results : &s->attempts;
+    const struct rows *rows = is_results              ? &s->results
+                              : part == PART_SUBTASKS ? &s->subrows
+                                                      : &s->attempts;
     /* JSON_ALLOW_NUL: a \u0000 is one way a row is refused */
     json_t *row = json_loadb(rows->text[lo], rows->len[lo], JSON_ALLOW_NUL, NULL);
     const char *task_id = json_string_value(json_object_get(row, "task_id"));
@@ -240,7 +431,7 @@ static shoal_err_t bisect(shoal_sink_t *s, size_t lo, size_t hi, int is_results,
     size_t len = one ? strlen(one) : 0;
     if (one && (text = malloc(len + 3)) != NULL)
         snprintf(text, len + 3, "[%s]", one);
-    err = text ? write_text(s->pg, text, "[]", ended, errbuf, errlen)
+    err = text ? write_text(s, text, "[]", NULL, NULL, ended, errbuf, errlen)
                : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     free(one);
     free(text);
@@ -258,14 +449,16 @@ shoal_err_t shoal_sink_flush(shoal_sink_t *s, void (*done)(void *token, void *ar
 
     if (jobs_ended)
         *jobs_ended = 0;
-    if (s->results.n == 0 && s->attempts.n == 0)
+    if (s->results.n == 0 && s->attempts.n == 0 && s->subrows.n == 0)
         return SHOAL_OK;
-    err = write_rows(s, 0, s->results.n, 0, s->attempts.n, &ended, errbuf, errlen);
+    err = write_rows(s, 0, s->results.n, 0, s->attempts.n, 0, s->subrows.n, &ended, errbuf, errlen);
     if (err == SHOAL_ERR_INVALID) {
         ended = 0;
-        err = bisect(s, 0, s->attempts.n, 0, &ended, errbuf, errlen);
+        err = bisect(s, 0, s->attempts.n, PART_ATTEMPTS, &ended, errbuf, errlen);
+        if (err == SHOAL_OK && s->subrows.n > 0)
+            err = bisect(s, 0, s->subrows.n, PART_SUBTASKS, &ended, errbuf, errlen);
         if (err == SHOAL_OK)
-            err = bisect(s, 0, s->results.n, 1, &ended, errbuf, errlen);
+            err = bisect(s, 0, s->results.n, PART_RESULTS, &ended, errbuf, errlen);
     }
     if (err != SHOAL_OK)
         return err;
@@ -275,8 +468,10 @@ shoal_err_t shoal_sink_flush(shoal_sink_t *s, void (*done)(void *token, void *ar
         if (done)
             done(s->tokens[i], arg);
     s->bytes = 0;
+    items_clear(s);
     rows_clear(&s->results);
     rows_clear(&s->attempts);
+    rows_clear(&s->subrows);
     return SHOAL_OK;
 }
 

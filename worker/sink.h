@@ -37,6 +37,33 @@ shoal_err_t shoal_sink_add_result(shoal_sink_t *s, json_t *result, void *token);
  * taken); SHOAL_ERR_NOMEM for a NULL row. */
 shoal_err_t shoal_sink_add_result_text(shoal_sink_t *s, char *row, size_t len, void *token);
 
+/* Batch mode (worker/batchtask.h): the per-item rows of the result added
+ * last, JSON objects joined by commas (ownership taken), written in the same
+ * transaction as that result (shoal.record_batch_split) and dropped with it
+ * when the database refuses it. SHOAL_ERR_INVALID when there is no result to
+ * attach them to or it has some already; SHOAL_ERR_NOMEM for NULL. */
+shoal_err_t shoal_sink_add_items_text(shoal_sink_t *s, char *rows, size_t len);
+
+/* Batch mode (worker/split.h): a sub-task's row for shoal.record_subtasks
+ * and its message (both JSON text from malloc, ownership taken; task_id
+ * copied), written before the results of the same flush. prio comes back
+ * with the message from shoal_sink_take_subtasks. SHOAL_ERR_NOMEM. */
+shoal_err_t shoal_sink_add_subtask_text(shoal_sink_t *s, const char *task_id, char *row,
+                                        size_t row_len, char *msg, size_t msg_len, int prio);
+
+/* Sub-task rows waiting to be written. */
+size_t shoal_sink_subtasks(const shoal_sink_t *s);
+
+/* After a successful flush: calls fn (may be NULL) with the message of each
+ * sub-task that flush recorded new (a sub-task the database had already, or
+ * did not record because its job ended, is not handed back), then forgets
+ * every message. Returns how many were handed back. The messages are the
+ * caller's to produce; borrowed for the call. */
+size_t shoal_sink_take_subtasks(shoal_sink_t *s,
+                                void (*fn)(const char *task_id, const char *msg, size_t len,
+                                           int prio, void *arg),
+                                void *arg);
+
 size_t shoal_sink_results(const shoal_sink_t *s);
 size_t shoal_sink_attempts(const shoal_sink_t *s);
 

@@ -104,8 +104,9 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
                       "OR a.started_at >= t.resumed_at)), "
                       /* budgeted: the job's or tenant's calls are reserved
                        * (worker/budget.h) */
-                      "EXISTS (SELECT 1 FROM shoal.jobs j LEFT JOIN shoal.tenants tn "
-                      "ON tn.tenant = coalesce(j.tenant, '') WHERE j.job_id = t.job_id AND "
+                      "EXISTS (SELECT 1 FROM shoal.jobs j LEFT JOIN LATERAL "
+                      "shoal.tenant_plan(coalesce(j.tenant, '')) tn ON true "
+                      "WHERE j.job_id = t.job_id AND "
                       "(j.settings ? 'budget_usd' OR tn.daily_budget_usd IS NOT NULL)) "
                       "FROM shoal.tasks t "
                       "WHERE t.task_id IN (SELECT jsonb_array_elements_text($1::jsonb))",

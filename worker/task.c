@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "common/itembatch.h"
 #include "common/jsonschema.h"
 #include "common/log.h"
 #include "common/render.h"
@@ -94,13 +95,12 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
     }
     if (!(t->doc = shoal_taskmsg_parse(value, len, &m, errbuf, errlen)))
         goto fail;
-    /* Answering a batch task as one text would record one result for items
-     * that each need their own: refused until the runner splits batches. */
-    if (strcmp(m.mode, "batch") == 0) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                      "task.mode: batch mode is not supported by this worker yet");
-        goto fail;
-    }
+    /* Batch mode: one answer per item (worker/batchtask.h); an item with
+     * its own request is always a task of its own, answered as it asks. */
+    t->batch = strcmp(m.mode, "batch") == 0 && !m.body;
+    t->split_level = m.split_level;
+    if (t->batch)
+        t->items = json_incref((json_t *)m.items);
     t->task_id = m.task_id;
     t->job_id = m.job_id;
     t->chunk = m.chunk;
@@ -138,6 +138,14 @@ shoal_task_t *shoal_task_parse(const void *value, size_t len, const shoal_models
                       (size_t)SHOAL_RENDER_MAX);
         goto fail;
     }
+    if (t->batch) {
+        char *asked = shoal_itembatch_prompt(t->prompt, m.items, NULL);
+        free(t->prompt);
+        if (!(t->prompt = asked)) {
+            shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
     slim(t, value, len);
     if (shoal_task_build_request(t) != SHOAL_OK) {
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
@@ -153,8 +161,8 @@ shoal_err_t shoal_task_build_request(shoal_task_t *t)
 {
     free(t->request);
     t->request = t->body ? shoal_itemreq_build(t->model, t->body, &t->request_len)
-                         : shoal_provider_request(t->model, t->system, t->prompt, t->want_json,
-                                                  &t->request_len);
+                         : shoal_provider_request(t->model, t->system, t->prompt,
+                                                  t->want_json || t->batch, &t->request_len);
     return t->request ? SHOAL_OK : SHOAL_ERR_NOMEM;
 }
 
@@ -180,7 +188,9 @@ shoal_err_t shoal_task_check_output(const shoal_task_t *t, const char *content, 
 shoal_err_t shoal_task_begin_repair(shoal_task_t *t, const char *bad_output, const char *problem)
 {
     static const char tail[] = "\n\nReply again with only the corrected answer.";
-    if (t->body) /* a request of the user's own is not rewritten: a plain retry instead */
+    /* a request of the user's own is not rewritten, nor a batch call, whose
+     * items are asked again in a sub-task or a plain retry instead */
+    if (t->body || t->batch)
         return SHOAL_ERR_INVALID;
     size_t n = strlen(t->prompt) + strlen(bad_output) + strlen(problem) + sizeof(tail) + 128;
     char *prompt = malloc(n);
@@ -245,6 +255,8 @@ static void shed(shoal_task_t *t, shoal_task_state_t s)
     t->saved_len = 0;
     shoal_jsonschema_destroy(t->schema);
     t->schema = NULL;
+    json_decref(t->items);
+    t->items = NULL;
     if (s == SHOAL_TASK_FAILED && t->message)
         restore_message(t);
     free(t->message);
@@ -283,6 +295,8 @@ void shoal_task_destroy(shoal_task_t *t)
     free(t->request);
     free(t->saved_request);
     shoal_jsonschema_destroy(t->schema);
+    json_decref(t->items);
+    free(t->item_rows);
     free(t->output);
     free(t->refs);
     free(t->reservation);
@@ -366,6 +380,9 @@ json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served
 
 /* Rows never exceed this (an output is at most the 16 MiB of an answer). */
 #define ROW_TEXT_MAX ((size_t)64 << 20)
+/* Times in text rows: epoch seconds to the microsecond the database keeps,
+ * durations in ms to the nanosecond (curl measures microseconds). */
+#define TIME_DECIMALS 6
 
 char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
                               const shoal_http_reply_t *reply, const shoal_task_call_t *call,
@@ -386,10 +403,10 @@ char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, con
               shoal_jsontext_key_str(&b, "worker_id", worker_id) |
               shoal_jsontext_key_str(&b, "outcome", call->outcome) |
               shoal_jsontext_key_str(&b, "outcome_kind", shoal_outcome_name(call->kind)) |
-              shoal_jsontext_key_real(&b, "latency_ms", reply->latency_ms) |
+              shoal_jsontext_key_fixed(&b, "latency_ms", reply->latency_ms, TIME_DECIMALS) |
               shoal_jsontext_key_real(&b, "cost_usd", shoal_model_cost(m, u)) |
-              shoal_jsontext_key_real(&b, "started_at", reply->started_unix) |
-              shoal_jsontext_key_real(&b, "finished_at", now);
+              shoal_jsontext_key_fixed(&b, "started_at", reply->started_unix, TIME_DECIMALS) |
+              shoal_jsontext_key_fixed(&b, "finished_at", now, TIME_DECIMALS);
     if (bad) {
         shoal_jsontext_free(&b);
         return NULL;
@@ -403,7 +420,8 @@ char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, con
     /* The optional members, as in shoal_task_attempt_row: left out when
      * jansson would refuse them. */
     if (t->received_unix > 0 && reply->started_unix >= t->received_unix)
-        shoal_jsontext_key_real(&b, "queue_ms", (reply->started_unix - t->received_unix) * 1000.0);
+        shoal_jsontext_key_fixed(&b, "queue_ms", (reply->started_unix - t->received_unix) * 1000.0,
+                                 TIME_DECIMALS);
     if (call->error && *call->error)
         shoal_jsontext_key_str(&b, "error", call->error);
     if (reply->retry_after_ms >= 0)

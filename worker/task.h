@@ -110,6 +110,14 @@ typedef struct shoal_task {
     char *message;
     size_t message_len;
 
+    /* Batch mode (common/itembatch.h): the call asks for one answer per
+     * item, each recorded on its own (worker/batchtask.h). */
+    int batch;        /* the message's mode is "batch" */
+    long split_level; /* 0 for a chunk's task, 1.. for a sub-task */
+    json_t *items;    /* batch: the task's items; owned; NULL after DONE or FAILED */
+    char *item_rows;  /* batch, answered: per-item rows for the sink; owned */
+    size_t item_rows_len;
+
     /* Hard budgets (worker/budget.h). */
     int budgeted;      /* the task's calls are reserved before they start */
     char *reservation; /* attempt_id reserved for the next call; owned; NULL when none */
@@ -124,8 +132,8 @@ shoal_err_t shoal_task_check_output(const shoal_task_t *t, const char *content, 
 /* Turns t's next call into a repair: the original prompt, the invalid
  * answer and what is wrong with it, asking for a corrected answer. The
  * original request is kept and comes back with shoal_task_end_repair().
- * SHOAL_ERR_NOMEM; SHOAL_ERR_INVALID for a task with its own request (body),
- * which is never rewritten. */
+ * SHOAL_ERR_NOMEM; SHOAL_ERR_INVALID for a task with its own request (body)
+ * or a batch task, which are never rewritten. */
 shoal_err_t shoal_task_begin_repair(shoal_task_t *t, const char *bad_output, const char *problem);
 void shoal_task_end_repair(shoal_task_t *t);
 
@@ -169,7 +177,9 @@ json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served
 
 /* The same rows as JSON text, built without a jansson tree (the worker's
  * hot path): the caller frees; *len gets the length. NULL when the json_t
- * version would be NULL or memory ran out. */
+ * version would be NULL or memory ran out. Times and durations are written
+ * to six decimals (epoch seconds to the microsecond, ms to the nanosecond)
+ * rather than 17 digits. */
 char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
                               const shoal_http_reply_t *reply, const shoal_task_call_t *call,
                               size_t *len);

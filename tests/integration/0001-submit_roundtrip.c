@@ -3,8 +3,8 @@
  * job submitted with the shoal CLI ends completed with one result per item,
  * merged in item order; the same job_id submitted again is one job; a job
  * produced with kcat (no shoal client, no job_id) completes under an id
- * derived from its Kafka position; the CLI's status and results commands
- * report it; events mark each job's life.
+ * derived from its Kafka position and bytes (a hash, common/jobid.h); the
+ * CLI's status and results commands report it; events mark each job's life.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,8 +83,7 @@ int main(void)
     double deadline = check_now_s() + 60;
     while (!*kid && check_now_s() < deadline) {
         harness_str(h, kid, sizeof(kid),
-                    "SELECT job_id FROM shoal.jobs WHERE job_id LIKE 'shoal.jobs-p0-o%' LIMIT 1",
-                    NULL);
+                    "SELECT job_id FROM shoal.jobs WHERE job_id LIKE 'j-%' LIMIT 1", NULL);
         usleep(100000);
     }
     assert_true(*kid);

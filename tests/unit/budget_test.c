@@ -265,6 +265,21 @@ static void test_tenant_budget(shoal_pg_t *pg)
     /* The view lists both jobs of the tenant with a daily budget. */
     assert_int_eq(
         sqlcheck_long(pg, "SELECT count(*) FROM shoal.job_budgets WHERE tenant = $1", "beta"), 2);
+
+    /* A tenant without a plan of its own runs under the default plan '*'. */
+    sqlcheck_exec(pg,
+                  "INSERT INTO shoal.tenants (tenant, daily_budget_usd) VALUES ('*', 0.2);"
+                  "INSERT INTO shoal.jobs (job_id, tenant, status, settings, tasks_total) VALUES "
+                  "('jg', 'gamma', 'running', '{}', 2)",
+                  NULL);
+    reserve(pg, "[" ROW("t4", "jg", "0.15", "600000") "," ROW("t5", "jg", "0.15", "600000") "]", v,
+            sizeof(v));
+    assert_str_eq(v, "granted,wait");
+    sqlcheck_text(pg,
+                  "SELECT tenant_daily_budget_usd::text FROM shoal.job_budgets WHERE job_id = $1",
+                  "jg", v, sizeof(v));
+    assert_str_eq(v, "0.2");
+    sqlcheck_exec(pg, "DELETE FROM shoal.tenants WHERE tenant = '*'", NULL);
 }
 
 /* Two connections reserve 40 calls of 0.01 each against a budget of 0.3 at

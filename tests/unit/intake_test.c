@@ -3,7 +3,8 @@
  * a valid job is recorded with its tasks queued, one message per task on the
  * topic of its priority (keyed by task_id, each a task a worker parses) and
  * an 'accepted' event in the outbox; the same message again publishes
- * nothing; a job without job_id is named after its Kafka position; bad JSON
+ * nothing; a job without job_id is named by a hash of its Kafka position and
+ * bytes (common/jobid.h); bad JSON
  * and a job over its budget are stored as rejected with the reason; tasks
  * left pending by a crash between recording and publishing are published by
  * the redelivery; a redelivery whose chunk plan no longer matches the
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "common/estimate.h"
+#include "common/jobid.h"
 #include "stack/mockkafka.h"
 #include "stack/pgcluster.h"
 #include "common/log.h"
@@ -236,26 +238,28 @@ static void test_new_and_duplicate(const shoal_intake_conf_t *c, shoal_pg_t *pg)
 static void test_derived_id(const shoal_intake_conf_t *c, shoal_pg_t *pg)
 {
     shoal_intake_result_t res;
-    char *text = job_text(NULL, 2, NULL);
+    char *text = job_text(NULL, 2, NULL), id[SHOAL_JOBID_LEN], prefix[SHOAL_JOBID_LEN + 1];
 
+    /* the id hashes the cluster, topic, partition, offset, timestamp and bytes */
+    shoal_jobid_derive(c->cluster_id, topics.jobs, 3, 77, -1, text, strlen(text), id);
+    snprintf(prefix, sizeof(prefix), "%s:", id);
     assert_int_eq(deliver(c, 3, 77, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
-    assert_str_eq(res.job_id, "shoal.jobs-p3-o77");
+    assert_str_eq(res.job_id, id);
     assert_int_eq(res.published, 2);
     assert_int_eq(
-        sqlcheck_long(pg,
-                      "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'",
-                      "shoal.jobs-p3-o77"),
+        sqlcheck_long(
+            pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 AND status = 'queued'", id),
         2);
     /* the default priority is normal */
     json_t *msgs = read_topic(topics.tasks_normal);
-    assert_int_eq(count_prefix(msgs, "shoal.jobs-p3-o77:"), 2);
+    assert_int_eq(count_prefix(msgs, prefix), 2);
     json_decref(msgs);
 
     /* the redelivery of that message finds the same job */
     assert_int_eq(deliver(c, 3, 77, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
-    assert_str_eq(res.job_id, "shoal.jobs-p3-o77");
+    assert_str_eq(res.job_id, id);
     assert_int_eq(res.published, 0);
     free(text);
 }
@@ -266,9 +270,12 @@ static void test_rejected(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     char v[1024];
 
     /* not JSON: stored under its Kafka position with the reason */
-    assert_int_eq(deliver(c, 1, 9, "{\"job_id\": \"x\", oops", &res), SHOAL_OK);
+    const char *bad = "{\"job_id\": \"x\", oops";
+    char id[SHOAL_JOBID_LEN];
+    shoal_jobid_derive(c->cluster_id, topics.jobs, 1, 9, -1, bad, strlen(bad), id);
+    assert_int_eq(deliver(c, 1, 9, bad, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
-    assert_str_eq(res.job_id, "shoal.jobs-p1-o9");
+    assert_str_eq(res.job_id, id);
     assert_true(res.reason[0] != '\0');
     assert_int_eq(res.published, 0);
     sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", res.job_id, v, sizeof(v));
@@ -615,7 +622,11 @@ int main(void)
     if (shoal_migrate_apply(pg, NULL, err, sizeof(err)) != SHOAL_OK)
         test_fail("migrate: %s", err);
 
-    shoal_intake_conf_t conf = {pg, producer, &topics, models, 1 << 20, 0, 0, 0};
+    shoal_intake_conf_t conf = {.pg = pg,
+                                .producer = producer,
+                                .topics = &topics,
+                                .models = models,
+                                .max_job_bytes = 1 << 20};
     test_new_and_duplicate(&conf, checks);
     test_derived_id(&conf, checks);
     test_rejected(&conf, checks);

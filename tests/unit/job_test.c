@@ -1447,6 +1447,50 @@ static void test_alloc_failures(const char *file)
     free(buf);
 }
 
+/* Every problem of a job is named, one per line, not only the first: schema
+ * violations in several fields and items, then the checks a schema cannot
+ * make (unknown models, a repeated item id) together. */
+static void test_all_errors(void)
+{
+    char err[4096];
+    const char *bad = "{\"tenant\": \"a b\", \"priority\": \"urgent\", \"model\": \"fast\","
+                      " \"prompt_template\": \"no placeholder\", \"items\": [{\"id\": \"1\","
+                      " \"input\": 5}, {\"input\": \"x\"}], \"colour\": 1}";
+    assert_true(shoal_job_parse(bad, strlen(bad), 0, models, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "colour");
+    assert_str_contains(err, "tenant: \"a b\" may only contain letters, digits and . _ -");
+    assert_str_contains(err, "priority: \"urgent\" is not one of");
+    assert_str_contains(err, "prompt_template: must contain {{input}}");
+    assert_str_contains(err, "items[0].input: expected a string, got an integer");
+    assert_str_contains(err, "items[1]: missing required field \"id\"");
+    int lines = 1;
+    for (const char *p = err; *p; p++)
+        lines += *p == '\n';
+    assert_int_eq(lines, 6);
+
+    const char *sem = "{\"tenant\": \"a\", \"model\": \"nope\", \"fallback_models\": [\"nah\"],"
+                      " \"prompt_template\": \"{{input}}\", \"items\": [{\"id\": \"1\","
+                      " \"input\": \"x\"}, {\"id\": \"1\", \"input\": \"y\"}]}";
+    assert_true(shoal_job_parse(sem, strlen(sem), 0, models, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "items[1].id \"1\" repeats items[0].id\n");
+    assert_str_contains(err, "model \"nope\" is not in the models file");
+    assert_str_contains(err, "fallback_models[0] \"nah\" is not in the models file");
+
+    /* bounded: 30 bad items name 20 and say there are more */
+    char text[8192];
+    size_t o = (size_t)snprintf(text, sizeof(text),
+                                "{\"tenant\": \"a\", \"model\": \"fast\", \"prompt_template\":"
+                                " \"{{input}}\", \"items\": [");
+    for (int i = 0; i < 30; i++)
+        o += (size_t)snprintf(text + o, sizeof(text) - o, "%s{\"id\": \"i%d\", \"input\": %d}",
+                              i ? "," : "", i, i);
+    snprintf(text + o, sizeof(text) - o, "]}");
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "items[19].input");
+    assert_true(strstr(err, "items[20].input") == NULL);
+    assert_str_contains(err, "(more problems not shown)");
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/shoal-job-tasks-XXXXXX", path[1100], err[512];
@@ -1478,6 +1522,7 @@ int main(void)
     test_big_message();
     test_defaults();
     test_template_uses();
+    test_all_errors();
     test_tasks();
     test_settings();
     test_messages();

@@ -11,6 +11,7 @@
 #include "worker/jsontext.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,48 @@ static void test_numbers(void)
     assert_true(json_object_get(j, "nan") == NULL);
     assert_true(json_object_get(j, "inf") == NULL);
     assert_true(json_integer_value(json_object_get(j, "big")) == -9007199254740993LL);
+    json_decref(j);
+    free(text);
+}
+
+/* Integers without printf: the extremes and zero read back exactly; fixed
+ * decimals round to the place asked, keep the sign, refuse what is not
+ * finite and fall back to 17 digits past 2^53 units; a bare key takes the
+ * caller's value. */
+static void test_ints_and_fixed(void)
+{
+    static const struct {
+        const char *key;
+        long long v;
+    } ints[] = {{"zero", 0},        {"seven", 7},      {"minus", -1}, {"big", 1234567890123LL},
+                {"max", LLONG_MAX}, {"min", LLONG_MIN}};
+    const size_t nints = sizeof(ints) / sizeof(ints[0]);
+    shoal_jsontext_t b;
+    shoal_jsontext_init(&b, 1 << 20);
+    shoal_jsontext_open(&b);
+    for (size_t i = 0; i < nints; i++)
+        shoal_jsontext_key_int(&b, ints[i].key, ints[i].v);
+    assert_int_eq(shoal_jsontext_key_fixed(&b, "t", 1712345678.25, 6), 0);
+    assert_int_eq(shoal_jsontext_key_fixed(&b, "round", 0.0000125, 5), 0);
+    assert_int_eq(shoal_jsontext_key_fixed(&b, "neg", -3.5, 2), 0);
+    assert_int_eq(shoal_jsontext_key_fixed(&b, "tiny_neg", -0.0000001, 3), 0);
+    assert_int_eq(shoal_jsontext_key_fixed(&b, "huge", 1e300, 6), 0);
+    assert_int_eq(shoal_jsontext_key_fixed(&b, "nan", NAN, 6), -1);
+    assert_int_eq(shoal_jsontext_key_fixed(&b, "zero_places", 1.0, 0), -1);
+    shoal_jsontext_key(&b, "nested");
+    shoal_jsontext_open(&b);
+    shoal_jsontext_key_int(&b, "a", 1);
+    shoal_jsontext_close(&b);
+    shoal_jsontext_close(&b);
+    char *text = shoal_jsontext_detach(&b, NULL);
+    const char *want = "\"t\":1712345678.250000,\"round\":0.00001,\"neg\":-3.50,"
+                       "\"tiny_neg\":0.000,\"huge\":1.0000000000000001e+300,"
+                       "\"nested\":{\"a\":1}}";
+    if (!strstr(text, want))
+        test_fail("fixed decimals: %s", text);
+    json_t *j = load(text);
+    for (size_t i = 0; i < nints; i++)
+        assert_true(json_integer_value(json_object_get(j, ints[i].key)) == ints[i].v);
     json_decref(j);
     free(text);
 }
@@ -265,6 +308,7 @@ int main(void)
         test_fail("models: %s", err);
     test_strings();
     test_numbers();
+    test_ints_and_fixed();
     test_cap();
     test_rows();
     shoal_models_destroy(models);

@@ -961,12 +961,117 @@ static void test_signals_case_and_bounds(void)
     }
 }
 
+/* Answers the fast reading (worker/jsonpick.h) takes, and the same answers
+ * with one more member it leaves to jansson (a \u escape): both readings
+ * give the same outcome, content, usage and why. */
+static void test_outcome_fast_and_slow(void)
+{
+    static const struct {
+        const shoal_model_t *m;
+        const char *body; /* without its closing brace */
+    } cases[] = {
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"a \\\"b\\\"\\n\"},"
+                  "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,"
+                  "\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":4}}"},
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"cut\"},\"finish_reason\":"
+                  "\"length\"}],\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":1.5}"},
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"\"}}],\"usage\":[1]"},
+        {&openai, "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":{"
+                  "\"prompt_tokens\":99999999999999999}"},
+        {&anthropic, "{\"content\":[{\"type\":\"text\",\"text\":\"bon\\tjour\"}],"
+                     "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":21,"
+                     "\"output_tokens\":7,\"cache_creation_input_tokens\":5,"
+                     "\"cache_read_input_tokens\":16}"},
+        {&anthropic, "{\"content\":[{\"text\":\"no type\"}],\"stop_reason\":\"end_turn\""},
+        {&anthropic, "{\"content\":[{\"type\":7,\"text\":\"odd type\"}]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char fast[1024], slow[1024], why1[256], why2[256];
+        shoal_provider_reply_t o1, o2;
+        snprintf(fast, sizeof(fast), "%s}", cases[i].body);
+        snprintf(slow, sizeof(slow), "%s,\"pad\":\"\\u0041\"}", cases[i].body);
+        shoal_outcome_t a = outcome(cases[i].m, 200, fast, &o1, why1, sizeof(why1));
+        shoal_outcome_t b = outcome(cases[i].m, 200, slow, &o2, why2, sizeof(why2));
+        assert_int_eq(a, b);
+        assert_true(o1.content != NULL && o2.content != NULL);
+        assert_str_eq(o1.content, o2.content);
+        assert_str_eq(why1, why2);
+        assert_int_eq(o1.usage.input, o2.usage.input);
+        assert_int_eq(o1.usage.output, o2.usage.output);
+        assert_int_eq(o1.usage.cached, o2.usage.cached);
+        assert_int_eq(o1.usage.cache_write, o2.usage.cache_write);
+        free(o1.content);
+        free(o2.content);
+    }
+}
+
+/* The body as the jansson tree it replaced dumped it (members in the same
+ * order), for a byte-for-byte comparison. */
+static char *jansson_request(const shoal_model_t *m, const char *system, const char *prompt,
+                             int want_json)
+{
+    json_t *req = json_object(), *msgs = json_array();
+    json_object_set_new(req, "model", json_string(m->model));
+    if (m->provider == SHOAL_PROVIDER_ANTHROPIC) {
+        if (system && *system)
+            json_object_set_new(req, "system", json_string(system));
+        json_object_set_new(req, "max_tokens",
+                            json_integer(m->max_output_tokens > 0 ? m->max_output_tokens : 4096));
+    } else {
+        if (system && *system)
+            json_array_append_new(msgs,
+                                  json_pack("{s:s, s:s}", "role", "system", "content", system));
+        if (m->max_output_tokens > 0)
+            json_object_set_new(req, "max_tokens", json_integer(m->max_output_tokens));
+        if (want_json)
+            json_object_set_new(req, "response_format", json_pack("{s:s}", "type", "json_object"));
+    }
+    json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
+    json_object_set_new(req, "messages", msgs);
+    char *out = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    return out;
+}
+
+/* Request bodies are the bytes jansson wrote for every shape (system or
+ * not, JSON output or not, escapes, non-ASCII text); invalid UTF-8 in the
+ * prompt or the system text gives no body at all. */
+static void test_request_bytes(void)
+{
+    static const shoal_model_t plain = {.provider = SHOAL_PROVIDER_OPENAI, .model = "m"};
+    static const shoal_model_t anth0 = {.provider = SHOAL_PROVIDER_ANTHROPIC, .model = "c"};
+    const shoal_model_t *ms[] = {&openai, &anthropic, &plain, &anth0};
+    const char *systems[] = {NULL, "", "be \"brief\"\n\tnow", "caf\xc3\xa9 \x01"};
+    const char *prompt = "Summarize:\nline \\ two / \xe2\x82\xac \x7f end";
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
+        for (size_t k = 0; k < sizeof(systems) / sizeof(systems[0]); k++) {
+            for (int want_json = 0; want_json < 2; want_json++) {
+                size_t len = 0;
+                char *got = shoal_provider_request(ms[i], systems[k], prompt, want_json, &len);
+                char *want = jansson_request(ms[i], systems[k], prompt, want_json);
+                assert_true(got != NULL && want != NULL);
+                assert_str_eq(got, want);
+                assert_int_eq(len, strlen(want));
+                free(got);
+                free(want);
+            }
+        }
+    }
+    size_t len = 0;
+    assert_true(shoal_provider_request(&openai, NULL, "bad \xc0\xaf", 0, &len) == NULL);
+    assert_true(shoal_provider_request(&openai, "bad \xff", "ok", 0, &len) == NULL);
+    assert_true(shoal_provider_request(&anthropic, "bad \xff", "ok", 0, &len) == NULL);
+    assert_true(shoal_provider_request(&openai, NULL, NULL, 0, &len) == NULL);
+}
+
 int main(void)
 {
     test_request_openai();
     test_request_anthropic();
+    test_request_bytes();
     test_headers();
     test_outcome_answers();
+    test_outcome_fast_and_slow();
     test_outcome_malformed();
     test_outcome_status();
     test_outcome_rule();

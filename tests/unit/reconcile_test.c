@@ -315,7 +315,11 @@ int main(void)
               shoal_kafka_producer_new(shoal_mockkafka_bootstraps(kafka), NULL, err, sizeof(err))))
         test_fail("kafka: %s", err);
 
-    shoal_intake_conf_t ic = {pg, producer, &topics, models, 1 << 20, 0, 0, 0};
+    shoal_intake_conf_t ic = {.pg = pg,
+                              .producer = producer,
+                              .topics = &topics,
+                              .models = models,
+                              .max_job_bytes = 1 << 20};
     shoal_reconcile_conf_t rconf = {.every_ms = 1000, .pending_ms = 60000, .queued_ms = 60000};
     shoal_reconcile_t *rc = shoal_reconcile_new(shoal_pgcluster_url(cluster), &ic, &rconf);
     assert_true(rc != NULL);
