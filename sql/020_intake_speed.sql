@@ -1,25 +1,5 @@
--- Publishing a large job at speed: two functions of the dispatcher's path
--- whose cost grew with the job rather than with the work of one pass.
---
--- Both run right after a large job's tasks were inserted, before autovacuum
--- has analyzed shoal.tasks: the planner then takes the job for one row and
--- may pick any plan that is cheap for one row. Each is written so that its
--- only sensible plan is also right for 100,000 rows.
-
--- As shoal.mark_queued (010): marks published top-level tasks of p_job_id
--- queued and restarts the clock of those already queued. The tasks are found
--- by primary key (the task_id of chunk c is job_id:<c, six digits>, as
--- common/taskmsg.c and shoal.record_job_part make it), one index probe per
--- chunk. Matched on (job_id, chunk) instead, a planner that takes the job for
--- one row walked all of its tasks once per published chunk: 2,000 chunks of
--- a 100,000-task job took seconds.
-CREATE OR REPLACE FUNCTION shoal.mark_queued(p_job_id text, p_chunks int[]) RETURNS void
-LANGUAGE sql AS $$
-    UPDATE shoal.tasks t SET status = 'queued', queued_at = now()
-    WHERE t.task_id = ANY (ARRAY(SELECT p_job_id || ':' || lpad(c::text, 6, '0')
-                                 FROM unnest(p_chunks) AS c))
-      AND t.status IN ('pending', 'queued') AND t.parent_task_id IS NULL;
-$$;
+-- Publishing a large job at speed: the dispatcher's pick no longer costs in
+-- proportion to the job's pending tasks (013 did the same for mark_queued).
 
 -- As shoal.dispatch_pick (018), with the same rows: a job's candidates are
 -- at most p_limit of its pending tasks, not its whole room. A pass publishes
