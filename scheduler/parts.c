@@ -245,14 +245,17 @@ static json_t *part_rows(const shoal_job_t *job)
     return rows;
 }
 
+/* doc is the part message decoded, or (items NULL) its members but "items",
+ * which the text holds as an array of n_items. */
 static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const char *derived,
-                        const void *value, size_t len, json_t *doc, shoal_intake_result_t *out,
-                        char *errbuf, size_t errlen)
+                        const void *value, size_t len, json_t *doc, size_t n_items,
+                        shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
     char why[700], jwhy[512];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
     json_t *jpart = json_object_get(doc, "part"), *items = json_object_get(doc, "items");
     json_int_t k = json_integer_value(jpart);
+    int scanned_items = !items;
     const char *key;
     json_t *v;
 
@@ -264,7 +267,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     why[0] = '\0';
     if (!json_is_integer(jpart) || k < 0 || k >= SHOAL_PARTS_MAX)
         snprintf(why, sizeof(why), "part: expected an integer from 0 to %d", SHOAL_PARTS_MAX - 1);
-    else if (!json_is_array(items) || json_array_size(items) == 0)
+    else if (scanned_items ? n_items == 0 : !json_is_array(items) || json_array_size(items) == 0)
         snprintf(why, sizeof(why), "part %lld: items: expected a non-empty array", (long long)k);
     else if (len > c->max_job_bytes)
         snprintf(why, sizeof(why), "part %lld: the message is %zu bytes, more than the %zu allowed",
@@ -309,7 +312,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "cannot decode the stored header");
     int scanned;
     shoal_job_t *job = compose_text(hdr, value, len, c->models, &scanned, jwhy, sizeof(jwhy));
-    if (!scanned)
+    if (!scanned && !scanned_items)
         job = compose(hdr, items, c->models, jwhy, sizeof(jwhy));
     json_decref(hdr);
     if (!job) {
@@ -370,15 +373,37 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     *handled = 0;
     if (!value || len > c->max_job_bytes || !mentions_part(value, len))
         return SHOAL_OK;
-    json_t *doc = json_loadb(value, len, 0, NULL);
+    /* A part is scanned, not decoded: its items are decoded once, when the
+     * job is built from them (compose_text). Anything the scan does not take
+     * for an object with an items array is decoded whole. */
+    char why[256];
+    size_t n_items = 0;
+    const char *item;
+    size_t ilen;
+    int r = -1;
+    shoal_jobsplit_t *split = shoal_jobsplit_new(value, len, why, sizeof(why));
+    if (split)
+        while ((r = shoal_jobsplit_next(split, &item, &ilen, why, sizeof(why))) == 1)
+            n_items++;
+    json_t *members = split && r == 0 ? shoal_jobsplit_header(split) : NULL;
     shoal_err_t err = SHOAL_OK;
+    if (json_is_object(members) && json_object_get(members, "part") &&
+        !json_object_get(members, "parts") && !json_object_get(members, "prompt_template")) {
+        *handled = 1;
+        err = part(c, source, derived, value, len, members, n_items, out, errbuf, errlen);
+        shoal_jobsplit_destroy(split);
+        return err;
+    }
+    shoal_jobsplit_destroy(split);
+    json_t *doc = json_loadb(value, len, 0, NULL);
     if (json_is_object(doc) && json_object_get(doc, "parts")) {
         *handled = 1;
         err = header(c, source, derived, value, len, doc, out, errbuf, errlen);
     } else if (json_is_object(doc) && json_object_get(doc, "part") &&
                !json_object_get(doc, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, derived, value, len, doc, out, errbuf, errlen);
+        err = part(c, source, derived, value, len, doc,
+                   json_array_size(json_object_get(doc, "items")), out, errbuf, errlen);
     }
     json_decref(doc);
     return err;
