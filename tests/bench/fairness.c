@@ -1,12 +1,12 @@
 /*
  * Fairness between tenants at one priority: tenant A's 50,000-item job (one
- * item per chunk) is running on two workers against the zero-latency
- * simulator when tenant B submits a 20-item job at the same priority. The
- * dispatcher keeps at most a window of each tenant's tasks published and
- * unfinished (defaults: --dispatch-window 2000), so B's tasks queue behind
- * that window of A's, not behind A's whole job. Measured from PostgreSQL's
- * clock just before B's job is produced to B's jobs.finished_at (its merged
- * output committed). Ends with
+ * item per chunk, sent in parts by `shoal submit`) is running on two workers
+ * against the zero-latency simulator when tenant B submits a 20-item job at
+ * the same priority. The dispatcher keeps at most a window of each tenant's
+ * tasks published and unfinished (defaults: --dispatch-window 2000), so B's
+ * tasks queue behind that window of A's, not behind A's whole job. Measured
+ * from PostgreSQL's clock just before B's job is produced to B's
+ * jobs.finished_at (its merged output committed). Ends with
  *   RESULT bench=fairness b_done_ms=N
  * SHOAL_BENCH_A_ITEMS changes the size of A's job.
  */
@@ -45,9 +45,17 @@ int main(void)
     harness_wait_job(h, "warmup", 120, status, sizeof(status));
     assert_str_eq(status, "completed");
 
+    /* A's job is over 1 MiB: `shoal submit` sends it in parts. */
+    char path[1024], out[256];
+    snprintf(path, sizeof(path), "%s/fair-a.json", shoal_devstack_workdir(harness_stack(h)));
     job = harness_job("fair-a", a_items, 1, "{\"tenant\": \"a\"}");
-    harness_produce(h, "shoal.jobs", "fair-a", job, strlen(job));
+    FILE *f = fopen(path, "w");
+    assert_true(f != NULL);
+    fputs(job, f);
+    assert_true(fclose(f) == 0);
     free(job);
+    assert_int_eq(harness_sh(h, out, sizeof(out), "%s submit %s", harness_bin("shoal"), path), 0);
+    assert_str_eq(out, "fair-a\n");
     assert_wait(harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = 'fair-a'",
                              NULL) >= A_DONE_BEFORE,
                 300, "tenant a's job runs");
