@@ -21,24 +21,58 @@ static int mentions_part(const char *s, size_t len)
     return 0;
 }
 
-/* The header's job with items (borrowed) as its items, parsed and checked as
- * shoal_job_parse does (models may be NULL). NULL with the reason in why. */
-static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t *models, char *why,
-                            size_t whylen)
+/* The header's job (its document without "parts") with items[0..ilen), the
+ * text of an items array without its brackets, as its items, parsed and
+ * checked as shoal_job_parse does (models may be NULL). NULL with the reason
+ * in why. */
+static shoal_job_t *build(json_t *header, const char *items, size_t ilen,
+                          const shoal_models_t *models, char *why, size_t whylen)
 {
+    static const char mid[] = ",\"items\":[";
     json_t *doc = json_copy(header);
-    char *text = NULL;
+    char *head = NULL, *text = NULL;
     if (doc) {
         json_object_del(doc, "parts"); /* -1 when absent: nothing to drop */
-        if (!json_object_set(doc, "items", items))
-            text = json_dumps(doc, JSON_COMPACT);
+        json_object_del(doc, "items");
+        head = json_dumps(doc, JSON_COMPACT);
     }
     json_decref(doc);
+    size_t hlen = head ? strlen(head) : 0;
+    /* head is "{...}" with at least the job_id: its "}" gives way to the items */
+    if (hlen > 2 && (text = malloc(hlen + sizeof(mid) + ilen + 2))) {
+        size_t n = hlen - 1;
+        memcpy(text, head, n);
+        memcpy(text + n, mid, sizeof(mid) - 1);
+        n += sizeof(mid) - 1;
+        if (ilen)
+            memcpy(text + n, items, ilen);
+        memcpy(text + n + ilen, "]}", 3);
+    }
+    free(head);
     if (!text) {
         snprintf(why, whylen, "out of memory");
         return NULL;
     }
     shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, why, whylen);
+    free(text);
+    return job;
+}
+
+/* The header's job with items (borrowed, an array) as its items. */
+static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t *models, char *why,
+                            size_t whylen)
+{
+    if (!json_is_array(items)) {
+        snprintf(why, whylen, "items: expected an array");
+        return NULL;
+    }
+    char *text = json_dumps(items, JSON_COMPACT);
+    if (!text) {
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    size_t len = strlen(text); /* "[...]" */
+    shoal_job_t *job = build(header, text + 1, len - 2, models, why, whylen);
     free(text);
     return job;
 }
@@ -54,7 +88,6 @@ static shoal_job_t *compose_text(json_t *header, const char *text, size_t len,
                                  const shoal_models_t *models, int *scanned, char *why,
                                  size_t whylen)
 {
-    static const char mid[] = ",\"items\":[";
     const char *item, *first = NULL, *last = NULL;
     size_t ilen;
     int r;
@@ -72,34 +105,7 @@ static shoal_job_t *compose_text(json_t *header, const char *text, size_t len,
     if (r < 0)
         return NULL;
     *scanned = 1;
-    json_t *doc = json_copy(header);
-    char *head = NULL, *job_text = NULL;
-    if (doc) {
-        json_object_del(doc, "parts"); /* -1 when absent: nothing to drop */
-        json_object_del(doc, "items");
-        head = json_dumps(doc, JSON_COMPACT);
-    }
-    json_decref(doc);
-    size_t hlen = head ? strlen(head) : 0, span = first ? (size_t)(last - first) : 0;
-    /* head is "{...}" with at least the job_id: its "}" gives way to the items */
-    if (hlen > 2 && (job_text = malloc(hlen + sizeof(mid) + span + 2))) {
-        size_t n = hlen - 1;
-        memcpy(job_text, head, n);
-        memcpy(job_text + n, mid, sizeof(mid) - 1);
-        n += sizeof(mid) - 1;
-        if (span)
-            memcpy(job_text + n, first, span);
-        n += span;
-        memcpy(job_text + n, "]}", 3);
-    }
-    free(head);
-    if (!job_text) {
-        snprintf(why, whylen, "out of memory");
-        return NULL;
-    }
-    shoal_job_t *job = shoal_job_parse(job_text, strlen(job_text), 0, models, why, whylen);
-    free(job_text);
-    return job;
+    return build(header, first, first ? (size_t)(last - first) : 0, models, why, whylen);
 }
 
 static char *text_of(const void *value, size_t len)

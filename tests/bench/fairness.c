@@ -21,13 +21,6 @@
 #define B_ITEMS 20
 #define A_DONE_BEFORE 2000
 
-static double pg_now_s(harness_t *h)
-{
-    char s[64];
-    harness_str(h, s, sizeof(s), "SELECT extract(epoch FROM clock_timestamp())::text", NULL);
-    return strtod(s, NULL);
-}
-
 int main(void)
 {
     const char *n = getenv("SHOAL_BENCH_A_ITEMS");
@@ -40,10 +33,8 @@ int main(void)
 
     /* Warm the consumer groups so their joins are not timed. */
     char *job = harness_job("warmup", 20, 1, "{\"tenant\": \"w\"}");
-    harness_produce(h, "shoal.jobs", "warmup", job, strlen(job));
+    harness_run_job(h, "warmup", job, 120, NULL);
     free(job);
-    harness_wait_job(h, "warmup", 120, status, sizeof(status));
-    assert_str_eq(status, "completed");
 
     /* A's job is over 1 MiB: `shoal submit` sends it in parts. */
     char path[1024], out[256];
@@ -63,16 +54,17 @@ int main(void)
     /* B's items differ from A's, so no answer of A's could serve B. */
     job = harness_job("fair-b", B_ITEMS, 1,
                       "{\"tenant\": \"b\", \"prompt_template\": \"Tenant b:\\n{{input}}\"}");
-    double t0 = pg_now_s(h);
+    char t0[64];
+    harness_str(h, t0, sizeof(t0), "SELECT clock_timestamp()::text", NULL);
     harness_produce(h, "shoal.jobs", "fair-b", job, strlen(job));
     free(job);
     harness_wait_job(h, "fair-b", 600, status, sizeof(status));
     assert_str_eq(status, "completed");
     harness_str(h, done, sizeof(done),
-                "SELECT extract(epoch FROM finished_at)::text FROM shoal.jobs "
-                "WHERE job_id = 'fair-b'",
-                NULL);
-    double b_ms = (strtod(done, NULL) - t0) * 1000.0;
+                "SELECT (extract(epoch FROM finished_at - $1::timestamptz) * 1000)::text "
+                "FROM shoal.jobs WHERE job_id = 'fair-b'",
+                t0, NULL);
+    double b_ms = strtod(done, NULL);
     long a_done =
         harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = 'fair-a'", NULL);
     long a_queued = harness_long(
