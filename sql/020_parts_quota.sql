@@ -21,9 +21,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_status text := shoal.record_job_admitted(p_job, '[]'::jsonb, p_inputs, p_quota);
 BEGIN
-    IF v_status = 'new' THEN
-        UPDATE shoal.jobs SET parts_total = p_parts, tasks_total = 1
-        WHERE job_id = p_job->>'job_id';
-    END IF;
+    -- tasks_total 1 until the last part is in (018)
+    UPDATE shoal.jobs SET parts_total = p_parts, tasks_total = 1
+    WHERE v_status = 'new' AND job_id = p_job->>'job_id';
     RETURN v_status;
 END $$;

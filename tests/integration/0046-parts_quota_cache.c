@@ -49,17 +49,30 @@ static void send_parted(harness_t *h, const char *id, const char *salt, const ch
     }
 }
 
-static void expect_status(harness_t *h, const char *id, const char *want)
-{
-    char status[32];
-    harness_wait_job(h, id, 120, status, sizeof(status));
-    if (strcmp(status, want) != 0)
-        test_fail("job %s ended %s, expected %s", id, status, want);
-}
-
 static long job_long(harness_t *h, const char *sql, const char *id)
 {
     return harness_long(h, sql, id, NULL);
+}
+
+/* Waits for job id to end and checks it ended as want. */
+static void expect_status(harness_t *h, const char *id, const char *want)
+{
+    char ended[32];
+    harness_wait_job(h, id, 120, ended, sizeof(ended));
+    assert_str_eq(ended, want);
+}
+
+/* The first column of sql's first row with $1 = id, into buf. */
+static void job_str(harness_t *h, const char *sql, const char *id, char *buf, size_t len)
+{
+    harness_str(h, buf, len, sql, id, NULL);
+}
+
+/* A parted job rejected while it took parts keeps none of them. */
+static void expect_nothing_kept(harness_t *h, const char *id)
+{
+    assert_int_eq(job_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", id), 0);
+    assert_int_eq(job_long(h, "SELECT count(*) FROM shoal.job_parts WHERE job_id = $1", id), 0);
 }
 
 /* A one-message job sent after everything before it on partition 0: once
@@ -74,30 +87,29 @@ static void barrier(harness_t *h, const char *id)
 
 static void test_per_minute(harness_t *h)
 {
-    char err[4096], want[64];
+    char err[4096], resets[64];
 
-    /* the three jobs must fall in one UTC minute: start early in one */
+    /* the three jobs must fall in one UTC minute */
     assert_wait(harness_long(h, "SELECT extract(second FROM now())::int", NULL) < 30, 65,
                 "the first half of a minute");
-    harness_str(h, want, sizeof(want),
-                "SELECT 'resets at ' || to_char(date_trunc('minute', now() AT TIME ZONE 'UTC') "
-                "+ interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-                NULL);
-    send_parted(h, "plim-1", "plim-1", "limited", 2, 2, "");
-    send_parted(h, "plim-2", "plim-2", "limited", 2, 2, "");
-    send_parted(h, "plim-3", "plim-3", "limited", 2, 2, "");
+    const char *ids[] = {"plim-1", "plim-2", "plim-3"};
+    for (int i = 0; i < 3; i++)
+        send_parted(h, ids[i], ids[i], "limited", 2, 2, "");
     expect_status(h, "plim-1", "completed");
     expect_status(h, "plim-2", "completed");
     expect_status(h, "plim-3", "rejected");
     barrier(h, "barrier-1"); /* plim-3's parts are handled by now */
-    harness_str(h, err, sizeof(err), "SELECT error FROM shoal.jobs WHERE job_id = $1", "plim-3",
-                NULL);
+    job_str(h, "SELECT error FROM shoal.jobs WHERE job_id = $1", "plim-3", err, sizeof(err));
     fprintf(stderr, "third parted job of the minute: %s\n", err);
-    assert_str_contains(err, "tenant limited: 2 jobs per minute reached (limit 2)");
-    assert_str_contains(err, want);
-    assert_int_eq(job_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "plim-3"), 0);
-    assert_int_eq(job_long(h, "SELECT count(*) FROM shoal.job_parts WHERE job_id = $1", "plim-3"),
-                  0);
+    assert_str_contains(err, "tenant limited: 2 jobs per minute reached (limit 2); resets at ");
+    /* the window ends at the next whole minute after the job came */
+    job_str(h,
+            "SELECT to_char(date_trunc('minute', submitted_at AT TIME ZONE 'UTC') + "
+            "interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM shoal.jobs "
+            "WHERE job_id = $1",
+            "plim-3", resets, sizeof(resets));
+    assert_str_contains(err, resets);
+    expect_nothing_kept(h, "plim-3");
     /* the two that ran have all their items */
     assert_int_eq(job_long(h, "SELECT items_total FROM shoal.jobs WHERE job_id = $1", "plim-2"), 4);
 }
@@ -107,35 +119,31 @@ static void test_max_items(harness_t *h)
     char err[4096];
     send_parted(h, "pbig", "pbig", "small", 2, 2, "");
     expect_status(h, "pbig", "rejected");
-    harness_str(h, err, sizeof(err), "SELECT error FROM shoal.jobs WHERE job_id = $1", "pbig",
-                NULL);
+    job_str(h, "SELECT error FROM shoal.jobs WHERE job_id = $1", "pbig", err, sizeof(err));
     fprintf(stderr, "parted job over max items: %s\n", err);
     assert_str_eq(err, "tenant small: the job has 4 items; the plan allows at most 3 per job "
                        "(split the job)");
-    assert_int_eq(job_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "pbig"), 0);
-    assert_int_eq(job_long(h, "SELECT count(*) FROM shoal.job_parts WHERE job_id = $1", "pbig"), 0);
+    expect_nothing_kept(h, "pbig");
 }
 
 static void test_default_priority(harness_t *h)
 {
+    const char *prio_of = "SELECT priority FROM shoal.jobs WHERE job_id = $1";
     char prio[32];
     send_parted(h, "pprio", "pprio", "small", 3, 1, "");
     expect_status(h, "pprio", "completed");
-    harness_str(h, prio, sizeof(prio), "SELECT priority FROM shoal.jobs WHERE job_id = $1", "pprio",
-                NULL);
+    job_str(h, prio_of, "pprio", prio, sizeof(prio));
     assert_str_eq(prio, "high");
     assert_int_eq(job_long(h, "SELECT items_total FROM shoal.jobs WHERE job_id = $1", "pprio"), 3);
     /* the parts' tasks are built from the stored header: it carries it */
-    harness_str(h, prio, sizeof(prio),
-                "SELECT doc::jsonb->>'priority' FROM shoal.job_inputs WHERE job_id = $1", "pprio",
-                NULL);
+    job_str(h, "SELECT doc::jsonb->>'priority' FROM shoal.job_inputs WHERE job_id = $1", "pprio",
+            prio, sizeof(prio));
     assert_str_eq(prio, "high");
 
     /* one that sets its own keeps it */
     send_parted(h, "pown", "pown", "small", 1, 1, "\"priority\": \"low\"");
     expect_status(h, "pown", "completed");
-    harness_str(h, prio, sizeof(prio), "SELECT priority FROM shoal.jobs WHERE job_id = $1", "pown",
-                NULL);
+    job_str(h, prio_of, "pown", prio, sizeof(prio));
     assert_str_eq(prio, "low");
 }
 

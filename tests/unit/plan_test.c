@@ -42,50 +42,42 @@ static shoal_job_t *job_of(const char *tenant, int n, const char *extra)
 static void test_no_tenants(void)
 {
     char why[512];
-    json_t *quota = json_object(); /* must be replaced by NULL */
-    json_t *keep = quota;
     shoal_job_t *job = job_of("acme", 5, "");
-    assert_int_eq(shoal_plan_apply(NULL, job, 1000, &quota, why, sizeof(why)), SHOAL_OK);
-    assert_true(quota == NULL);
+    /* no limits: a thousand items before this part are fine */
+    assert_int_eq(shoal_plan_apply(NULL, job, 1000, NULL, why, sizeof(why)), SHOAL_OK);
     assert_str_eq(shoal_job_priority(job), "normal");
-    json_decref(keep);
     shoal_job_destroy(job);
 }
 
 static void test_default_priority(void)
 {
+    /* tenant, the job's own fields, the priority it runs at */
+    static const char *const cases[][3] = {
+        {"small", "", "high"},                        /* the plan's default */
+        {"small", "\"priority\": \"low\"", "low"},    /* the job's own wins */
+        {"limited", "", "normal"},                    /* a plan without one */
+        {"nobody", "\"priority\": \"high\"", "high"}, /* no plan at all */
+    };
     char why[512];
-    shoal_job_t *job = job_of("small", 1, "");
-    assert_int_eq(shoal_plan_apply(tenants, job, 0, NULL, why, sizeof(why)), SHOAL_OK);
-    assert_str_eq(shoal_job_priority(job), "high");
-    shoal_job_destroy(job);
-
-    job = job_of("small", 1, "\"priority\": \"low\"");
-    assert_int_eq(shoal_plan_apply(tenants, job, 0, NULL, why, sizeof(why)), SHOAL_OK);
-    assert_str_eq(shoal_job_priority(job), "low");
-    shoal_job_destroy(job);
-
-    /* a tenant whose plan has no default priority keeps the job's default */
-    job = job_of("limited", 1, "");
-    assert_int_eq(shoal_plan_apply(tenants, job, 0, NULL, why, sizeof(why)), SHOAL_OK);
-    assert_str_eq(shoal_job_priority(job), "normal");
-    shoal_job_destroy(job);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        shoal_job_t *job = job_of(cases[i][0], 1, cases[i][1]);
+        assert_int_eq(shoal_plan_apply(tenants, job, 0, NULL, why, sizeof(why)), SHOAL_OK);
+        assert_str_eq(shoal_job_priority(job), cases[i][2]);
+        shoal_job_destroy(job);
+    }
 }
 
 static void test_max_items_running_total(void)
 {
     char why[512];
-    json_t *quota = NULL;
     shoal_job_t *job = job_of("small", 2, "");
 
     /* 1 earlier + 2 = 3: at the limit */
-    assert_int_eq(shoal_plan_apply(tenants, job, 1, &quota, why, sizeof(why)), SHOAL_OK);
-    assert_true(quota == NULL); /* the plan counts nothing */
+    assert_int_eq(shoal_plan_apply(tenants, job, 1, NULL, why, sizeof(why)), SHOAL_OK);
     /* 2 earlier + 2 = 4: over, in the words a job sent whole gets */
-    assert_int_eq(shoal_plan_apply(tenants, job, 2, &quota, why, sizeof(why)), SHOAL_ERR_LIMIT);
+    assert_int_eq(shoal_plan_apply(tenants, job, 2, NULL, why, sizeof(why)), SHOAL_ERR_LIMIT);
     assert_str_eq(why, "tenant small: the job has 4 items; the plan allows at most 3 per job "
                        "(split the job)");
-    assert_true(quota == NULL);
     shoal_job_destroy(job);
 
     /* a whole job of 4 is told the same */
@@ -120,27 +112,47 @@ static void test_max_prompt_tokens(void)
     shoal_job_destroy(job);
 }
 
+/* The counted limits handed over: none without a tenants file, none for a
+ * plan that counts nothing, none with a rejection. */
 static void test_quota(void)
 {
-    char why[512];
-    json_t *quota = NULL;
-    shoal_job_t *job = job_of("limited", 1, "");
-    assert_int_eq(shoal_plan_apply(tenants, job, 0, &quota, why, sizeof(why)), SHOAL_OK);
-    assert_true(quota != NULL);
-    assert_int_eq(json_integer_value(json_object_get(quota, "jobs_per_minute")), 2);
-    json_decref(quota);
-    shoal_job_destroy(job);
+    struct {
+        int with_plans;
+        const char *tenant;
+        int n_items;
+        long per_minute; /* 0: no quota */
+    } cases[] = {
+        {0, "limited", 1, 0}, {1, "small", 1, 0}, {1, "limited", 1, 2}, {1, "small", 4, 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char why[512];
+        json_t *quota = json_null(); /* must be replaced */
+        shoal_job_t *job = job_of(cases[i].tenant, cases[i].n_items, "");
+        shoal_plan_apply(cases[i].with_plans ? tenants : NULL, job, 0, &quota, why, sizeof(why));
+        if (cases[i].per_minute == 0)
+            assert_true(quota == NULL);
+        else
+            assert_int_eq(json_integer_value(json_object_get(quota, "jobs_per_minute")),
+                          cases[i].per_minute);
+        json_decref(quota);
+        shoal_job_destroy(job);
+    }
+}
+
+static shoal_tenants_t *load_plans(void)
+{
+    static const char text[] = "{\"tenants\": {\"limited\": {\"jobs_per_minute\": 2},"
+                               " \"small\": {\"max_items\": 3, \"default_priority\": \"high\"},"
+                               " \"tight\": {\"max_prompt_tokens\": 100}}}";
+    char err[1024];
+    shoal_tenants_t *t = shoal_tenants_parse(text, sizeof(text) - 1, err, sizeof(err));
+    if (!t)
+        test_fail("tenants: %s", err);
+    return t;
 }
 
 int main(void)
 {
-    char err[1024];
-    const char *text = "{\"tenants\": {\"limited\": {\"jobs_per_minute\": 2},"
-                       " \"small\": {\"max_items\": 3, \"default_priority\": \"high\"},"
-                       " \"tight\": {\"max_prompt_tokens\": 100}}}";
-    tenants = shoal_tenants_parse(text, strlen(text), err, sizeof(err));
-    if (!tenants)
-        test_fail("tenants: %s", err);
+    tenants = load_plans();
     test_no_tenants();
     test_default_priority();
     test_max_items_running_total();
