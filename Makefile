@@ -43,7 +43,7 @@ demo: build
 	$(BUILD)/shoal dev --demo
 
 test: test-deps build format-check
-	cd $(BUILD) && ctest --output-on-failure --timeout 600 $(CTEST_ARGS)
+	cd $(BUILD) && ctest -j $(JOBS) --output-on-failure --timeout 600 $(CTEST_ARGS)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory test-asan
 
@@ -52,7 +52,7 @@ test: test-deps build format-check
 test-asan: build-asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure --timeout 900 $(CTEST_ARGS)
+	  ctest -j $(JOBS) --output-on-failure --timeout 900 $(CTEST_ARGS)
 
 # The fuzz build: clang, libFuzzer, ASan and UBSan; only the fuzz targets.
 build-fuzz: test-deps
