@@ -233,7 +233,7 @@ static void add_jobs(shoal_pg_t *pg, struct frame *f, int *failed, long max_jobs
     if (!r)
         return;
     add(f, "%s", "");
-    add(f, "%-28s %-9s %13s %6s %6s %9s %9s %12s", "JOB", "STATUS", "DONE/TOTAL", "FAILED", "%",
+    add(f, "%-36s %-9s %13s %6s %6s %9s %9s %12s", "JOB", "STATUS", "DONE/TOTAL", "FAILED", "%",
         "ELAPSED", "ETA", "COST");
     for (int i = 0; i < PQntuples(r); i++) {
         char done[32];
@@ -242,7 +242,7 @@ static void add_jobs(shoal_pg_t *pg, struct frame *f, int *failed, long max_jobs
             snprintf(eta, sizeof(eta), "%.1fs", num(r, i, 8));
         else
             snprintf(eta, sizeof(eta), "-");
-        add(f, "%-28.28s %-9s %13s %6s %6.1f %8.1fs %9s %12s", PQgetvalue(r, i, 0),
+        add(f, "%-36.36s %-9s %13s %6s %6.1f %8.1fs %9s %12s", PQgetvalue(r, i, 0),
             PQgetvalue(r, i, 1), done, PQgetvalue(r, i, 4), num(r, i, 5), num(r, i, 6), eta,
             shoal_usd_format(num(r, i, 7), cost, sizeof(cost)));
     }

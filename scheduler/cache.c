@@ -67,8 +67,11 @@ size_t shoal_cache_lookup_unkeyed(const shoal_cache_lookup_t *l)
     return l->unkeyed;
 }
 
-/* The key of one chunk into key ("" when it cannot be made: the model is
- * not in models). SHOAL_ERR_NOMEM only. */
+/* The key of one chunk (its job's own number: a part's chunk minus the
+ * part's first) into key ("" when it cannot be made: the model is not in
+ * models). The key covers neither the chunk's number nor its task id, so
+ * the message built from a part gives the key its renumbered message (and
+ * the same chunk of the job sent whole) has. SHOAL_ERR_NOMEM only. */
 static shoal_err_t chunk_key(const shoal_job_t *job, const shoal_models_t *models, long chunk,
                              char key[SHOAL_CACHEKEY_HEX], char *errbuf, size_t errlen)
 {
@@ -155,6 +158,14 @@ shoal_err_t shoal_cache_lookup_new(shoal_pg_t *pg, const shoal_job_t *job,
                                    size_t n, shoal_cache_lookup_t **out, char *errbuf,
                                    size_t errlen)
 {
+    return shoal_cache_lookup_part_new(pg, job, models, ttl_s, 0, chunks, n, out, errbuf, errlen);
+}
+
+shoal_err_t shoal_cache_lookup_part_new(shoal_pg_t *pg, const shoal_job_t *job,
+                                        const shoal_models_t *models, long ttl_s, long chunk_base,
+                                        const long *chunks, size_t n, shoal_cache_lookup_t **out,
+                                        char *errbuf, size_t errlen)
+{
     shoal_cache_lookup_t *l = calloc(1, sizeof(*l));
     shoal_err_t err = SHOAL_OK;
 
@@ -168,7 +179,7 @@ shoal_err_t shoal_cache_lookup_new(shoal_pg_t *pg, const shoal_job_t *job,
     for (size_t from = 0; from < n && err == SHOAL_OK; from += SHOAL_CACHE_SLICE) {
         size_t to = n - from > SHOAL_CACHE_SLICE ? from + SHOAL_CACHE_SLICE : n;
         for (size_t i = from; i < to && err == SHOAL_OK; i++) {
-            err = chunk_key(job, models, chunks[i], l->keys[i], errbuf, errlen);
+            err = chunk_key(job, models, chunks[i] - chunk_base, l->keys[i], errbuf, errlen);
             if (err == SHOAL_OK && !l->keys[i][0])
                 l->unkeyed++;
         }

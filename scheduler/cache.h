@@ -45,6 +45,15 @@ shoal_err_t shoal_cache_lookup_new(shoal_pg_t *pg, const shoal_job_t *job,
                                    size_t n, shoal_cache_lookup_t **out, char *errbuf,
                                    size_t errlen);
 
+/* As shoal_cache_lookup_new, for a job that is one part of a job sent in
+ * parts (scheduler/parts.h): chunks are the whole job's numbers, the part's
+ * chunk k being chunk_base + k. Hits are answered, and keys remembered, on
+ * the whole job's tasks of those numbers. */
+shoal_err_t shoal_cache_lookup_part_new(shoal_pg_t *pg, const shoal_job_t *job,
+                                        const shoal_models_t *models, long ttl_s, long chunk_base,
+                                        const long *chunks, size_t n, shoal_cache_lookup_t **out,
+                                        char *errbuf, size_t errlen);
+
 void shoal_cache_lookup_destroy(shoal_cache_lookup_t *l); /* NULL is ok */
 
 /* Whether chunks[i] was answered from the cache (not to be published). */

@@ -16,6 +16,7 @@
 #include "common/taskmsg.h"
 #include "scheduler/cache.h"
 #include "scheduler/parts.h"
+#include "scheduler/plan.h"
 
 #define ACK_TIMEOUT_MS 60000
 
@@ -180,13 +181,12 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
     *published = 0;
     /* A part of a job sent in parts numbers its chunks from chunk_base. */
     int parted = chunk_base != 0 || (size_t)n_chunks != shoal_job_n_chunks(job);
-    /* The result cache answers what it can before anything is produced. Its
-     * look-up knows chunks by the job's own numbering, so a part of a job
-     * sent in parts is published without it. */
+    /* The result cache answers what it can before anything is produced, a
+     * part's chunks by their job-wide numbers as its messages carry them. */
     shoal_cache_lookup_t *cached = NULL;
-    if (!parted && shoal_cache_enabled(job, c->cache_ttl_s) && n > 0) {
-        if ((err = shoal_cache_lookup_new(c->pg, job, c->models, c->cache_ttl_s, chunks, n, &cached,
-                                          errbuf, errlen)) != SHOAL_OK)
+    if (shoal_cache_enabled(job, c->cache_ttl_s) && n > 0) {
+        if ((err = shoal_cache_lookup_part_new(c->pg, job, c->models, c->cache_ttl_s, chunk_base,
+                                               chunks, n, &cached, errbuf, errlen)) != SHOAL_OK)
             return err;
         if (shoal_cache_lookup_hits(cached) || shoal_cache_lookup_unkeyed(cached))
             shoal_log_info("intake", "result cache job_id=%s hits=%zu misses=%zu unkeyed=%zu",
@@ -356,31 +356,6 @@ static shoal_err_t fail_recorded(shoal_pg_t *pg, shoal_intake_result_t *out, cha
     return err;
 }
 
-/* The tenant's plan applied to a parsed job (see shoal_intake_job_ts): its
- * default priority, and its per-job limits (SHOAL_ERR_LIMIT with the reason
- * in why). *quota is the plan's counted limits for record(), or NULL. */
-static shoal_err_t apply_plan(const shoal_intake_conf_t *c, shoal_job_t *job, json_t **quota,
-                              char *why, size_t whylen)
-{
-    const shoal_tenant_plan_t *plan = shoal_tenants_plan(c->tenants, shoal_job_tenant(job));
-    long max_call = 0;
-
-    *quota = NULL;
-    if (!plan)
-        return SHOAL_OK;
-    if (plan->default_priority && !shoal_job_priority_given(job) &&
-        shoal_job_set_priority(job, plan->default_priority) != SHOAL_OK)
-        return shoal_err_set(why, whylen, SHOAL_ERR_NOMEM, "out of memory");
-    for (size_t k = 0; k < shoal_job_n_chunks(job); k++)
-        if (shoal_job_chunk_est_tokens(job, k) > max_call)
-            max_call = shoal_job_chunk_est_tokens(job, k);
-    shoal_err_t err = shoal_tenants_check_job(plan, shoal_job_tenant(job), shoal_job_n_items(job),
-                                              max_call, why, whylen);
-    if (err == SHOAL_OK)
-        *quota = shoal_tenants_quota_json(plan);
-    return err;
-}
-
 shoal_err_t shoal_intake_job(const shoal_intake_conf_t *c, const char *topic, int partition,
                              long long offset, const void *value, size_t len,
                              shoal_intake_result_t *out, char *errbuf, size_t errlen)
@@ -418,7 +393,7 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
     }
     json_t *quota;
-    if ((err = apply_plan(c, job, &quota, why, sizeof(why))) != SHOAL_OK) {
+    if ((err = shoal_plan_apply(c->tenants, job, 0, &quota, why, sizeof(why))) != SHOAL_OK) {
         shoal_job_destroy(job);
         if (err == SHOAL_ERR_NOMEM)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");

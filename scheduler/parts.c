@@ -10,6 +10,7 @@
 #include "common/estimate.h"
 #include "common/jobsplit.h"
 #include "common/log.h"
+#include "scheduler/plan.h"
 
 /* A cheap look before decoding: a message without the text "part can be
  * neither a header nor a part, so a plain job is decoded only once. */
@@ -122,7 +123,7 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
                           const void *value, size_t len, json_t *doc, shoal_intake_result_t *out,
                           char *errbuf, size_t errlen)
 {
-    char why[600], status[64];
+    char why[600], status[128];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
     json_t *parts = json_object_get(doc, "parts");
     json_int_t n = json_integer_value(parts);
@@ -156,8 +157,33 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
         snprintf(why, sizeof(why), "job header: %s", standin ? jwhy : "out of memory");
         return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
+    /* The tenant's plan, as for a job sent whole: its default priority, and
+     * its limits as far as the header shows them (a call's prompt without
+     * items); its counted limits are counted once, here. */
+    char given[16], tenant[256];
+    json_t *quota;
+    snprintf(given, sizeof(given), "%s", shoal_job_priority(job));
+    snprintf(tenant, sizeof(tenant), "%s", shoal_job_tenant(job));
+    shoal_err_t err = shoal_plan_apply(c->tenants, job, 0, &quota, jwhy, sizeof(jwhy));
+    if (err != SHOAL_OK) {
+        shoal_job_destroy(job);
+        if (err == SHOAL_ERR_NOMEM)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
+        return shoal_intake_reject(c, source, derived, value, len, jwhy, out, errbuf, errlen);
+    }
     snprintf(out->job_id, sizeof(out->job_id), "%s", jid);
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
+    /* The parts are composed with the stored header: a priority the plan
+     * chose is written into it, so their tasks go out at that priority. */
+    char *inputs = NULL;
+    if (strcmp(given, shoal_job_priority(job))) {
+        json_t *stored = json_copy(doc);
+        if (stored && !json_object_set_new(stored, "priority", json_string(out->priority)))
+            inputs = json_dumps(stored, JSON_COMPACT);
+        json_decref(stored);
+    } else {
+        inputs = text_of(value, len);
+    }
     json_t *settings = shoal_job_settings(job);
     if (settings)
         json_object_del(settings, "n_items");
@@ -171,25 +197,32 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
             : NULL;
     shoal_job_destroy(job);
     char *rowtext = row ? json_dumps(row, JSON_COMPACT) : NULL;
-    char *inputs = text_of(value, len);
+    char *quotatext = quota ? json_dumps(quota, JSON_COMPACT) : NULL;
     char parts_s[32];
     snprintf(parts_s, sizeof(parts_s), "%lld", (long long)n);
     json_decref(row);
-    shoal_err_t err;
     PGresult *r = NULL;
-    if (!rowtext || !inputs) {
+    if (!rowtext || !inputs || (quota && !quotatext)) {
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     } else {
-        const char *params[] = {rowtext, inputs, parts_s};
-        err = shoal_pg_exec(c->pg, "SELECT shoal.record_job_header($1::jsonb, $2, $3::int)", 3,
-                            params, &r, errbuf, errlen);
+        const char *params[] = {rowtext, inputs, parts_s, quotatext};
+        err = shoal_pg_exec(
+            c->pg, "SELECT shoal.record_job_header_admitted($1::jsonb, $2, $3::int, $4::jsonb)", 4,
+            params, &r, errbuf, errlen);
     }
+    json_decref(quota);
     free(rowtext);
+    free(quotatext);
     free(inputs);
     if (err != SHOAL_OK)
         return err;
     snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
+    if (!strncmp(status, "quota:", 6)) {
+        /* over the tenant's quota: nothing was recorded, the rejection is */
+        shoal_tenants_quota_answer(status, tenant, why, sizeof(why));
+        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+    }
     out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
     shoal_log_info("intake", "job header recorded job_id=%s parts=%lld status=%s", jid,
                    (long long)n, status);
@@ -288,13 +321,19 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     if (why[0])
         return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
 
-    const char *params[] = {jid};
+    /* A job rejected as a whole message (its header over a limit, say)
+     * keeps its reason: its parts are ignored, not recorded in its place. */
+    char part_s[32];
+    snprintf(part_s, sizeof(part_s), "%lld", (long long)k);
+    const char *params[] = {jid, part_s};
     PGresult *r;
-    shoal_err_t err = shoal_pg_exec(c->pg,
-                                    "SELECT j.status, i.doc FROM shoal.jobs j LEFT JOIN "
-                                    "shoal.job_inputs i ON i.job_id = j.job_id "
-                                    "WHERE j.job_id = $1 AND j.parts_total IS NOT NULL",
-                                    1, params, &r, errbuf, errlen);
+    shoal_err_t err = shoal_pg_exec(
+        c->pg,
+        "SELECT j.status, i.doc, j.items_total, EXISTS (SELECT 1 FROM shoal.job_parts p "
+        "WHERE p.job_id = j.job_id AND p.part = $2::int) "
+        "FROM shoal.jobs j LEFT JOIN shoal.job_inputs i ON i.job_id = j.job_id "
+        "WHERE j.job_id = $1 AND (j.parts_total IS NOT NULL OR j.status = 'rejected')",
+        2, params, &r, errbuf, errlen);
     if (err != SHOAL_OK)
         return err;
     if (PQntuples(r) == 0 || PQgetisnull(r, 0, 1) || strcmp(PQgetvalue(r, 0, 0), "running")) {
@@ -313,6 +352,12 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
         return reject_part(c, source, derived, value, len, NULL, why, out, errbuf, errlen);
     }
     json_t *hdr = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
+    /* Items recorded from the earlier parts; a part seen before is not
+     * judged again (record_job_part says it is a duplicate). Parts of one
+     * job come in order on one partition, so the count stays true until
+     * this part is recorded. */
+    size_t items_before = (size_t)strtoul(PQgetvalue(r, 0, 2), NULL, 10);
+    int seen = !strcmp(PQgetvalue(r, 0, 3), "t");
     PQclear(r);
     if (!hdr)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "cannot decode the stored header");
@@ -325,6 +370,15 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
         snprintf(why, sizeof(why), "part %lld: %s", (long long)k, jwhy);
         return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
     }
+    /* The tenant's plan, as for a job sent whole: the items so far against
+     * its max items, this part's calls against its max prompt tokens. */
+    if (!seen && (err = shoal_plan_apply(c->tenants, job, items_before, NULL, why, sizeof(why))) !=
+                     SHOAL_OK) {
+        shoal_job_destroy(job);
+        if (err == SHOAL_ERR_NOMEM)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
+        return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
+    }
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
     shoal_estimate_t est;
     if (shoal_estimate_job(job, c->models, NULL, &est, jwhy, sizeof(jwhy)) != SHOAL_OK)
@@ -333,8 +387,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     json_t *rows = part_rows(job);
     char *rowtext = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
     char *msg = text_of(value, len);
-    char part_s[32], items_s[32], tokens_s[32], cost_s[64];
-    snprintf(part_s, sizeof(part_s), "%lld", (long long)k);
+    char items_s[32], tokens_s[32], cost_s[64];
     snprintf(items_s, sizeof(items_s), "%zu", shoal_job_n_items(job));
     snprintf(tokens_s, sizeof(tokens_s), "%ld", shoal_job_est_tokens(job));
     snprintf(cost_s, sizeof(cost_s), "%.17g", cost);

@@ -108,7 +108,19 @@ int main(void)
     assert_wait(
         harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1", "bg-2", NULL) >= 20,
         120, "20 tasks of bg-2 done");
-    budgetsim_kill_worker(h, 0);
+    /* Kill the worker holding calls of bg-2 in flight (which one holds the
+     * job's partitions is the group's choice). */
+    assert_wait(harness_long(h,
+                             "SELECT count(*) FROM shoal.call_reservations WHERE job_id = $1 "
+                             "AND status = 'held'",
+                             "bg-2", NULL) >= 1,
+                120, "calls of bg-2 in flight");
+    long holder = harness_long(h,
+                               "SELECT substring(worker_id FROM '([0-9]+)$')::int FROM "
+                               "shoal.call_reservations WHERE job_id = $1 AND status = 'held' "
+                               "ORDER BY reserved_at DESC LIMIT 1",
+                               "bg-2", NULL);
+    budgetsim_kill_worker(h, holder == 1 ? 1 : 0);
 
     harness_wait_job(h, "bg-2", 300, status, sizeof(status));
     assert_str_eq(status, "partial");
