@@ -35,7 +35,10 @@ static int by_chunk(const void *a, const void *b)
 
 int shoal_cache_enabled(const shoal_job_t *job, long ttl_s)
 {
-    return ttl_s > 0 && !json_is_false(json_object_get(shoal_job_json(job), "cache"));
+    /* A batch-mode answer is one result per item (shoal.item_results), which
+     * a cached chunk answer would not write: such jobs go uncached. */
+    return ttl_s > 0 && !json_is_false(json_object_get(shoal_job_json(job), "cache")) &&
+           strcmp(shoal_job_mode(job), "batch") != 0;
 }
 
 void shoal_cache_lookup_destroy(shoal_cache_lookup_t *l)

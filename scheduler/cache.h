@@ -27,7 +27,8 @@
  * chunk) whatever the job's. */
 #define SHOAL_CACHE_SLICE 10000
 
-/* Whether job reads and writes the cache when the TTL is ttl_s seconds. */
+/* Whether job reads and writes the cache when the TTL is ttl_s seconds: not
+ * with "cache": false, nor in batch mode (answer_mode "batch"). */
 int shoal_cache_enabled(const shoal_job_t *job, long ttl_s);
 
 /* The outcome of looking up some chunks of one job. */

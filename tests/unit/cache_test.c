@@ -282,6 +282,10 @@ static void test_cache(shoal_pg_t *pg, shoal_pg_t *listener)
     assert_true(!shoal_cache_enabled(d, ttl));
     assert_true(shoal_cache_enabled(c, ttl));
     assert_true(!shoal_cache_enabled(c, 0));
+    /* nor does batch mode, whose answers are one row per item */
+    shoal_job_t *bm = record(pg, "c-bm", 1, NULL, "\"answer_mode\":\"batch\",");
+    assert_true(!shoal_cache_enabled(bm, ttl));
+    shoal_job_destroy(bm);
 
     /* a changed input misses; entries past the TTL are ignored, then go */
     shoal_job_t *e = record(pg, "c-e", 2, "changed ", NULL);
