@@ -137,6 +137,14 @@ static shoal_err_t pass(shoal_dispatch_t *d, int *published, char *errbuf, size_
     return err;
 }
 
+long shoal_dispatch_due_ms(const shoal_dispatch_t *d)
+{
+    if (d->full || d->last_ms <= 0)
+        return 0;
+    double left = d->last_ms + (double)d->conf.every_ms - shoal_service_now_ms();
+    return left <= 0 ? 0 : (long)left + 1;
+}
+
 shoal_err_t shoal_dispatch_poll(shoal_dispatch_t *d, int force, int *published, char *errbuf,
                                 size_t errlen)
 {

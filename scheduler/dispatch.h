@@ -45,4 +45,8 @@ void shoal_dispatch_destroy(shoal_dispatch_t *d); /* NULL is ok */
 shoal_err_t shoal_dispatch_poll(shoal_dispatch_t *d, int force, int *published, char *errbuf,
                                 size_t errlen);
 
+/* Milliseconds until a pass is due: 0 after a pass that hit pass_limit (more
+ * is waiting, so the caller should not sleep), at most every_ms. */
+long shoal_dispatch_due_ms(const shoal_dispatch_t *d);
+
 #endif

@@ -213,9 +213,23 @@ int main(int argc, char **argv)
     rd_kafka_t *producer =
         shoal_kafka_producer_new(conf.svc.bootstrap, &conf.svc.kafka, err, sizeof(err));
     const char *subs[] = {topics.jobs};
+    /* The jobs consumer may hold a few whole job messages: with its local
+     * queue capped below that (the consumers' 1 MiB default), each part of a
+     * job sent in parts waited for a fetch of its own and parts came in at
+     * three a second. The user's setting (-X or environment) wins. */
+    shoal_kprops_t cprops = conf.svc.kafka;
+    char qmax[64];
+    int qset = getenv("SHOAL_KAFKA_QUEUED_MAX_MESSAGES_KBYTES") != NULL;
+    for (int i = 0; i < cprops.n; i++)
+        qset |= !strncmp(cprops.kv[i], "queued.max.messages.kbytes=", 27);
+    long qkb = 4 * (conf.max_job_bytes / 1024 + 1);
+    snprintf(qmax, sizeof(qmax), "queued.max.messages.kbytes=%ld",
+             qkb < 2097151 ? qkb : 2097151); /* librdkafka's most */
+    if (!qset && cprops.n < SHOAL_KPROPS_MAX)
+        cprops.kv[cprops.n++] = qmax;
     rd_kafka_t *consumer =
-        producer ? shoal_kafka_consumer_new(conf.svc.bootstrap, conf.svc.group, &conf.svc.kafka,
-                                            subs, 1, NULL, NULL, err, sizeof(err))
+        producer ? shoal_kafka_consumer_new(conf.svc.bootstrap, conf.svc.group, &cprops, subs, 1,
+                                            NULL, NULL, err, sizeof(err))
                  : NULL;
     shoal_merger_t *merger = shoal_merger_new(conf.svc.pg, producer, topics.events);
     if (!producer || !consumer || !merger) {
@@ -289,7 +303,9 @@ int main(int argc, char **argv)
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 0);
         if (!msg) {
             struct pollfd fds[2] = {{wake[0], POLLIN, 0}, {shoal_merger_fd(merger), POLLIN, 0}};
-            poll(fds, fds[1].fd >= 0 ? 2 : 1, 100);
+            /* Not past a due dispatcher pass: after a full one, not at all. */
+            long due = dispatcher ? shoal_dispatch_due_ms(dispatcher) : 100;
+            poll(fds, fds[1].fd >= 0 ? 2 : 1, due < 100 ? (int)due : 100);
             char buf[64];
             while (wake[0] >= 0 && read(wake[0], buf, sizeof(buf)) > 0)
                 ;

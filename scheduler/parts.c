@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/estimate.h"
+#include "common/jobsplit.h"
 #include "common/log.h"
 #include "scheduler/plan.h"
 
@@ -21,19 +22,34 @@ static int mentions_part(const char *s, size_t len)
     return 0;
 }
 
-/* The header's job with items (borrowed) as its items, parsed and checked as
- * shoal_job_parse does (models may be NULL). NULL with the reason in why. */
-static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t *models, char *why,
-                            size_t whylen)
+/* The header's job (its document without "parts") with items[0..ilen), the
+ * text of an items array without its brackets, as its items, parsed and
+ * checked as shoal_job_parse does (models may be NULL). NULL with the reason
+ * in why. */
+static shoal_job_t *build(json_t *header, const char *items, size_t ilen,
+                          const shoal_models_t *models, char *why, size_t whylen)
 {
+    static const char mid[] = ",\"items\":[";
     json_t *doc = json_copy(header);
-    char *text = NULL;
+    char *head = NULL, *text = NULL;
     if (doc) {
         json_object_del(doc, "parts"); /* -1 when absent: nothing to drop */
-        if (!json_object_set(doc, "items", items))
-            text = json_dumps(doc, JSON_COMPACT);
+        json_object_del(doc, "items");
+        head = json_dumps(doc, JSON_COMPACT);
     }
     json_decref(doc);
+    size_t hlen = head ? strlen(head) : 0;
+    /* head is "{...}" with at least the job_id: its "}" gives way to the items */
+    if (hlen > 2 && (text = malloc(hlen + sizeof(mid) + ilen + 2))) {
+        size_t n = hlen - 1;
+        memcpy(text, head, n);
+        memcpy(text + n, mid, sizeof(mid) - 1);
+        n += sizeof(mid) - 1;
+        if (ilen)
+            memcpy(text + n, items, ilen);
+        memcpy(text + n + ilen, "]}", 3);
+    }
+    free(head);
     if (!text) {
         snprintf(why, whylen, "out of memory");
         return NULL;
@@ -41,6 +57,56 @@ static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t 
     shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, why, whylen);
     free(text);
     return job;
+}
+
+/* The header's job with items (borrowed, an array) as its items. */
+static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t *models, char *why,
+                            size_t whylen)
+{
+    if (!json_is_array(items)) {
+        snprintf(why, whylen, "items: expected an array");
+        return NULL;
+    }
+    char *text = json_dumps(items, JSON_COMPACT);
+    if (!text) {
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    size_t len = strlen(text); /* "[...]" */
+    shoal_job_t *job = build(header, text + 1, len - 2, models, why, whylen);
+    free(text);
+    return job;
+}
+
+/* compose() for a part given as its message text[0..len): the items' text
+ * is spliced after the header's members as it came, so a part of tens of
+ * thousands of items is decoded once (by shoal_job_parse) instead of being
+ * decoded, encoded again and decoded a second time. The job is the same
+ * either way: an item decodes to the same value from its own text as from
+ * its re-encoding. *scanned is 0 when the text could not be scanned as an
+ * object with an items array (the caller falls back to compose()). */
+static shoal_job_t *compose_text(json_t *header, const char *text, size_t len,
+                                 const shoal_models_t *models, int *scanned, char *why,
+                                 size_t whylen)
+{
+    const char *item, *first = NULL, *last = NULL;
+    size_t ilen;
+    int r;
+
+    *scanned = 0;
+    shoal_jobsplit_t *split = shoal_jobsplit_new(text, len, why, whylen);
+    if (!split)
+        return NULL;
+    while ((r = shoal_jobsplit_next(split, &item, &ilen, why, whylen)) == 1) {
+        if (!first)
+            first = item;
+        last = item + ilen;
+    }
+    shoal_jobsplit_destroy(split);
+    if (r < 0)
+        return NULL;
+    *scanned = 1;
+    return build(header, first, first ? (size_t)(last - first) : 0, models, why, whylen);
 }
 
 static char *text_of(const void *value, size_t len)
@@ -218,14 +284,17 @@ static json_t *part_rows(const shoal_job_t *job)
     return rows;
 }
 
+/* doc is the part message decoded, or (items NULL) its members but "items",
+ * which the text holds as an array of n_items. */
 static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const char *derived,
-                        const void *value, size_t len, json_t *doc, shoal_intake_result_t *out,
-                        char *errbuf, size_t errlen)
+                        const void *value, size_t len, json_t *doc, size_t n_items,
+                        shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
     char why[700], jwhy[512];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
     json_t *jpart = json_object_get(doc, "part"), *items = json_object_get(doc, "items");
     json_int_t k = json_integer_value(jpart);
+    int scanned_items = !items;
     const char *key;
     json_t *v;
 
@@ -237,7 +306,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     why[0] = '\0';
     if (!json_is_integer(jpart) || k < 0 || k >= SHOAL_PARTS_MAX)
         snprintf(why, sizeof(why), "part: expected an integer from 0 to %d", SHOAL_PARTS_MAX - 1);
-    else if (!json_is_array(items) || json_array_size(items) == 0)
+    else if (scanned_items ? n_items == 0 : !json_is_array(items) || json_array_size(items) == 0)
         snprintf(why, sizeof(why), "part %lld: items: expected a non-empty array", (long long)k);
     else if (len > c->max_job_bytes)
         snprintf(why, sizeof(why), "part %lld: the message is %zu bytes, more than the %zu allowed",
@@ -292,7 +361,10 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     PQclear(r);
     if (!hdr)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "cannot decode the stored header");
-    shoal_job_t *job = compose(hdr, items, c->models, jwhy, sizeof(jwhy));
+    int scanned;
+    shoal_job_t *job = compose_text(hdr, value, len, c->models, &scanned, jwhy, sizeof(jwhy));
+    if (!scanned && !scanned_items)
+        job = compose(hdr, items, c->models, jwhy, sizeof(jwhy));
     json_decref(hdr);
     if (!job) {
         snprintf(why, sizeof(why), "part %lld: %s", (long long)k, jwhy);
@@ -360,15 +432,37 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     *handled = 0;
     if (!value || len > c->max_job_bytes || !mentions_part(value, len))
         return SHOAL_OK;
-    json_t *doc = json_loadb(value, len, 0, NULL);
+    /* A part is scanned, not decoded: its items are decoded once, when the
+     * job is built from them (compose_text). Anything the scan does not take
+     * for an object with an items array is decoded whole. */
+    char why[256];
+    size_t n_items = 0;
+    const char *item;
+    size_t ilen;
+    int r = -1;
+    shoal_jobsplit_t *split = shoal_jobsplit_new(value, len, why, sizeof(why));
+    if (split)
+        while ((r = shoal_jobsplit_next(split, &item, &ilen, why, sizeof(why))) == 1)
+            n_items++;
+    json_t *members = split && r == 0 ? shoal_jobsplit_header(split) : NULL;
     shoal_err_t err = SHOAL_OK;
+    if (json_is_object(members) && json_object_get(members, "part") &&
+        !json_object_get(members, "parts") && !json_object_get(members, "prompt_template")) {
+        *handled = 1;
+        err = part(c, source, derived, value, len, members, n_items, out, errbuf, errlen);
+        shoal_jobsplit_destroy(split);
+        return err;
+    }
+    shoal_jobsplit_destroy(split);
+    json_t *doc = json_loadb(value, len, 0, NULL);
     if (json_is_object(doc) && json_object_get(doc, "parts")) {
         *handled = 1;
         err = header(c, source, derived, value, len, doc, out, errbuf, errlen);
     } else if (json_is_object(doc) && json_object_get(doc, "part") &&
                !json_object_get(doc, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, derived, value, len, doc, out, errbuf, errlen);
+        err = part(c, source, derived, value, len, doc,
+                   json_array_size(json_object_get(doc, "items")), out, errbuf, errlen);
     }
     json_decref(doc);
     return err;
@@ -410,12 +504,19 @@ shoal_job_t *shoal_parts_load(shoal_pg_t *pg, const char *job_id, int part, long
         *n_chunks = job ? (long)shoal_job_n_chunks(job) : 0;
     } else {
         json_t *hdr = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
-        json_t *pdoc = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
-        snprintf(why, sizeof(why), "the stored header or part is not JSON");
-        if (hdr && pdoc)
-            job = compose(hdr, json_object_get(pdoc, "items"), NULL, why, sizeof(why));
+        int scanned = 0;
+        snprintf(why, sizeof(why), "the stored header is not JSON");
+        if (hdr)
+            job = compose_text(hdr, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), NULL,
+                               &scanned, why, sizeof(why));
+        if (hdr && !scanned) {
+            json_t *pdoc = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
+            snprintf(why, sizeof(why), "the stored part is not JSON");
+            if (pdoc)
+                job = compose(hdr, json_object_get(pdoc, "items"), NULL, why, sizeof(why));
+            json_decref(pdoc);
+        }
         json_decref(hdr);
-        json_decref(pdoc);
         *chunk_base = strtol(PQgetvalue(r, 0, 3), NULL, 10);
         *n_chunks = strtol(PQgetvalue(r, 0, 4), NULL, 10);
     }
