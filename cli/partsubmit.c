@@ -23,7 +23,8 @@ struct shoal_partsubmit {
     char job_id[256];
     char *id_json; /* the job_id as a JSON string */
     size_t part_bytes, parts, items;
-    char *buf; /* one part message */
+    size_t chunks; /* the job's chunks, counted when its parts were checked */
+    char *buf;     /* one part message */
     size_t cap, len;
     /* repeated item ids: 64-bit hashes, open addressing */
     uint64_t *ids;
@@ -95,6 +96,16 @@ static int next_part(shoal_partsubmit_t *p, size_t k, size_t *item_index, char *
     const char *item;
     size_t ilen, n = 0;
     int r;
+    /* A chunk never spans parts, so a part that ends mid-chunk adds a short
+     * chunk: without group_by, parts end after a whole number of max_items
+     * where they can (the last such place seen). */
+    const json_t *chunking = json_object_get(shoal_jobsplit_header(p->split), "chunking");
+    json_int_t per_chunk = json_integer_value(json_object_get(chunking, "max_items"));
+    int whole = per_chunk > 1 && !json_object_get(chunking, "group_by");
+    struct {
+        size_t len, n, index;
+        shoal_jobsplit_pos_t pos;
+    } cut = {0, 0, 0, {NULL, 0}};
 
     snprintf(head, sizeof(head), "{\"job_id\":%s,\"part\":%zu,\"items\":[", p->id_json, k);
     p->len = 0;
@@ -113,14 +124,28 @@ static int next_part(shoal_partsubmit_t *p, size_t k, size_t *item_index, char *
                               *item_index, ilen, p->part_bytes);
                 return -1;
             }
-            /* it starts the next part */
-            shoal_jobsplit_unread(p->split);
+            /* it starts the next part, or the items since the last whole
+             * chunk do */
+            if (whole && cut.n > 0 && n % (size_t)per_chunk != 0) {
+                p->len = cut.len;
+                n = cut.n;
+                *item_index = cut.index;
+                shoal_jobsplit_seek(p->split, &cut.pos);
+            } else {
+                shoal_jobsplit_unread(p->split);
+            }
             break;
         }
         if ((n && put(p, ",", 1)) || put(p, item, ilen))
             goto nomem;
         n++;
         (*item_index)++;
+        if (whole && n % (size_t)per_chunk == 0) {
+            cut.len = p->len;
+            cut.n = n;
+            cut.index = *item_index;
+            shoal_jobsplit_tell(p->split, &cut.pos);
+        }
     }
     if (n == 0)
         return 0;
@@ -204,6 +229,7 @@ static shoal_err_t validate_parts(shoal_partsubmit_t *p, const shoal_models_t *m
             return shoal_err_set(errbuf, errlen, err, "part %zu (items %zu to %zu): %s", k, first,
                                  index - 1, why);
         total_chunks += chunks;
+        p->chunks = total_chunks;
         if (total_chunks > MAX_CHUNKS)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                  "the job makes more than %d chunks; raise chunking.max_items or "
@@ -296,6 +322,11 @@ size_t shoal_partsubmit_parts(const shoal_partsubmit_t *p)
 size_t shoal_partsubmit_items(const shoal_partsubmit_t *p)
 {
     return p->items;
+}
+
+size_t shoal_partsubmit_chunks(const shoal_partsubmit_t *p)
+{
+    return p->chunks;
 }
 
 shoal_err_t shoal_partsubmit_send(shoal_partsubmit_t *p, rd_kafka_t *rk, const char *topic,

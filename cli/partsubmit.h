@@ -37,6 +37,8 @@ void shoal_partsubmit_destroy(shoal_partsubmit_t *p); /* NULL is ok */
 const char *shoal_partsubmit_job_id(const shoal_partsubmit_t *p); /* borrowed */
 size_t shoal_partsubmit_parts(const shoal_partsubmit_t *p);
 size_t shoal_partsubmit_items(const shoal_partsubmit_t *p);
+/* The chunks the scheduler will make of the job (0 when it was not checked). */
+size_t shoal_partsubmit_chunks(const shoal_partsubmit_t *p);
 
 /* Produces the header and the parts to topic, in order, waiting for Kafka's
  * acknowledgement every few parts so that at most a few are held. */

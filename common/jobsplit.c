@@ -202,3 +202,16 @@ void shoal_jobsplit_rewind(shoal_jobsplit_t *s)
     s->started = 0;
     s->prev = NULL;
 }
+
+void shoal_jobsplit_tell(const shoal_jobsplit_t *s, shoal_jobsplit_pos_t *pos)
+{
+    pos->cur = s->cur;
+    pos->started = s->started;
+}
+
+void shoal_jobsplit_seek(shoal_jobsplit_t *s, const shoal_jobsplit_pos_t *pos)
+{
+    s->cur = pos->cur;
+    s->started = pos->started;
+    s->prev = NULL;
+}

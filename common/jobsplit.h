@@ -42,4 +42,14 @@ void shoal_jobsplit_unread(shoal_jobsplit_t *s);
 /* Starts the items over from the first. */
 void shoal_jobsplit_rewind(shoal_jobsplit_t *s);
 
+/* A place in the items: shoal_jobsplit_tell() notes where the next item
+ * starts, shoal_jobsplit_seek() goes back there (a place of the same split,
+ * noted since its last rewind). */
+typedef struct {
+    const char *cur;
+    int started;
+} shoal_jobsplit_pos_t;
+void shoal_jobsplit_tell(const shoal_jobsplit_t *s, shoal_jobsplit_pos_t *pos);
+void shoal_jobsplit_seek(shoal_jobsplit_t *s, const shoal_jobsplit_pos_t *pos);
+
 #endif

@@ -2,7 +2,8 @@
  * Splitting a job document in place: the header holds every member but
  * "items" (decoded), the items come back as their exact text spans in order
  * (strings with escaped quotes and brackets, nested values), unread hands the
- * last item back once, rewind starts over, and malformed documents are
+ * last item back once, rewind starts over, tell and seek go back to a noted
+ * place, and malformed documents are
  * refused with where they break.
  */
 #include "common/jobsplit.h"
@@ -46,6 +47,15 @@ static void test_split(void)
     shoal_jobsplit_rewind(s);
     assert_int_eq(shoal_jobsplit_next(s, &item, &len, err, sizeof(err)), 1);
     assert_true(!memcmp(item, "{\"id\": \"a\"", 10));
+    /* tell and seek: back to a place noted earlier, several items back */
+    shoal_jobsplit_pos_t at_b;
+    shoal_jobsplit_tell(s, &at_b);
+    assert_int_eq(shoal_jobsplit_next(s, &item, &len, err, sizeof(err)), 1);
+    assert_int_eq(shoal_jobsplit_next(s, &item, &len, err, sizeof(err)), 1);
+    assert_true(item[0] == '7');
+    shoal_jobsplit_seek(s, &at_b);
+    assert_int_eq(shoal_jobsplit_next(s, &item, &len, err, sizeof(err)), 1);
+    assert_true(!memcmp(item, "{\"id\":\"b\"", 9));
     shoal_jobsplit_destroy(s);
     shoal_jobsplit_destroy(NULL);
 }
