@@ -199,6 +199,14 @@ static void start_top(harness_t *h, const char *sock, const char *rcfile, int co
         test_fail("could not start tmux: %s", out);
 }
 
+/* A tmux server socket of its own for each session: a server whose last
+ * session just ended may still be exiting when the next one would start. */
+static void next_sock(char *sock, size_t len, const char *dir)
+{
+    static int n;
+    snprintf(sock, len, "%s/tmux-%d.sock", dir, n++);
+}
+
 static void test_top(harness_t *h, const char *dir, const char *jid)
 {
     char sock[600], rcfile[600], frame[1 << 14];
@@ -217,6 +225,7 @@ static void test_top(harness_t *h, const char *dir, const char *jid)
 
     /* Live, 120 x 40. */
     const char *const live[] = {"sim-small", jid, "6/6", "completed", "(q quits)", NULL};
+    next_sock(sock, sizeof(sock), dir);
     start_top(h, sock, rcfile, 120, 40, "xterm");
     wait_pane(h, sock, live);
     snprintf(frame, sizeof(frame), "%s", out);
@@ -229,6 +238,7 @@ static void test_top(harness_t *h, const char *dir, const char *jid)
     /* Narrow, 40 x 12: lines are cut, so the second line is the queue line,
      * not the end of a wrapped first one, and no line is longer. */
     const char *const narrow[] = {"shoal top", "queue (", NULL};
+    next_sock(sock, sizeof(sock), dir);
     start_top(h, sock, rcfile, 40, 12, "xterm");
     wait_pane(h, sock, narrow);
     fprintf(stderr, "shoal top at 40 x 12:\n%s", out);
@@ -239,6 +249,7 @@ static void test_top(harness_t *h, const char *dir, const char *jid)
 
     /* A dumb terminal gets frames one after the other, no escape codes. */
     const char *const dumb[] = {"sim-small", jid, NULL};
+    next_sock(sock, sizeof(sock), dir);
     start_top(h, sock, rcfile, 120, 40, "dumb");
     wait_pane(h, sock, dumb);
     assert_true(strstr(out, "[K") == NULL && strstr(out, "[?25") == NULL);
