@@ -207,7 +207,11 @@ BEGIN
         FROM jsonb_to_recordset(coalesce(p_attempts, '[]')) AS a(
             attempt_id text, job_id text, cost_usd double precision, tokens_in int,
             tokens_out int, finished_at double precision)
-        WHERE NOT EXISTS (SELECT 1 FROM shoal.attempts x WHERE x.attempt_id = a.attempt_id)
+        -- a scalar look-up (one primary-key probe per call), not NOT EXISTS:
+        -- the planner turned that into a hash anti-join over all of
+        -- shoal.attempts, kept in the function's cached plan, so every batch
+        -- read every attempt ever recorded
+        WHERE (SELECT 1 FROM shoal.attempts x WHERE x.attempt_id = a.attempt_id) IS NULL
         ORDER BY a.attempt_id
     ), per_job AS (
         UPDATE shoal.jobs j SET spent_usd = j.spent_usd + s.cost

@@ -32,49 +32,5 @@ LANGUAGE sql AS $$
       AND t.parent_task_id IS NULL;
 $$;
 
--- Records a batch of finished tasks and the calls behind them: everything
--- 009's record_batch does, word for word, but for one change: a call counts
--- as fresh when a look-up of its attempt_id finds no row, written as a
--- scalar subquery (one primary-key probe per call) instead of NOT EXISTS.
--- The planner turned NOT EXISTS into a hash anti-join over a sequential scan
--- of shoal.attempts, planned while the table was small and kept by the
--- function's cached plan: every batch then read every attempt ever recorded
--- (quadratic in the calls of a job).
-CREATE OR REPLACE FUNCTION shoal.record_batch(p_results jsonb, p_attempts jsonb) RETURNS SETOF text
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM 1 FROM shoal.jobs
-    WHERE job_id IN (SELECT r->>'job_id' FROM jsonb_array_elements(coalesce(p_results, '[]')) r
-                     UNION
-                     SELECT a->>'job_id' FROM jsonb_array_elements(coalesce(p_attempts, '[]')) a)
-    ORDER BY job_id FOR UPDATE;
-
-    WITH fresh AS (
-        SELECT DISTINCT ON (a.attempt_id) a.job_id, coalesce(a.cost_usd, 0) AS cost_usd,
-               coalesce(a.tokens_in, 0) AS tokens_in, coalesce(a.tokens_out, 0) AS tokens_out,
-               (to_timestamp(a.finished_at) AT TIME ZONE 'UTC')::date AS day
-        FROM jsonb_to_recordset(coalesce(p_attempts, '[]')) AS a(
-            attempt_id text, job_id text, cost_usd double precision, tokens_in int,
-            tokens_out int, finished_at double precision)
-        WHERE (SELECT 1 FROM shoal.attempts x WHERE x.attempt_id = a.attempt_id) IS NULL
-        ORDER BY a.attempt_id
-    ), per_job AS (
-        UPDATE shoal.jobs j SET spent_usd = j.spent_usd + s.cost
-        FROM (SELECT job_id, sum(cost_usd) AS cost FROM fresh GROUP BY job_id) s
-        WHERE j.job_id = s.job_id AND s.cost <> 0
-        RETURNING j.job_id
-    )
-    INSERT INTO shoal.tenant_spend AS ts (tenant, day, spent_usd, calls, tokens_in, tokens_out)
-    SELECT coalesce(j.tenant, ''), f.day, sum(f.cost_usd), count(*), sum(f.tokens_in),
-           sum(f.tokens_out)
-    FROM fresh f JOIN shoal.jobs j USING (job_id)
-    GROUP BY 1, 2
-    ORDER BY 1, 2
-    ON CONFLICT (tenant, day) DO UPDATE
-    SET spent_usd = ts.spent_usd + excluded.spent_usd, calls = ts.calls + excluded.calls,
-        tokens_in = ts.tokens_in + excluded.tokens_in,
-        tokens_out = ts.tokens_out + excluded.tokens_out;
-
-    RETURN QUERY SELECT * FROM shoal.record_batch_rows(p_results, p_attempts);
-END $$;
-
+-- record_batch's look-up of calls already recorded is a primary-key probe
+-- per call from the start (009).

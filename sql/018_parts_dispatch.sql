@@ -178,6 +178,11 @@ END $$;
 -- priority in turn (the rank of a task within its tenant orders the pick), so
 -- a pass cut short by p_limit still serves every tenant. Rows come by job,
 -- part and chunk, the order in which they are published.
+-- A job's candidates are at most p_limit of its pending tasks, not its whole
+-- room: a pass publishes at most p_limit tasks, and a task ranked below
+-- p_limit in its tenant can never be among them, so the cut changes nothing
+-- but the work (with a window as large as the job, every pass would rank and
+-- sort all of the job's pending tasks).
 CREATE FUNCTION shoal.dispatch_pick(p_window integer, p_limit integer)
 RETURNS TABLE (job_id text, part integer, chunk integer)
 LANGUAGE sql STABLE AS $$
@@ -206,7 +211,7 @@ LANGUAGE sql STABLE AS $$
         CROSS JOIN LATERAL (SELECT t.part, t.chunk FROM shoal.tasks t
                             WHERE t.job_id = r.job_id AND t.status = 'pending'
                               AND t.parent_task_id IS NULL
-                            ORDER BY t.chunk LIMIT m.room) c
+                            ORDER BY t.chunk LIMIT least(m.room, p_limit)) c
     ), ranked AS (
         SELECT cand.*, row_number() OVER (PARTITION BY priority, tenant
                                           ORDER BY submitted_at, job_id, chunk) AS rn
