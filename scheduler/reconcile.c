@@ -182,27 +182,13 @@ static shoal_err_t pass(shoal_reconcile_t *rc, int *published, int *failed, char
     snprintf(pending, sizeof(pending), "%ld", rc->conf.pending_ms);
     snprintf(queued, sizeof(queued), "%ld", rc->conf.queued_ms);
     snprintf(limit, sizeof(limit), "%d", PASS_LIMIT);
-    const char *params[] = {pending, queued, limit};
+    const char *params[] = {pending, queued, limit, rc->conf.paced ? "t" : "f"};
     /* Column 4 is the task's part, -1 for a job sent as one message. */
     if ((err = shoal_pg_exec(rc->pg,
-                             rc->conf.paced
-                                 /* the dispatcher publishes chunk tasks only: lost
-                                  * sub-tasks (batch mode) as without one */
-                                 ? "SELECT * FROM (SELECT job_id, chunk, task_id, has_inputs, "
-                                   "coalesce(part, -1) AS part "
-                                   "FROM shoal.lost_tasks_paced($2::bigint, $3::int) "
-                                   "WHERE $1::bigint IS NOT NULL UNION ALL "
-                                   "SELECT l.job_id, l.chunk, l.task_id, l.has_inputs, "
-                                   "coalesce(t.part, -1) "
-                                   "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int) l "
-                                   "JOIN shoal.tasks t ON t.task_id = l.task_id "
-                                   "WHERE t.parent_task_id IS NOT NULL) x ORDER BY 1, 5, 2, 3"
-                                 : "SELECT l.job_id, l.chunk, l.task_id, l.has_inputs, "
-                                   "coalesce(t.part, -1) "
-                                   "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int) l "
-                                   "JOIN shoal.tasks t ON t.task_id = l.task_id "
-                                   "ORDER BY 1, 5, 2",
-                             3, params, &r, errbuf, errlen)) != SHOAL_OK)
+                             "SELECT job_id, chunk, task_id, has_inputs, coalesce(part, -1) "
+                             "FROM shoal.lost_tasks($1::bigint, $2::bigint, $3::int, $4::boolean) "
+                             "ORDER BY 1, 5, 2, 3",
+                             4, params, &r, errbuf, errlen)) != SHOAL_OK)
         return err;
     int rows = PQntuples(r);
     for (int from = 0, to; from < rows && err == SHOAL_OK; from = to) {

@@ -147,37 +147,8 @@ BEGIN
     RETURN 'resumed:' || v_n;
 END $$;
 
--- The reconciler's look-up: tasks of running jobs whose message must be
--- published again, at most p_limit, by job and chunk. A task qualifies when
---   * it is pending and was reset by resume_job (at once), or was never
---     published p_pending_ms after it was recorded (the intake that recorded
---     it died before publishing, or Kafka refused it); or
---   * it has been queued for p_queued_ms with no call recorded since it was
---     queued (its message was lost: retention, a broker, a crash).
--- has_inputs says whether the job kept its inputs; when it did not, the
--- caller fails the task instead, and a pending task of such a job waits
--- p_queued_ms too (a redelivery of its job message may still publish it).
-CREATE FUNCTION shoal.lost_tasks(p_pending_ms bigint, p_queued_ms bigint, p_limit integer)
-RETURNS TABLE (job_id text, chunk integer, task_id text, has_inputs boolean)
-LANGUAGE sql STABLE AS $$
-    SELECT t.job_id, t.chunk, t.task_id, i.job_id IS NOT NULL
-    FROM shoal.tasks t
-    JOIN shoal.jobs j ON j.job_id = t.job_id
-    LEFT JOIN shoal.job_inputs i ON i.job_id = t.job_id
-    WHERE j.status = 'running' AND t.parent_task_id IS NULL
-      AND ((t.status = 'pending'
-            AND (t.resumed_at IS NOT NULL
-                 OR t.created_at < now() - make_interval(secs => CASE WHEN i.job_id IS NULL
-                                                                      THEN p_queued_ms
-                                                                      ELSE p_pending_ms
-                                                                 END / 1000.0)))
-           OR (t.status = 'queued'
-               AND t.queued_at < now() - make_interval(secs => p_queued_ms / 1000.0)
-               AND NOT EXISTS (SELECT 1 FROM shoal.attempts a
-                               WHERE a.task_id = t.task_id AND a.finished_at >= t.queued_at)))
-    ORDER BY t.job_id, t.chunk
-    LIMIT p_limit;
-$$;
+-- The reconciler's look-up of lost tasks is shoal.lost_tasks (018, which
+-- adds the parts it also reports).
 
 -- Records the rows of a batch of finished tasks as 005's record_batch did
 -- (009 renamed it record_batch_rows and wraps it in shoal.record_batch with

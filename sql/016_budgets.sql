@@ -10,12 +10,8 @@
 -- never more than the reservation (the worker reserves the call's worst
 -- case: its input tokens counted generously, all of max_tokens as output).
 
--- Tenants and their daily budgets. The tenants file (quotas) fills this
--- table; it may already exist with more columns.
-CREATE TABLE IF NOT EXISTS shoal.tenants (
-    tenant           text PRIMARY KEY,
-    daily_budget_usd double precision
-);
+-- A tenant's daily budget is its plan's daily_budget_usd (shoal.tenants and
+-- shoal.tenant_plan, 015).
 
 -- reserved_usd: held reservations of the job's calls. budget_stop: why a
 -- call of the job was refused (its budget or its tenant's is exhausted);

@@ -110,35 +110,3 @@ LANGUAGE sql AS $$
     WHERE task_id = ANY (p_task_ids) AND status IN ('pending', 'queued')
       AND parent_task_id IS NOT NULL;
 $$;
-
--- == Lost sub-tasks ===========================================================
--- shoal.lost_tasks as 010 defines it (same columns, same rules for pending
--- and queued tasks, same order by job and chunk), now for sub-tasks too: a
--- sub-task recorded queued whose message never went out (a worker died
--- between its commit and its produce) or was lost later is found once it has
--- been queued p_queued_ms with no call since; a failed sub-task put back by
--- shoal.resume_job is found at once. The caller tells a sub-task from a
--- chunk task by its task_id (a chunk task's is "<job_id>:<chunk as 6
--- digits>"); within a chunk, the chunk task comes first.
-CREATE OR REPLACE FUNCTION shoal.lost_tasks(p_pending_ms bigint, p_queued_ms bigint,
-                                            p_limit integer)
-RETURNS TABLE (job_id text, chunk integer, task_id text, has_inputs boolean)
-LANGUAGE sql STABLE AS $$
-    SELECT t.job_id, t.chunk, t.task_id, i.job_id IS NOT NULL
-    FROM shoal.tasks t
-    JOIN shoal.jobs j ON j.job_id = t.job_id
-    LEFT JOIN shoal.job_inputs i ON i.job_id = t.job_id
-    WHERE j.status = 'running'
-      AND ((t.status = 'pending'
-            AND (t.resumed_at IS NOT NULL
-                 OR t.created_at < now() - make_interval(secs => CASE WHEN i.job_id IS NULL
-                                                                      THEN p_queued_ms
-                                                                      ELSE p_pending_ms
-                                                                 END / 1000.0)))
-           OR (t.status = 'queued'
-               AND t.queued_at < now() - make_interval(secs => p_queued_ms / 1000.0)
-               AND NOT EXISTS (SELECT 1 FROM shoal.attempts a
-                               WHERE a.task_id = t.task_id AND a.finished_at >= t.queued_at)))
-    ORDER BY t.job_id, t.chunk, t.parent_task_id IS NOT NULL, t.task_id
-    LIMIT p_limit;
-$$;

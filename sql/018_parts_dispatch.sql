@@ -225,25 +225,45 @@ LANGUAGE sql STABLE AS $$
     SELECT * FROM picked ORDER BY job_id, part NULLS FIRST, chunk;
 $$;
 
--- The reconciler's look-up now that pending tasks are the dispatcher's: as
--- shoal.lost_tasks (010), but a pending task of a job that keeps its inputs
--- is never lost (the dispatcher publishes it, resumed ones included); a
--- pending task of a job without inputs still counts as lost p_queued_ms after
--- it was recorded. Also returns the task's part, by job, part and chunk.
-CREATE FUNCTION shoal.lost_tasks_paced(p_queued_ms bigint, p_limit integer)
+-- The reconciler's look-up: tasks of running jobs whose message must be
+-- published again, at most p_limit, by job, part and chunk. A task qualifies
+-- when
+--   * it is pending and was reset by resume_job (at once), or was never
+--     published p_pending_ms after it was recorded (the intake that recorded
+--     it died before publishing, or Kafka refused it); or
+--   * it has been queued for p_queued_ms with no call recorded since it was
+--     queued (its message was lost: retention, a broker, a crash).
+-- has_inputs says whether the job kept its inputs; when it did not, the
+-- caller fails the task instead, and a pending task of such a job waits
+-- p_queued_ms too (a redelivery of its job message may still publish it).
+-- With p_paced, pending chunk tasks of jobs that keep their inputs belong to
+-- the dispatcher (resumed ones included) and are never lost.
+-- Sub-tasks (parent_task_id, 009) count too: one recorded queued whose
+-- message never went out (a worker died between its commit and its produce)
+-- or was lost later is found by the queued rule, a failed one put back by
+-- resume_job at once. The caller tells a sub-task from a chunk task by its
+-- task_id (a chunk task's is "<job_id>:<chunk as 6 digits>"); within a
+-- chunk, the chunk task comes first.
+CREATE FUNCTION shoal.lost_tasks(p_pending_ms bigint, p_queued_ms bigint, p_limit integer,
+                                 p_paced boolean)
 RETURNS TABLE (job_id text, chunk integer, task_id text, has_inputs boolean, part integer)
 LANGUAGE sql STABLE AS $$
     SELECT t.job_id, t.chunk, t.task_id, i.job_id IS NOT NULL, t.part
     FROM shoal.tasks t
     JOIN shoal.jobs j ON j.job_id = t.job_id
     LEFT JOIN shoal.job_inputs i ON i.job_id = t.job_id
-    WHERE j.status = 'running' AND t.parent_task_id IS NULL
-      AND ((t.status = 'pending' AND i.job_id IS NULL
-            AND t.created_at < now() - make_interval(secs => p_queued_ms / 1000.0))
+    WHERE j.status = 'running'
+      AND ((t.status = 'pending'
+            AND (NOT p_paced OR t.parent_task_id IS NOT NULL OR i.job_id IS NULL)
+            AND (t.resumed_at IS NOT NULL
+                 OR t.created_at < now() - make_interval(secs => CASE WHEN i.job_id IS NULL
+                                                                      THEN p_queued_ms
+                                                                      ELSE p_pending_ms
+                                                                 END / 1000.0)))
            OR (t.status = 'queued'
                AND t.queued_at < now() - make_interval(secs => p_queued_ms / 1000.0)
                AND NOT EXISTS (SELECT 1 FROM shoal.attempts a
                                WHERE a.task_id = t.task_id AND a.finished_at >= t.queued_at)))
-    ORDER BY t.job_id, t.part NULLS FIRST, t.chunk
+    ORDER BY t.job_id, t.part NULLS FIRST, t.chunk, t.parent_task_id IS NOT NULL, t.task_id
     LIMIT p_limit;
 $$;
