@@ -1,5 +1,5 @@
 -- Cheaper writes of a task's life: one statement records a batch of
--- finished tasks.
+-- finished tasks, and a task's changes of state are heap-only updates.
 
 -- == record_batch in one piece ================================================
 -- shoal.record_batch (016) wrapped record_batch_spend (009), which wrapped
@@ -137,49 +137,181 @@ BEGIN
     END IF;
 END $$;
 
--- == The dispatcher's look-ups, per job ======================================
--- Each pass of shoal.dispatch_pick (018) read every pending task of every
--- running job to learn which jobs have one, and every task of the table to
--- count the queued ones: a pass over a 100,000-task job cost tens of
--- milliseconds ten times a second. Queued tasks are now indexed by job, so
--- a pass counts each running job's queued tasks (at most its window) and
--- probes each for one pending task.
+-- == Task state changes without index writes ================================
+-- A task's row is updated twice (queued by the dispatcher, done or failed by
+-- a worker). tasks_pending_chunk_idx (018) and tasks_queued_idx (010) name
+-- status in their predicates (and the latter indexes queued_at), so neither
+-- update could be heap-only: each wrote an entry into every index of the
+-- table, which cost more than the rest of the update. What the two indexes
+-- served is now kept on the job:
+--   * jobs.tasks_queued: how many of the job's tasks (sub-tasks included)
+--     are queued, for the dispatcher's windows;
+--   * jobs.dispatch_from: no pending top-level task of the job has a lower
+--     chunk, so the dispatcher reads the job's pending tasks in chunk order
+--     from there through tasks_chunk_idx.
+-- Statement triggers on shoal.tasks keep both, whichever function changes a
+-- task; shoal.mark_queued moves dispatch_from past what it queued. The
+-- reconciler's look-up (shoal.lost_tasks, every few seconds) reads the tasks
+-- of running jobs through tasks_job_idx instead.
+DROP INDEX shoal.tasks_pending_chunk_idx;
 DROP INDEX shoal.tasks_queued_idx;
-CREATE INDEX tasks_queued_idx ON shoal.tasks (job_id, queued_at) WHERE status = 'queued';
+
+ALTER TABLE shoal.jobs
+    ADD COLUMN tasks_queued integer NOT NULL DEFAULT 0,
+    ADD COLUMN dispatch_from integer NOT NULL DEFAULT 0;
+
+UPDATE shoal.jobs j
+SET tasks_queued = q.n
+FROM (SELECT job_id, count(*) AS n FROM shoal.tasks WHERE status = 'queued' GROUP BY job_id) q
+WHERE j.job_id = q.job_id;
+UPDATE shoal.jobs j
+SET dispatch_from = p.first
+FROM (SELECT job_id, min(chunk) AS first FROM shoal.tasks
+      WHERE status = 'pending' AND parent_task_id IS NULL GROUP BY job_id) p
+WHERE j.job_id = p.job_id;
+UPDATE shoal.jobs j
+SET dispatch_from = m.next
+FROM (SELECT job_id, max(chunk) + 1 AS next FROM shoal.tasks
+      WHERE parent_task_id IS NULL GROUP BY job_id) m
+WHERE j.job_id = m.job_id
+  AND NOT EXISTS (SELECT 1 FROM shoal.tasks t
+                  WHERE t.job_id = j.job_id AND t.status = 'pending'
+                    AND t.parent_task_id IS NULL);
+
+-- What a statement changed, per job: queued tasks gained (negative: lost)
+-- and the lowest chunk of a top-level task it left pending. Rows come from
+-- the statement's transition tables (NULL when the event has none).
+CREATE FUNCTION shoal.tasks_track(p_delta bigint, p_job_id text, p_first_pending integer)
+RETURNS void
+LANGUAGE sql AS $$
+    UPDATE shoal.jobs
+    SET tasks_queued = tasks_queued + p_delta,
+        dispatch_from = least(dispatch_from, coalesce(p_first_pending, dispatch_from))
+    WHERE job_id = p_job_id;
+$$;
+
+CREATE FUNCTION shoal.tasks_track_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- a job's tasks are recorded pending (queued for sub-tasks) above the
+    -- chunks it has: usually nothing to write
+    PERFORM shoal.tasks_track(n.queued, n.job_id, n.first_pending)
+    FROM (SELECT job_id, count(*) FILTER (WHERE status = 'queued') AS queued,
+                 min(chunk) FILTER (WHERE status = 'pending' AND parent_task_id IS NULL)
+                     AS first_pending
+          FROM new_rows GROUP BY job_id ORDER BY job_id) n
+    JOIN shoal.jobs j ON j.job_id = n.job_id
+    WHERE n.queued <> 0 OR n.first_pending < j.dispatch_from;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION shoal.tasks_track_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM shoal.tasks_track(d.queued, d.job_id, d.first_pending)
+    FROM (SELECT job_id, sum(q) AS queued, min(p) AS first_pending
+          FROM (SELECT job_id, (status = 'queued')::int AS q,
+                       CASE WHEN status = 'pending' AND parent_task_id IS NULL THEN chunk END AS p
+                FROM new_rows
+                UNION ALL
+                SELECT job_id, -(status = 'queued')::int, NULL FROM old_rows) x
+          GROUP BY job_id ORDER BY job_id) d
+    JOIN shoal.jobs j ON j.job_id = d.job_id
+    WHERE d.queued <> 0 OR d.first_pending < j.dispatch_from;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION shoal.tasks_track_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM shoal.tasks_track(-d.queued, d.job_id, NULL)
+    FROM (SELECT job_id, count(*) FILTER (WHERE status = 'queued') AS queued
+          FROM old_rows GROUP BY job_id ORDER BY job_id) d
+    WHERE d.queued <> 0;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER tasks_track_insert AFTER INSERT ON shoal.tasks
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION shoal.tasks_track_insert();
+CREATE TRIGGER tasks_track_update AFTER UPDATE ON shoal.tasks
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION shoal.tasks_track_update();
+CREATE TRIGGER tasks_track_delete AFTER DELETE ON shoal.tasks
+REFERENCING OLD TABLE AS old_rows
+FOR EACH STATEMENT EXECUTE FUNCTION shoal.tasks_track_delete();
+
+-- As in 013 (each task found by its primary key; a task queued already
+-- restarts its clock), with the job locked first, as record_batch locks it
+-- before its tasks, and dispatch_from moved to the job's first pending
+-- top-level task from there (past the last chunk when none is left: tasks of
+-- parts still to come have higher chunks).
+CREATE OR REPLACE FUNCTION shoal.mark_queued(p_job_id text, p_chunks int[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM shoal.jobs WHERE job_id = p_job_id FOR UPDATE;
+    WITH ids AS MATERIALIZED (
+        SELECT p_job_id || ':' || lpad(c::text, 6, '0') AS task_id FROM unnest(p_chunks) AS c
+    )
+    UPDATE shoal.tasks t SET status = 'queued', queued_at = now()
+    FROM ids
+    WHERE t.task_id = ids.task_id AND t.status IN ('pending', 'queued')
+      AND t.parent_task_id IS NULL;
+    UPDATE shoal.jobs j
+    SET dispatch_from = coalesce(
+            (SELECT t.chunk FROM shoal.tasks t
+             WHERE t.job_id = p_job_id AND t.parent_task_id IS NULL
+               AND t.chunk >= j.dispatch_from AND t.status = 'pending'
+             ORDER BY t.chunk LIMIT 1),
+            (SELECT t.chunk + 1 FROM shoal.tasks t
+             WHERE t.job_id = p_job_id AND t.parent_task_id IS NULL
+             ORDER BY t.chunk DESC LIMIT 1),
+            j.dispatch_from)
+    WHERE j.job_id = p_job_id;
+END $$;
+
+-- As in 017, with the jobs of the sub-tasks locked first.
+CREATE OR REPLACE FUNCTION shoal.mark_subtasks_queued(p_task_ids text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM shoal.jobs
+    WHERE job_id IN (SELECT job_id FROM shoal.tasks WHERE task_id = ANY (p_task_ids))
+    ORDER BY job_id FOR UPDATE;
+    UPDATE shoal.tasks SET status = 'queued', queued_at = now()
+    WHERE task_id = ANY (p_task_ids) AND status IN ('pending', 'queued')
+      AND parent_task_id IS NOT NULL;
+END $$;
 
 -- As in 018: per priority, each tenant may have p_window tasks queued
 -- (published, unfinished) across its running jobs; the pass fills each
 -- tenant's room from its jobs in submission order, then chunk order, and
 -- takes at most p_limit tasks, higher priorities first and tenants in turn.
 -- Jobs still receiving parts, or without stored inputs, are not dispatched
--- (their queued tasks still count).
+-- (their queued tasks still count). Queued tasks are the jobs' counters, and
+-- a job's pending tasks are read from its dispatch_from on.
 CREATE OR REPLACE FUNCTION shoal.dispatch_pick(p_window integer, p_limit integer)
 RETURNS TABLE (job_id text, part integer, chunk integer)
 LANGUAGE sql STABLE AS $$
     WITH running AS MATERIALIZED (
         SELECT j.job_id, j.priority, coalesce(j.tenant, '') AS tenant, j.submitted_at,
+               j.dispatch_from, j.tasks_queued,
                (j.parts_total IS NULL OR j.parts_received >= j.parts_total)
                AND EXISTS (SELECT 1 FROM shoal.job_inputs i WHERE i.job_id = j.job_id)
-                   AS dispatched,
-               -- at most p_window of them: more leaves no room either way,
-               -- and the ordered, limited read keeps to the job's entries
-               -- of tasks_queued_idx whatever the statistics say
-               (SELECT count(*) FROM (SELECT 1 FROM shoal.tasks t
-                                      WHERE t.job_id = j.job_id AND t.status = 'queued'
-                                      ORDER BY t.queued_at LIMIT p_window) q) AS queued
+                   AS dispatched
         FROM shoal.jobs j
         WHERE j.status = 'running'
     ), ready AS (
-        SELECT r.job_id, r.priority, r.tenant, r.submitted_at
+        SELECT r.job_id, r.priority, r.tenant, r.submitted_at, r.dispatch_from
         FROM running r
         WHERE r.dispatched
-          -- a probe of the job's first pending task, not a semi-join the
-          -- planner may turn into a read of every pending task
+          -- a probe for the job's first pending task, not a semi-join the
+          -- planner may turn into a read of every task
           AND (SELECT 1 FROM shoal.tasks t
-               WHERE t.job_id = r.job_id AND t.status = 'pending' AND t.parent_task_id IS NULL
-               LIMIT 1) IS NOT NULL
+               WHERE t.job_id = r.job_id AND t.parent_task_id IS NULL
+                 AND t.chunk >= r.dispatch_from AND t.status = 'pending'
+               ORDER BY t.chunk LIMIT 1) IS NOT NULL
     ), inflight AS (
-        SELECT priority, tenant, sum(queued) AS n FROM running GROUP BY 1, 2
+        SELECT priority, tenant, sum(tasks_queued) AS n FROM running GROUP BY 1, 2
     ), room AS (
         SELECT r.priority, r.tenant, greatest(p_window - coalesce(f.n, 0), 0) AS room
         FROM (SELECT DISTINCT priority, tenant FROM ready) r
@@ -189,8 +321,8 @@ LANGUAGE sql STABLE AS $$
         FROM ready r
         JOIN room m ON m.priority = r.priority AND m.tenant = r.tenant AND m.room > 0
         CROSS JOIN LATERAL (SELECT t.part, t.chunk FROM shoal.tasks t
-                            WHERE t.job_id = r.job_id AND t.status = 'pending'
-                              AND t.parent_task_id IS NULL
+                            WHERE t.job_id = r.job_id AND t.parent_task_id IS NULL
+                              AND t.chunk >= r.dispatch_from AND t.status = 'pending'
                             ORDER BY t.chunk LIMIT least(m.room, p_limit)) c
     ), ranked AS (
         SELECT cand.*, row_number() OVER (PARTITION BY priority, tenant
