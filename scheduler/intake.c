@@ -116,6 +116,14 @@ static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, cons
     return err;
 }
 
+const char *shoal_intake_derived(shoal_intake_origin_t *o)
+{
+    if (!o->id[0])
+        shoal_jobid_derive(o->cluster_id, o->topic, o->partition, o->offset, o->timestamp_ms,
+                           o->value, o->len, o->id);
+    return o->id;
+}
+
 shoal_err_t shoal_intake_reject(const shoal_intake_conf_t *c, const char *source,
                                 const char *derived, const void *value, size_t len,
                                 const char *reason, shoal_intake_result_t *out, char *errbuf,
@@ -367,21 +375,23 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
                                 long long offset, long long timestamp_ms, const void *value,
                                 size_t len, shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
-    char source[300], derived[SHOAL_JOBID_LEN], why[4096], status[4096];
+    char source[300], why[4096], status[4096];
     char hash[SHOAL_JOBID_HASH_LEN];
     shoal_err_t err;
 
     memset(out, 0, sizeof(*out));
     snprintf(source, sizeof(source), "%s/%d@%lld", topic, partition, offset);
-    shoal_jobid_derive(c->cluster_id, topic, partition, offset, timestamp_ms, value ? value : "",
-                       value ? len : 0, derived);
-    shoal_jobid_content_hash(value ? value : "", value ? len : 0, hash);
+    shoal_intake_origin_t origin = {
+        c->cluster_id,      topic,           partition, offset, timestamp_ms,
+        value ? value : "", value ? len : 0, ""};
 
     /* A job sent in parts: its header and each part (scheduler/parts.h). */
     int parted = 0;
-    err = shoal_parts_intake(c, source, derived, value, len, &parted, out, errbuf, errlen);
+    err = shoal_parts_intake(c, source, &origin, value, len, &parted, out, errbuf, errlen);
     if (parted)
         return err;
+    const char *derived = shoal_intake_derived(&origin);
+    shoal_jobid_content_hash(value ? value : "", value ? len : 0, hash);
 
     shoal_job_t *job =
         shoal_job_parse(value ? value : "", len, c->max_job_bytes, c->models, why, sizeof(why));

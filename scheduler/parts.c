@@ -119,9 +119,9 @@ static char *text_of(const void *value, size_t len)
     return s;
 }
 
-static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, const char *derived,
-                          const void *value, size_t len, json_t *doc, shoal_intake_result_t *out,
-                          char *errbuf, size_t errlen)
+static shoal_err_t header(const shoal_intake_conf_t *c, const char *source,
+                          shoal_intake_origin_t *origin, const void *value, size_t len, json_t *doc,
+                          shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
     char why[600], status[128];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
@@ -146,7 +146,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
     else
         why[0] = '\0';
     if (why[0])
-        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, why, out,
+                                   errbuf, errlen);
 
     /* The header is checked as a job whose one item stands in for the parts'. */
     json_t *standin = json_pack("[{s:s, s:s}]", "id", "-", "input", "-");
@@ -155,7 +156,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
     json_decref(standin);
     if (!job) {
         snprintf(why, sizeof(why), "job header: %s", standin ? jwhy : "out of memory");
-        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, why, out,
+                                   errbuf, errlen);
     }
     /* The tenant's plan, as for a job sent whole: its default priority, and
      * its limits as far as the header shows them (a call's prompt without
@@ -169,7 +171,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
         shoal_job_destroy(job);
         if (err == SHOAL_ERR_NOMEM)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
-        return shoal_intake_reject(c, source, derived, value, len, jwhy, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, jwhy, out,
+                                   errbuf, errlen);
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", jid);
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
@@ -221,7 +224,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
     if (!strncmp(status, "quota:", 6)) {
         /* over the tenant's quota: nothing was recorded, the rejection is */
         shoal_tenants_quota_answer(status, tenant, why, sizeof(why));
-        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, why, out,
+                                   errbuf, errlen);
     }
     out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
     shoal_log_info("intake", "job header recorded job_id=%s parts=%lld status=%s", jid,
@@ -233,9 +237,9 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
  * job is not taking parts is recorded as a rejected job of its own id (which
  * changes nothing when the id is known). */
 static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
-                               const char *derived, const void *value, size_t len, const char *jid,
-                               const char *reason, shoal_intake_result_t *out, char *errbuf,
-                               size_t errlen)
+                               shoal_intake_origin_t *origin, const void *value, size_t len,
+                               const char *jid, const char *reason, shoal_intake_result_t *out,
+                               char *errbuf, size_t errlen)
 {
     PGresult *r;
     if (jid) {
@@ -256,7 +260,8 @@ static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
             return SHOAL_OK;
         }
     }
-    return shoal_intake_reject(c, source, derived, value, len, reason, out, errbuf, errlen);
+    return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, reason, out,
+                               errbuf, errlen);
 }
 
 /* The part's task rows: chunk (within the part), item_ids, est_tokens. */
@@ -286,9 +291,9 @@ static json_t *part_rows(const shoal_job_t *job)
 
 /* doc is the part message decoded, or (items NULL) its members but "items",
  * which the text holds as an array of n_items. */
-static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const char *derived,
-                        const void *value, size_t len, json_t *doc, size_t n_items,
-                        shoal_intake_result_t *out, char *errbuf, size_t errlen)
+static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
+                        shoal_intake_origin_t *origin, const void *value, size_t len, json_t *doc,
+                        size_t n_items, shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
     char why[700], jwhy[512];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
@@ -299,7 +304,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     json_t *v;
 
     if (!jid || !shoal_job_id_valid(jid))
-        return shoal_intake_reject(c, source, derived, value, len,
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len,
                                    "job_id: a part needs the job_id of its job's header", out,
                                    errbuf, errlen);
     snprintf(out->job_id, sizeof(out->job_id), "%s", jid);
@@ -319,7 +324,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
                      (long long)k, key);
     }
     if (why[0])
-        return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, jid, why, out, errbuf, errlen);
 
     /* A job rejected as a whole message (its header over a limit, say)
      * keeps its reason: its parts are ignored, not recorded in its place. */
@@ -349,7 +354,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
                  "part %lld came before its job's header (send the header first, with the job_id "
                  "as the key of every message)",
                  (long long)k);
-        return reject_part(c, source, derived, value, len, NULL, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, NULL, why, out, errbuf, errlen);
     }
     json_t *hdr = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
     /* Items recorded from the earlier parts; a part seen before is not
@@ -368,7 +373,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     json_decref(hdr);
     if (!job) {
         snprintf(why, sizeof(why), "part %lld: %s", (long long)k, jwhy);
-        return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, jid, why, out, errbuf, errlen);
     }
     /* The tenant's plan, as for a job sent whole: the items so far against
      * its max items, this part's calls against its max prompt tokens. */
@@ -377,7 +382,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
         shoal_job_destroy(job);
         if (err == SHOAL_ERR_NOMEM)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
-        return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, jid, why, out, errbuf, errlen);
     }
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
     shoal_estimate_t est;
@@ -426,8 +431,9 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
 }
 
 shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
-                               const char *derived, const void *value, size_t len, int *handled,
-                               shoal_intake_result_t *out, char *errbuf, size_t errlen)
+                               shoal_intake_origin_t *origin, const void *value, size_t len,
+                               int *handled, shoal_intake_result_t *out, char *errbuf,
+                               size_t errlen)
 {
     *handled = 0;
     if (!value || len > c->max_job_bytes || !mentions_part(value, len))
@@ -449,7 +455,7 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     if (json_is_object(members) && json_object_get(members, "part") &&
         !json_object_get(members, "parts") && !json_object_get(members, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, derived, value, len, members, n_items, out, errbuf, errlen);
+        err = part(c, source, origin, value, len, members, n_items, out, errbuf, errlen);
         shoal_jobsplit_destroy(split);
         return err;
     }
@@ -457,11 +463,11 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     json_t *doc = json_loadb(value, len, 0, NULL);
     if (json_is_object(doc) && json_object_get(doc, "parts")) {
         *handled = 1;
-        err = header(c, source, derived, value, len, doc, out, errbuf, errlen);
+        err = header(c, source, origin, value, len, doc, out, errbuf, errlen);
     } else if (json_is_object(doc) && json_object_get(doc, "part") &&
                !json_object_get(doc, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, derived, value, len, doc,
+        err = part(c, source, origin, value, len, doc,
                    json_array_size(json_object_get(doc, "items")), out, errbuf, errlen);
     }
     json_decref(doc);
