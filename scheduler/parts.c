@@ -9,8 +9,13 @@
 
 #include "common/estimate.h"
 #include "common/jobsplit.h"
+#include "common/jsontext.h"
 #include "common/log.h"
 #include "scheduler/plan.h"
+
+/* A part's task rows as text may not grow past this: 100,000 items of ids
+ * of up to 200 characters, escaped, and the rows around them. */
+#define ROWS_TEXT_MAX ((size_t)256 << 20)
 
 /* A cheap look before decoding: a message without the text "part can be
  * neither a header nor a part, so a plain job is decoded only once. */
@@ -264,29 +269,42 @@ static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
                                errbuf, errlen);
 }
 
-/* The part's task rows: chunk (within the part), item_ids, est_tokens. */
-static json_t *part_rows(const shoal_job_t *job)
+/* The part's task rows as JSON text: chunk (within the part), item_ids,
+ * est_tokens; written straight (common/jsontext.h), not built and dumped.
+ * Caller frees; NULL when out of memory. */
+static char *part_rows(const shoal_job_t *job)
 {
     const json_t *items = json_object_get(shoal_job_json(job), "items");
-    json_t *rows = json_array();
-    for (size_t k = 0; rows && k < shoal_job_n_chunks(job); k++) {
+    shoal_jsontext_t b;
+    int bad = 0;
+
+    shoal_jsontext_init(&b, ROWS_TEXT_MAX);
+    shoal_jsontext_raw(&b, "[", 1);
+    for (size_t k = 0; k < shoal_job_n_chunks(job) && !bad; k++) {
         size_t first, end;
-        json_t *ids = json_array();
         shoal_job_chunk_range(job, k, &first, &end);
-        for (size_t i = first; ids && i < end; i++)
-            if (json_array_append(ids, json_object_get(json_array_get(items, i), "id"))) {
-                json_decref(ids);
-                ids = NULL;
-            }
-        if (!ids ||
-            json_array_append_new(
-                rows, json_pack("{s:I, s:o, s:I}", "chunk", (json_int_t)k, "item_ids", ids,
-                                "est_tokens", (json_int_t)shoal_job_chunk_est_tokens(job, k)))) {
-            json_decref(rows);
-            rows = NULL;
+        if (k)
+            shoal_jsontext_raw(&b, ",", 1);
+        shoal_jsontext_open(&b);
+        shoal_jsontext_key_int(&b, "chunk", (long long)k);
+        shoal_jsontext_key(&b, "item_ids");
+        shoal_jsontext_raw(&b, "[", 1);
+        for (size_t i = first; i < end && !bad; i++) {
+            const json_t *id = json_object_get(json_array_get(items, i), "id");
+            if (i > first)
+                shoal_jsontext_raw(&b, ",", 1);
+            bad = shoal_jsontext_strn(&b, json_string_value(id), json_string_length(id));
         }
+        shoal_jsontext_raw(&b, "]", 1);
+        shoal_jsontext_key_int(&b, "est_tokens", shoal_job_chunk_est_tokens(job, k));
+        shoal_jsontext_close(&b);
     }
-    return rows;
+    shoal_jsontext_raw(&b, "]", 1);
+    if (bad) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    return shoal_jsontext_detach(&b, NULL);
 }
 
 /* doc is the part message decoded, or (items NULL) its members but "items",
@@ -389,8 +407,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
     if (shoal_estimate_job(job, c->models, NULL, &est, jwhy, sizeof(jwhy)) != SHOAL_OK)
         memset(&est, 0, sizeof(est));
     double cost = est.n_models ? est.models[0].cost_usd : 0;
-    json_t *rows = part_rows(job);
-    char *rowtext = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
+    char *rowtext = part_rows(job);
     char *msg = text_of(value, len);
     char items_s[32], tokens_s[32], cost_s[64];
     snprintf(items_s, sizeof(items_s), "%zu", shoal_job_n_items(job));
@@ -398,7 +415,6 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
     snprintf(cost_s, sizeof(cost_s), "%.17g", cost);
     out->tasks = (int)shoal_job_n_chunks(job);
     shoal_job_destroy(job);
-    json_decref(rows);
     if (!rowtext || !msg) {
         free(rowtext);
         free(msg);
