@@ -272,22 +272,27 @@ struct tree {
     char small[SMALL_STRING];
     char *key; /* small, or allocated for a long key */
     size_t klen;
+    int nomem; /* an allocation failed (rather than the text being unsure) */
 };
 
 /* Puts v (a new reference, stolen) where the walk is: under the pending key
  * of the open object, at the end of the open array, or as the root. */
 static int place(struct tree *t, json_t *v)
 {
-    if (!v)
+    if (!v) {
+        t->nomem = 1;
         return -1;
+    }
     if (t->depth == 0) {
         t->root = v;
         return 0;
     }
     json_t *parent = t->open[t->depth - 1];
-    if (json_is_array(parent))
-        return json_array_append_new(parent, v);
-    return json_object_setn_new_nocheck(parent, t->key, t->klen, v);
+    int r = json_is_array(parent) ? json_array_append_new(parent, v)
+                                  : json_object_setn_new_nocheck(parent, t->key, t->klen, v);
+    if (r)
+        t->nomem = 1; /* both fail only for memory */
+    return r;
 }
 
 static int tree_key(void *arg, const char *text, size_t len, int escaped)
@@ -298,6 +303,7 @@ static int tree_key(void *arg, const char *text, size_t len, int escaped)
     t->key = t->small;
     if (len >= sizeof(t->small) && !(t->key = malloc(len + 1))) {
         t->key = t->small;
+        t->nomem = 1;
         return -1;
     }
     if (escaped) {
@@ -324,6 +330,8 @@ static int tree_open(void *arg, int is_array)
     struct tree *t = arg;
     json_t *c = is_array ? json_array() : json_object();
     /* the container is placed first and filled while its parent holds it */
+    if (!c)
+        t->nomem = 1;
     if (!c || place(t, json_incref(c)) != 0) {
         json_decref(c);
         return -1;
@@ -347,8 +355,10 @@ static int tree_string(void *arg, const char *text, size_t len, int escaped)
     if (!escaped)
         return place(t, json_stringn_nocheck(text, len));
     char small[SMALL_STRING], *buf = small;
-    if (len >= sizeof(small) && !(buf = malloc(len + 1)))
+    if (len >= sizeof(small) && !(buf = malloc(len + 1))) {
+        t->nomem = 1;
         return -1;
+    }
     int r = place(t, json_stringn_nocheck(buf, shoal_jsonlex_unescape(buf, text, len)));
     if (buf != small)
         free(buf);
@@ -366,7 +376,7 @@ static int tree_literal(void *arg, char c)
     return place(arg, c == 't' ? json_true() : c == 'f' ? json_false() : json_null());
 }
 
-json_t *shoal_jsonlex_load(const char *text, size_t len)
+json_t *shoal_jsonlex_load_nomem(const char *text, size_t len, int *nomem)
 {
     static const shoal_jsonlex_visitor_t build = {tree_key,    tree_index,  tree_open,   tree_close,
                                                   tree_string, tree_number, tree_literal};
@@ -374,12 +384,20 @@ json_t *shoal_jsonlex_load(const char *text, size_t len)
     t.root = NULL;
     t.depth = 0;
     t.key = t.small;
+    t.nomem = 0;
     int ok = shoal_jsonlex_walk(text, len, &build, &t);
     if (t.key != t.small)
         free(t.key);
+    *nomem = !ok && t.nomem;
     if (!ok) {
         json_decref(t.root);
         return NULL;
     }
     return t.root;
+}
+
+json_t *shoal_jsonlex_load(const char *text, size_t len)
+{
+    int nomem;
+    return shoal_jsonlex_load_nomem(text, len, &nomem);
 }

@@ -70,4 +70,9 @@ int shoal_jsonlex_walk(const char *text, size_t len, const shoal_jsonlex_visitor
  * from jansson's allocator. */
 json_t *shoal_jsonlex_load(const char *text, size_t len);
 
+/* shoal_jsonlex_load that tells, when it returns NULL, whether memory ran
+ * out (*nomem 1) rather than the text being unsure (*nomem 0), for callers
+ * that report running out of memory instead of asking jansson again. */
+json_t *shoal_jsonlex_load_nomem(const char *text, size_t len, int *nomem);
+
 #endif

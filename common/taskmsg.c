@@ -24,6 +24,7 @@
 #include "common/cachekey.h"
 #include "common/jsondesc.h"
 #include "common/jsonlex.h"
+#include "common/jsontext.h"
 
 /* The task schema's limits; keep in step with schemas/task.schema.json. */
 #define CHUNK_MAX 99999L
@@ -155,6 +156,230 @@ nomem:
     json_decref(t);
     shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     return NULL;
+}
+
+/* ---- writing as text ---- */
+
+/* A task message's text may not grow past this (Kafka refuses far less). */
+#define TEXT_MAX ((size_t)256 << 20)
+
+/* Appends a string literal as it is. */
+#define LIT(b, s) shoal_jsontext_raw((b), (s), sizeof(s) - 1)
+
+struct shoal_taskmsg_writer {
+    const shoal_job_t *job;
+    const json_t *items; /* the job's, borrowed */
+    long n_chunks;
+    int batch;
+    /* shared texts, each ",\"key\":value" as json_dumps writes the value */
+    char *job_id; /* job_id */
+    char *owner;  /* tenant, priority and the start of model */
+    char *model;  /* the job's model's value */
+    char *prompt; /* fallback_models, system and prompt_template */
+    char *limits; /* output, max_attempts and timeout_ms */
+    char *tail;   /* deadline_s and deadline_unix, or "" */
+    shoal_jsontext_t b;
+};
+
+void shoal_taskmsg_writer_destroy(shoal_taskmsg_writer_t *w)
+{
+    if (!w)
+        return;
+    free(w->job_id);
+    free(w->owner);
+    free(w->model);
+    free(w->prompt);
+    free(w->limits);
+    free(w->tail);
+    shoal_jsontext_free(&w->b);
+    free(w);
+}
+
+/* Appends ",\"key\":" and the job's field key as json_dumps writes it;
+ * nothing when the job has no such field (as shoal_job_copy_field). -1 when
+ * out of memory. */
+static int shared_field(shoal_jsontext_t *t, const json_t *doc, const char *key)
+{
+    const json_t *v = json_object_get(doc, key);
+    if (!v)
+        return 0;
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        return -1;
+    LIT(t, ",\"");
+    shoal_jsontext_raw(t, key, strlen(key));
+    LIT(t, "\":");
+    shoal_jsontext_raw(t, text, strlen(text));
+    free(text);
+    return 0;
+}
+
+/* The text t holds, handed over (NULL when it was lost to memory). */
+static char *take(shoal_jsontext_t *t)
+{
+    return shoal_jsontext_detach(t, NULL);
+}
+
+shoal_taskmsg_writer_t *shoal_taskmsg_writer_new(const shoal_job_t *job, long n_chunks,
+                                                 char *errbuf, size_t errlen)
+{
+    const json_t *doc = shoal_job_json(job);
+    shoal_taskmsg_writer_t *w;
+    shoal_jsontext_t t;
+    int bad = 0;
+
+    if (!shoal_job_id(job)) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "the job has no job_id (set one with shoal_job_set_id first)");
+        return NULL;
+    }
+    if (!(w = calloc(1, sizeof(*w)))) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    w->job = job;
+    w->items = json_object_get(doc, "items");
+    w->n_chunks = n_chunks;
+    w->batch = strcmp(shoal_job_mode(job), "batch") == 0;
+    shoal_jsontext_init(&w->b, TEXT_MAX);
+    shoal_jsontext_init(&t, TEXT_MAX);
+    bad |= shared_field(&t, doc, "job_id");
+    w->job_id = take(&t);
+    bad |= shared_field(&t, doc, "tenant") | shared_field(&t, doc, "priority");
+    LIT(&t, ",\"model\":");
+    w->owner = take(&t);
+    char *model = json_dumps(json_object_get(doc, "model"), JSON_COMPACT | JSON_ENCODE_ANY);
+    shoal_jsontext_raw(&t, model ? model : "", model ? strlen(model) : 0);
+    bad |= !model;
+    free(model);
+    w->model = take(&t);
+    bad |= shared_field(&t, doc, "fallback_models") | shared_field(&t, doc, "system") |
+           shared_field(&t, doc, "prompt_template");
+    w->prompt = take(&t);
+    bad |= shared_field(&t, doc, "output") | shared_field(&t, doc, "max_attempts") |
+           shared_field(&t, doc, "timeout_ms");
+    w->limits = take(&t);
+    if (shoal_job_deadline_s(job) > 0) {
+        bad |= shared_field(&t, doc, "deadline_s");
+        LIT(&t, ",\"deadline_unix\":");
+        shoal_jsontext_int(&t, shoal_job_deadline_unix(job));
+    }
+    w->tail = take(&t);
+    if (bad || !w->job_id || !w->owner || !w->model || !w->prompt || !w->limits || !w->tail) {
+        shoal_taskmsg_writer_destroy(w);
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    return w;
+}
+
+/* Appends ",\"key\":" and the string value v (a jansson string). */
+static int string_member(shoal_jsontext_t *b, const char *key, const json_t *v)
+{
+    LIT(b, ",\"");
+    shoal_jsontext_raw(b, key, strlen(key));
+    LIT(b, "\":");
+    return shoal_jsontext_strn(b, json_string_value(v), json_string_length(v));
+}
+
+/* One item as shoal_taskmsg_item makes it: id, input, model, body. */
+static int write_item(shoal_jsontext_t *b, const json_t *src)
+{
+    const json_t *id = json_object_get(src, "id"), *input = json_object_get(src, "input");
+    const json_t *model = json_object_get(src, "model"), *body = json_object_get(src, "body");
+
+    /* the schema makes both strings; anything else is the builder's to write */
+    if (!json_is_string(id) || !json_is_string(input) || (model && !json_is_string(model)))
+        return -1;
+    LIT(b, "{\"id\":");
+    if (shoal_jsontext_strn(b, json_string_value(id), json_string_length(id)) ||
+        string_member(b, "input", input) || (model && string_member(b, "model", model)))
+        return -1;
+    if (body) {
+        char *text = json_dumps(body, JSON_COMPACT);
+        if (!text)
+            return -1;
+        LIT(b, ",\"body\":");
+        shoal_jsontext_raw(b, text, strlen(text));
+        free(text);
+    }
+    LIT(b, "}");
+    return 0;
+}
+
+const char *shoal_taskmsg_writer_text(shoal_taskmsg_writer_t *w, size_t chunk, long number,
+                                      const char *cache_key, size_t *len, char *errbuf,
+                                      size_t errlen)
+{
+    const shoal_job_t *job = w->job;
+    shoal_jsontext_t *b = &w->b;
+    char task_id[SHOAL_TASKMSG_ID_MAX];
+    size_t first, end;
+
+    if (chunk >= shoal_job_n_chunks(job) || number < 0 || number >= w->n_chunks) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                      "chunk %zu (number %ld) is out of range: the job has %zu chunks of %ld",
+                      chunk, number, shoal_job_n_chunks(job), w->n_chunks);
+        return NULL;
+    }
+    if (shoal_taskmsg_task_id(shoal_job_id(job), (size_t)number, task_id, sizeof(task_id))) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "cannot make a task_id for chunk %ld",
+                      number);
+        return NULL;
+    }
+    shoal_job_chunk_range(job, chunk, &first, &end);
+    const json_t *own = json_array_get(w->items, first);
+    const json_t *own_model = json_object_get(own, "model");
+    int version = w->batch || json_object_get(own, "body") ? SHOAL_TASKMSG_VERSION_MAX
+                                                           : SHOAL_TASKMSG_VERSION;
+    int bad = 0;
+
+    shoal_jsontext_reset(b);
+    LIT(b, "{\"v\":");
+    shoal_jsontext_int(b, version);
+    if (w->batch)
+        LIT(b, ",\"mode\":\"batch\"");
+    /* a task_id is job_id (letters, digits and . _ : -), ':' and digits */
+    LIT(b, ",\"task_id\":\"");
+    shoal_jsontext_raw(b, task_id, strlen(task_id));
+    LIT(b, "\"");
+    shoal_jsontext_raw(b, w->job_id, strlen(w->job_id));
+    LIT(b, ",\"chunk\":");
+    shoal_jsontext_int(b, number);
+    LIT(b, ",\"n_chunks\":");
+    shoal_jsontext_int(b, w->n_chunks);
+    shoal_jsontext_raw(b, w->owner, strlen(w->owner));
+    if (own_model)
+        bad |= !json_is_string(own_model) ||
+               shoal_jsontext_strn(b, json_string_value(own_model), json_string_length(own_model));
+    else
+        shoal_jsontext_raw(b, w->model, strlen(w->model));
+    shoal_jsontext_raw(b, w->prompt, strlen(w->prompt));
+    LIT(b, ",\"items\":[");
+    for (size_t i = first; i < end && !bad; i++) {
+        if (i > first)
+            LIT(b, ",");
+        bad |= write_item(b, json_array_get(w->items, i));
+    }
+    LIT(b, "]");
+    shoal_jsontext_raw(b, w->limits, strlen(w->limits));
+    LIT(b, ",\"est_tokens\":");
+    shoal_jsontext_int(b, shoal_job_chunk_est_tokens(job, chunk));
+    shoal_jsontext_raw(b, w->tail, strlen(w->tail));
+    if (cache_key) {
+        LIT(b, ",\"cache_key\":");
+        bad |= shoal_jsontext_str(b, cache_key);
+    }
+    LIT(b, "}");
+    const char *text = shoal_jsontext_text(b, len);
+    if (bad || !text) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM,
+                      bad ? "cannot write the task message of chunk %ld as text"
+                          : "out of memory writing the task message of chunk %ld",
+                      number);
+        return NULL;
+    }
+    return text;
 }
 
 /* ---- parsing ---- */

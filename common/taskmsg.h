@@ -90,6 +90,34 @@ shoal_err_t shoal_taskmsg_task_id(const char *job_id, size_t chunk, char *buf, s
  * reason in errbuf (an out-of-range chunk, no job id, "out of memory"). */
 json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, size_t errlen);
 
+/* Task messages written as text straight from a job: the bytes
+ * json_dumps(JSON_COMPACT) makes of shoal_taskmsg_build's message, numbered
+ * as asked and with a cache key when one is given, without building the
+ * message. What every message of the job shares is written once, by
+ * shoal_taskmsg_writer_new; each message reuses one buffer. The job must
+ * outlive the writer and not change under it (its submission time and id
+ * included). One thread at a time. */
+typedef struct shoal_taskmsg_writer shoal_taskmsg_writer_t;
+
+/* A writer for job's chunks as chunks of a job of n_chunks (the whole job's
+ * count: a job that is one part of a job sent in parts numbers its chunks
+ * after the earlier parts', see shoal_taskmsg_writer_text). Needs a job id.
+ * Caller destroys; NULL with the reason in errbuf (no job id, "out of
+ * memory"). */
+shoal_taskmsg_writer_t *shoal_taskmsg_writer_new(const shoal_job_t *job, long n_chunks,
+                                                 char *errbuf, size_t errlen);
+
+void shoal_taskmsg_writer_destroy(shoal_taskmsg_writer_t *w); /* NULL is ok */
+
+/* The message of the job's chunk (0-based in the job) as chunk number
+ * (0-based in the whole job: task_id, chunk), with "cache_key": cache_key
+ * last when cache_key is not NULL. The text (NUL-terminated, *len bytes) is
+ * borrowed until the next call on w. NULL with the reason in errbuf: an
+ * out-of-range chunk or number, "out of memory" (or a message over 256 MiB). */
+const char *shoal_taskmsg_writer_text(shoal_taskmsg_writer_t *w, size_t chunk, long number,
+                                      const char *cache_key, size_t *len, char *errbuf,
+                                      size_t errlen);
+
 /* Decodes and validates a task message into *out. Returns the owned document
  * the fields of *out point into (caller decrefs it; *out is valid until
  * then), or NULL with the reason naming the bad field in errbuf, e.g.

@@ -116,6 +116,14 @@ static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, cons
     return err;
 }
 
+const char *shoal_intake_derived(shoal_intake_origin_t *o)
+{
+    if (!o->id[0])
+        shoal_jobid_derive(o->cluster_id, o->topic, o->partition, o->offset, o->timestamp_ms,
+                           o->value, o->len, o->id);
+    return o->id;
+}
+
 shoal_err_t shoal_intake_reject(const shoal_intake_conf_t *c, const char *source,
                                 const char *derived, const void *value, size_t len,
                                 const char *reason, shoal_intake_result_t *out, char *errbuf,
@@ -156,19 +164,6 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *c, shoal_job_t *job,
                                       published, errbuf, errlen);
 }
 
-/* A message built from a part says where its chunk sits in the whole job. */
-static int renumber(json_t *task, const char *job_id, long chunk, long n_chunks)
-{
-    char task_id[SHOAL_TASKMSG_ID_MAX];
-    if (shoal_taskmsg_task_id(job_id, (size_t)chunk, task_id, sizeof(task_id)) != SHOAL_OK)
-        return -1;
-    return json_object_set_new(task, "task_id", json_string(task_id)) ||
-                   json_object_set_new(task, "chunk", json_integer(chunk)) ||
-                   json_object_set_new(task, "n_chunks", json_integer(n_chunks))
-               ? -1
-               : 0;
-}
-
 shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t *job,
                                        long chunk_base, long n_chunks, const long *chunks, size_t n,
                                        int *published, char *errbuf, size_t errlen)
@@ -179,8 +174,6 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
     const char *topic = shoal_topics_task(c->topics, shoal_job_priority(job));
 
     *published = 0;
-    /* A part of a job sent in parts numbers its chunks from chunk_base. */
-    int parted = chunk_base != 0 || (size_t)n_chunks != shoal_job_n_chunks(job);
     /* The result cache answers what it can before anything is produced, a
      * part's chunks by their job-wide numbers as its messages carry them. */
     shoal_cache_lookup_t *cached = NULL;
@@ -195,9 +188,15 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
     }
     size_t cap = n * 12 + 3, alen = 0;
     char *list = malloc(cap);
-    if (!list) {
+    char task_id[SHOAL_TASKMSG_ID_MAX];
+    /* A part of a job sent in parts numbers its chunks from chunk_base. */
+    shoal_taskmsg_writer_t *w =
+        list ? shoal_taskmsg_writer_new(job, n_chunks, errbuf, errlen) : NULL;
+    if (!w) {
+        free(list);
         shoal_cache_lookup_destroy(cached);
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return list ? SHOAL_ERR_NOMEM
+                    : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     }
     list[alen++] = '{';
     size_t listed = 0;
@@ -212,35 +211,23 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
                                 chunks[i], job_id, shoal_job_n_chunks(job));
             break;
         }
-        /* built one at a time, so only one message is held beyond the job */
-        json_t *task = shoal_taskmsg_build(job, (size_t)chunk, errbuf, errlen);
-        if (!task) {
+        /* written one at a time into one buffer: only one message is held
+         * beyond the job (Kafka copies it) */
+        const char *key = cached ? shoal_cache_lookup_key(cached, i) : NULL;
+        size_t vlen;
+        const char *value =
+            shoal_taskmsg_writer_text(w, (size_t)chunk, chunks[i], key, &vlen, errbuf, errlen);
+        if (!value) {
             err = SHOAL_ERR_NOMEM;
             break;
         }
-        if (parted && renumber(task, job_id, chunks[i], n_chunks)) {
-            json_decref(task);
+        if (shoal_taskmsg_task_id(job_id, (size_t)chunks[i], task_id, sizeof(task_id)) !=
+            SHOAL_OK) {
             err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                 "cannot number chunk %ld of job %s", chunks[i], job_id);
             break;
         }
-        const char *key = cached ? shoal_cache_lookup_key(cached, i) : NULL;
-        if (key && json_object_set_new(task, "cache_key", json_string(key))) {
-            json_decref(task);
-            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-            break;
-        }
-        char *value = json_dumps(task, JSON_COMPACT);
-        if (!value) {
-            json_decref(task);
-            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-            break;
-        }
-        err = shoal_kafka_produce(c->producer, topic,
-                                  json_string_value(json_object_get(task, "task_id")), value,
-                                  strlen(value), &ack, errbuf, errlen);
-        free(value);
-        json_decref(task);
+        err = shoal_kafka_produce(c->producer, topic, task_id, value, vlen, &ack, errbuf, errlen);
         if (err != SHOAL_OK)
             break;
         alen += (size_t)snprintf(list + alen, cap - alen, "%s%ld", listed++ ? "," : "", chunks[i]);
@@ -263,6 +250,7 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
     if (err == SHOAL_OK && *published > 0 && c->on_published)
         c->on_published(shoal_job_priority(job), *published, c->on_published_arg);
     shoal_cache_lookup_destroy(cached);
+    shoal_taskmsg_writer_destroy(w);
     if (err == SHOAL_OK && listed > 0) {
         const char *mp[] = {job_id, list};
         err = shoal_pg_exec(c->pg, "SELECT shoal.mark_queued($1, $2::int[])", 2, mp, NULL, errbuf,
@@ -367,21 +355,23 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
                                 long long offset, long long timestamp_ms, const void *value,
                                 size_t len, shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
-    char source[300], derived[SHOAL_JOBID_LEN], why[4096], status[4096];
+    char source[300], why[4096], status[4096];
     char hash[SHOAL_JOBID_HASH_LEN];
     shoal_err_t err;
 
     memset(out, 0, sizeof(*out));
     snprintf(source, sizeof(source), "%s/%d@%lld", topic, partition, offset);
-    shoal_jobid_derive(c->cluster_id, topic, partition, offset, timestamp_ms, value ? value : "",
-                       value ? len : 0, derived);
-    shoal_jobid_content_hash(value ? value : "", value ? len : 0, hash);
+    shoal_intake_origin_t origin = {
+        c->cluster_id,      topic,           partition, offset, timestamp_ms,
+        value ? value : "", value ? len : 0, ""};
 
     /* A job sent in parts: its header and each part (scheduler/parts.h). */
     int parted = 0;
-    err = shoal_parts_intake(c, source, derived, value, len, &parted, out, errbuf, errlen);
+    err = shoal_parts_intake(c, source, &origin, value, len, &parted, out, errbuf, errlen);
     if (parted)
         return err;
+    const char *derived = shoal_intake_derived(&origin);
+    shoal_jobid_content_hash(value ? value : "", value ? len : 0, hash);
 
     shoal_job_t *job =
         shoal_job_parse(value ? value : "", len, c->max_job_bytes, c->models, why, sizeof(why));

@@ -15,6 +15,7 @@
 
 #include "common/err.h"
 #include "common/job.h"
+#include "common/jobid.h"
 #include "common/kafka.h"
 #include "common/models.h"
 #include "common/pg.h"
@@ -98,6 +99,25 @@ shoal_err_t shoal_intake_publish(const shoal_intake_conf_t *conf, shoal_job_t *j
 shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *conf, shoal_job_t *job,
                                        long chunk_base, long n_chunks, const long *chunks, size_t n,
                                        int *published, char *errbuf, size_t errlen);
+
+/* Where a job message came from, for the id a message without a usable
+ * job_id is stored under (common/jobid.h). That id hashes the whole message,
+ * so it is made on first use (shoal_intake_derived): a part of 800 kB with
+ * its own job_id never needs it. Fields are borrowed for the message's
+ * handling. */
+typedef struct {
+    const char *cluster_id; /* may be NULL */
+    const char *topic;
+    int partition;
+    long long offset, timestamp_ms;
+    const void *value;
+    size_t len;
+    char id[SHOAL_JOBID_LEN]; /* "" until made */
+} shoal_intake_origin_t;
+
+/* The id derived from o (see shoal_jobid_derive), made on the first call;
+ * borrowed from o. */
+const char *shoal_intake_derived(shoal_intake_origin_t *o);
 
 /* Records a message that cannot become a job as rejected with reason, under
  * its own job_id when it has a well-formed one, else under derived; source is

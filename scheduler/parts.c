@@ -9,8 +9,13 @@
 
 #include "common/estimate.h"
 #include "common/jobsplit.h"
+#include "common/jsontext.h"
 #include "common/log.h"
 #include "scheduler/plan.h"
+
+/* A part's task rows as text may not grow past this: 100,000 items of ids
+ * of up to 200 characters, escaped, and the rows around them. */
+#define ROWS_TEXT_MAX ((size_t)256 << 20)
 
 /* A cheap look before decoding: a message without the text "part can be
  * neither a header nor a part, so a plain job is decoded only once. */
@@ -119,9 +124,9 @@ static char *text_of(const void *value, size_t len)
     return s;
 }
 
-static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, const char *derived,
-                          const void *value, size_t len, json_t *doc, shoal_intake_result_t *out,
-                          char *errbuf, size_t errlen)
+static shoal_err_t header(const shoal_intake_conf_t *c, const char *source,
+                          shoal_intake_origin_t *origin, const void *value, size_t len, json_t *doc,
+                          shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
     char why[600], status[128];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
@@ -146,7 +151,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
     else
         why[0] = '\0';
     if (why[0])
-        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, why, out,
+                                   errbuf, errlen);
 
     /* The header is checked as a job whose one item stands in for the parts'. */
     json_t *standin = json_pack("[{s:s, s:s}]", "id", "-", "input", "-");
@@ -155,7 +161,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
     json_decref(standin);
     if (!job) {
         snprintf(why, sizeof(why), "job header: %s", standin ? jwhy : "out of memory");
-        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, why, out,
+                                   errbuf, errlen);
     }
     /* The tenant's plan, as for a job sent whole: its default priority, and
      * its limits as far as the header shows them (a call's prompt without
@@ -169,7 +176,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
         shoal_job_destroy(job);
         if (err == SHOAL_ERR_NOMEM)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
-        return shoal_intake_reject(c, source, derived, value, len, jwhy, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, jwhy, out,
+                                   errbuf, errlen);
     }
     snprintf(out->job_id, sizeof(out->job_id), "%s", jid);
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
@@ -221,7 +229,8 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
     if (!strncmp(status, "quota:", 6)) {
         /* over the tenant's quota: nothing was recorded, the rejection is */
         shoal_tenants_quota_answer(status, tenant, why, sizeof(why));
-        return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, why, out,
+                                   errbuf, errlen);
     }
     out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
     shoal_log_info("intake", "job header recorded job_id=%s parts=%lld status=%s", jid,
@@ -233,9 +242,9 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source, cons
  * job is not taking parts is recorded as a rejected job of its own id (which
  * changes nothing when the id is known). */
 static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
-                               const char *derived, const void *value, size_t len, const char *jid,
-                               const char *reason, shoal_intake_result_t *out, char *errbuf,
-                               size_t errlen)
+                               shoal_intake_origin_t *origin, const void *value, size_t len,
+                               const char *jid, const char *reason, shoal_intake_result_t *out,
+                               char *errbuf, size_t errlen)
 {
     PGresult *r;
     if (jid) {
@@ -256,39 +265,53 @@ static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
             return SHOAL_OK;
         }
     }
-    return shoal_intake_reject(c, source, derived, value, len, reason, out, errbuf, errlen);
+    return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len, reason, out,
+                               errbuf, errlen);
 }
 
-/* The part's task rows: chunk (within the part), item_ids, est_tokens. */
-static json_t *part_rows(const shoal_job_t *job)
+/* The part's task rows as JSON text: chunk (within the part), item_ids,
+ * est_tokens; written straight (common/jsontext.h), not built and dumped.
+ * Caller frees; NULL when out of memory. */
+static char *part_rows(const shoal_job_t *job)
 {
     const json_t *items = json_object_get(shoal_job_json(job), "items");
-    json_t *rows = json_array();
-    for (size_t k = 0; rows && k < shoal_job_n_chunks(job); k++) {
+    shoal_jsontext_t b;
+    int bad = 0;
+
+    shoal_jsontext_init(&b, ROWS_TEXT_MAX);
+    shoal_jsontext_raw(&b, "[", 1);
+    for (size_t k = 0; k < shoal_job_n_chunks(job) && !bad; k++) {
         size_t first, end;
-        json_t *ids = json_array();
         shoal_job_chunk_range(job, k, &first, &end);
-        for (size_t i = first; ids && i < end; i++)
-            if (json_array_append(ids, json_object_get(json_array_get(items, i), "id"))) {
-                json_decref(ids);
-                ids = NULL;
-            }
-        if (!ids ||
-            json_array_append_new(
-                rows, json_pack("{s:I, s:o, s:I}", "chunk", (json_int_t)k, "item_ids", ids,
-                                "est_tokens", (json_int_t)shoal_job_chunk_est_tokens(job, k)))) {
-            json_decref(rows);
-            rows = NULL;
+        if (k)
+            shoal_jsontext_raw(&b, ",", 1);
+        shoal_jsontext_open(&b);
+        shoal_jsontext_key_int(&b, "chunk", (long long)k);
+        shoal_jsontext_key(&b, "item_ids");
+        shoal_jsontext_raw(&b, "[", 1);
+        for (size_t i = first; i < end && !bad; i++) {
+            const json_t *id = json_object_get(json_array_get(items, i), "id");
+            if (i > first)
+                shoal_jsontext_raw(&b, ",", 1);
+            bad = shoal_jsontext_strn(&b, json_string_value(id), json_string_length(id));
         }
+        shoal_jsontext_raw(&b, "]", 1);
+        shoal_jsontext_key_int(&b, "est_tokens", shoal_job_chunk_est_tokens(job, k));
+        shoal_jsontext_close(&b);
     }
-    return rows;
+    shoal_jsontext_raw(&b, "]", 1);
+    if (bad) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    return shoal_jsontext_detach(&b, NULL);
 }
 
 /* doc is the part message decoded, or (items NULL) its members but "items",
  * which the text holds as an array of n_items. */
-static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const char *derived,
-                        const void *value, size_t len, json_t *doc, size_t n_items,
-                        shoal_intake_result_t *out, char *errbuf, size_t errlen)
+static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
+                        shoal_intake_origin_t *origin, const void *value, size_t len, json_t *doc,
+                        size_t n_items, shoal_intake_result_t *out, char *errbuf, size_t errlen)
 {
     char why[700], jwhy[512];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
@@ -299,7 +322,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     json_t *v;
 
     if (!jid || !shoal_job_id_valid(jid))
-        return shoal_intake_reject(c, source, derived, value, len,
+        return shoal_intake_reject(c, source, shoal_intake_derived(origin), value, len,
                                    "job_id: a part needs the job_id of its job's header", out,
                                    errbuf, errlen);
     snprintf(out->job_id, sizeof(out->job_id), "%s", jid);
@@ -319,7 +342,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
                      (long long)k, key);
     }
     if (why[0])
-        return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, jid, why, out, errbuf, errlen);
 
     /* A job rejected as a whole message (its header over a limit, say)
      * keeps its reason: its parts are ignored, not recorded in its place. */
@@ -349,7 +372,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
                  "part %lld came before its job's header (send the header first, with the job_id "
                  "as the key of every message)",
                  (long long)k);
-        return reject_part(c, source, derived, value, len, NULL, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, NULL, why, out, errbuf, errlen);
     }
     json_t *hdr = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
     /* Items recorded from the earlier parts; a part seen before is not
@@ -368,7 +391,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     json_decref(hdr);
     if (!job) {
         snprintf(why, sizeof(why), "part %lld: %s", (long long)k, jwhy);
-        return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, jid, why, out, errbuf, errlen);
     }
     /* The tenant's plan, as for a job sent whole: the items so far against
      * its max items, this part's calls against its max prompt tokens. */
@@ -377,15 +400,14 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
         shoal_job_destroy(job);
         if (err == SHOAL_ERR_NOMEM)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
-        return reject_part(c, source, derived, value, len, jid, why, out, errbuf, errlen);
+        return reject_part(c, source, origin, value, len, jid, why, out, errbuf, errlen);
     }
     snprintf(out->priority, sizeof(out->priority), "%s", shoal_job_priority(job));
     shoal_estimate_t est;
     if (shoal_estimate_job(job, c->models, NULL, &est, jwhy, sizeof(jwhy)) != SHOAL_OK)
         memset(&est, 0, sizeof(est));
     double cost = est.n_models ? est.models[0].cost_usd : 0;
-    json_t *rows = part_rows(job);
-    char *rowtext = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
+    char *rowtext = part_rows(job);
     char *msg = text_of(value, len);
     char items_s[32], tokens_s[32], cost_s[64];
     snprintf(items_s, sizeof(items_s), "%zu", shoal_job_n_items(job));
@@ -393,7 +415,6 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
     snprintf(cost_s, sizeof(cost_s), "%.17g", cost);
     out->tasks = (int)shoal_job_n_chunks(job);
     shoal_job_destroy(job);
-    json_decref(rows);
     if (!rowtext || !msg) {
         free(rowtext);
         free(msg);
@@ -426,8 +447,9 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source, const 
 }
 
 shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
-                               const char *derived, const void *value, size_t len, int *handled,
-                               shoal_intake_result_t *out, char *errbuf, size_t errlen)
+                               shoal_intake_origin_t *origin, const void *value, size_t len,
+                               int *handled, shoal_intake_result_t *out, char *errbuf,
+                               size_t errlen)
 {
     *handled = 0;
     if (!value || len > c->max_job_bytes || !mentions_part(value, len))
@@ -449,7 +471,7 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     if (json_is_object(members) && json_object_get(members, "part") &&
         !json_object_get(members, "parts") && !json_object_get(members, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, derived, value, len, members, n_items, out, errbuf, errlen);
+        err = part(c, source, origin, value, len, members, n_items, out, errbuf, errlen);
         shoal_jobsplit_destroy(split);
         return err;
     }
@@ -457,11 +479,11 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     json_t *doc = json_loadb(value, len, 0, NULL);
     if (json_is_object(doc) && json_object_get(doc, "parts")) {
         *handled = 1;
-        err = header(c, source, derived, value, len, doc, out, errbuf, errlen);
+        err = header(c, source, origin, value, len, doc, out, errbuf, errlen);
     } else if (json_is_object(doc) && json_object_get(doc, "part") &&
                !json_object_get(doc, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, derived, value, len, doc,
+        err = part(c, source, origin, value, len, doc,
                    json_array_size(json_object_get(doc, "items")), out, errbuf, errlen);
     }
     json_decref(doc);

@@ -33,11 +33,13 @@
 /* Handles value when it is a header or a part (*handled = 1; out as from
  * shoal_intake_job, SHOAL_OK meaning the offset may be stored); leaves
  * everything else to the caller (*handled = 0, SHOAL_OK). source is
- * topic/partition@offset, derived the id a message without a usable job_id
- * is rejected under. SHOAL_ERR_RETRY when PostgreSQL failed. */
+ * topic/partition@offset, origin gives the id a message without a usable
+ * job_id is rejected under (shoal_intake_derived). SHOAL_ERR_RETRY when
+ * PostgreSQL failed. */
 shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *conf, const char *source,
-                               const char *derived, const void *value, size_t len, int *handled,
-                               shoal_intake_result_t *out, char *errbuf, size_t errlen);
+                               shoal_intake_origin_t *origin, const void *value, size_t len,
+                               int *handled, shoal_intake_result_t *out, char *errbuf,
+                               size_t errlen);
 
 /* The job as one part of it (part >= 0) or, for a job sent as one message
  * (part < 0), the whole job, rebuilt from its stored inputs with its

@@ -8,7 +8,7 @@
 
 #include "common/itembatch.h"
 #include "common/jsonschema.h"
-#include "worker/jsontext.h"
+#include "common/jsontext.h"
 
 /* An item row is its output plus a few short fields; outputs are at most
  * the 16 MiB of an answer. */

@@ -17,8 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/jsontext.h"
 #include "worker/jsonpick.h"
-#include "worker/jsontext.h"
 
 #define DEFAULT_ANTHROPIC_MAX_TOKENS 4096
 

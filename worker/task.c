@@ -9,11 +9,11 @@
 
 #include "common/itembatch.h"
 #include "common/jsonschema.h"
+#include "common/jsontext.h"
 #include "common/log.h"
 #include "common/render.h"
 #include "common/taskmsg.h"
 #include "worker/itemreq.h"
-#include "worker/jsontext.h"
 #include "worker/provider.h"
 
 static double unix_now(void)

@@ -12,7 +12,11 @@
  *     shows the hits, tokens and dollars saved;
  *   - a cached answer is not stored again; entries past the TTL are ignored
  *     and deleted a bounded number at a time; TTL 0 and "cache": false turn
- *     the cache off.
+ *     the cache off;
+ *   - each chunk's key is the key of its whole task message
+ *     (shoal_cachekey_task of shoal_taskmsg_build), in jobs with a system
+ *     prompt, groups, an output schema, items of their own model or request,
+ *     batch mode, and for a part's chunks by their job-wide numbers.
  */
 #include "scheduler/cache.h"
 
@@ -321,6 +325,57 @@ static void test_cache(shoal_pg_t *pg, shoal_pg_t *listener)
     shoal_job_destroy(e);
 }
 
+/* Keys made by the look-up equal the keys of the built task messages. */
+static void test_keys(shoal_pg_t *pg)
+{
+    static const char *const jobs[] = {
+        "{\"job_id\":\"k-1\",\"tenant\":\"acme\",\"model\":\"fast\",\"system\":\"Be brief.\","
+        "\"prompt_template\":\"Sort "
+        "{{ids}}:\\n{{input}}\",\"items\":[{\"id\":\"a\",\"input\":\"1\","
+        "\"group\":\"g\"},{\"id\":\"b\",\"input\":\"2\",\"group\":\"h\"},{\"id\":\"c\","
+        "\"input\":\"3\",\"group\":\"g\"}],\"chunking\":{\"max_items\":2,\"group_by\":\"group\"},"
+        "\"output\":{\"format\":\"json\",\"schema\":{\"type\":\"object\"}}}",
+        "{\"job_id\":\"k-2\",\"tenant\":\"acme\",\"model\":\"fast\",\"prompt_template\":\"{{input}}"
+        "\","
+        "\"items\":[{\"id\":\"a\",\"input\":\"1\",\"model\":\"backup\"},{\"id\":\"b\",\"input\":"
+        "\"\","
+        "\"body\":{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}},{\"id\":\"c\","
+        "\"input\":\"3\"}]}",
+        "{\"job_id\":\"k-3\",\"tenant\":\"acme\",\"model\":\"fast\",\"prompt_template\":\"{{input}}"
+        "\","
+        "\"answer_mode\":\"batch\",\"items\":[{\"id\":\"a\",\"input\":\"1\"},{\"id\":\"b\","
+        "\"input\":\"2\"},{\"id\":\"c\",\"input\":\"3\"}],\"chunking\":{\"max_items\":2}}",
+    };
+    char err[512], want[SHOAL_CACHEKEY_HEX];
+    for (size_t j = 0; j < sizeof(jobs) / sizeof(jobs[0]); j++) {
+        shoal_job_t *job = shoal_job_parse(jobs[j], strlen(jobs[j]), 0, models, err, sizeof(err));
+        if (!job)
+            test_fail("job %zu: %s", j, err);
+        size_t n = shoal_job_n_chunks(job);
+        assert_int_ge(n, 2);
+        long chunks[8];
+        for (long base = 0; base <= 40; base += 40) {
+            for (size_t k = 0; k < n; k++)
+                chunks[k] = base + (long)k;
+            shoal_cache_lookup_t *l;
+            if (shoal_cache_lookup_part_new(pg, job, models, 3600, base, chunks, n, &l, err,
+                                            sizeof(err)) != SHOAL_OK)
+                test_fail("look-up of job %zu: %s", j, err);
+            assert_int_eq(shoal_cache_lookup_hits(l), 0);
+            for (size_t k = 0; k < n; k++) {
+                json_t *task = shoal_taskmsg_build(job, k, err, sizeof(err));
+                assert_true(task != NULL);
+                assert_int_eq(shoal_cachekey_task(task, models, want, err, sizeof(err)), SHOAL_OK);
+                json_decref(task);
+                assert_true(shoal_cache_lookup_key(l, k) != NULL);
+                assert_str_eq(shoal_cache_lookup_key(l, k), want);
+            }
+            shoal_cache_lookup_destroy(l);
+        }
+        shoal_job_destroy(job);
+    }
+}
+
 int main(void)
 {
     char err[512];
@@ -337,6 +392,7 @@ int main(void)
         test_fail("listener: %s", err);
 
     test_cache(pg, listener);
+    test_keys(pg);
 
     shoal_pg_destroy(listener);
     shoal_pg_destroy(pg);

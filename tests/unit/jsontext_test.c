@@ -1,5 +1,5 @@
 /*
- * worker/jsontext and the text rows built with it: every string jansson
+ * common/jsontext and the text rows built with it: every string jansson
  * accepts reads back equal (escapes, control characters, multibyte UTF-8),
  * strings jansson refuses (invalid UTF-8, overlong forms, surrogates) and
  * non-finite numbers write nothing and say so, reals round-trip exactly and
@@ -8,7 +8,7 @@
  * shoal_task_attempt_row/result_row member for member, in every branch
  * (fallbacks, errors, queue time, retry-after, failed tasks, invalid UTF-8).
  */
-#include "worker/jsontext.h"
+#include "common/jsontext.h"
 
 #include <jansson.h>
 #include <limits.h>

@@ -4,11 +4,13 @@
  * exact message, and the JSON Schema (schemas/task.schema.json, judged by
  * tests/schema_check.py) refuses the same messages, except the two
  * consistency rules a schema cannot state; versions (absent is 1, newer is
- * refused); ids from broken messages; unknown fields ignored; and every
- * allocation failure of the builder reported or harmless.
+ * refused); ids from broken messages; unknown fields ignored; every
+ * allocation failure of the builder reported or harmless; and the text
+ * writer's messages equal the builder's, dumped, byte for byte.
  */
 #include "common/taskmsg.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -714,6 +716,127 @@ static void test_alloc_failures(void)
     shoal_job_destroy(job);
 }
 
+/* ---- the text writer ---- */
+
+/* Every chunk of job, written as text numbered from base of n_chunks and
+ * with key, equals the built message renumbered, keyed and dumped. */
+static void check_writer(const shoal_job_t *job, long base, long n_chunks, const char *key)
+{
+    char err[512], task_id[SHOAL_TASKMSG_ID_MAX];
+    shoal_taskmsg_writer_t *w = shoal_taskmsg_writer_new(job, n_chunks, err, sizeof(err));
+
+    if (!w)
+        test_fail("writer: %s", err);
+    for (size_t k = 0; k < shoal_job_n_chunks(job); k++) {
+        json_t *t = shoal_taskmsg_build(job, k, err, sizeof(err));
+        assert_true(t != NULL);
+        long number = base + (long)k;
+        assert_int_eq(
+            shoal_taskmsg_task_id(shoal_job_id(job), (size_t)number, task_id, sizeof(task_id)),
+            SHOAL_OK);
+        assert_int_eq(json_object_set_new(t, "task_id", json_string(task_id)), 0);
+        assert_int_eq(json_object_set_new(t, "chunk", json_integer(number)), 0);
+        assert_int_eq(json_object_set_new(t, "n_chunks", json_integer(n_chunks)), 0);
+        if (key)
+            assert_int_eq(json_object_set_new(t, "cache_key", json_string(key)), 0);
+        char *want = json_dumps(t, JSON_COMPACT);
+        size_t len;
+        const char *got = shoal_taskmsg_writer_text(w, k, number, key, &len, err, sizeof(err));
+        if (!got)
+            test_fail("chunk %zu: %s", k, err);
+        assert_str_eq(got, want);
+        assert_int_eq(len, strlen(want));
+        shoal_taskmsg_t m;
+        json_decref(parse_ok(got, &m));
+        free(want);
+        json_decref(t);
+    }
+    /* out of range, either way */
+    size_t len;
+    assert_true(shoal_taskmsg_writer_text(w, shoal_job_n_chunks(job), base, NULL, &len, err,
+                                          sizeof(err)) == NULL);
+    assert_true(shoal_taskmsg_writer_text(w, 0, n_chunks, NULL, &len, err, sizeof(err)) == NULL);
+    shoal_taskmsg_writer_destroy(w);
+}
+
+/* The writer against the builder: every valid job of the corpus, the job
+ * with every field, escapes of every kind, own models and bodies, batch
+ * mode; numbered as the whole job and as a part of a larger one, with and
+ * without a cache key. */
+static void test_writer(void)
+{
+    static const char key[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char dir[1100], path[1400];
+    size_t files = 0;
+    snprintf(dir, sizeof(dir), "%s/tests/data/jobs/valid", source_dir());
+    DIR *d = opendir(dir);
+    assert_true(d != NULL);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strstr(e->d_name, ".json"))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        /* the file's job, as jansson reads and writes it */
+        json_t *doc = json_load_file(path, 0, NULL);
+        char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL, err[512];
+        json_decref(doc);
+        if (!text)
+            test_fail("cannot read %s", path);
+        shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, NULL, err, sizeof(err));
+        if (!job)
+            test_fail("%s: %s", e->d_name, err);
+        if (!shoal_job_id(job))
+            assert_int_eq(shoal_job_set_id(job, "writer-1"), SHOAL_OK);
+        long n = (long)shoal_job_n_chunks(job);
+        check_writer(job, 0, n, NULL);
+        check_writer(job, 7, n + 20, key);
+        shoal_job_destroy(job);
+        free(text);
+        files++;
+    }
+    closedir(d);
+    assert_int_ge(files, 10);
+
+    static const char *const jobs[] = {
+        full_job,
+        /* every control character, quotes, backslashes, '/', multibyte and
+         * escaped text in ids' company */
+        "{\"job_id\":\"w-2\",\"tenant\":\"t\",\"model\":\"sim-small\","
+        "\"system\":\"a\\u0001b\\\"c\\\\d/e\\u007f\","
+        "\"prompt_template\":\"\\t{{input}}\\n\\u2028\","
+        "\"items\":[{\"id\":\"x\",\"input\":\"\\b\\f\\n\\r\\t\\u0002\"},"
+        "{\"id\":\"y\",\"input\":\"caf\\u00e9 \\ud83d\\ude00 \\u001f\\u000b\"}],"
+        "\"chunking\":{\"max_items\":2}}",
+        /* an item with its own model, one with its own request */
+        "{\"job_id\":\"w-3\",\"tenant\":\"t\",\"model\":\"sim-small\","
+        "\"prompt_template\":\"{{input}}\",\"items\":[{\"id\":\"a\",\"input\":\"1\","
+        "\"model\":\"sim-large\"},{\"id\":\"b\",\"input\":\"\",\"body\":{\"messages\":"
+        "[{\"role\":\"user\",\"content\":\"hi \\u0007\"}],\"temperature\":0.25}}]}",
+        /* batch mode */
+        "{\"job_id\":\"w-4\",\"tenant\":\"t\",\"model\":\"sim-small\","
+        "\"prompt_template\":\"{{input}}\",\"answer_mode\":\"batch\","
+        "\"items\":[{\"id\":\"a\",\"input\":\"1\"},{\"id\":\"b\",\"input\":\"2\"}],"
+        "\"chunking\":{\"max_items\":5}}",
+    };
+    for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+        shoal_job_t *job = parse_job(jobs[i]);
+        shoal_job_set_submitted(job, 1700000000);
+        long n = (long)shoal_job_n_chunks(job);
+        check_writer(job, 0, n, NULL);
+        check_writer(job, 99990, 100000 - 10 + n, key);
+        shoal_job_destroy(job);
+    }
+
+    /* no job id, no writer */
+    shoal_job_t *job = parse_job("{\"tenant\":\"t\",\"model\":\"sim-small\","
+                                 "\"prompt_template\":\"{{input}}\","
+                                 "\"items\":[{\"id\":\"a\",\"input\":\"1\"}]}");
+    char err[256];
+    assert_true(shoal_taskmsg_writer_new(job, 1, err, sizeof(err)) == NULL);
+    assert_true(strstr(err, "job_id") != NULL);
+    shoal_job_destroy(job);
+    shoal_taskmsg_writer_destroy(NULL);
+}
+
 int main(void)
 {
     char path[1100], err[512];
@@ -732,6 +855,7 @@ int main(void)
     test_unknown_fields();
     test_ids();
     test_alloc_failures();
+    test_writer();
 
     shoal_models_destroy(models);
     printf("taskmsg_test: ok\n");

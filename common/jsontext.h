@@ -1,16 +1,16 @@
 /*
  * JSON text written straight into a growable buffer, for the rows the worker
- * sends to PostgreSQL by the thousand: building a jansson tree per row only
- * to dump it costs a few dozen allocations, this costs none beyond the
- * buffer. Values mean what jansson's would: strings must be valid UTF-8 and
- * numbers finite, else the call writes nothing and returns -1, as
+ * sends to PostgreSQL and the task messages the scheduler sends workers, by
+ * the thousand: building a jansson tree per row only to dump it costs a few
+ * dozen allocations, this costs none beyond the buffer. Values mean what jansson's would: strings
+ * must be valid UTF-8 and numbers finite, else the call writes nothing and returns -1, as
  * json_string() and json_real() refuse them. Key order is the caller's.
  *
  * A value type on the caller's stack (or in a struct): fields are private.
  * Not thread-safe; one writer per buffer.
  */
-#ifndef SHOAL_WORKER_JSONTEXT_H
-#define SHOAL_WORKER_JSONTEXT_H
+#ifndef SHOAL_COMMON_JSONTEXT_H
+#define SHOAL_COMMON_JSONTEXT_H
 
 #include <stddef.h>
 
@@ -30,8 +30,24 @@ void shoal_jsontext_free(shoal_jsontext_t *b);
  * and leaves b empty; NULL when memory or max ran out on the way. */
 char *shoal_jsontext_detach(shoal_jsontext_t *b, size_t *len);
 
+/* The text so far (NUL-terminated, *len bytes), borrowed until the next
+ * call on b; NULL when memory or max ran out on the way. */
+const char *shoal_jsontext_text(const shoal_jsontext_t *b, size_t *len);
+
+/* Empties the text but keeps the buffer, for the next text of a series. */
+void shoal_jsontext_reset(shoal_jsontext_t *b);
+
 /* Appends n bytes as they are. */
 void shoal_jsontext_raw(shoal_jsontext_t *b, const char *s, size_t n);
+
+/* A quoted, escaped string of n bytes (no NUL among them), escaped as
+ * jansson's json_dumps escapes it, so a text built from a jansson value's
+ * strings equals its dump byte for byte; -1 (nothing written) when s is not
+ * valid UTF-8. */
+int shoal_jsontext_strn(shoal_jsontext_t *b, const char *s, size_t n);
+
+/* An integer as a value (an array element, or after shoal_jsontext_key). */
+void shoal_jsontext_int(shoal_jsontext_t *b, long long v);
 
 /* '{' and '}' of an object whose members the key_ calls write. */
 void shoal_jsontext_open(shoal_jsontext_t *b);

@@ -1,7 +1,7 @@
 /*
  * JSON text writer (see jsontext.h).
  */
-#include "worker/jsontext.h"
+#include "common/jsontext.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -62,6 +62,23 @@ static int grow(shoal_jsontext_t *b, size_t n)
     b->buf = nb;
     b->cap = ncap;
     return 1;
+}
+
+const char *shoal_jsontext_text(const shoal_jsontext_t *b, size_t *len)
+{
+    if (b->nomem)
+        return NULL;
+    *len = b->len;
+    return b->buf ? b->buf : "";
+}
+
+void shoal_jsontext_reset(shoal_jsontext_t *b)
+{
+    b->len = 0;
+    b->first = 1;
+    b->nomem = 0;
+    if (b->buf)
+        b->buf[0] = '\0';
 }
 
 void shoal_jsontext_raw(shoal_jsontext_t *b, const char *s, size_t n)
@@ -133,7 +150,7 @@ static void put_str(shoal_jsontext_t *b, const char *s, size_t n, int plain)
         memcpy(o, s, n);
         o += n;
     } else {
-        static const char hex[] = "0123456789abcdef";
+        static const char hex[] = "0123456789ABCDEF"; /* as jansson writes */
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)s[i];
             if (c >= 0x20 && c != '"' && c != '\\') {
@@ -173,6 +190,36 @@ static void put_str(shoal_jsontext_t *b, const char *s, size_t n, int plain)
     *o++ = '"';
     *o = '\0';
     b->len = (size_t)(o - b->buf);
+}
+
+/* utf8_ok for n bytes that hold no NUL. */
+static int utf8n_ok(const unsigned char *s, size_t n, int *plain)
+{
+    int p = 1;
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == '"' || c == '\\')
+                p = 0;
+            i++;
+            continue;
+        }
+        size_t k = shoal_jsonlex_utf8_tail(s + i, s + n);
+        if (!k)
+            return 0;
+        i += k + 1;
+    }
+    *plain = p;
+    return 1;
+}
+
+int shoal_jsontext_strn(shoal_jsontext_t *b, const char *s, size_t n)
+{
+    int plain;
+    if (!utf8n_ok((const unsigned char *)s, n, &plain))
+        return -1;
+    put_str(b, s, n, plain);
+    return 0;
 }
 
 int shoal_jsontext_str(shoal_jsontext_t *b, const char *s)
@@ -234,6 +281,13 @@ static char *int_text(long long v, char *end)
     if (v < 0)
         *--p = '-';
     return p;
+}
+
+void shoal_jsontext_int(shoal_jsontext_t *b, long long v)
+{
+    char num[24];
+    char *p = int_text(v, num + sizeof(num));
+    shoal_jsontext_raw(b, p, (size_t)(num + sizeof(num) - p));
 }
 
 void shoal_jsontext_key_int(shoal_jsontext_t *b, const char *k, long long v)
