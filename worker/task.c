@@ -264,12 +264,11 @@ static void shed(shoal_task_t *t, shoal_task_state_t s)
     t->message_len = 0;
     if (s != SHOAL_TASK_DONE || !t->doc)
         return;
-    static const char *const keep[] = {"task_id", "job_id", "model"};
-    json_t *small = fields_of(t->doc, keep, sizeof(keep) / sizeof(keep[0]));
-    if (!small)
-        return; /* keeps more of the message: only memory is lost */
-    json_decref(t->doc);
-    t->doc = small;
+    /* doc holds what slim kept; what a finished task no longer reads goes,
+     * in place (a copy of the rest cost a new object per task) */
+    static const char *const drop[] = {"system", "fallback_models", "output"};
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        json_object_del(t->doc, drop[i]);
     t->system = NULL;
     t->output_schema = NULL;
     t->fallback_models = NULL;
