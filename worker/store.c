@@ -98,18 +98,20 @@ static shoal_err_t run_check(shoal_store_t *s, struct op *o, char *err, size_t e
                        * connection) do not count: see worker/runner.c; nor
                        * do calls made before the task was resumed
                        * (shoal.resume_job): max_attempts starts over */
+                      "WITH t AS MATERIALIZED (SELECT * FROM shoal.tasks "
+                      "WHERE task_id IN (SELECT jsonb_array_elements_text($1::jsonb))), "
+                      /* budgeted: the job's or tenant's calls are reserved
+                       * (worker/budget.h); asked once per job, not per task */
+                      "b AS (SELECT j.job_id, j.settings ? 'budget_usd' "
+                      "OR tn.daily_budget_usd IS NOT NULL AS budgeted "
+                      "FROM shoal.jobs j LEFT JOIN LATERAL "
+                      "shoal.tenant_plan(coalesce(j.tenant, '')) tn ON true "
+                      "WHERE j.job_id IN (SELECT job_id FROM t)) "
                       "SELECT t.task_id, t.status, (SELECT count(*) FROM shoal.attempts a "
                       "WHERE a.task_id = t.task_id AND coalesce(a.outcome_kind, '') NOT IN "
                       "('rate_limited', 'overloaded', 'connection') AND (t.resumed_at IS NULL "
-                      "OR a.started_at >= t.resumed_at)), "
-                      /* budgeted: the job's or tenant's calls are reserved
-                       * (worker/budget.h) */
-                      "EXISTS (SELECT 1 FROM shoal.jobs j LEFT JOIN LATERAL "
-                      "shoal.tenant_plan(coalesce(j.tenant, '')) tn ON true "
-                      "WHERE j.job_id = t.job_id AND "
-                      "(j.settings ? 'budget_usd' OR tn.daily_budget_usd IS NOT NULL)) "
-                      "FROM shoal.tasks t "
-                      "WHERE t.task_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
+                      "OR a.started_at >= t.resumed_at)), coalesce(b.budgeted, false) "
+                      "FROM t LEFT JOIN b ON b.job_id = t.job_id",
                       1, params, &res, err, errlen);
     free(text);
     if (e != SHOAL_OK)
