@@ -13,6 +13,7 @@
 #include "common/jobcheck.h"
 #include "common/jobid.h"
 #include "common/log.h"
+#include "common/service.h"
 #include "common/taskmsg.h"
 #include "scheduler/cache.h"
 #include "scheduler/parts.h"
@@ -200,6 +201,9 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
     }
     list[alen++] = '{';
     size_t listed = 0;
+    /* the tasks' publication, recorded once Kafka has acknowledged them */
+    char produced_at[32];
+    snprintf(produced_at, sizeof(produced_at), "%.6f", shoal_service_unix_s());
     for (size_t i = 0; i < n && err == SHOAL_OK; i++) {
         long chunk = chunks[i] - chunk_base;
         if (cached && shoal_cache_lookup_hit(cached, i))
@@ -252,9 +256,11 @@ shoal_err_t shoal_intake_publish_range(const shoal_intake_conf_t *c, shoal_job_t
     shoal_cache_lookup_destroy(cached);
     shoal_taskmsg_writer_destroy(w);
     if (err == SHOAL_OK && listed > 0) {
-        const char *mp[] = {job_id, list};
-        err = shoal_pg_exec(c->pg, "SELECT shoal.mark_queued($1, $2::int[])", 2, mp, NULL, errbuf,
-                            errlen);
+        const char *mp[] = {job_id, list, produced_at};
+        err = shoal_pg_exec(c->pg,
+                            "SELECT shoal.mark_queued($1, $2::int[], "
+                            "to_timestamp($3::double precision))",
+                            3, mp, NULL, errbuf, errlen);
     }
     free(list);
     return err;

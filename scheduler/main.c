@@ -93,8 +93,10 @@ static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *msg)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka_t *consumer,
-                   const rd_kafka_message_t *msg)
+/* Takes one job message; returns 1 when it recorded a new job (or part),
+ * whose tasks the dispatcher may publish at once. */
+static int handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka_t *consumer,
+                  const rd_kafka_message_t *msg)
 {
     char err[1024];
     long backoff = 200;
@@ -113,10 +115,10 @@ static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka
                             "error=\"%s\"",
                             topic, (int)msg->partition, (long long)msg->offset, err);
             store_offset(consumer, msg);
-            return;
+            return 0;
         }
         if (shoal_service_stopping())
-            return; /* offset not stored: the message comes again */
+            return 0; /* offset not stored: the message comes again */
         shoal_log_warn("intake", "could not handle job, retrying job_id=%s error=\"%s\"",
                        res.job_id, err);
         shoal_service_sleep_ms(backoff);
@@ -147,6 +149,7 @@ static void handle(const shoal_intake_conf_t *ic, shoal_smetrics_t *sm, rd_kafka
     /* The job's first event is in the outbox, committed with the job: the
      * main loop's merger pass publishes it. */
     store_offset(consumer, msg);
+    return res.outcome == SHOAL_INTAKE_NEW;
 }
 
 /* Writes the plans into shoal.tenants (all of them replaced), so workers and
@@ -301,6 +304,7 @@ int main(int argc, char **argv)
         rd_kafka_queue_io_event_enable(cq, wake[1], "1", 1);
     while (!shoal_service_stopping()) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 0);
+        int fresh = 0;
         if (!msg) {
             struct pollfd fds[2] = {{wake[0], POLLIN, 0}, {shoal_merger_fd(merger), POLLIN, 0}};
             /* Not past a due dispatcher pass: after a full one, not at all. */
@@ -318,7 +322,7 @@ int main(int argc, char **argv)
                 shoal_log_warn("kafka", "consumer error error=\"%s\"",
                                rd_kafka_message_errstr(msg));
             } else {
-                handle(&ic, sm, consumer, msg);
+                fresh = handle(&ic, sm, consumer, msg);
             }
             rd_kafka_message_destroy(msg);
         }
@@ -340,8 +344,10 @@ int main(int argc, char **argv)
                 last_reconcile_err = now;
             }
         }
-        /* Bounded per pass as well; a full pass runs again at once. */
-        if (dispatcher && shoal_dispatch_poll(dispatcher, 0, NULL, err, sizeof(err)) != SHOAL_OK) {
+        /* Bounded per pass as well; a full pass runs again at once, and a
+         * new job's first tasks go out now, not at the next tick. */
+        if (dispatcher &&
+            shoal_dispatch_poll(dispatcher, fresh, NULL, err, sizeof(err)) != SHOAL_OK) {
             double now = shoal_service_now_ms();
             if (now - last_dispatch_err > 5000) {
                 shoal_log_warn("dispatch", "could not dispatch, will retry error=\"%s\"", err);

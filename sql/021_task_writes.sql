@@ -245,15 +245,20 @@ FOR EACH STATEMENT EXECUTE FUNCTION shoal.tasks_track_delete();
 -- restarts its clock), with the job locked first, as record_batch locks it
 -- before its tasks, and dispatch_from moved to the job's first pending
 -- top-level task from there (past the last chunk when none is left: tasks of
--- parts still to come have higher chunks).
-CREATE OR REPLACE FUNCTION shoal.mark_queued(p_job_id text, p_chunks int[]) RETURNS void
+-- parts still to come have higher chunks). p_at is when the messages were
+-- produced (the caller's clock; now() when NULL): the call runs after Kafka
+-- acknowledged them, by which time a worker may have started on them, and a
+-- task's queued_at is its publication, from which queue waits are measured.
+DROP FUNCTION shoal.mark_queued(text, int[]);
+CREATE FUNCTION shoal.mark_queued(p_job_id text, p_chunks int[], p_at timestamptz DEFAULT NULL)
+RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM shoal.jobs WHERE job_id = p_job_id FOR UPDATE;
     WITH ids AS MATERIALIZED (
         SELECT p_job_id || ':' || lpad(c::text, 6, '0') AS task_id FROM unnest(p_chunks) AS c
     )
-    UPDATE shoal.tasks t SET status = 'queued', queued_at = now()
+    UPDATE shoal.tasks t SET status = 'queued', queued_at = least(coalesce(p_at, now()), now())
     FROM ids
     WHERE t.task_id = ids.task_id AND t.status IN ('pending', 'queued')
       AND t.parent_task_id IS NULL;

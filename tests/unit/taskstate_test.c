@@ -5,7 +5,8 @@
  * tasks (sub-tasks too) through publication, answers, redelivered answers,
  * cancel and deletion; jobs.dispatch_from stays at the first pending chunk,
  * moves back when resume_job puts failed tasks back, and shoal.dispatch_pick
- * fills a tenant's window from there in chunk order.
+ * fills a tenant's window from there in chunk order. A task's queued_at is
+ * the publication time its publisher names.
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -199,6 +200,30 @@ static void test_heap_only(shoal_pg_t *pg)
     assert_int_eq(queued_counter(pg, "ts-d"), 8);
 }
 
+/* queued_at is the publication the caller names (its clock, never ahead
+ * of the database's), or now. */
+static void test_queued_at(shoal_pg_t *pg)
+{
+    record(pg, "ts-e", 3);
+    sqlcheck_exec(pg,
+                  "SELECT shoal.mark_queued($1, '{0}'::int[], "
+                  "to_timestamp(1700000000.25::double precision))",
+                  "ts-e");
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT (extract(epoch FROM queued_at) * 100)::bigint "
+                                "FROM shoal.tasks WHERE task_id = $1 || ':000000'",
+                                "ts-e"),
+                  170000000025);
+    sqlcheck_exec(pg, "SELECT shoal.mark_queued($1, '{1}'::int[], now() + interval '1 hour')",
+                  "ts-e");
+    sqlcheck_exec(pg, "SELECT shoal.mark_queued($1, '{2}'::int[])", "ts-e");
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 "
+                                "AND chunk > 0 AND queued_at <= now()",
+                                "ts-e"),
+                  2);
+}
+
 int main(void)
 {
     shoal_pgcluster_t *cluster;
@@ -206,6 +231,7 @@ int main(void)
     test_window(pg);
     test_cancel_and_delete(pg);
     test_heap_only(pg);
+    test_queued_at(pg);
     shoal_pg_destroy(pg);
     shoal_pgcluster_destroy(cluster);
     return 0;
