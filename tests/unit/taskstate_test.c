@@ -6,7 +6,8 @@
  * cancel and deletion; jobs.dispatch_from stays at the first pending chunk,
  * moves back when resume_job puts failed tasks back, and shoal.dispatch_pick
  * fills a tenant's window from there in chunk order. A task's queued_at is
- * the publication time its publisher names.
+ * the publication time its publisher names. Deleting tasks deletes their
+ * results, deleting a job its tasks.
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -170,9 +171,22 @@ static void test_cancel_and_delete(shoal_pg_t *pg)
     assert_int_eq(queued_rows(pg, "ts-b"), 0);
 
     record(pg, "ts-c", 3);
-    mark(pg, "ts-c", "0,1");
-    sqlcheck_exec(pg, "DELETE FROM shoal.tasks WHERE job_id = $1 AND chunk = 1", "ts-c");
+    mark(pg, "ts-c", "0,1,2");
+    finish(pg, "ts-c", 2, "done");
+    sqlcheck_exec(pg, "DELETE FROM shoal.tasks WHERE job_id = $1 AND chunk IN (1, 2)", "ts-c");
     assert_int_eq(queued_counter(pg, "ts-c"), 1);
+    /* deleting tasks deletes their results, deleting a job its tasks (what
+     * the foreign keys' ON DELETE CASCADE did) */
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "ts-c"),
+                  0);
+    finish(pg, "ts-c", 0, "done");
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "ts-c"),
+                  1);
+    sqlcheck_exec(pg, "DELETE FROM shoal.jobs WHERE job_id = $1", "ts-c");
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "ts-c"),
+                  0);
+    assert_int_eq(sqlcheck_long(pg, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "ts-c"),
+                  0);
 }
 
 /* Heap-only updates of shoal.tasks so far in this transaction (pending
