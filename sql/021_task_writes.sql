@@ -375,3 +375,104 @@ END $$;
 CREATE TRIGGER tasks_delete_results AFTER DELETE ON shoal.tasks
 REFERENCING OLD TABLE AS old_rows
 FOR EACH STATEMENT EXECUTE FUNCTION shoal.tasks_delete_results();
+
+-- == The last part's check of item ids =======================================
+-- As in 018, except that the check for repeated item ids first asks whether
+-- any id repeats (one sort: a 1,000,000-item job's last part waited a second
+-- for the grouped query that names the id and its parts, now run only when
+-- there is one to name).
+CREATE OR REPLACE FUNCTION shoal.record_job_part(p_job_id text, p_part integer, p_doc text, p_tasks jsonb,
+                                      p_items integer, p_est_tokens bigint,
+                                      p_est_cost double precision, p_source text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    j       shoal.jobs%ROWTYPE;
+    v_first integer;
+    v_n     integer := jsonb_array_length(coalesce(p_tasks, '[]'));
+    v_dup   record;
+    v_rep   boolean := false;
+    v_err   text;
+BEGIN
+    SELECT * INTO j FROM shoal.jobs WHERE job_id = p_job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'no_job';
+    END IF;
+    IF j.status <> 'running' THEN
+        RETURN 'exists:' || j.status;
+    END IF;
+    IF j.parts_total IS NULL THEN
+        RETURN 'not_parted';
+    END IF;
+    IF EXISTS (SELECT 1 FROM shoal.job_parts WHERE job_id = p_job_id AND part = p_part) THEN
+        RETURN 'duplicate';
+    END IF;
+    IF p_part < 0 OR p_part >= j.parts_total THEN
+        v_err := format('part %s: out of range, the header announced %s parts (0 to %s)',
+                        p_part, j.parts_total, j.parts_total - 1);
+        PERFORM shoal.reject_parted_job(p_job_id, v_err);
+        RETURN 'rejected:' || v_err;
+    END IF;
+    v_first := j.tasks_total - 1;
+    IF v_first + v_n > 100000 THEN
+        v_err := format('part %s: the job would have %s chunks, more than the 100000 a job may '
+                        'have; raise chunking.max_items or split the job',
+                        p_part, v_first + v_n);
+        PERFORM shoal.reject_parted_job(p_job_id, v_err);
+        RETURN 'rejected:' || v_err;
+    END IF;
+
+    INSERT INTO shoal.tasks (task_id, job_id, chunk, item_ids, est_tokens, part)
+    SELECT p_job_id || ':' || lpad((v_first + (t->>'chunk')::int)::text, 6, '0'), p_job_id,
+           v_first + (t->>'chunk')::int,
+           ARRAY(SELECT jsonb_array_elements_text(t->'item_ids')), (t->>'est_tokens')::int, p_part
+    FROM jsonb_array_elements(coalesce(p_tasks, '[]')) AS t;
+    INSERT INTO shoal.job_parts (job_id, part, doc, items, chunk_first, chunks, source)
+    VALUES (p_job_id, p_part, p_doc, p_items, v_first, v_n, p_source);
+    UPDATE shoal.jobs
+    SET tasks_total = tasks_total + v_n, items_total = items_total + p_items,
+        est_tokens = coalesce(est_tokens, 0) + p_est_tokens,
+        est_cost_usd = coalesce(est_cost_usd, 0) + p_est_cost,
+        parts_received = parts_received + 1
+    WHERE job_id = p_job_id
+    RETURNING * INTO j;
+    IF j.parts_received < j.parts_total THEN
+        RETURN format('added:%s/%s', j.parts_received, j.parts_total);
+    END IF;
+
+    -- The last part: checks that need the whole job. Whether an item id
+    -- repeats is one sort of the ids; which one, and in which parts, is
+    -- looked for only when one does (grouping every id with the parts it is
+    -- in took twice as long, on every job).
+    IF (SELECT count(*) <> count(DISTINCT id)
+        FROM shoal.tasks t, unnest(t.item_ids) AS id
+        WHERE t.job_id = p_job_id AND t.parent_task_id IS NULL) THEN
+        SELECT id, min(t.part) AS first_part, max(t.part) AS last_part INTO v_dup
+        FROM shoal.tasks t, unnest(t.item_ids) AS id
+        WHERE t.job_id = p_job_id AND t.parent_task_id IS NULL
+        GROUP BY id HAVING count(*) > 1
+        LIMIT 1;
+        v_rep := FOUND;
+    END IF;
+    IF v_rep THEN
+        v_err := format('part %s: item id "%s" is already used in part %s; item ids must be '
+                        'unique across the job', v_dup.last_part, v_dup.id, v_dup.first_part);
+    ELSIF (j.settings->>'budget_usd') IS NOT NULL
+          AND j.est_cost_usd > (j.settings->>'budget_usd')::double precision THEN
+        v_err := format('budget_usd: the job is estimated at $%s (%s prompt tokens), over its '
+                        'budget of $%s; raise budget_usd or split the job',
+                        round(j.est_cost_usd::numeric, 4), j.est_tokens,
+                        j.settings->>'budget_usd');
+    END IF;
+    IF v_err IS NOT NULL THEN
+        PERFORM shoal.reject_parted_job(p_job_id, v_err);
+        RETURN 'rejected:' || v_err;
+    END IF;
+    UPDATE shoal.jobs SET tasks_total = tasks_total - 1 WHERE job_id = p_job_id;
+    INSERT INTO shoal.event_outbox (job_id, payload)
+    VALUES (p_job_id, jsonb_build_object('type', 'parts_complete', 'job_id', p_job_id,
+                                         'parts', j.parts_total, 'tasks', j.tasks_total - 1,
+                                         'items', j.items_total, 'ts', now()));
+    RETURN 'complete';
+END $$;
+
