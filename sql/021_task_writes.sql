@@ -380,7 +380,8 @@ FOR EACH STATEMENT EXECUTE FUNCTION shoal.tasks_delete_results();
 -- As in 018, except that the check for repeated item ids first asks whether
 -- any id repeats (one sort: a 1,000,000-item job's last part waited a second
 -- for the grouped query that names the id and its parts, now run only when
--- there is one to name).
+-- there is one to name), and the part's tasks are read with one
+-- jsonb_to_recordset.
 CREATE OR REPLACE FUNCTION shoal.record_job_part(p_job_id text, p_part integer, p_doc text, p_tasks jsonb,
                                       p_items integer, p_est_tokens bigint,
                                       p_est_cost double precision, p_source text)
@@ -422,11 +423,13 @@ BEGIN
         RETURN 'rejected:' || v_err;
     END IF;
 
+    -- item_ids read as text[] by the record's column type, not by a
+    -- subquery per task
     INSERT INTO shoal.tasks (task_id, job_id, chunk, item_ids, est_tokens, part)
-    SELECT p_job_id || ':' || lpad((v_first + (t->>'chunk')::int)::text, 6, '0'), p_job_id,
-           v_first + (t->>'chunk')::int,
-           ARRAY(SELECT jsonb_array_elements_text(t->'item_ids')), (t->>'est_tokens')::int, p_part
-    FROM jsonb_array_elements(coalesce(p_tasks, '[]')) AS t;
+    SELECT p_job_id || ':' || lpad((v_first + t.chunk)::text, 6, '0'), p_job_id,
+           v_first + t.chunk, coalesce(t.item_ids, '{}'), t.est_tokens, p_part
+    FROM jsonb_to_recordset(coalesce(p_tasks, '[]'))
+         AS t(chunk integer, item_ids text[], est_tokens integer);
     INSERT INTO shoal.job_parts (job_id, part, doc, items, chunk_first, chunks, source)
     VALUES (p_job_id, p_part, p_doc, p_items, v_first, v_n, p_source);
     UPDATE shoal.jobs
