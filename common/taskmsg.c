@@ -91,6 +91,35 @@ json_t *shoal_taskmsg_item(const json_t *src)
     return item;
 }
 
+/* See taskmsg.h. An item carries no more than id, input, group, model and
+ * body, and a key reads only its id, input and body, so the job's item
+ * objects are shared as they are. */
+json_t *shoal_taskmsg_key_view(const shoal_job_t *job, size_t k)
+{
+    const json_t *doc = shoal_job_json(job);
+    json_t *all = json_object_get(doc, "items");
+    size_t first, end;
+    shoal_job_chunk_range(job, k, &first, &end);
+    json_t *own = json_object_get(json_array_get(all, first), "model");
+    json_t *system = json_object_get(doc, "system");
+    json_t *t = json_object(), *items = json_array();
+    int bad = !t || !items;
+    for (size_t i = first; i < end && !bad; i++)
+        bad = json_array_append(items, json_array_get(all, i));
+    if (bad || json_object_set(t, "model", own ? own : json_object_get(doc, "model")) ||
+        (system && json_object_set(t, "system", system)) ||
+        json_object_set(t, "prompt_template", json_object_get(doc, "prompt_template")) ||
+        json_object_set(t, "items", items) ||
+        json_object_set(t, "output", json_object_get(doc, "output")) ||
+        (strcmp(shoal_job_mode(job), "batch") == 0 &&
+         json_object_set_new(t, "mode", json_string("batch")))) {
+        json_decref(t);
+        t = NULL;
+    }
+    json_decref(items);
+    return t;
+}
+
 json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, size_t errlen)
 {
     const json_t *doc = shoal_job_json(job);

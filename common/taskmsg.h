@@ -90,6 +90,14 @@ shoal_err_t shoal_taskmsg_task_id(const char *job_id, size_t chunk, char *buf, s
  * reason in errbuf (an out-of-range chunk, no job id, "out of memory"). */
 json_t *shoal_taskmsg_build(const shoal_job_t *job, size_t chunk, char *errbuf, size_t errlen);
 
+/* What common/cachekey.h's shoal_cachekey_task reads of chunk's message
+ * (model, system, prompt_template, items, output and mode), with the job's
+ * values shared: the key comes out as from shoal_taskmsg_build's message
+ * without building it (the scheduler writes the message once, as text, to
+ * publish it). Read-only; caller owns the reference; NULL when out of
+ * memory. */
+json_t *shoal_taskmsg_key_view(const shoal_job_t *job, size_t chunk);
+
 /* Task messages written as text straight from a job: the bytes
  * json_dumps(JSON_COMPACT) makes of shoal_taskmsg_build's message, numbered
  * as asked and with a cache key when one is given, without building the

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/cachekey.h"
+#include "common/taskmsg.h"
 
 struct shoal_cache_lookup {
     size_t n;
@@ -69,38 +70,6 @@ size_t shoal_cache_lookup_unkeyed(const shoal_cache_lookup_t *l)
     return l->unkeyed;
 }
 
-/* What shoal_cachekey_task reads of chunk k's task message (model, system,
- * prompt_template, items, output and mode), with the job's own values and
- * item objects shared: the key comes out as from the whole message, which
- * is not built here (common/taskmsg.h writes it as text once, to publish).
- * An item carries no more than id, input, group, model and body, and a key
- * reads only its id, input and body. NULL when out of memory. */
-static json_t *key_view(const shoal_job_t *job, size_t k)
-{
-    const json_t *doc = shoal_job_json(job);
-    json_t *all = json_object_get(doc, "items");
-    size_t first, end;
-    shoal_job_chunk_range(job, k, &first, &end);
-    json_t *own = json_object_get(json_array_get(all, first), "model");
-    json_t *system = json_object_get(doc, "system");
-    json_t *t = json_object(), *items = json_array();
-    int bad = !t || !items;
-    for (size_t i = first; i < end && !bad; i++)
-        bad = json_array_append(items, json_array_get(all, i));
-    if (bad || json_object_set(t, "model", own ? own : json_object_get(doc, "model")) ||
-        (system && json_object_set(t, "system", system)) ||
-        json_object_set(t, "prompt_template", json_object_get(doc, "prompt_template")) ||
-        json_object_set(t, "items", items) ||
-        json_object_set(t, "output", json_object_get(doc, "output")) ||
-        (strcmp(shoal_job_mode(job), "batch") == 0 &&
-         json_object_set_new(t, "mode", json_string("batch")))) {
-        json_decref(t);
-        t = NULL;
-    }
-    json_decref(items);
-    return t;
-}
-
 /* The key of one chunk (its job's own number: a part's chunk minus the
  * part's first) into key ("" when it cannot be made: the model is not in
  * models). The key covers neither the chunk's number nor its task id, so
@@ -112,7 +81,7 @@ static shoal_err_t chunk_key(const shoal_job_t *job, const shoal_models_t *model
     key[0] = '\0';
     if (chunk < 0 || (size_t)chunk >= shoal_job_n_chunks(job))
         return SHOAL_OK; /* the publisher reports it */
-    json_t *task = key_view(job, (size_t)chunk);
+    json_t *task = shoal_taskmsg_key_view(job, (size_t)chunk);
     if (!task)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     shoal_err_t err = shoal_cachekey_task(task, models, key, errbuf, errlen);

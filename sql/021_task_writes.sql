@@ -247,9 +247,10 @@ FOR EACH STATEMENT EXECUTE FUNCTION shoal.tasks_track_delete();
 -- before its tasks, and dispatch_from moved to the job's first pending
 -- top-level task from there (past the last chunk when none is left: tasks of
 -- parts still to come have higher chunks). p_at is when the messages were
--- produced (the caller's clock; now() when NULL): the call runs after Kafka
--- acknowledged them, by which time a worker may have started on them, and a
--- task's queued_at is its publication, from which queue waits are measured.
+-- produced (the caller's clock, never past now(); now() when NULL, which
+-- least() skips): the call runs after Kafka acknowledged them, by which time
+-- a worker may have started on them, and a task's queued_at is its
+-- publication, from which queue waits are measured.
 DROP FUNCTION shoal.mark_queued(text, int[]);
 CREATE FUNCTION shoal.mark_queued(p_job_id text, p_chunks int[], p_at timestamptz DEFAULT NULL)
 RETURNS void
@@ -259,7 +260,7 @@ BEGIN
     WITH ids AS MATERIALIZED (
         SELECT p_job_id || ':' || lpad(c::text, 6, '0') AS task_id FROM unnest(p_chunks) AS c
     )
-    UPDATE shoal.tasks t SET status = 'queued', queued_at = least(coalesce(p_at, now()), now())
+    UPDATE shoal.tasks t SET status = 'queued', queued_at = least(p_at, now())
     FROM ids
     WHERE t.task_id = ids.task_id AND t.status IN ('pending', 'queued')
       AND t.parent_task_id IS NULL;
