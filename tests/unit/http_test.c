@@ -5,7 +5,7 @@
  * transport failures (status 0), HTTP errors keep their status, body and
  * Retry-After, the final response's header block reaches the reply (interim
  * 1xx headers dropped, capped at 16 KiB), and the pending count follows every
- * submission and completion.
+ * submission and completion, and the environment's proxies are used.
  */
 #include "worker/http.h"
 
@@ -680,6 +680,82 @@ static void test_parallel_connections(struct curl_slist *hdr)
     shoal_sim_destroy(sim);
 }
 
+/* The environment's proxies are honoured, read when the handle is made: a
+ * call to a plain-http upstream goes to http_proxy (the proxy sees the
+ * absolute URL), and a host named in no_proxy is reached directly even when
+ * the proxy is down. */
+static void test_proxy_env(struct curl_slist *hdr)
+{
+    struct canned cs;
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof(sa);
+    pthread_t th;
+    struct result r;
+    struct ctx ctx = {NULL, 0};
+    char err[256], proxy[128], url[128];
+
+    memset(&cs, 0, sizeof(cs));
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(cs.fd >= 0);
+    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_eq(listen(cs.fd, 8), 0);
+    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    cs.responses[0] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    cs.n = 1;
+    assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
+
+    snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", ntohs(sa.sin_port));
+    assert_int_eq(setenv("http_proxy", proxy, 1), 0);
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    assert_true(ctx.h != NULL);
+    memset(&r, 0, sizeof(r));
+    post(ctx.h, "http://upstream.invalid/v1/chat/completions", hdr, "via proxy", 10000, 0, &r);
+    run_until_idle(ctx.h, 30);
+    assert_int_eq(pthread_join(th, NULL), 0);
+    assert_int_eq(r.done, 1);
+    assert_int_eq(r.status, 200);
+    assert_true(cs.request_line[0] != NULL);
+    assert_str_eq(cs.request_line[0], "POST http://upstream.invalid/v1/chat/completions HTTP/1.1");
+    free(cs.request_line[0]);
+    free(r.body);
+    free(r.headers);
+    close(cs.fd);
+    shoal_http_destroy(ctx.h);
+
+    /* the proxy is gone now; no_proxy names the simulator's host */
+    shoal_sim_t *sim = start_sim(0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
+    assert_int_eq(setenv("no_proxy", "127.0.0.1", 1), 0);
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    assert_true(ctx.h != NULL);
+    memset(&r, 0, sizeof(r));
+    post(ctx.h, url, hdr, "direct", 10000, 0, &r);
+    run_until_idle(ctx.h, 30);
+    assert_int_eq(r.status, 200);
+    free(r.body);
+    free(r.headers);
+    shoal_http_destroy(ctx.h);
+
+    /* without no_proxy the same call goes to the dead proxy and fails */
+    assert_int_eq(unsetenv("no_proxy"), 0);
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    assert_true(ctx.h != NULL);
+    memset(&r, 0, sizeof(r));
+    post(ctx.h, url, hdr, "through a dead proxy", 10000, 0, &r);
+    run_until_idle(ctx.h, 30);
+    assert_int_eq(r.status, 0);
+    assert_true(r.error[0] != '\0');
+    free(r.body);
+    free(r.headers);
+    shoal_http_destroy(ctx.h);
+    assert_int_eq(unsetenv("http_proxy"), 0);
+    shoal_sim_destroy(sim);
+}
+
 int main(void)
 {
     struct curl_slist *hdr = shoal_provider_headers(&model);
@@ -694,6 +770,7 @@ int main(void)
     test_retry_after(hdr);
     test_header_block(hdr);
     test_body_sizes(hdr);
+    test_proxy_env(hdr);
     curl_slist_free_all(hdr);
     printf("http_test: ok\n");
     return 0;
