@@ -141,6 +141,21 @@ static void post(shoal_http_t *h, const char *url, const struct curl_slist *hdr,
     free(body); /* the body was copied */
 }
 
+/* One call on a handle of its own, made after the environment is set. */
+static void call_once(struct ctx *ctx, const char *url, const struct curl_slist *hdr,
+                      const char *prompt, long timeout_ms, struct result *r)
+{
+    char err[256];
+    ctx->h = shoal_http_new(on_done, ctx, err, sizeof(err));
+    if (!ctx->h)
+        test_fail("shoal_http_new: %s", err);
+    memset(r, 0, sizeof(*r));
+    post(ctx->h, url, hdr, prompt, timeout_ms, 0, r);
+    run_until_idle(ctx->h, 30);
+    shoal_http_destroy(ctx->h);
+    ctx->h = NULL;
+}
+
 static void test_many_in_flight(struct curl_slist *hdr)
 {
     static struct result res[NCALLS];
@@ -271,21 +286,29 @@ static void test_delayed_start(struct curl_slist *hdr)
     shoal_sim_destroy(sim);
 }
 
-/* A port on 127.0.0.1 that nothing listens on: bound, then closed. */
-static int closed_port(void)
+/* A socket listening on a free port of 127.0.0.1; returns the port. */
+static int loopback_listen(int *fd)
 {
     struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t salen = sizeof(sa);
 
-    assert_true(fd >= 0);
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_eq(bind(*fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_eq(listen(*fd, 8), 0);
+    assert_int_eq(getsockname(*fd, (struct sockaddr *)&sa, &salen), 0);
     return ntohs(sa.sin_port);
+}
+
+/* A port on 127.0.0.1 that nothing listens on: bound, then closed. */
+static int closed_port(void)
+{
+    int fd, port = loopback_listen(&fd);
+    close(fd);
+    return port;
 }
 
 static void test_refused(struct curl_slist *hdr)
@@ -295,11 +318,7 @@ static void test_refused(struct curl_slist *hdr)
     char err[256], url[128];
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", closed_port());
-    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    assert_true(ctx.h != NULL);
-    memset(&r, 0, sizeof(r));
-    post(ctx.h, url, hdr, "nobody home", 5000, 0, &r);
-    run_until_idle(ctx.h, 30);
+    call_once(&ctx, url, hdr, "nobody home", 5000, &r);
     assert_int_eq(r.done, 1);
     assert_int_eq(r.status, 0);
     assert_true(r.error[0] != '\0');
@@ -308,7 +327,6 @@ static void test_refused(struct curl_slist *hdr)
     assert_true(shoal_outcome_retriable(SHOAL_OUTCOME_CONNECTION));
     free(r.body);
     free(r.headers);
-    shoal_http_destroy(ctx.h);
 }
 
 static void test_timeout(struct curl_slist *hdr)
@@ -440,22 +458,13 @@ static void test_retry_after(struct curl_slist *hdr)
     static const long want[] = {2000, 1500, 3000, -1};
     static char resp[4][256];
     struct canned cs;
-    struct sockaddr_in sa;
-    socklen_t salen = sizeof(sa);
     pthread_t th;
     struct result r[4];
     struct ctx ctx = {NULL, 0};
     char err[256], url[128];
 
     memset(&cs, 0, sizeof(cs));
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(cs.fd >= 0);
-    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_eq(listen(cs.fd, 8), 0);
-    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    int port = loopback_listen(&cs.fd);
     for (int i = 0; i < 4; i++) {
         snprintf(resp[i], sizeof(resp[i]),
                  "HTTP/1.1 429 Too Many Requests\r\n%sContent-Type: application/json\r\n"
@@ -466,7 +475,7 @@ static void test_retry_after(struct curl_slist *hdr)
     cs.n = 4;
     assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
 
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", ntohs(sa.sin_port));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
     assert_true(ctx.h != NULL);
     /* one at a time, so the responses go out in order */
@@ -497,8 +506,6 @@ static void test_header_block(struct curl_slist *hdr)
 {
     static char big[32 * 1024];
     struct canned cs;
-    struct sockaddr_in sa;
-    socklen_t salen = sizeof(sa);
     pthread_t th;
     struct result r[3];
     struct ctx ctx = {NULL, 0};
@@ -519,17 +526,10 @@ static void test_header_block(struct curl_slist *hdr)
     cs.responses[2] = "HTTP/1.1 200 OK\r\nX-Third: 3\r\nContent-Type: application/json\r\n"
                       "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
     cs.n = 3;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(cs.fd >= 0);
-    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_eq(listen(cs.fd, 8), 0);
-    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    int port = loopback_listen(&cs.fd);
     assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
 
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", ntohs(sa.sin_port));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
     assert_true(ctx.h != NULL);
     for (int i = 0; i < 3; i++) {
@@ -584,8 +584,6 @@ static void test_body_sizes(struct curl_slist *hdr)
     static char want_big[BIG + 1], want_chunk[CHUNK + 1], want_tail[TAIL + 1];
     char url[4096], err[256];
     struct canned cs;
-    struct sockaddr_in sa;
-    socklen_t salen = sizeof(sa);
     pthread_t th;
     struct result r[4];
     struct ctx ctx = {NULL, 0};
@@ -604,18 +602,10 @@ static void test_body_sizes(struct curl_slist *hdr)
     cs.responses[2] = chunked;
     cs.responses[3] = closed;
     cs.n = 4;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(cs.fd >= 0);
-    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_eq(listen(cs.fd, 8), 0);
-    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    int port = loopback_listen(&cs.fd);
     assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
 
-    int n = snprintf(url, sizeof(url),
-                     "http://127.0.0.1:%d/v1/chat/completions?pad=", ntohs(sa.sin_port));
+    int n = snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions?pad=", port);
     memset(url + n, 'u', 3000);
     snprintf(url + n + 3000, sizeof(url) - (size_t)n - 3000, "&end=1");
     ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
@@ -687,34 +677,20 @@ static void test_parallel_connections(struct curl_slist *hdr)
 static void test_proxy_env(struct curl_slist *hdr)
 {
     struct canned cs;
-    struct sockaddr_in sa;
-    socklen_t salen = sizeof(sa);
     pthread_t th;
     struct result r;
     struct ctx ctx = {NULL, 0};
-    char err[256], proxy[128], url[128];
+    char proxy[128], url[128];
 
     memset(&cs, 0, sizeof(cs));
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cs.fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(cs.fd >= 0);
-    assert_int_eq(bind(cs.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_eq(listen(cs.fd, 8), 0);
-    assert_int_eq(getsockname(cs.fd, (struct sockaddr *)&sa, &salen), 0);
+    int port = loopback_listen(&cs.fd);
     cs.responses[0] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                       "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
     cs.n = 1;
     assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
-
-    snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", ntohs(sa.sin_port));
+    snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", port);
     assert_int_eq(setenv("http_proxy", proxy, 1), 0);
-    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    assert_true(ctx.h != NULL);
-    memset(&r, 0, sizeof(r));
-    post(ctx.h, "http://upstream.invalid/v1/chat/completions", hdr, "via proxy", 10000, 0, &r);
-    run_until_idle(ctx.h, 30);
+    call_once(&ctx, "http://upstream.invalid/v1/chat/completions", hdr, "via proxy", 10000, &r);
     assert_int_eq(pthread_join(th, NULL), 0);
     assert_int_eq(r.done, 1);
     assert_int_eq(r.status, 200);
@@ -724,34 +700,24 @@ static void test_proxy_env(struct curl_slist *hdr)
     free(r.body);
     free(r.headers);
     close(cs.fd);
-    shoal_http_destroy(ctx.h);
 
     /* the proxy is gone now; no_proxy names the simulator's host */
     shoal_sim_t *sim = start_sim(0);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
     assert_int_eq(setenv("no_proxy", "127.0.0.1", 1), 0);
-    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    assert_true(ctx.h != NULL);
-    memset(&r, 0, sizeof(r));
-    post(ctx.h, url, hdr, "direct", 10000, 0, &r);
-    run_until_idle(ctx.h, 30);
+    call_once(&ctx, url, hdr, "direct", 10000, &r);
     assert_int_eq(r.status, 200);
     free(r.body);
     free(r.headers);
-    shoal_http_destroy(ctx.h);
 
     /* without no_proxy the same call goes to the dead proxy and fails */
     assert_int_eq(unsetenv("no_proxy"), 0);
-    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
-    assert_true(ctx.h != NULL);
-    memset(&r, 0, sizeof(r));
-    post(ctx.h, url, hdr, "through a dead proxy", 10000, 0, &r);
-    run_until_idle(ctx.h, 30);
+    call_once(&ctx, url, hdr, "through a dead proxy", 10000, &r);
+    assert_int_eq(r.done, 1);
     assert_int_eq(r.status, 0);
     assert_true(r.error[0] != '\0');
     free(r.body);
     free(r.headers);
-    shoal_http_destroy(ctx.h);
     assert_int_eq(unsetenv("http_proxy"), 0);
     shoal_sim_destroy(sim);
 }
