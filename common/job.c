@@ -263,8 +263,9 @@ void shoal_job_destroy(shoal_job_t *job)
     shoal_jsonalloc_free(job);
 }
 
-shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
-                             const shoal_models_t *models, char *errbuf, size_t errlen)
+/* shoal_job_parse, and with checked 0 shoal_job_parse_stored. */
+static shoal_job_t *parse(const char *buf, size_t len, size_t max_bytes, int checked,
+                          const shoal_models_t *models, char *errbuf, size_t errlen)
 {
     shoal_job_t *job;
     json_t *doc;
@@ -276,7 +277,13 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     }
     if (!(doc = shoal_job_decode(buf, len, errbuf, errlen)))
         return NULL;
-    if (shoal_job_check_schema(doc, errbuf, errlen)) {
+    if (!checked && !json_is_object(doc)) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "job: expected an object, got %s",
+                      shoal_jsondesc_type(doc));
+        json_decref(doc);
+        return NULL;
+    }
+    if (checked && shoal_job_check_schema(doc, errbuf, errlen)) {
         json_decref(doc);
         return NULL;
     }
@@ -293,11 +300,23 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     job->priority_given = priority_given;
     /* until the scheduler says when it accepted the job (shoal_job_set_submitted) */
     job->submitted_unix = (long long)time(NULL);
-    if (shoal_jobcheck_semantics(doc, models, errbuf, errlen) || plan_chunks(job, errbuf, errlen)) {
+    if ((checked && shoal_jobcheck_semantics(doc, models, errbuf, errlen)) ||
+        plan_chunks(job, errbuf, errlen)) {
         shoal_job_destroy(job);
         return NULL;
     }
     return job;
+}
+
+shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
+                             const shoal_models_t *models, char *errbuf, size_t errlen)
+{
+    return parse(buf, len, max_bytes, 1, models, errbuf, errlen);
+}
+
+shoal_job_t *shoal_job_parse_stored(const char *buf, size_t len, char *errbuf, size_t errlen)
+{
+    return parse(buf, len, 0, 0, NULL, errbuf, errlen);
 }
 
 static const char *get_str(const shoal_job_t *job, const char *key)

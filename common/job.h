@@ -39,6 +39,15 @@ typedef struct shoal_job shoal_job_t;
 shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
                              const shoal_models_t *models, char *errbuf, size_t errlen);
 
+/* shoal_job_parse for a job document shoal_job_parse has accepted before
+ * and the scheduler kept (a stored job or part): decoded, defaults filled
+ * in and chunks planned as shoal_job_parse does, without judging again what
+ * it judged then (the schema, item ids, models, output.schema), which took
+ * most of the time of rebuilding a part of 20,000 items. A text that no
+ * longer decodes, is not an object or cannot be planned is still refused,
+ * NULL with the reason in errbuf. Caller destroys. */
+shoal_job_t *shoal_job_parse_stored(const char *buf, size_t len, char *errbuf, size_t errlen);
+
 void shoal_job_destroy(shoal_job_t *job); /* NULL is ok */
 
 /* Getters. Strings and json_t are borrowed until shoal_job_destroy(), except

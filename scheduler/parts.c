@@ -29,9 +29,10 @@ static int mentions_part(const char *s, size_t len)
 
 /* The header's job (its document without "parts") with items[0..ilen), the
  * text of an items array without its brackets, as its items, parsed and
- * checked as shoal_job_parse does (models may be NULL). NULL with the reason
- * in why. */
-static shoal_job_t *build(json_t *header, const char *items, size_t ilen,
+ * checked as shoal_job_parse does (models may be NULL), or for a stored
+ * part (stored 1) rebuilt as shoal_job_parse_stored does. NULL with the
+ * reason in why. */
+static shoal_job_t *build(json_t *header, const char *items, size_t ilen, int stored,
                           const shoal_models_t *models, char *why, size_t whylen)
 {
     static const char mid[] = ",\"items\":[";
@@ -59,14 +60,16 @@ static shoal_job_t *build(json_t *header, const char *items, size_t ilen,
         snprintf(why, whylen, "out of memory");
         return NULL;
     }
-    shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, why, whylen);
+    size_t tlen = strlen(text);
+    shoal_job_t *job = stored ? shoal_job_parse_stored(text, tlen, why, whylen)
+                              : shoal_job_parse(text, tlen, 0, models, why, whylen);
     free(text);
     return job;
 }
 
 /* The header's job with items (borrowed, an array) as its items. */
-static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t *models, char *why,
-                            size_t whylen)
+static shoal_job_t *compose(json_t *header, json_t *items, int stored, const shoal_models_t *models,
+                            char *why, size_t whylen)
 {
     if (!json_is_array(items)) {
         snprintf(why, whylen, "items: expected an array");
@@ -78,7 +81,7 @@ static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t 
         return NULL;
     }
     size_t len = strlen(text); /* "[...]" */
-    shoal_job_t *job = build(header, text + 1, len - 2, models, why, whylen);
+    shoal_job_t *job = build(header, text + 1, len - 2, stored, models, why, whylen);
     free(text);
     return job;
 }
@@ -90,7 +93,7 @@ static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t 
  * either way: an item decodes to the same value from its own text as from
  * its re-encoding. *scanned is 0 when the text could not be scanned as an
  * object with an items array (the caller falls back to compose()). */
-static shoal_job_t *compose_text(json_t *header, const char *text, size_t len,
+static shoal_job_t *compose_text(json_t *header, const char *text, size_t len, int stored,
                                  const shoal_models_t *models, int *scanned, char *why,
                                  size_t whylen)
 {
@@ -111,7 +114,7 @@ static shoal_job_t *compose_text(json_t *header, const char *text, size_t len,
     if (r < 0)
         return NULL;
     *scanned = 1;
-    return build(header, first, first ? (size_t)(last - first) : 0, models, why, whylen);
+    return build(header, first, first ? (size_t)(last - first) : 0, stored, models, why, whylen);
 }
 
 static char *text_of(const void *value, size_t len)
@@ -157,7 +160,7 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source,
     /* The header is checked as a job whose one item stands in for the parts'. */
     json_t *standin = json_pack("[{s:s, s:s}]", "id", "-", "input", "-");
     char jwhy[512];
-    shoal_job_t *job = standin ? compose(doc, standin, c->models, jwhy, sizeof(jwhy)) : NULL;
+    shoal_job_t *job = standin ? compose(doc, standin, 0, c->models, jwhy, sizeof(jwhy)) : NULL;
     json_decref(standin);
     if (!job) {
         snprintf(why, sizeof(why), "job header: %s", standin ? jwhy : "out of memory");
@@ -385,9 +388,9 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
     if (!hdr)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "cannot decode the stored header");
     int scanned;
-    shoal_job_t *job = compose_text(hdr, value, len, c->models, &scanned, jwhy, sizeof(jwhy));
+    shoal_job_t *job = compose_text(hdr, value, len, 0, c->models, &scanned, jwhy, sizeof(jwhy));
     if (!scanned && !scanned_items)
-        job = compose(hdr, items, c->models, jwhy, sizeof(jwhy));
+        job = compose(hdr, items, 0, c->models, jwhy, sizeof(jwhy));
     json_decref(hdr);
     if (!job) {
         snprintf(why, sizeof(why), "part %lld: %s", (long long)k, jwhy);
@@ -518,10 +521,11 @@ shoal_job_t *shoal_parts_load(shoal_pg_t *pg, const char *job_id, int part, long
     shoal_job_t *job = NULL;
     if (part < 0) {
         /* The stored document is the job as the scheduler parsed it: parsing
-         * it again (without the models file, which may have changed) gives the
-         * same chunks and the same task messages. */
-        job = shoal_job_parse(PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), 0, NULL, why,
-                              sizeof(why));
+         * it again (without the models file, which may have changed, and
+         * without the checks it passed) gives the same chunks and the same
+         * task messages. */
+        job = shoal_job_parse_stored(PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), why,
+                                     sizeof(why));
         *chunk_base = 0;
         *n_chunks = job ? (long)shoal_job_n_chunks(job) : 0;
     } else {
@@ -529,13 +533,13 @@ shoal_job_t *shoal_parts_load(shoal_pg_t *pg, const char *job_id, int part, long
         int scanned = 0;
         snprintf(why, sizeof(why), "the stored header is not JSON");
         if (hdr)
-            job = compose_text(hdr, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), NULL,
+            job = compose_text(hdr, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), 1, NULL,
                                &scanned, why, sizeof(why));
         if (hdr && !scanned) {
             json_t *pdoc = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
             snprintf(why, sizeof(why), "the stored part is not JSON");
             if (pdoc)
-                job = compose(hdr, json_object_get(pdoc, "items"), NULL, why, sizeof(why));
+                job = compose(hdr, json_object_get(pdoc, "items"), 1, NULL, why, sizeof(why));
             json_decref(pdoc);
         }
         json_decref(hdr);

@@ -1491,6 +1491,127 @@ static void test_all_errors(void)
     assert_str_contains(err, "(more problems not shown)");
 }
 
+/* A job of n items "i0".."i<n-1>", except that items[dup[k][0]] takes the
+ * id of items[dup[k][1]]. Caller frees. */
+static char *job_with_ids(size_t n, const size_t (*dup)[2], size_t ndup)
+{
+    size_t cap = n * 40 + 256, len;
+    char *buf = malloc(cap);
+    assert_true(buf != NULL);
+    len = (size_t)snprintf(buf, cap,
+                           "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":"
+                           "\"{{input}}\",\"chunking\":{\"max_items\":10},\"items\":[");
+    for (size_t i = 0; i < n; i++) {
+        size_t id = i;
+        for (size_t k = 0; k < ndup; k++)
+            if (dup[k][0] == i)
+                id = dup[k][1];
+        len += (size_t)snprintf(buf + len, cap - len, "%s{\"id\":\"i%zu\",\"input\":\"x %zu\"}",
+                                i ? "," : "", id, i);
+    }
+    snprintf(buf + len, cap - len, "]}");
+    return buf;
+}
+
+/* Item ids are judged in one pass: the first item (in job order) whose id
+ * an earlier one has is named, with the earliest item that has it. */
+static void test_unique_ids(void)
+{
+    static const size_t one[][2] = {{25000, 7}};
+    static const size_t two[][2] = {{29000, 3}, {20000, 19999}};
+    static const size_t last[][2] = {{29999, 29998}};
+    char err[512];
+    char *text = job_with_ids(30000, NULL, 0);
+    shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
+    if (!job)
+        test_fail("unique ids refused: %s", err);
+    assert_int_eq(shoal_job_n_items(job), 30000);
+    shoal_job_destroy(job);
+    free(text);
+
+    text = job_with_ids(30000, one, 1);
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "items[25000].id \"i7\" repeats items[7].id");
+    free(text);
+    text = job_with_ids(30000, two, 2);
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "items[20000].id \"i19999\" repeats items[19999].id");
+    free(text);
+    text = job_with_ids(30000, last, 1);
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "items[29999].id \"i29998\" repeats items[29998].id");
+    free(text);
+}
+
+/* A stored job rebuilds as shoal_job_parse built it (same chunks, same
+ * task messages), without the checks it passed; what no longer decodes is
+ * still refused with the reason. */
+static void test_parse_stored(void)
+{
+    static const char *const files[] = {"all_fields.json", "groups.json", "multi_item_chunks.json",
+                                        "unicode.json", "deadline_truncation.json"};
+    char path[1100], err[512], err2[512];
+
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        size_t len;
+        snprintf(path, sizeof(path), "%s/tests/data/jobs/valid/%s", source_dir(), files[f]);
+        char *buf = read_file(path, &len);
+        shoal_job_t *a = shoal_job_parse(buf, len, 0, models, err, sizeof(err));
+        if (!a)
+            test_fail("%s: %s", files[f], err);
+        if (!shoal_job_id(a))
+            assert_int_eq(shoal_job_set_id(a, "stored-1"), SHOAL_OK);
+        /* what the scheduler stores: the parsed document */
+        char *doc = json_dumps(shoal_job_json(a), JSON_COMPACT);
+        shoal_job_t *b = shoal_job_parse_stored(doc, strlen(doc), err, sizeof(err));
+        if (!b)
+            test_fail("%s stored: %s", files[f], err);
+        assert_int_eq(shoal_job_n_chunks(b), shoal_job_n_chunks(a));
+        assert_int_eq(shoal_job_n_items(b), shoal_job_n_items(a));
+        assert_int_eq(shoal_job_est_tokens(b), shoal_job_est_tokens(a));
+        shoal_job_set_submitted(b, 1700000000);
+        shoal_job_set_submitted(a, 1700000000);
+        shoal_taskmsg_writer_t *wa = shoal_taskmsg_writer_new(a, 100000, err, sizeof(err));
+        shoal_taskmsg_writer_t *wb = shoal_taskmsg_writer_new(b, 100000, err, sizeof(err));
+        assert_true(wa != NULL && wb != NULL);
+        for (size_t k = 0; k < shoal_job_n_chunks(a); k++) {
+            size_t la, lb;
+            const char *ta = shoal_taskmsg_writer_text(wa, k, (long)k, NULL, &la, err, sizeof(err));
+            assert_true(ta != NULL);
+            char *copy = strdup(ta);
+            const char *tb =
+                shoal_taskmsg_writer_text(wb, k, (long)k, NULL, &lb, err2, sizeof(err2));
+            assert_true(tb != NULL);
+            assert_str_eq(tb, copy);
+            free(copy);
+        }
+        shoal_taskmsg_writer_destroy(wa);
+        shoal_taskmsg_writer_destroy(wb);
+        shoal_job_destroy(a);
+        shoal_job_destroy(b);
+        free(doc);
+        free(buf);
+    }
+
+    /* the checks it passed are not made again: a repeated id and a model the
+     * models file does not know (the stored job is rebuilt without it) */
+    const char *again =
+        "{\"tenant\":\"acme\",\"model\":\"gpt-9\",\"prompt_template\":\"{{input}}\","
+        "\"items\":[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"a\",\"input\":\"y\"}]}";
+    assert_true(shoal_job_parse(again, strlen(again), 0, models, err, sizeof(err)) == NULL);
+    shoal_job_t *job = shoal_job_parse_stored(again, strlen(again), err, sizeof(err));
+    if (!job)
+        test_fail("stored job refused: %s", err);
+    assert_int_eq(shoal_job_n_chunks(job), 2);
+    shoal_job_destroy(job);
+
+    /* what does not decode, or is not a job, still fails with the reason */
+    assert_true(shoal_job_parse_stored("{\"items\":[", 10, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "invalid JSON at line 1");
+    assert_true(shoal_job_parse_stored("[1]", 3, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "job: expected an object, got an array");
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/shoal-job-tasks-XXXXXX", path[1100], err[512];
@@ -1526,6 +1647,8 @@ int main(void)
     test_tasks();
     test_settings();
     test_messages();
+    test_unique_ids();
+    test_parse_stored();
     test_alloc_failures("all_fields.json");
     test_alloc_failures("minimal.json");
     shoal_models_destroy(models);
