@@ -86,6 +86,30 @@ static shoal_job_t *compose(json_t *header, json_t *items, int stored, const sho
     return job;
 }
 
+/* The text of the items of the object text[0..len) (its items array
+ * without the brackets) into *items, *ilen: 0, or -1 with the reason in why
+ * when the text could not be scanned as an object with an items array. */
+static int items_text(const char *text, size_t len, const char **items, size_t *ilen, char *why,
+                      size_t whylen)
+{
+    const char *item, *first = NULL, *last = NULL;
+    size_t n;
+    int r;
+
+    shoal_jobsplit_t *split = shoal_jobsplit_new(text, len, why, whylen);
+    if (!split)
+        return -1;
+    while ((r = shoal_jobsplit_next(split, &item, &n, why, whylen)) == 1) {
+        if (!first)
+            first = item;
+        last = item + n;
+    }
+    shoal_jobsplit_destroy(split);
+    *items = first;
+    *ilen = first ? (size_t)(last - first) : 0;
+    return r < 0 ? -1 : 0;
+}
+
 /* compose() for a part given as its message text[0..len): the items' text
  * is spliced after the header's members as it came, so a part of tens of
  * thousands of items is decoded once (by shoal_job_parse) instead of being
@@ -97,24 +121,11 @@ static shoal_job_t *compose_text(json_t *header, const char *text, size_t len, i
                                  const shoal_models_t *models, int *scanned, char *why,
                                  size_t whylen)
 {
-    const char *item, *first = NULL, *last = NULL;
+    const char *items;
     size_t ilen;
-    int r;
 
-    *scanned = 0;
-    shoal_jobsplit_t *split = shoal_jobsplit_new(text, len, why, whylen);
-    if (!split)
-        return NULL;
-    while ((r = shoal_jobsplit_next(split, &item, &ilen, why, whylen)) == 1) {
-        if (!first)
-            first = item;
-        last = item + ilen;
-    }
-    shoal_jobsplit_destroy(split);
-    if (r < 0)
-        return NULL;
-    *scanned = 1;
-    return build(header, first, first ? (size_t)(last - first) : 0, stored, models, why, whylen);
+    *scanned = items_text(text, len, &items, &ilen, why, whylen) == 0;
+    return *scanned ? build(header, items, ilen, stored, models, why, whylen) : NULL;
 }
 
 static char *text_of(const void *value, size_t len)
@@ -530,11 +541,20 @@ shoal_job_t *shoal_parts_load(shoal_pg_t *pg, const char *job_id, int part, long
         *n_chunks = job ? (long)shoal_job_n_chunks(job) : 0;
     } else {
         json_t *hdr = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
-        int scanned = 0;
+        const char *items;
+        size_t ilen;
+        int scanned = 0, unsure = 1;
         snprintf(why, sizeof(why), "the stored header is not JSON");
-        if (hdr)
-            job = compose_text(hdr, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), 1, NULL,
-                               &scanned, why, sizeof(why));
+        /* Its items are kept as text when they are plain, so that their
+         * task messages are written from it (no item is decoded); else the
+         * part is decoded as it was at intake. */
+        if (hdr && items_text(PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), &items, &ilen, why,
+                              sizeof(why)) == 0) {
+            scanned = 1;
+            job = shoal_job_parse_stored_part(hdr, items, ilen, &unsure, why, sizeof(why));
+            if (!job && unsure)
+                job = build(hdr, items, ilen, 1, NULL, why, sizeof(why));
+        }
         if (hdr && !scanned) {
             json_t *pdoc = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
             snprintf(why, sizeof(why), "the stored part is not JSON");

@@ -1612,6 +1612,140 @@ static void test_parse_stored(void)
     assert_str_eq(err, "job: expected an object, got an array");
 }
 
+/* Every chunk's task message from a and from b, as text, is the same. */
+static void same_messages(const shoal_job_t *a, const shoal_job_t *b)
+{
+    char err[512];
+    shoal_taskmsg_writer_t *wa = shoal_taskmsg_writer_new(a, 1000, err, sizeof(err));
+    shoal_taskmsg_writer_t *wb = shoal_taskmsg_writer_new(b, 1000, err, sizeof(err));
+    assert_true(wa != NULL && wb != NULL);
+    assert_int_eq(shoal_job_n_chunks(b), shoal_job_n_chunks(a));
+    for (size_t k = 0; k < shoal_job_n_chunks(a); k++) {
+        size_t la, lb;
+        const char *key =
+            k % 2 ? "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" : NULL;
+        assert_int_eq(shoal_job_chunk_est_tokens(b, k), shoal_job_chunk_est_tokens(a, k));
+        const char *ta = shoal_taskmsg_writer_text(wa, k, (long)k + 7, key, &la, err, sizeof(err));
+        if (!ta)
+            test_fail("chunk %zu: %s", k, err);
+        char *copy = strdup(ta);
+        const char *tb = shoal_taskmsg_writer_text(wb, k, (long)k + 7, key, &lb, err, sizeof(err));
+        if (!tb)
+            test_fail("chunk %zu: %s", k, err);
+        assert_str_eq(tb, copy);
+        assert_int_eq(lb, la);
+        free(copy);
+    }
+    shoal_taskmsg_writer_destroy(wa);
+    shoal_taskmsg_writer_destroy(wb);
+}
+
+/* A stored part whose items stay text: the same job, chunks and task
+ * messages as the part decoded, before and after its document is read; and
+ * anything but plain items is left to the decoding path. */
+static void test_stored_part(void)
+{
+    static const char header[] =
+        "{\"job_id\":\"p-1\",\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"be brief\","
+        "\"prompt_template\":\"Echo:\\n{{input}} ({{ids}})\",\"chunking\":{\"max_items\":3},"
+        "\"deadline_s\":600,\"parts\":2}";
+    static const char items[] =
+        " {\"id\":\"a\",\"input\":\"plain\"} ,\n{\"input\":\"tab\\tq\\\"uote\\\\ slash\\/ "
+        "\xc3\xa9 \xe2\x9c\x93\",\"id\":\"b\"},{\"id\":\"c\",\"input\":\"\"},"
+        "{ \"id\" : \"d.e:f\" , \"input\" : \"line\\nbreak\\r\\b\\f\" "
+        "},{\"id\":\"g\",\"input\":\"x\"}";
+    char err[512], text[2048];
+    int unsure;
+    json_t *hdr = json_loads(header, 0, NULL);
+    assert_true(hdr != NULL);
+
+    /* the part as shoal_job_parse_stored rebuilds it: the header without
+     * "parts", the items after its members */
+    json_t *h2 = json_deep_copy(hdr);
+    json_object_del(h2, "parts");
+    char *head = json_dumps(h2, JSON_COMPACT);
+    snprintf(text, sizeof(text), "%.*s,\"items\":[%s]}", (int)strlen(head) - 1, head, items);
+    free(head);
+    json_decref(h2);
+    shoal_job_t *ref = shoal_job_parse_stored(text, strlen(text), err, sizeof(err));
+    if (!ref)
+        test_fail("reference: %s", err);
+
+    shoal_job_t *job =
+        shoal_job_parse_stored_part(hdr, items, strlen(items), &unsure, err, sizeof(err));
+    if (!job)
+        test_fail("stored part refused (unsure %d): %s", unsure, err);
+    assert_int_eq(shoal_job_n_items(job), 5);
+    assert_int_eq(shoal_job_n_chunks(job), 2);
+    assert_int_eq(shoal_job_est_tokens(job), shoal_job_est_tokens(ref));
+    assert_str_eq(shoal_job_id(job), "p-1");
+    assert_int_eq(shoal_job_deadline_s(job), 600);
+    shoal_job_set_submitted(job, 1700000000);
+    shoal_job_set_submitted(ref, 1700000000);
+    shoal_job_text_t id, input;
+    assert_int_eq(shoal_job_item_text(job, 1, &id, &input), 1);
+    assert_int_eq(id.len, 1);
+    assert_int_eq(input.escaped, 1);
+    assert_true(shoal_job_field(job, "parts") == NULL);
+    same_messages(ref, job);
+    /* the key view (the result cache) reads the document: decoded then,
+     * equal to the reference's, and the messages stay the same */
+    const json_t *doc = shoal_job_json(job);
+    assert_true(doc != NULL);
+    assert_true(json_equal(doc, shoal_job_json(ref)));
+    assert_int_eq(shoal_job_item_text(job, 1, &id, &input), 0);
+    same_messages(ref, job);
+    json_t *va = shoal_taskmsg_key_view(ref, 1), *vb = shoal_taskmsg_key_view(job, 1);
+    assert_true(va && vb && json_equal(va, vb));
+    json_decref(va);
+    json_decref(vb);
+    shoal_job_destroy(job);
+    shoal_job_destroy(ref);
+
+    /* anything but plain items, or grouping, is left to the caller */
+    static const char *const unsure_items[] = {
+        "{\"id\":\"a\",\"input\":\"x\",\"group\":\"g\"}",
+        "{\"id\":\"a\",\"input\":\"x\",\"model\":\"sim-small\"}",
+        "{\"id\":\"a\",\"input\":\"caf\\u00e9\"}",
+        "{\"id\":\"a\",\"input\":5}",
+        "{\"id\":\"a\",\"input\":\"x\"},",
+        "{\"id\":\"a\",\"input\":\"x\"} {\"id\":\"b\",\"input\":\"y\"}",
+        "{\"id\":\"a\"}",
+        "{\"id\":\"a\",\"id\":\"b\",\"input\":\"x\"}",
+        "{\"id\":\"a\",\"input\":\"x\"",
+    };
+    for (size_t i = 0; i < sizeof(unsure_items) / sizeof(unsure_items[0]); i++) {
+        unsure = 0;
+        job = shoal_job_parse_stored_part(hdr, unsure_items[i], strlen(unsure_items[i]), &unsure,
+                                          err, sizeof(err));
+        if (job || !unsure)
+            test_fail("taken as plain: %s", unsure_items[i]);
+    }
+    json_t *grouped = json_deep_copy(hdr);
+    json_object_set_new(json_object_get(grouped, "chunking"), "group_by", json_string("group"));
+    unsure = 0;
+    assert_true(shoal_job_parse_stored_part(grouped, "{\"id\":\"a\",\"input\":\"x\"}", 24, &unsure,
+                                            err, sizeof(err)) == NULL);
+    assert_int_eq(unsure, 1);
+    json_decref(grouped);
+
+    /* what cannot be planned still fails with the reason */
+    json_t *small = json_deep_copy(hdr);
+    json_object_set_new(json_object_get(small, "chunking"), "max_tokens", json_integer(30));
+    char big[4096];
+    size_t n = (size_t)snprintf(big, sizeof(big), "{\"id\":\"a\",\"input\":\"");
+    for (int i = 0; i < 300; i++)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "word ");
+    snprintf(big + n, sizeof(big) - n, "\"}");
+    unsure = 1;
+    assert_true(shoal_job_parse_stored_part(small, big, strlen(big), &unsure, err, sizeof(err)) ==
+                NULL);
+    assert_int_eq(unsure, 0);
+    assert_str_contains(err, "items[0].input is about");
+    json_decref(small);
+    json_decref(hdr);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/shoal-job-tasks-XXXXXX", path[1100], err[512];
@@ -1649,6 +1783,7 @@ int main(void)
     test_messages();
     test_unique_ids();
     test_parse_stored();
+    test_stored_part();
     test_alloc_failures("all_fields.json");
     test_alloc_failures("minimal.json");
     shoal_models_destroy(models);
