@@ -32,6 +32,8 @@
 #define MAX_ITEMS_DEFAULT 1
 #define ATTEMPTS_DEFAULT 3
 #define TIMEOUT_DEFAULT 60000
+/* The schema's bound on items (properties/items). */
+#define ITEMS_MAX 100000
 
 /* An item of a job rebuilt from a stored part's text: the bodies of its id
  * and input strings as written between the quotes (escapes, never \u, as
@@ -447,8 +449,85 @@ static int scan_items(shoal_job_t *job, const char *text, size_t len)
     return 0;
 }
 
-shoal_job_t *shoal_job_parse_stored_part(const json_t *header, const char *items, size_t len,
-                                         int *unsure, char *errbuf, size_t errlen)
+/* A string body as written in JSON text, as a jansson string. */
+static json_t *span_string(const char *s, size_t n, int escaped)
+{
+    if (!escaped)
+        return json_stringn_nocheck(s, n);
+    char *tmp = shoal_jsonalloc_array(n + 1, 1);
+    json_t *v = tmp ? json_stringn_nocheck(tmp, shoal_jsonlex_unescape(tmp, s, n)) : NULL;
+    shoal_jsonalloc_free(tmp);
+    return v;
+}
+
+/* An item kept as text, decoded as shoal_job_parse decodes it; NULL when
+ * out of memory. */
+static json_t *span_item(const struct span *sp)
+{
+    json_t *item = json_object();
+    json_t *id = span_string(sp->id, sp->id_len, sp->id_esc);
+    json_t *input = span_string(sp->input, sp->input_len, sp->input_esc);
+    int bad = !item || !id || !input;
+    if (!bad && sp->input_first)
+        bad = json_object_set(item, "input", input) || json_object_set(item, "id", id);
+    else if (!bad)
+        bad = json_object_set(item, "id", id) || json_object_set(item, "input", input);
+    json_decref(id);
+    json_decref(input);
+    if (bad) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
+}
+
+static const char *span_id(void *arg, size_t i, size_t *len)
+{
+    const struct span *sp = (const struct span *)arg + i;
+    *len = sp->id_len;
+    return sp->id;
+}
+
+/* What shoal_job_parse judges of a job of plain items, judged on the spans
+ * and on doc (the header's members, no defaults yet) with the first item:
+ * the schema's item rule and the item count (which let the schema judge the
+ * document by its first item, as shoal_job_check_schema does), unique ids,
+ * then the schema and shoal_jobcheck_semantics on that document. 0 when all
+ * pass, 1 when anything fails (the caller parses the text to word it), -1
+ * when out of memory. doc gets its defaults. */
+static int judge_plain(shoal_job_t *job, json_t *doc, const shoal_models_t *models)
+{
+    size_t repeat, original;
+    char why[1024];
+    int r;
+
+    if (job->n_items < 1 || job->n_items > ITEMS_MAX)
+        return 1;
+    for (size_t i = 0; i < job->n_items; i++)
+        if (job->spans[i].id_esc ||
+            !shoal_jobcheck_plain_item(job->spans[i].id, job->spans[i].id_len,
+                                       job->spans[i].input_len))
+            return 1;
+    if ((r = shoal_jobcheck_first_repeat(job->n_items, span_id, job->spans, &repeat, &original)))
+        return r;
+    json_t *one = json_array();
+    if (!one || json_array_append_new(one, span_item(&job->spans[0])) ||
+        json_object_set_new(doc, "items", one))
+        return -1;
+    shoal_err_t err = shoal_job_check_schema(doc, why, sizeof(why));
+    if (err == SHOAL_OK && fill_defaults(doc))
+        err = SHOAL_ERR_NOMEM;
+    if (err == SHOAL_OK)
+        err = shoal_jobcheck_semantics(doc, models, why, sizeof(why));
+    if (json_object_del(doc, "items") && err == SHOAL_OK)
+        err = SHOAL_ERR_NOMEM;
+    return err == SHOAL_OK ? 0 : err == SHOAL_ERR_NOMEM ? -1 : 1;
+}
+
+/* shoal_job_parse_part, and with checked 0 shoal_job_parse_stored_part. */
+static shoal_job_t *from_text(const json_t *header, const char *items, size_t len, int checked,
+                              const shoal_models_t *models, int *unsure, char *errbuf,
+                              size_t errlen)
 {
     shoal_job_t *job;
     json_t *doc = NULL;
@@ -479,10 +558,19 @@ shoal_job_t *shoal_job_parse_stored_part(const json_t *header, const char *items
         goto nomem_job;
     job->priority_given = json_object_get(doc, "priority") != NULL;
     job->submitted_unix = (long long)time(NULL);
+    if (checked && (r = judge_plain(job, doc, models)) != 0) {
+        if (r < 0)
+            goto nomem_job;
+        shoal_job_destroy(job);
+        *unsure = 1;
+        return NULL;
+    }
     if (fill_defaults(doc))
         goto nomem_job;
     if (plan_chunks(job, errbuf, errlen)) {
         shoal_job_destroy(job);
+        /* a job being judged gets its reason from shoal_job_parse */
+        *unsure = checked;
         return NULL;
     }
     return job;
@@ -491,6 +579,19 @@ nomem_job:
 nomem:
     shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     return NULL;
+}
+
+shoal_job_t *shoal_job_parse_part(const json_t *header, const char *items, size_t len,
+                                  const shoal_models_t *models, int *unsure, char *errbuf,
+                                  size_t errlen)
+{
+    return from_text(header, items, len, 1, models, unsure, errbuf, errlen);
+}
+
+shoal_job_t *shoal_job_parse_stored_part(const json_t *header, const char *items, size_t len,
+                                         int *unsure, char *errbuf, size_t errlen)
+{
+    return from_text(header, items, len, 0, NULL, unsure, errbuf, errlen);
 }
 
 static const char *get_str(const shoal_job_t *job, const char *key)
@@ -587,17 +688,6 @@ long shoal_job_est_tokens(const shoal_job_t *job)
     return job->est_tokens;
 }
 
-/* A string body as written in JSON text, as a jansson string. */
-static json_t *span_string(const char *s, size_t n, int escaped)
-{
-    if (!escaped)
-        return json_stringn_nocheck(s, n);
-    char *tmp = shoal_jsonalloc_array(n + 1, 1);
-    json_t *v = tmp ? json_stringn_nocheck(tmp, shoal_jsonlex_unescape(tmp, s, n)) : NULL;
-    shoal_jsonalloc_free(tmp);
-    return v;
-}
-
 /* The items of a job rebuilt from stored text, decoded into its document
  * as shoal_job_parse would have them; -1 when out of memory (the job stays
  * as it was). */
@@ -605,20 +695,7 @@ static int decode_spans(shoal_job_t *job)
 {
     json_t *items = json_array();
     for (size_t i = 0; items && i < job->n_items; i++) {
-        const struct span *sp = &job->spans[i];
-        json_t *item = json_object();
-        json_t *id = span_string(sp->id, sp->id_len, sp->id_esc);
-        json_t *input = span_string(sp->input, sp->input_len, sp->input_esc);
-        int bad = !item || !id || !input;
-        if (!bad && sp->input_first)
-            bad = json_object_set(item, "input", input) || json_object_set(item, "id", id);
-        else if (!bad)
-            bad = json_object_set(item, "id", id) || json_object_set(item, "input", input);
-        json_decref(id);
-        json_decref(input);
-        if (bad || json_array_append_new(items, item)) {
-            if (bad)
-                json_decref(item);
+        if (json_array_append_new(items, span_item(&job->spans[i]))) {
             json_decref(items);
             items = NULL;
         }

@@ -61,6 +61,20 @@ shoal_job_t *shoal_job_parse_stored(const char *buf, size_t len, char *errbuf, s
 shoal_job_t *shoal_job_parse_stored_part(const json_t *header, const char *items, size_t len,
                                          int *unsure, char *errbuf, size_t errlen);
 
+/* shoal_job_parse for the job a part of a job sent in parts makes: the
+ * header's document (borrowed; its "parts" and "items" are left out) with
+ * items[0..len) as its items. When every item is a plain {"id", "input"}
+ * pair (as for shoal_job_parse_stored_part) and the job passes every check
+ * shoal_job_parse makes (judged on the items' text and on the header with
+ * the first item, which is what the schema sees of such items), the job
+ * keeps its items as text. Anything else, a failing check included, gives
+ * NULL with *unsure set: the caller parses the whole text with
+ * shoal_job_parse, which words the reason. NULL with *unsure 0 when out of
+ * memory. Caller destroys. */
+shoal_job_t *shoal_job_parse_part(const json_t *header, const char *items, size_t len,
+                                  const shoal_models_t *models, int *unsure, char *errbuf,
+                                  size_t errlen);
+
 void shoal_job_destroy(shoal_job_t *job); /* NULL is ok */
 
 /* Getters. Strings and json_t are borrowed until shoal_job_destroy(), except

@@ -178,6 +178,16 @@ static void schema_problem(void *arg, const shoal_jsonschema_error_t *d, const c
     add_problem(p, message);
 }
 
+int shoal_jobcheck_plain_item(const char *id, size_t id_len, size_t input_len)
+{
+    if (id_len < 1 || id_len > KEY_MAX || input_len > ITEM_INPUT_MAX)
+        return 0;
+    for (size_t i = 0; i < id_len; i++)
+        if (!key_char((unsigned char)id[i], 1))
+            return 0;
+    return 1;
+}
+
 /* The schema's item rule ($defs/item) for the usual item, {"id", "input"}
  * and maybe "group", judged without the generic validator: 1 when item
  * certainly passes it, 0 when unsure (anything else, such as an item with
@@ -198,12 +208,8 @@ static int plain_item(const json_t *item)
         if (!json_is_string(v))
             return 0;
         if (!strcmp(key, "id")) {
-            const char *s = json_string_value(v);
-            if (n < 1 || n > KEY_MAX)
+            if (!shoal_jobcheck_plain_item(json_string_value(v), n, 0))
                 return 0;
-            for (size_t i = 0; i < n; i++)
-                if (!key_char((unsigned char)s[i], 1))
-                    return 0;
             id = 1;
         } else if (!strcmp(key, "input")) {
             if (n > ITEM_INPUT_MAX)
@@ -359,48 +365,66 @@ static size_t id_hash(const char *s, size_t n)
     return (size_t)(h ^ (h >> 32));
 }
 
-/* Names the first item (in job order) whose id an earlier item already has,
- * and that earlier item: one pass over the items with a hash table of the
- * ids seen (open addressing, at most half full), where sorting the ids cost
- * a part of 20,000 items more than the rest of its checks. */
-static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf, size_t errlen)
+int shoal_jobcheck_first_repeat(size_t n, shoal_jobcheck_id_fn id_of, void *arg, size_t *repeat,
+                                size_t *original)
 {
     struct seen {
-        const json_t *id; /* NULL: empty */
-        size_t index;
+        const char *s; /* NULL: empty */
+        size_t len, index;
     } * slot;
     size_t cap = 16;
-    char q[QUOTE_LEN];
 
     while (cap < 2 * n)
         cap *= 2;
     if (!(slot = shoal_jsonalloc_array(cap, sizeof(*slot))))
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return -1;
     memset(slot, 0, cap * sizeof(*slot));
     for (size_t i = 0; i < n; i++) {
-        const json_t *id = json_object_get(json_array_get(items, i), "id");
-        const char *s = json_string_value(id);
-        size_t len = json_string_length(id);
+        size_t len;
+        const char *s = id_of(arg, i, &len);
         if (!s)
             continue; /* the schema requires one */
         for (size_t h = id_hash(s, len) & (cap - 1);; h = (h + 1) & (cap - 1)) {
-            if (!slot[h].id) {
-                slot[h].id = id;
+            if (!slot[h].s) {
+                slot[h].s = s;
+                slot[h].len = len;
                 slot[h].index = i;
                 break;
             }
-            if (json_string_length(slot[h].id) == len &&
-                !memcmp(json_string_value(slot[h].id), s, len)) {
-                size_t original = slot[h].index;
+            if (slot[h].len == len && !memcmp(slot[h].s, s, len)) {
+                *repeat = i;
+                *original = slot[h].index;
                 shoal_jsonalloc_free(slot);
-                return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                                     "items[%zu].id %s repeats items[%zu].id", i,
-                                     quoted_json(q, id), original);
+                return 1;
             }
         }
     }
     shoal_jsonalloc_free(slot);
-    return SHOAL_OK;
+    return 0;
+}
+
+static const char *json_item_id(void *arg, size_t i, size_t *len)
+{
+    const json_t *id = json_object_get(json_array_get(arg, i), "id");
+    *len = json_string_length(id);
+    return json_string_value(id);
+}
+
+/* Names the first item (in job order) whose id an earlier item already has,
+ * and that earlier item. */
+static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf, size_t errlen)
+{
+    size_t repeat, original;
+    char q[QUOTE_LEN];
+    int r = shoal_jobcheck_first_repeat(n, json_item_id, (void *)items, &repeat, &original);
+
+    if (r < 0)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    if (r == 0)
+        return SHOAL_OK;
+    return shoal_err_set(
+        errbuf, errlen, SHOAL_ERR_INVALID, "items[%zu].id %s repeats items[%zu].id", repeat,
+        quoted_json(q, json_object_get(json_array_get(items, repeat), "id")), original);
 }
 
 static shoal_err_t check_model(const shoal_models_t *models, const char *path, const char *alias,

@@ -88,7 +88,10 @@ static shoal_job_t *compose(json_t *header, json_t *items, int stored, const sho
 
 /* The text of the items of the object text[0..len) (its items array
  * without the brackets) into *items, *ilen: 0, or -1 with the reason in why
- * when the text could not be scanned as an object with an items array. */
+ * when the text could not be scanned as an object with an items array (the
+ * caller then decodes it whole). A part's items are handed on as this text,
+ * so that a part of tens of thousands of items is decoded at most once, or
+ * not at all when its items are kept as text (common/job.h). */
 static int items_text(const char *text, size_t len, const char **items, size_t *ilen, char *why,
                       size_t whylen)
 {
@@ -108,24 +111,6 @@ static int items_text(const char *text, size_t len, const char **items, size_t *
     *items = first;
     *ilen = first ? (size_t)(last - first) : 0;
     return r < 0 ? -1 : 0;
-}
-
-/* compose() for a part given as its message text[0..len): the items' text
- * is spliced after the header's members as it came, so a part of tens of
- * thousands of items is decoded once (by shoal_job_parse) instead of being
- * decoded, encoded again and decoded a second time. The job is the same
- * either way: an item decodes to the same value from its own text as from
- * its re-encoding. *scanned is 0 when the text could not be scanned as an
- * object with an items array (the caller falls back to compose()). */
-static shoal_job_t *compose_text(json_t *header, const char *text, size_t len, int stored,
-                                 const shoal_models_t *models, int *scanned, char *why,
-                                 size_t whylen)
-{
-    const char *items;
-    size_t ilen;
-
-    *scanned = items_text(text, len, &items, &ilen, why, whylen) == 0;
-    return *scanned ? build(header, items, ilen, stored, models, why, whylen) : NULL;
 }
 
 static char *text_of(const void *value, size_t len)
@@ -288,7 +273,7 @@ static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
  * Caller frees; NULL when out of memory. */
 static char *part_rows(const shoal_job_t *job)
 {
-    const json_t *items = json_object_get(shoal_job_json(job), "items");
+    const json_t *items = NULL; /* read only for an item not kept as text */
     shoal_jsontext_t b;
     int bad = 0;
 
@@ -304,10 +289,20 @@ static char *part_rows(const shoal_job_t *job)
         shoal_jsontext_key(&b, "item_ids");
         shoal_jsontext_raw(&b, "[", 1);
         for (size_t i = first; i < end && !bad; i++) {
-            const json_t *id = json_object_get(json_array_get(items, i), "id");
+            shoal_job_text_t id, input;
             if (i > first)
                 shoal_jsontext_raw(&b, ",", 1);
-            bad = shoal_jsontext_strn(&b, json_string_value(id), json_string_length(id));
+            if (shoal_job_item_text(job, i, &id, &input) && !id.escaped) {
+                /* an id kept as text is written as it came (no escapes) */
+                shoal_jsontext_raw(&b, "\"", 1);
+                shoal_jsontext_raw(&b, id.body, id.len);
+                shoal_jsontext_raw(&b, "\"", 1);
+                continue;
+            }
+            if (!items && !(items = shoal_job_field(job, "items")))
+                bad = 1;
+            const json_t *v = json_object_get(json_array_get(items, i), "id");
+            bad = bad || shoal_jsontext_strn(&b, json_string_value(v), json_string_length(v));
         }
         shoal_jsontext_raw(&b, "]", 1);
         shoal_jsontext_key_int(&b, "est_tokens", shoal_job_chunk_est_tokens(job, k));
@@ -398,8 +393,19 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
     PQclear(r);
     if (!hdr)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "cannot decode the stored header");
-    int scanned;
-    shoal_job_t *job = compose_text(hdr, value, len, 0, c->models, &scanned, jwhy, sizeof(jwhy));
+    /* Plain items are judged and kept as text (no item is decoded); any
+     * other part, or one that fails a check, is parsed whole, which words
+     * the reason. */
+    const char *itext;
+    size_t ilen;
+    int scanned = 0, unsure = 1;
+    shoal_job_t *job = NULL;
+    if (items_text(value, len, &itext, &ilen, jwhy, sizeof(jwhy)) == 0) {
+        scanned = 1;
+        job = shoal_job_parse_part(hdr, itext, ilen, c->models, &unsure, jwhy, sizeof(jwhy));
+        if (!job && unsure)
+            job = build(hdr, itext, ilen, 0, c->models, jwhy, sizeof(jwhy));
+    }
     if (!scanned && !scanned_items)
         job = compose(hdr, items, 0, c->models, jwhy, sizeof(jwhy));
     json_decref(hdr);
@@ -468,9 +474,9 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     *handled = 0;
     if (!value || len > c->max_job_bytes || !mentions_part(value, len))
         return SHOAL_OK;
-    /* A part is scanned, not decoded: its items are decoded once, when the
-     * job is built from them (compose_text). Anything the scan does not take
-     * for an object with an items array is decoded whole. */
+    /* A part is scanned, not decoded: its items are judged as text, or
+     * decoded once when the job is built from them (part). Anything the scan
+     * does not take for an object with an items array is decoded whole. */
     char why[256];
     size_t n_items = 0;
     const char *item;

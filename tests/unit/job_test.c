@@ -1746,6 +1746,82 @@ static void test_stored_part(void)
     json_decref(hdr);
 }
 
+/* A part judged as text at intake: accepted exactly when shoal_job_parse
+ * accepts the part's job, with the same chunks and task messages; any
+ * failure is left to shoal_job_parse to word (unsure). */
+static void test_parse_part(void)
+{
+    static const char header[] =
+        "{\"job_id\":\"p-2\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+        "\"prompt_template\":\"Echo:\\n{{input}}\",\"chunking\":{\"max_items\":2,\"max_tokens\":"
+        "400},\"parts\":3}";
+    static const struct {
+        const char *items;
+        int ok;
+    } cases[] = {
+        {"{\"id\":\"a\",\"input\":\"one\"},{\"input\":\"t\\\"wo\\n\",\"id\":\"b-2\"},"
+         "{\"id\":\"c\",\"input\":\"\xc3\xa9t\xc3\xa9\"}",
+         1},
+        {"{\"id\":\"a\",\"input\":\"one\"},{\"id\":\"a\",\"input\":\"two\"}", 0},
+        {"{\"id\":\"a b\",\"input\":\"one\"}", 0},
+        {"{\"id\":\"\",\"input\":\"one\"}", 0},
+        {"{\"id\":\"a\\/b\",\"input\":\"one\"}", 0},
+        {"", 0},
+    };
+    char err[512], text[4096];
+    json_t *hdr = json_loads(header, 0, NULL);
+    assert_true(hdr != NULL);
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int unsure = 0;
+        shoal_job_t *job = shoal_job_parse_part(hdr, cases[i].items, strlen(cases[i].items), models,
+                                                &unsure, err, sizeof(err));
+        snprintf(text, sizeof(text),
+                 "{\"job_id\":\"p-2\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+                 "\"prompt_template\":\"Echo:\\n{{input}}\",\"chunking\":{\"max_items\":2,"
+                 "\"max_tokens\":400},\"items\":[%s]}",
+                 cases[i].items);
+        shoal_job_t *ref = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
+        assert_int_eq(ref != NULL, cases[i].ok);
+        if (!cases[i].ok) {
+            if (job || !unsure)
+                test_fail("case %zu: judged as text: %s", i, cases[i].items);
+            continue;
+        }
+        if (!job)
+            test_fail("case %zu refused (unsure %d): %s", i, unsure, err);
+        shoal_job_text_t id, input;
+        assert_int_eq(shoal_job_item_text(job, 0, &id, &input), 1);
+        assert_int_eq(shoal_job_est_tokens(job), shoal_job_est_tokens(ref));
+        shoal_job_set_submitted(job, 1700000000);
+        shoal_job_set_submitted(ref, 1700000000);
+        same_messages(ref, job);
+        assert_true(json_equal(shoal_job_json(job), shoal_job_json(ref)));
+        shoal_job_destroy(job);
+        shoal_job_destroy(ref);
+    }
+
+    /* the header's own faults (a model the models file lacks) and an item
+     * too large for a chunk are worded by shoal_job_parse */
+    json_t *other = json_deep_copy(hdr);
+    json_object_set_new(other, "model", json_string("gpt-9"));
+    int unsure = 0;
+    assert_true(shoal_job_parse_part(other, "{\"id\":\"a\",\"input\":\"x\"}", 24, models, &unsure,
+                                     err, sizeof(err)) == NULL);
+    assert_int_eq(unsure, 1);
+    json_decref(other);
+    char big[8192];
+    size_t n = (size_t)snprintf(big, sizeof(big), "{\"id\":\"a\",\"input\":\"");
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "word ");
+    snprintf(big + n, sizeof(big) - n, "\"}");
+    unsure = 0;
+    assert_true(shoal_job_parse_part(hdr, big, strlen(big), models, &unsure, err, sizeof(err)) ==
+                NULL);
+    assert_int_eq(unsure, 1);
+    json_decref(hdr);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/shoal-job-tasks-XXXXXX", path[1100], err[512];
@@ -1784,6 +1860,7 @@ int main(void)
     test_unique_ids();
     test_parse_stored();
     test_stored_part();
+    test_parse_part();
     test_alloc_failures("all_fields.json");
     test_alloc_failures("minimal.json");
     shoal_models_destroy(models);
