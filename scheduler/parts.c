@@ -317,10 +317,12 @@ static char *part_rows(const shoal_job_t *job)
 }
 
 /* doc is the part message decoded, or (items NULL) its members but "items",
- * which the text holds as an array of n_items. */
+ * which the text holds as an array of n_items, whose elements' text is
+ * itext[0..ilen) (as items_text gives it; NULL when not scanned). */
 static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
                         shoal_intake_origin_t *origin, const void *value, size_t len, json_t *doc,
-                        size_t n_items, shoal_intake_result_t *out, char *errbuf, size_t errlen)
+                        size_t n_items, const char *itext, size_t ilen, shoal_intake_result_t *out,
+                        char *errbuf, size_t errlen)
 {
     char why[700], jwhy[512];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
@@ -396,11 +398,9 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
     /* Plain items are judged and kept as text (no item is decoded); any
      * other part, or one that fails a check, is parsed whole, which words
      * the reason. */
-    const char *itext;
-    size_t ilen;
     int scanned = 0, unsure = 1;
     shoal_job_t *job = NULL;
-    if (items_text(value, len, &itext, &ilen, jwhy, sizeof(jwhy)) == 0) {
+    if (itext || items_text(value, len, &itext, &ilen, jwhy, sizeof(jwhy)) == 0) {
         scanned = 1;
         job = shoal_job_parse_part(hdr, itext, ilen, c->models, &unsure, jwhy, sizeof(jwhy));
         if (!job && unsure)
@@ -479,19 +479,23 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
      * does not take for an object with an items array is decoded whole. */
     char why[256];
     size_t n_items = 0;
-    const char *item;
+    const char *item, *first = NULL, *last = NULL;
     size_t ilen;
     int r = -1;
     shoal_jobsplit_t *split = shoal_jobsplit_new(value, len, why, sizeof(why));
     if (split)
-        while ((r = shoal_jobsplit_next(split, &item, &ilen, why, sizeof(why))) == 1)
-            n_items++;
+        while ((r = shoal_jobsplit_next(split, &item, &ilen, why, sizeof(why))) == 1) {
+            if (!n_items++)
+                first = item;
+            last = item + ilen;
+        }
     json_t *members = split && r == 0 ? shoal_jobsplit_header(split) : NULL;
     shoal_err_t err = SHOAL_OK;
     if (json_is_object(members) && json_object_get(members, "part") &&
         !json_object_get(members, "parts") && !json_object_get(members, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, origin, value, len, members, n_items, out, errbuf, errlen);
+        err = part(c, source, origin, value, len, members, n_items, first,
+                   first ? (size_t)(last - first) : 0, out, errbuf, errlen);
         shoal_jobsplit_destroy(split);
         return err;
     }
@@ -504,7 +508,7 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
                !json_object_get(doc, "prompt_template")) {
         *handled = 1;
         err = part(c, source, origin, value, len, doc,
-                   json_array_size(json_object_get(doc, "items")), out, errbuf, errlen);
+                   json_array_size(json_object_get(doc, "items")), NULL, 0, out, errbuf, errlen);
     }
     json_decref(doc);
     return err;
