@@ -1640,6 +1640,8 @@ static void same_messages(const shoal_job_t *a, const shoal_job_t *b)
     shoal_taskmsg_writer_destroy(wb);
 }
 
+static const char one_item[] = "{\"id\":\"a\",\"input\":\"x\"}";
+
 /* A stored part whose items stay text: the same job, chunks and task
  * messages as the part decoded, before and after its document is read; and
  * anything but plain items is left to the decoding path. */
@@ -1724,8 +1726,8 @@ static void test_stored_part(void)
     json_t *grouped = json_deep_copy(hdr);
     json_object_set_new(json_object_get(grouped, "chunking"), "group_by", json_string("group"));
     unsure = 0;
-    assert_true(shoal_job_parse_stored_part(grouped, "{\"id\":\"a\",\"input\":\"x\"}", 24, &unsure,
-                                            err, sizeof(err)) == NULL);
+    assert_true(shoal_job_parse_stored_part(grouped, one_item, strlen(one_item), &unsure, err,
+                                            sizeof(err)) == NULL);
     assert_int_eq(unsure, 1);
     json_decref(grouped);
 
@@ -1806,8 +1808,8 @@ static void test_parse_part(void)
     json_t *other = json_deep_copy(hdr);
     json_object_set_new(other, "model", json_string("gpt-9"));
     int unsure = 0;
-    assert_true(shoal_job_parse_part(other, "{\"id\":\"a\",\"input\":\"x\"}", 24, models, &unsure,
-                                     err, sizeof(err)) == NULL);
+    assert_true(shoal_job_parse_part(other, one_item, strlen(one_item), models, &unsure, err,
+                                     sizeof(err)) == NULL);
     assert_int_eq(unsure, 1);
     json_decref(other);
     char big[8192];
