@@ -511,8 +511,11 @@ static int judge_plain(shoal_job_t *job, json_t *doc, const shoal_models_t *mode
     if ((r = shoal_jobcheck_first_repeat(job->n_items, span_id, job->spans, &repeat, &original)))
         return r;
     json_t *one = json_array();
-    if (!one || json_array_append_new(one, span_item(&job->spans[0])) ||
-        json_object_set_new(doc, "items", one))
+    if (!one || json_array_append_new(one, span_item(&job->spans[0]))) {
+        json_decref(one);
+        return -1;
+    }
+    if (json_object_set_new(doc, "items", one))
         return -1;
     shoal_err_t err = shoal_job_check_schema(doc, why, sizeof(why));
     if (err == SHOAL_OK && fill_defaults(doc))
@@ -541,43 +544,37 @@ static shoal_job_t *from_text(const json_t *header, const char *items, size_t le
         *unsure = 1;
         return NULL;
     }
-    if (!(job = shoal_jsonalloc_array(1, sizeof(*job))))
-        goto nomem;
+    if (!(job = shoal_jsonalloc_array(1, sizeof(*job)))) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
     memset(job, 0, sizeof(*job));
-    if ((r = scan_items(job, items, len)) != 0) {
-        shoal_job_destroy(job);
-        if (r < 0)
-            goto nomem;
-        *unsure = 1;
-        return NULL;
+    /* 0: planned; 1: unsure; -1: out of memory; -2: refused, the reason in errbuf */
+    if (!(r = scan_items(job, items, len))) {
+        /* the header's members as shoal_job_parse would decode them, but items */
+        r = !(job->doc = doc = json_deep_copy(header)) ||
+                    (json_object_get(doc, "parts") && json_object_del(doc, "parts")) ||
+                    (json_object_get(doc, "items") && json_object_del(doc, "items"))
+                ? -1
+                : 0;
     }
-    /* the header's members as shoal_job_parse would decode them, but items */
-    if (!(job->doc = doc = json_deep_copy(header)) ||
-        (json_object_get(doc, "parts") && json_object_del(doc, "parts")) ||
-        (json_object_get(doc, "items") && json_object_del(doc, "items")))
-        goto nomem_job;
-    job->priority_given = json_object_get(doc, "priority") != NULL;
-    job->submitted_unix = (long long)time(NULL);
-    if (checked && (r = judge_plain(job, doc, models)) != 0) {
-        if (r < 0)
-            goto nomem_job;
-        shoal_job_destroy(job);
-        *unsure = 1;
-        return NULL;
+    if (!r) {
+        job->priority_given = json_object_get(doc, "priority") != NULL;
+        job->submitted_unix = (long long)time(NULL);
+        if (checked)
+            r = judge_plain(job, doc, models);
     }
-    if (fill_defaults(doc))
-        goto nomem_job;
-    if (plan_chunks(job, errbuf, errlen)) {
-        shoal_job_destroy(job);
-        /* a job being judged gets its reason from shoal_job_parse */
-        *unsure = checked;
-        return NULL;
-    }
-    return job;
-nomem_job:
+    if (!r && fill_defaults(doc))
+        r = -1;
+    /* a job being judged gets the reason a plan fails for from shoal_job_parse */
+    if (!r && plan_chunks(job, errbuf, errlen))
+        r = checked ? 1 : -2;
+    if (!r)
+        return job;
     shoal_job_destroy(job);
-nomem:
-    shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    if (r == -1)
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    *unsure = r == 1;
     return NULL;
 }
 

@@ -1640,6 +1640,15 @@ static void same_messages(const shoal_job_t *a, const shoal_job_t *b)
     shoal_taskmsg_writer_destroy(wb);
 }
 
+/* An item {"id": "a", "input": "word word ..."} of words words into buf. */
+static void big_item(char *buf, size_t cap, int words)
+{
+    size_t n = (size_t)snprintf(buf, cap, "{\"id\":\"a\",\"input\":\"");
+    for (int i = 0; i < words && n + 8 < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "word ");
+    snprintf(buf + n, cap - n, "\"}");
+}
+
 static const char one_item[] = "{\"id\":\"a\",\"input\":\"x\"}";
 
 /* A stored part whose items stay text: the same job, chunks and task
@@ -1734,11 +1743,8 @@ static void test_stored_part(void)
     /* what cannot be planned still fails with the reason */
     json_t *small = json_deep_copy(hdr);
     json_object_set_new(json_object_get(small, "chunking"), "max_tokens", json_integer(30));
-    char big[4096];
-    size_t n = (size_t)snprintf(big, sizeof(big), "{\"id\":\"a\",\"input\":\"");
-    for (int i = 0; i < 300; i++)
-        n += (size_t)snprintf(big + n, sizeof(big) - n, "word ");
-    snprintf(big + n, sizeof(big) - n, "\"}");
+    char big[8192];
+    big_item(big, sizeof(big), 300);
     unsure = 1;
     assert_true(shoal_job_parse_stored_part(small, big, strlen(big), &unsure, err, sizeof(err)) ==
                 NULL);
@@ -1813,14 +1819,60 @@ static void test_parse_part(void)
     assert_int_eq(unsure, 1);
     json_decref(other);
     char big[8192];
-    size_t n = (size_t)snprintf(big, sizeof(big), "{\"id\":\"a\",\"input\":\"");
-    for (int i = 0; i < 1000; i++)
-        n += (size_t)snprintf(big + n, sizeof(big) - n, "word ");
-    snprintf(big + n, sizeof(big) - n, "\"}");
+    big_item(big, sizeof(big), 1000);
     unsure = 0;
     assert_true(shoal_job_parse_part(hdr, big, strlen(big), models, &unsure, err, sizeof(err)) ==
                 NULL);
     assert_int_eq(unsure, 1);
+    json_decref(hdr);
+}
+
+/* Every allocation of a part's job kept as text, failed in turn: out of
+ * memory is said (or, while judging, left to shoal_job_parse), nothing
+ * leaks, and the job the first clean run makes reads back whole. */
+static void test_part_alloc_failures(void)
+{
+    static const char header[] =
+        "{\"job_id\":\"p-3\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+        "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_items\":2},\"parts\":2}";
+    static const char items[] =
+        "{\"id\":\"a\",\"input\":\"one\\n\"},{\"id\":\"b\",\"input\":\"two\"},"
+        "{\"input\":\"three\",\"id\":\"c\"}";
+    char err[512];
+    json_t *hdr = json_loads(header, 0, NULL);
+    assert_true(hdr != NULL);
+
+    json_set_alloc_funcs(failing_malloc, free);
+    for (int checked = 0; checked < 2; checked++) {
+        for (fail_at = 0;; fail_at++) {
+            int unsure = 0;
+            alloc_count = 0;
+            shoal_job_t *job = checked ? shoal_job_parse_part(hdr, items, strlen(items), models,
+                                                              &unsure, err, sizeof(err))
+                                       : shoal_job_parse_stored_part(hdr, items, strlen(items),
+                                                                     &unsure, err, sizeof(err));
+            if (!job) {
+                if (!unsure)
+                    assert_str_eq(err, "out of memory");
+                else
+                    assert_int_eq(checked, 1);
+                continue;
+            }
+            /* the document decoded from the text, failing in turn too */
+            const json_t *doc = shoal_job_json(job);
+            if (doc) {
+                assert_int_eq(json_array_size(json_object_get(doc, "items")), 3);
+                assert_str_eq(json_string_value(json_object_get(
+                                  json_array_get(json_object_get(doc, "items"), 0), "input")),
+                              "one\n");
+            }
+            shoal_job_destroy(job);
+            if (fail_at >= alloc_count)
+                break; /* a run with no failure */
+        }
+    }
+    json_set_alloc_funcs(malloc, free);
+    fail_at = -1;
     json_decref(hdr);
 }
 
@@ -1863,6 +1915,7 @@ int main(void)
     test_parse_stored();
     test_stored_part();
     test_parse_part();
+    test_part_alloc_failures();
     test_alloc_failures("all_fields.json");
     test_alloc_failures("minimal.json");
     shoal_models_destroy(models);
