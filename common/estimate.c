@@ -67,7 +67,7 @@ shoal_err_t shoal_estimate_job(const shoal_job_t *job, const shoal_models_t *mod
                                const shoal_estimate_conf_t *conf, shoal_estimate_t *out,
                                char *errbuf, size_t errlen)
 {
-    const json_t *fallbacks = json_object_get(shoal_job_json(job), "fallback_models");
+    const json_t *fallbacks = shoal_job_field(job, "fallback_models");
     const char *aliases[SHOAL_ESTIMATE_MAX_MODELS];
     size_t n = 0;
 

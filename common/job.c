@@ -22,6 +22,7 @@
 #include "common/chunk.h"
 #include "common/itembatch.h"
 #include "common/jsonalloc.h"
+#include "common/jsonlex.h"
 #include "common/oaibatch.h"
 #include "common/render.h"
 #include "common/tokens.h"
@@ -31,10 +32,26 @@
 #define MAX_ITEMS_DEFAULT 1
 #define ATTEMPTS_DEFAULT 3
 #define TIMEOUT_DEFAULT 60000
+/* The schema's bound on items (properties/items). */
+#define ITEMS_MAX 100000
+
+/* An item of a job rebuilt from a stored part's text: the bodies of its id
+ * and input strings as written between the quotes (escapes, never \u, as
+ * written), in the text the job owns. */
+struct span {
+    const char *id, *input;
+    size_t id_len, input_len;
+    unsigned char id_esc, input_esc; /* the body holds escapes */
+    unsigned char input_first;       /* "input" came before "id" */
+};
 
 struct shoal_job {
     json_t *doc;   /* owned; defaults filled in */
-    json_t *items; /* borrowed from doc */
+    json_t *items; /* borrowed from doc; NULL while spans stand in for it */
+    /* A job rebuilt by shoal_job_parse_stored_part: its items kept as text,
+     * one span each, until someone reads the document (shoal_job_json) */
+    char *items_text;
+    struct span *spans;
     size_t n_items;
     size_t n_chunks;
     size_t *chunk_start; /* n_chunks + 1 entries; the last is n_items */
@@ -93,6 +110,20 @@ static int fill_defaults(json_t *doc)
 static long string_tokens(const json_t *s)
 {
     return s ? shoal_tokens_estimate(json_string_value(s), json_string_length(s)) : 0;
+}
+
+/* The tokens of a string body as written in JSON text (escapes undone
+ * first); -1 when out of memory. */
+static long span_tokens(const char *s, size_t n, int escaped)
+{
+    if (!escaped)
+        return shoal_tokens_estimate(s, n);
+    char *tmp = shoal_jsonalloc_array(n + 1, 1);
+    if (!tmp)
+        return -1;
+    long t = shoal_tokens_estimate(tmp, shoal_jsonlex_unescape(tmp, s, n));
+    shoal_jsonalloc_free(tmp);
+    return t;
 }
 
 static long add_sat(long a, long b)
@@ -208,13 +239,23 @@ static shoal_err_t plan_chunks(shoal_job_t *job, char *errbuf, size_t errlen)
     }
     for (size_t i = 0; i < n; i++) {
         const json_t *item = json_array_get(job->items, i);
+        long input, id;
 
-        /* an item with its own request sends its body, not the template */
-        const json_t *body = json_object_get(item, "body");
-        long input =
-            body ? shoal_oaibatch_body_tokens(body) : string_tokens(json_object_get(item, "input"));
-
-        long id = string_tokens(json_object_get(item, "id"));
+        if (job->spans) {
+            input =
+                span_tokens(job->spans[i].input, job->spans[i].input_len, job->spans[i].input_esc);
+            id = span_tokens(job->spans[i].id, job->spans[i].id_len, job->spans[i].id_esc);
+            if (input < 0 || id < 0) {
+                err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+        } else {
+            /* an item with its own request sends its body, not the template */
+            const json_t *body = json_object_get(item, "body");
+            input = body ? shoal_oaibatch_body_tokens(body)
+                         : string_tokens(json_object_get(item, "input"));
+            id = string_tokens(json_object_get(item, "id"));
+        }
 
         tokens[i] = item_tokens(input, id, n_input, n_ids, limits.max_items > 1);
         /* batch mode: the id again in the instruction's list of ids */
@@ -258,13 +299,16 @@ void shoal_job_destroy(shoal_job_t *job)
     if (!job)
         return;
     json_decref(job->doc);
+    shoal_jsonalloc_free(job->items_text);
+    shoal_jsonalloc_free(job->spans);
     shoal_jsonalloc_free(job->chunk_start);
     shoal_jsonalloc_free(job->chunk_tokens);
     shoal_jsonalloc_free(job);
 }
 
-shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
-                             const shoal_models_t *models, char *errbuf, size_t errlen)
+/* shoal_job_parse, and with checked 0 shoal_job_parse_stored. */
+static shoal_job_t *parse(const char *buf, size_t len, size_t max_bytes, int checked,
+                          const shoal_models_t *models, char *errbuf, size_t errlen)
 {
     shoal_job_t *job;
     json_t *doc;
@@ -276,7 +320,13 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     }
     if (!(doc = shoal_job_decode(buf, len, errbuf, errlen)))
         return NULL;
-    if (shoal_job_check_schema(doc, errbuf, errlen)) {
+    if (!checked && !json_is_object(doc)) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "job: expected an object, got %s",
+                      shoal_jsondesc_type(doc));
+        json_decref(doc);
+        return NULL;
+    }
+    if (checked && shoal_job_check_schema(doc, errbuf, errlen)) {
         json_decref(doc);
         return NULL;
     }
@@ -293,11 +343,252 @@ shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
     job->priority_given = priority_given;
     /* until the scheduler says when it accepted the job (shoal_job_set_submitted) */
     job->submitted_unix = (long long)time(NULL);
-    if (shoal_jobcheck_semantics(doc, models, errbuf, errlen) || plan_chunks(job, errbuf, errlen)) {
+    if ((checked && shoal_jobcheck_semantics(doc, models, errbuf, errlen)) ||
+        plan_chunks(job, errbuf, errlen)) {
         shoal_job_destroy(job);
         return NULL;
     }
     return job;
+}
+
+shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
+                             const shoal_models_t *models, char *errbuf, size_t errlen)
+{
+    return parse(buf, len, max_bytes, 1, models, errbuf, errlen);
+}
+
+shoal_job_t *shoal_job_parse_stored(const char *buf, size_t len, char *errbuf, size_t errlen)
+{
+    return parse(buf, len, 0, 0, NULL, errbuf, errlen);
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* One string member value at p (its opening quote): its body into *body,
+ * *len, *escaped; returns where it ends, NULL when it is not plainly valid
+ * (shoal_jsonlex_string). */
+static const char *string_at(const char *p, const char *end, const char **body, size_t *len,
+                             unsigned char *escaped)
+{
+    int esc;
+    const char *after = p < end && *p == '"' ? shoal_jsonlex_string(p, end, &esc) : NULL;
+    if (!after)
+        return NULL;
+    *body = p + 1;
+    *len = (size_t)(after - 1 - *body);
+    *escaped = (unsigned char)esc;
+    return after;
+}
+
+/* A plain item at p, {"id": "...", "input": "..."} in either order and
+ * nothing else, into *sp; returns where it ends, NULL for anything else (an
+ * item with a group, a model or a body, other values, \u escapes). */
+static const char *scan_item(const char *p, const char *end, struct span *sp)
+{
+    int have_id = 0, have_input = 0;
+
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != '{')
+        return NULL;
+    for (;;) {
+        const char *key, *body;
+        size_t klen, len;
+        unsigned char kesc, esc;
+        p = string_at(skip_ws(p, end), end, &key, &klen, &kesc);
+        if (!p || kesc || (p = skip_ws(p, end)) >= end || *p++ != ':')
+            return NULL;
+        if (!(p = string_at(skip_ws(p, end), end, &body, &len, &esc)))
+            return NULL;
+        if (klen == 2 && !memcmp(key, "id", 2) && !have_id) {
+            have_id = 1;
+            sp->id = body;
+            sp->id_len = len;
+            sp->id_esc = esc;
+        } else if (klen == 5 && !memcmp(key, "input", 5) && !have_input) {
+            have_input = 1;
+            sp->input = body;
+            sp->input_len = len;
+            sp->input_esc = esc;
+            sp->input_first = !have_id;
+        } else {
+            return NULL;
+        }
+        if ((p = skip_ws(p, end)) >= end)
+            return NULL;
+        if (*p == '}')
+            return have_id && have_input ? p + 1 : NULL;
+        if (*p++ != ',')
+            return NULL;
+    }
+}
+
+/* The items' text as spans into job->items_text (a copy); 0, 1 when an item
+ * is not a plain one, -1 when out of memory. */
+static int scan_items(shoal_job_t *job, const char *text, size_t len)
+{
+    /* the shortest item, {"id":"","input":""}, is 20 bytes */
+    size_t cap = len / 20 + 1, n = 0;
+
+    if (!(job->items_text = shoal_jsonalloc_array(len + 1, 1)) ||
+        !(job->spans = shoal_jsonalloc_array(cap, sizeof(*job->spans))))
+        return -1;
+    memcpy(job->items_text, text, len);
+    const char *p = skip_ws(job->items_text, job->items_text + len), *end = job->items_text + len;
+    while (p < end) {
+        if (n == cap || !(p = scan_item(p, end, &job->spans[n++])))
+            return 1;
+        if ((p = skip_ws(p, end)) < end && (*p++ != ',' || (p = skip_ws(p, end)) >= end))
+            return 1;
+    }
+    job->n_items = n;
+    return 0;
+}
+
+/* A string body as written in JSON text, as a jansson string. */
+static json_t *span_string(const char *s, size_t n, int escaped)
+{
+    if (!escaped)
+        return json_stringn_nocheck(s, n);
+    char *tmp = shoal_jsonalloc_array(n + 1, 1);
+    json_t *v = tmp ? json_stringn_nocheck(tmp, shoal_jsonlex_unescape(tmp, s, n)) : NULL;
+    shoal_jsonalloc_free(tmp);
+    return v;
+}
+
+/* An item kept as text, decoded as shoal_job_parse decodes it; NULL when
+ * out of memory. */
+static json_t *span_item(const struct span *sp)
+{
+    json_t *item = json_object();
+    json_t *id = span_string(sp->id, sp->id_len, sp->id_esc);
+    json_t *input = span_string(sp->input, sp->input_len, sp->input_esc);
+    int bad = !item || !id || !input;
+    if (!bad && sp->input_first)
+        bad = json_object_set(item, "input", input) || json_object_set(item, "id", id);
+    else if (!bad)
+        bad = json_object_set(item, "id", id) || json_object_set(item, "input", input);
+    json_decref(id);
+    json_decref(input);
+    if (bad) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
+}
+
+static const char *span_id(void *arg, size_t i, size_t *len)
+{
+    const struct span *sp = (const struct span *)arg + i;
+    *len = sp->id_len;
+    return sp->id;
+}
+
+/* What shoal_job_parse judges of a job of plain items, judged on the spans
+ * and on doc (the header's members, no defaults yet) with the first item:
+ * the schema's item rule and the item count (which let the schema judge the
+ * document by its first item, as shoal_job_check_schema does), unique ids,
+ * then the schema and shoal_jobcheck_semantics on that document. 0 when all
+ * pass, 1 when anything fails (the caller parses the text to word it), -1
+ * when out of memory. doc gets its defaults. */
+static int judge_plain(shoal_job_t *job, json_t *doc, const shoal_models_t *models)
+{
+    size_t repeat, original;
+    char why[1024];
+    int r;
+
+    if (job->n_items < 1 || job->n_items > ITEMS_MAX)
+        return 1;
+    for (size_t i = 0; i < job->n_items; i++)
+        if (job->spans[i].id_esc ||
+            !shoal_jobcheck_plain_item(job->spans[i].id, job->spans[i].id_len,
+                                       job->spans[i].input_len))
+            return 1;
+    if ((r = shoal_jobcheck_first_repeat(job->n_items, span_id, job->spans, &repeat, &original)))
+        return r;
+    json_t *one = json_array();
+    if (!one || json_array_append_new(one, span_item(&job->spans[0]))) {
+        json_decref(one);
+        return -1;
+    }
+    if (json_object_set_new(doc, "items", one))
+        return -1;
+    shoal_err_t err = shoal_job_check_schema(doc, why, sizeof(why));
+    if (err == SHOAL_OK && fill_defaults(doc))
+        err = SHOAL_ERR_NOMEM;
+    if (err == SHOAL_OK)
+        err = shoal_jobcheck_semantics(doc, models, why, sizeof(why));
+    if (json_object_del(doc, "items") && err == SHOAL_OK)
+        err = SHOAL_ERR_NOMEM;
+    return err == SHOAL_OK ? 0 : err == SHOAL_ERR_NOMEM ? -1 : 1;
+}
+
+/* shoal_job_parse_part, and with checked 0 shoal_job_parse_stored_part. */
+static shoal_job_t *from_text(const json_t *header, const char *items, size_t len, int checked,
+                              const shoal_models_t *models, int *unsure, char *errbuf,
+                              size_t errlen)
+{
+    shoal_job_t *job;
+    json_t *doc = NULL;
+    int r;
+
+    *unsure = 0;
+    /* Grouping would reorder the items: such a job is rebuilt from its
+     * decoded document. */
+    if (!json_is_object(header) ||
+        json_object_get(json_object_get(header, "chunking"), "group_by")) {
+        *unsure = 1;
+        return NULL;
+    }
+    if (!(job = shoal_jsonalloc_array(1, sizeof(*job)))) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    memset(job, 0, sizeof(*job));
+    /* 0: planned; 1: unsure; -1: out of memory; -2: refused, the reason in errbuf */
+    if (!(r = scan_items(job, items, len))) {
+        /* the header's members as shoal_job_parse would decode them, but items */
+        r = !(job->doc = doc = json_deep_copy(header)) ||
+                    (json_object_get(doc, "parts") && json_object_del(doc, "parts")) ||
+                    (json_object_get(doc, "items") && json_object_del(doc, "items"))
+                ? -1
+                : 0;
+    }
+    if (!r) {
+        job->priority_given = json_object_get(doc, "priority") != NULL;
+        job->submitted_unix = (long long)time(NULL);
+        if (checked)
+            r = judge_plain(job, doc, models);
+    }
+    if (!r && fill_defaults(doc))
+        r = -1;
+    /* a job being judged gets the reason a plan fails for from shoal_job_parse */
+    if (!r && plan_chunks(job, errbuf, errlen))
+        r = checked ? 1 : -2;
+    if (!r)
+        return job;
+    shoal_job_destroy(job);
+    if (r == -1)
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    *unsure = r == 1;
+    return NULL;
+}
+
+shoal_job_t *shoal_job_parse_part(const json_t *header, const char *items, size_t len,
+                                  const shoal_models_t *models, int *unsure, char *errbuf,
+                                  size_t errlen)
+{
+    return from_text(header, items, len, 1, models, unsure, errbuf, errlen);
+}
+
+shoal_job_t *shoal_job_parse_stored_part(const json_t *header, const char *items, size_t len,
+                                         int *unsure, char *errbuf, size_t errlen)
+{
+    return from_text(header, items, len, 0, NULL, unsure, errbuf, errlen);
 }
 
 static const char *get_str(const shoal_job_t *job, const char *key)
@@ -394,9 +685,59 @@ long shoal_job_est_tokens(const shoal_job_t *job)
     return job->est_tokens;
 }
 
+/* The items of a job rebuilt from stored text, decoded into its document
+ * as shoal_job_parse would have them; -1 when out of memory (the job stays
+ * as it was). */
+static int decode_spans(shoal_job_t *job)
+{
+    json_t *items = json_array();
+    for (size_t i = 0; items && i < job->n_items; i++) {
+        if (json_array_append_new(items, span_item(&job->spans[i]))) {
+            json_decref(items);
+            items = NULL;
+        }
+    }
+    if (!items || json_object_set_new(job->doc, "items", items))
+        return -1;
+    job->items = items;
+    shoal_jsonalloc_free(job->spans);
+    shoal_jsonalloc_free(job->items_text);
+    job->spans = NULL;
+    job->items_text = NULL;
+    return 0;
+}
+
 const json_t *shoal_job_json(const shoal_job_t *job)
 {
+    /* A job rebuilt from stored text decodes its items the first time its
+     * document is read: the job is read-only to its users, this is a cache. */
+    if (job->spans && decode_spans((shoal_job_t *)job))
+        return NULL;
     return job->doc;
+}
+
+const json_t *shoal_job_field(const shoal_job_t *job, const char *key)
+{
+    if (!strcmp(key, "items")) {
+        const json_t *doc = shoal_job_json(job);
+        return doc ? json_object_get(doc, "items") : NULL;
+    }
+    return json_object_get(job->doc, key);
+}
+
+int shoal_job_item_text(const shoal_job_t *job, size_t i, shoal_job_text_t *id,
+                        shoal_job_text_t *input)
+{
+    if (!job->spans || i >= job->n_items)
+        return 0;
+    const struct span *sp = &job->spans[i];
+    id->body = sp->id;
+    id->len = sp->id_len;
+    id->escaped = sp->id_esc;
+    input->body = sp->input;
+    input->len = sp->input_len;
+    input->escaped = sp->input_esc;
+    return 1;
 }
 
 shoal_err_t shoal_job_set_id(shoal_job_t *job, const char *id)
@@ -426,7 +767,7 @@ shoal_err_t shoal_job_set_priority(shoal_job_t *job, const char *priority)
 
 int shoal_job_copy_field(const shoal_job_t *job, const char *key, json_t *obj)
 {
-    const json_t *v = json_object_get(job->doc, key);
+    const json_t *v = shoal_job_field(job, key);
 
     if (!v)
         return 0;

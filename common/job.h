@@ -39,6 +39,42 @@ typedef struct shoal_job shoal_job_t;
 shoal_job_t *shoal_job_parse(const char *buf, size_t len, size_t max_bytes,
                              const shoal_models_t *models, char *errbuf, size_t errlen);
 
+/* shoal_job_parse for a job document shoal_job_parse has accepted before
+ * and the scheduler kept (a stored job or part): decoded, defaults filled
+ * in and chunks planned as shoal_job_parse does, without judging again what
+ * it judged then (the schema, item ids, models, output.schema), which took
+ * most of the time of rebuilding a part of 20,000 items. A text that no
+ * longer decodes, is not an object or cannot be planned is still refused,
+ * NULL with the reason in errbuf. Caller destroys. */
+shoal_job_t *shoal_job_parse_stored(const char *buf, size_t len, char *errbuf, size_t errlen);
+
+/* shoal_job_parse_stored for a stored part of a job sent in parts, from the
+ * header's document (borrowed; its "parts" and "items" are left out) and
+ * items[0..len), the text of the part's items array without its brackets.
+ * When every item is a plain {"id", "input"} pair of strings without \u
+ * escapes and the job does not group its items, the items are kept as text
+ * (copied) and decoded only if the job's document is read (shoal_job_json):
+ * task messages are written from the text (common/taskmsg.h). Otherwise
+ * NULL with *unsure set (the caller rebuilds the job with
+ * shoal_job_parse_stored); NULL with *unsure 0 and the reason in errbuf
+ * when the items cannot be planned or memory ran out. Caller destroys. */
+shoal_job_t *shoal_job_parse_stored_part(const json_t *header, const char *items, size_t len,
+                                         int *unsure, char *errbuf, size_t errlen);
+
+/* shoal_job_parse for the job a part of a job sent in parts makes: the
+ * header's document (borrowed; its "parts" and "items" are left out) with
+ * items[0..len) as its items. When every item is a plain {"id", "input"}
+ * pair (as for shoal_job_parse_stored_part) and the job passes every check
+ * shoal_job_parse makes (judged on the items' text and on the header with
+ * the first item, which is what the schema sees of such items), the job
+ * keeps its items as text. Anything else, a failing check included, gives
+ * NULL with *unsure set: the caller parses the whole text with
+ * shoal_job_parse, which words the reason. NULL with *unsure 0 when out of
+ * memory. Caller destroys. */
+shoal_job_t *shoal_job_parse_part(const json_t *header, const char *items, size_t len,
+                                  const shoal_models_t *models, int *unsure, char *errbuf,
+                                  size_t errlen);
+
 void shoal_job_destroy(shoal_job_t *job); /* NULL is ok */
 
 /* Getters. Strings and json_t are borrowed until shoal_job_destroy(), except
@@ -75,8 +111,29 @@ size_t shoal_job_n_chunks(const shoal_job_t *job);
 long shoal_job_est_tokens(const shoal_job_t *job);
 
 /* The decoded document with defaults filled in and integral numbers such as
- * 5.0 stored as integers. It still satisfies the schema. */
+ * 5.0 stored as integers. It still satisfies the schema. A job rebuilt from
+ * a stored part's text (shoal_job_parse_stored_part) decodes its items on
+ * the first call: NULL when that ran out of memory. */
 const json_t *shoal_job_json(const shoal_job_t *job);
+
+/* json_object_get(shoal_job_json(job), key), borrowed, without decoding the
+ * items of a job rebuilt from text unless key is "items". */
+const json_t *shoal_job_field(const shoal_job_t *job, const char *key);
+
+/* A string of an item as written in the JSON text the job was rebuilt from:
+ * its body between the quotes, escapes (never \u) as written. */
+typedef struct {
+    const char *body;
+    size_t len;
+    int escaped; /* body holds escapes: undo them (shoal_jsonlex_unescape) */
+} shoal_job_text_t;
+
+/* For a job whose items are still text (shoal_job_parse_stored_part, and
+ * shoal_job_json not called since): item i's id and input, borrowed until
+ * the job changes, and 1. 0 for any other job or i: read its items from
+ * the document. */
+int shoal_job_item_text(const shoal_job_t *job, size_t i, shoal_job_text_t *id,
+                        shoal_job_text_t *input);
 
 /* Sets the job id (copied), e.g. one the scheduler generated for a job that
  * came without. SHOAL_ERR_INVALID if id breaks the schema's job_id rule,

@@ -178,6 +178,16 @@ static void schema_problem(void *arg, const shoal_jsonschema_error_t *d, const c
     add_problem(p, message);
 }
 
+int shoal_jobcheck_plain_item(const char *id, size_t id_len, size_t input_len)
+{
+    if (id_len < 1 || id_len > KEY_MAX || input_len > ITEM_INPUT_MAX)
+        return 0;
+    for (size_t i = 0; i < id_len; i++)
+        if (!key_char((unsigned char)id[i], 1))
+            return 0;
+    return 1;
+}
+
 /* The schema's item rule ($defs/item) for the usual item, {"id", "input"}
  * and maybe "group", judged without the generic validator: 1 when item
  * certainly passes it, 0 when unsure (anything else, such as an item with
@@ -198,12 +208,8 @@ static int plain_item(const json_t *item)
         if (!json_is_string(v))
             return 0;
         if (!strcmp(key, "id")) {
-            const char *s = json_string_value(v);
-            if (n < 1 || n > KEY_MAX)
+            if (!shoal_jobcheck_plain_item(json_string_value(v), n, 0))
                 return 0;
-            for (size_t i = 0; i < n; i++)
-                if (!key_char((unsigned char)s[i], 1))
-                    return 0;
             id = 1;
         } else if (!strcmp(key, "input")) {
             if (n > ITEM_INPUT_MAX)
@@ -274,6 +280,9 @@ shoal_err_t shoal_job_check_schema(const json_t *doc, char *errbuf, size_t errle
 
 /* ---- decoding ---- */
 
+_Static_assert(SHOAL_JSONLEX_DEPTH_MAX <= SHOAL_JOB_MAX_DEPTH,
+               "shoal_job_decode skips the depth walk for what the fast reader took");
+
 static int too_deep(const json_t *v, int depth)
 {
     if (!json_is_object(v) && !json_is_array(v))
@@ -317,6 +326,9 @@ json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errle
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    /* The fast reader refuses what nests deeper than too_deep allows, so
+     * only jansson's trees are walked for depth. */
+    int fast = doc != NULL;
     if (!doc)
         doc = json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &e);
     if (!doc) {
@@ -333,7 +345,7 @@ json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errle
                       e.line, e.column, text);
         return NULL;
     }
-    if (too_deep(doc, 0)) {
+    if (!fast && too_deep(doc, 0)) {
         json_decref(doc);
         shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "job nests deeper than %d levels",
                       SHOAL_JOB_MAX_DEPTH);
@@ -344,56 +356,75 @@ json_t *shoal_job_decode(const char *buf, size_t len, char *errbuf, size_t errle
 
 /* ---- semantic checks ---- */
 
-struct id_ref {
-    const char *id;
-    size_t index;
-};
-
-static int cmp_id_ref(const void *a, const void *b)
+/* FNV-1a: ids are short, and the table only needs them spread. */
+static size_t id_hash(const char *s, size_t n)
 {
-    const struct id_ref *x = a, *y = b;
-    int c = strcmp(x->id, y->id);
-
-    if (c)
-        return c;
-    return x->index < y->index ? -1 : x->index > y->index;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return (size_t)(h ^ (h >> 32));
 }
 
-/* Names the first item (in job order) whose id an earlier item already has. */
+int shoal_jobcheck_first_repeat(size_t n, shoal_jobcheck_id_fn id_of, void *arg, size_t *repeat,
+                                size_t *original)
+{
+    struct seen {
+        const char *s; /* NULL: empty */
+        size_t len, index;
+    } * slot;
+    size_t cap = 16;
+
+    while (cap < 2 * n)
+        cap *= 2;
+    if (!(slot = shoal_jsonalloc_array(cap, sizeof(*slot))))
+        return -1;
+    memset(slot, 0, cap * sizeof(*slot));
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *s = id_of(arg, i, &len);
+        if (!s)
+            continue; /* the schema requires one */
+        for (size_t h = id_hash(s, len) & (cap - 1);; h = (h + 1) & (cap - 1)) {
+            if (!slot[h].s) {
+                slot[h].s = s;
+                slot[h].len = len;
+                slot[h].index = i;
+                break;
+            }
+            if (slot[h].len == len && !memcmp(slot[h].s, s, len)) {
+                *repeat = i;
+                *original = slot[h].index;
+                shoal_jsonalloc_free(slot);
+                return 1;
+            }
+        }
+    }
+    shoal_jsonalloc_free(slot);
+    return 0;
+}
+
+static const char *json_item_id(void *arg, size_t i, size_t *len)
+{
+    const json_t *id = json_object_get(json_array_get(arg, i), "id");
+    *len = json_string_length(id);
+    return json_string_value(id);
+}
+
+/* Names the first item (in job order) whose id an earlier item already has,
+ * and that earlier item. */
 static shoal_err_t check_unique_ids(const json_t *items, size_t n, char *errbuf, size_t errlen)
 {
-    struct id_ref *refs = shoal_jsonalloc_array(n, sizeof(*refs));
-    size_t repeat = SIZE_MAX, original = 0, group_first = 0;
+    size_t repeat, original;
     char q[QUOTE_LEN];
+    int r = shoal_jobcheck_first_repeat(n, json_item_id, (void *)items, &repeat, &original);
 
-    if (!refs)
+    if (r < 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        refs[i].id = json_string_value(json_object_get(json_array_get(items, i), "id"));
-        refs[i].index = i;
-    }
-    qsort(refs, n, sizeof(*refs), cmp_id_ref);
-    if (n > 0)
-        group_first = refs[0].index;
-    for (size_t k = 1; k < n; k++) {
-        if (strcmp(refs[k].id, refs[k - 1].id) != 0) {
-            group_first = refs[k].index;
-            continue;
-        }
-        if (refs[k].index < repeat) {
-            repeat = refs[k].index;
-            original = group_first;
-        }
-    }
-    shoal_jsonalloc_free(refs);
-    if (repeat == SIZE_MAX)
+    if (r == 0)
         return SHOAL_OK;
-    {
-        const json_t *id = json_object_get(json_array_get(items, repeat), "id");
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                             "items[%zu].id %s repeats items[%zu].id", repeat, quoted_json(q, id),
-                             original);
-    }
+    return shoal_err_set(
+        errbuf, errlen, SHOAL_ERR_INVALID, "items[%zu].id %s repeats items[%zu].id", repeat,
+        quoted_json(q, json_object_get(json_array_get(items, repeat), "id")), original);
 }
 
 static shoal_err_t check_model(const shoal_models_t *models, const char *path, const char *alias,

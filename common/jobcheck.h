@@ -61,6 +61,22 @@ int shoal_job_id_valid(const char *id);
 shoal_err_t shoal_jobcheck_semantics(const json_t *doc, const shoal_models_t *models, char *errbuf,
                                      size_t errlen);
 
+/* 1 when an item {"id": id (id_len bytes), "input": a string of input_len
+ * bytes} certainly passes the schema's item rule ($defs/item): the id
+ * within the key rule, the input within its length (lengths in bytes bound
+ * lengths in code points from above); 0 when unsure. */
+int shoal_jobcheck_plain_item(const char *id, size_t id_len, size_t input_len);
+
+/* Item i's id (*len bytes), or NULL when it has none. */
+typedef const char *(*shoal_jobcheck_id_fn)(void *arg, size_t i, size_t *len);
+
+/* Whether an item id of items 0..n-1 repeats, in one pass with a hash
+ * table: 1 with *repeat the first item (in job order) whose id an earlier
+ * one has and *original the earliest with it, 0 when none does, -1 when out
+ * of memory. */
+int shoal_jobcheck_first_repeat(size_t n, shoal_jobcheck_id_fn id_of, void *arg, size_t *repeat,
+                                size_t *original);
+
 /* shoal_jsondesc_quote() (common/jsondesc.h) under its older name, kept for
  * the callers that still use it; new code calls shoal_jsondesc_quote(). */
 const char *shoal_jobcheck_quote(char out[SHOAL_JOBCHECK_QUOTE_LEN], const char *s, size_t len);

@@ -197,7 +197,7 @@ nomem:
 
 struct shoal_taskmsg_writer {
     const shoal_job_t *job;
-    const json_t *items; /* the job's, borrowed */
+    const json_t *items; /* the job's, borrowed; NULL until an item is read from it */
     long n_chunks;
     int batch;
     /* shared texts, each ",\"key\":value" as json_dumps writes the value */
@@ -227,9 +227,9 @@ void shoal_taskmsg_writer_destroy(shoal_taskmsg_writer_t *w)
 /* Appends ",\"key\":" and the job's field key as json_dumps writes it;
  * nothing when the job has no such field (as shoal_job_copy_field). -1 when
  * out of memory. */
-static int shared_field(shoal_jsontext_t *t, const json_t *doc, const char *key)
+static int shared_field(shoal_jsontext_t *t, const shoal_job_t *job, const char *key)
 {
-    const json_t *v = json_object_get(doc, key);
+    const json_t *v = shoal_job_field(job, key);
     if (!v)
         return 0;
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -252,7 +252,6 @@ static char *take(shoal_jsontext_t *t)
 shoal_taskmsg_writer_t *shoal_taskmsg_writer_new(const shoal_job_t *job, long n_chunks,
                                                  char *errbuf, size_t errlen)
 {
-    const json_t *doc = shoal_job_json(job);
     shoal_taskmsg_writer_t *w;
     shoal_jsontext_t t;
     int bad = 0;
@@ -267,29 +266,28 @@ shoal_taskmsg_writer_t *shoal_taskmsg_writer_new(const shoal_job_t *job, long n_
         return NULL;
     }
     w->job = job;
-    w->items = json_object_get(doc, "items");
     w->n_chunks = n_chunks;
     w->batch = strcmp(shoal_job_mode(job), "batch") == 0;
     shoal_jsontext_init(&w->b, TEXT_MAX);
     shoal_jsontext_init(&t, TEXT_MAX);
-    bad |= shared_field(&t, doc, "job_id");
+    bad |= shared_field(&t, job, "job_id");
     w->job_id = take(&t);
-    bad |= shared_field(&t, doc, "tenant") | shared_field(&t, doc, "priority");
+    bad |= shared_field(&t, job, "tenant") | shared_field(&t, job, "priority");
     LIT(&t, ",\"model\":");
     w->owner = take(&t);
-    char *model = json_dumps(json_object_get(doc, "model"), JSON_COMPACT | JSON_ENCODE_ANY);
+    char *model = json_dumps(shoal_job_field(job, "model"), JSON_COMPACT | JSON_ENCODE_ANY);
     shoal_jsontext_raw(&t, model ? model : "", model ? strlen(model) : 0);
     bad |= !model;
     free(model);
     w->model = take(&t);
-    bad |= shared_field(&t, doc, "fallback_models") | shared_field(&t, doc, "system") |
-           shared_field(&t, doc, "prompt_template");
+    bad |= shared_field(&t, job, "fallback_models") | shared_field(&t, job, "system") |
+           shared_field(&t, job, "prompt_template");
     w->prompt = take(&t);
-    bad |= shared_field(&t, doc, "output") | shared_field(&t, doc, "max_attempts") |
-           shared_field(&t, doc, "timeout_ms");
+    bad |= shared_field(&t, job, "output") | shared_field(&t, job, "max_attempts") |
+           shared_field(&t, job, "timeout_ms");
     w->limits = take(&t);
     if (shoal_job_deadline_s(job) > 0) {
-        bad |= shared_field(&t, doc, "deadline_s");
+        bad |= shared_field(&t, job, "deadline_s");
         LIT(&t, ",\"deadline_unix\":");
         shoal_jsontext_int(&t, shoal_job_deadline_unix(job));
     }
@@ -336,6 +334,47 @@ static int write_item(shoal_jsontext_t *b, const json_t *src)
     return 0;
 }
 
+/* A string as written in the JSON text a job was rebuilt from, written as
+ * json_dumps writes its value: a body without escapes is that already
+ * (shoal_jsonlex_string let through no control character, quote or
+ * invalid UTF-8), one with escapes is decoded and written again. */
+static int write_text(shoal_jsontext_t *b, const shoal_job_text_t *s)
+{
+    if (!s->escaped) {
+        LIT(b, "\"");
+        shoal_jsontext_raw(b, s->body, s->len);
+        LIT(b, "\"");
+        return 0;
+    }
+    char *tmp = malloc(s->len + 1);
+    if (!tmp)
+        return -1;
+    int r = shoal_jsontext_strn(b, tmp, shoal_jsonlex_unescape(tmp, s->body, s->len));
+    free(tmp);
+    return r;
+}
+
+/* Item i of the job: from its text when the job keeps it as text, else as
+ * write_item does. */
+static int write_job_item(shoal_taskmsg_writer_t *w, size_t i)
+{
+    shoal_job_text_t id, input;
+
+    if (shoal_job_item_text(w->job, i, &id, &input)) {
+        LIT(&w->b, "{\"id\":");
+        if (write_text(&w->b, &id))
+            return -1;
+        LIT(&w->b, ",\"input\":");
+        if (write_text(&w->b, &input))
+            return -1;
+        LIT(&w->b, "}");
+        return 0;
+    }
+    if (!w->items && !(w->items = shoal_job_field(w->job, "items")))
+        return -1;
+    return write_item(&w->b, json_array_get(w->items, i));
+}
+
 const char *shoal_taskmsg_writer_text(shoal_taskmsg_writer_t *w, size_t chunk, long number,
                                       const char *cache_key, size_t *len, char *errbuf,
                                       size_t errlen)
@@ -357,7 +396,16 @@ const char *shoal_taskmsg_writer_text(shoal_taskmsg_writer_t *w, size_t chunk, l
         return NULL;
     }
     shoal_job_chunk_range(job, chunk, &first, &end);
-    const json_t *own = json_array_get(w->items, first);
+    shoal_job_text_t id_text, input_text;
+    const json_t *own = NULL;
+    /* an item kept as text has neither a model nor a body of its own */
+    if (!shoal_job_item_text(job, first, &id_text, &input_text)) {
+        if (!w->items && !(w->items = shoal_job_field(job, "items"))) {
+            shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        own = json_array_get(w->items, first);
+    }
     const json_t *own_model = json_object_get(own, "model");
     int version = w->batch || json_object_get(own, "body") ? SHOAL_TASKMSG_VERSION_MAX
                                                            : SHOAL_TASKMSG_VERSION;
@@ -388,7 +436,7 @@ const char *shoal_taskmsg_writer_text(shoal_taskmsg_writer_t *w, size_t chunk, l
     for (size_t i = first; i < end && !bad; i++) {
         if (i > first)
             LIT(b, ",");
-        bad |= write_item(b, json_array_get(w->items, i));
+        bad |= write_job_item(w, i);
     }
     LIT(b, "]");
     shoal_jsontext_raw(b, w->limits, strlen(w->limits));

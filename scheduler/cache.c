@@ -37,7 +37,7 @@ int shoal_cache_enabled(const shoal_job_t *job, long ttl_s)
 {
     /* A batch-mode answer is one result per item (shoal.item_results), which
      * a cached chunk answer would not write: such jobs go uncached. */
-    return ttl_s > 0 && !json_is_false(json_object_get(shoal_job_json(job), "cache")) &&
+    return ttl_s > 0 && !json_is_false(shoal_job_field(job, "cache")) &&
            strcmp(shoal_job_mode(job), "batch") != 0;
 }
 

@@ -29,9 +29,10 @@ static int mentions_part(const char *s, size_t len)
 
 /* The header's job (its document without "parts") with items[0..ilen), the
  * text of an items array without its brackets, as its items, parsed and
- * checked as shoal_job_parse does (models may be NULL). NULL with the reason
- * in why. */
-static shoal_job_t *build(json_t *header, const char *items, size_t ilen,
+ * checked as shoal_job_parse does (models may be NULL), or for a stored
+ * part (stored 1) rebuilt as shoal_job_parse_stored does. NULL with the
+ * reason in why. */
+static shoal_job_t *build(json_t *header, const char *items, size_t ilen, int stored,
                           const shoal_models_t *models, char *why, size_t whylen)
 {
     static const char mid[] = ",\"items\":[";
@@ -59,14 +60,16 @@ static shoal_job_t *build(json_t *header, const char *items, size_t ilen,
         snprintf(why, whylen, "out of memory");
         return NULL;
     }
-    shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, why, whylen);
+    size_t tlen = strlen(text);
+    shoal_job_t *job = stored ? shoal_job_parse_stored(text, tlen, why, whylen)
+                              : shoal_job_parse(text, tlen, 0, models, why, whylen);
     free(text);
     return job;
 }
 
 /* The header's job with items (borrowed, an array) as its items. */
-static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t *models, char *why,
-                            size_t whylen)
+static shoal_job_t *compose(json_t *header, json_t *items, int stored, const shoal_models_t *models,
+                            char *why, size_t whylen)
 {
     if (!json_is_array(items)) {
         snprintf(why, whylen, "items: expected an array");
@@ -78,40 +81,36 @@ static shoal_job_t *compose(json_t *header, json_t *items, const shoal_models_t 
         return NULL;
     }
     size_t len = strlen(text); /* "[...]" */
-    shoal_job_t *job = build(header, text + 1, len - 2, models, why, whylen);
+    shoal_job_t *job = build(header, text + 1, len - 2, stored, models, why, whylen);
     free(text);
     return job;
 }
 
-/* compose() for a part given as its message text[0..len): the items' text
- * is spliced after the header's members as it came, so a part of tens of
- * thousands of items is decoded once (by shoal_job_parse) instead of being
- * decoded, encoded again and decoded a second time. The job is the same
- * either way: an item decodes to the same value from its own text as from
- * its re-encoding. *scanned is 0 when the text could not be scanned as an
- * object with an items array (the caller falls back to compose()). */
-static shoal_job_t *compose_text(json_t *header, const char *text, size_t len,
-                                 const shoal_models_t *models, int *scanned, char *why,
-                                 size_t whylen)
+/* The text of the items of the object text[0..len) (its items array
+ * without the brackets) into *items, *ilen: 0, or -1 with the reason in why
+ * when the text could not be scanned as an object with an items array (the
+ * caller then decodes it whole). A part's items are handed on as this text,
+ * so that a part of tens of thousands of items is decoded at most once, or
+ * not at all when its items are kept as text (common/job.h). */
+static int items_text(const char *text, size_t len, const char **items, size_t *ilen, char *why,
+                      size_t whylen)
 {
     const char *item, *first = NULL, *last = NULL;
-    size_t ilen;
+    size_t n;
     int r;
 
-    *scanned = 0;
     shoal_jobsplit_t *split = shoal_jobsplit_new(text, len, why, whylen);
     if (!split)
-        return NULL;
-    while ((r = shoal_jobsplit_next(split, &item, &ilen, why, whylen)) == 1) {
+        return -1;
+    while ((r = shoal_jobsplit_next(split, &item, &n, why, whylen)) == 1) {
         if (!first)
             first = item;
-        last = item + ilen;
+        last = item + n;
     }
     shoal_jobsplit_destroy(split);
-    if (r < 0)
-        return NULL;
-    *scanned = 1;
-    return build(header, first, first ? (size_t)(last - first) : 0, models, why, whylen);
+    *items = first;
+    *ilen = first ? (size_t)(last - first) : 0;
+    return r < 0 ? -1 : 0;
 }
 
 static char *text_of(const void *value, size_t len)
@@ -157,7 +156,7 @@ static shoal_err_t header(const shoal_intake_conf_t *c, const char *source,
     /* The header is checked as a job whose one item stands in for the parts'. */
     json_t *standin = json_pack("[{s:s, s:s}]", "id", "-", "input", "-");
     char jwhy[512];
-    shoal_job_t *job = standin ? compose(doc, standin, c->models, jwhy, sizeof(jwhy)) : NULL;
+    shoal_job_t *job = standin ? compose(doc, standin, 0, c->models, jwhy, sizeof(jwhy)) : NULL;
     json_decref(standin);
     if (!job) {
         snprintf(why, sizeof(why), "job header: %s", standin ? jwhy : "out of memory");
@@ -274,7 +273,7 @@ static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
  * Caller frees; NULL when out of memory. */
 static char *part_rows(const shoal_job_t *job)
 {
-    const json_t *items = json_object_get(shoal_job_json(job), "items");
+    const json_t *items = NULL; /* read only for an item not kept as text */
     shoal_jsontext_t b;
     int bad = 0;
 
@@ -290,10 +289,20 @@ static char *part_rows(const shoal_job_t *job)
         shoal_jsontext_key(&b, "item_ids");
         shoal_jsontext_raw(&b, "[", 1);
         for (size_t i = first; i < end && !bad; i++) {
-            const json_t *id = json_object_get(json_array_get(items, i), "id");
+            shoal_job_text_t id, input;
             if (i > first)
                 shoal_jsontext_raw(&b, ",", 1);
-            bad = shoal_jsontext_strn(&b, json_string_value(id), json_string_length(id));
+            if (shoal_job_item_text(job, i, &id, &input) && !id.escaped) {
+                /* an id kept as text is written as it came (no escapes) */
+                shoal_jsontext_raw(&b, "\"", 1);
+                shoal_jsontext_raw(&b, id.body, id.len);
+                shoal_jsontext_raw(&b, "\"", 1);
+                continue;
+            }
+            if (!items && !(items = shoal_job_field(job, "items")))
+                bad = 1;
+            const json_t *v = json_object_get(json_array_get(items, i), "id");
+            bad = bad || shoal_jsontext_strn(&b, json_string_value(v), json_string_length(v));
         }
         shoal_jsontext_raw(&b, "]", 1);
         shoal_jsontext_key_int(&b, "est_tokens", shoal_job_chunk_est_tokens(job, k));
@@ -308,10 +317,12 @@ static char *part_rows(const shoal_job_t *job)
 }
 
 /* doc is the part message decoded, or (items NULL) its members but "items",
- * which the text holds as an array of n_items. */
+ * which the text holds as an array of n_items, whose elements' text is
+ * itext[0..ilen) (as items_text gives it; NULL when not scanned). */
 static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
                         shoal_intake_origin_t *origin, const void *value, size_t len, json_t *doc,
-                        size_t n_items, shoal_intake_result_t *out, char *errbuf, size_t errlen)
+                        size_t n_items, const char *itext, size_t ilen, shoal_intake_result_t *out,
+                        char *errbuf, size_t errlen)
 {
     char why[700], jwhy[512];
     const char *jid = json_string_value(json_object_get(doc, "job_id"));
@@ -384,10 +395,19 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
     PQclear(r);
     if (!hdr)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "cannot decode the stored header");
-    int scanned;
-    shoal_job_t *job = compose_text(hdr, value, len, c->models, &scanned, jwhy, sizeof(jwhy));
+    /* Plain items are judged and kept as text (no item is decoded); any
+     * other part, or one that fails a check, is parsed whole, which words
+     * the reason. */
+    int scanned = 0, unsure = 1;
+    shoal_job_t *job = NULL;
+    if (itext || items_text(value, len, &itext, &ilen, jwhy, sizeof(jwhy)) == 0) {
+        scanned = 1;
+        job = shoal_job_parse_part(hdr, itext, ilen, c->models, &unsure, jwhy, sizeof(jwhy));
+        if (!job && unsure)
+            job = build(hdr, itext, ilen, 0, c->models, jwhy, sizeof(jwhy));
+    }
     if (!scanned && !scanned_items)
-        job = compose(hdr, items, c->models, jwhy, sizeof(jwhy));
+        job = compose(hdr, items, 0, c->models, jwhy, sizeof(jwhy));
     json_decref(hdr);
     if (!job) {
         snprintf(why, sizeof(why), "part %lld: %s", (long long)k, jwhy);
@@ -454,24 +474,28 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
     *handled = 0;
     if (!value || len > c->max_job_bytes || !mentions_part(value, len))
         return SHOAL_OK;
-    /* A part is scanned, not decoded: its items are decoded once, when the
-     * job is built from them (compose_text). Anything the scan does not take
-     * for an object with an items array is decoded whole. */
+    /* A part is scanned, not decoded: its items are judged as text, or
+     * decoded once when the job is built from them (part). Anything the scan
+     * does not take for an object with an items array is decoded whole. */
     char why[256];
     size_t n_items = 0;
-    const char *item;
+    const char *item, *first = NULL, *last = NULL;
     size_t ilen;
     int r = -1;
     shoal_jobsplit_t *split = shoal_jobsplit_new(value, len, why, sizeof(why));
     if (split)
-        while ((r = shoal_jobsplit_next(split, &item, &ilen, why, sizeof(why))) == 1)
-            n_items++;
+        while ((r = shoal_jobsplit_next(split, &item, &ilen, why, sizeof(why))) == 1) {
+            if (!n_items++)
+                first = item;
+            last = item + ilen;
+        }
     json_t *members = split && r == 0 ? shoal_jobsplit_header(split) : NULL;
     shoal_err_t err = SHOAL_OK;
     if (json_is_object(members) && json_object_get(members, "part") &&
         !json_object_get(members, "parts") && !json_object_get(members, "prompt_template")) {
         *handled = 1;
-        err = part(c, source, origin, value, len, members, n_items, out, errbuf, errlen);
+        err = part(c, source, origin, value, len, members, n_items, first,
+                   first ? (size_t)(last - first) : 0, out, errbuf, errlen);
         shoal_jobsplit_destroy(split);
         return err;
     }
@@ -484,7 +508,7 @@ shoal_err_t shoal_parts_intake(const shoal_intake_conf_t *c, const char *source,
                !json_object_get(doc, "prompt_template")) {
         *handled = 1;
         err = part(c, source, origin, value, len, doc,
-                   json_array_size(json_object_get(doc, "items")), out, errbuf, errlen);
+                   json_array_size(json_object_get(doc, "items")), NULL, 0, out, errbuf, errlen);
     }
     json_decref(doc);
     return err;
@@ -518,24 +542,34 @@ shoal_job_t *shoal_parts_load(shoal_pg_t *pg, const char *job_id, int part, long
     shoal_job_t *job = NULL;
     if (part < 0) {
         /* The stored document is the job as the scheduler parsed it: parsing
-         * it again (without the models file, which may have changed) gives the
-         * same chunks and the same task messages. */
-        job = shoal_job_parse(PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), 0, NULL, why,
-                              sizeof(why));
+         * it again (without the models file, which may have changed, and
+         * without the checks it passed) gives the same chunks and the same
+         * task messages. */
+        job = shoal_job_parse_stored(PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), why,
+                                     sizeof(why));
         *chunk_base = 0;
         *n_chunks = job ? (long)shoal_job_n_chunks(job) : 0;
     } else {
         json_t *hdr = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
-        int scanned = 0;
+        const char *items;
+        size_t ilen;
+        int scanned = 0, unsure = 1;
         snprintf(why, sizeof(why), "the stored header is not JSON");
-        if (hdr)
-            job = compose_text(hdr, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), NULL,
-                               &scanned, why, sizeof(why));
+        /* Its items are kept as text when they are plain, so that their
+         * task messages are written from it (no item is decoded); else the
+         * part is decoded as it was at intake. */
+        if (hdr && items_text(PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), &items, &ilen, why,
+                              sizeof(why)) == 0) {
+            scanned = 1;
+            job = shoal_job_parse_stored_part(hdr, items, ilen, &unsure, why, sizeof(why));
+            if (!job && unsure)
+                job = build(hdr, items, ilen, 1, NULL, why, sizeof(why));
+        }
         if (hdr && !scanned) {
             json_t *pdoc = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
             snprintf(why, sizeof(why), "the stored part is not JSON");
             if (pdoc)
-                job = compose(hdr, json_object_get(pdoc, "items"), NULL, why, sizeof(why));
+                job = compose(hdr, json_object_get(pdoc, "items"), 1, NULL, why, sizeof(why));
             json_decref(pdoc);
         }
         json_decref(hdr);

@@ -1491,6 +1491,391 @@ static void test_all_errors(void)
     assert_str_contains(err, "(more problems not shown)");
 }
 
+/* A job of n items "i0".."i<n-1>", except that items[dup[k][0]] takes the
+ * id of items[dup[k][1]]. Caller frees. */
+static char *job_with_ids(size_t n, const size_t (*dup)[2], size_t ndup)
+{
+    size_t cap = n * 40 + 256, len;
+    char *buf = malloc(cap);
+    assert_true(buf != NULL);
+    len = (size_t)snprintf(buf, cap,
+                           "{\"tenant\":\"acme\",\"model\":\"sim-small\",\"prompt_template\":"
+                           "\"{{input}}\",\"chunking\":{\"max_items\":10},\"items\":[");
+    for (size_t i = 0; i < n; i++) {
+        size_t id = i;
+        for (size_t k = 0; k < ndup; k++)
+            if (dup[k][0] == i)
+                id = dup[k][1];
+        len += (size_t)snprintf(buf + len, cap - len, "%s{\"id\":\"i%zu\",\"input\":\"x %zu\"}",
+                                i ? "," : "", id, i);
+    }
+    snprintf(buf + len, cap - len, "]}");
+    return buf;
+}
+
+/* Item ids are judged in one pass: the first item (in job order) whose id
+ * an earlier one has is named, with the earliest item that has it. */
+static void test_unique_ids(void)
+{
+    static const size_t one[][2] = {{25000, 7}};
+    static const size_t two[][2] = {{29000, 3}, {20000, 19999}};
+    static const size_t last[][2] = {{29999, 29998}};
+    char err[512];
+    char *text = job_with_ids(30000, NULL, 0);
+    shoal_job_t *job = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
+    if (!job)
+        test_fail("unique ids refused: %s", err);
+    assert_int_eq(shoal_job_n_items(job), 30000);
+    shoal_job_destroy(job);
+    free(text);
+
+    text = job_with_ids(30000, one, 1);
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "items[25000].id \"i7\" repeats items[7].id");
+    free(text);
+    text = job_with_ids(30000, two, 2);
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "items[20000].id \"i19999\" repeats items[19999].id");
+    free(text);
+    text = job_with_ids(30000, last, 1);
+    assert_true(shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "items[29999].id \"i29998\" repeats items[29998].id");
+    free(text);
+}
+
+/* A stored job rebuilds as shoal_job_parse built it (same chunks, same
+ * task messages), without the checks it passed; what no longer decodes is
+ * still refused with the reason. */
+static void test_parse_stored(void)
+{
+    static const char *const files[] = {"all_fields.json", "groups.json", "multi_item_chunks.json",
+                                        "unicode.json", "deadline_truncation.json"};
+    char path[1100], err[512], err2[512];
+
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        size_t len;
+        snprintf(path, sizeof(path), "%s/tests/data/jobs/valid/%s", source_dir(), files[f]);
+        char *buf = read_file(path, &len);
+        shoal_job_t *a = shoal_job_parse(buf, len, 0, models, err, sizeof(err));
+        if (!a)
+            test_fail("%s: %s", files[f], err);
+        if (!shoal_job_id(a))
+            assert_int_eq(shoal_job_set_id(a, "stored-1"), SHOAL_OK);
+        /* what the scheduler stores: the parsed document */
+        char *doc = json_dumps(shoal_job_json(a), JSON_COMPACT);
+        shoal_job_t *b = shoal_job_parse_stored(doc, strlen(doc), err, sizeof(err));
+        if (!b)
+            test_fail("%s stored: %s", files[f], err);
+        assert_int_eq(shoal_job_n_chunks(b), shoal_job_n_chunks(a));
+        assert_int_eq(shoal_job_n_items(b), shoal_job_n_items(a));
+        assert_int_eq(shoal_job_est_tokens(b), shoal_job_est_tokens(a));
+        shoal_job_set_submitted(b, 1700000000);
+        shoal_job_set_submitted(a, 1700000000);
+        shoal_taskmsg_writer_t *wa = shoal_taskmsg_writer_new(a, 100000, err, sizeof(err));
+        shoal_taskmsg_writer_t *wb = shoal_taskmsg_writer_new(b, 100000, err, sizeof(err));
+        assert_true(wa != NULL && wb != NULL);
+        for (size_t k = 0; k < shoal_job_n_chunks(a); k++) {
+            size_t la, lb;
+            const char *ta = shoal_taskmsg_writer_text(wa, k, (long)k, NULL, &la, err, sizeof(err));
+            assert_true(ta != NULL);
+            char *copy = strdup(ta);
+            const char *tb =
+                shoal_taskmsg_writer_text(wb, k, (long)k, NULL, &lb, err2, sizeof(err2));
+            assert_true(tb != NULL);
+            assert_str_eq(tb, copy);
+            free(copy);
+        }
+        shoal_taskmsg_writer_destroy(wa);
+        shoal_taskmsg_writer_destroy(wb);
+        shoal_job_destroy(a);
+        shoal_job_destroy(b);
+        free(doc);
+        free(buf);
+    }
+
+    /* the checks it passed are not made again: a repeated id and a model the
+     * models file does not know (the stored job is rebuilt without it) */
+    const char *again =
+        "{\"tenant\":\"acme\",\"model\":\"gpt-9\",\"prompt_template\":\"{{input}}\","
+        "\"items\":[{\"id\":\"a\",\"input\":\"x\"},{\"id\":\"a\",\"input\":\"y\"}]}";
+    assert_true(shoal_job_parse(again, strlen(again), 0, models, err, sizeof(err)) == NULL);
+    shoal_job_t *job = shoal_job_parse_stored(again, strlen(again), err, sizeof(err));
+    if (!job)
+        test_fail("stored job refused: %s", err);
+    assert_int_eq(shoal_job_n_chunks(job), 2);
+    shoal_job_destroy(job);
+
+    /* what does not decode, or is not a job, still fails with the reason */
+    assert_true(shoal_job_parse_stored("{\"items\":[", 10, err, sizeof(err)) == NULL);
+    assert_str_contains(err, "invalid JSON at line 1");
+    assert_true(shoal_job_parse_stored("[1]", 3, err, sizeof(err)) == NULL);
+    assert_str_eq(err, "job: expected an object, got an array");
+}
+
+/* Every chunk's task message from a and from b, as text, is the same. */
+static void same_messages(const shoal_job_t *a, const shoal_job_t *b)
+{
+    char err[512];
+    shoal_taskmsg_writer_t *wa = shoal_taskmsg_writer_new(a, 1000, err, sizeof(err));
+    shoal_taskmsg_writer_t *wb = shoal_taskmsg_writer_new(b, 1000, err, sizeof(err));
+    assert_true(wa != NULL && wb != NULL);
+    assert_int_eq(shoal_job_n_chunks(b), shoal_job_n_chunks(a));
+    for (size_t k = 0; k < shoal_job_n_chunks(a); k++) {
+        size_t la, lb;
+        const char *key =
+            k % 2 ? "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" : NULL;
+        assert_int_eq(shoal_job_chunk_est_tokens(b, k), shoal_job_chunk_est_tokens(a, k));
+        const char *ta = shoal_taskmsg_writer_text(wa, k, (long)k + 7, key, &la, err, sizeof(err));
+        if (!ta)
+            test_fail("chunk %zu: %s", k, err);
+        char *copy = strdup(ta);
+        const char *tb = shoal_taskmsg_writer_text(wb, k, (long)k + 7, key, &lb, err, sizeof(err));
+        if (!tb)
+            test_fail("chunk %zu: %s", k, err);
+        assert_str_eq(tb, copy);
+        assert_int_eq(lb, la);
+        free(copy);
+    }
+    shoal_taskmsg_writer_destroy(wa);
+    shoal_taskmsg_writer_destroy(wb);
+}
+
+/* An item {"id": "a", "input": "word word ..."} of words words into buf. */
+static void big_item(char *buf, size_t cap, int words)
+{
+    size_t n = (size_t)snprintf(buf, cap, "{\"id\":\"a\",\"input\":\"");
+    for (int i = 0; i < words && n + 8 < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "word ");
+    snprintf(buf + n, cap - n, "\"}");
+}
+
+static const char one_item[] = "{\"id\":\"a\",\"input\":\"x\"}";
+
+/* A stored part whose items stay text: the same job, chunks and task
+ * messages as the part decoded, before and after its document is read; and
+ * anything but plain items is left to the decoding path. */
+static void test_stored_part(void)
+{
+    static const char header[] =
+        "{\"job_id\":\"p-1\",\"tenant\":\"acme\",\"model\":\"sim-small\",\"system\":\"be brief\","
+        "\"prompt_template\":\"Echo:\\n{{input}} ({{ids}})\",\"chunking\":{\"max_items\":3},"
+        "\"deadline_s\":600,\"parts\":2}";
+    static const char items[] =
+        " {\"id\":\"a\",\"input\":\"plain\"} ,\n{\"input\":\"tab\\tq\\\"uote\\\\ slash\\/ "
+        "\xc3\xa9 \xe2\x9c\x93\",\"id\":\"b\"},{\"id\":\"c\",\"input\":\"\"},"
+        "{ \"id\" : \"d.e:f\" , \"input\" : \"line\\nbreak\\r\\b\\f\" "
+        "},{\"id\":\"g\",\"input\":\"x\"}";
+    char err[512], text[2048];
+    int unsure;
+    json_t *hdr = json_loads(header, 0, NULL);
+    assert_true(hdr != NULL);
+
+    /* the part as shoal_job_parse_stored rebuilds it: the header without
+     * "parts", the items after its members */
+    json_t *h2 = json_deep_copy(hdr);
+    json_object_del(h2, "parts");
+    char *head = json_dumps(h2, JSON_COMPACT);
+    snprintf(text, sizeof(text), "%.*s,\"items\":[%s]}", (int)strlen(head) - 1, head, items);
+    free(head);
+    json_decref(h2);
+    shoal_job_t *ref = shoal_job_parse_stored(text, strlen(text), err, sizeof(err));
+    if (!ref)
+        test_fail("reference: %s", err);
+
+    shoal_job_t *job =
+        shoal_job_parse_stored_part(hdr, items, strlen(items), &unsure, err, sizeof(err));
+    if (!job)
+        test_fail("stored part refused (unsure %d): %s", unsure, err);
+    assert_int_eq(shoal_job_n_items(job), 5);
+    assert_int_eq(shoal_job_n_chunks(job), 2);
+    assert_int_eq(shoal_job_est_tokens(job), shoal_job_est_tokens(ref));
+    assert_str_eq(shoal_job_id(job), "p-1");
+    assert_int_eq(shoal_job_deadline_s(job), 600);
+    shoal_job_set_submitted(job, 1700000000);
+    shoal_job_set_submitted(ref, 1700000000);
+    shoal_job_text_t id, input;
+    assert_int_eq(shoal_job_item_text(job, 1, &id, &input), 1);
+    assert_int_eq(id.len, 1);
+    assert_int_eq(input.escaped, 1);
+    assert_true(shoal_job_field(job, "parts") == NULL);
+    same_messages(ref, job);
+    /* the key view (the result cache) reads the document: decoded then,
+     * equal to the reference's, and the messages stay the same */
+    const json_t *doc = shoal_job_json(job);
+    assert_true(doc != NULL);
+    assert_true(json_equal(doc, shoal_job_json(ref)));
+    assert_int_eq(shoal_job_item_text(job, 1, &id, &input), 0);
+    same_messages(ref, job);
+    json_t *va = shoal_taskmsg_key_view(ref, 1), *vb = shoal_taskmsg_key_view(job, 1);
+    assert_true(va && vb && json_equal(va, vb));
+    json_decref(va);
+    json_decref(vb);
+    shoal_job_destroy(job);
+    shoal_job_destroy(ref);
+
+    /* anything but plain items, or grouping, is left to the caller */
+    static const char *const unsure_items[] = {
+        "{\"id\":\"a\",\"input\":\"x\",\"group\":\"g\"}",
+        "{\"id\":\"a\",\"input\":\"x\",\"model\":\"sim-small\"}",
+        "{\"id\":\"a\",\"input\":\"caf\\u00e9\"}",
+        "{\"id\":\"a\",\"input\":5}",
+        "{\"id\":\"a\",\"input\":\"x\"},",
+        "{\"id\":\"a\",\"input\":\"x\"} {\"id\":\"b\",\"input\":\"y\"}",
+        "{\"id\":\"a\"}",
+        "{\"id\":\"a\",\"id\":\"b\",\"input\":\"x\"}",
+        "{\"id\":\"a\",\"input\":\"x\"",
+    };
+    for (size_t i = 0; i < sizeof(unsure_items) / sizeof(unsure_items[0]); i++) {
+        unsure = 0;
+        job = shoal_job_parse_stored_part(hdr, unsure_items[i], strlen(unsure_items[i]), &unsure,
+                                          err, sizeof(err));
+        if (job || !unsure)
+            test_fail("taken as plain: %s", unsure_items[i]);
+    }
+    json_t *grouped = json_deep_copy(hdr);
+    json_object_set_new(json_object_get(grouped, "chunking"), "group_by", json_string("group"));
+    unsure = 0;
+    assert_true(shoal_job_parse_stored_part(grouped, one_item, strlen(one_item), &unsure, err,
+                                            sizeof(err)) == NULL);
+    assert_int_eq(unsure, 1);
+    json_decref(grouped);
+
+    /* what cannot be planned still fails with the reason */
+    json_t *small = json_deep_copy(hdr);
+    json_object_set_new(json_object_get(small, "chunking"), "max_tokens", json_integer(30));
+    char big[8192];
+    big_item(big, sizeof(big), 300);
+    unsure = 1;
+    assert_true(shoal_job_parse_stored_part(small, big, strlen(big), &unsure, err, sizeof(err)) ==
+                NULL);
+    assert_int_eq(unsure, 0);
+    assert_str_contains(err, "items[0].input is about");
+    json_decref(small);
+    json_decref(hdr);
+}
+
+/* A part judged as text at intake: accepted exactly when shoal_job_parse
+ * accepts the part's job, with the same chunks and task messages; any
+ * failure is left to shoal_job_parse to word (unsure). */
+static void test_parse_part(void)
+{
+    static const char header[] =
+        "{\"job_id\":\"p-2\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+        "\"prompt_template\":\"Echo:\\n{{input}}\",\"chunking\":{\"max_items\":2,\"max_tokens\":"
+        "400},\"parts\":3}";
+    static const struct {
+        const char *items;
+        int ok;
+    } cases[] = {
+        {"{\"id\":\"a\",\"input\":\"one\"},{\"input\":\"t\\\"wo\\n\",\"id\":\"b-2\"},"
+         "{\"id\":\"c\",\"input\":\"\xc3\xa9t\xc3\xa9\"}",
+         1},
+        {"{\"id\":\"a\",\"input\":\"one\"},{\"id\":\"a\",\"input\":\"two\"}", 0},
+        {"{\"id\":\"a b\",\"input\":\"one\"}", 0},
+        {"{\"id\":\"\",\"input\":\"one\"}", 0},
+        {"{\"id\":\"a\\/b\",\"input\":\"one\"}", 0},
+        {"", 0},
+    };
+    char err[512], text[4096];
+    json_t *hdr = json_loads(header, 0, NULL);
+    assert_true(hdr != NULL);
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int unsure = 0;
+        shoal_job_t *job = shoal_job_parse_part(hdr, cases[i].items, strlen(cases[i].items), models,
+                                                &unsure, err, sizeof(err));
+        snprintf(text, sizeof(text),
+                 "{\"job_id\":\"p-2\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+                 "\"prompt_template\":\"Echo:\\n{{input}}\",\"chunking\":{\"max_items\":2,"
+                 "\"max_tokens\":400},\"items\":[%s]}",
+                 cases[i].items);
+        shoal_job_t *ref = shoal_job_parse(text, strlen(text), 0, models, err, sizeof(err));
+        assert_int_eq(ref != NULL, cases[i].ok);
+        if (!cases[i].ok) {
+            if (job || !unsure)
+                test_fail("case %zu: judged as text: %s", i, cases[i].items);
+            continue;
+        }
+        if (!job)
+            test_fail("case %zu refused (unsure %d): %s", i, unsure, err);
+        shoal_job_text_t id, input;
+        assert_int_eq(shoal_job_item_text(job, 0, &id, &input), 1);
+        assert_int_eq(shoal_job_est_tokens(job), shoal_job_est_tokens(ref));
+        shoal_job_set_submitted(job, 1700000000);
+        shoal_job_set_submitted(ref, 1700000000);
+        same_messages(ref, job);
+        assert_true(json_equal(shoal_job_json(job), shoal_job_json(ref)));
+        shoal_job_destroy(job);
+        shoal_job_destroy(ref);
+    }
+
+    /* the header's own faults (a model the models file lacks) and an item
+     * too large for a chunk are worded by shoal_job_parse */
+    json_t *other = json_deep_copy(hdr);
+    json_object_set_new(other, "model", json_string("gpt-9"));
+    int unsure = 0;
+    assert_true(shoal_job_parse_part(other, one_item, strlen(one_item), models, &unsure, err,
+                                     sizeof(err)) == NULL);
+    assert_int_eq(unsure, 1);
+    json_decref(other);
+    char big[8192];
+    big_item(big, sizeof(big), 1000);
+    unsure = 0;
+    assert_true(shoal_job_parse_part(hdr, big, strlen(big), models, &unsure, err, sizeof(err)) ==
+                NULL);
+    assert_int_eq(unsure, 1);
+    json_decref(hdr);
+}
+
+/* Every allocation of a part's job kept as text, failed in turn: out of
+ * memory is said (or, while judging, left to shoal_job_parse), nothing
+ * leaks, and the job the first clean run makes reads back whole. */
+static void test_part_alloc_failures(void)
+{
+    static const char header[] =
+        "{\"job_id\":\"p-3\",\"tenant\":\"acme\",\"model\":\"sim-small\","
+        "\"prompt_template\":\"{{input}}\",\"chunking\":{\"max_items\":2},\"parts\":2}";
+    static const char items[] =
+        "{\"id\":\"a\",\"input\":\"one\\n\"},{\"id\":\"b\",\"input\":\"two\"},"
+        "{\"input\":\"three\",\"id\":\"c\"}";
+    char err[512];
+    json_t *hdr = json_loads(header, 0, NULL);
+    assert_true(hdr != NULL);
+
+    json_set_alloc_funcs(failing_malloc, free);
+    for (int checked = 0; checked < 2; checked++) {
+        for (fail_at = 0;; fail_at++) {
+            int unsure = 0;
+            alloc_count = 0;
+            shoal_job_t *job = checked ? shoal_job_parse_part(hdr, items, strlen(items), models,
+                                                              &unsure, err, sizeof(err))
+                                       : shoal_job_parse_stored_part(hdr, items, strlen(items),
+                                                                     &unsure, err, sizeof(err));
+            if (!job) {
+                if (!unsure)
+                    assert_str_eq(err, "out of memory");
+                else
+                    assert_int_eq(checked, 1);
+                continue;
+            }
+            /* the document decoded from the text, failing in turn too */
+            const json_t *doc = shoal_job_json(job);
+            if (doc) {
+                assert_int_eq(json_array_size(json_object_get(doc, "items")), 3);
+                assert_str_eq(json_string_value(json_object_get(
+                                  json_array_get(json_object_get(doc, "items"), 0), "input")),
+                              "one\n");
+            }
+            shoal_job_destroy(job);
+            if (fail_at >= alloc_count)
+                break; /* a run with no failure */
+        }
+    }
+    json_set_alloc_funcs(malloc, free);
+    fail_at = -1;
+    json_decref(hdr);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/shoal-job-tasks-XXXXXX", path[1100], err[512];
@@ -1526,6 +1911,11 @@ int main(void)
     test_tasks();
     test_settings();
     test_messages();
+    test_unique_ids();
+    test_parse_stored();
+    test_stored_part();
+    test_parse_part();
+    test_part_alloc_failures();
     test_alloc_failures("all_fields.json");
     test_alloc_failures("minimal.json");
     shoal_models_destroy(models);
