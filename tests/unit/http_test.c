@@ -13,14 +13,18 @@
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/models.h"
 #include "sim/sim.h"
+#include "stack/proc.h"
 #include "tests/support/check.h"
+#include "tests/support/harness.h"
 #include "worker/provider.h"
 
 #define NCALLS 200
@@ -722,6 +726,62 @@ static void test_proxy_env(struct curl_slist *hdr)
     shoal_sim_destroy(sim);
 }
 
+/* The simulator as its own process (as the local stack runs it) answers a
+ * fresh burst of calls, each on a connection of its own opened at once:
+ * none waits unread until its timeout. Three fresh simulators, as it was the
+ * first burst a server saw that lost them. */
+static void test_sim_process_burst(struct curl_slist *hdr)
+{
+    enum { BURST = 256 };
+    static struct result r[BURST];
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128], port_arg[16];
+
+    for (int round = 0; round < 3; round++) {
+        int port = closed_port();
+        snprintf(port_arg, sizeof(port_arg), "%d", port);
+        char *argv[] = {(char *)harness_bin("shoal-sim"), "--port", port_arg, NULL};
+        shoal_proc_t *sim = shoal_proc_spawn("shoal-sim", argv, NULL, NULL, err, sizeof(err));
+        if (!sim)
+            test_fail("shoal-sim: %s", err);
+        double deadline = check_now_s() + 10;
+        for (;;) { /* listening yet? */
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in sa = {.sin_family = AF_INET,
+                                     .sin_port = htons((uint16_t)port),
+                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            int up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+            close(fd);
+            if (up)
+                break;
+            if (check_now_s() > deadline)
+                test_fail("shoal-sim did not listen on port %d", port);
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
+        ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+        assert_true(ctx.h != NULL);
+        memset(r, 0, sizeof(r));
+        for (int i = 0; i < BURST; i++)
+            post(ctx.h, url, hdr, "burst", 5000, 0, &r[i]);
+        run_until_idle(ctx.h, 30);
+        int ok = 0;
+        for (int i = 0; i < BURST; i++) {
+            ok += r[i].status == 200;
+            free(r[i].body);
+            free(r[i].headers);
+        }
+        if (ok != BURST)
+            test_fail("round %d: %d of %d calls answered (first failure: %s)", round, ok, BURST,
+                      r[0].status == 200 ? "-" : r[0].error);
+        shoal_http_destroy(ctx.h);
+        shoal_proc_kill(sim, SIGTERM);
+        shoal_proc_wait(sim, 10000, NULL);
+        shoal_proc_destroy(sim);
+    }
+}
+
 int main(void)
 {
     struct curl_slist *hdr = shoal_provider_headers(&model);
@@ -737,6 +797,7 @@ int main(void)
     test_header_block(hdr);
     test_body_sizes(hdr);
     test_proxy_env(hdr);
+    test_sim_process_burst(hdr);
     curl_slist_free_all(hdr);
     printf("http_test: ok\n");
     return 0;
