@@ -13,6 +13,8 @@
 #include "scheduler/parts.h"
 
 #define LOCK_SQL "hashtext('shoal.dispatch')"
+/* How long a rebuilt part is kept through passes that publish nothing. */
+#define HOLD_IDLE_MS 5000.0
 
 struct shoal_dispatch {
     shoal_pg_t *pg;
@@ -22,8 +24,12 @@ struct shoal_dispatch {
     int full;       /* the last pass hit pass_limit: more is waiting */
     /* The part last rebuilt, kept for the next pass: a window topped up a
      * few tasks at a time would otherwise decode the same part again and
-     * again. One part at most, so memory stays bounded. */
+     * again. One part at most, so memory stays bounded; passes that find
+     * every window full publish nothing, and the part is let go only after
+     * HOLD_IDLE_MS of those (dropping it at the first one rebuilt a whole
+     * 20,000-item job each time a window had room again). */
     shoal_job_t *job;
+    double idle_since_ms; /* monotonic, first pass that published nothing; 0 */
     char job_id[256];
     int part;
     long base, n_chunks;
@@ -123,8 +129,13 @@ static shoal_err_t pass(shoal_dispatch_t *d, int *published, char *errbuf, size_
         return err;
     int rows = PQntuples(r);
     d->full = rows >= d->conf.pass_limit;
-    if (rows == 0)
-        forget(d); /* nothing waits: hold no part */
+    double now = shoal_service_now_ms();
+    if (rows > 0)
+        d->idle_since_ms = 0;
+    else if (d->idle_since_ms <= 0)
+        d->idle_since_ms = now;
+    else if (now - d->idle_since_ms >= HOLD_IDLE_MS)
+        forget(d); /* nothing has waited for a while: hold no part */
     for (int from = 0, to; from < rows && err == SHOAL_OK; from = to) {
         for (to = from + 1; to < rows && !strcmp(PQgetvalue(r, to, 0), PQgetvalue(r, from, 0)) &&
                             !strcmp(PQgetvalue(r, to, 1), PQgetvalue(r, from, 1)) &&
