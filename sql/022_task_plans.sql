@@ -8,17 +8,24 @@
 -- estimated at a hundred rows the planner scanned every top-level task for
 -- each id (a 1,000-task call took 1.3 s while it held the job's lock, and
 -- every worker's writes waited on it). An array of ids is looked up in the
--- index whatever the statistics say.
+-- index whatever the statistics say. A task already finished when the call
+-- runs (the call follows Kafka's acknowledgement, and a worker may be
+-- quicker) now gets its queued_at as well: its queue wait was unknown.
 CREATE OR REPLACE FUNCTION shoal.mark_queued(p_job_id text, p_chunks int[],
                                              p_at timestamptz DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM shoal.jobs WHERE job_id = p_job_id FOR UPDATE;
-    UPDATE shoal.tasks t SET status = 'queued', queued_at = least(p_at, now())
+    -- A task a worker finished before this call keeps its status, and gets
+    -- its publication time if it has none (else its queue wait is unknown).
+    UPDATE shoal.tasks t
+    SET status = CASE WHEN t.status IN ('pending', 'queued') THEN 'queued' ELSE t.status END,
+        queued_at = CASE WHEN t.status IN ('pending', 'queued') THEN least(p_at, now())
+                         ELSE p_at END
     WHERE t.task_id = ANY (ARRAY(SELECT p_job_id || ':' || lpad(c::text, 6, '0')
                                  FROM unnest(p_chunks) AS c))
-      AND t.status IN ('pending', 'queued')
+      AND (t.status IN ('pending', 'queued') OR (t.queued_at IS NULL AND p_at <= now()))
       AND t.parent_task_id IS NULL;
     UPDATE shoal.jobs j
     SET dispatch_from = coalesce(

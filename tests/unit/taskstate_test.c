@@ -215,7 +215,8 @@ static void test_heap_only(shoal_pg_t *pg)
 }
 
 /* queued_at is the publication the caller names (its clock, never ahead
- * of the database's), or now. */
+ * of the database's), or now; a task finished before it was marked gets it
+ * too. */
 static void test_queued_at(shoal_pg_t *pg)
 {
     record(pg, "ts-e", 3);
@@ -236,6 +237,29 @@ static void test_queued_at(shoal_pg_t *pg)
                                 "AND chunk > 0 AND queued_at <= now()",
                                 "ts-e"),
                   2);
+
+    /* A worker may finish a task before its publication is recorded: it
+     * stays done, takes the publication time once, and counts as nothing
+     * queued. */
+    record(pg, "ts-f", 2);
+    finish(pg, "ts-f", 0, "done");
+    long queued0 = queued_counter(pg, "ts-f");
+    sqlcheck_exec(pg,
+                  "SELECT shoal.mark_queued($1, '{0,1}'::int[], "
+                  "to_timestamp(1700000000.5::double precision))",
+                  "ts-f");
+    sqlcheck_exec(pg,
+                  "SELECT shoal.mark_queued($1, '{0}'::int[], "
+                  "to_timestamp(1700000009::double precision))",
+                  "ts-f");
+    assert_int_eq(
+        sqlcheck_long(pg,
+                      "SELECT count(*) FROM shoal.tasks WHERE task_id = $1 || ':000000' "
+                      "AND status = 'done' AND extract(epoch FROM queued_at) = 1700000000.5",
+                      "ts-f"),
+        1);
+    assert_int_eq(queued_counter(pg, "ts-f"), queued0 + 1);
+    assert_int_eq(queued_rows(pg, "ts-f"), 1);
 }
 
 int main(void)
