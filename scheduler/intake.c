@@ -12,6 +12,7 @@
 #include "common/job.h"
 #include "common/jobcheck.h"
 #include "common/jobid.h"
+#include "common/jsontext.h"
 #include "common/log.h"
 #include "common/service.h"
 #include "common/taskmsg.h"
@@ -21,40 +22,58 @@
 
 #define ACK_TIMEOUT_MS 60000
 
-/* One shoal.tasks row per chunk: task_id, chunk, item_ids, est_tokens. No
- * prompt text: that travels only in the task messages. */
-static json_t *task_rows(const shoal_job_t *job)
+/* Task rows as JSON text can be long: 20,000 one-item tasks are about 1 MB. */
+#define ROWS_TEXT_MAX ((size_t)256 << 20)
+
+char *shoal_intake_task_rows(const shoal_job_t *job, int with_task_ids)
 {
-    const json_t *items = json_object_get(shoal_job_json(job), "items");
-    json_t *rows = json_array();
+    const json_t *items = NULL; /* read only for an item not kept as text */
     char task_id[SHOAL_TASKMSG_ID_MAX];
+    shoal_jsontext_t b;
+    int bad = 0;
 
-    for (size_t k = 0; rows && k < shoal_job_n_chunks(job); k++) {
+    shoal_jsontext_init(&b, ROWS_TEXT_MAX);
+    shoal_jsontext_raw(&b, "[", 1);
+    for (size_t k = 0; k < shoal_job_n_chunks(job) && !bad; k++) {
         size_t first, end;
-        json_t *ids;
-
-        /* cannot fail for a parsed job with an id; checked all the same */
-        if (shoal_taskmsg_task_id(shoal_job_id(job), k, task_id, sizeof(task_id)) ||
-            !(ids = json_array()))
-            goto fail;
         shoal_job_chunk_range(job, k, &first, &end);
-        for (size_t i = first; i < end; i++) {
-            if (json_array_append(ids, json_object_get(json_array_get(items, i), "id"))) {
-                json_decref(ids);
-                goto fail;
-            }
+        if (k)
+            shoal_jsontext_raw(&b, ",", 1);
+        shoal_jsontext_open(&b);
+        if (with_task_ids) {
+            /* cannot fail for a parsed job with an id; checked all the same */
+            bad = shoal_taskmsg_task_id(shoal_job_id(job), k, task_id, sizeof(task_id)) != SHOAL_OK;
+            shoal_jsontext_key_str(&b, "task_id", task_id);
         }
-        /* "o" hands ids over even when packing fails */
-        if (json_array_append_new(rows,
-                                  json_pack("{s:s, s:I, s:o, s:I}", "task_id", task_id, "chunk",
-                                            (json_int_t)k, "item_ids", ids, "est_tokens",
-                                            (json_int_t)shoal_job_chunk_est_tokens(job, k))))
-            goto fail;
+        shoal_jsontext_key_int(&b, "chunk", (long long)k);
+        shoal_jsontext_key(&b, "item_ids");
+        shoal_jsontext_raw(&b, "[", 1);
+        for (size_t i = first; i < end && !bad; i++) {
+            shoal_job_text_t id, input;
+            if (i > first)
+                shoal_jsontext_raw(&b, ",", 1);
+            if (shoal_job_item_text(job, i, &id, &input) && !id.escaped) {
+                /* an id kept as text is written as it came (no escapes) */
+                shoal_jsontext_raw(&b, "\"", 1);
+                shoal_jsontext_raw(&b, id.body, id.len);
+                shoal_jsontext_raw(&b, "\"", 1);
+                continue;
+            }
+            if (!items && !(items = shoal_job_field(job, "items")))
+                bad = 1;
+            const json_t *v = json_object_get(json_array_get(items, i), "id");
+            bad = bad || shoal_jsontext_strn(&b, json_string_value(v), json_string_length(v));
+        }
+        shoal_jsontext_raw(&b, "]", 1);
+        shoal_jsontext_key_int(&b, "est_tokens", shoal_job_chunk_est_tokens(job, k));
+        shoal_jsontext_close(&b);
     }
-    return rows;
-fail:
-    json_decref(rows);
-    return NULL;
+    shoal_jsontext_raw(&b, "]", 1);
+    if (bad) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    return shoal_jsontext_detach(&b, NULL);
 }
 
 /* The id a rejected message is stored under: its own job_id when that is
@@ -87,12 +106,12 @@ static void rejected_identity(const void *value, size_t len, size_t max_bytes, c
 /* Records the job row, its task rows and, when inputs is not NULL, the job's
  * inputs (the parsed document, prompts included) in one statement, counted
  * against quota (NULL: no limits) by shoal.record_job_admitted. */
-static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, const json_t *inputs,
-                          const json_t *quota, char *status, size_t statuslen, char *errbuf,
-                          size_t errlen)
+static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, const char *taskrows,
+                          const json_t *inputs, const json_t *quota, char *status, size_t statuslen,
+                          char *errbuf, size_t errlen)
 {
     char *a = json_dumps(jobrow, JSON_COMPACT);
-    char *b = json_dumps(taskrows, JSON_COMPACT);
+    const char *b = taskrows;
     char *c = inputs ? json_dumps(inputs, JSON_COMPACT) : NULL;
     char *q = quota ? json_dumps(quota, JSON_COMPACT) : NULL;
     PGresult *r = NULL;
@@ -113,7 +132,6 @@ static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, json_t *taskrows, cons
         PQclear(r);
     }
     free(a);
-    free(b);
     return err;
 }
 
@@ -146,15 +164,13 @@ shoal_err_t shoal_intake_reject(const shoal_intake_conf_t *c, const char *source
         json_object_set_new(row, "tenant", tenant);
     if (model)
         json_object_set_new(row, "model", model);
-    json_t *none = json_array();
-    shoal_err_t err = record(c->pg, row, none, NULL, NULL, status, sizeof(status), errbuf, errlen);
+    shoal_err_t err = record(c->pg, row, "[]", NULL, NULL, status, sizeof(status), errbuf, errlen);
     if (err == SHOAL_OK && !strncmp(status, "conflict:", 9))
         snprintf(out->reason, sizeof(out->reason),
                  "a job with other content runs under job_id %s (%s): this message was ignored "
                  "(and is invalid: %s)",
                  out->job_id, status + 9, reason);
     json_decref(row);
-    json_decref(none);
     return err;
 }
 
@@ -312,21 +328,17 @@ static shoal_err_t publish_pending(const shoal_intake_conf_t *c, shoal_job_t *jo
  * with the reason in why; *same_source says whether this message is the one
  * the job was recorded from (a redelivery). */
 static shoal_err_t check_plan(shoal_pg_t *pg, const char *job_id, const char *source,
-                              const json_t *taskrows, int *mismatch, int *same_source, char *why,
+                              const char *taskrows, int *mismatch, int *same_source, char *why,
                               size_t whylen, char *errbuf, size_t errlen)
 {
-    char *rows = json_dumps(taskrows, JSON_COMPACT);
     PGresult *r;
 
     *mismatch = *same_source = 0;
-    if (!rows)
-        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
-    const char *params[] = {job_id, source, rows};
+    const char *params[] = {job_id, source, taskrows};
     shoal_err_t err = shoal_pg_exec(pg,
                                     "SELECT reason, same_source FROM "
                                     "shoal.plan_mismatch($1, $2, $3::jsonb)",
                                     3, params, &r, errbuf, errlen);
-    free(rows);
     if (err != SHOAL_OK)
         return err;
     if (PQntuples(r) > 0) {
@@ -420,7 +432,7 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
         return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
 
-    json_t *taskrows = task_rows(job);
+    char *taskrows = shoal_intake_task_rows(job, 1);
     json_t *row =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:f}", "job_id", out->job_id,
                   "tenant", shoal_job_tenant(job), "priority", shoal_job_priority(job), "model",
@@ -454,7 +466,7 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
     if (err == SHOAL_OK && !strncmp(status, "quota:", 6)) {
         /* over the tenant's quota: nothing was recorded, the rejection is */
         shoal_tenants_quota_answer(status, shoal_job_tenant(job), why, sizeof(why));
-        json_decref(taskrows);
+        free(taskrows);
         shoal_job_destroy(job);
         return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
@@ -465,7 +477,7 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
                  "a job with other content is %s under job_id %s: this message (%s) was ignored",
                  status + 9, out->job_id, source);
         out->outcome = SHOAL_INTAKE_DUPLICATE;
-        json_decref(taskrows);
+        free(taskrows);
         shoal_job_destroy(job);
         return SHOAL_OK;
     }
@@ -473,7 +485,7 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
         /* The database refuses this job for good: keep it visible as
          * rejected with the database's reason rather than drop it. */
         snprintf(why, sizeof(why), "could not record the job: %s", errbuf ? errbuf : "");
-        json_decref(taskrows);
+        free(taskrows);
         shoal_job_destroy(job);
         return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
@@ -496,7 +508,7 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
                 err = fail_recorded(c->pg, out, errbuf, errlen);
         }
     }
-    json_decref(taskrows);
+    free(taskrows);
     /* Paced: the dispatcher publishes the tasks of a job that keeps its
      * inputs; only a job without stored inputs is published here. */
     if (c->paced && inputs)

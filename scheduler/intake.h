@@ -119,6 +119,12 @@ typedef struct {
  * borrowed from o. */
 const char *shoal_intake_derived(shoal_intake_origin_t *o);
 
+/* The job's shoal.tasks rows as a JSON array text, one per chunk: chunk,
+ * item_ids, est_tokens and, with with_task_ids, task_id; written straight
+ * (common/jsontext.h), not built and dumped. Caller frees; NULL when out of
+ * memory. */
+char *shoal_intake_task_rows(const shoal_job_t *job, int with_task_ids);
+
 /* Records a message that cannot become a job as rejected with reason, under
  * its own job_id when it has a well-formed one, else under derived; source is
  * topic/partition@offset. Fills out (outcome SHOAL_INTAKE_REJECTED). */

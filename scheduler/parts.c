@@ -9,13 +9,11 @@
 
 #include "common/estimate.h"
 #include "common/jobsplit.h"
-#include "common/jsontext.h"
 #include "common/log.h"
 #include "scheduler/plan.h"
 
 /* A part's task rows as text may not grow past this: 100,000 items of ids
  * of up to 200 characters, escaped, and the rows around them. */
-#define ROWS_TEXT_MAX ((size_t)256 << 20)
 
 /* A cheap look before decoding: a message without the text "part can be
  * neither a header nor a part, so a plain job is decoded only once. */
@@ -268,54 +266,6 @@ static shoal_err_t reject_part(const shoal_intake_conf_t *c, const char *source,
                                errbuf, errlen);
 }
 
-/* The part's task rows as JSON text: chunk (within the part), item_ids,
- * est_tokens; written straight (common/jsontext.h), not built and dumped.
- * Caller frees; NULL when out of memory. */
-static char *part_rows(const shoal_job_t *job)
-{
-    const json_t *items = NULL; /* read only for an item not kept as text */
-    shoal_jsontext_t b;
-    int bad = 0;
-
-    shoal_jsontext_init(&b, ROWS_TEXT_MAX);
-    shoal_jsontext_raw(&b, "[", 1);
-    for (size_t k = 0; k < shoal_job_n_chunks(job) && !bad; k++) {
-        size_t first, end;
-        shoal_job_chunk_range(job, k, &first, &end);
-        if (k)
-            shoal_jsontext_raw(&b, ",", 1);
-        shoal_jsontext_open(&b);
-        shoal_jsontext_key_int(&b, "chunk", (long long)k);
-        shoal_jsontext_key(&b, "item_ids");
-        shoal_jsontext_raw(&b, "[", 1);
-        for (size_t i = first; i < end && !bad; i++) {
-            shoal_job_text_t id, input;
-            if (i > first)
-                shoal_jsontext_raw(&b, ",", 1);
-            if (shoal_job_item_text(job, i, &id, &input) && !id.escaped) {
-                /* an id kept as text is written as it came (no escapes) */
-                shoal_jsontext_raw(&b, "\"", 1);
-                shoal_jsontext_raw(&b, id.body, id.len);
-                shoal_jsontext_raw(&b, "\"", 1);
-                continue;
-            }
-            if (!items && !(items = shoal_job_field(job, "items")))
-                bad = 1;
-            const json_t *v = json_object_get(json_array_get(items, i), "id");
-            bad = bad || shoal_jsontext_strn(&b, json_string_value(v), json_string_length(v));
-        }
-        shoal_jsontext_raw(&b, "]", 1);
-        shoal_jsontext_key_int(&b, "est_tokens", shoal_job_chunk_est_tokens(job, k));
-        shoal_jsontext_close(&b);
-    }
-    shoal_jsontext_raw(&b, "]", 1);
-    if (bad) {
-        shoal_jsontext_free(&b);
-        return NULL;
-    }
-    return shoal_jsontext_detach(&b, NULL);
-}
-
 /* doc is the part message decoded, or (items NULL) its members but "items",
  * which the text holds as an array of n_items, whose elements' text is
  * itext[0..ilen) (as items_text gives it; NULL when not scanned). */
@@ -427,7 +377,7 @@ static shoal_err_t part(const shoal_intake_conf_t *c, const char *source,
     if (shoal_estimate_job(job, c->models, NULL, &est, jwhy, sizeof(jwhy)) != SHOAL_OK)
         memset(&est, 0, sizeof(est));
     double cost = est.n_models ? est.models[0].cost_usd : 0;
-    char *rowtext = part_rows(job);
+    char *rowtext = shoal_intake_task_rows(job, 0); /* chunks within the part */
     char *msg = text_of(value, len);
     char items_s[32], tokens_s[32], cost_s[64];
     snprintf(items_s, sizeof(items_s), "%zu", shoal_job_n_items(job));
