@@ -362,13 +362,6 @@ shoal_job_t *shoal_job_parse_stored(const char *buf, size_t len, char *errbuf, s
     return parse(buf, len, 0, 0, NULL, errbuf, errlen);
 }
 
-static const char *skip_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
 /* One string member value at p (its opening quote): its body into *body,
  * *len, *escaped; returns where it ends, NULL when it is not plainly valid
  * (shoal_jsonlex_string). */
@@ -392,17 +385,17 @@ static const char *scan_item(const char *p, const char *end, struct span *sp)
 {
     int have_id = 0, have_input = 0;
 
-    p = skip_ws(p, end);
+    p = shoal_jsonlex_ws(p, end);
     if (p >= end || *p++ != '{')
         return NULL;
     for (;;) {
         const char *key, *body;
         size_t klen, len;
         unsigned char kesc, esc;
-        p = string_at(skip_ws(p, end), end, &key, &klen, &kesc);
-        if (!p || kesc || (p = skip_ws(p, end)) >= end || *p++ != ':')
+        p = string_at(shoal_jsonlex_ws(p, end), end, &key, &klen, &kesc);
+        if (!p || kesc || (p = shoal_jsonlex_ws(p, end)) >= end || *p++ != ':')
             return NULL;
-        if (!(p = string_at(skip_ws(p, end), end, &body, &len, &esc)))
+        if (!(p = string_at(shoal_jsonlex_ws(p, end), end, &body, &len, &esc)))
             return NULL;
         if (klen == 2 && !memcmp(key, "id", 2) && !have_id) {
             have_id = 1;
@@ -418,7 +411,7 @@ static const char *scan_item(const char *p, const char *end, struct span *sp)
         } else {
             return NULL;
         }
-        if ((p = skip_ws(p, end)) >= end)
+        if ((p = shoal_jsonlex_ws(p, end)) >= end)
             return NULL;
         if (*p == '}')
             return have_id && have_input ? p + 1 : NULL;
@@ -438,11 +431,13 @@ static int scan_items(shoal_job_t *job, const char *text, size_t len)
         !(job->spans = shoal_jsonalloc_array(cap, sizeof(*job->spans))))
         return -1;
     memcpy(job->items_text, text, len);
-    const char *p = skip_ws(job->items_text, job->items_text + len), *end = job->items_text + len;
+    const char *p = shoal_jsonlex_ws(job->items_text, job->items_text + len),
+               *end = job->items_text + len;
     while (p < end) {
         if (n == cap || !(p = scan_item(p, end, &job->spans[n++])))
             return 1;
-        if ((p = skip_ws(p, end)) < end && (*p++ != ',' || (p = skip_ws(p, end)) >= end))
+        if ((p = shoal_jsonlex_ws(p, end)) < end &&
+            (*p++ != ',' || (p = shoal_jsonlex_ws(p, end)) >= end))
             return 1;
     }
     job->n_items = n;

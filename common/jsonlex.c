@@ -152,10 +152,16 @@ struct walk {
     void *arg;
 };
 
+const char *shoal_jsonlex_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
 static void skip_ws(struct walk *w)
 {
-    while (w->p < w->end && (*w->p == ' ' || *w->p == '\n' || *w->p == '\r' || *w->p == '\t'))
-        w->p++;
+    w->p = shoal_jsonlex_ws(w->p, w->end);
 }
 
 /* Whether the next byte (after white space) is c; consumes it when it is. */

@@ -23,6 +23,10 @@
  * left to it). */
 #define SHOAL_JSONLEX_DEPTH_MAX 64
 
+/* Past JSON white space (space, tab, newline, carriage return) from p, not
+ * beyond end. */
+const char *shoal_jsonlex_ws(const char *p, const char *end);
+
 /* A string starting at p (its opening quote), text ending at end: returns
  * where it ends (after the closing quote), NULL when it is not plainly
  * valid. *escaped tells whether its body holds escapes. */

@@ -222,6 +222,22 @@ int shoal_jsontext_strn(shoal_jsontext_t *b, const char *s, size_t n)
     return 0;
 }
 
+int shoal_jsontext_body(shoal_jsontext_t *b, const char *body, size_t len, int escaped)
+{
+    if (!escaped) {
+        shoal_jsontext_raw(b, "\"", 1);
+        shoal_jsontext_raw(b, body, len);
+        shoal_jsontext_raw(b, "\"", 1);
+        return 0;
+    }
+    char *tmp = malloc(len + 1);
+    if (!tmp)
+        return -1;
+    int r = shoal_jsontext_strn(b, tmp, shoal_jsonlex_unescape(tmp, body, len));
+    free(tmp);
+    return r;
+}
+
 int shoal_jsontext_str(shoal_jsontext_t *b, const char *s)
 {
     size_t n;

@@ -46,6 +46,14 @@ void shoal_jsontext_raw(shoal_jsontext_t *b, const char *s, size_t n);
  * valid UTF-8. */
 int shoal_jsontext_strn(shoal_jsontext_t *b, const char *s, size_t n);
 
+/* A string whose body was read from JSON text (between its quotes, len
+ * bytes, escaped when it holds escapes), written as shoal_jsontext_strn
+ * writes the decoded string: a body without escapes that
+ * shoal_jsonlex_string let through (no control character, quote or invalid
+ * UTF-8) is that already and is copied; one with escapes is decoded and
+ * written again. -1 when out of memory or not valid UTF-8. */
+int shoal_jsontext_body(shoal_jsontext_t *b, const char *body, size_t len, int escaped);
+
 /* An integer as a value (an array element, or after shoal_jsontext_key). */
 void shoal_jsontext_int(shoal_jsontext_t *b, long long v);
 

@@ -334,26 +334,6 @@ static int write_item(shoal_jsontext_t *b, const json_t *src)
     return 0;
 }
 
-/* A string as written in the JSON text a job was rebuilt from, written as
- * json_dumps writes its value: a body without escapes is that already
- * (shoal_jsonlex_string let through no control character, quote or
- * invalid UTF-8), one with escapes is decoded and written again. */
-static int write_text(shoal_jsontext_t *b, const shoal_job_text_t *s)
-{
-    if (!s->escaped) {
-        LIT(b, "\"");
-        shoal_jsontext_raw(b, s->body, s->len);
-        LIT(b, "\"");
-        return 0;
-    }
-    char *tmp = malloc(s->len + 1);
-    if (!tmp)
-        return -1;
-    int r = shoal_jsontext_strn(b, tmp, shoal_jsonlex_unescape(tmp, s->body, s->len));
-    free(tmp);
-    return r;
-}
-
 /* Item i of the job: from its text when the job keeps it as text, else as
  * write_item does. */
 static int write_job_item(shoal_taskmsg_writer_t *w, size_t i)
@@ -362,10 +342,10 @@ static int write_job_item(shoal_taskmsg_writer_t *w, size_t i)
 
     if (shoal_job_item_text(w->job, i, &id, &input)) {
         LIT(&w->b, "{\"id\":");
-        if (write_text(&w->b, &id))
+        if (shoal_jsontext_body(&w->b, id.body, id.len, id.escaped))
             return -1;
         LIT(&w->b, ",\"input\":");
-        if (write_text(&w->b, &input))
+        if (shoal_jsontext_body(&w->b, input.body, input.len, input.escaped))
             return -1;
         LIT(&w->b, "}");
         return 0;

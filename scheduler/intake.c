@@ -40,11 +40,10 @@ char *shoal_intake_task_rows(const shoal_job_t *job, int with_task_ids)
         if (k)
             shoal_jsontext_raw(&b, ",", 1);
         shoal_jsontext_open(&b);
-        if (with_task_ids) {
-            /* cannot fail for a parsed job with an id; checked all the same */
-            bad = shoal_taskmsg_task_id(shoal_job_id(job), k, task_id, sizeof(task_id)) != SHOAL_OK;
+        /* a task id cannot fail for a parsed job with an id; checked all the same */
+        if (with_task_ids && !(bad = shoal_taskmsg_task_id(shoal_job_id(job), k, task_id,
+                                                           sizeof(task_id)) != SHOAL_OK))
             shoal_jsontext_key_str(&b, "task_id", task_id);
-        }
         shoal_jsontext_key_int(&b, "chunk", (long long)k);
         shoal_jsontext_key(&b, "item_ids");
         shoal_jsontext_raw(&b, "[", 1);
@@ -52,11 +51,8 @@ char *shoal_intake_task_rows(const shoal_job_t *job, int with_task_ids)
             shoal_job_text_t id, input;
             if (i > first)
                 shoal_jsontext_raw(&b, ",", 1);
-            if (shoal_job_item_text(job, i, &id, &input) && !id.escaped) {
-                /* an id kept as text is written as it came (no escapes) */
-                shoal_jsontext_raw(&b, "\"", 1);
-                shoal_jsontext_raw(&b, id.body, id.len);
-                shoal_jsontext_raw(&b, "\"", 1);
+            if (shoal_job_item_text(job, i, &id, &input)) {
+                bad = shoal_jsontext_body(&b, id.body, id.len, id.escaped);
                 continue;
             }
             if (!items && !(items = shoal_job_field(job, "items")))
@@ -111,16 +107,15 @@ static shoal_err_t record(shoal_pg_t *pg, json_t *jobrow, const char *taskrows,
                           char *errbuf, size_t errlen)
 {
     char *a = json_dumps(jobrow, JSON_COMPACT);
-    const char *b = taskrows;
     char *c = inputs ? json_dumps(inputs, JSON_COMPACT) : NULL;
     char *q = quota ? json_dumps(quota, JSON_COMPACT) : NULL;
     PGresult *r = NULL;
     shoal_err_t err;
 
-    if (!a || !b || (inputs && !c) || (quota && !q)) {
+    if (!a || (inputs && !c) || (quota && !q)) {
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     } else {
-        const char *params[] = {a, b, c, q};
+        const char *params[] = {a, taskrows, c, q};
         err = shoal_pg_exec(
             pg, "SELECT shoal.record_job_admitted($1::jsonb, $2::jsonb, $3::text, $4::jsonb)", 4,
             params, &r, errbuf, errlen);

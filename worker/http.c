@@ -53,16 +53,23 @@ struct shoal_http {
     int pending;
 };
 
-/* First of the variables that is set and not empty, copied; "" if none. */
-static char *env_first(const char *a, const char *b, const char *c)
+/* The first of the variables names (NULL-ended) that is set and not empty,
+ * copied; "" if none. */
+static char *env_first(const char *const *names)
 {
-    const char *names[] = {a, b, c};
-    for (size_t i = 0; i < 3; i++) {
-        const char *v = names[i] ? getenv(names[i]) : NULL;
+    for (; *names; names++) {
+        const char *v = getenv(*names);
         if (v && *v)
             return strdup(v);
     }
     return strdup("");
+}
+
+static void free_proxies(shoal_http_t *h)
+{
+    free(h->proxy_http);
+    free(h->proxy_https);
+    free(h->no_proxy);
 }
 
 /* Reads the proxy variables once, as curl reads them (http_proxy only in
@@ -71,13 +78,13 @@ static char *env_first(const char *a, const char *b, const char *c)
  * the environment on every call, which was a tenth of a call's CPU. */
 static int read_proxies(shoal_http_t *h)
 {
-    h->proxy_http = env_first("http_proxy", "all_proxy", "ALL_PROXY");
-    h->proxy_https = env_first("https_proxy", "HTTPS_PROXY", NULL);
-    if (h->proxy_https && !*h->proxy_https) {
-        free(h->proxy_https);
-        h->proxy_https = env_first("all_proxy", "ALL_PROXY", NULL);
-    }
-    h->no_proxy = env_first("no_proxy", "NO_PROXY", NULL);
+    static const char *const http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+    static const char *const https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+                                        NULL};
+    static const char *const none[] = {"no_proxy", "NO_PROXY", NULL};
+    h->proxy_http = env_first(http);
+    h->proxy_https = env_first(https);
+    h->no_proxy = env_first(none);
     return h->proxy_http && h->proxy_https && h->no_proxy;
 }
 
@@ -93,11 +100,8 @@ shoal_http_t *shoal_http_new(shoal_http_done_fn done, void *arg, char *errbuf, s
     }
     shoal_http_t *h = calloc(1, sizeof(*h));
     if (!h || !read_proxies(h) || !(h->multi = curl_multi_init())) {
-        if (h) {
-            free(h->proxy_http);
-            free(h->proxy_https);
-            free(h->no_proxy);
-        }
+        if (h)
+            free_proxies(h);
         free(h);
         shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a curl multi handle");
         return NULL;
@@ -141,9 +145,7 @@ void shoal_http_destroy(shoal_http_t *h)
         call_free(c);
     }
     curl_multi_cleanup(h->multi);
-    free(h->proxy_http);
-    free(h->proxy_https);
-    free(h->no_proxy);
+    free_proxies(h);
     free(h);
 }
 

@@ -73,6 +73,31 @@ static void test_strings(void)
     }
 }
 
+/* A string body read from JSON text comes out as the decoded string
+ * written by shoal_jsontext_strn: copied when it has no escapes, decoded and
+ * written again when it has. */
+static void test_bodies(void)
+{
+    static const struct {
+        const char *body;
+        int escaped;
+        const char *want;
+    } cases[] = {
+        {"plain caf\xc3\xa9", 0, "\"plain caf\xc3\xa9\""},
+        {"a\\nb \\\" \\/", 1, "\"a\\nb \\\" /\""},
+        {"", 0, "\"\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        shoal_jsontext_t b;
+        shoal_jsontext_init(&b, 1 << 20);
+        assert_int_eq(
+            shoal_jsontext_body(&b, cases[i].body, strlen(cases[i].body), cases[i].escaped), 0);
+        char *text = shoal_jsontext_detach(&b, NULL);
+        assert_str_eq(text, cases[i].want);
+        free(text);
+    }
+}
+
 static void test_numbers(void)
 {
     static const double reals[] = {0.0, 1.0, -2.5, 1e300, 1712345678.123456, 0.1 + 0.2, 5e-324};
@@ -311,6 +336,7 @@ int main(void)
     test_ints_and_fixed();
     test_cap();
     test_rows();
+    test_bodies();
     shoal_models_destroy(models);
     printf("jsontext_test: ok\n");
     return 0;
