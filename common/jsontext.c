@@ -314,7 +314,7 @@ void shoal_jsontext_key_int(shoal_jsontext_t *b, const char *k, long long v)
     shoal_jsontext_raw(b, p, (size_t)(num + sizeof(num) - p));
 }
 
-int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *k, double v, int decimals)
+int shoal_jsontext_fixed(shoal_jsontext_t *b, double v, int decimals)
 {
     static const double scale[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
     if (!isfinite(v) || decimals < 1 || decimals > 9)
@@ -322,7 +322,7 @@ int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *k, double v, int d
     double scaled = round(fabs(v) * scale[decimals]);
     /* beyond 2^53 the integer digits are no longer exact: jansson's form */
     if (scaled >= 9007199254740992.0)
-        return shoal_jsontext_key_real(b, k, v);
+        return shoal_jsontext_real(b, v);
     long long n = (long long)scaled, unit = (long long)scale[decimals];
     char num[48];
     char *end = num + sizeof(num), *p = end;
@@ -335,12 +335,11 @@ int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *k, double v, int d
     p = int_text(n / unit, p);
     if (v < 0 && n != 0)
         *--p = '-';
-    key(b, k);
     shoal_jsontext_raw(b, p, (size_t)(end - p));
     return 0;
 }
 
-int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *k, double v)
+int shoal_jsontext_real(shoal_jsontext_t *b, double v)
 {
     if (!isfinite(v))
         return -1;
@@ -354,7 +353,22 @@ int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *k, double v)
         memcpy(num + n, ".0", 3);
         n += 2;
     }
-    key(b, k);
     shoal_jsontext_raw(b, num, (size_t)n);
     return 0;
+}
+
+int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *k, double v, int decimals)
+{
+    if (!isfinite(v) || decimals < 1 || decimals > 9)
+        return -1;
+    key(b, k);
+    return shoal_jsontext_fixed(b, v, decimals);
+}
+
+int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *k, double v)
+{
+    if (!isfinite(v))
+        return -1;
+    key(b, k);
+    return shoal_jsontext_real(b, v);
 }

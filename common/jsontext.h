@@ -76,6 +76,12 @@ int shoal_jsontext_key_real(shoal_jsontext_t *b, const char *key, double v);
  * form. -1, nothing written, for a value that is not finite. */
 int shoal_jsontext_key_fixed(shoal_jsontext_t *b, const char *key, double v, int decimals);
 
+/* The values of key_fixed and key_real alone (an array element, or after
+ * shoal_jsontext_key); -1, nothing written, for a value that is not
+ * finite. */
+int shoal_jsontext_fixed(shoal_jsontext_t *b, double v, int decimals);
+int shoal_jsontext_real(shoal_jsontext_t *b, double v);
+
 /* `"key":` of a member whose value the caller writes next (an object with
  * shoal_jsontext_open, an array with shoal_jsontext_raw). */
 void shoal_jsontext_key(shoal_jsontext_t *b, const char *key);

@@ -8,8 +8,12 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/pgrow.h"
+#include "worker/task.h"
 
-/* Rows as JSON text, each owned; flushed as one array per kind. */
+/* Rows as text, each owned; flushed as one array per kind: results and
+ * attempts are elements of PostgreSQL arrays of shoal.result_row and
+ * shoal.attempt_row (common/pgrow.h), sub-task rows JSON objects. */
 struct rows {
     char **text;
     size_t *len;
@@ -153,11 +157,46 @@ void shoal_sink_add_attempt_text(shoal_sink_t *s, char *row, size_t len)
         s->bytes += row_bytes(len);
 }
 
+/* A row given as a JSON object, as the row element of its composite type:
+ * the members named in names, by position; a member that is missing or
+ * null is NULL. Takes the object. */
+static char *row_from_json(json_t *o, const char *const *names, size_t n, size_t *len)
+{
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return NULL;
+    }
+    shoal_pgrow_t r;
+    shoal_pgrow_init(&r, (size_t)64 << 20);
+    shoal_pgrow_open(&r);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_object_get(o, names[i]);
+        if (json_is_string(v)) {
+            shoal_pgrow_strn(&r, json_string_value(v), json_string_length(v));
+        } else if (json_is_integer(v)) {
+            shoal_pgrow_int(&r, (long long)json_integer_value(v));
+        } else if (json_is_real(v)) {
+            shoal_pgrow_real(&r, json_real_value(v));
+        } else if (json_is_boolean(v)) {
+            shoal_pgrow_str(&r, json_is_true(v) ? "true" : "false");
+        } else if (v && !json_is_null(v)) {
+            char *text = json_dumps(v, JSON_COMPACT);
+            shoal_pgrow_str(&r, text ? text : "");
+            free(text);
+        } else {
+            shoal_pgrow_null(&r);
+        }
+    }
+    shoal_pgrow_close(&r);
+    json_decref(o);
+    return shoal_pgrow_detach(&r, len);
+}
+
 void shoal_sink_add_attempt(shoal_sink_t *s, json_t *attempt)
 {
-    char *text = attempt ? json_dumps(attempt, JSON_COMPACT) : NULL;
-    json_decref(attempt);
-    shoal_sink_add_attempt_text(s, text, text ? strlen(text) : 0);
+    size_t len = 0;
+    char *text = row_from_json(attempt, shoal_task_attempt_fields, SHOAL_TASK_ATTEMPT_FIELDS, &len);
+    shoal_sink_add_attempt_text(s, text, len);
 }
 
 shoal_err_t shoal_sink_add_result_text(shoal_sink_t *s, char *row, size_t len, void *token)
@@ -190,9 +229,9 @@ shoal_err_t shoal_sink_add_result_text(shoal_sink_t *s, char *row, size_t len, v
 
 shoal_err_t shoal_sink_add_result(shoal_sink_t *s, json_t *result, void *token)
 {
-    char *text = result ? json_dumps(result, JSON_COMPACT) : NULL;
-    json_decref(result);
-    return shoal_sink_add_result_text(s, text, text ? strlen(text) : 0, token);
+    size_t len = 0;
+    char *text = row_from_json(result, shoal_task_result_fields, SHOAL_TASK_RESULT_FIELDS, &len);
+    return shoal_sink_add_result_text(s, text, len, token);
 }
 
 shoal_err_t shoal_sink_add_items_text(shoal_sink_t *s, char *rows, size_t len)
@@ -290,8 +329,8 @@ long shoal_sink_refused(const shoal_sink_t *s)
     return s->refused;
 }
 
-/* One call of shoal.record_batch with two JSON arrays, or, when there are
- * per-item rows or sub-tasks (itext, stext; NULL when none), of
+/* One call of shoal.record_rows with the two arrays, or, when there are
+ * per-item rows or sub-tasks (itext, stext: JSON arrays; NULL when none), of
  * shoal.record_batch_split, which writes them in the same transaction. */
 static shoal_err_t write_text(shoal_sink_t *s, const char *rtext, const char *atext,
                               const char *itext, const char *stext, int *ended, char *errbuf,
@@ -301,8 +340,10 @@ static shoal_err_t write_text(shoal_sink_t *s, const char *rtext, const char *at
     shoal_err_t err;
     if (!itext && !stext) {
         const char *params[] = {rtext, atext};
-        err = shoal_pg_exec(s->pg, "SELECT * FROM shoal.record_batch($1::jsonb, $2::jsonb)", 2,
-                            params, &r, errbuf, errlen);
+        err = shoal_pg_exec(s->pg,
+                            "SELECT * FROM shoal.record_rows($1::shoal.result_row[], "
+                            "$2::shoal.attempt_row[])",
+                            2, params, &r, errbuf, errlen);
         if (err != SHOAL_OK)
             return err;
         if (ended)
@@ -312,8 +353,8 @@ static shoal_err_t write_text(shoal_sink_t *s, const char *rtext, const char *at
     }
     const char *params[] = {rtext, atext, itext ? itext : "[]", stext ? stext : "[]"};
     err = shoal_pg_exec(s->pg,
-                        "SELECT kind, id FROM shoal.record_batch_split($1::jsonb, $2::jsonb, "
-                        "$3::jsonb, $4::jsonb)",
+                        "SELECT kind, id FROM shoal.record_batch_split($1::shoal.result_row[], "
+                        "$2::shoal.attempt_row[], $3::jsonb, $4::jsonb)",
                         4, params, &r, errbuf, errlen);
     if (err != SHOAL_OK)
         return err;
@@ -366,8 +407,8 @@ static shoal_err_t write_rows(shoal_sink_t *s, size_t rlo, size_t rhi, size_t al
                               size_t slo, size_t shi, int *ended, char *errbuf, size_t errlen)
 {
     int nomem = 0;
-    char *rtext = rows_array(&s->results, rlo, rhi);
-    char *atext = rows_array(&s->attempts, alo, ahi);
+    char *rtext = shoal_pgrow_array(s->results.text + rlo, s->results.len + rlo, rhi - rlo);
+    char *atext = shoal_pgrow_array(s->attempts.text + alo, s->attempts.len + alo, ahi - alo);
     char *itext = items_array(s, rlo, rhi, &nomem);
     char *stext = shi > slo ? rows_array(&s->subrows, slo, shi) : NULL;
     shoal_err_t err = rtext && atext && !nomem && (shi == slo || stext)
@@ -409,35 +450,46 @@ static shoal_err_t bisect(shoal_sink_t *s, size_t lo, size_t hi, enum part part,
             err = bisect(s, lo + n / 2, hi, part, ended, errbuf, errlen);
         return err;
     }
-    const struct rows *rows = is_results              ? &s->results
-                              : part == PART_SUBTASKS ? &s->subrows
-                                                      : &s->attempts;
-    /* JSON_ALLOW_NUL: a \u0000 is one way a row is refused */
-    json_t *row = json_loadb(rows->text[lo], rows->len[lo], JSON_ALLOW_NUL, NULL);
-    const char *task_id = json_string_value(json_object_get(row, "task_id"));
     s->refused++;
-    if (!is_results || !json_is_string(json_object_get(row, "output"))) {
+    if (part == PART_SUBTASKS) {
+        json_t *row = json_loadb(s->subrows.text[lo], s->subrows.len[lo], 0, NULL);
+        const char *task_id = json_string_value(json_object_get(row, "task_id"));
         shoal_log_error("db", "database refused a row for good; dropped task_id=%s error=\"%s\"",
                         task_id ? task_id : "?", errbuf);
         json_decref(row);
         return SHOAL_OK;
     }
+    /* result and attempt rows: task_id is the first column of one, the
+     * second of the other */
+    const struct rows *rows = is_results ? &s->results : &s->attempts;
+    char *f[SHOAL_TASK_ATTEMPT_FIELDS] = {0};
+    int nf = shoal_pgrow_fields(rows->text[lo], rows->len[lo], f, SHOAL_TASK_ATTEMPT_FIELDS);
+    const char *task_id = nf > 1 ? f[is_results ? 0 : 1] : NULL;
+    if (!is_results || nf != SHOAL_TASK_RESULT_FIELDS || !f[4] /* output */) {
+        shoal_log_error("db", "database refused a row for good; dropped task_id=%s error=\"%s\"",
+                        task_id ? task_id : "?", errbuf);
+        shoal_pgrow_fields_free(f, nf > 0 ? nf : 0);
+        return SHOAL_OK;
+    }
     char why[600];
     snprintf(why, sizeof(why), "the database refused the result: %.500s", errbuf);
-    json_object_del(row, "output");
-    json_object_set_new(row, "status", json_string("failed"));
-    json_object_set_new(row, "error", json_string(why));
-    char *one = json_dumps(row, JSON_COMPACT), *text = NULL;
-    size_t len = one ? strlen(one) : 0;
-    if (one && (text = malloc(len + 3)) != NULL)
-        snprintf(text, len + 3, "[%s]", one);
-    err = text ? write_text(s, text, "[]", NULL, NULL, ended, errbuf, errlen)
+    /* the same row, failed with the reason and without its output */
+    shoal_pgrow_t r;
+    shoal_pgrow_init(&r, (size_t)1 << 20);
+    shoal_pgrow_open(&r);
+    for (int i = 0; i < nf; i++)
+        shoal_pgrow_str(&r, i == 3 ? "failed" : i == 4 ? NULL : i == 10 ? why : f[i]);
+    shoal_pgrow_close(&r);
+    size_t len = 0;
+    char *one = shoal_pgrow_detach(&r, &len);
+    char *text = one ? shoal_pgrow_array(&one, &len, 1) : NULL;
+    err = text ? write_text(s, text, "{}", NULL, NULL, ended, errbuf, errlen)
                : shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     free(one);
     free(text);
     shoal_log_error("db", "database refused a result; task recorded failed task_id=%s error=\"%s\"",
                     task_id ? task_id : "?", why);
-    json_decref(row);
+    shoal_pgrow_fields_free(f, nf);
     return err == SHOAL_ERR_INVALID ? SHOAL_OK : err;
 }
 

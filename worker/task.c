@@ -9,7 +9,7 @@
 
 #include "common/itembatch.h"
 #include "common/jsonschema.h"
-#include "common/jsontext.h"
+#include "common/pgrow.h"
 #include "common/log.h"
 #include "common/render.h"
 #include "common/taskmsg.h"
@@ -383,6 +383,17 @@ json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served
  * durations in ms to the nanosecond (curl measures microseconds). */
 #define TIME_DECIMALS 6
 
+const char *const shoal_task_attempt_fields[SHOAL_TASK_ATTEMPT_FIELDS] = {
+    "attempt_id",         "task_id",     "job_id",         "attempt",       "model",
+    "worker_id",          "http_status", "outcome",        "outcome_kind",  "error",
+    "latency_ms",         "queue_ms",    "tokens_in",      "tokens_out",    "tokens_cached",
+    "tokens_cache_write", "cost_usd",    "retry_after_ms", "fallback_from", "started_at",
+    "finished_at"};
+
+const char *const shoal_task_result_fields[SHOAL_TASK_RESULT_FIELDS] = {
+    "task_id",         "job_id",    "chunk",      "status",    "output", "model",
+    "model_requested", "tokens_in", "tokens_out", "worker_id", "error",  "attempts"};
+
 char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
                               const shoal_http_reply_t *reply, const shoal_task_call_t *call,
                               size_t *len)
@@ -390,74 +401,64 @@ char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, con
     double now = unix_now();
     const shoal_model_t *m = call->model ? call->model : t->model;
     const shoal_usage_t *u = &call->usage;
-    shoal_jsontext_t b;
-    shoal_jsontext_init(&b, ROW_TEXT_MAX);
-    shoal_jsontext_open(&b);
-    /* The members shoal_task_attempt_row packs: one jansson refuses drops
-     * the row there, so it does here. */
-    int bad = shoal_jsontext_key_str(&b, "attempt_id", attempt_id) |
-              shoal_jsontext_key_str(&b, "task_id", t->task_id) |
-              shoal_jsontext_key_str(&b, "job_id", t->job_id) |
-              shoal_jsontext_key_str(&b, "model", m->alias) |
-              shoal_jsontext_key_str(&b, "worker_id", worker_id) |
-              shoal_jsontext_key_str(&b, "outcome", call->outcome) |
-              shoal_jsontext_key_str(&b, "outcome_kind", shoal_outcome_name(call->kind)) |
-              shoal_jsontext_key_fixed(&b, "latency_ms", reply->latency_ms, TIME_DECIMALS) |
-              shoal_jsontext_key_real(&b, "cost_usd", shoal_model_cost(m, u)) |
-              shoal_jsontext_key_fixed(&b, "started_at", reply->started_unix, TIME_DECIMALS) |
-              shoal_jsontext_key_fixed(&b, "finished_at", now, TIME_DECIMALS);
-    if (bad) {
-        shoal_jsontext_free(&b);
-        return NULL;
-    }
-    shoal_jsontext_key_int(&b, "attempt", t->attempts);
-    shoal_jsontext_key_int(&b, "http_status", (int)reply->status);
-    shoal_jsontext_key_int(&b, "tokens_in", u->input);
-    shoal_jsontext_key_int(&b, "tokens_out", u->output);
-    shoal_jsontext_key_int(&b, "tokens_cached", u->cached);
-    shoal_jsontext_key_int(&b, "tokens_cache_write", u->cache_write);
-    /* The optional members, as in shoal_task_attempt_row: left out when
-     * jansson would refuse them. */
+    shoal_pgrow_t r;
+    shoal_pgrow_init(&r, ROW_TEXT_MAX);
+    /* shoal_task_attempt_fields, in order */
+    shoal_pgrow_open(&r);
+    shoal_pgrow_str(&r, attempt_id);
+    shoal_pgrow_str(&r, t->task_id);
+    shoal_pgrow_str(&r, t->job_id);
+    shoal_pgrow_int(&r, t->attempts);
+    shoal_pgrow_str(&r, m->alias);
+    shoal_pgrow_str(&r, worker_id);
+    shoal_pgrow_int(&r, (int)reply->status);
+    shoal_pgrow_str(&r, call->outcome);
+    shoal_pgrow_str(&r, shoal_outcome_name(call->kind));
+    shoal_pgrow_str(&r, call->error && *call->error ? call->error : NULL);
+    shoal_pgrow_fixed(&r, reply->latency_ms, TIME_DECIMALS);
+    /* Time from taking the message to this call going out: waiting for a
+     * slot, the database check and any backoff before this attempt. */
     if (t->received_unix > 0 && reply->started_unix >= t->received_unix)
-        shoal_jsontext_key_fixed(&b, "queue_ms", (reply->started_unix - t->received_unix) * 1000.0,
-                                 TIME_DECIMALS);
-    if (call->error && *call->error)
-        shoal_jsontext_key_str(&b, "error", call->error);
+        shoal_pgrow_fixed(&r, (reply->started_unix - t->received_unix) * 1000.0, TIME_DECIMALS);
+    else
+        shoal_pgrow_null(&r);
+    shoal_pgrow_int(&r, u->input);
+    shoal_pgrow_int(&r, u->output);
+    shoal_pgrow_int(&r, u->cached);
+    shoal_pgrow_int(&r, u->cache_write);
+    shoal_pgrow_real(&r, shoal_model_cost(m, u));
     if (reply->retry_after_ms >= 0)
-        shoal_jsontext_key_int(&b, "retry_after_ms", reply->retry_after_ms);
-    if (m != own_model(t))
-        shoal_jsontext_key_str(&b, "fallback_from", own_model(t)->alias);
-    shoal_jsontext_close(&b);
-    return shoal_jsontext_detach(&b, len);
+        shoal_pgrow_int(&r, reply->retry_after_ms);
+    else
+        shoal_pgrow_null(&r);
+    shoal_pgrow_str(&r, m != own_model(t) ? own_model(t)->alias : NULL);
+    shoal_pgrow_fixed(&r, reply->started_unix, TIME_DECIMALS);
+    shoal_pgrow_fixed(&r, now, TIME_DECIMALS);
+    shoal_pgrow_close(&r);
+    return shoal_pgrow_detach(&r, len);
 }
 
 char *shoal_task_result_text(const shoal_task_t *t, const shoal_model_t *served,
                              const char *worker_id, size_t *len)
 {
     const shoal_model_t *m = served ? served : t->model;
-    shoal_jsontext_t b;
-    shoal_jsontext_init(&b, ROW_TEXT_MAX);
-    shoal_jsontext_open(&b);
-    int bad =
-        shoal_jsontext_key_str(&b, "task_id", t->task_id) |
-        shoal_jsontext_key_str(&b, "job_id", t->job_id) |
-        shoal_jsontext_key_str(&b, "status", t->state == SHOAL_TASK_DONE ? "done" : "failed") |
-        shoal_jsontext_key_str(&b, "model", m ? m->alias : model_named(t)) |
-        shoal_jsontext_key_str(&b, "worker_id", worker_id);
-    if (bad) {
-        shoal_jsontext_free(&b);
-        return NULL;
-    }
-    shoal_jsontext_key_int(&b, "chunk", t->chunk);
-    shoal_jsontext_key_int(&b, "tokens_in", t->tokens_in);
-    shoal_jsontext_key_int(&b, "tokens_out", t->tokens_out);
-    shoal_jsontext_key_int(&b, "attempts", t->attempts);
-    if (m && own_model(t) && m != own_model(t))
-        shoal_jsontext_key_str(&b, "model_requested", own_model(t)->alias);
-    if (t->state == SHOAL_TASK_DONE)
-        shoal_jsontext_key_str(&b, "output", t->output ? t->output : "");
-    else
-        shoal_jsontext_key_str(&b, "error", t->error);
-    shoal_jsontext_close(&b);
-    return shoal_jsontext_detach(&b, len);
+    int done = t->state == SHOAL_TASK_DONE;
+    shoal_pgrow_t r;
+    shoal_pgrow_init(&r, ROW_TEXT_MAX);
+    /* shoal_task_result_fields, in order */
+    shoal_pgrow_open(&r);
+    shoal_pgrow_str(&r, t->task_id);
+    shoal_pgrow_str(&r, t->job_id);
+    shoal_pgrow_int(&r, t->chunk);
+    shoal_pgrow_str(&r, done ? "done" : "failed");
+    shoal_pgrow_str(&r, done ? (t->output ? t->output : "") : NULL);
+    shoal_pgrow_str(&r, m ? m->alias : model_named(t));
+    shoal_pgrow_str(&r, m && own_model(t) && m != own_model(t) ? own_model(t)->alias : NULL);
+    shoal_pgrow_int(&r, t->tokens_in);
+    shoal_pgrow_int(&r, t->tokens_out);
+    shoal_pgrow_str(&r, worker_id);
+    shoal_pgrow_str(&r, done ? NULL : t->error);
+    shoal_pgrow_int(&r, t->attempts);
+    shoal_pgrow_close(&r);
+    return shoal_pgrow_detach(&r, len);
 }

@@ -175,11 +175,19 @@ json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, co
 json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served,
                               const char *worker_id);
 
-/* The same rows as JSON text, built without a jansson tree (the worker's
- * hot path): the caller frees; *len gets the length. NULL when the json_t
- * version would be NULL or memory ran out. Times and durations are written
- * to six decimals (epoch seconds to the microsecond, ms to the nanosecond)
- * rather than 17 digits. */
+/* The columns of shoal.attempt_row and shoal.result_row (sql/023), in
+ * order: the members of the rows above, by position. */
+#define SHOAL_TASK_ATTEMPT_FIELDS 21
+#define SHOAL_TASK_RESULT_FIELDS 12
+extern const char *const shoal_task_attempt_fields[SHOAL_TASK_ATTEMPT_FIELDS];
+extern const char *const shoal_task_result_fields[SHOAL_TASK_RESULT_FIELDS];
+
+/* The same rows as elements of a PostgreSQL array of those types
+ * (common/pgrow.h), built without a jansson tree (the worker's hot path):
+ * the caller frees; *len gets the length. A member the json_t version
+ * leaves out is NULL. NULL when memory ran out. Times and durations are
+ * written to six decimals (epoch seconds to the microsecond, ms to the
+ * nanosecond) rather than 17 digits. */
 char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, const char *worker_id,
                               const shoal_http_reply_t *reply, const shoal_task_call_t *call,
                               size_t *len);

@@ -1,12 +1,11 @@
 /*
- * common/jsontext and the text rows built with it: every string jansson
- * accepts reads back equal (escapes, control characters, multibyte UTF-8),
- * strings jansson refuses (invalid UTF-8, overlong forms, surrogates) and
- * non-finite numbers write nothing and say so, reals round-trip exactly and
- * stay reals, the size cap loses the text instead of truncating it; and the
- * attempt and result rows as text equal the jansson rows of
- * shoal_task_attempt_row/result_row member for member, in every branch
- * (fallbacks, errors, queue time, retry-after, failed tasks, invalid UTF-8).
+ * common/jsontext: every string jansson accepts reads back equal (escapes,
+ * control characters, multibyte UTF-8), strings jansson refuses (invalid
+ * UTF-8, overlong forms, surrogates) and non-finite numbers write nothing and
+ * say so, reals round-trip exactly and stay reals, the size cap loses the
+ * text instead of truncating it, and string bodies read from JSON text are
+ * written as their decoded strings would be. The worker's rows (written with
+ * common/pgrow.h) are tested in pgrow_test.
  */
 #include "common/jsontext.h"
 
@@ -16,11 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/job.h"
-#include "common/taskmsg.h"
-#include "common/models.h"
 #include "tests/support/check.h"
-#include "worker/task.h"
 
 static json_t *load(const char *text)
 {
@@ -189,155 +184,13 @@ static void test_cap(void)
     shoal_jsontext_free(&b);
 }
 
-/* ---- rows ---------------------------------------------------------------- */
-
-static const char models_text[] =
-    "{\"models\": {"
-    "\"fast\": {\"provider\": \"openai\", \"endpoint\": \"http://127.0.0.1:9/v1/chat/completions\","
-    " \"model\": \"gpt-4o-mini\", \"input_usd_per_mtok\": 1.5, \"output_usd_per_mtok\": 6,"
-    " \"cached_input_usd_per_mtok\": 0.5},"
-    "\"smart\": {\"provider\": \"anthropic\", \"endpoint\": \"http://127.0.0.1:9/v1/messages\","
-    " \"model\": \"claude-test-1\", \"input_usd_per_mtok\": 3, \"output_usd_per_mtok\": 15}"
-    "}}";
-
-static const char job_json[] =
-    "{\"job_id\": \"rows-1\", \"tenant\": \"acme\", \"model\": \"fast\","
-    " \"prompt_template\": \"Say {{input}}\","
-    " \"items\": [{\"id\": \"a\", \"input\": \"caf\\u00e9 \\\"x\\\"\"}]}";
-
-static shoal_models_t *models;
-
-static shoal_task_t *make_task(void)
-{
-    char err[512];
-    shoal_job_t *job = shoal_job_parse(job_json, strlen(job_json), 0, models, err, sizeof(err));
-    if (!job)
-        test_fail("job: %s", err);
-    json_t *tasks = shoal_taskmsg_build_all(job, err, sizeof(err));
-    if (!tasks)
-        test_fail("tasks: %s", err);
-    char *msg = json_dumps(json_array_get(tasks, 0), JSON_COMPACT);
-    shoal_task_t *t = shoal_task_parse(msg, strlen(msg), models, err, sizeof(err));
-    if (!t)
-        test_fail("parse: %s", err);
-    free(msg);
-    json_decref(tasks);
-    shoal_job_destroy(job);
-    return t;
-}
-
-/* The text row equals the jansson row; finished_at (the clock at each call)
- * only within a few seconds. Both NULL is equal too. */
-static void same_row(json_t *want, char *text, size_t len)
-{
-    if (!want) {
-        if (text)
-            test_fail("jansson refused the row, the text is %s", text);
-        return;
-    }
-    if (!text)
-        test_fail("the text row is NULL, jansson's is %s", json_dumps(want, JSON_COMPACT));
-    assert_int_eq(len, strlen(text));
-    json_t *got = load(text);
-    json_t *f1 = json_object_get(want, "finished_at"), *f2 = json_object_get(got, "finished_at");
-    if (f1 || f2) {
-        assert_true(json_is_real(f1) && json_is_real(f2));
-        assert_true(fabs(json_real_value(f1) - json_real_value(f2)) < 5.0);
-        json_object_del(want, "finished_at");
-        json_object_del(got, "finished_at");
-    }
-    if (!json_equal(want, got)) {
-        char *w = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS);
-        char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS);
-        test_fail("rows differ:\n want %s\n got  %s", w, g);
-    }
-    json_decref(want);
-    json_decref(got);
-    free(text);
-}
-
-static void check_attempt(const shoal_task_t *t, const shoal_http_reply_t *reply,
-                          const shoal_task_call_t *call)
-{
-    size_t len = 0;
-    json_t *want = shoal_task_attempt_row(t, "w1/9/1", "w1", reply, call);
-    char *text = shoal_task_attempt_text(t, "w1/9/1", "w1", reply, call, &len);
-    same_row(want, text, len);
-}
-
-static void check_result(const shoal_task_t *t, const shoal_model_t *served)
-{
-    size_t len = 0;
-    json_t *want = shoal_task_result_row(t, served, "w1");
-    char *text = shoal_task_result_text(t, served, "w1", &len);
-    same_row(want, text, len);
-}
-
-static void test_rows(void)
-{
-    shoal_task_t *t = make_task();
-    const shoal_model_t *smart = shoal_models_find(models, "smart");
-    shoal_http_reply_t reply = {
-        .status = 200, .retry_after_ms = -1, .started_unix = 1712345678.25, .latency_ms = 12.5};
-    shoal_task_call_t call = {.outcome = "ok",
-                              .kind = SHOAL_OUTCOME_OK,
-                              .usage = {.input = 120, .output = 30, .cached = 20}};
-
-    t->attempts = 1;
-    check_attempt(t, &reply, &call); /* no queue time: received_unix unset */
-    t->received_unix = 1712345678.0;
-    check_attempt(t, &reply, &call);
-    call.error = "";
-    check_attempt(t, &reply, &call); /* an empty error is left out */
-
-    reply.status = 429;
-    reply.retry_after_ms = 1500;
-    call = (shoal_task_call_t){.model = smart,
-                               .outcome = "retry",
-                               .kind = SHOAL_OUTCOME_RATE_LIMITED,
-                               .error = "HTTP 429: \"slow down\"\n\tnow",
-                               .usage = {.input = 1000, .cache_write = 300}};
-    check_attempt(t, &reply, &call); /* a fallback, an error, a retry-after */
-    call.error = "bad \xff utf-8";
-    check_attempt(t, &reply, &call); /* error left out, as jansson leaves it */
-    reply.latency_ms = NAN;
-    check_attempt(t, &reply, &call); /* the row dropped, as json_pack drops it */
-    reply.latency_ms = 3.0;
-    check_attempt(t, &reply, &call);
-
-    t->state = SHOAL_TASK_DONE;
-    t->output = strdup("{\"label\": \"caf\xc3\xa9\", \"n\": [1, 2]}\n");
-    t->tokens_in = 120;
-    t->tokens_out = 30;
-    check_result(t, NULL);
-    check_result(t, smart); /* served by a fallback */
-    check_result(t, t->model);
-    free(t->output);
-    t->output = NULL;
-    check_result(t, NULL); /* done without output: "" */
-    t->output = strdup("bad \xc0\xaf output");
-    check_result(t, NULL); /* output left out: the database refuses the row */
-    t->state = SHOAL_TASK_FAILED;
-    snprintf(t->error, sizeof(t->error), "%s", "HTTP 400: \"no\"");
-    check_result(t, NULL);
-    snprintf(t->error, sizeof(t->error), "%s", "cut \xe2\x82");
-    check_result(t, NULL); /* an error cut inside a character: left out */
-    shoal_task_destroy(t);
-}
-
 int main(void)
 {
-    char err[512];
-    models = shoal_models_parse(models_text, strlen(models_text), err, sizeof(err));
-    if (!models)
-        test_fail("models: %s", err);
     test_strings();
     test_numbers();
     test_ints_and_fixed();
     test_cap();
-    test_rows();
     test_bodies();
-    shoal_models_destroy(models);
     printf("jsontext_test: ok\n");
     return 0;
 }

@@ -245,6 +245,65 @@ static void wait_note(shoal_pg_t *lis, const char *payload)
 
 /* After stop + start, the next exec on an old handle fails as retriable (or
  * succeeds, having reconnected), and the one after that succeeds. */
+/* Statements with parameters are prepared once per connection; one whose
+ * result changed under it (a migration added a column) runs again afresh,
+ * at once alone and as a retriable error inside a transaction block. */
+static void test_prepared(shoal_pg_t *pg)
+{
+    char err[512], v[64];
+    PGresult *r;
+    const char *one[] = {"1"};
+
+    for (int i = 0; i < 3; i++) {
+        sqlcheck_text(pg, "SELECT $1::int + 1", "41", v, sizeof(v));
+        assert_str_eq(v, "42");
+    }
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1",
+                                "SELECT $1::int + 1"),
+                  1);
+    /* errors are what they were unprepared */
+    assert_int_eq(shoal_pg_exec(pg, "SELEC $1", 1, one, NULL, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_contains(err, "syntax error");
+    assert_int_eq(shoal_pg_exec(pg, "SELECT $1::int / 0", 1, one, NULL, err, sizeof(err)),
+                  SHOAL_ERR_INVALID);
+    assert_str_contains(err, "division by zero");
+
+    exec_ok(pg, "CREATE TABLE public.stmt_t (a int); INSERT INTO public.stmt_t VALUES (1)");
+    const char *sel = "SELECT * FROM public.stmt_t WHERE a = $1::int";
+    for (int round = 0; round < 2; round++) {
+        assert_int_eq(shoal_pg_exec(pg, sel, 1, one, &r, err, sizeof(err)), SHOAL_OK);
+        assert_int_eq(PQnfields(r), 1 + round);
+        PQclear(r);
+        exec_ok(pg, round == 0 ? "ALTER TABLE public.stmt_t ADD COLUMN b int DEFAULT 7"
+                               : "ALTER TABLE public.stmt_t ADD COLUMN c int DEFAULT 8");
+        if (round == 0) {
+            assert_int_eq(shoal_pg_exec(pg, sel, 1, one, &r, err, sizeof(err)), SHOAL_OK);
+            assert_int_eq(PQnfields(r), 2);
+            assert_str_eq(PQgetvalue(r, 0, 1), "7");
+            PQclear(r);
+        } else {
+            exec_ok(pg, "BEGIN");
+            assert_int_eq(shoal_pg_exec(pg, sel, 1, one, NULL, err, sizeof(err)), SHOAL_ERR_RETRY);
+            assert_str_contains(err, "cached plan");
+            exec_ok(pg, "ROLLBACK");
+            assert_int_eq(shoal_pg_exec(pg, sel, 1, one, &r, err, sizeof(err)), SHOAL_OK);
+            assert_int_eq(PQnfields(r), 3);
+            assert_str_eq(PQgetvalue(r, 0, 2), "8");
+            PQclear(r);
+        }
+    }
+    exec_ok(pg, "DROP TABLE public.stmt_t");
+    /* more statements than the cache holds all run */
+    for (int i = 0; i < 80; i++) {
+        char sql[64], want[16];
+        snprintf(sql, sizeof(sql), "SELECT $1::int + %d", i);
+        snprintf(want, sizeof(want), "%d", i + 1);
+        sqlcheck_text(pg, sql, "1", v, sizeof(v));
+        assert_str_eq(v, want);
+    }
+}
+
 static void test_reconnect(shoal_pg_t *pg, shoal_pg_t *lis)
 {
     char err[512], v[64];
@@ -283,6 +342,9 @@ static void test_reconnect(shoal_pg_t *pg, shoal_pg_t *lis)
     sqlcheck_text(pg, "SELECT 7", NULL, v, sizeof(v));
     assert_str_eq(v, "7");
     assert_int_eq(shoal_pg_connects(pg), before + 1);
+    /* prepared on the lost connection: prepared again on the new one */
+    sqlcheck_text(pg, "SELECT $1::int + 1", "6", v, sizeof(v));
+    assert_str_eq(v, "7");
 
     exec_ok(other, "SELECT 1");
     assert_int_eq(shoal_pg_connects(other), 2);
@@ -533,6 +595,7 @@ int main(void)
     shoal_pg_set_on_connect(lis, "LISTEN shoal_merge");
     test_migrate(pg);
     test_errors(pg);
+    test_prepared(pg);
     test_functions(pg, lis);
     test_reconnect(pg, lis);
 

@@ -432,8 +432,8 @@ static void test_usage_columns(shoal_pg_t *pg)
     free_tasks(tasks, 2);
 }
 
-/* A result the database refuses for good (a NUL in its output, which jsonb
- * text cannot hold) is found by halving the batch: it is recorded failed with
+/* A result the database refuses for good (bytes in its output that are not
+ * UTF-8) is found by halving the batch: it is recorded failed with
  * the reason, and the rest of the batch is written as it is. */
 static void test_refused_row(shoal_pg_t *pg)
 {
@@ -444,7 +444,7 @@ static void test_refused_row(shoal_pg_t *pg)
         add_attempt(s, t[i], 1, 200);
         json_t *row = shoal_task_result_row(t[i], NULL, "w1");
         if (i == 2)
-            json_object_set_new(row, "output", json_stringn("bad\0nul", 7));
+            json_object_set_new(row, "output", json_stringn_nocheck("bad \xff byte", 10));
         assert_int_eq(shoal_sink_add_result(s, row, &done_count[i]), SHOAL_OK);
     }
     assert_true(shoal_sink_bytes(s) > 0);
@@ -464,7 +464,7 @@ static void test_refused_row(shoal_pg_t *pg)
     free_tasks(t, 4);
 }
 
-/* A call record the database refuses for good (a NUL in its error text),
+/* A call record the database refuses for good (its error text not UTF-8),
  * here the last of the batch, is found by halving and dropped; the other
  * records and every result are written. */
 static void test_refused_attempt(shoal_pg_t *pg)
@@ -480,7 +480,7 @@ static void test_refused_attempt(shoal_pg_t *pg)
             shoal_task_call_t call = {
                 .outcome = "retry", .kind = SHOAL_OUTCOME_SERVER_ERROR, .error = "provider error"};
             json_t *row = shoal_task_attempt_row(t[i], "w1/sink-badcall/2/1", "w1", &reply, &call);
-            json_object_set_new(row, "error", json_stringn("bad\0nul", 7));
+            json_object_set_new(row, "error", json_stringn_nocheck("bad \xff byte", 10));
             shoal_sink_add_attempt(s, row);
         }
         add_result(s, t[i], i);
