@@ -53,6 +53,7 @@
 
 #include "common/err.h"
 #include "common/itembatch.h"
+#include "common/jsontext.h"
 #include "common/log.h"
 
 #define MOD "sim"
@@ -105,6 +106,12 @@ enum route {
 };
 
 /* One request: lives from the handler's first call to the completed callback. */
+/* libmicrohttpd's memory per connection (headers and the read buffer; a
+ * body is gathered in struct req). It clears the whole pool for every
+ * request: its default of 32 KiB made that a fifteenth of the simulator's
+ * CPU. */
+#define CONN_POOL_BYTES (8 * 1024)
+
 struct req {
     enum route route;
     int counted; /* inflight was incremented for it */
@@ -1164,40 +1171,70 @@ static void reply_429(shoal_sim_t *sim, enum route route, const struct decision 
 }
 
 /* The model answer. content (length clen) is what the reply carries;
- * truncated sets the "cut short" reason; no_content leaves it out. */
+ * truncated sets the "cut short" reason; no_content leaves it out. Written
+ * as text (common/jsontext.h): building and dumping a jansson tree per
+ * answer was a third of the simulator's CPU. NULL when out of memory or the
+ * content is not UTF-8. */
 static char *model_body(shoal_sim_t *sim, enum route route, const struct prompt *p,
                         const char *content, size_t clen, int truncated, int no_content,
                         const struct reply *rep)
 {
     unsigned long long n = atomic_fetch_add(&sim->next_id, 1) + 1;
     char id[48];
-    json_t *o;
+    shoal_jsontext_t b;
+    int bad = 0;
+    shoal_jsontext_init(&b, (size_t)1 << 30);
+    shoal_jsontext_open(&b);
     if (route == ROUTE_ANTHROPIC) {
         snprintf(id, sizeof(id), "msg_sim_%llu", n);
-        json_t *parts = no_content
-                            ? json_array()
-                            : json_pack("[{s:s, s:s%}]", "type", "text", "text", content, clen);
-        o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:n, s:{s:I, s:I}}", "id", id, "type",
-                      "message", "role", "assistant", "model", p->model, "content", parts,
-                      "stop_reason", truncated ? "max_tokens" : "end_turn", "stop_sequence",
-                      "usage", "input_tokens", (json_int_t)rep->prompt_tokens, "output_tokens",
-                      (json_int_t)rep->completion_tokens);
+        bad |= shoal_jsontext_key_str(&b, "id", id) |
+               shoal_jsontext_key_str(&b, "type", "message") |
+               shoal_jsontext_key_str(&b, "role", "assistant") |
+               shoal_jsontext_key_str(&b, "model", p->model);
+        shoal_jsontext_key(&b, "content");
+        if (no_content) {
+            shoal_jsontext_raw(&b, "[]", 2);
+        } else {
+            shoal_jsontext_raw(&b, "[{\"type\":\"text\",\"text\":", 23);
+            bad |= shoal_jsontext_strn(&b, content, clen);
+            shoal_jsontext_raw(&b, "}]", 2);
+        }
+        bad |= shoal_jsontext_key_str(&b, "stop_reason", truncated ? "max_tokens" : "end_turn");
+        shoal_jsontext_key(&b, "stop_sequence");
+        shoal_jsontext_raw(&b, "null", 4);
+        shoal_jsontext_key(&b, "usage");
+        shoal_jsontext_open(&b);
+        shoal_jsontext_key_int(&b, "input_tokens", rep->prompt_tokens);
+        shoal_jsontext_key_int(&b, "output_tokens", rep->completion_tokens);
+        shoal_jsontext_close(&b);
     } else {
         snprintf(id, sizeof(id), "chatcmpl-sim-%llu", n);
-        json_t *msg = no_content
-                          ? json_pack("{s:s}", "role", "assistant")
-                          : json_pack("{s:s, s:s%}", "role", "assistant", "content", content, clen);
-        o = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:s}], s:{s:I, s:I, s:I}}", "id", id,
-                      "object", "chat.completion", "created", (json_int_t)time(NULL), "model",
-                      p->model, "choices", "index", 0, "message", msg, "finish_reason",
-                      truncated ? "length" : "stop", "usage", "prompt_tokens",
-                      (json_int_t)rep->prompt_tokens, "completion_tokens",
-                      (json_int_t)rep->completion_tokens, "total_tokens",
-                      (json_int_t)(rep->prompt_tokens + rep->completion_tokens));
+        bad |= shoal_jsontext_key_str(&b, "id", id) |
+               shoal_jsontext_key_str(&b, "object", "chat.completion");
+        shoal_jsontext_key_int(&b, "created", (long long)time(NULL));
+        bad |= shoal_jsontext_key_str(&b, "model", p->model);
+        shoal_jsontext_key(&b, "choices");
+        shoal_jsontext_raw(&b, "[{\"index\":0,\"message\":{\"role\":\"assistant\"", 41);
+        if (!no_content) {
+            shoal_jsontext_raw(&b, ",\"content\":", 11);
+            bad |= shoal_jsontext_strn(&b, content, clen);
+        }
+        shoal_jsontext_raw(&b, "},\"finish_reason\":", 18);
+        bad |= shoal_jsontext_str(&b, truncated ? "length" : "stop");
+        shoal_jsontext_raw(&b, "}]", 2);
+        shoal_jsontext_key(&b, "usage");
+        shoal_jsontext_open(&b);
+        shoal_jsontext_key_int(&b, "prompt_tokens", rep->prompt_tokens);
+        shoal_jsontext_key_int(&b, "completion_tokens", rep->completion_tokens);
+        shoal_jsontext_key_int(&b, "total_tokens", rep->prompt_tokens + rep->completion_tokens);
+        shoal_jsontext_close(&b);
     }
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    return s;
+    shoal_jsontext_close(&b);
+    if (bad) {
+        shoal_jsontext_free(&b);
+        return NULL;
+    }
+    return shoal_jsontext_detach(&b, NULL);
 }
 
 /* Length of the first half of s, not splitting a UTF-8 sequence. */
@@ -1770,7 +1807,8 @@ shoal_sim_t *shoal_sim_new(const shoal_sim_conf_t *conf, char *errbuf, size_t er
         MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
         on_request, sim, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, sim, MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_CONNECTION_LIMIT, conf->max_conns, MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, sim, MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_POOL_BYTES, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, sim, MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
     if (!sim->daemon) {
         /* libmicrohttpd may or may not have closed the socket on failure. */
         if (fcntl(fd, F_GETFD) != -1)
