@@ -1025,14 +1025,11 @@ static void take(struct runner *r, rd_kafka_message_t *m)
 
 /* Sends the taken tasks to the database check, which skips those already
  * finished (a redelivery after a crash or a rebalance) and tells how many
- * calls the others made already. One check at a time: tasks taken while one
- * runs wait for it and go together in the next. Sent as they came, a loop
- * taking a message or two per pass queued thousands of one-task checks,
- * each a round trip, and the queue never caught up (a 20,000-task job made
- * 15,000 checks instead of 200 and ran at a sixth of its speed). */
+ * calls the others made already. Checks queued behind a running one go as
+ * one (shoal_store_check). */
 static void send_checks(struct runner *r)
 {
-    if (r->nunchecked == 0 || shoal_store_pending(r->checker) > 0)
+    if (r->nunchecked == 0)
         return;
     for (size_t i = 0; i < r->nunchecked; i++)
         shoal_task_set_state(r->unchecked[i], SHOAL_TASK_CHECKING);

@@ -396,8 +396,36 @@ static void enqueue(shoal_store_t *s, struct op *o)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Adds the tasks to the last queued check when the thread has not started
+ * it (every op but the head is waiting): checks queued behind a slow one
+ * go as one statement. Sent one by one, the checks of a loop taking a
+ * message or two per pass queued by the thousand, each a round trip, and
+ * the queue never caught up (a 20,000-task job made 15,000 checks instead
+ * of 200 and ran at a sixth of its speed). Holding the loop's checks back
+ * until the last one ended did the same, but held tasks from their lanes,
+ * and blind rate limits drew more 429s from the bursts. 1 when merged. */
+static int merge_check(shoal_store_t *s, shoal_task_t *const *tasks, size_t n)
+{
+    int merged = 0;
+    pthread_mutex_lock(&s->mu);
+    struct op *tail = s->todo_tail;
+    if (tail && tail != s->todo && tail->kind == SHOAL_STORE_CHECKED) {
+        shoal_task_t **nt = realloc(tail->tasks, (tail->ntasks + n) * sizeof(*nt));
+        if (nt) {
+            memcpy(nt + tail->ntasks, tasks, n * sizeof(*tasks));
+            tail->tasks = nt;
+            tail->ntasks += n;
+            merged = 1;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return merged;
+}
+
 shoal_err_t shoal_store_check(shoal_store_t *s, shoal_task_t *const *tasks, size_t n)
 {
+    if (n > 0 && merge_check(s, tasks, n))
+        return SHOAL_OK;
     struct op *o = calloc(1, sizeof(*o));
     if (!o || !(o->tasks = malloc((n ? n : 1) * sizeof(*o->tasks)))) {
         free(o);

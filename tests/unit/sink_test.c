@@ -504,6 +504,7 @@ static void test_refused_attempt(shoal_pg_t *pg)
  * says it is failing; after a restart it completes. */
 struct seen {
     int checked, written, tokens, ended;
+    size_t checked_tasks; /* over every check */
     const char *status[8];
     int attempts[8];
     shoal_sink_t *sink;
@@ -514,7 +515,9 @@ static void on_store_done(const shoal_store_done_t *d, void *arg)
     struct seen *w = arg;
     if (d->kind == SHOAL_STORE_CHECKED) {
         w->checked++;
+        w->checked_tasks += d->ntasks;
         for (size_t i = 0; i < d->ntasks && i < 8; i++) {
+            free((char *)w->status[i]);
             w->status[i] = d->status && d->status[i] ? strdup(d->status[i]) : NULL;
             w->attempts[i] = d->attempts ? d->attempts[i] : -1;
         }
@@ -557,6 +560,33 @@ static void test_store(shoal_pg_t *pg)
     assert_int_eq(w.attempts[2], 0);
     char b;
     assert_int_eq(read(wake[0], &b, 1), 1); /* it woke the loop */
+
+    /* Checks queued behind one that runs go as one statement: here the
+     * first waits for a lock another session holds on the tasks. */
+    char url[512];
+    snprintf(url, sizeof(url), "%s", shoal_pgcluster_url(cluster));
+    shoal_pg_t *locker = shoal_pg_new(url, "sink_test_locker");
+    if (shoal_pg_exec(locker, "BEGIN; LOCK TABLE shoal.tasks IN ACCESS EXCLUSIVE MODE", 0, NULL,
+                      NULL, err, sizeof(err)) != SHOAL_OK)
+        test_fail("lock: %s", err);
+    w.checked = 0;
+    w.checked_tasks = 0;
+    assert_int_eq(shoal_store_check(st, t, 1), SHOAL_OK);
+    assert_wait(sqlcheck_long(pg,
+                              "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                              "AND wait_event_type = 'Lock'",
+                              "shoal-worker") == 1,
+                20, "the first check to wait for the lock");
+    assert_int_eq(shoal_store_check(st, t + 1, 1), SHOAL_OK);
+    assert_int_eq(shoal_store_check(st, t + 2, 1), SHOAL_OK);
+    assert_int_eq(shoal_store_check(st, t, 2), SHOAL_OK);
+    assert_int_eq(shoal_store_pending(st), 2);
+    assert_int_eq(shoal_pg_exec(locker, "ROLLBACK", 0, NULL, NULL, err, sizeof(err)), SHOAL_OK);
+    shoal_pg_destroy(locker);
+    assert_wait(shoal_store_poll(st, on_store_done, &w) >= 0 && w.checked == 2, 20,
+                "the two checks");
+    assert_int_eq(w.checked_tasks, 5);
+    assert_int_eq(shoal_store_pending(st), 0);
 
     shoal_sink_t *mine = shoal_sink_new(NULL);
     finish(t[1], 1, 2);
