@@ -72,11 +72,13 @@ END $$;
 -- and against a tasks table just filled by a job's admission (statistics not
 -- yet updated) it found scanning the whole table cheaper than a few hundred
 -- key look-ups, which made each write of the throughput bench scan every
--- task of the job.
+-- task of the job. Without sequential scans a plan that still has one looks
+-- expensive enough to compile, so it is never compiled (jit) either.
 CREATE FUNCTION shoal.record_rows(p_results shoal.result_row[], p_attempts shoal.attempt_row[])
 RETURNS SETOF text
 LANGUAGE plpgsql
 SET enable_seqscan = off
+SET jit = off
 AS $$
 DECLARE
     v_job   text;
