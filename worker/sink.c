@@ -167,7 +167,7 @@ static char *row_from_json(json_t *o, const char *const *names, size_t n, size_t
         return NULL;
     }
     shoal_pgrow_t r;
-    shoal_pgrow_init(&r, (size_t)64 << 20);
+    shoal_pgrow_init(&r, SHOAL_TASK_ROW_MAX);
     shoal_pgrow_open(&r);
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_object_get(o, names[i]);
@@ -468,14 +468,16 @@ static shoal_err_t bisect(shoal_sink_t *s, size_t lo, size_t hi, enum part part,
     if (!is_results || nf != SHOAL_TASK_RESULT_FIELDS || !f[4] /* output */) {
         shoal_log_error("db", "database refused a row for good; dropped task_id=%s error=\"%s\"",
                         task_id ? task_id : "?", errbuf);
-        shoal_pgrow_fields_free(f, nf > 0 ? nf : 0);
+        shoal_pgrow_fields_free(f, nf < 0                           ? 0
+                                   : nf < SHOAL_TASK_ATTEMPT_FIELDS ? nf
+                                                                    : SHOAL_TASK_ATTEMPT_FIELDS);
         return SHOAL_OK;
     }
     char why[600];
     snprintf(why, sizeof(why), "the database refused the result: %.500s", errbuf);
     /* the same row, failed with the reason and without its output */
     shoal_pgrow_t r;
-    shoal_pgrow_init(&r, (size_t)1 << 20);
+    shoal_pgrow_init(&r, SHOAL_TASK_ROW_MAX);
     shoal_pgrow_open(&r);
     for (int i = 0; i < nf; i++)
         shoal_pgrow_str(&r, i == 3 ? "failed" : i == 4 ? NULL : i == 10 ? why : f[i]);

@@ -377,8 +377,6 @@ json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served
     return row;
 }
 
-/* Rows never exceed this (an output is at most the 16 MiB of an answer). */
-#define ROW_TEXT_MAX ((size_t)64 << 20)
 /* Times in text rows: epoch seconds to the microsecond the database keeps,
  * durations in ms to the nanosecond (curl measures microseconds). */
 #define TIME_DECIMALS 6
@@ -402,7 +400,7 @@ char *shoal_task_attempt_text(const shoal_task_t *t, const char *attempt_id, con
     const shoal_model_t *m = call->model ? call->model : t->model;
     const shoal_usage_t *u = &call->usage;
     shoal_pgrow_t r;
-    shoal_pgrow_init(&r, ROW_TEXT_MAX);
+    shoal_pgrow_init(&r, SHOAL_TASK_ROW_MAX);
     /* shoal_task_attempt_fields, in order */
     shoal_pgrow_open(&r);
     shoal_pgrow_str(&r, attempt_id);
@@ -444,7 +442,7 @@ char *shoal_task_result_text(const shoal_task_t *t, const shoal_model_t *served,
     const shoal_model_t *m = served ? served : t->model;
     int done = t->state == SHOAL_TASK_DONE;
     shoal_pgrow_t r;
-    shoal_pgrow_init(&r, ROW_TEXT_MAX);
+    shoal_pgrow_init(&r, SHOAL_TASK_ROW_MAX);
     /* shoal_task_result_fields, in order */
     shoal_pgrow_open(&r);
     shoal_pgrow_str(&r, t->task_id);

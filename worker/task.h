@@ -175,6 +175,9 @@ json_t *shoal_task_attempt_row(const shoal_task_t *t, const char *attempt_id, co
 json_t *shoal_task_result_row(const shoal_task_t *t, const shoal_model_t *served,
                               const char *worker_id);
 
+/* Rows never exceed this (an output is at most the 16 MiB of an answer). */
+#define SHOAL_TASK_ROW_MAX ((size_t)64 << 20)
+
 /* The columns of shoal.attempt_row and shoal.result_row (sql/023), in
  * order: the members of the rows above, by position. */
 #define SHOAL_TASK_ATTEMPT_FIELDS 21

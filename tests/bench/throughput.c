@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "stack/pgcluster.h"
 #include "stack/proc.h"
@@ -44,17 +43,7 @@ static void run_job(harness_t *h, const char *id, const char *job)
 {
     char status[64];
     harness_produce(h, "shoal.jobs", id, job, strlen(job));
-    double deadline = check_now_s() + 900;
-    for (;;) {
-        harness_str(h, status, sizeof(status), "SELECT status FROM shoal.jobs WHERE job_id = $1",
-                    id, NULL);
-        if (*status && strcmp(status, "running") != 0)
-            break;
-        if (check_now_s() > deadline)
-            test_fail("job %s still \"%s\" after 900 s", id, *status ? status : "absent");
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    harness_wait_job_every(h, id, 900, 5, status, sizeof(status));
     assert_str_eq(status, "completed");
 }
 

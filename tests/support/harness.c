@@ -174,6 +174,12 @@ void harness_str(harness_t *h, char *out, size_t outlen, const char *sql, ...)
 
 void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *status, size_t len)
 {
+    harness_wait_job_every(h, job_id, timeout_s, 100, status, len);
+}
+
+void harness_wait_job_every(harness_t *h, const char *job_id, double timeout_s, long every_ms,
+                            char *status, size_t len)
+{
     double deadline = check_now_s() + timeout_s;
     for (;;) {
         harness_str(h, status, len, "SELECT status FROM shoal.jobs WHERE job_id = $1", job_id,
@@ -186,7 +192,7 @@ void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *
             test_fail("job %s still \"%s\" after %.0f s (%ld tasks done)", job_id,
                       *status ? status : "absent", timeout_s, done);
         }
-        struct timespec ts = {0, 100 * 1000 * 1000};
+        struct timespec ts = {every_ms / 1000, (every_ms % 1000) * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
 }

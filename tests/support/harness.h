@@ -56,6 +56,9 @@ void harness_str(harness_t *h, char *out, size_t outlen, const char *sql, ...);
 /* Waits until the job leaves 'running' (or appears as rejected); returns its
  * status into out. Fails the test after timeout_s. */
 void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *status, size_t len);
+/* Same, looking every every_ms (harness_wait_job looks every 100 ms). */
+void harness_wait_job_every(harness_t *h, const char *job_id, double timeout_s, long every_ms,
+                            char *status, size_t len);
 
 /* GET <sim>/stats as JSON (caller decrefs). */
 json_t *harness_sim_stats(harness_t *h);
