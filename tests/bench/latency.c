@@ -55,11 +55,28 @@ int main(void)
     }
     bench_loadavg(load1, sizeof(load1));
     double sum = 0, mn = ms[0], mx = ms[0];
+    int slowest = 0;
     for (int i = 0; i < JOBS; i++) {
         sum += ms[i];
         mn = ms[i] < mn ? ms[i] : mn;
-        mx = ms[i] > mx ? ms[i] : mx;
+        if (ms[i] > mx)
+            mx = ms[i], slowest = i;
     }
+    /* The slowest job's own timeline, so an outlier shows where it waited. */
+    char slow[512];
+    snprintf(id, sizeof(id), "latency-%03d", slowest);
+    harness_str(h, slow, sizeof(slow),
+                "SELECT string_agg('attempt ' || a.attempt || ': queued ' || "
+                "round((extract(epoch FROM t.queued_at - j.submitted_at) * 1000)::numeric, 1) || "
+                "' ms after intake, call started ' || "
+                "round((extract(epoch FROM a.started_at - j.submitted_at) * 1000)::numeric, 1) || "
+                "', ended ' || "
+                "round((extract(epoch FROM a.finished_at - j.submitted_at) * 1000)::numeric, 1) || "
+                "' (transfer ' || round(a.latency_ms::numeric, 1) || ' ms), job ended ' || "
+                "round((extract(epoch FROM j.finished_at - j.submitted_at) * 1000)::numeric, 1), "
+                "'; ' ORDER BY a.attempt) FROM shoal.jobs j JOIN shoal.tasks t USING (job_id) "
+                "JOIN shoal.attempts a ON a.task_id = t.task_id WHERE j.job_id = $1",
+                id, NULL);
     /* Where a job's time goes, averaged: produce -> intake (submitted_at),
      * intake -> task queued, queued -> call start, call, call end -> job end. */
     char split[512];
@@ -80,6 +97,7 @@ int main(void)
     printf("load average     %s at start, %s at end (2 cores, shared)\n", load0, load1);
     printf("submit->done     min %.1f, mean %.1f, max %.1f ms\n", mn, sum / JOBS, mx);
     printf("split (mean)     %s\n", split);
+    printf("slowest          %s, %.1f ms: %s\n", id, mx, slow);
     double p50 = bench_percentile(ms, JOBS, 50), p95 = bench_percentile(ms, JOBS, 95);
     printf("RESULT bench=latency p50_ms=%.1f p95_ms=%.1f\n", p50, p95);
     fflush(stdout);

@@ -2,7 +2,8 @@
  * worker/http against the in-process provider simulator: many calls in
  * flight on one multi handle all complete with their own bodies, a delayed
  * call does not start early, a refused connection and a timeout end as
- * transport failures (status 0), HTTP errors keep their status, body and
+ * transport failures (status 0), one that ends before the loop would wait
+ * is handed over without the wait, HTTP errors keep their status, body and
  * Retry-After, the final response's header block reaches the reply (interim
  * 1xx headers dropped, capped at 16 KiB), and the pending count follows every
  * submission and completion, and the environment's proxies are used.
@@ -329,6 +330,40 @@ static void test_refused(struct curl_slist *hdr)
     assert_int_eq(r.timed_out, 0);
     assert_int_eq(outcome_of(&r, err, sizeof(err)), SHOAL_OUTCOME_CONNECTION);
     assert_true(shoal_outcome_retriable(SHOAL_OUTCOME_CONNECTION));
+    free(r.body);
+    free(r.headers);
+}
+
+/* A transfer that ends inside the pass's first perform (here a URL curl
+ * refuses before any I/O; a fast local answer can too) is handed over by that pass,
+ * not after it has waited out its timeout on a wake-up descriptor that stays
+ * quiet: that wait once turned a 0.2 ms call into 200 ms. */
+static void test_ended_before_wait(struct curl_slist *hdr)
+{
+    struct result r;
+    struct ctx ctx = {NULL, 0};
+    char err[256];
+    const char *url = "http://127.0.0.1:99999/v1/chat/completions";
+    int quiet[2];
+
+    assert_int_eq(pipe(quiet), 0);
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    if (!ctx.h)
+        test_fail("shoal_http_new: %s", err);
+    memset(&r, 0, sizeof(r));
+    post(ctx.h, url, hdr, "no such port", 5000, 0, &r);
+    double t0 = check_now_s();
+    assert_int_eq(shoal_http_run(ctx.h, 20000, quiet[0], err, sizeof(err)), SHOAL_OK);
+    double took = check_now_s() - t0;
+    assert_int_eq(r.done, 1);
+    assert_int_eq(r.status, 0);
+    assert_int_eq(shoal_http_pending(ctx.h), 0);
+    /* 20 s is the wait the bug would take; anything near it is the bug. */
+    if (took > 10.0)
+        test_fail("the pass waited %.1f s with a finished transfer", took);
+    shoal_http_destroy(ctx.h);
+    close(quiet[0]);
+    close(quiet[1]);
     free(r.body);
     free(r.headers);
 }
@@ -791,6 +826,7 @@ int main(void)
     test_parallel_connections(hdr);
     test_delayed_start(hdr);
     test_refused(hdr);
+    test_ended_before_wait(hdr);
     test_timeout(hdr);
     test_http_errors(hdr);
     test_retry_after(hdr);
