@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "stack/pgcluster.h"
 #include "stack/proc.h"
@@ -81,6 +82,8 @@ int main(void)
         perf = start_perf(perf_out, (int)shoal_proc_pid(shoal_devstack_proc(ds, "worker", 0)));
     struct cpu c0, c1;
     sample(ds, sim_pid, &c0);
+    struct timespec wall0;
+    clock_gettime(CLOCK_REALTIME, &wall0);
     double start = check_now_s();
     run_job(h, "throughput", job);
     double secs = check_now_s() - start;
@@ -106,6 +109,13 @@ int main(void)
         {"last result row", "SELECT max(created_at) FROM shoal.results WHERE job_id = $1"},
         {"job finished", "SELECT finished_at FROM shoal.jobs WHERE job_id = $1"},
     };
+    char produced[64], v0[64];
+    snprintf(produced, sizeof(produced), "%.6f", (double)wall0.tv_sec + wall0.tv_nsec / 1e9);
+    harness_str(h, v0, sizeof(v0),
+                "SELECT round((extract(epoch FROM submitted_at) - $2::float8)::numeric, 3) FROM "
+                "shoal.jobs WHERE job_id = $1",
+                "throughput", produced, NULL);
+    printf("job submitted    %s s after it was produced (the job's own clock starts here)\n", v0);
     for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
         char sql[256], v[64];
         snprintf(sql, sizeof(sql),

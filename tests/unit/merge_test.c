@@ -7,7 +7,8 @@
  * fixed margin of what it needs for a one-chunk job; a job with per-item
  * results (some from a sub-task, one item never answered, one answer written
  * twice) merges per item in the job's item order for concat, json_array and
- * jsonl; a merge that fails for good ends the job failed with the reason and
+ * jsonl; pages hold what sql/009 defined for entries of every size (from
+ * none to several pages); a merge that fails for good ends the job failed with the reason and
  * a failed event; record_batch keeps jobs.spent_usd and shoal.tenant_spend
  * from the calls it records, once however often a batch is written.
  */
@@ -182,6 +183,68 @@ static void test_big_json_array(shoal_pg_t *pg)
     if (big_rss > small_rss + 16 * 1024)
         test_fail("shoal results peaked at %ld kB for %ld characters, %ld kB for one chunk",
                   big_rss, chars, small_rss);
+}
+
+/* Pages as sql/009 defined them, one statement over the job's entries: each
+ * entry cut into pieces of merge_piece_chars(), a piece's page the characters
+ * before it / merge_piece_chars(). merge_job writes them in one ordered pass
+ * (sql/024); this is the definition it must keep. */
+static const char *const PAGES_BY_DEFINITION =
+    "SELECT string_agg(page || ':' || length(body) || ':' || md5(body), ',' ORDER BY page) FROM ("
+    " SELECT s.page, string_agg(s.piece, '' ORDER BY s.ord, s.k) AS body FROM ("
+    "  SELECT p.ord, p.k, p.piece, ((sum(length(p.piece)) OVER (ORDER BY p.ord, p.k))"
+    "   - length(p.piece)) / shoal.merge_piece_chars() AS page FROM ("
+    "   SELECT e.ord, k, substr(e.txt, k * shoal.merge_piece_chars() + 1,"
+    "    shoal.merge_piece_chars()) AS piece"
+    "   FROM shoal.merge_entries($1, 'concat', false, false) e,"
+    "    generate_series(0, greatest(length(e.txt) - 1, 0) / shoal.merge_piece_chars()) AS k"
+    "   WHERE e.txt IS NOT NULL) p) s GROUP BY s.page) x";
+
+/* Entries of every size merge into the pages of the definition: a piece
+ * starting exactly on a page boundary and one character before it (concat
+ * puts a newline before every entry but the first), empty
+ * entries, entries of several pieces, most far under a piece, written in an
+ * order other than the chunks'. */
+static void test_pages_match_definition(shoal_pg_t *pg)
+{
+    char got[8192], want[8192];
+    sqlcheck_exec(pg,
+                  "INSERT INTO shoal.jobs (job_id, tenant, status, merge, output_format, "
+                  "items_total, tasks_total, tasks_done) VALUES ($1, 'acme', 'running', 'concat', "
+                  "'text', 60, 60, 60)",
+                  "mixed");
+    sqlcheck_exec(pg,
+                  "INSERT INTO shoal.tasks (task_id, job_id, chunk, item_ids, status) "
+                  "SELECT $1 || ':' || lpad(g::text, 6, '0'), $1, g, ARRAY['it' || g], 'done' "
+                  "FROM generate_series(0, 59) g",
+                  "mixed");
+    sqlcheck_exec(pg,
+                  "INSERT INTO shoal.results (task_id, job_id, chunk, output, model) "
+                  "SELECT $1 || ':' || lpad(g::text, 6, '0'), $1, g, "
+                  "CASE g WHEN 0 THEN repeat('a', shoal.merge_piece_chars()) "
+                  "       WHEN 1 THEN repeat('b', shoal.merge_piece_chars() - 2) "
+                  "       WHEN 2 THEN repeat('c', 1) "
+                  "       WHEN 3 THEN '' "
+                  "       WHEN 4 THEN repeat('d', 2 * shoal.merge_piece_chars()) "
+                  "       WHEN 5 THEN repeat('e', shoal.merge_piece_chars()) "
+                  "       ELSE CASE WHEN g % 11 = 0 THEN repeat(chr(97 + g % 26), 300001) "
+                  "                 WHEN g % 5 = 0 THEN '' "
+                  "                 ELSE repeat(chr(65 + g % 26), 1000 + g * 3701) END END, "
+                  "'fast' "
+                  "FROM generate_series(59, 0, -1) g",
+                  "mixed");
+    sqlcheck_text(pg, PAGES_BY_DEFINITION, "mixed", want, sizeof(want));
+    merge_ok(pg, "mixed", "completed");
+    sqlcheck_text(pg,
+                  "SELECT string_agg(page || ':' || length(body) || ':' || md5(body), ',' "
+                  "ORDER BY page) FROM shoal.job_output WHERE job_id = $1",
+                  "mixed", got, sizeof(got));
+    assert_true(strchr(want, ',') != NULL); /* several pages */
+    assert_str_eq(got, want);
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT output_chars FROM shoal.jobs WHERE job_id = $1", "mixed"),
+        sqlcheck_long(pg, "SELECT sum(length(body)) FROM shoal.job_output WHERE job_id = $1",
+                      "mixed"));
 }
 
 /* record_job through SQL: two chunks, items a b c | d e. */
@@ -404,6 +467,7 @@ int main(void)
         "{\"chunk\": 1, \"output\": \"D\", \"item_id\": \"d\", \"task_id\": \"pi-jsonl:000001\"}\n"
         "{\"chunk\": 1, \"error\": \"no result for the item\", \"item_id\": \"e\", \"task_id\": "
         "\"pi-jsonl:000001\"}\n");
+    test_pages_match_definition(pg);
     test_big_json_array(pg);
 
     shoal_pg_destroy(pg);
