@@ -13,6 +13,10 @@
 #include "scheduler/parts.h"
 
 #define LOCK_SQL "hashtext('shoal.dispatch')"
+/* Passes at least this far apart when announced room calls for them: a
+ * window fills in a pass or two, not one per finished batch. */
+#define ROOM_GAP_MS 10.0
+
 /* How long a rebuilt part is kept through passes that publish nothing. */
 #define HOLD_IDLE_MS 5000.0
 
@@ -22,6 +26,7 @@ struct shoal_dispatch {
     shoal_dispatch_conf_t conf;
     double last_ms; /* monotonic, when the last pass ran (0: never) */
     int full;       /* the last pass hit pass_limit: more is waiting */
+    int room;       /* tasks ended since the last pass (shoal_dispatch_room) */
     /* The part last rebuilt, kept for the next pass: a window topped up a
      * few tasks at a time would otherwise decode the same part again and
      * again. One part at most, so memory stays bounded; passes that find
@@ -148,12 +153,23 @@ static shoal_err_t pass(shoal_dispatch_t *d, int *published, char *errbuf, size_
     return err;
 }
 
+/* The gap between passes: every_ms, or ROOM_GAP_MS once tasks have ended. */
+static double gap_ms(const shoal_dispatch_t *d)
+{
+    return d->room && ROOM_GAP_MS < d->conf.every_ms ? ROOM_GAP_MS : (double)d->conf.every_ms;
+}
+
 long shoal_dispatch_due_ms(const shoal_dispatch_t *d)
 {
     if (d->full || d->last_ms <= 0)
         return 0;
-    double left = d->last_ms + (double)d->conf.every_ms - shoal_service_now_ms();
+    double left = d->last_ms + gap_ms(d) - shoal_service_now_ms();
     return left <= 0 ? 0 : (long)left + 1;
+}
+
+void shoal_dispatch_room(shoal_dispatch_t *d)
+{
+    d->room = 1;
 }
 
 shoal_err_t shoal_dispatch_poll(shoal_dispatch_t *d, int force, int *published, char *errbuf,
@@ -166,10 +182,11 @@ shoal_err_t shoal_dispatch_poll(shoal_dispatch_t *d, int force, int *published, 
 
     if (published)
         *published = 0;
-    if (!force && !d->full && d->last_ms > 0 && now - d->last_ms < (double)d->conf.every_ms)
+    if (!force && !d->full && d->last_ms > 0 && now - d->last_ms < gap_ms(d))
         return SHOAL_OK;
     d->last_ms = now;
     d->full = 0;
+    d->room = 0;
     if ((err = shoal_pg_exec(d->pg, "SELECT pg_try_advisory_lock(" LOCK_SQL ")", 0, NULL, &r,
                              errbuf, errlen)) != SHOAL_OK)
         return err;

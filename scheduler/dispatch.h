@@ -12,7 +12,7 @@
  * One scheduler at a time dispatches (a session advisory lock per pass; the
  * others skip theirs). Runs in the scheduler's main loop on its own
  * PostgreSQL connection, a bounded pass every every_ms (at once after a full
- * pass). Not thread-safe.
+ * pass, sooner when tasks have ended: shoal_dispatch_room). Not thread-safe.
  */
 #ifndef SHOAL_SCHEDULER_DISPATCH_H
 #define SHOAL_SCHEDULER_DISPATCH_H
@@ -48,5 +48,10 @@ shoal_err_t shoal_dispatch_poll(shoal_dispatch_t *d, int force, int *published, 
 /* Milliseconds until a pass is due: 0 after a pass that hit pass_limit (more
  * is waiting, so the caller should not sleep), at most every_ms. */
 long shoal_dispatch_due_ms(const shoal_dispatch_t *d);
+
+/* Tasks have ended (PostgreSQL said so on channel shoal_room): the next pass
+ * is due 10 ms after the last one instead of every_ms, so a window is topped
+ * up as its tasks end, not up to every_ms later. */
+void shoal_dispatch_room(shoal_dispatch_t *d);
 
 #endif

@@ -345,7 +345,10 @@ int main(int argc, char **argv)
             }
         }
         /* Bounded per pass as well; a full pass runs again at once, and a
-         * new job's first tasks go out now, not at the next tick. */
+         * new job's first tasks go out now, not at the next tick; ended
+         * tasks bring the next pass forward. */
+        if (dispatcher && shoal_merger_room(merger))
+            shoal_dispatch_room(dispatcher);
         if (dispatcher &&
             shoal_dispatch_poll(dispatcher, fresh, NULL, err, sizeof(err)) != SHOAL_OK) {
             double now = shoal_service_now_ms();

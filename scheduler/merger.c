@@ -18,6 +18,7 @@ struct shoal_merger {
     const char *events_topic;
     unsigned swept_at_connect; /* connection count at the last sweep */
     json_t *due;               /* set of job ids to merge (object used as a set) */
+    int room;                  /* shoal_room heard since shoal_merger_room */
 };
 
 shoal_merger_t *shoal_merger_new(const char *conninfo, rd_kafka_t *producer,
@@ -34,7 +35,7 @@ shoal_merger_t *shoal_merger_new(const char *conninfo, rd_kafka_t *producer,
         shoal_merger_destroy(m);
         return NULL;
     }
-    shoal_pg_set_on_connect(m->pg, "LISTEN shoal_merge");
+    shoal_pg_set_on_connect(m->pg, "LISTEN shoal_merge; LISTEN shoal_room");
     return m;
 }
 
@@ -58,6 +59,15 @@ static void on_notify(const char *channel, const char *payload, void *arg)
     shoal_merger_t *m = arg;
     if (!strcmp(channel, "shoal_merge") && payload && *payload)
         json_object_set_new(m->due, payload, json_true());
+    else if (!strcmp(channel, "shoal_room"))
+        m->room = 1;
+}
+
+int shoal_merger_room(shoal_merger_t *m)
+{
+    int room = m->room;
+    m->room = 0;
+    return room;
 }
 
 static shoal_err_t sweep(shoal_merger_t *m, char *errbuf, size_t errlen)

@@ -29,6 +29,12 @@ void shoal_merger_destroy(shoal_merger_t *m); /* NULL is ok */
  * be NULL) counts jobs closed by this call. */
 shoal_err_t shoal_merger_poll(shoal_merger_t *m, int *merged, char *errbuf, size_t errlen);
 
+/* Whether tasks have ended since the last call: the connection also LISTENs
+ * on shoal_room, which PostgreSQL notifies when a transaction takes tasks out
+ * of the queue (room in the dispatcher's windows). Read by shoal_merger_poll;
+ * a reconnect may miss one, which the dispatcher's timer covers. */
+int shoal_merger_room(shoal_merger_t *m);
+
 /* The socket to wait on for notifications, or -1 when disconnected. */
 int shoal_merger_fd(shoal_merger_t *m);
 

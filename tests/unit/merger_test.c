@@ -6,7 +6,8 @@
  * also after the server restarted; two mergers on one finished job close it
  * once; the outbox ends empty with the job's accepted and completed events on
  * the events topic, keyed by job_id; a merge that fails for good ends the job
- * failed with a failed event. An outbox drain that Kafka's client
+ * failed with a failed event. A queued task that ends is announced on
+ * shoal_room and brings the dispatcher's next pass forward. An outbox drain that Kafka's client
  * refuses part of keeps every row and leaves no delivery outstanding.
  */
 #include "scheduler/merger.h"
@@ -24,6 +25,7 @@
 #include "common/log.h"
 #include "common/migrate.h"
 #include "common/pg.h"
+#include "scheduler/dispatch.h"
 #include "scheduler/events.h"
 #include "tests/support/check.h"
 #include "tests/support/sqlcheck.h"
@@ -278,6 +280,64 @@ static void test_notify(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer
     shoal_merger_destroy(NULL);
 }
 
+/* Polls m for up to 2 s (waiting on its socket) until it has heard of ended
+ * tasks; returns whether it did. */
+static int heard_room(shoal_merger_t *m)
+{
+    char err[512];
+    double deadline = check_now_s() + 2;
+    do {
+        if (shoal_merger_poll(m, NULL, err, sizeof(err)) != SHOAL_OK)
+            test_fail("merger poll: %s", err);
+        if (shoal_merger_room(m))
+            return 1;
+        struct pollfd pfd = {shoal_merger_fd(m), POLLIN, 0};
+        poll(&pfd, 1, 50);
+    } while (check_now_s() < deadline);
+    return 0;
+}
+
+/* A queued task that ends is announced on shoal_room, once, and brings the
+ * dispatcher's next pass forward to 10 ms after its last; tasks that end
+ * without having been queued, or tasks being queued, announce nothing. */
+static void test_room(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer)
+{
+    char err[512];
+    shoal_merger_t *m = shoal_merger_new(shoal_pgcluster_url(cluster), producer, topics.events);
+    assert_true(m != NULL);
+    assert_true(!heard_room(m)); /* connected; nothing ended */
+
+    record_job(pg, "room-1", 3, "concat", "text");
+    sqlcheck_exec(pg, "SELECT shoal.mark_queued($1, '{0,1}')", "room-1");
+    assert_true(!heard_room(m)); /* queued, not ended */
+    assert_int_eq(finish(worker, "room-1", 0, "a"), 0);
+    assert_true(heard_room(m));
+    assert_int_eq(shoal_merger_room(m), 0);             /* told once */
+    assert_int_eq(finish(worker, "room-1", 2, "c"), 0); /* ends still pending: no room made */
+    assert_true(!heard_room(m));
+
+    /* The dispatcher: a pass now, the next one every_ms later, or 10 ms
+     * after it once room was announced; that pass clears it. */
+    shoal_intake_conf_t ic;
+    memset(&ic, 0, sizeof(ic));
+    shoal_dispatch_conf_t dc = {60000, 2000, 2000};
+    shoal_dispatch_t *d = shoal_dispatch_new(shoal_pgcluster_url(cluster), &ic, &dc);
+    assert_true(d != NULL);
+    int published = -1;
+    if (shoal_dispatch_poll(d, 1, &published, err, sizeof(err)) != SHOAL_OK)
+        test_fail("dispatch: %s", err);
+    assert_true(shoal_dispatch_due_ms(d) > 50000);
+    shoal_dispatch_room(d);
+    assert_true(shoal_dispatch_due_ms(d) <= 11);
+    while (shoal_dispatch_due_ms(d) > 0)
+        poll(NULL, 0, 2);
+    if (shoal_dispatch_poll(d, 0, &published, err, sizeof(err)) != SHOAL_OK)
+        test_fail("dispatch: %s", err);
+    assert_true(shoal_dispatch_due_ms(d) > 50000);
+    shoal_dispatch_destroy(d);
+    shoal_merger_destroy(m);
+}
+
 /* Finished while no merger listened: the notification is lost, the sweep on
  * connect finds the job. */
 static void test_sweep(shoal_pg_t *pg, shoal_pg_t *worker, rd_kafka_t *producer)
@@ -507,6 +567,7 @@ int main(void)
     rd_kafka_t *producer = producer_new(NULL);
 
     test_notify(pg, worker, producer);
+    test_room(pg, worker, producer);
     test_sweep(pg, worker, producer);
     test_race(pg, worker);
     test_merge_fails(pg, worker, producer);
