@@ -1,7 +1,8 @@
 /*
  * common/kafka configuration: SHOAL_KAFKA_<KEY> variables map to librdkafka
  * properties, -X key=value beats them, librdkafka's own reason for a bad
- * property becomes the error (naming the key), and topic names follow the
+ * property becomes the error (naming the key), producers and consumers send
+ * without Nagle's wait unless told otherwise, and topic names follow the
  * prefix.
  */
 #include "common/kafka.h"
@@ -130,6 +131,42 @@ static void test_errors(void)
     rd_kafka_conf_destroy(conf);
 }
 
+/* rk's socket.nagle.disable is want. */
+static void assert_nagle(rd_kafka_t *rk, const char *want)
+{
+    char val[64];
+    size_t size = sizeof(val);
+    assert_int_eq(rd_kafka_conf_get(rd_kafka_conf(rk), "socket.nagle.disable", val, &size),
+                  RD_KAFKA_CONF_OK);
+    assert_str_eq(val, want);
+}
+
+/* Both kinds of client send without Nagle's wait unless told otherwise. */
+static void test_nagle_default(void)
+{
+    char err[512] = "";
+    static const char *const topics[] = {"shoal.jobs"};
+    shoal_kprops_t props = {0, {NULL}};
+
+    clear_kafka_env();
+    for (int told = 0; told < 2; told++) {
+        if (told)
+            props.kv[props.n++] = "socket.nagle.disable=false";
+        rd_kafka_t *p = shoal_kafka_producer_new(NULL, &props, err, sizeof(err));
+        if (!p)
+            test_fail("producer: %s", err);
+        assert_nagle(p, told ? "false" : "true");
+        rd_kafka_destroy(p);
+        rd_kafka_t *c =
+            shoal_kafka_consumer_new(NULL, "g", &props, topics, 1, NULL, NULL, err, sizeof(err));
+        if (!c)
+            test_fail("consumer: %s", err);
+        assert_nagle(c, told ? "false" : "true");
+        rd_kafka_consumer_close(c);
+        rd_kafka_destroy(c);
+    }
+}
+
 static void test_topics(void)
 {
     shoal_topics_t t;
@@ -174,6 +211,7 @@ int main(void)
 {
     test_env_and_flags();
     test_errors();
+    test_nagle_default();
     test_topics();
     printf("kafka_conf_test: ok\n");
     return 0;
