@@ -9,11 +9,16 @@
  */
 #include "stack/mockkafka.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 
@@ -38,6 +43,40 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     (void)rk;
     shoal_log_debug("mockkafka", "librdkafka level=%d fac=%s detail=%s", level, fac, buf);
+}
+
+/* Sets TCP_NODELAY on this process's listening sockets on 127.0.0.1 that
+ * serve one of the ports in bootstraps ("host:port,..."); the connections
+ * they accept inherit it. Returns how many were set. */
+static int no_delay(const char *bootstraps)
+{
+    int set = 0;
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *e;
+    if (!dir)
+        return 0;
+    while ((e = readdir(dir)) != NULL) {
+        int fd = atoi(e->d_name), listening = 0;
+        socklen_t len = sizeof(listening);
+        struct sockaddr_in sa;
+        socklen_t salen = sizeof(sa);
+        char port[16];
+        if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
+            !listening || getsockname(fd, (struct sockaddr *)&sa, &salen) != 0 ||
+            sa.sin_family != AF_INET)
+            continue;
+        snprintf(port, sizeof(port), ":%u", (unsigned)ntohs(sa.sin_port));
+        for (const char *p = strstr(bootstraps, port); p; p = strstr(p + 1, port)) {
+            char end = p[strlen(port)];
+            if (end == '\0' || end == ',') {
+                int one = 1;
+                set += setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0;
+                break;
+            }
+        }
+    }
+    closedir(dir);
+    return set;
 }
 
 shoal_mockkafka_t *shoal_mockkafka_new(int brokers, char *errbuf, size_t errlen)
@@ -77,6 +116,11 @@ shoal_mockkafka_t *shoal_mockkafka_new(int brokers, char *errbuf, size_t errlen)
                       "could not start the mock Kafka cluster (no free ports on 127.0.0.1?)");
         goto fail;
     }
+    /* A real broker answers without Nagle's wait (Kafka sets TCP_NODELAY on
+     * every connection); the mock does not, and a second small answer on a
+     * connection then waited for the client's delayed ACK: a dispatcher's
+     * produce acknowledgements took 48 ms instead of 6, in half its passes. */
+    no_delay(rd_kafka_mock_cluster_bootstraps(m->mc));
     shoal_log_debug("mockkafka", "started brokers=%d bootstraps=%s", brokers,
                     rd_kafka_mock_cluster_bootstraps(m->mc));
     return m;
