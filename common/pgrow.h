@@ -51,7 +51,9 @@ char *shoal_pgrow_array(char *const *rows, const size_t *lens, size_t n);
 /* The fields of one row as written above (an array element, len bytes),
  * decoded: fields[i] is the field's text, or NULL for SQL NULL. At most
  * max fields are kept; returns how many there are (-1 when the text is not
- * a row, or out of memory). Free with shoal_pgrow_fields_free. */
+ * a row, or out of memory: nothing is kept). Entries not kept are left as
+ * they were, so for an array that started all NULL,
+ * shoal_pgrow_fields_free(fields, max) is right whatever was returned. */
 int shoal_pgrow_fields(const char *row, size_t len, char **fields, int max);
 void shoal_pgrow_fields_free(char **fields, int n);
 

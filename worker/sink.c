@@ -468,9 +468,7 @@ static shoal_err_t bisect(shoal_sink_t *s, size_t lo, size_t hi, enum part part,
     if (!is_results || nf != SHOAL_TASK_RESULT_FIELDS || !f[4] /* output */) {
         shoal_log_error("db", "database refused a row for good; dropped task_id=%s error=\"%s\"",
                         task_id ? task_id : "?", errbuf);
-        shoal_pgrow_fields_free(f, nf < 0                           ? 0
-                                   : nf < SHOAL_TASK_ATTEMPT_FIELDS ? nf
-                                                                    : SHOAL_TASK_ATTEMPT_FIELDS);
+        shoal_pgrow_fields_free(f, SHOAL_TASK_ATTEMPT_FIELDS);
         return SHOAL_OK;
     }
     char why[600];
@@ -491,7 +489,7 @@ static shoal_err_t bisect(shoal_sink_t *s, size_t lo, size_t hi, enum part part,
     free(text);
     shoal_log_error("db", "database refused a result; task recorded failed task_id=%s error=\"%s\"",
                     task_id ? task_id : "?", why);
-    shoal_pgrow_fields_free(f, nf);
+    shoal_pgrow_fields_free(f, SHOAL_TASK_ATTEMPT_FIELDS);
     return err == SHOAL_ERR_INVALID ? SHOAL_OK : err;
 }
 

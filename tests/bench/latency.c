@@ -10,26 +10,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/service.h"
 #include "tests/support/benchstat.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
 
 #define JOBS 60
 
-static double wall_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static double run_one(harness_t *h, const char *id)
 {
     char status[64], fin[64];
     char *job = harness_job(id, 1, 1, NULL);
-    double t0 = wall_s();
+    double t0 = shoal_service_unix_s();
     harness_produce(h, "shoal.jobs", id, job, strlen(job));
     free(job);
     harness_wait_job(h, id, 120, status, sizeof(status));
