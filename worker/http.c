@@ -51,7 +51,28 @@ struct shoal_http {
     struct call *pool;    /* finished calls kept for their easy handles */
     struct call *active;  /* running transfers */
     int pending;
+    long conn_cap; /* the connection cache's size as last set */
 };
+
+/* Connections kept open: twice the most calls ever pending at once (room
+ * for one host's calls in use while another's connections wait idle), at
+ * least CONN_CAP_MIN. Left to itself, curl sizes its cache at four times
+ * the transfers added at the moment a transfer ends, so whenever few were
+ * running it closed idle connections, only to open them again for the next
+ * burst: a worker whose window ebbs and fills reconnected once every twenty
+ * calls (and against a provider each new connection is a TLS handshake). */
+#define CONN_CAP_MIN 16L
+
+static void keep_connections(shoal_http_t *h)
+{
+    long want = 2L * h->pending;
+    if (want < CONN_CAP_MIN)
+        want = CONN_CAP_MIN;
+    if (want <= h->conn_cap)
+        return;
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, want);
+    h->conn_cap = want;
+}
 
 /* The first of the variables names (NULL-ended) that is set and not empty,
  * copied; "" if none. */
@@ -109,6 +130,7 @@ shoal_http_t *shoal_http_new(shoal_http_done_fn done, void *arg, char *errbuf, s
     h->done = done;
     h->arg = arg;
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    keep_connections(h);
     return h;
 }
 
@@ -319,6 +341,7 @@ shoal_err_t shoal_http_post(shoal_http_t *h, const char *url, const struct curl_
     }
     memcpy(c->url, url, ulen + 1);
     h->pending++;
+    keep_connections(h);
     if (start_after_ms > 0) {
         c->start_at_ms = shoal_service_now_ms() + (double)start_after_ms;
         c->next = h->delayed;
@@ -411,6 +434,7 @@ static int deliver(shoal_http_t *h)
         memset(&r, 0, sizeof(r));
         double total = 0;
         curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
+        curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &r.connects);
         if (res == CURLE_OK)
             curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
         r.timed_out = res == CURLE_OPERATION_TIMEDOUT;

@@ -5,7 +5,8 @@
  * callback gets the status, body, the final response's header block,
  * Retry-After and timing. The loop sleeps in
  * curl_multi_poll with one extra descriptor (Kafka's wake-up pipe), so new
- * work and finished calls both wake it. Connections are reused across calls.
+ * work and finished calls both wake it. Connections are reused across calls and
+ * kept open for as many calls as were ever pending at once.
  * Not thread-safe: one thread owns the handle.
  */
 #ifndef SHOAL_WORKER_HTTP_H
@@ -26,6 +27,7 @@ typedef struct {
     long retry_after_ms; /* from Retry-After / retry-after-ms, -1 if none */
     double started_unix; /* wall clock when the request went out */
     double latency_ms;   /* request sent to answer complete */
+    long connects;       /* connections the call had to open (0: it reused one) */
     /* The final response's header lines ("Name: value\r\n", no status line),
      * borrowed for the callback; interim 1xx answers are not in it. At most
      * 16 KiB: lines past that are dropped (all we read is near the top). */

@@ -838,6 +838,7 @@ static void on_reply(void *user, const shoal_http_reply_t *reply, void *arg)
         r->stats->rate_limited++;
     shoal_wmetrics_call(r->wm, t->model->index, oc, reply->latency_ms / 1000.0, out.usage.input,
                         out.usage.output);
+    shoal_wmetrics_connects(r->wm, t->model->index, reply->connects);
     /* What the provider's limit counted, for the fleet's token accounting. */
     shoal_usage_t charged = out.usage;
     charged.output = shoal_lane_charged_output(lane_of(r, t), t, out.usage.output);

@@ -59,7 +59,7 @@ static const struct {
 };
 
 /* Counters per model, in the order of model_counters[]. */
-enum { C_TOKENS_IN, C_TOKENS_OUT, C_LIMITED, C_RETRIES, NCOUNTERS };
+enum { C_TOKENS_IN, C_TOKENS_OUT, C_LIMITED, C_RETRIES, C_CONNECTS, NCOUNTERS };
 
 static const struct {
     const char *name, *help;
@@ -68,6 +68,9 @@ static const struct {
     {"shoal_worker_output_tokens_total", "Completion tokens the provider reported, per model."},
     {"shoal_worker_rate_limited_total", "Calls answered 429 (rate limited), per model."},
     {"shoal_worker_retries_total", "Tries scheduled again after a backoff, per model that failed."},
+    {"shoal_worker_connections_opened_total",
+     "Connections opened for the model's calls (each a TCP and, over https, a TLS handshake); "
+     "calls reuse open ones."},
 };
 
 struct model_series {
@@ -184,6 +187,12 @@ void shoal_wmetrics_retry(shoal_wmetrics_t *w, size_t model)
 {
     if (w && model < w->nmodels)
         shoal_metrics_add(w->models[model].counter[C_RETRIES], 1);
+}
+
+void shoal_wmetrics_connects(shoal_wmetrics_t *w, size_t model, long n)
+{
+    if (w && model < w->nmodels && n > 0)
+        shoal_metrics_add(w->models[model].counter[C_CONNECTS], (double)n);
 }
 
 void shoal_wmetrics_db_write(shoal_wmetrics_t *w, double seconds)

@@ -34,6 +34,9 @@ void shoal_wmetrics_call(shoal_wmetrics_t *w, size_t model, shoal_outcome_t oc, 
 /* A task will try model again after a backoff. */
 void shoal_wmetrics_retry(shoal_wmetrics_t *w, size_t model);
 
+/* A call to model opened n connections (0 when it reused an open one). */
+void shoal_wmetrics_connects(shoal_wmetrics_t *w, size_t model, long n);
+
 /* One batch of results and attempts took seconds to write. */
 void shoal_wmetrics_db_write(shoal_wmetrics_t *w, double seconds);
 

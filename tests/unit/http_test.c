@@ -6,7 +6,8 @@
  * is handed over without the wait, HTTP errors keep their status, body and
  * Retry-After, the final response's header block reaches the reply (interim
  * 1xx headers dropped, capped at 16 KiB), and the pending count follows every
- * submission and completion, and the environment's proxies are used.
+ * submission and completion, connections stay open between bursts, and the
+ * environment's proxies are used.
  */
 #include "worker/http.h"
 
@@ -43,6 +44,7 @@ struct result {
     int pending_in_cb; /* shoal_http_pending() inside the callback */
     char *headers;     /* the header block, NUL-terminated copy */
     size_t headers_len;
+    long connects;
 };
 
 struct ctx {
@@ -73,6 +75,7 @@ static void on_done(void *user, const shoal_http_reply_t *reply, void *arg)
     memcpy(r->headers, reply->headers, reply->headers_len);
     r->headers[reply->headers_len] = '\0';
     r->headers_len = reply->headers_len;
+    r->connects = reply->connects;
     ctx->completed++;
 }
 
@@ -709,6 +712,54 @@ static void test_parallel_connections(struct curl_slist *hdr)
     shoal_sim_destroy(sim);
 }
 
+/* Connections stay open between bursts: 64 calls at once open 64, a run of
+ * single calls after them reuses one, and the next 64 at once reuse the
+ * first burst's. (curl alone shrank its cache to four times the transfers
+ * running whenever one ended, so each single call closed a connection the
+ * next burst had to open again.) */
+static long burst(struct ctx *ctx, const char *url, const struct curl_slist *hdr, int n,
+                  struct result *res)
+{
+    char prompt[64];
+    long connects = 0;
+
+    memset(res, 0, (size_t)n * sizeof(*res));
+    ctx->completed = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(prompt, sizeof(prompt), "burst %d", i);
+        post(ctx->h, url, hdr, prompt, 30000, 0, &res[i]);
+    }
+    run_until_idle(ctx->h, 60);
+    assert_int_eq(ctx->completed, n);
+    for (int i = 0; i < n; i++) {
+        assert_int_eq(res[i].status, 200);
+        connects += res[i].connects;
+        free(res[i].body);
+        free(res[i].headers);
+    }
+    return connects;
+}
+
+static void test_connections_kept(struct curl_slist *hdr)
+{
+    static struct result res[64];
+    struct ctx ctx = {NULL, 0};
+    char err[256], url[128];
+    shoal_sim_t *sim = start_sim(200);
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
+    ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
+    assert_true(ctx.h != NULL);
+    assert_int_eq(burst(&ctx, url, hdr, 64, res), 64);
+    long single = 0;
+    for (int i = 0; i < 24; i++)
+        single += burst(&ctx, url, hdr, 1, res);
+    assert_int_eq(single, 0);
+    assert_int_eq(burst(&ctx, url, hdr, 64, res), 0);
+    shoal_http_destroy(ctx.h);
+    shoal_sim_destroy(sim);
+}
+
 /* The environment's proxies are honoured, read when the handle is made: a
  * call to a plain-http upstream goes to http_proxy (the proxy sees the
  * absolute URL), and a host named in no_proxy is reached directly even when
@@ -824,6 +875,7 @@ int main(void)
 
     test_many_in_flight(hdr);
     test_parallel_connections(hdr);
+    test_connections_kept(hdr);
     test_delayed_start(hdr);
     test_refused(hdr);
     test_ended_before_wait(hdr);

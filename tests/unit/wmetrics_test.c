@@ -48,6 +48,9 @@ static void test_series(shoal_models_t *models)
     shoal_wmetrics_call(w, small, SHOAL_OUTCOME_OK, 0.3, 120, 40);
     shoal_wmetrics_call(w, small, SHOAL_OUTCOME_RATE_LIMITED, 0.01, 0, 0);
     shoal_wmetrics_retry(w, small);
+    shoal_wmetrics_connects(w, small, 1);
+    shoal_wmetrics_connects(w, small, 0);
+    shoal_wmetrics_connects(w, small, 1);
     shoal_wmetrics_call(w, 99, SHOAL_OUTCOME_OK, 1, 1, 1); /* unknown model: ignored */
     shoal_wmetrics_db_write(w, 0.02);
     long counts[SHOAL_TASK_FAILED + 1] = {0};
@@ -78,6 +81,8 @@ static void test_series(shoal_models_t *models)
     assert_str_contains(text, "shoal_worker_input_tokens_total{model=\"sim-small\"} 120\n");
     assert_str_contains(text, "shoal_worker_output_tokens_total{model=\"sim-small\"} 40\n");
     assert_str_contains(text, "shoal_worker_rate_limited_total{model=\"sim-small\"} 1\n");
+    assert_str_contains(text, "shoal_worker_connections_opened_total{model=\"sim-small\"} 2\n");
+    assert_str_contains(text, "shoal_worker_connections_opened_total{model=\"sim-large\"} 0\n");
     assert_str_contains(text, "shoal_worker_retries_total{model=\"sim-small\"} 1\n");
     assert_str_contains(text, "shoal_worker_db_write_duration_seconds_count 1\n");
     assert_str_contains(text, "shoal_worker_tasks{state=\"in_flight\"} 3\n");
