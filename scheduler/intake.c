@@ -25,19 +25,34 @@
 /* Task rows as JSON text can be long: 20,000 one-item tasks are about 1 MB. */
 #define ROWS_TEXT_MAX ((size_t)256 << 20)
 
+/* A job's tasks are recorded in slices (sql/025_admission_slices.sql): the
+ * first with the job row, in its transaction, small so that the job's first
+ * calls start soon; the others in transactions of their own, between which
+ * the dispatcher publishes what is recorded. */
+#define ADMIT_FIRST_TASKS 1000
+#define ADMIT_SLICE_TASKS 4000
+
 char *shoal_intake_task_rows(const shoal_job_t *job, int with_task_ids)
+{
+    return shoal_intake_task_rows_range(job, with_task_ids, 0, shoal_job_n_chunks(job));
+}
+
+char *shoal_intake_task_rows_range(const shoal_job_t *job, int with_task_ids, size_t from,
+                                   size_t to)
 {
     const json_t *items = NULL; /* read only for an item not kept as text */
     char task_id[SHOAL_TASKMSG_ID_MAX];
     shoal_jsontext_t b;
     int bad = 0;
 
+    if (to > shoal_job_n_chunks(job))
+        to = shoal_job_n_chunks(job);
     shoal_jsontext_init(&b, ROWS_TEXT_MAX);
     shoal_jsontext_raw(&b, "[", 1);
-    for (size_t k = 0; k < shoal_job_n_chunks(job) && !bad; k++) {
+    for (size_t k = from; k < to && !bad; k++) {
         size_t first, end;
         shoal_job_chunk_range(job, k, &first, &end);
-        if (k)
+        if (k > from)
             shoal_jsontext_raw(&b, ",", 1);
         shoal_jsontext_open(&b);
         /* a task id cannot fail for a parsed job with an id; checked all the same */
@@ -345,6 +360,47 @@ static shoal_err_t check_plan(shoal_pg_t *pg, const char *job_id, const char *so
     return SHOAL_OK;
 }
 
+/* Records job's tasks from chunk from on, a slice of ADMIT_SLICE_TASKS per
+ * transaction (shoal.record_job_tasks, which keeps a task already there),
+ * and tells c->on_slice before each, so that what is recorded runs while the
+ * rest is written. */
+static shoal_err_t record_slices(const shoal_intake_conf_t *c, const shoal_job_t *job,
+                                 const char *job_id, size_t from, char *errbuf, size_t errlen)
+{
+    size_t n = shoal_job_n_chunks(job);
+    shoal_err_t err = SHOAL_OK;
+
+    for (size_t k = from; k < n && err == SHOAL_OK; k += ADMIT_SLICE_TASKS) {
+        if (c->on_slice)
+            c->on_slice(c->on_slice_arg);
+        char *rows = shoal_intake_task_rows_range(job, 1, k, k + ADMIT_SLICE_TASKS);
+        if (!rows)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
+        const char *params[] = {job_id, rows};
+        err = shoal_pg_exec(c->pg, "SELECT shoal.record_job_tasks($1, $2::jsonb)", 2, params, NULL,
+                            errbuf, errlen);
+        free(rows);
+    }
+    return err;
+}
+
+/* For a job recorded before: its tasks not recorded yet (a scheduler that
+ * stopped between the slices of its admission). */
+static shoal_err_t tasks_missing(shoal_pg_t *pg, const char *job_id, long *missing, char *errbuf,
+                                 size_t errlen)
+{
+    const char *params[] = {job_id};
+    PGresult *r;
+    shoal_err_t err =
+        shoal_pg_exec(pg, "SELECT shoal.job_tasks_missing($1)", 1, params, &r, errbuf, errlen);
+    if (err != SHOAL_OK)
+        return err;
+    *missing =
+        PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    return SHOAL_OK;
+}
+
 /* Ends a recorded job failed with reason (in out->reason) and its event. */
 static shoal_err_t fail_recorded(shoal_pg_t *pg, shoal_intake_result_t *out, char *errbuf,
                                  size_t errlen)
@@ -427,7 +483,9 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
         return shoal_intake_reject(c, source, derived, value, len, why, out, errbuf, errlen);
     }
 
-    char *taskrows = shoal_intake_task_rows(job, 1);
+    size_t n_chunks = shoal_job_n_chunks(job);
+    size_t first = n_chunks < ADMIT_FIRST_TASKS ? n_chunks : ADMIT_FIRST_TASKS;
+    char *taskrows = shoal_intake_task_rows_range(job, 1, 0, first);
     json_t *row =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:f}", "job_id", out->job_id,
                   "tenant", shoal_job_tenant(job), "priority", shoal_job_priority(job), "model",
@@ -435,7 +493,8 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
                   shoal_job_output_format(job), "source", source, "settings",
                   shoal_job_settings(job), "items_total", (json_int_t)shoal_job_n_items(job),
                   "est_tokens", (json_int_t)shoal_job_est_tokens(job), "est_cost_usd", est_cost);
-    if (row && json_object_set_new(row, "content_hash", json_string(hash))) {
+    if (row && (json_object_set_new(row, "content_hash", json_string(hash)) ||
+                json_object_set_new(row, "tasks_total", json_integer((json_int_t)n_chunks)))) {
         json_decref(row);
         row = NULL;
     }
@@ -487,7 +546,30 @@ shoal_err_t shoal_intake_job_ts(const shoal_intake_conf_t *c, const char *topic,
     int running = err == SHOAL_OK && strcmp(status, "exists:running") == 0;
     if (err == SHOAL_OK)
         out->outcome = strcmp(status, "new") == 0 ? SHOAL_INTAKE_NEW : SHOAL_INTAKE_DUPLICATE;
+    if (out->outcome == SHOAL_INTAKE_NEW) {
+        err = record_slices(c, job, out->job_id, first, errbuf, errlen);
+        if (err == SHOAL_ERR_INVALID) {
+            /* Refused for good after the job was recorded: it cannot run. */
+            snprintf(out->reason, sizeof(out->reason), "could not record the job's tasks: %s",
+                     errbuf ? errbuf : "");
+            err = fail_recorded(c->pg, out, errbuf, errlen);
+            free(taskrows);
+            shoal_job_destroy(job);
+            return err;
+        }
+    }
     if (running) {
+        /* The rest of an admission cut short, then the whole plan to check. */
+        long missing = 0;
+        err = tasks_missing(c->pg, out->job_id, &missing, errbuf, errlen);
+        if (err == SHOAL_OK && missing > 0)
+            err = record_slices(c, job, out->job_id, 0, errbuf, errlen);
+        free(taskrows);
+        taskrows = err == SHOAL_OK ? shoal_intake_task_rows(job, 1) : NULL;
+        if (err == SHOAL_OK && !taskrows)
+            err = shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "out of memory");
+    }
+    if (running && err == SHOAL_OK) {
         /* Tasks are published from this message's chunk plan, so they must be
          * the tasks recorded. The same message planned differently now (a
          * scheduler upgrade between deliveries) can never run: the job fails

@@ -1,11 +1,13 @@
 /*
  * Job intake: one message from the jobs topic becomes a recorded job with its
- * chunk tasks published, or a rejected job with a reason. The job, its tasks
- * and its first event are written in one transaction; tasks are then produced
- * and, once Kafka acknowledged them all, marked queued. The caller stores the
- * message's offset only after SHOAL_OK, so a crash anywhere in between makes
- * Kafka deliver the message again, and the redelivery publishes whatever is
- * still pending: no task is stranded between PostgreSQL and Kafka.
+ * chunk tasks published, or a rejected job with a reason. The job, its first
+ * tasks (all of a job of up to a thousand) and its first event are written in
+ * one transaction, the job's further tasks in slices of their own; tasks are
+ * then produced and, once Kafka acknowledged them all, marked queued. The
+ * caller stores the message's offset only after SHOAL_OK, so a crash anywhere
+ * in between makes Kafka deliver the message again, and the redelivery
+ * records the slices still missing and publishes whatever is still pending:
+ * no task is stranded between PostgreSQL and Kafka.
  */
 #ifndef SHOAL_SCHEDULER_INTAKE_H
 #define SHOAL_SCHEDULER_INTAKE_H
@@ -37,6 +39,11 @@ typedef struct {
      * (intake, the dispatcher, the reconciler): for metrics. May be NULL. */
     void (*on_published)(const char *priority, int n, void *arg);
     void *on_published_arg;
+    /* Called between the slices of a large job's tasks, each recorded in a
+     * transaction of its own (the first with the job): the dispatcher
+     * publishes what is recorded while the rest is written. May be NULL. */
+    void (*on_slice)(void *arg);
+    void *on_slice_arg;
 } shoal_intake_conf_t;
 
 typedef enum {
@@ -124,6 +131,11 @@ const char *shoal_intake_derived(shoal_intake_origin_t *o);
  * (common/jsontext.h), not built and dumped. Caller frees; NULL when out of
  * memory. */
 char *shoal_intake_task_rows(const shoal_job_t *job, int with_task_ids);
+
+/* As shoal_intake_task_rows, for chunks [from, to) only (to is clamped to
+ * the job's chunk count). */
+char *shoal_intake_task_rows_range(const shoal_job_t *job, int with_task_ids, size_t from,
+                                   size_t to);
 
 /* Records a message that cannot become a job as rejected with reason, under
  * its own job_id when it has a well-formed one, else under derived; source is

@@ -82,6 +82,16 @@ static const char summary[] =
     "them into chunk tasks on the priority task topics, and merges each job's output\n"
     "when its last task ends.";
 
+/* Between the slices of a large job's tasks (scheduler/intake.h): what is
+ * recorded is published at once, so the job's first calls run while the
+ * rest of it is written. */
+static void dispatch_slice(void *arg)
+{
+    char err[512];
+    if (shoal_dispatch_poll(arg, 1, NULL, err, sizeof(err)) != SHOAL_OK)
+        shoal_log_warn("dispatch", "could not dispatch, will retry error=\"%s\"", err);
+}
+
 static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *msg)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -292,6 +302,10 @@ int main(int argc, char **argv)
     if (!reconciler || (ic.paced && !dispatcher)) {
         shoal_log_error("main", "could not start error=\"out of memory\"");
         return 1;
+    }
+    if (dispatcher) {
+        ic.on_slice = dispatch_slice;
+        ic.on_slice_arg = dispatcher;
     }
 
     shoal_log_info("main", "scheduler started group=%s jobs_topic=%s", conf.svc.group, topics.jobs);

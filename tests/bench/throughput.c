@@ -102,6 +102,7 @@ int main(void)
     /* Where the wall time went, from the rows' own timestamps (seconds after
      * the job was submitted): intake, the calls, the writes, the merge. */
     static const char *const phases[][2] = {
+        {"first queued", "SELECT min(queued_at) FROM shoal.tasks WHERE job_id = $1"},
         {"last task queued", "SELECT max(queued_at) FROM shoal.tasks WHERE job_id = $1"},
         {"first call start", "SELECT min(started_at) FROM shoal.attempts WHERE job_id = $1"},
         {"last call end", "SELECT max(finished_at) FROM shoal.attempts WHERE job_id = $1"},

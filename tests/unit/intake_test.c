@@ -8,8 +8,9 @@
  * and a job over its budget are stored as rejected with the reason; tasks
  * left pending by a crash between recording and publishing are published by
  * the redelivery; a redelivery whose chunk plan no longer matches the
- * recorded tasks fails the job; a database that is down makes the message
- * retriable.
+ * recorded tasks fails the job; a large job's tasks are recorded in slices,
+ * and an admission cut short between them is completed by the redelivery; a
+ * database that is down makes the message retriable.
  */
 #include "scheduler/intake.h"
 
@@ -595,6 +596,126 @@ static void test_plan_changed(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     free(text);
 }
 
+/* What the hook between slices saw, and what it does to the admission. */
+struct slices {
+    shoal_pg_t *checks;
+    const char *job_id;
+    int calls;
+    long rows[8];  /* the job's task rows committed at each call */
+    int kill_at;   /* at this call, end the intake's database connection */
+    int cancel_at; /* at this call, cancel the job */
+};
+
+static void on_slice(void *arg)
+{
+    struct slices *s = arg;
+    if (s->calls < 8)
+        s->rows[s->calls] = sqlcheck_long(
+            s->checks, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", s->job_id);
+    s->calls++;
+    if (s->calls == s->kill_at)
+        sqlcheck_exec(s->checks,
+                      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name = $1",
+                      "intake_test");
+    if (s->calls == s->cancel_at)
+        sqlcheck_exec(s->checks, "SELECT shoal.cancel_job($1)", s->job_id);
+}
+
+static long job_long(shoal_pg_t *pg, const char *sql, const char *job_id)
+{
+    return sqlcheck_long(pg, sql, job_id);
+}
+
+/* A large job's tasks are recorded in slices: the first thousand with the
+ * job, then 4,000 per transaction, the hook running before each further
+ * slice with what came before committed (so the dispatcher can publish it).
+ * The job counts all its tasks from the start. An admission cut short (its
+ * connection lost between slices) is retriable, and the redelivery records
+ * what is missing before anything else; the tasks of a job cancelled between
+ * slices are recorded cancelled. */
+static void test_slices(const shoal_intake_conf_t *base, shoal_pg_t *pg)
+{
+    shoal_intake_result_t res;
+    char v[256];
+    struct slices sl = {.checks = pg, .job_id = "job-big"};
+    shoal_intake_conf_t c = *base;
+    c.paced = 1; /* left pending for a dispatcher: nothing is produced here */
+    c.on_slice = on_slice;
+    c.on_slice_arg = &sl;
+    char *text = job_text("job-big", 9001, NULL);
+
+    assert_int_eq(deliver(&c, 0, 60, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    assert_int_eq(res.tasks, 9001);
+    assert_int_eq(sl.calls, 3);
+    assert_int_eq(sl.rows[0], 1000);
+    assert_int_eq(sl.rows[1], 5000);
+    assert_int_eq(sl.rows[2], 9000);
+    const char *count = "SELECT count(*) FROM shoal.tasks WHERE job_id = $1";
+    assert_int_eq(job_long(pg, count, "job-big"), 9001);
+    assert_int_eq(job_long(pg,
+                           "SELECT count(DISTINCT chunk) FROM shoal.tasks WHERE job_id = $1 "
+                           "AND status = 'pending' AND item_ids = ARRAY['it' || chunk] "
+                           "AND task_id = job_id || ':' || lpad(chunk::text, 6, '0')",
+                           "job-big"),
+                  9001);
+    assert_int_eq(job_long(pg, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "job-big"),
+                  9001);
+    assert_int_eq(job_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-big"), 0);
+    assert_int_eq(job_long(pg,
+                           "SELECT (payload->>'tasks')::int FROM shoal.event_outbox "
+                           "WHERE job_id = $1 AND payload->>'type' = 'accepted'",
+                           "job-big"),
+                  9001);
+    /* a redelivery of a complete job records nothing and calls no hook */
+    sl.calls = 0;
+    assert_int_eq(deliver(&c, 0, 60, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    assert_int_eq(sl.calls, 0);
+    assert_int_eq(job_long(pg, count, "job-big"), 9001);
+    free(text);
+
+    /* the connection lost after the second slice: retried, then completed */
+    text = job_text("job-cut", 9001, NULL);
+    sl = (struct slices){.checks = pg, .job_id = "job-cut", .kill_at = 2};
+    assert_int_eq(deliver(&c, 0, 61, text, &res), SHOAL_ERR_RETRY);
+    assert_int_eq(job_long(pg, count, "job-cut"), 5000);
+    assert_int_eq(job_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-cut"), 4001);
+    sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-cut", v, sizeof(v));
+    assert_str_eq(v, "running");
+    sl.calls = 0;
+    sl.kill_at = 0;
+    assert_int_eq(deliver(&c, 0, 61, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
+    assert_int_eq(sl.calls, 3); /* every slice again; those recorded are kept */
+    assert_int_eq(job_long(pg, count, "job-cut"), 9001);
+    assert_int_eq(job_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-cut"), 0);
+    sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-cut", v, sizeof(v));
+    assert_str_eq(v, "running"); /* the plan check passed */
+    assert_int_eq(job_long(pg,
+                           "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 "
+                           "AND payload->>'type' = 'accepted'",
+                           "job-cut"),
+                  1);
+    free(text);
+
+    /* cancelled between the first and the second slice */
+    text = job_text("job-gone", 9001, NULL);
+    sl = (struct slices){.checks = pg, .job_id = "job-gone", .cancel_at = 1};
+    assert_int_eq(deliver(&c, 0, 62, text, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
+    assert_int_eq(job_long(pg,
+                           "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 "
+                           "AND status = 'cancelled' AND error = 'cancelled by user' "
+                           "AND finished_at IS NOT NULL",
+                           "job-gone"),
+                  9001);
+    sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-gone", v, sizeof(v));
+    assert_str_eq(v, "cancelled");
+    free(text);
+}
+
 int main(void)
 {
     char err[512];
@@ -633,6 +754,7 @@ int main(void)
     test_pending_republished(&conf, checks);
     test_deadline_kept(&conf, checks);
     test_plan_changed(&conf, checks);
+    test_slices(&conf, checks);
     test_pg_down(&conf, checks);
     test_produce_fails(&conf, checks);
 

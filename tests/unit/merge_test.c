@@ -158,6 +158,27 @@ static void test_big_json_array(shoal_pg_t *pg)
                                 "SELECT sum(length(body)) FROM shoal.job_output WHERE job_id = $1",
                                 "big"),
                   chars);
+    /* pages are compressed as the job's inputs are (lz4 where the server has
+     * it): a merge's owner waits for the compression */
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM pg_attribute a, pg_attribute i "
+                                "WHERE i.attrelid = 'shoal.job_inputs'::regclass "
+                                "AND i.attname = 'doc' AND a.attcompression = i.attcompression "
+                                "AND (a.attrelid, a.attname) IN (('shoal.job_output'::regclass, "
+                                "'body'), ('shoal.job_parts'::regclass, 'doc'))",
+                                NULL),
+                  2);
+    assert_true(sqlcheck_long(pg,
+                              "SELECT count(*) FROM shoal.job_output WHERE job_id = $1 "
+                              "AND pg_column_compression(body) IS NOT NULL",
+                              "big") > 0);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.job_output o, pg_attribute a "
+                                "WHERE o.job_id = $1 AND a.attrelid = 'shoal.job_output'::regclass "
+                                "AND a.attname = 'body' AND pg_column_compression(o.body) <> "
+                                "CASE a.attcompression WHEN 'l' THEN 'lz4' ELSE 'pglz' END",
+                                "big"),
+                  0);
     long longest = sqlcheck_long(
         pg, "SELECT max(length(body)) FROM shoal.job_output WHERE job_id = $1", "big");
     long piece = sqlcheck_long(pg, "SELECT shoal.merge_piece_chars()", NULL);
