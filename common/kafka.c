@@ -178,6 +178,9 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
  * of 6). */
 #define NAGLE_DISABLE "true"
 
+/* Entries of a defaults table: counted, not written down beside it. */
+#define NDEFAULTS(d) (sizeof(d) / sizeof((d)[0]))
+
 rd_kafka_t *shoal_kafka_producer_new(const char *bootstrap, const shoal_kprops_t *props,
                                      char *errbuf, size_t errlen)
 {
@@ -186,7 +189,8 @@ rd_kafka_t *shoal_kafka_producer_new(const char *bootstrap, const shoal_kprops_t
                                               {"message.max.bytes", "16777216"},
                                               {"socket.nagle.disable", NAGLE_DISABLE}};
     rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
-    if (!conf || !(conf = apply_defaults(conf, props, defaults, 4, errbuf, errlen)))
+    if (!conf ||
+        !(conf = apply_defaults(conf, props, defaults, NDEFAULTS(defaults), errbuf, errlen)))
         return NULL;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     return make(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
@@ -211,7 +215,8 @@ rd_kafka_t *shoal_kafka_consumer_new(const char *bootstrap, const char *group,
         {"queued.max.messages.kbytes", "1024"}, {"max.partition.fetch.bytes", "131072"},
         {"socket.nagle.disable", NAGLE_DISABLE}};
     rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
-    if (!conf || !(conf = apply_defaults(conf, props, defaults, 7, errbuf, errlen)))
+    if (!conf ||
+        !(conf = apply_defaults(conf, props, defaults, NDEFAULTS(defaults), errbuf, errlen)))
         return NULL;
     /* Not a default: storing offsets as messages arrive would let a crash
      * skip work that was taken but not finished. */

@@ -17,6 +17,54 @@
 #define ITEMS 200
 #define BIG_ITEMS 6000 /* recorded in slices: 1,000 with the job, then 4,000 and 1,000 */
 
+/* Restarts the scheduler with the fault hook killing it once a publication
+ * reaches kill_after tasks, submits job (its text), and waits for the kill. */
+static void killed_publishing(harness_t *h, const char *job_id, char *job, const char *kill_after)
+{
+    shoal_devstack_t *ds = harness_stack(h);
+    char env[64], err[512];
+    snprintf(env, sizeof(env), "SHOAL_FAULT_KILL_AFTER_PUBLISH=%s", kill_after);
+    char *const fault[] = {env, NULL};
+    if (shoal_devstack_restart(ds, "scheduler", 0, fault, err, sizeof(err)) != SHOAL_OK)
+        test_fail("could not restart the scheduler: %s", err);
+
+    harness_produce(h, "shoal.jobs", job_id, job, strlen(job));
+    free(job);
+
+    int exit_status = 0;
+    assert_int_eq(shoal_proc_wait(shoal_devstack_proc(ds, "scheduler", 0), 60000, &exit_status),
+                  SHOAL_OK);
+    assert_int_eq(exit_status, 128 + SIGKILL);
+}
+
+/* The published tasks run meanwhile (the rest are stranded, the job stays
+ * running); once the scheduler is back, the job completes with every task
+ * run once: one result and one successful call per task. */
+static void recovers(harness_t *h, const char *job_id, long published, long items, double wait_s)
+{
+    char status[64], err[512], what[64];
+    snprintf(what, sizeof(what), "the %ld published tasks to finish", published);
+    assert_wait(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", job_id,
+                             NULL) == published,
+                60, what);
+    assert_str_eq((harness_str(h, status, sizeof(status),
+                               "SELECT status FROM shoal.jobs WHERE job_id = $1", job_id, NULL),
+                   status),
+                  "running");
+
+    if (shoal_devstack_restart(harness_stack(h), "scheduler", 0, NULL, err, sizeof(err)) !=
+        SHOAL_OK)
+        test_fail("could not restart the scheduler: %s", err);
+    harness_wait_job(h, job_id, wait_s, status, sizeof(status));
+    assert_str_eq(status, "completed");
+    assert_int_eq(
+        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", job_id, NULL),
+        items);
+    assert_int_eq(
+        harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", job_id, NULL),
+        items);
+}
+
 /* kill -9 between the slices of a large job's admission: the job and its
  * first 1,000 tasks were committed and the dispatcher had published 500 of
  * them (the fault hook) when the scheduler died, before its second slice.
@@ -24,48 +72,23 @@
  * missing, and every task runs exactly once. */
 static void killed_between_slices(harness_t *h)
 {
-    shoal_devstack_t *ds = harness_stack(h);
-    char status[64], err[512];
     json_t *stats = harness_sim_stats(h);
     long requests0 = (long)json_integer_value(json_object_get(stats, "requests"));
     json_decref(stats);
 
-    char *const fault[] = {"SHOAL_FAULT_KILL_AFTER_PUBLISH=500", NULL};
-    if (shoal_devstack_restart(ds, "scheduler", 0, fault, err, sizeof(err)) != SHOAL_OK)
-        test_fail("could not restart the scheduler: %s", err);
-    char *job = harness_job("sk-2", BIG_ITEMS, 1, "{\"prompt_template\": \"Slices:\\n{{input}}\"}");
-    harness_produce(h, "shoal.jobs", "sk-2", job, strlen(job));
-    free(job);
-    int exit_status = 0;
-    assert_int_eq(shoal_proc_wait(shoal_devstack_proc(ds, "scheduler", 0), 60000, &exit_status),
-                  SHOAL_OK);
-    assert_int_eq(exit_status, 128 + SIGKILL);
+    killed_publishing(
+        h, "sk-2",
+        harness_job("sk-2", BIG_ITEMS, 1, "{\"prompt_template\": \"Slices:\\n{{input}}\"}"), "500");
     /* The first slice only, under a job that counts all its tasks. */
     assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "sk-2", NULL), 1000);
     assert_int_eq(
         harness_long(h, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "sk-2", NULL),
         BIG_ITEMS);
-    assert_wait(harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-2",
-                             NULL) == 500,
-                60, "the 500 published tasks to finish");
-    assert_str_eq((harness_str(h, status, sizeof(status),
-                               "SELECT status FROM shoal.jobs WHERE job_id = $1", "sk-2", NULL),
-                   status),
-                  "running");
 
-    if (shoal_devstack_restart(ds, "scheduler", 0, NULL, err, sizeof(err)) != SHOAL_OK)
-        test_fail("could not restart the scheduler: %s", err);
-    harness_wait_job(h, "sk-2", 180, status, sizeof(status));
-    assert_str_eq(status, "completed");
+    recovers(h, "sk-2", 500, BIG_ITEMS, 180);
     assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "sk-2", NULL),
-        BIG_ITEMS);
-    assert_int_eq(
-        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-2", NULL),
-        BIG_ITEMS);
-    assert_int_eq(
-        harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sk-2", NULL),
         BIG_ITEMS);
     stats = harness_sim_stats(h);
     assert_int_eq(json_integer_value(json_object_get(stats, "repeated_prompts")), 0);
@@ -77,21 +100,8 @@ int main(void)
 {
     harness_conf_t conf = {.workers = 2, .schedulers = 1};
     harness_t *h = harness_start(&conf);
-    char status[64], err[512];
-    shoal_devstack_t *ds = harness_stack(h);
 
-    char *const fault[] = {"SHOAL_FAULT_KILL_AFTER_PUBLISH=50", NULL};
-    if (shoal_devstack_restart(ds, "scheduler", 0, fault, err, sizeof(err)) != SHOAL_OK)
-        test_fail("could not restart the scheduler: %s", err);
-
-    char *job = harness_job("sk-1", ITEMS, 1, NULL);
-    harness_produce(h, "shoal.jobs", "sk-1", job, strlen(job));
-    free(job);
-
-    int exit_status = 0;
-    assert_int_eq(shoal_proc_wait(shoal_devstack_proc(ds, "scheduler", 0), 60000, &exit_status),
-                  SHOAL_OK);
-    assert_int_eq(exit_status, 128 + SIGKILL);
+    killed_publishing(h, "sk-1", harness_job("sk-1", ITEMS, 1, NULL), "50");
     /* Recorded, partly published, none marked queued. */
     assert_int_eq(
         harness_long(h, "SELECT count(*) FROM shoal.tasks WHERE job_id = $1", "sk-1", NULL), ITEMS);
@@ -102,26 +112,8 @@ int main(void)
                   0);
     /* The 50 that reached Kafka run meanwhile; the other 150 are stranded
      * until the scheduler comes back. */
-    assert_wait(
-        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1", NULL) == 50,
-        60, "the 50 published tasks to finish");
-    assert_str_eq((harness_str(h, status, sizeof(status),
-                               "SELECT status FROM shoal.jobs WHERE job_id = $1", "sk-1", NULL),
-                   status),
-                  "running");
-
-    if (shoal_devstack_restart(ds, "scheduler", 0, NULL, err, sizeof(err)) != SHOAL_OK)
-        test_fail("could not restart the scheduler: %s", err);
-    harness_wait_job(h, "sk-1", 120, status, sizeof(status));
-    assert_str_eq(status, "completed");
-    assert_int_eq(
-        harness_long(h, "SELECT count(*) FROM shoal.results WHERE job_id = $1", "sk-1", NULL),
-        ITEMS);
-
-    /* Every task ran once: one successful call per task, no prompt twice. */
-    assert_int_eq(
-        harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE job_id = $1", "sk-1", NULL),
-        ITEMS);
+    recovers(h, "sk-1", 50, ITEMS, 120);
+    /* No prompt twice. */
     json_t *stats = harness_sim_stats(h);
     assert_int_eq(json_integer_value(json_object_get(stats, "repeated_prompts")), 0);
     assert_int_eq(json_integer_value(json_object_get(stats, "requests")), ITEMS);

@@ -622,11 +622,6 @@ static void on_slice(void *arg)
         sqlcheck_exec(s->checks, "SELECT shoal.cancel_job($1)", s->job_id);
 }
 
-static long job_long(shoal_pg_t *pg, const char *sql, const char *job_id)
-{
-    return sqlcheck_long(pg, sql, job_id);
-}
-
 /* A large job's tasks are recorded in slices: the first thousand with the
  * job, then 4,000 per transaction, the hook running before each further
  * slice with what came before committed (so the dispatcher can publish it).
@@ -653,35 +648,35 @@ static void test_slices(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     assert_int_eq(sl.rows[1], 5000);
     assert_int_eq(sl.rows[2], 9000);
     const char *count = "SELECT count(*) FROM shoal.tasks WHERE job_id = $1";
-    assert_int_eq(job_long(pg, count, "job-big"), 9001);
-    assert_int_eq(job_long(pg,
-                           "SELECT count(DISTINCT chunk) FROM shoal.tasks WHERE job_id = $1 "
-                           "AND status = 'pending' AND item_ids = ARRAY['it' || chunk] "
-                           "AND task_id = job_id || ':' || lpad(chunk::text, 6, '0')",
-                           "job-big"),
+    assert_int_eq(sqlcheck_long(pg, count, "job-big"), 9001);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(DISTINCT chunk) FROM shoal.tasks WHERE job_id = $1 "
+                                "AND status = 'pending' AND item_ids = ARRAY['it' || chunk] "
+                                "AND task_id = job_id || ':' || lpad(chunk::text, 6, '0')",
+                                "job-big"),
                   9001);
-    assert_int_eq(job_long(pg, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "job-big"),
-                  9001);
-    assert_int_eq(job_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-big"), 0);
-    assert_int_eq(job_long(pg,
-                           "SELECT (payload->>'tasks')::int FROM shoal.event_outbox "
-                           "WHERE job_id = $1 AND payload->>'type' = 'accepted'",
-                           "job-big"),
+    assert_int_eq(
+        sqlcheck_long(pg, "SELECT tasks_total FROM shoal.jobs WHERE job_id = $1", "job-big"), 9001);
+    assert_int_eq(sqlcheck_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-big"), 0);
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT (payload->>'tasks')::int FROM shoal.event_outbox "
+                                "WHERE job_id = $1 AND payload->>'type' = 'accepted'",
+                                "job-big"),
                   9001);
     /* a redelivery of a complete job records nothing and calls no hook */
     sl.calls = 0;
     assert_int_eq(deliver(&c, 0, 60, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
     assert_int_eq(sl.calls, 0);
-    assert_int_eq(job_long(pg, count, "job-big"), 9001);
+    assert_int_eq(sqlcheck_long(pg, count, "job-big"), 9001);
     free(text);
 
     /* the connection lost after the second slice: retried, then completed */
     text = job_text("job-cut", 9001, NULL);
     sl = (struct slices){.checks = pg, .job_id = "job-cut", .kill_at = 2};
     assert_int_eq(deliver(&c, 0, 61, text, &res), SHOAL_ERR_RETRY);
-    assert_int_eq(job_long(pg, count, "job-cut"), 5000);
-    assert_int_eq(job_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-cut"), 4001);
+    assert_int_eq(sqlcheck_long(pg, count, "job-cut"), 5000);
+    assert_int_eq(sqlcheck_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-cut"), 4001);
     sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-cut", v, sizeof(v));
     assert_str_eq(v, "running");
     sl.calls = 0;
@@ -689,14 +684,14 @@ static void test_slices(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     assert_int_eq(deliver(&c, 0, 61, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_DUPLICATE);
     assert_int_eq(sl.calls, 3); /* every slice again; those recorded are kept */
-    assert_int_eq(job_long(pg, count, "job-cut"), 9001);
-    assert_int_eq(job_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-cut"), 0);
+    assert_int_eq(sqlcheck_long(pg, count, "job-cut"), 9001);
+    assert_int_eq(sqlcheck_long(pg, "SELECT shoal.job_tasks_missing($1)", "job-cut"), 0);
     sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-cut", v, sizeof(v));
     assert_str_eq(v, "running"); /* the plan check passed */
-    assert_int_eq(job_long(pg,
-                           "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 "
-                           "AND payload->>'type' = 'accepted'",
-                           "job-cut"),
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.event_outbox WHERE job_id = $1 "
+                                "AND payload->>'type' = 'accepted'",
+                                "job-cut"),
                   1);
     free(text);
 
@@ -705,11 +700,11 @@ static void test_slices(const shoal_intake_conf_t *base, shoal_pg_t *pg)
     sl = (struct slices){.checks = pg, .job_id = "job-gone", .cancel_at = 1};
     assert_int_eq(deliver(&c, 0, 62, text, &res), SHOAL_OK);
     assert_int_eq(res.outcome, SHOAL_INTAKE_NEW);
-    assert_int_eq(job_long(pg,
-                           "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 "
-                           "AND status = 'cancelled' AND error = 'cancelled by user' "
-                           "AND finished_at IS NOT NULL",
-                           "job-gone"),
+    assert_int_eq(sqlcheck_long(pg,
+                                "SELECT count(*) FROM shoal.tasks WHERE job_id = $1 "
+                                "AND status = 'cancelled' AND error = 'cancelled by user' "
+                                "AND finished_at IS NOT NULL",
+                                "job-gone"),
                   9001);
     sqlcheck_text(pg, "SELECT status FROM shoal.jobs WHERE job_id = $1", "job-gone", v, sizeof(v));
     assert_str_eq(v, "cancelled");
