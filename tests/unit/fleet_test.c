@@ -4,11 +4,12 @@
  * by demand, max-min fair, and the unexpired grants never sum above the limit
  * at any point of a join sequence; an expired lease's share returns; a 429
  * sets a fleet-wide hold the other worker sees and lowers the learned rate
- * once per interval; a header limit replaces the configured one), then the
- * worker/fleet thread API (three handles converge to thirds; a 429 report
- * holds the other handle; a learned limit survives a new handle; an
- * unreachable store gives the documented conservative shares; destroy
- * removes the leases).
+ * once per interval; decisions wait for enough calls and allow for the
+ * window's size against the noise level; a header limit replaces the
+ * configured one), then the worker/fleet thread API (three handles converge
+ * to thirds; a 429 report holds the other handle; a learned limit survives a
+ * new handle; an unreachable store gives the documented conservative shares;
+ * destroy removes the leases).
  */
 #include "worker/fleet.h"
 
@@ -312,6 +313,87 @@ static void test_429(void)
                 served * 0.5, 1e-9);
 }
 
+/* One closing of the window of a lane given as JSON (fields of shoal.lanes,
+ * the window started at 2026-01-01 00:00:00 UTC), p_now that many seconds
+ * later, with the fleet's demand; returns the lane's field `out`. */
+static double window_after(const char *lane, double seconds, double demand, const char *out)
+{
+    char sql[1024], sec[32], v[64];
+    snprintf(sec, sizeof(sec), "%.3f", seconds);
+    snprintf(sql, sizeof(sql),
+             "SELECT (shoal.fleet_window(jsonb_populate_record(NULL::shoal.lanes,"
+             " '{\"model\": \"w\", \"config_rpm\": 0, \"config_tpm\": 0, \"pending_429\": 0,"
+             " \"noise_share\": 0, \"win_start\": \"2026-01-01T00:00:00Z\", \"win_sent\": 0,"
+             " \"win_ok\": 0, \"win_429\": 0, \"win_tokens\": 0, \"decreases\": 0}'::jsonb"
+             " || '%s'::jsonb),"
+             " '2026-01-01T00:00:00Z'::timestamptz + $1::double precision * interval '1 second',"
+             " %.3f)).%s",
+             lane, demand, out);
+    sqlcheck_text(pg, sql, sec, v, sizeof(v));
+    return strcmp(v, "NULL") ? strtod(v, NULL) : -1;
+}
+
+/* Decisions rest on enough calls: a 429 among a handful waits for ten
+ * calls (or 5 s); the noise level allows for the window's size; the rate
+ * grows back while the fleet has more work than it allows, even when holds
+ * kept it from sending; an empty window starts at the reporting worker's
+ * previous refresh. */
+static void test_evidence(void)
+{
+    /* One 429 in three calls: not yet decided after 1.5 s, decided after 5. */
+    const char *few = "{\"learned_rps\": 10, \"pending_429\": 1, \"win_sent\": 3,"
+                      " \"win_ok\": 2, \"win_429\": 1}";
+    assert_near(window_after(few, 1.5, 0, "learned_rps"), 10, 1e-9);
+    assert_near(window_after(few, 1.5, 0, "win_sent"), 3, 1e-9);
+    assert_near(window_after(few, 5.5, 0, "learned_rps"), 10 * (2.0 / 3.0), 1e-9);
+    assert_near(window_after(few, 5.5, 0, "win_sent"), 0, 1e-9);
+    /* Ten calls, one 429: decided at once. */
+    const char *ten = "{\"learned_rps\": 10, \"pending_429\": 1, \"win_sent\": 10,"
+                      " \"win_ok\": 9, \"win_429\": 1}";
+    assert_near(window_after(ten, 1.5, 0, "learned_rps"), 8.5, 1e-9);
+
+    /* Noise of 15%: 3 of 10 is chance (bound 0.386), 30 of 100 is not
+     * (bound 0.231). */
+    assert_near(sql_double("SELECT shoal.fleet_noise_bound(0.15, 10)", NULL),
+                0.15 + 2 * sqrt(0.15 * 0.85 / 10) + 0.01, 1e-9);
+    assert_near(sql_double("SELECT shoal.fleet_noise_bound(0, 3)", NULL), 0.01, 1e-9);
+    const char *chance = "{\"learned_rps\": 10, \"noise_share\": 0.15, \"pending_429\": 3,"
+                         " \"win_sent\": 10, \"win_ok\": 7, \"win_429\": 3}";
+    assert_near(window_after(chance, 1.5, 0, "learned_rps"), 10, 1e-9);
+    assert_near(window_after(chance, 1.5, 0, "decreases"), 0, 1e-9);
+    const char *excess = "{\"learned_rps\": 10, \"noise_share\": 0.15, \"pending_429\": 30,"
+                         " \"win_sent\": 100, \"win_ok\": 70, \"win_429\": 30}";
+    assert_near(window_after(excess, 1.5, 0, "learned_rps"), 7, 1e-9);
+    assert_near(window_after(excess, 1.5, 0, "decreases"), 1, 1e-9);
+
+    /* Three calls in 1.5 s against a learned 10/s: with 50 tasks of demand
+     * the rate grows (2%), with 5 it stays. */
+    const char *held = "{\"learned_rps\": 10, \"win_sent\": 3, \"win_ok\": 3}";
+    assert_near(window_after(held, 1.5, 50, "learned_rps"), 10.2, 1e-9);
+    assert_near(window_after(held, 1.5, 5, "learned_rps"), 10, 1e-9);
+
+    /* The empty window of a fresh lane; the worker refreshes 0.3 s later,
+     * then reports calls: the window starts at that refresh (checked when
+     * this machine was quick enough that the window had not closed anyway). */
+    grant("e", 3000, "evid", "\"sent\": 0");
+    struct timespec pause = {0, 300 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    grant("e", 3000, "evid", "\"sent\": 0");
+    double prev = sql_double("SELECT extract(epoch FROM updated_at) FROM shoal.leases"
+                             " WHERE worker_id = 'e' AND model = $1",
+                             "evid");
+    double start = sql_double("SELECT extract(epoch FROM win_start) FROM shoal.lanes"
+                              " WHERE model = $1",
+                              "evid");
+    grant("e", 3000, "evid", "\"sent\": 5, \"ok\": 5");
+    double after = sql_double("SELECT extract(epoch FROM win_start) FROM shoal.lanes"
+                              " WHERE model = $1",
+                              "evid");
+    if (start < prev - 0.2 &&
+        sqlcheck_long(pg, "SELECT win_sent FROM shoal.lanes WHERE model = $1", "evid") == 5)
+        assert_near(after, prev, 1e-6);
+}
+
 static void test_header(void)
 {
     json_t *o = lease("a", 3000, "hdr", "\"rpm\": 600, \"demand_rps\": 100, \"limit_rpm\": 1200");
@@ -533,6 +615,7 @@ int main(void)
     test_split_join();
     test_expiry();
     test_429();
+    test_evidence();
     test_header();
     test_threads();
     test_learned_survives();
