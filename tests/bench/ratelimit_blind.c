@@ -6,7 +6,9 @@
  * the workers can only learn the limit from the 429s themselves.
  * utilization = steady served rate (after the first 20% of the run) / the
  * limit; rate429 = 429 answers / all answers over the run; failed = tasks of
- * the job recorded failed by the end. Ends with
+ * the job recorded failed by the end. SHOAL_BENCH_RPM sets another limit
+ * (the job is twice what a minute serves): a low one, 120 (2 requests/s),
+ * shows how the fleet learns from a few calls a second. Ends with
  *   RESULT bench=ratelimit_blind utilization=F rate429=F failed=N
  */
 #include <stdio.h>
@@ -16,13 +18,21 @@
 #include "tests/support/check.h"
 #include "tests/support/ratebench.h"
 
-#define RPM 3000 /* 50 requests/s */
+#define DEFAULT_RPM 3000 /* 50 requests/s */
 #define MEASURE_S 60.0
 
 int main(void)
 {
-    const char *sim_args[] = {"--rpm",           "3000", "--burst-s",           "2",
-                              "--limit-headers", "none", "--retry-after=false", NULL};
+    const char *env = getenv("SHOAL_BENCH_RPM");
+    long rpm = env && *env ? strtol(env, NULL, 10) : DEFAULT_RPM;
+    if (rpm < 1 || rpm > 600000) {
+        fprintf(stderr, "SHOAL_BENCH_RPM must be 1..600000, not \"%s\"\n", env);
+        return 2;
+    }
+    char rpm_arg[32];
+    snprintf(rpm_arg, sizeof(rpm_arg), "%ld", rpm);
+    const char *sim_args[] = {"--rpm",           rpm_arg, "--burst-s",           "2",
+                              "--limit-headers", "none",  "--retry-after=false", NULL};
     const char *models =
         "\"bench-blind\": {\"provider\": \"openai\", \"endpoint\": "
         "\"${SHOAL_SIM_URL}/v1/chat/completions\", \"model\": \"bench-blind\", "
@@ -32,7 +42,7 @@ int main(void)
                           .extra_models = models,
                           .model = "bench-blind",
                           .job_id = "ratelimit-blind",
-                          .tasks = 6000,
+                          .tasks = (int)(rpm * 2 > 100 ? rpm * 2 : 100),
                           .measure_s = MEASURE_S};
     char load0[64], load1[64];
     bench_loadavg(load0, sizeof(load0));
@@ -44,7 +54,7 @@ int main(void)
     long long steady_limited;
     double served = ratebench_steady_served(&r, 0.2, &from, &to, &steady_limited);
     bench_window_t all = bench_sim_window(r.stats, r.first, r.last + 1);
-    double limit = RPM / 60.0;
+    double limit = (double)rpm / 60.0;
     double utilization = served / limit;
     double rate429 =
         all.served + all.limited > 0 ? (double)all.limited / (double)(all.served + all.limited) : 0;
