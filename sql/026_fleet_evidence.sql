@@ -143,8 +143,10 @@ BEGIN
     RETURN l;
 END $$;
 
--- As in 004, with the window's decision in shoal.fleet_window and a window
--- that had no calls starting at the reporting worker's previous refresh.
+-- As in 004, with the window's decision in shoal.fleet_window (given the
+-- fleet's demand, read with the other workers' leases, so those are read
+-- before it) and a window that had no calls starting at the reporting
+-- worker's previous refresh.
 CREATE OR REPLACE FUNCTION shoal.fleet_lease(p_worker text, p_ttl_ms integer, p_rows jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -226,11 +228,16 @@ BEGIN
             l.hold_until := greatest(l.hold_until, v_now + v_hold_ms * interval '1 millisecond');
         END IF;
 
-        SELECT greatest(coalesce((r.row->>'demand_rps')::double precision, 0), 0)
-               + coalesce(sum(x.demand_rps), 0)
-          INTO v_demand
-          FROM shoal.leases x
-         WHERE x.model = r.model AND x.worker_id <> p_worker AND x.expires_at > v_now;
+        -- Leases: drop the expired ones of everyone, then read the live
+        -- ones of the others: their demand, with this worker's, is the
+        -- fleet's for the window; below, the limit is split among them.
+        DELETE FROM shoal.leases WHERE model = r.model AND expires_at <= v_now;
+        SELECT count(*), array_agg(demand_rps), array_agg(demand_tps), sum(demand_rps)
+          INTO v_n, v_dem_r, v_dem_t, v_demand
+          FROM shoal.leases
+         WHERE model = r.model AND worker_id <> p_worker;
+        v_demand := coalesce(v_demand, 0)
+                    + greatest(coalesce((r.row->>'demand_rps')::double precision, 0), 0);
         l := shoal.fleet_window(l, v_now, v_demand);
 
         v_lim_r := shoal.fleet_limit(l.header_rpm, l.config_rpm, l.learned_rps);
@@ -257,15 +264,10 @@ BEGIN
                decreases = l.decreases, updated_at = l.updated_at
          WHERE model = r.model;
 
-        -- Leases: drop the expired ones of everyone, then split the limit
-        -- among the live ones. A live lease without a grant (taken while the
-        -- limit was unknown) sends freely until it refreshes: count it as an
-        -- equal share so the others do not claim its part meanwhile.
-        DELETE FROM shoal.leases WHERE model = r.model AND expires_at <= v_now;
-        SELECT count(*), array_agg(demand_rps), array_agg(demand_tps)
-          INTO v_n, v_dem_r, v_dem_t
-          FROM shoal.leases
-         WHERE model = r.model AND worker_id <> p_worker;
+        -- The limit split among the live leases. A live lease without a
+        -- grant (taken while the limit was unknown) sends freely until it
+        -- refreshes: count it as an equal share so the others do not claim
+        -- its part meanwhile.
         SELECT coalesce(sum(coalesce(granted_rps, v_lim_r / (v_n + 1))), 0),
                coalesce(sum(coalesce(granted_tps, v_lim_t / (v_n + 1))), 0)
           INTO v_others_r, v_others_t
