@@ -119,7 +119,7 @@ static void print_summary(shoal_pg_t *pg, const char *job_id)
 }
 
 /* Loads the user's models file as the workers will and checks their API
- * keys, so a mistake is reported before anything starts. ${SHOAL_SIM_URL}
+ * keys and CA files, so a mistake is reported before anything starts. ${SHOAL_SIM_URL}
  * is only known once the simulator runs: a placeholder stands in for it. */
 static int check_models(const char *path)
 {
@@ -136,6 +136,8 @@ static int check_models(const char *path)
         return 0;
     }
     shoal_err_t e = shoal_models_check_keys(m, err, sizeof(err));
+    if (e == SHOAL_OK)
+        e = shoal_models_check_files(m, err, sizeof(err));
     shoal_models_destroy(m);
     if (e != SHOAL_OK) {
         fprintf(stderr, "shoal: cannot use models file %s: %s\n", path, err);

@@ -16,12 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
 #define MODELS_FILE_MAX ((size_t)1 << 20) /* bytes */
 #define ALIAS_MAX 100                     /* as a job's "model" */
 #define ENDPOINT_MAX 2048                 /* bytes, after expansion */
+#define CA_FILE_MAX PATH_MAX              /* bytes, after expansion */
 #define API_VERSION_MAX 64                /* bytes; real ones look like 2024-10-21 */
 #define COUNT_MAX 1000000000000L          /* rpm, tpm and token counts */
 #define CONCURRENCY_MAX 100000L
@@ -52,6 +54,7 @@ static const char *const model_keys[] = {"provider",
                                          "max_concurrency",
                                          "timeout_ms",
                                          "fallbacks",
+                                         "ca_file",
                                          NULL};
 
 static char *dup_str(const char *s)
@@ -81,9 +84,10 @@ static int is_var_name(const char *s)
     return 1;
 }
 
-/* Replaces each ${NAME} in in by getenv("NAME") into out (cap bytes). */
-static shoal_err_t expand(const char *alias, const char *in, char *out, size_t cap, char *errbuf,
-                          size_t errlen)
+/* Replaces each ${NAME} in in (models.<alias>.<field>) by getenv("NAME")
+ * into out (cap bytes). */
+static shoal_err_t expand(const char *alias, const char *field, const char *in, char *out,
+                          size_t cap, char *errbuf, size_t errlen)
 {
     size_t o = 0;
 
@@ -97,20 +101,20 @@ static shoal_err_t expand(const char *alias, const char *in, char *out, size_t c
 
             if (!end || (size_t)(end - p - 2) >= sizeof(name))
                 return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                                     "models.%s.endpoint: unterminated or overlong ${...} "
+                                     "models.%s.%s: unterminated or overlong ${...} "
                                      "at offset %zu",
-                                     alias, (size_t)(p - in));
+                                     alias, field, (size_t)(p - in));
             memcpy(name, p + 2, (size_t)(end - p - 2));
             name[end - p - 2] = '\0';
             if (!is_var_name(name))
                 return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                                     "models.%s.endpoint: \"${%s}\" is not a variable name "
+                                     "models.%s.%s: \"${%s}\" is not a variable name "
                                      "(letters, digits and _)",
-                                     alias, name);
+                                     alias, field, name);
             if (!(add = getenv(name)))
                 return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                                     "models.%s.endpoint: environment variable %s is not set",
-                                     alias, name);
+                                     "models.%s.%s: environment variable %s is not set", alias,
+                                     field, name);
             n = strlen(add);
             p = end + 1;
         } else {
@@ -118,7 +122,7 @@ static shoal_err_t expand(const char *alias, const char *in, char *out, size_t c
         }
         if (n >= cap - o)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
-                                 "models.%s.endpoint: longer than %zu bytes", alias, cap - 1);
+                                 "models.%s.%s: longer than %zu bytes", alias, field, cap - 1);
         memcpy(out + o, add, n);
         o += n;
     }
@@ -260,8 +264,8 @@ static shoal_err_t get_fallbacks(const char *alias, const json_t *def, shoal_mod
 static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_t *m, char *errbuf,
                               size_t errlen)
 {
-    const char *provider, *endpoint, *model, *key_env, *version, *key;
-    char url[ENDPOINT_MAX];
+    const char *provider, *endpoint, *model, *key_env, *version, *ca, *key;
+    char url[ENDPOINT_MAX], ca_path[CA_FILE_MAX];
     json_t *val;
     shoal_err_t err;
 
@@ -282,7 +286,8 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
         (err = get_string(alias, def, "endpoint", 1, &endpoint, errbuf, errlen)) ||
         (err = get_string(alias, def, "model", 1, &model, errbuf, errlen)) ||
         (err = get_string(alias, def, "api_key_env", 0, &key_env, errbuf, errlen)) ||
-        (err = get_string(alias, def, "api_version", 0, &version, errbuf, errlen)))
+        (err = get_string(alias, def, "api_version", 0, &version, errbuf, errlen)) ||
+        (err = get_string(alias, def, "ca_file", 0, &ca, errbuf, errlen)))
         return err;
     if (strcmp(provider, "openai") == 0)
         m->provider = SHOAL_PROVIDER_OPENAI;
@@ -325,13 +330,20 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
                                      only[i]);
         }
     }
-    if ((err = expand(alias, endpoint, url, sizeof(url), errbuf, errlen)))
+    if ((err = expand(alias, "endpoint", endpoint, url, sizeof(url), errbuf, errlen)))
         return err;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                              "models.%s.endpoint: \"%s\" is not an http:// or https:// URL", alias,
                              url);
     if (version && (err = add_api_version(alias, version, url, sizeof(url), errbuf, errlen)))
+        return err;
+    if (ca && strncmp(url, "https://", 8) != 0)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "models.%s.ca_file: only for an https:// endpoint (this one is "
+                             "\"%s\")",
+                             alias, url);
+    if (ca && (err = expand(alias, "ca_file", ca, ca_path, sizeof(ca_path), errbuf, errlen)))
         return err;
     if ((err = get_price(alias, def, "input_usd_per_mtok", &m->input_usd_per_mtok, errbuf, errlen)))
         return err;
@@ -363,8 +375,9 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
     m->model = dup_str(model);
     m->api_key_env = key_env ? dup_str(key_env) : NULL;
     m->api_version = version ? dup_str(version) : NULL;
+    m->ca_file = ca ? dup_str(ca_path) : NULL;
     if (!m->alias || !m->endpoint || !m->model || (key_env && !m->api_key_env) ||
-        (version && !m->api_version))
+        (version && !m->api_version) || (ca && !m->ca_file))
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     return SHOAL_OK;
 }
@@ -396,6 +409,7 @@ void shoal_models_destroy(shoal_models_t *models)
         free((char *)models->v[i].model);
         free((char *)models->v[i].api_key_env);
         free((char *)models->v[i].api_version);
+        free((char *)models->v[i].ca_file);
         for (size_t j = 0; j < models->v[i].nfallbacks; j++)
             free((char *)models->v[i].fallbacks[j]);
         free((void *)models->v[i].fallbacks);
@@ -538,6 +552,25 @@ shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, 
     }
     return SHOAL_OK;
 }
+shoal_err_t shoal_models_check_files(const shoal_models_t *models, char *errbuf, size_t errlen)
+{
+    for (size_t i = 0; models && i < models->n; i++) {
+        const shoal_model_t *m = &models->v[i];
+        struct stat st;
+        FILE *f;
+
+        if (!m->ca_file)
+            continue;
+        errno = 0;
+        if (stat(m->ca_file, &st) != 0 || !S_ISREG(st.st_mode) || !(f = fopen(m->ca_file, "r")))
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "models.%s.ca_file: cannot read \"%s\": %s", m->alias, m->ca_file,
+                                 errno ? strerror(errno) : "not a regular file");
+        fclose(f);
+    }
+    return SHOAL_OK;
+}
+
 size_t shoal_models_count(const shoal_models_t *models)
 {
     return models ? models->n : 0;

@@ -15,7 +15,10 @@
  * (Azure OpenAI: the OpenAI body, an api-key header, optional api_version
  * added to the endpoint's query) or anthropic (messages API, which also takes
  * input_tpm and output_tpm, its separate input and output token limits).
- * "${VAR}" in an endpoint is replaced from the environment at load time. The
+ * ca_file names a PEM file of certificate authorities to trust for an https
+ * endpoint besides the system's (a private gateway's own CA).
+ * "${VAR}" in an endpoint or a ca_file is replaced from the environment at
+ * load time. The
  * API key itself never appears in the file: only the name of the variable
  * that holds it. Loaded once at start; read-only afterwards, so any thread may
  * read it.
@@ -41,6 +44,9 @@ typedef struct {
     const char *model;       /* the provider's model name */
     const char *api_key_env; /* NULL: no credential header */
     const char *api_version; /* azure only; NULL when not given */
+    /* PEM file of certificate authorities trusted for this https endpoint,
+     * besides the system's (a private gateway's CA); NULL: the system's */
+    const char *ca_file;
     double input_usd_per_mtok;
     double output_usd_per_mtok;
     double cached_input_usd_per_mtok; /* default: the input price */
@@ -88,6 +94,12 @@ int shoal_models_index(const shoal_models_t *models, const char *alias);
  * SHOAL_ERR_INVALID naming the first alias and variable otherwise; the key's
  * value never appears in the text. */
 shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, size_t errlen);
+
+/* Checks that every ca_file is a regular file this process can read (the
+ * worker's start-up check, with shoal_models_check_keys): a missing one
+ * would otherwise fail every call of its model. SHOAL_ERR_INVALID naming
+ * the alias and path otherwise. */
+shoal_err_t shoal_models_check_files(const shoal_models_t *models, char *errbuf, size_t errlen);
 
 size_t shoal_models_count(const shoal_models_t *models);
 const shoal_model_t *shoal_models_at(const shoal_models_t *models, size_t i);

@@ -12,7 +12,9 @@
 #                                    json-schema-test-suite, prometheus (its
 #                                    service is stopped and disabled: the tests
 #                                    start their own server), tmux (to drive
-#                                    `shoal top` in a terminal)
+#                                    `shoal top` in a terminal), nghttp2-server
+#                                    and openssl (an HTTPS, HTTP/2-only model
+#                                    server with a certificate of its own)
 #
 # Prints nothing and changes nothing when every package is already installed;
 # otherwise runs "apt-get update" once and installs the missing ones. Never
@@ -24,10 +26,10 @@ build_pkgs=(build-essential cmake pkg-config librdkafka-dev libcurl4-openssl-dev
 runtime_pkgs=(librdkafka1 libcurl4 libjansson4 libpq5 libmicrohttpd12)
 run_pkgs=(postgresql)
 test_pkgs=(kcat python3-jsonschema docker-compose valgrind clang libclang-rt-14-dev clang-format
-    json-schema-test-suite prometheus tmux)
+    json-schema-test-suite prometheus tmux nghttp2-server openssl)
 
 usage() {
-    sed -n '2,19s/^# \{0,1\}//p' "$0"
+    sed -n '2,21s/^# \{0,1\}//p' "$0"
 }
 
 mode="build"

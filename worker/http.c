@@ -36,6 +36,8 @@ struct call {
     char *url; /* owned; kept with its capacity when the call is pooled */
     size_t urlcap;
     const struct curl_slist *headers;
+    const char *ca_file; /* borrowed until the call ends; NULL: curl's own bundle */
+    char *ca_applied;    /* the handle's CURLOPT_CAINFO (a copy); NULL: not set yet */
     char errbuf[CURL_ERROR_SIZE];
     struct call *next;          /* delayed list or free pool */
     struct call *aprev, *anext; /* running list */
@@ -51,7 +53,9 @@ struct shoal_http {
     struct call *pool;    /* finished calls kept for their easy handles */
     struct call *active;  /* running transfers */
     int pending;
-    long conn_cap; /* the connection cache's size as last set */
+    long conn_cap;    /* the connection cache's size as last set */
+    char *default_ca; /* curl's built-in CA bundle path, NULL for none */
+    int default_ca_read;
 };
 
 /* Connections kept open: twice the most calls ever pending at once (room
@@ -144,6 +148,7 @@ static void call_free(struct call *c)
     free(c->buf);
     free(c->hdr);
     free(c->url);
+    free(c->ca_applied);
     free(c);
 }
 
@@ -168,6 +173,7 @@ void shoal_http_destroy(shoal_http_t *h)
     }
     curl_multi_cleanup(h->multi);
     free_proxies(h);
+    free(h->default_ca);
     free(h);
 }
 
@@ -266,6 +272,31 @@ static void set_constant(shoal_http_t *h, CURL *e, struct call *c)
     curl_easy_setopt(e, CURLOPT_NOPROXY, h->no_proxy);
 }
 
+/* The CA bundle a call trusts: its own ca_file, else curl's built-in one.
+ * Handles are pooled across models, so a call without a ca_file must put
+ * the default back; set only when it changes (curl reads the file for each
+ * new connection, not each call). */
+static shoal_err_t set_ca(shoal_http_t *h, struct call *c)
+{
+    if (!h->default_ca_read) {
+        char *def = NULL;
+        if (curl_easy_getinfo(c->easy, CURLINFO_CAINFO, &def) == CURLE_OK && def &&
+            !(h->default_ca = strdup(def)))
+            return SHOAL_ERR_NOMEM;
+        h->default_ca_read = 1;
+    }
+    const char *want = c->ca_file ? c->ca_file : h->default_ca;
+    if (c->ca_applied ? want && !strcmp(c->ca_applied, want) : c->ca_file == NULL)
+        return SHOAL_OK; /* already so; a fresh handle starts with the default */
+    char *copy = want ? strdup(want) : NULL;
+    if (want && !copy)
+        return SHOAL_ERR_NOMEM;
+    curl_easy_setopt(c->easy, CURLOPT_CAINFO, want);
+    free(c->ca_applied);
+    c->ca_applied = copy;
+    return SHOAL_OK;
+}
+
 static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t errlen)
 {
     CURL *e = c->easy;
@@ -274,6 +305,8 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "could not create a transfer");
         set_constant(h, e, c);
     }
+    if (set_ca(h, c) != SHOAL_OK)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
     c->len = 0;
     c->overflow = 0;
     c->hlen = 0;
@@ -307,8 +340,8 @@ static shoal_err_t start(shoal_http_t *h, struct call *c, char *errbuf, size_t e
 }
 
 shoal_err_t shoal_http_post(shoal_http_t *h, const char *url, const struct curl_slist *headers,
-                            const char *body, size_t len, long timeout_ms, long start_after_ms,
-                            void *user, char *errbuf, size_t errlen)
+                            const char *ca_file, const char *body, size_t len, long timeout_ms,
+                            long start_after_ms, void *user, char *errbuf, size_t errlen)
 {
     struct call *c = h->pool;
     if (c) {
@@ -326,6 +359,7 @@ shoal_err_t shoal_http_post(shoal_http_t *h, const char *url, const struct curl_
     c->reqlen = len;
     c->user = user;
     c->headers = headers;
+    c->ca_file = ca_file;
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 60000;
     /* A URL is tens of bytes: a fixed 2 KiB copy per call in flight was the
      * largest part of this record (a thousand calls: 2 MB). */
@@ -438,6 +472,7 @@ static int deliver(shoal_http_t *h)
         if (res == CURLE_OK)
             curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
         r.timed_out = res == CURLE_OPERATION_TIMEDOUT;
+        r.untrusted = res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CACERT_BADFILE;
         r.error = res == CURLE_OK ? NULL
                   : c->overflow   ? "answer larger than 16 MiB"
                   : c->errbuf[0]  ? c->errbuf

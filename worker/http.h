@@ -22,6 +22,7 @@ typedef struct {
     long status;       /* HTTP status, 0 when no answer came */
     const char *error; /* transport error text when status is 0 */
     int timed_out;     /* the call hit its timeout */
+    int untrusted;     /* TLS: the server's certificate was not verified by the CAs trusted */
     const char *body;  /* answer body, borrowed for the callback */
     size_t len;
     long retry_after_ms; /* from Retry-After / retry-after-ms, -1 if none */
@@ -43,11 +44,13 @@ typedef struct shoal_http shoal_http_t;
 shoal_http_t *shoal_http_new(shoal_http_done_fn done, void *arg, char *errbuf, size_t errlen);
 void shoal_http_destroy(shoal_http_t *h); /* NULL ok; abandons calls without callbacks */
 
-/* Queues a POST. body is copied; headers are borrowed until the call's done
- * callback. start_after_ms delays the start (0 = now). */
+/* Queues a POST. body is copied; headers and ca_file (a PEM bundle of the
+ * CAs to trust over https instead of curl's own bundle, NULL for that one)
+ * are borrowed until the call's done callback. start_after_ms delays the
+ * start (0 = now). */
 shoal_err_t shoal_http_post(shoal_http_t *h, const char *url, const struct curl_slist *headers,
-                            const char *body, size_t len, long timeout_ms, long start_after_ms,
-                            void *user, char *errbuf, size_t errlen);
+                            const char *ca_file, const char *body, size_t len, long timeout_ms,
+                            long start_after_ms, void *user, char *errbuf, size_t errlen);
 
 /* Calls submitted and not yet finished (delayed ones included). */
 int shoal_http_pending(const shoal_http_t *h);

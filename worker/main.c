@@ -105,6 +105,12 @@ int main(int argc, char **argv)
         shoal_models_destroy(models);
         return 1;
     }
+    if (shoal_models_check_files(models, err, sizeof(err)) != SHOAL_OK) {
+        shoal_log_error("main", "cannot start without a CA file path=\"%s\" error=\"%s\"",
+                        conf.svc.models, err);
+        shoal_models_destroy(models);
+        return 1;
+    }
     shoal_pg_t *pg = shoal_pg_new(conf.svc.pg, "shoal-worker");
     shoal_err_t e = shoal_service_migrate(pg, (int)conf.svc.migrate_wait_s, err, sizeof(err));
     shoal_pg_destroy(pg);

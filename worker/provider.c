@@ -485,6 +485,15 @@ shoal_outcome_t shoal_provider_outcome(const shoal_model_t *m, const shoal_http_
             set_why(why, whylen, "timed out: %s", e);
             return SHOAL_OUTCOME_TIMEOUT;
         }
+        /* Not a passing fault: every call to this endpoint fails the same
+         * way until its CA is trusted, so the task fails with what to do. */
+        if (r->untrusted) {
+            set_why(why, whylen,
+                    "%s; if the endpoint's certificate is signed by a private CA, name that "
+                    "CA's PEM file in the models file's ca_file",
+                    e);
+            return SHOAL_OUTCOME_PERMANENT;
+        }
         set_why(why, whylen, "%s", e);
         return SHOAL_OUTCOME_CONNECTION;
     }

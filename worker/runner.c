@@ -479,8 +479,8 @@ static void start_call(struct runner *r, shoal_task_t *t)
     char err[256];
     shoal_task_set_state(t, t->repairing ? SHOAL_TASK_REPAIRING : SHOAL_TASK_IN_FLIGHT);
     long timeout = t->model->timeout_ms > 0 ? t->model->timeout_ms : t->timeout_ms;
-    if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->request,
-                        t->request_len, timeout, 0, t, err, sizeof(err)) != SHOAL_OK) {
+    if (shoal_http_post(r->http, t->model->endpoint, headers_for(r, t->model), t->model->ca_file,
+                        t->request, t->request_len, timeout, 0, t, err, sizeof(err)) != SHOAL_OK) {
         shoal_lane_ended(lane_of(r, t), t, SHOAL_LANE_NEUTRAL, NULL, -1, shoal_service_now_ms());
         give_back(r, t);
         fail(r, t, "could not start the call: %s", err);

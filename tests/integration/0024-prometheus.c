@@ -10,35 +10,20 @@
  */
 #include <curl/curl.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
+#include "tests/support/netport.h"
 
 #define ITEMS 12
 
 /* A port free now (the kernel's choice), for a server started next. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof(sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_true(fd >= 0);
-    assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 struct body {
     char *buf;
     size_t len;
@@ -137,7 +122,7 @@ static void promtool_check(harness_t *h, const char *dir, int port, const char *
 int main(void)
 {
     char err[512], status[64], arg_w[16], arg_s[16], env_sched[64];
-    int port_w = free_port(), port_sim = free_port(), port_sched = free_port();
+    int port_w = netport_free(), port_sim = netport_free(), port_sched = netport_free();
     snprintf(arg_w, sizeof(arg_w), "%d", port_w);
     snprintf(arg_s, sizeof(arg_s), "%d", port_sim);
     const char *const worker_args[] = {"--metrics-port", arg_w, NULL};
@@ -156,7 +141,7 @@ int main(void)
         test_fail("could not restart the scheduler: %s", err);
 
     /* Prometheus scraping the three, once a second. */
-    int port_prom = free_port();
+    int port_prom = netport_free();
     char cfg[4096], tsdb[4096], listen[64], cfgarg[4200], tsdbarg[4200], log[4096];
     snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", dir);
     snprintf(tsdb, sizeof(tsdb), "%s/prometheus-data", dir);

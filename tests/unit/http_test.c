@@ -143,8 +143,8 @@ static void post(shoal_http_t *h, const char *url, const struct curl_slist *hdr,
     char *body = shoal_provider_request(&model, NULL, prompt, 0, &len);
 
     assert_true(body != NULL);
-    if (shoal_http_post(h, url, hdr, body, len, timeout_ms, start_after_ms, r, err, sizeof(err)) !=
-        SHOAL_OK)
+    if (shoal_http_post(h, url, hdr, NULL, body, len, timeout_ms, start_after_ms, r, err,
+                        sizeof(err)) != SHOAL_OK)
         test_fail("shoal_http_post: %s", err);
     free(body); /* the body was copied */
 }
@@ -416,7 +416,7 @@ static void test_http_errors(struct curl_slist *hdr)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/nowhere", shoal_sim_port(sim));
     post(ctx.h, url, hdr, "lost", 10000, 0, &r404);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", shoal_sim_port(sim));
-    if (shoal_http_post(ctx.h, url, hdr, "{not json", 9, 10000, 0, &r400, err, sizeof(err)) !=
+    if (shoal_http_post(ctx.h, url, hdr, NULL, "{not json", 9, 10000, 0, &r400, err, sizeof(err)) !=
         SHOAL_OK)
         test_fail("shoal_http_post: %s", err);
     run_until_idle(ctx.h, 30);

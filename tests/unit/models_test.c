@@ -2,7 +2,8 @@
  * Models file: the checked-in tests/data/models.json loads, ${VAR} expands
  * from the environment, every field has its default and its bounds, Azure's
  * api-version lands in the endpoint, fallbacks name real aliases, the key
- * check names the missing variable (never a value), cost bills all four kinds
+ * check names the missing variable (never a value), a ca_file is expanded and
+ * must be readable, cost bills all four kinds
  * of token, and each kind of bad file is refused with a message naming the
  * alias and the field.
  */
@@ -11,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/support/check.h"
 
@@ -287,6 +289,63 @@ static void test_check_keys(void)
     shoal_models_destroy(m);
 }
 
+/* ca_file: ${VAR} expanded, only for https, and the start-up check wants a
+ * readable regular file. */
+static void test_ca_file(void)
+{
+    char err[512], path[64] = "/tmp/models_test_ca_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_eq((int)write(fd, "-----BEGIN CERTIFICATE-----\n", 28), 28);
+    close(fd);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    setenv("MODELS_TEST_CA_DIR", path, 1);
+    *slash = '/';
+
+    char text[512];
+    snprintf(text, sizeof(text),
+             "{\"models\": {\"private\": {\"provider\": \"openai\", \"endpoint\": "
+             "\"https://gw.internal/v1\", \"model\": \"x\", \"ca_file\": "
+             "\"${MODELS_TEST_CA_DIR}%s\"}, \"public\": {\"provider\": \"openai\", "
+             "\"endpoint\": \"https://h/v1\", \"model\": \"x\"}}}",
+             slash);
+    shoal_models_t *m = parse_ok(text);
+    assert_str_eq(shoal_models_find(m, "private")->ca_file, path);
+    assert_true(shoal_models_find(m, "public")->ca_file == NULL);
+    assert_int_eq(shoal_models_check_files(m, err, sizeof(err)), SHOAL_OK);
+
+    /* gone after loading: the check names the alias and the path */
+    unlink(path);
+    assert_int_eq(shoal_models_check_files(m, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_contains(err, "models.private.ca_file: cannot read \"");
+    assert_str_contains(err, path);
+    assert_str_contains(err, "No such file or directory");
+    shoal_models_destroy(m);
+
+    /* a directory is not a CA file */
+    snprintf(text, sizeof(text),
+             "{\"models\": {\"d\": {\"provider\": \"openai\", \"endpoint\": \"https://h\", "
+             "\"model\": \"x\", \"ca_file\": \"/tmp\"}}}");
+    m = parse_ok(text);
+    assert_int_eq(shoal_models_check_files(m, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "models.d.ca_file: cannot read \"/tmp\": not a regular file");
+    shoal_models_destroy(m);
+    assert_int_eq(shoal_models_check_files(NULL, err, sizeof(err)), SHOAL_OK);
+    unsetenv("MODELS_TEST_CA_DIR");
+
+    expect_field_error("\"endpoint\": \"http://h/v1\", \"ca_file\": \"/etc/ca.pem\"",
+                       "models.m.ca_file: only for an https:// endpoint (this one is "
+                       "\"http://h/v1\")");
+    expect_field_error("\"endpoint\": \"https://h/v1\", \"ca_file\": \"\"",
+                       "models.m.ca_file: expected a non-empty string");
+    expect_field_error("\"endpoint\": \"https://h/v1\", \"ca_file\": 7",
+                       "models.m.ca_file: expected a non-empty string");
+    expect_field_error(
+        "\"endpoint\": \"https://h/v1\", \"ca_file\": \"${MODELS_TEST_UNSET_VAR}/ca\"",
+        "models.m.ca_file: environment variable MODELS_TEST_UNSET_VAR is not set");
+}
+
 static double cost_of(const shoal_model_t *m, long input, long cached, long write, long output)
 {
     shoal_usage_t u = {.input = input, .cached = cached, .cache_write = write, .output = output};
@@ -448,6 +507,7 @@ int main(void)
     test_all_fields();
     test_azure_url();
     test_check_keys();
+    test_ca_file();
     test_cost();
     test_bad_files();
     printf("models_test: ok\n");

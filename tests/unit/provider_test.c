@@ -479,6 +479,14 @@ static void test_outcome_status(void)
     assert_int_eq(shoal_provider_outcome(&openai, &hr, &r, why, sizeof(why)),
                   SHOAL_OUTCOME_CONNECTION);
     assert_str_eq(why, "no answer");
+    /* a certificate no trusted CA signed: every call would fail the same */
+    hr = (shoal_http_reply_t){
+        .status = 0, .untrusted = 1, .error = "SSL certificate problem: self-signed certificate"};
+    assert_int_eq(shoal_provider_outcome(&openai, &hr, &r, why, sizeof(why)),
+                  SHOAL_OUTCOME_PERMANENT);
+    assert_str_eq(why, "SSL certificate problem: self-signed certificate; if the endpoint's "
+                       "certificate is signed by a private CA, name that CA's PEM file in the "
+                       "models file's ca_file");
 }
 
 static void test_outcome_rule(void)
