@@ -4,7 +4,8 @@
 #               suite again under AddressSanitizer + UndefinedBehaviorSanitizer
 # and:
 #   make bench [BENCH=e2e]   run the benchmarks in tests/bench/ (PostgreSQL in the
-#                            stack's --unsafe-fast mode: they measure shoal, not fsync)
+#                            stack's --unsafe-fast mode: they measure shoal, not fsync;
+#                            the test packages too: `https` calls nghttpd)
 #   make fuzz [FUZZ_SECONDS=60]  build the libFuzzer targets of tests/fuzz with
 #                            clang (in build-fuzz) and run each that long
 #   make format-check        clang-format --dry-run --Werror over the sources
@@ -70,7 +71,7 @@ fuzz: build-fuzz
 test-unit: build
 	cd $(BUILD) && ctest -L unit --output-on-failure
 
-bench: build
+bench: test-deps build
 	@set -e; for b in $(BUILD)/tests/bench-*; do \
 	  name=$${b##*/bench-}; \
 	  if [ -z "$(BENCH)" ] || [ "$(BENCH)" = "$$name" ]; then \
