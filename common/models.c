@@ -552,6 +552,7 @@ shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, 
     }
     return SHOAL_OK;
 }
+
 shoal_err_t shoal_models_check_files(const shoal_models_t *models, char *errbuf, size_t errlen)
 {
     for (size_t i = 0; models && i < models->n; i++) {
