@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <jansson.h>
@@ -29,6 +30,10 @@
 #define CONCURRENCY_MAX 100000L
 #define TIMEOUT_MAX_MS 3600000L /* an hour: longer is a typo, not a slow model */
 #define FALLBACKS_MAX 16
+#define HEADERS_MAX 32
+#define HEADER_NAME_MAX 128
+#define HEADER_VALUE_MAX 4096
+#define HEADER_LINE_MAX SHOAL_MODEL_HEADER_LINE_MAX
 /* Anthropic bills a 5-minute cache write at 1.25x the input price. */
 #define ANTHROPIC_CACHE_WRITE_FACTOR 1.25
 
@@ -55,6 +60,7 @@ static const char *const model_keys[] = {"provider",
                                          "timeout_ms",
                                          "fallbacks",
                                          "ca_file",
+                                         "headers",
                                          NULL};
 
 static char *dup_str(const char *s)
@@ -85,9 +91,10 @@ static int is_var_name(const char *s)
 }
 
 /* Replaces each ${NAME} in in (models.<alias>.<field>) by getenv("NAME")
- * into out (cap bytes). */
-static shoal_err_t expand(const char *alias, const char *field, const char *in, char *out,
-                          size_t cap, char *errbuf, size_t errlen)
+ * into out (cap bytes). With need_set 0 an unset variable counts as empty:
+ * only the text's form is checked. */
+static shoal_err_t expand_vars(const char *alias, const char *field, const char *in, int need_set,
+                               char *out, size_t cap, char *errbuf, size_t errlen)
 {
     size_t o = 0;
 
@@ -111,10 +118,12 @@ static shoal_err_t expand(const char *alias, const char *field, const char *in, 
                                      "models.%s.%s: \"${%s}\" is not a variable name "
                                      "(letters, digits and _)",
                                      alias, field, name);
-            if (!(add = getenv(name)))
+            if (!(add = getenv(name)) && need_set)
                 return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                      "models.%s.%s: environment variable %s is not set", alias,
                                      field, name);
+            if (!add)
+                add = "";
             n = strlen(add);
             p = end + 1;
         } else {
@@ -128,6 +137,12 @@ static shoal_err_t expand(const char *alias, const char *field, const char *in, 
     }
     out[o] = '\0';
     return SHOAL_OK;
+}
+
+static shoal_err_t expand(const char *alias, const char *field, const char *in, char *out,
+                          size_t cap, char *errbuf, size_t errlen)
+{
+    return expand_vars(alias, field, in, 1, out, cap, errbuf, errlen);
 }
 
 static shoal_err_t get_price(const char *alias, const json_t *m, const char *key, double *out,
@@ -260,6 +275,101 @@ static shoal_err_t get_fallbacks(const char *alias, const json_t *def, shoal_mod
     return SHOAL_OK;
 }
 
+/* RFC 9110's token characters, which a header name is made of. */
+static int is_token_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* Headers shoal sends itself: a models file may not set them. The key's
+ * header only counts when api_key_env is given (without it, a gateway's own
+ * credential may go in headers). */
+static const char *reserved_header(const shoal_model_t *m, int has_key, const char *name)
+{
+    static const char *const always[] = {
+        "content-type", "content-length", "host", "transfer-encoding",
+        "connection",   "expect",         NULL};
+    for (size_t i = 0; always[i]; i++)
+        if (!strcasecmp(name, always[i]))
+            return "shoal sets it";
+    if (m->provider == SHOAL_PROVIDER_ANTHROPIC && !strcasecmp(name, "anthropic-version"))
+        return "shoal speaks anthropic-version 2023-06-01";
+    const char *key = m->provider == SHOAL_PROVIDER_ANTHROPIC ? "x-api-key"
+                      : m->provider == SHOAL_PROVIDER_AZURE   ? "api-key"
+                                                              : "authorization";
+    if (has_key && !strcasecmp(name, key))
+        return "api_key_env sets it";
+    return NULL;
+}
+
+/* "headers": extra request headers, names checked here and values kept as
+ * written: a ${VAR} in a value is read when the worker builds its requests
+ * (shoal_model_header_line), so a secret there need not be known to every
+ * process that reads the file. */
+static shoal_err_t get_headers(const char *alias, const json_t *def, int has_key, shoal_model_t *m,
+                               char *errbuf, size_t errlen)
+{
+    const json_t *obj = json_object_get(def, "headers"), *val;
+    const char *name;
+    char field[HEADER_NAME_MAX + 16], scratch[HEADER_LINE_MAX];
+    size_t n = 0;
+
+    if (!obj)
+        return SHOAL_OK;
+    if (!json_is_object(obj) || json_object_size(obj) > HEADERS_MAX)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "models.%s.headers: expected an object of at most %d header names "
+                             "and their values",
+                             alias, HEADERS_MAX);
+    if (json_object_size(obj) == 0)
+        return SHOAL_OK;
+    char **names = calloc(json_object_size(obj), sizeof(*names));
+    char **values = calloc(json_object_size(obj), sizeof(*values));
+    /* owned by m from here, so destroy frees them on any later error */
+    m->header_names = (const char *const *)names;
+    m->header_values = (const char *const *)values;
+    if (!names || !values)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+    json_object_foreach((json_t *)obj, name, val)
+    {
+        size_t len = strlen(name), i;
+        const char *why;
+
+        for (i = 0; i < len && is_token_char(name[i]); i++)
+            ;
+        if (len == 0 || len > HEADER_NAME_MAX || i < len)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "models.%s.headers: a name of up to %d letters, digits and "
+                                 "!#$%%&'*+-.^_`|~ expected (got %zu bytes, bad at byte %zu)",
+                                 alias, HEADER_NAME_MAX, len, i);
+        snprintf(field, sizeof(field), "headers.%s", name);
+        if ((why = reserved_header(m, has_key, name)))
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "models.%s.%s: %s", alias,
+                                 field, why);
+        for (i = 0; i < n; i++)
+            if (!strcasecmp(names[i], name))
+                return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                     "models.%s.%s: given twice (names ignore case)", alias, field);
+        const char *v = json_string_value(val);
+        /* the value is never quoted in a message: it may hold a secret */
+        if (!v || !*v || json_string_length(val) != strlen(v) || strpbrk(v, "\r\n") ||
+            strlen(v) > HEADER_VALUE_MAX)
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                                 "models.%s.%s: expected a non-empty string of at most %d bytes "
+                                 "on one line",
+                                 alias, field, HEADER_VALUE_MAX);
+        shoal_err_t err = expand_vars(alias, field, v, 0, scratch, sizeof(scratch), errbuf, errlen);
+        memset(scratch, 0, sizeof(scratch));
+        if (err)
+            return err;
+        if (!(names[n] = dup_str(name)) || !(values[n] = dup_str(v)))
+            return shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
+        m->nheaders = ++n;
+    }
+    return SHOAL_OK;
+}
+
 /* Validates one alias and fills *m, its strings newly allocated. */
 static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_t *m, char *errbuf,
                               size_t errlen)
@@ -368,7 +478,8 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
                          errbuf, errlen)) ||
         (err =
              get_count(alias, def, "timeout_ms", TIMEOUT_MAX_MS, &m->timeout_ms, errbuf, errlen)) ||
-        (err = get_fallbacks(alias, def, m, errbuf, errlen)))
+        (err = get_fallbacks(alias, def, m, errbuf, errlen)) ||
+        (err = get_headers(alias, def, key_env != NULL, m, errbuf, errlen)))
         return err;
     m->alias = dup_str(alias);
     m->endpoint = dup_str(url);
@@ -410,6 +521,12 @@ void shoal_models_destroy(shoal_models_t *models)
         free((char *)models->v[i].api_key_env);
         free((char *)models->v[i].api_version);
         free((char *)models->v[i].ca_file);
+        for (size_t j = 0; j < models->v[i].nheaders; j++) {
+            free((char *)models->v[i].header_names[j]);
+            free((char *)models->v[i].header_values[j]);
+        }
+        free((void *)models->v[i].header_names);
+        free((void *)models->v[i].header_values);
         for (size_t j = 0; j < models->v[i].nfallbacks; j++)
             free((char *)models->v[i].fallbacks[j]);
         free((void *)models->v[i].fallbacks);
@@ -550,7 +667,41 @@ shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, 
                                  "it or remove api_key_env",
                                  m->alias, m->api_key_env, key ? "empty" : "not set");
     }
+    for (size_t i = 0; models && i < models->n; i++) {
+        char line[HEADER_LINE_MAX];
+        for (size_t j = 0; j < models->v[i].nheaders; j++) {
+            shoal_err_t err =
+                shoal_model_header_line(&models->v[i], j, line, sizeof(line), errbuf, errlen);
+            memset(line, 0, sizeof(line));
+            if (err)
+                return err;
+        }
+    }
     return SHOAL_OK;
+}
+
+shoal_err_t shoal_model_header_line(const shoal_model_t *m, size_t i, char *out, size_t cap,
+                                    char *errbuf, size_t errlen)
+{
+    char field[HEADER_NAME_MAX + 16];
+    size_t n;
+
+    if (i >= m->nheaders)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "models.%s: no header %zu",
+                             m->alias, i);
+    snprintf(field, sizeof(field), "headers.%s", m->header_names[i]);
+    n = (size_t)snprintf(out, cap, "%s: ", m->header_names[i]);
+    if (n >= cap)
+        return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                             "models.%s.%s: longer than %zu bytes", m->alias, field, cap - 1);
+    shoal_err_t err =
+        expand(m->alias, field, m->header_values[i], out + n, cap - n, errbuf, errlen);
+    if (err == SHOAL_OK && out[n] == '\0')
+        err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
+                            "models.%s.%s: the value is empty once its variables are read; "
+                            "export them",
+                            m->alias, field);
+    return err;
 }
 
 shoal_err_t shoal_models_check_files(const shoal_models_t *models, char *errbuf, size_t errlen)

@@ -16,7 +16,10 @@
  * added to the endpoint's query) or anthropic (messages API, which also takes
  * input_tpm and output_tpm, its separate input and output token limits).
  * ca_file names a PEM file of certificate authorities to trust for an https
- * endpoint besides the system's (a private gateway's own CA).
+ * endpoint in place of curl's bundle (a private gateway's own CA). headers
+ * adds request headers ({"OpenAI-Organization": "org-1", "Helicone-Auth":
+ * "Bearer ${HELICONE_KEY}"}): names shoal sets itself are refused, and a
+ * value's ${VAR} is read by the worker, not at load time.
  * "${VAR}" in an endpoint or a ca_file is replaced from the environment at
  * load time. The
  * API key itself never appears in the file: only the name of the variable
@@ -58,6 +61,11 @@ typedef struct {
     long timeout_ms;                  /* per call; 0 = the job's */
     const char *const *fallbacks;     /* aliases tried in order when this one keeps failing */
     size_t nfallbacks;
+    /* Extra request headers, in the file's order; values as written, ${VAR}
+     * read by shoal_model_header_line */
+    const char *const *header_names;
+    const char *const *header_values;
+    size_t nheaders;
     size_t index; /* position in the file: shoal_models_at(models, index) is this */
 } shoal_model_t;
 
@@ -90,9 +98,10 @@ const shoal_model_t *shoal_models_find(const shoal_models_t *models, const char 
 int shoal_models_index(const shoal_models_t *models, const char *alias);
 
 /* Checks that every alias with api_key_env finds a non-empty variable in the
- * environment (the worker's start-up check; the scheduler needs no keys).
- * SHOAL_ERR_INVALID naming the first alias and variable otherwise; the key's
- * value never appears in the text. */
+ * environment, and that every ${VAR} of a header value is set and no value
+ * reads empty (the worker's start-up check; the scheduler needs no keys).
+ * SHOAL_ERR_INVALID naming the first alias and variable otherwise; no value
+ * ever appears in the text. */
 shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, size_t errlen);
 
 /* Checks that every ca_file is a regular file this process can read (the
@@ -100,6 +109,18 @@ shoal_err_t shoal_models_check_keys(const shoal_models_t *models, char *errbuf, 
  * would otherwise fail every call of its model. SHOAL_ERR_INVALID naming
  * the alias and path otherwise. */
 shoal_err_t shoal_models_check_files(const shoal_models_t *models, char *errbuf, size_t errlen);
+
+/* Room for any header line: a name of up to 128 bytes and a value of up to
+ * 4096 whose variables may read up to as much again. */
+#define SHOAL_MODEL_HEADER_LINE_MAX (128 + 2 + 2 * 4096 + 1)
+
+/* Header i of m (i < m->nheaders) as "Name: value" into out (cap bytes),
+ * each ${VAR} of the value read from the environment now. SHOAL_ERR_INVALID
+ * naming the alias, header and variable when one is unset or the value
+ * reads empty; the value never appears in the text. Callers clear out once
+ * used: it may hold a secret. */
+shoal_err_t shoal_model_header_line(const shoal_model_t *m, size_t i, char *out, size_t cap,
+                                    char *errbuf, size_t errlen);
 
 size_t shoal_models_count(const shoal_models_t *models);
 const shoal_model_t *shoal_models_at(const shoal_models_t *models, size_t i);

@@ -111,6 +111,16 @@ struct curl_slist *shoal_provider_headers(const shoal_model_t *m)
             goto fail;
         h = t;
     }
+    /* The models file's own, after ours: a gateway's or an organization's. */
+    for (size_t i = 0; i < m->nheaders; i++) {
+        char extra[SHOAL_MODEL_HEADER_LINE_MAX];
+        shoal_err_t err = shoal_model_header_line(m, i, extra, sizeof(extra), NULL, 0);
+        t = err == SHOAL_OK ? curl_slist_append(h, extra) : NULL;
+        memset(extra, 0, sizeof(extra));
+        if (!t)
+            goto fail;
+        h = t;
+    }
     /* No "Expect: 100-continue" round trip on large bodies. */
     if (!(t = curl_slist_append(h, "Expect:")))
         goto fail;

@@ -28,8 +28,10 @@ char *shoal_provider_request(const shoal_model_t *m, const char *system, const c
 
 /* Headers for one call (caller frees with curl_slist_free_all). The API key
  * is read from the model's api_key_env variable (Authorization: Bearer for
- * OpenAI, api-key for Azure, x-api-key for Anthropic); NULL on allocation
- * failure. */
+ * OpenAI, api-key for Azure, x-api-key for Anthropic), then the models
+ * file's headers follow with their variables read; NULL on allocation
+ * failure or when one of those variables is unset (shoal_models_check_keys
+ * says which). */
 struct curl_slist *shoal_provider_headers(const shoal_model_t *m);
 
 /* How one call ended. */

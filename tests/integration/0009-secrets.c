@@ -4,10 +4,11 @@
  * keep their inputs (shoal.job_inputs), and a job with "store_inputs": false
  * has no prompt text in the database. A scheduler and a worker run at debug
  * level with a PostgreSQL URL holding the stack's real password (read from
- * its 0600 pgpass file) and a model whose API key comes from the environment; a job with
+ * its 0600 pgpass file) and a model whose API key and gateway header come from the
+ * environment; a job with
  * "store_inputs": false and a distinctive system prompt completes (and the key really went out with
  * every call), as does a second job that keeps its inputs; then every log and every row is searched
- * for the three secrets and the second job's prompt. Before that, the worker started without the
+ * for the four secrets and the second job's prompt. Before that, the worker started without the
  * key refuses to run: it exits 1 naming the alias and the variable, before it takes any task.
  */
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "tests/support/harness.h"
 
 #define API_KEY "test-key-do-not-log-7f3a9c"
+#define GW_KEY "gateway-key-do-not-log-52be1d"
 static char password[128];
 #define PASSWORD password
 #define SYSTEM "SYSTEM-SECRET-91c4"
@@ -32,12 +34,13 @@ int main(void)
                            .extra_models =
                                "\"sim-keyed\": {\"provider\": \"openai\", \"endpoint\": "
                                "\"${SHOAL_SIM_URL}/v1/chat/completions\", \"model\": \"keyed\", "
-                               "\"api_key_env\": \"SHOAL_TEST_API_KEY\"}"};
+                               "\"api_key_env\": \"SHOAL_TEST_API_KEY\", \"headers\": "
+                               "{\"X-Gateway-Key\": \"gw ${SHOAL_TEST_GW_KEY}\"}}"};
     /* The stack starts without the key: its worker must refuse to run. */
     unsetenv("SHOAL_TEST_API_KEY");
     harness_t *h = harness_start(&conf);
     shoal_devstack_t *ds = harness_stack(h);
-    char pg[512], key[128], level[64], status[64], err[512], out[4096], wlog[1024];
+    char pg[512], key[128], gw[128], level[64], status[64], err[512], out[4096], wlog[1024];
 
     int wstatus = -1;
     assert_int_eq(shoal_proc_wait(shoal_devstack_proc(ds, "worker", 0), 60000, &wstatus), SHOAL_OK);
@@ -62,8 +65,9 @@ int main(void)
     snprintf(pg, sizeof(pg), "SHOAL_PG=postgresql://postgres:%s@127.0.0.1:%d/postgres", PASSWORD,
              shoal_pgcluster_port(shoal_devstack_pg(ds)));
     snprintf(key, sizeof(key), "SHOAL_TEST_API_KEY=%s", API_KEY);
+    snprintf(gw, sizeof(gw), "SHOAL_TEST_GW_KEY=%s", GW_KEY);
     snprintf(level, sizeof(level), "SHOAL_LOG_LEVEL=debug");
-    char *const env[] = {pg, key, level, NULL};
+    char *const env[] = {pg, key, gw, level, NULL};
     if (shoal_devstack_restart(ds, "scheduler", 0, env, err, sizeof(err)) != SHOAL_OK ||
         shoal_devstack_restart(ds, "worker", 0, env, err, sizeof(err)) != SHOAL_OK)
         test_fail("could not restart with secrets: %s", err);
@@ -102,8 +106,8 @@ int main(void)
                   0);
     assert_int_eq(strtol(out, NULL, 10), 5);
     assert_int_eq(harness_sh(h, out, sizeof(out),
-                             "grep -l -e '%s' -e '%s' -e '%s' -e '%s' %s/logs/*.log", API_KEY,
-                             PASSWORD, SYSTEM, KEPT, wd),
+                             "grep -l -e '%s' -e '%s' -e '%s' -e '%s' -e '%s' %s/logs/*.log",
+                             API_KEY, GW_KEY, PASSWORD, SYSTEM, KEPT, wd),
                   1);
 
     /* The database: every row of every shoal table, as text. No secret, no
@@ -118,8 +122,9 @@ int main(void)
     "row_to_json(i)::text FROM shoal.job_inputs i) x"
     long hits = harness_long(h,
                              "SELECT count(*) FROM " ROWS " WHERE t LIKE '%' || $1 || '%' OR t "
-                             "LIKE '%' || $2 || '%' OR t LIKE '%' || $3 || '%'",
-                             API_KEY, PASSWORD, SYSTEM, NULL);
+                             "LIKE '%' || $2 || '%' OR t LIKE '%' || $3 || '%' OR t LIKE '%' || "
+                             "$4 || '%'",
+                             API_KEY, PASSWORD, SYSTEM, GW_KEY, NULL);
     assert_int_eq(hits, 0);
     char where[256];
     harness_str(h, where, sizeof(where),

@@ -446,6 +446,7 @@ struct canned {
     int n;
     const char *responses[4];
     char *request_line[4]; /* first line of each request; freed by the test */
+    char *head[4];         /* each request's head, up to its blank line; freed by the test */
 };
 
 static void *canned_serve(void *arg)
@@ -470,6 +471,7 @@ static void *canned_serve(void *arg)
         }
         if (end) {
             cs->request_line[i] = strndup(buf, strcspn(buf, "\r\n"));
+            cs->head[i] = strndup(buf, (size_t)(end + 2 - buf));
             const char *cl = strcasestr(buf, "content-length:");
             size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
             while (got < want && got < sizeof(buf) - 1) {
@@ -485,6 +487,29 @@ static void *canned_serve(void *arg)
         close(conn);
     }
     return NULL;
+}
+
+/* Starts canned_serve for one connection, answered 200 with "{}"; returns
+ * its port. */
+static int canned_one(struct canned *cs, pthread_t *th)
+{
+    memset(cs, 0, sizeof(*cs));
+    int port = loopback_listen(&cs->fd);
+    cs->responses[0] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    cs->n = 1;
+    assert_int_eq(pthread_create(th, NULL, canned_serve, cs), 0);
+    return port;
+}
+
+/* Frees what that one exchange left, the call's result included. */
+static void canned_one_free(struct canned *cs, struct result *r)
+{
+    free(cs->request_line[0]);
+    free(cs->head[0]);
+    free(r->body);
+    free(r->headers);
+    close(cs->fd);
 }
 
 /* Retry-After in seconds and retry-after-ms in milliseconds reach the reply;
@@ -535,8 +560,10 @@ static void test_retry_after(struct curl_slist *hdr)
         free(r[i].headers);
     }
     assert_int_eq(pthread_join(th, NULL), 0);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
         free(cs.request_line[i]);
+        free(cs.head[i]);
+    }
     close(cs.fd);
     shoal_http_destroy(ctx.h);
 }
@@ -609,6 +636,7 @@ static void test_header_block(struct curl_slist *hdr)
         free(r[i].body);
         free(r[i].headers);
         free(cs.request_line[i]);
+        free(cs.head[i]);
     }
     close(cs.fd);
     shoal_http_destroy(ctx.h);
@@ -672,6 +700,7 @@ static void test_body_sizes(struct curl_slist *hdr)
         assert_int_eq(strlen(cs.request_line[i]),
                       strlen("POST ") + strlen(strchr(url + 7, '/')) + strlen(" HTTP/1.1"));
         free(cs.request_line[i]);
+        free(cs.head[i]);
         free(r[i].body);
         free(r[i].headers);
     }
@@ -772,12 +801,7 @@ static void test_proxy_env(struct curl_slist *hdr)
     struct ctx ctx = {NULL, 0};
     char proxy[128], url[128];
 
-    memset(&cs, 0, sizeof(cs));
-    int port = loopback_listen(&cs.fd);
-    cs.responses[0] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
-    cs.n = 1;
-    assert_int_eq(pthread_create(&th, NULL, canned_serve, &cs), 0);
+    int port = canned_one(&cs, &th);
     snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", port);
     assert_int_eq(setenv("http_proxy", proxy, 1), 0);
     call_once(&ctx, "http://upstream.invalid/v1/chat/completions", hdr, "via proxy", 10000, &r);
@@ -786,10 +810,7 @@ static void test_proxy_env(struct curl_slist *hdr)
     assert_int_eq(r.status, 200);
     assert_true(cs.request_line[0] != NULL);
     assert_str_eq(cs.request_line[0], "POST http://upstream.invalid/v1/chat/completions HTTP/1.1");
-    free(cs.request_line[0]);
-    free(r.body);
-    free(r.headers);
-    close(cs.fd);
+    canned_one_free(&cs, &r);
 
     /* the proxy is gone now; no_proxy names the simulator's host */
     shoal_sim_t *sim = start_sim(0);
@@ -868,6 +889,39 @@ static void test_sim_process_burst(struct curl_slist *hdr)
     }
 }
 
+/* A models file's own headers go out on the wire, their variables read,
+ * after the key's header. */
+static void test_model_headers(void)
+{
+    static const char *const names[] = {"OpenAI-Organization", "Helicone-Auth"};
+    static const char *const values[] = {"org-1", "Bearer ${HTTP_TEST_GATEWAY_KEY}"};
+    struct canned cs;
+    pthread_t th;
+    struct result r;
+    struct ctx ctx = {NULL, 0};
+    char url[128];
+    shoal_model_t m = model;
+
+    m.header_names = names;
+    m.header_values = values;
+    m.nheaders = 2;
+    assert_int_eq(setenv("HTTP_TEST_GATEWAY_KEY", "gw-secret", 1), 0);
+    struct curl_slist *hdr = shoal_provider_headers(&m);
+    assert_true(hdr != NULL);
+    int port = canned_one(&cs, &th);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
+    call_once(&ctx, url, hdr, "with headers", 10000, &r);
+    assert_int_eq(pthread_join(th, NULL), 0);
+    assert_int_eq(r.status, 200);
+    assert_true(cs.head[0] != NULL);
+    assert_str_contains(cs.head[0], "\r\nOpenAI-Organization: org-1\r\n");
+    assert_str_contains(cs.head[0], "\r\nHelicone-Auth: Bearer gw-secret\r\n");
+    assert_str_contains(cs.head[0], "\r\nContent-Type: application/json\r\n");
+    canned_one_free(&cs, &r);
+    curl_slist_free_all(hdr);
+    unsetenv("HTTP_TEST_GATEWAY_KEY");
+}
+
 int main(void)
 {
     struct curl_slist *hdr = shoal_provider_headers(&model);
@@ -885,6 +939,7 @@ int main(void)
     test_header_block(hdr);
     test_body_sizes(hdr);
     test_proxy_env(hdr);
+    test_model_headers();
     test_sim_process_burst(hdr);
     curl_slist_free_all(hdr);
     printf("http_test: ok\n");

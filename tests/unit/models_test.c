@@ -346,6 +346,83 @@ static void test_ca_file(void)
         "models.m.ca_file: environment variable MODELS_TEST_UNSET_VAR is not set");
 }
 
+/* headers: names checked at load, values kept as written, their ${VAR}
+ * read when a line is asked for; the start-up check names the variable,
+ * never a value. */
+static void test_headers(void)
+{
+    char err[512], line[SHOAL_MODEL_HEADER_LINE_MAX];
+    shoal_models_t *m = parse_ok(
+        "{\"models\": {\"gw\": {\"provider\": \"openai\", \"endpoint\": \"https://gw/v1\", "
+        "\"model\": \"x\", \"headers\": {\"OpenAI-Organization\": \"org-1\", "
+        "\"Authorization\": \"Bearer ${MODELS_TEST_GW_KEY}\"}}}}");
+    const shoal_model_t *gw = shoal_models_find(m, "gw");
+    assert_int_eq((long)gw->nheaders, 2);
+    assert_str_eq(gw->header_names[0], "OpenAI-Organization");
+    assert_str_eq(gw->header_values[1], "Bearer ${MODELS_TEST_GW_KEY}");
+    assert_int_eq(shoal_model_header_line(gw, 0, line, sizeof(line), err, sizeof(err)), SHOAL_OK);
+    assert_str_eq(line, "OpenAI-Organization: org-1");
+
+    unsetenv("MODELS_TEST_GW_KEY");
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "models.gw.headers.Authorization: environment variable MODELS_TEST_GW_KEY "
+                       "is not set");
+    setenv("MODELS_TEST_GW_KEY", "", 1);
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_OK); /* "Bearer " */
+    setenv("MODELS_TEST_GW_KEY", "gw-secret-1", 1);
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_OK);
+    assert_int_eq(shoal_model_header_line(gw, 1, line, sizeof(line), err, sizeof(err)), SHOAL_OK);
+    assert_str_eq(line, "Authorization: Bearer gw-secret-1");
+    assert_int_eq(shoal_model_header_line(gw, 2, line, sizeof(line), err, sizeof(err)),
+                  SHOAL_ERR_INVALID);
+    shoal_models_destroy(m);
+
+    /* a value that is nothing but an unset-then-empty variable */
+    m = parse_ok("{\"models\": {\"e\": {\"provider\": \"openai\", \"endpoint\": \"http://h\", "
+                 "\"model\": \"x\", \"headers\": {\"X-Key\": \"${MODELS_TEST_GW_KEY}\"}}}}");
+    setenv("MODELS_TEST_GW_KEY", "", 1);
+    assert_int_eq(shoal_models_check_keys(m, err, sizeof(err)), SHOAL_ERR_INVALID);
+    assert_str_eq(err, "models.e.headers.X-Key: the value is empty once its variables are read; "
+                       "export them");
+    unsetenv("MODELS_TEST_GW_KEY");
+    shoal_models_destroy(m);
+
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": [\"X-A: 1\"]",
+                       "models.m.headers: expected an object of at most 32 header names");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X A\": \"1\"}",
+                       "models.m.headers: a name of up to 128 letters, digits and "
+                       "!#$%&'*+-.^_`|~ expected (got 3 bytes, bad at byte 1)");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"\": \"1\"}",
+                       "(got 0 bytes, bad at byte 0)");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": \"1\\r\\nX-B: 2\"}",
+                       "models.m.headers.X-A: expected a non-empty string of at most 4096 bytes "
+                       "on one line");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": \"\"}",
+                       "models.m.headers.X-A: expected a non-empty string");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": 1}",
+                       "models.m.headers.X-A: expected a non-empty string");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": \"${BAD\"}",
+                       "models.m.headers.X-A: unterminated or overlong ${...} at offset 0");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"x-a\": \"1\", \"X-A\": \"2\"}",
+                       "models.m.headers.X-A: given twice (names ignore case)");
+    expect_field_error(
+        "\"endpoint\": \"http://h\", \"headers\": {\"content-type\": \"text/plain\"}",
+        "models.m.headers.content-type: shoal sets it");
+    expect_field_error("\"endpoint\": \"http://h\", \"api_key_env\": \"K\", \"headers\": "
+                       "{\"AUTHORIZATION\": \"x\"}",
+                       "models.m.headers.AUTHORIZATION: api_key_env sets it");
+    expect_error("{\"models\": {\"c\": {\"provider\": \"anthropic\", \"endpoint\": \"http://h\", "
+                 "\"model\": \"x\", \"headers\": {\"anthropic-version\": \"2099-01-01\"}}}}",
+                 "models.c.headers.anthropic-version: shoal speaks anthropic-version 2023-06-01");
+    /* anthropic-beta and a bring-your-own Authorization without api_key_env are fine */
+    m = parse_ok("{\"models\": {\"c\": {\"provider\": \"anthropic\", \"endpoint\": \"http://h\", "
+                 "\"model\": \"x\", \"headers\": {\"anthropic-beta\": \"b-1\"}}, "
+                 "\"o\": {\"provider\": \"openai\", \"endpoint\": \"http://h\", \"model\": \"x\", "
+                 "\"headers\": {\"Authorization\": \"Bearer t\"}}}}");
+    assert_int_eq((long)shoal_models_find(m, "c")->nheaders, 1);
+    shoal_models_destroy(m);
+}
+
 static double cost_of(const shoal_model_t *m, long input, long cached, long write, long output)
 {
     shoal_usage_t u = {.input = input, .cached = cached, .cache_write = write, .output = output};
@@ -508,6 +585,7 @@ int main(void)
     test_azure_url();
     test_check_keys();
     test_ca_file();
+    test_headers();
     test_cost();
     test_bad_files();
     printf("models_test: ok\n");

@@ -190,6 +190,23 @@ static void test_headers(void)
     assert_int_eq(json_array_size(json_object_get(doc, "messages")), 2);
     assert_str_eq(str_at(json_object_get(doc, "response_format"), "type"), "json_object");
     json_decref(doc);
+
+    /* The models file's headers, in its order, after the key's, each
+     * ${VAR} read now; an unset one gives no list at all. */
+    static const char *const names[] = {"OpenAI-Organization", "Helicone-Auth"};
+    static const char *const values[] = {"org-1", "Bearer ${SHOAL_TEST_GATEWAY_KEY}"};
+    m = openai;
+    m.header_names = names;
+    m.header_values = values;
+    m.nheaders = 2;
+    assert_int_eq(setenv("SHOAL_TEST_OPENAI_KEY", "sk-test-123", 1), 0);
+    assert_int_eq(setenv("SHOAL_TEST_GATEWAY_KEY", "gw-secret", 1), 0);
+    headers_text(&m, text, sizeof(text));
+    assert_str_contains(text, "Authorization: Bearer sk-test-123\nOpenAI-Organization: org-1\n"
+                              "Helicone-Auth: Bearer gw-secret\nExpect:\n");
+    assert_int_eq(unsetenv("SHOAL_TEST_GATEWAY_KEY"), 0);
+    assert_true(shoal_provider_headers(&m) == NULL);
+    assert_int_eq(unsetenv("SHOAL_TEST_OPENAI_KEY"), 0);
 }
 
 static const shoal_model_t azure = {
