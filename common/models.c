@@ -282,6 +282,16 @@ static int is_token_char(char c)
            (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
+/* A header value as RFC 9110 allows it: no control character but tab (a
+ * line break would end the header and start another). */
+static int field_value(const char *v)
+{
+    for (; *v; v++)
+        if (((unsigned char)*v < 0x20 && *v != '\t') || *v == 0x7f)
+            return 0;
+    return 1;
+}
+
 /* Headers shoal sends itself: a models file may not set them. The key's
  * header only counts when api_key_env is given (without it, a gateway's own
  * credential may go in headers). */
@@ -353,11 +363,11 @@ static shoal_err_t get_headers(const char *alias, const json_t *def, int has_key
                                      "models.%s.%s: given twice (names ignore case)", alias, field);
         const char *v = json_string_value(val);
         /* the value is never quoted in a message: it may hold a secret */
-        if (!v || !*v || json_string_length(val) != strlen(v) || strpbrk(v, "\r\n") ||
+        if (!v || !*v || json_string_length(val) != strlen(v) || !field_value(v) ||
             strlen(v) > HEADER_VALUE_MAX)
             return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                                  "models.%s.%s: expected a non-empty string of at most %d bytes "
-                                 "on one line",
+                                 "without control characters (tabs aside)",
                                  alias, field, HEADER_VALUE_MAX);
         shoal_err_t err = expand_vars(alias, field, v, 0, scratch, sizeof(scratch), errbuf, errlen);
         memset(scratch, 0, sizeof(scratch));

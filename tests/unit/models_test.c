@@ -396,7 +396,9 @@ static void test_headers(void)
                        "(got 0 bytes, bad at byte 0)");
     expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": \"1\\r\\nX-B: 2\"}",
                        "models.m.headers.X-A: expected a non-empty string of at most 4096 bytes "
-                       "on one line");
+                       "without control characters (tabs aside)");
+    expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": \"a\\u0001b\"}",
+                       "models.m.headers.X-A: expected a non-empty string");
     expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": \"\"}",
                        "models.m.headers.X-A: expected a non-empty string");
     expect_field_error("\"endpoint\": \"http://h\", \"headers\": {\"X-A\": 1}",
@@ -416,10 +418,11 @@ static void test_headers(void)
                  "models.c.headers.anthropic-version: shoal speaks anthropic-version 2023-06-01");
     /* anthropic-beta and a bring-your-own Authorization without api_key_env are fine */
     m = parse_ok("{\"models\": {\"c\": {\"provider\": \"anthropic\", \"endpoint\": \"http://h\", "
-                 "\"model\": \"x\", \"headers\": {\"anthropic-beta\": \"b-1\"}}, "
+                 "\"model\": \"x\", \"headers\": {\"anthropic-beta\": \"b-1\\tb-2\"}}, "
                  "\"o\": {\"provider\": \"openai\", \"endpoint\": \"http://h\", \"model\": \"x\", "
                  "\"headers\": {\"Authorization\": \"Bearer t\"}}}}");
     assert_int_eq((long)shoal_models_find(m, "c")->nheaders, 1);
+    assert_str_eq(shoal_models_find(m, "c")->header_values[0], "b-1\tb-2"); /* a tab is fine */
     shoal_models_destroy(m);
 }
 
