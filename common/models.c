@@ -93,8 +93,8 @@ static int is_var_name(const char *s)
 /* Replaces each ${NAME} in in (models.<alias>.<field>) by getenv("NAME")
  * into out (cap bytes). With need_set 0 an unset variable counts as empty:
  * only the text's form is checked. */
-static shoal_err_t expand_vars(const char *alias, const char *field, const char *in, int need_set,
-                               char *out, size_t cap, char *errbuf, size_t errlen)
+static shoal_err_t expand(const char *alias, const char *field, const char *in, int need_set,
+                          char *out, size_t cap, char *errbuf, size_t errlen)
 {
     size_t o = 0;
 
@@ -137,12 +137,6 @@ static shoal_err_t expand_vars(const char *alias, const char *field, const char 
     }
     out[o] = '\0';
     return SHOAL_OK;
-}
-
-static shoal_err_t expand(const char *alias, const char *field, const char *in, char *out,
-                          size_t cap, char *errbuf, size_t errlen)
-{
-    return expand_vars(alias, field, in, 1, out, cap, errbuf, errlen);
 }
 
 static shoal_err_t get_price(const char *alias, const json_t *m, const char *key, double *out,
@@ -275,6 +269,13 @@ static shoal_err_t get_fallbacks(const char *alias, const json_t *def, shoal_mod
     return SHOAL_OK;
 }
 
+const char *shoal_provider_key_header(shoal_provider_t p)
+{
+    return p == SHOAL_PROVIDER_ANTHROPIC ? "x-api-key"
+           : p == SHOAL_PROVIDER_AZURE   ? "api-key"
+                                         : "Authorization";
+}
+
 /* RFC 9110's token characters, which a header name is made of. */
 static int is_token_char(char c)
 {
@@ -305,10 +306,7 @@ static const char *reserved_header(const shoal_model_t *m, int has_key, const ch
             return "shoal sets it";
     if (m->provider == SHOAL_PROVIDER_ANTHROPIC && !strcasecmp(name, "anthropic-version"))
         return "shoal speaks anthropic-version 2023-06-01";
-    const char *key = m->provider == SHOAL_PROVIDER_ANTHROPIC ? "x-api-key"
-                      : m->provider == SHOAL_PROVIDER_AZURE   ? "api-key"
-                                                              : "authorization";
-    if (has_key && !strcasecmp(name, key))
+    if (has_key && !strcasecmp(name, shoal_provider_key_header(m->provider)))
         return "api_key_env sets it";
     return NULL;
 }
@@ -369,7 +367,7 @@ static shoal_err_t get_headers(const char *alias, const json_t *def, int has_key
                                  "models.%s.%s: expected a non-empty string of at most %d bytes "
                                  "without control characters (tabs aside)",
                                  alias, field, HEADER_VALUE_MAX);
-        shoal_err_t err = expand_vars(alias, field, v, 0, scratch, sizeof(scratch), errbuf, errlen);
+        shoal_err_t err = expand(alias, field, v, 0, scratch, sizeof(scratch), errbuf, errlen);
         memset(scratch, 0, sizeof(scratch));
         if (err)
             return err;
@@ -450,7 +448,7 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
                                      only[i]);
         }
     }
-    if ((err = expand(alias, "endpoint", endpoint, url, sizeof(url), errbuf, errlen)))
+    if ((err = expand(alias, "endpoint", endpoint, 1, url, sizeof(url), errbuf, errlen)))
         return err;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
@@ -463,7 +461,7 @@ static shoal_err_t load_model(const char *alias, const json_t *def, shoal_model_
                              "models.%s.ca_file: only for an https:// endpoint (this one is "
                              "\"%s\")",
                              alias, url);
-    if (ca && (err = expand(alias, "ca_file", ca, ca_path, sizeof(ca_path), errbuf, errlen)))
+    if (ca && (err = expand(alias, "ca_file", ca, 1, ca_path, sizeof(ca_path), errbuf, errlen)))
         return err;
     if ((err = get_price(alias, def, "input_usd_per_mtok", &m->input_usd_per_mtok, errbuf, errlen)))
         return err;
@@ -705,7 +703,7 @@ shoal_err_t shoal_model_header_line(const shoal_model_t *m, size_t i, char *out,
         return shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                              "models.%s.%s: longer than %zu bytes", m->alias, field, cap - 1);
     shoal_err_t err =
-        expand(m->alias, field, m->header_values[i], out + n, cap - n, errbuf, errlen);
+        expand(m->alias, field, m->header_values[i], 1, out + n, cap - n, errbuf, errlen);
     if (err == SHOAL_OK && out[n] == '\0')
         err = shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID,
                             "models.%s.%s: the value is empty once its variables are read; "

@@ -39,6 +39,11 @@ typedef enum {
     SHOAL_PROVIDER_AZURE,      /* Azure OpenAI: OpenAI body, api-key header */
 } shoal_provider_t;
 
+/* The request header that carries a provider's API key: Authorization
+ * (its value "Bearer <key>") for openai, api-key for azure, x-api-key for
+ * anthropic. */
+const char *shoal_provider_key_header(shoal_provider_t p);
+
 /* One model alias. Strings and arrays are owned by the shoal_models_t. */
 typedef struct {
     const char *alias;

@@ -37,7 +37,7 @@ struct call {
     size_t urlcap;
     const struct curl_slist *headers;
     const char *ca_file; /* borrowed until the call ends; NULL: curl's own bundle */
-    char *ca_applied;    /* the handle's CURLOPT_CAINFO (a copy); NULL: not set yet */
+    char *ca_applied;    /* the handle's CURLOPT_CAINFO (a copy); NULL: curl's default */
     char errbuf[CURL_ERROR_SIZE];
     struct call *next;          /* delayed list or free pool */
     struct call *aprev, *anext; /* running list */
@@ -286,8 +286,10 @@ static shoal_err_t set_ca(shoal_http_t *h, struct call *c)
         h->default_ca_read = 1;
     }
     const char *want = c->ca_file ? c->ca_file : h->default_ca;
-    if (c->ca_applied ? want && !strcmp(c->ca_applied, want) : c->ca_file == NULL)
-        return SHOAL_OK; /* already so; a fresh handle starts with the default */
+    /* a handle never set has curl's default */
+    const char *have = c->ca_applied ? c->ca_applied : h->default_ca;
+    if (want == have || (want && have && !strcmp(want, have)))
+        return SHOAL_OK;
     char *copy = want ? strdup(want) : NULL;
     if (want && !copy)
         return SHOAL_ERR_NOMEM;

@@ -96,15 +96,10 @@ struct curl_slist *shoal_provider_headers(const shoal_model_t *m)
         if (!(t = curl_slist_append(h, "anthropic-version: 2023-06-01")))
             goto fail;
         h = t;
-        if (key && *key)
-            snprintf(line, sizeof(line), "x-api-key: %s", key);
-    } else if (m->provider == SHOAL_PROVIDER_AZURE) {
-        if (key && *key)
-            snprintf(line, sizeof(line), "api-key: %s", key);
-    } else if (key && *key) {
-        snprintf(line, sizeof(line), "Authorization: Bearer %s", key);
     }
     if (key && *key) {
+        snprintf(line, sizeof(line), "%s: %s%s", shoal_provider_key_header(m->provider),
+                 m->provider == SHOAL_PROVIDER_OPENAI ? "Bearer " : "", key);
         t = curl_slist_append(h, line);
         memset(line, 0, sizeof(line));
         if (!t)

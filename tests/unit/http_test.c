@@ -27,6 +27,7 @@
 #include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
+#include "tests/support/netport.h"
 #include "worker/provider.h"
 
 #define NCALLS 200
@@ -311,21 +312,13 @@ static int loopback_listen(int *fd)
     return ntohs(sa.sin_port);
 }
 
-/* A port on 127.0.0.1 that nothing listens on: bound, then closed. */
-static int closed_port(void)
-{
-    int fd, port = loopback_listen(&fd);
-    close(fd);
-    return port;
-}
-
 static void test_refused(struct curl_slist *hdr)
 {
     struct result r;
     struct ctx ctx = {NULL, 0};
     char err[256], url[128];
 
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", closed_port());
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", netport_free());
     call_once(&ctx, url, hdr, "nobody home", 5000, &r);
     assert_int_eq(r.done, 1);
     assert_int_eq(r.status, 0);
@@ -845,27 +838,13 @@ static void test_sim_process_burst(struct curl_slist *hdr)
     char err[256], url[128], port_arg[16];
 
     for (int round = 0; round < 3; round++) {
-        int port = closed_port();
+        int port = netport_free();
         snprintf(port_arg, sizeof(port_arg), "%d", port);
         char *argv[] = {(char *)harness_bin("shoal-sim"), "--port", port_arg, NULL};
         shoal_proc_t *sim = shoal_proc_spawn("shoal-sim", argv, NULL, NULL, err, sizeof(err));
         if (!sim)
             test_fail("shoal-sim: %s", err);
-        double deadline = check_now_s() + 10;
-        for (;;) { /* listening yet? */
-            int fd = socket(AF_INET, SOCK_STREAM, 0);
-            struct sockaddr_in sa = {.sin_family = AF_INET,
-                                     .sin_port = htons((uint16_t)port),
-                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-            int up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-            close(fd);
-            if (up)
-                break;
-            if (check_now_s() > deadline)
-                test_fail("shoal-sim did not listen on port %d", port);
-            struct timespec ts = {0, 20 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        netport_wait_listening(port, 10, "shoal-sim", "its stderr");
         snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
         ctx.h = shoal_http_new(on_done, &ctx, err, sizeof(err));
         assert_true(ctx.h != NULL);
