@@ -92,6 +92,11 @@ static void test_cancel(harness_t *h)
     assert_str_contains(out, "no job no-such-job");
 }
 
+/* A lost queued task is republished after 2 s here (10 min by default),
+ * for the whole run: the restarts below keep it. */
+static char *const reconcile_env[] = {"SHOAL_RECONCILE_AFTER_MS=2000",
+                                      "SHOAL_RECONCILE_EVERY_MS=500", NULL};
+
 static void test_resume(harness_t *h)
 {
     char out[4096], status[64], err[512];
@@ -115,7 +120,7 @@ static void test_resume(harness_t *h)
                              "sed -i 's|" DEAD_URL "|${SHOAL_SIM_URL}/v1/chat/completions|' %s",
                              shoal_devstack_models_path(ds)),
                   0);
-    if (shoal_devstack_restart(ds, "scheduler", 0, NULL, err, sizeof(err)) != SHOAL_OK ||
+    if (shoal_devstack_restart(ds, "scheduler", 0, reconcile_env, err, sizeof(err)) != SHOAL_OK ||
         shoal_devstack_restart(ds, "worker", 0, NULL, err, sizeof(err)) != SHOAL_OK)
         test_fail("could not restart the fleet: %s", err);
 
@@ -189,9 +194,8 @@ int main(void)
                                "\", \"model\": \"dead\"}"};
     harness_t *h = harness_start(&conf);
     char err[512];
-    /* A lost queued task is republished after 2 s here (10 min by default). */
-    char *const env[] = {"SHOAL_RECONCILE_AFTER_MS=2000", "SHOAL_RECONCILE_EVERY_MS=500", NULL};
-    if (shoal_devstack_restart(harness_stack(h), "scheduler", 0, env, err, sizeof(err)) != SHOAL_OK)
+    if (shoal_devstack_restart(harness_stack(h), "scheduler", 0, reconcile_env, err, sizeof(err)) !=
+        SHOAL_OK)
         test_fail("could not restart the scheduler: %s", err);
 
     test_cancel(h);

@@ -172,6 +172,82 @@ void harness_str(harness_t *h, char *out, size_t outlen, const char *sql, ...)
     PQclear(r);
 }
 
+/* Where each task topic's partitions stand for the workers' group: the
+ * committed offset against the end of the log. A committed offset short of
+ * the end is a message no worker finished; at the end, every message was
+ * taken and finished by a worker. */
+static void dump_offsets(harness_t *h)
+{
+    char err[512];
+    rd_kafka_conf_t *conf =
+        shoal_kafka_conf_new(shoal_devstack_bootstrap(h->ds), NULL, err, sizeof(err));
+    if (!conf || rd_kafka_conf_set(conf, "group.id", "shoal-workers", err, sizeof(err)) !=
+                     RD_KAFKA_CONF_OK) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "  offsets: %s\n", err);
+        return;
+    }
+    /* never subscribes, so it never joins the group it reads */
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk) {
+        fprintf(stderr, "  offsets: %s\n", err);
+        return;
+    }
+    static const char *const topics[] = {"shoal.tasks.high", "shoal.tasks.normal",
+                                         "shoal.tasks.low"};
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(64);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < md->topic_cnt; i++)
+            for (size_t k = 0; k < sizeof(topics) / sizeof(topics[0]); k++)
+                if (!strcmp(md->topics[i].topic, topics[k]))
+                    for (int p = 0; p < md->topics[i].partition_cnt; p++)
+                        rd_kafka_topic_partition_list_add(l, topics[k],
+                                                          md->topics[i].partitions[p].id);
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 5000);
+    if (e)
+        fprintf(stderr, "  offsets: %s\n", rd_kafka_err2str(e));
+    int shown = 0;
+    for (int i = 0; !e && i < l->cnt; i++) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_query_watermark_offsets(rk, l->elems[i].topic, l->elems[i].partition, &lo, &hi,
+                                         5000);
+        if (hi > 0 && ++shown)
+            fprintf(stderr, "  %s/%d committed=%lld end=%lld%s\n", l->elems[i].topic,
+                    (int)l->elems[i].partition, (long long)l->elems[i].offset, (long long)hi,
+                    l->elems[i].offset < hi ? "  <- not all finished" : "");
+    }
+    if (!e && !shown)
+        fprintf(stderr, "  no messages on the %d partitions\n", l->cnt);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+}
+
+/* What a test that timed out waiting for a job prints, so a failure in CI
+ * (where the work directory is gone) says where the job's tasks stand. */
+static void dump_stuck(harness_t *h, const char *job_id)
+{
+    char rows[8192], out[16384];
+    harness_str(h, rows, sizeof(rows),
+                "SELECT coalesce(string_agg(format('  %s %s queued_at=%s calls=%s', t.task_id, "
+                "t.status, coalesce(t.queued_at::text, '-'), (SELECT count(*) FROM "
+                "shoal.attempts a WHERE a.task_id = t.task_id)), E'\\n'), '') FROM (SELECT * FROM "
+                "shoal.tasks WHERE job_id = $1 AND status NOT IN ('done', 'failed', 'cancelled') "
+                "ORDER BY task_id LIMIT 20) t",
+                job_id, NULL);
+    fprintf(stderr, "tasks of %s not ended (at most 20):\n%s\n", job_id, rows);
+    fprintf(stderr, "task topics for the workers' group:\n");
+    dump_offsets(h);
+    harness_sh(h, out, sizeof(out),
+               "grep -h -e '%s' -e 'module=kafka' -e 'level=error' -e 'level=warn' "
+               "\"$SHOAL_HOME\"/logs/*.log | tail -n 60",
+               job_id);
+    fprintf(stderr, "log lines naming the job, Kafka, warnings and errors (last 60):\n%s\n", out);
+}
+
 void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *status, size_t len)
 {
     harness_wait_job_every(h, job_id, timeout_s, 100, status, len);
@@ -189,6 +265,8 @@ void harness_wait_job_every(harness_t *h, const char *job_id, double timeout_s, 
         if (check_now_s() > deadline) {
             long done = harness_long(h, "SELECT tasks_done FROM shoal.jobs WHERE job_id = $1",
                                      job_id, NULL);
+            if (!strcmp(status, "running"))
+                dump_stuck(h, job_id);
             test_fail("job %s still \"%s\" after %.0f s (%ld tasks done)", job_id,
                       *status ? status : "absent", timeout_s, done);
         }
