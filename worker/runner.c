@@ -1312,8 +1312,15 @@ static void rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (r->assigned)
             rd_kafka_topic_partition_list_destroy(r->assigned);
         r->assigned = rd_kafka_topic_partition_list_copy(parts);
-        for (int p = 0; p < NPRIO; p++)
+        /* No pause right after an assignment either: librdkafka starts
+         * fetching once the committed offsets arrive, and a pause whose
+         * version overtakes that start drops it, leaving the partition
+         * unfetched (a resume does not restart a stopped fetch) until the
+         * next rebalance. A lack of room seen before counts from now. */
+        for (int p = 0; p < NPRIO; p++) {
             r->paused[p] = 0;
+            r->full_since[p] = 0;
+        }
         return;
     }
     /* Write what is finished before the partitions go, so their new owner
