@@ -69,6 +69,17 @@ static shoal_err_t set(rd_kafka_conf_t *conf, const char *key, const char *val, 
     return SHOAL_OK;
 }
 
+/* Environment twins of shoal's own options that begin like a property's
+ * variable (the CLI's --kafka-timeout-ms): they are not librdkafka's. */
+static int own_variable(const char *assignment)
+{
+    static const char *const own[] = {"SHOAL_KAFKA_TIMEOUT_MS="};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (!strncmp(assignment, own[i], strlen(own[i])))
+            return 1;
+    return 0;
+}
+
 rd_kafka_conf_t *shoal_kafka_conf_new(const char *bootstrap, const shoal_kprops_t *props,
                                       char *errbuf, size_t errlen)
 {
@@ -83,7 +94,7 @@ rd_kafka_conf_t *shoal_kafka_conf_new(const char *bootstrap, const shoal_kprops_
         goto fail;
 
     for (char **e = environ; *e; e++) {
-        if (strncmp(*e, "SHOAL_KAFKA_", 12) != 0)
+        if (strncmp(*e, "SHOAL_KAFKA_", 12) != 0 || own_variable(*e))
             continue;
         const char *eq = strchr(*e, '=');
         size_t klen = eq ? (size_t)(eq - (*e + 12)) : 0;

@@ -1,7 +1,8 @@
 /*
  * common/kafka configuration: SHOAL_KAFKA_<KEY> variables map to librdkafka
  * properties, -X key=value beats them, librdkafka's own reason for a bad
- * property becomes the error (naming the key), producers and consumers send
+ * property becomes the error (naming the key), the twin of a shoal option
+ * that begins like one is left alone, producers and consumers send
  * without Nagle's wait unless told otherwise, and topic names follow the
  * prefix.
  */
@@ -70,6 +71,18 @@ static void test_env_and_flags(void)
     conf_value(conf, "client.id", val, sizeof(val));
     assert_str_eq(val, "from-env");
     rd_kafka_conf_destroy(conf);
+
+    /* SHOAL_KAFKA_TIMEOUT_MS is the twin of the CLI's --kafka-timeout-ms, not
+     * a property ("timeout.ms" is none: it would fail every client) */
+    assert_int_eq(setenv("SHOAL_KAFKA_TIMEOUT_MS", "2000", 1), 0);
+    err[0] = '\0';
+    conf = shoal_kafka_conf_new(NULL, NULL, err, sizeof(err));
+    if (!conf)
+        test_fail("conf_new with SHOAL_KAFKA_TIMEOUT_MS: %s", err);
+    size_t size = sizeof(val);
+    assert_int_eq(rd_kafka_conf_get(conf, "timeout.ms", val, &size), RD_KAFKA_CONF_UNKNOWN);
+    rd_kafka_conf_destroy(conf);
+    assert_int_eq(unsetenv("SHOAL_KAFKA_TIMEOUT_MS"), 0);
 
     /* the environment may name bootstrap.servers itself; it beats the list */
     assert_int_eq(setenv("SHOAL_KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9092", 1), 0);
