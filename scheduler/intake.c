@@ -12,6 +12,7 @@
 #include "common/job.h"
 #include "common/jobcheck.h"
 #include "common/jobid.h"
+#include "common/jsonlex.h"
 #include "common/jsontext.h"
 #include "common/log.h"
 #include "common/service.h"
@@ -87,17 +88,104 @@ char *shoal_intake_task_rows_range(const shoal_job_t *job, int with_task_ids, si
     return shoal_jsontext_detach(&b, NULL);
 }
 
+/* The top-level job_id, tenant and model of a message too large to load:
+ * read in one pass without building a tree, and only while the text is
+ * plain JSON (common/jsonlex.h); the walk stops once all three are seen. */
+struct identity_walk {
+    int depth;
+    int field; /* the top-level member whose value comes next: 1..3, 0 none */
+    json_t *doc;
+    int found;
+};
+
+static const char *const identity_fields[] = {"job_id", "tenant", "model"};
+
+static int identity_key(void *arg, const char *text, size_t len, int escaped)
+{
+    struct identity_walk *w = arg;
+    w->field = 0;
+    for (int i = 0; w->depth == 1 && !escaped && i < 3; i++)
+        if (strlen(identity_fields[i]) == len && !memcmp(text, identity_fields[i], len))
+            w->field = i + 1;
+    return 0;
+}
+
+static int identity_open(void *arg, int is_array)
+{
+    struct identity_walk *w = arg;
+    (void)is_array;
+    w->field = 0;
+    w->depth++;
+    return 0;
+}
+
+static int identity_close(void *arg, int is_array)
+{
+    struct identity_walk *w = arg;
+    (void)is_array;
+    w->depth--;
+    return 0;
+}
+
+static int identity_string(void *arg, const char *text, size_t len, int escaped)
+{
+    struct identity_walk *w = arg;
+    if (w->depth == 1 && w->field && !escaped && len <= 100) {
+        const char *name = identity_fields[w->field - 1];
+        if (!json_object_get(w->doc, name) &&
+            json_object_set_new(w->doc, name, json_stringn(text, len)) == 0)
+            w->found++;
+    }
+    w->field = 0;
+    return w->found == 3;
+}
+
+static int identity_other(struct identity_walk *w)
+{
+    w->field = 0;
+    return 0;
+}
+
+static int identity_number(void *arg, int is_int, long long value)
+{
+    (void)is_int;
+    (void)value;
+    return identity_other(arg);
+}
+
+static int identity_literal(void *arg, char first)
+{
+    (void)first;
+    return identity_other(arg);
+}
+
+static int identity_index(void *arg, size_t i)
+{
+    (void)i;
+    return identity_other(arg);
+}
+
+static json_t *identity_of_large(const void *value, size_t len)
+{
+    static const shoal_jsonlex_visitor_t v = {identity_key,    identity_index,  identity_open,
+                                              identity_close,  identity_string, identity_number,
+                                              identity_literal};
+    struct identity_walk w = {0, 0, json_object(), 0};
+    if (w.doc)
+        shoal_jsonlex_walk(value, len, &v, &w); /* what it read before stopping counts */
+    return w.doc;
+}
+
 /* The id a rejected message is stored under: its own job_id when that is
  * readable and well formed, else one derived from where Kafka kept it; and
- * its tenant and model when readable (for per-tenant counts and stats). */
+ * its tenant and model when readable (for per-tenant counts and stats). A
+ * message over the size limit is not loaded, only scanned for those. */
 static void rejected_identity(const void *value, size_t len, size_t max_bytes, const char *derived,
                               char *id, size_t idlen, json_t **tenant, json_t **model)
 {
     snprintf(id, idlen, "%s", derived);
     *tenant = *model = NULL;
-    if (len > max_bytes)
-        return;
-    json_t *doc = json_loadb(value, len, 0, NULL);
+    json_t *doc = len > max_bytes ? identity_of_large(value, len) : json_loadb(value, len, 0, NULL);
     if (!json_is_object(doc)) {
         json_decref(doc);
         return;

@@ -5,7 +5,8 @@
  * an 'accepted' event in the outbox; the same message again publishes
  * nothing; a job without job_id is named by a hash of its Kafka position and
  * bytes (common/jobid.h); bad JSON
- * and a job over its budget are stored as rejected with the reason; tasks
+ * and a job over its budget are stored as rejected with the reason (a message
+ * over the size limit under the job_id it names, read without loading it); tasks
  * left pending by a crash between recording and publishing are published by
  * the redelivery; a redelivery whose chunk plan no longer matches the
  * recorded tasks fails the job; a large job's tasks are recorded in slices,
@@ -311,6 +312,34 @@ static void test_rejected(const shoal_intake_conf_t *c, shoal_pg_t *pg)
     sqlcheck_text(pg, "SELECT status || ' ' || tenant FROM shoal.jobs WHERE job_id = $1", "bad-1",
                   v, sizeof(v));
     assert_str_eq(v, "rejected acme");
+
+    /* Over the size limit: not loaded, but its top-level job_id, tenant and
+     * model are read, past a large value and not from a nested object. */
+    size_t fill = c->max_job_bytes + 1000;
+    char *big = malloc(fill + 512);
+    assert_true(big != NULL);
+    int head = snprintf(big, 512,
+                        "{\"meta\": {\"job_id\": \"nested-1\", \"model\": [1, true]}, "
+                        "\"items\": [{\"id\": \"a\", \"input\": \"");
+    memset(big + head, 'x', fill);
+    snprintf(big + head + fill, 512,
+             "\"}], \"job_id\": \"big-1\", \"tenant\": \"acme\", \"model\": \"fast\"}");
+    assert_int_eq(deliver(c, 0, 5, big, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
+    assert_str_eq(res.job_id, "big-1");
+    assert_str_contains(res.reason, "the limit is 1048576");
+    sqlcheck_text(
+        pg, "SELECT status || ' ' || tenant || ' ' || model FROM shoal.jobs WHERE job_id = $1",
+        "big-1", v, sizeof(v));
+    assert_str_eq(v, "rejected acme fast");
+    /* a job_id that is not plain JSON (an escape) is not guessed at: the
+     * message keeps the id derived from its position */
+    snprintf(big + head + fill, 512, "\"}], \"job_id\": \"big\\u002d2\"}");
+    shoal_jobid_derive(c->cluster_id, topics.jobs, 0, 6, -1, big, strlen(big), id);
+    assert_int_eq(deliver(c, 0, 6, big, &res), SHOAL_OK);
+    assert_int_eq(res.outcome, SHOAL_INTAKE_REJECTED);
+    assert_str_eq(res.job_id, id);
+    free(big);
 
     /* over budget: rejected before any task exists, naming budget_usd */
     char *text = job_text("job-rich", 4, "{\"budget_usd\": 0.0000001}");
