@@ -965,6 +965,21 @@ static int record_unrunnable(struct runner *r, rd_kafka_message_t *m, const shoa
 
 /* Takes one message: tracks its position, then parks the task for the
  * database check (or attaches it to a live duplicate). */
+/* Queues a held task for the next database check; 0 when out of memory. */
+static int check_later(struct runner *r, shoal_task_t *t)
+{
+    if (r->nunchecked == r->capunchecked) {
+        size_t ncap = r->capunchecked ? r->capunchecked * 2 : CHECK_BATCH;
+        shoal_task_t **n = realloc(r->unchecked, ncap * sizeof(*n));
+        if (!n)
+            return 0;
+        r->unchecked = n;
+        r->capunchecked = ncap;
+    }
+    r->unchecked[r->nunchecked++] = t;
+    return 1;
+}
+
 static void take(struct runner *r, rd_kafka_message_t *m)
 {
     char err[512];
@@ -1009,19 +1024,11 @@ static void take(struct runner *r, rd_kafka_message_t *m)
         }
     }
     held_put(r, t);
-    if (r->nunchecked == r->capunchecked) {
-        size_t ncap = r->capunchecked ? r->capunchecked * 2 : CHECK_BATCH;
-        shoal_task_t **n = realloc(r->unchecked, ncap * sizeof(*n));
-        if (!n) {
-            shoal_log_error("task", "out of memory");
-            held_drop(r, t);
-            shoal_task_destroy(t);
-            return;
-        }
-        r->unchecked = n;
-        r->capunchecked = ncap;
+    if (!check_later(r, t)) {
+        shoal_log_error("task", "out of memory");
+        held_drop(r, t);
+        shoal_task_destroy(t);
     }
-    r->unchecked[r->nunchecked++] = t;
 }
 
 /* Sends the taken tasks to the database check, which skips those already
@@ -1032,8 +1039,10 @@ static void send_checks(struct runner *r)
 {
     if (r->nunchecked == 0)
         return;
-    for (size_t i = 0; i < r->nunchecked; i++)
+    for (size_t i = 0; i < r->nunchecked; i++) {
         shoal_task_set_state(r->unchecked[i], SHOAL_TASK_CHECKING);
+        r->unchecked[i]->refs_checked = r->unchecked[i]->nrefs;
+    }
     if (shoal_store_check(r->checker, r->unchecked, r->nunchecked) != SHOAL_OK) {
         shoal_log_error("db", "out of memory queueing a check");
         return;
@@ -1046,6 +1055,15 @@ static void on_checked(struct runner *r, const shoal_store_done_t *d)
     for (size_t i = 0; i < d->ntasks; i++) {
         shoal_task_t *t = d->tasks[i];
         const char *st = d->status ? d->status[i] : NULL;
+        /* A delivery that came while the check ran may be newer than what
+         * it read: `shoal resume` makes a failed task pending and publishes
+         * it again. Released with the stale one, it would leave the task
+         * queued with no call until the reconciler; look once more. */
+        if (st && !strcmp(st, "failed") && t->nrefs > t->refs_checked) {
+            shoal_task_set_state(t, SHOAL_TASK_TAKEN);
+            if (check_later(r, t))
+                continue;
+        }
         if (st && (!strcmp(st, "done") || !strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
             r->stats->tasks_skipped++;
             release(r, t);

@@ -85,6 +85,7 @@ typedef struct shoal_task {
 
     shoal_offset_ref_t *refs; /* Kafka positions released when durable */
     int nrefs, caprefs;
+    int refs_checked; /* nrefs when its database check was sent */
 
     /* More of the message (common/taskmsg.h), borrowed from doc. */
     const json_t *output_schema;   /* NULL when the task has none */

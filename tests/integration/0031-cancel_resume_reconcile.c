@@ -16,6 +16,10 @@
  * publishes them from the stored inputs and the job completes with one
  * result per item.
  *
+ * Resume during a check: a stale delivery of a failed task is being checked
+ * when `shoal resume` publishes the task again; the worker checks again and
+ * calls it (test_resume_during_check).
+ *
  * Lost message: a task of a running job is made queued long ago with no call
  * and no message (its result and calls deleted, the job running again); the
  * reconciler publishes it again and the job completes.
@@ -23,7 +27,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <librdkafka/rdkafka.h>
+
+#include "common/kafka.h"
+#include "stack/devstack.h"
 #include "stack/proc.h"
 #include "tests/support/check.h"
 #include "tests/support/harness.h"
@@ -179,6 +188,109 @@ static void test_lost(harness_t *h)
                   1);
 }
 
+/* The message a task topic holds under key, read from the start of every
+ * partition without joining a group; NULL when none comes within 10 s. */
+static char *topic_message(harness_t *h, const char *topic, const char *key, size_t *len)
+{
+    char err[512];
+    rd_kafka_conf_t *conf =
+        shoal_kafka_conf_new(shoal_devstack_bootstrap(harness_stack(h)), NULL, err, sizeof(err));
+    if (!conf ||
+        rd_kafka_conf_set(conf, "group.id", "test-reader", err, sizeof(err)) != RD_KAFKA_CONF_OK)
+        test_fail("reader: %s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk)
+        test_fail("reader: %s", err);
+    rd_kafka_poll_set_consumer(rk);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    if (rd_kafka_metadata(rk, 0, t, &md, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1)
+        test_fail("no metadata for %s", topic);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int p = 0; p < md->topics[0].partition_cnt; p++)
+        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[p].id)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    assert_int_eq(rd_kafka_assign(rk, l), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    char *found = NULL;
+    double deadline = check_now_s() + 10;
+    while (!found && check_now_s() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m && !m->err && m->key_len == strlen(key) && !memcmp(m->key, key, m->key_len)) {
+            found = malloc(m->len);
+            assert_true(found != NULL);
+            memcpy(found, m->payload, m->len);
+            *len = m->len;
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_destroy(rk);
+    return found;
+}
+
+/* A stale delivery of a failed task is being checked when `shoal resume`
+ * publishes the task again: the new delivery attaches to the one being
+ * checked, whose check read "failed" before the resume. The worker must
+ * check again rather than drop both, or the task stays queued with no call
+ * until the reconciler. The worker's check is held for 4 s after it read
+ * the task (its tenant look-up sleeps, for the worker's connections only),
+ * so the resumed delivery arrives while it is held. */
+static void test_resume_during_check(harness_t *h)
+{
+    char out[4096], status[64];
+    static const char job[] =
+        "{\"job_id\": \"race-1\", \"tenant\": \"test\", \"model\": \"sim-small\", "
+        "\"prompt_template\": \"Echo:\\n{{input}}\", "
+        "\"items\": [{\"id\": \"a\", \"input\": \"a SIM_FAIL_400\"}]}";
+    harness_produce(h, "shoal.jobs", "race-1", job, strlen(job));
+    harness_wait_job(h, "race-1", 60, status, sizeof(status));
+    assert_str_eq(status, "failed");
+
+    size_t len = 0;
+    char *stale = topic_message(h, "shoal.tasks.normal", "race-1:000000", &len);
+    if (!stale)
+        test_fail("task race-1:000000 not found on shoal.tasks.normal");
+    harness_long(h,
+                 "CREATE OR REPLACE FUNCTION shoal.tenant_plan(p_tenant text) RETURNS SETOF "
+                 "shoal.tenants LANGUAGE plpgsql VOLATILE AS $$ BEGIN "
+                 "IF current_setting('application_name') = 'shoal-worker' THEN "
+                 "PERFORM pg_sleep(4); END IF; "
+                 "RETURN QUERY SELECT * FROM shoal.tenants WHERE tenant IN (p_tenant, '*') "
+                 "ORDER BY tenant = '*' LIMIT 1; END $$",
+                 NULL);
+    harness_produce(h, "shoal.tasks.normal", "race-1:000000", stale, len);
+    free(stale);
+    /* the worker's check of the stale delivery has read the task and sleeps */
+    double deadline = check_now_s() + 30;
+    while (harness_long(h,
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                        "'shoal-worker' AND wait_event = 'PgSleep'",
+                        NULL) < 1) {
+        if (check_now_s() > deadline)
+            test_fail("the worker never checked the stale delivery");
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_eq(harness_sh(h, out, sizeof(out), "%s resume race-1", harness_bin("shoal")), 0);
+    assert_str_contains(out, "job race-1 resumed: 1 failed task will run again");
+
+    /* The resumed task is called (and fails again on its marker). The
+     * reconciler would publish a stranded task only after 10 minutes. */
+    harness_wait_job(h, "race-1", 60, status, sizeof(status));
+    assert_str_eq(status, "failed");
+    assert_int_eq(harness_long(h, "SELECT count(*) FROM shoal.attempts WHERE task_id = $1",
+                               "race-1:000000", NULL),
+                  2);
+    harness_long(h,
+                 "CREATE OR REPLACE FUNCTION shoal.tenant_plan(p_tenant text) RETURNS SETOF "
+                 "shoal.tenants LANGUAGE sql STABLE AS $$ SELECT * FROM shoal.tenants WHERE "
+                 "tenant IN (p_tenant, '*') ORDER BY tenant = '*' LIMIT 1 $$",
+                 NULL);
+}
+
 int main(void)
 {
     static const char *const worker_args[] = {"--down-after-ms", "2000", NULL};
@@ -194,6 +306,7 @@ int main(void)
                                "\", \"model\": \"dead\"}"};
     harness_t *h = harness_start(&conf);
     char err[512];
+    test_resume_during_check(h); /* before the reconciler is made quick */
     if (shoal_devstack_restart(harness_stack(h), "scheduler", 0, reconcile_env, err, sizeof(err)) !=
         SHOAL_OK)
         test_fail("could not restart the scheduler: %s", err);
