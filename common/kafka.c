@@ -259,6 +259,45 @@ rd_kafka_t *shoal_kafka_consumer_new(const char *bootstrap, const char *group,
     return rk;
 }
 
+rd_kafka_t *shoal_kafka_reader_new(const char *bootstrap, const char *group,
+                                   const shoal_kprops_t *props, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = shoal_kafka_conf_new(bootstrap, props, errbuf, errlen);
+    if (!conf || set(conf, "group.id", group, "group", errbuf, errlen) != SHOAL_OK ||
+        set(conf, "enable.auto.commit", "false", "required setting", errbuf, errlen) != SHOAL_OK) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return make(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
+}
+
+rd_kafka_topic_partition_list_t *shoal_kafka_partitions(rd_kafka_t *rk, const char *topic,
+                                                        int timeout_ms, char *errbuf, size_t errlen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e =
+        rkt ? rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) : RD_KAFKA_RESP_ERR__FAIL;
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    if (e || !md || md->topic_cnt != 1 || md->topics[0].err) {
+        shoal_err_set(errbuf, errlen, SHOAL_ERR_RETRY, "metadata of %s: %s", topic,
+                      rd_kafka_err2str(e                     ? e
+                                       : md && md->topic_cnt ? md->topics[0].err
+                                                             : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        return NULL;
+    }
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id);
+    rd_kafka_metadata_destroy(md);
+    return l;
+}
+
 shoal_err_t shoal_kafka_produce(rd_kafka_t *rk, const char *topic, const char *key,
                                 const void *value, size_t len, shoal_kafka_ack_t *ack, char *errbuf,
                                 size_t errlen)

@@ -56,6 +56,19 @@ rd_kafka_t *shoal_kafka_consumer_new(const char *bootstrap, const char *group,
                                      int ntopics, shoal_kafka_rebalance_cb *rebalance_cb,
                                      void *opaque, char *errbuf, size_t errlen);
 
+/* A consumer handle in group `group` that never subscribes, so it never
+ * joins the group: for reading the group's committed offsets
+ * (rd_kafka_committed), watermarks, or partitions it assigns itself. It
+ * commits nothing. NULL with the reason. */
+rd_kafka_t *shoal_kafka_reader_new(const char *bootstrap, const char *group,
+                                   const shoal_kprops_t *props, char *errbuf, size_t errlen);
+
+/* Every partition of topic, from the cluster's metadata, as a new list
+ * (caller destroys; offsets unset). NULL with "metadata of <topic>: <why>". */
+rd_kafka_topic_partition_list_t *shoal_kafka_partitions(rd_kafka_t *rk, const char *topic,
+                                                        int timeout_ms, char *errbuf,
+                                                        size_t errlen);
+
 /* Delivery tracking for a group of messages: pending counts messages not yet
  * acknowledged, err keeps the first delivery error. Owned by the caller; must
  * outlive the deliveries it tracks. */

@@ -90,23 +90,22 @@ char *shoal_intake_task_rows_range(const shoal_job_t *job, int with_task_ids, si
 
 /* The top-level job_id, tenant and model of a message too large to load:
  * read in one pass without building a tree, and only while the text is
- * plain JSON (common/jsonlex.h); the walk stops once all three are seen. */
+ * plain JSON (common/jsonlex.h); the walk stops once all three are seen.
+ * A string at depth 1 is always the value of the key just reported. */
 struct identity_walk {
     int depth;
-    int field; /* the top-level member whose value comes next: 1..3, 0 none */
+    const char *field; /* the wanted top-level member whose key came last, or NULL */
     json_t *doc;
-    int found;
 };
-
-static const char *const identity_fields[] = {"job_id", "tenant", "model"};
 
 static int identity_key(void *arg, const char *text, size_t len, int escaped)
 {
+    static const char *const wanted[] = {"job_id", "tenant", "model"};
     struct identity_walk *w = arg;
-    w->field = 0;
-    for (int i = 0; w->depth == 1 && !escaped && i < 3; i++)
-        if (strlen(identity_fields[i]) == len && !memcmp(text, identity_fields[i], len))
-            w->field = i + 1;
+    w->field = NULL;
+    for (size_t i = 0; w->depth == 1 && !escaped && i < sizeof(wanted) / sizeof(wanted[0]); i++)
+        if (strlen(wanted[i]) == len && !memcmp(text, wanted[i], len))
+            w->field = wanted[i];
     return 0;
 }
 
@@ -114,7 +113,6 @@ static int identity_open(void *arg, int is_array)
 {
     struct identity_walk *w = arg;
     (void)is_array;
-    w->field = 0;
     w->depth++;
     return 0;
 }
@@ -130,39 +128,32 @@ static int identity_close(void *arg, int is_array)
 static int identity_string(void *arg, const char *text, size_t len, int escaped)
 {
     struct identity_walk *w = arg;
-    if (w->depth == 1 && w->field && !escaped && len <= 100) {
-        const char *name = identity_fields[w->field - 1];
-        if (!json_object_get(w->doc, name) &&
-            json_object_set_new(w->doc, name, json_stringn(text, len)) == 0)
-            w->found++;
-    }
-    w->field = 0;
-    return w->found == 3;
+    if (w->depth == 1 && w->field && !escaped && len <= 100 && !json_object_get(w->doc, w->field))
+        json_object_set_new(w->doc, w->field, json_stringn(text, len));
+    return json_object_size(w->doc) == 3;
 }
 
-static int identity_other(struct identity_walk *w)
-{
-    w->field = 0;
-    return 0;
-}
-
+/* Numbers, literals and array positions tell nothing here. */
 static int identity_number(void *arg, int is_int, long long value)
 {
+    (void)arg;
     (void)is_int;
     (void)value;
-    return identity_other(arg);
+    return 0;
 }
 
 static int identity_literal(void *arg, char first)
 {
+    (void)arg;
     (void)first;
-    return identity_other(arg);
+    return 0;
 }
 
 static int identity_index(void *arg, size_t i)
 {
+    (void)arg;
     (void)i;
-    return identity_other(arg);
+    return 0;
 }
 
 static json_t *identity_of_large(const void *value, size_t len)
@@ -170,7 +161,7 @@ static json_t *identity_of_large(const void *value, size_t len)
     static const shoal_jsonlex_visitor_t v = {identity_key,    identity_index,  identity_open,
                                               identity_close,  identity_string, identity_number,
                                               identity_literal};
-    struct identity_walk w = {0, 0, json_object(), 0};
+    struct identity_walk w = {0, NULL, json_object()};
     if (w.doc)
         shoal_jsonlex_walk(value, len, &v, &w); /* what it read before stopping counts */
     return w.doc;

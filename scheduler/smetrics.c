@@ -108,20 +108,8 @@ shoal_smetrics_t *shoal_smetrics_new(shoal_metrics_t *m, const shoal_smetrics_co
     s->pg = shoal_pg_new(conf->pg, "shoal-scheduler-metrics");
     if (s->pg)
         shoal_pg_set_on_connect(s->pg, "SET statement_timeout = 5000");
-    rd_kafka_conf_t *kc = shoal_kafka_conf_new(conf->bootstrap, conf->kafka, errbuf, errlen);
-    char kerr[256];
-    if (kc && (rd_kafka_conf_set(kc, "group.id", conf->worker_group, kerr, sizeof(kerr)) !=
-                   RD_KAFKA_CONF_OK ||
-               rd_kafka_conf_set(kc, "enable.auto.commit", "false", kerr, sizeof(kerr)) !=
-                   RD_KAFKA_CONF_OK)) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s", kerr);
-        rd_kafka_conf_destroy(kc);
-        kc = NULL;
-    }
-    if (kc && !(s->kafka = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr, sizeof(kerr)))) {
-        shoal_err_set(errbuf, errlen, SHOAL_ERR_INVALID, "%s", kerr);
-        rd_kafka_conf_destroy(kc);
-    }
+    s->kafka =
+        shoal_kafka_reader_new(conf->bootstrap, conf->worker_group, conf->kafka, errbuf, errlen);
     if (!s->pg || !s->kafka || shoal_metrics_on_collect(m, collect, s) != 0) {
         if (errbuf && errlen && !*errbuf)
             shoal_err_set(errbuf, errlen, SHOAL_ERR_NOMEM, "out of memory");
@@ -217,28 +205,12 @@ static void collect_jobs(shoal_smetrics_t *s)
 /* The lag of the worker group on one topic, or -1 with the reason in err. */
 static long long topic_lag(shoal_smetrics_t *s, const char *topic, char *err, size_t errlen)
 {
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(s->kafka, topic, NULL);
-    rd_kafka_resp_err_t e =
-        rkt ? rd_kafka_metadata(s->kafka, 0, rkt, &md, KAFKA_TIMEOUT_MS) : RD_KAFKA_RESP_ERR__FAIL;
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
-    if (e || !md || md->topic_cnt != 1 || md->topics[0].err) {
-        snprintf(err, errlen, "metadata of %s: %s", topic,
-                 rd_kafka_err2str(e                     ? e
-                                  : md && md->topic_cnt ? md->topics[0].err
-                                                        : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
-        if (md)
-            rd_kafka_metadata_destroy(md);
-        return -1;
-    }
     rd_kafka_topic_partition_list_t *l =
-        rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-    for (int i = 0; i < md->topics[0].partition_cnt; i++)
-        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id);
-    rd_kafka_metadata_destroy(md);
+        shoal_kafka_partitions(s->kafka, topic, KAFKA_TIMEOUT_MS, err, errlen);
+    if (!l)
+        return -1;
     long long lag = 0;
-    e = rd_kafka_committed(s->kafka, l, KAFKA_TIMEOUT_MS);
+    rd_kafka_resp_err_t e = rd_kafka_committed(s->kafka, l, KAFKA_TIMEOUT_MS);
     for (int i = 0; !e && i < l->cnt; i++) {
         int64_t lo, hi;
         e = rd_kafka_query_watermark_offsets(s->kafka, topic, l->elems[i].partition, &lo, &hi,

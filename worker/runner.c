@@ -963,8 +963,6 @@ static int record_unrunnable(struct runner *r, rd_kafka_message_t *m, const shoa
     return 1;
 }
 
-/* Takes one message: tracks its position, then parks the task for the
- * database check (or attaches it to a live duplicate). */
 /* Queues a held task for the next database check; 0 when out of memory. */
 static int check_later(struct runner *r, shoal_task_t *t)
 {
@@ -980,6 +978,8 @@ static int check_later(struct runner *r, shoal_task_t *t)
     return 1;
 }
 
+/* Takes one message: tracks its position, then parks the task for the
+ * database check (or attaches it to a live duplicate). */
 static void take(struct runner *r, rd_kafka_message_t *m)
 {
     char err[512];

@@ -193,25 +193,15 @@ static void test_lost(harness_t *h)
 static char *topic_message(harness_t *h, const char *topic, const char *key, size_t *len)
 {
     char err[512];
-    rd_kafka_conf_t *conf =
-        shoal_kafka_conf_new(shoal_devstack_bootstrap(harness_stack(h)), NULL, err, sizeof(err));
-    if (!conf ||
-        rd_kafka_conf_set(conf, "group.id", "test-reader", err, sizeof(err)) != RD_KAFKA_CONF_OK)
-        test_fail("reader: %s", err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (!rk)
+    rd_kafka_t *rk = shoal_kafka_reader_new(shoal_devstack_bootstrap(harness_stack(h)),
+                                            "test-reader", NULL, err, sizeof(err));
+    rd_kafka_topic_partition_list_t *l =
+        rk ? shoal_kafka_partitions(rk, topic, 5000, err, sizeof(err)) : NULL;
+    if (!l)
         test_fail("reader: %s", err);
     rd_kafka_poll_set_consumer(rk);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    if (rd_kafka_metadata(rk, 0, t, &md, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1)
-        test_fail("no metadata for %s", topic);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
-    for (int p = 0; p < md->topics[0].partition_cnt; p++)
-        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[p].id)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(t);
+    for (int i = 0; i < l->cnt; i++)
+        l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
     assert_int_eq(rd_kafka_assign(rk, l), 0);
     rd_kafka_topic_partition_list_destroy(l);
     char *found = NULL;

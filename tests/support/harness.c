@@ -179,50 +179,34 @@ void harness_str(harness_t *h, char *out, size_t outlen, const char *sql, ...)
 static void dump_offsets(harness_t *h)
 {
     char err[512];
-    rd_kafka_conf_t *conf =
-        shoal_kafka_conf_new(shoal_devstack_bootstrap(h->ds), NULL, err, sizeof(err));
-    if (!conf || rd_kafka_conf_set(conf, "group.id", "shoal-workers", err, sizeof(err)) !=
-                     RD_KAFKA_CONF_OK) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
-        fprintf(stderr, "  offsets: %s\n", err);
-        return;
-    }
-    /* never subscribes, so it never joins the group it reads */
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    rd_kafka_t *rk = shoal_kafka_reader_new(shoal_devstack_bootstrap(h->ds), "shoal-workers", NULL,
+                                            err, sizeof(err));
     if (!rk) {
         fprintf(stderr, "  offsets: %s\n", err);
         return;
     }
     static const char *const topics[] = {"shoal.tasks.high", "shoal.tasks.normal",
                                          "shoal.tasks.low"};
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(64);
-    const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(rk, 1, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int i = 0; i < md->topic_cnt; i++)
-            for (size_t k = 0; k < sizeof(topics) / sizeof(topics[0]); k++)
-                if (!strcmp(md->topics[i].topic, topics[k]))
-                    for (int p = 0; p < md->topics[i].partition_cnt; p++)
-                        rd_kafka_topic_partition_list_add(l, topics[k],
-                                                          md->topics[i].partitions[p].id);
-        rd_kafka_metadata_destroy(md);
+    int shown = 0, partitions = 0;
+    for (size_t k = 0; k < sizeof(topics) / sizeof(topics[0]); k++) {
+        rd_kafka_topic_partition_list_t *l =
+            shoal_kafka_partitions(rk, topics[k], 5000, err, sizeof(err));
+        rd_kafka_resp_err_t e = l ? rd_kafka_committed(rk, l, 5000) : RD_KAFKA_RESP_ERR__FAIL;
+        if (e)
+            fprintf(stderr, "  offsets: %s\n", l ? rd_kafka_err2str(e) : err);
+        for (int i = 0; !e && i < l->cnt; i++, partitions++) {
+            int64_t lo = -1, hi = -1;
+            rd_kafka_query_watermark_offsets(rk, topics[k], l->elems[i].partition, &lo, &hi, 5000);
+            if (hi > 0 && ++shown)
+                fprintf(stderr, "  %s/%d committed=%lld end=%lld%s\n", topics[k],
+                        (int)l->elems[i].partition, (long long)l->elems[i].offset, (long long)hi,
+                        l->elems[i].offset < hi ? "  <- not all finished" : "");
+        }
+        if (l)
+            rd_kafka_topic_partition_list_destroy(l);
     }
-    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 5000);
-    if (e)
-        fprintf(stderr, "  offsets: %s\n", rd_kafka_err2str(e));
-    int shown = 0;
-    for (int i = 0; !e && i < l->cnt; i++) {
-        int64_t lo = -1, hi = -1;
-        rd_kafka_query_watermark_offsets(rk, l->elems[i].topic, l->elems[i].partition, &lo, &hi,
-                                         5000);
-        if (hi > 0 && ++shown)
-            fprintf(stderr, "  %s/%d committed=%lld end=%lld%s\n", l->elems[i].topic,
-                    (int)l->elems[i].partition, (long long)l->elems[i].offset, (long long)hi,
-                    l->elems[i].offset < hi ? "  <- not all finished" : "");
-    }
-    if (!e && !shown)
-        fprintf(stderr, "  no messages on the %d partitions\n", l->cnt);
-    rd_kafka_topic_partition_list_destroy(l);
+    if (!shown)
+        fprintf(stderr, "  no messages on the %d partitions\n", partitions);
     rd_kafka_destroy(rk);
 }
 
