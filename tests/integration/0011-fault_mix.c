@@ -58,6 +58,7 @@ int main(void)
     /* Every injected 429 carries a Retry-After of a second, which holds the
      * model fleet-wide: progress is slow by design (and slower under ASan). */
     harness_wait_job(h, "mix-1", 240, status, sizeof(status));
+    harness_print_lanes(h); /* how the 429s were taken, for the log */
     faults_assert_once(h, "mix-1", ITEMS);
     harness_wait_job(h, "marker-1", 120, status, sizeof(status));
     assert_str_eq(status, "partial");

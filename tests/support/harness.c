@@ -210,6 +210,21 @@ static void dump_offsets(harness_t *h)
     rd_kafka_destroy(rk);
 }
 
+void harness_print_lanes(harness_t *h)
+{
+    char rows[4096];
+    harness_str(h, rows, sizeof(rows),
+                "SELECT coalesce(string_agg(format('  %s limit=%s/s (%s) learned=%s/s "
+                "decreases=%s noise=%s measuring=%s sent=%s 429=%s', model, "
+                "round(s.limit_rps::numeric, 2), s.limit_source, "
+                "round(s.learned_rps::numeric, 2), "
+                "s.decreases, round(s.noise_share::numeric, 3), l.level_at IS NOT NULL, "
+                "s.sent_total, s.rate_limited_total), E'\\n' ORDER BY model), '  none') "
+                "FROM shoal.lane_status s JOIN shoal.lanes l USING (model)",
+                NULL);
+    fprintf(stderr, "lanes:\n%s\n", rows);
+}
+
 /* What a test that timed out waiting for a job prints, so a failure in CI
  * (where the work directory is gone) says where the job's tasks stand. */
 static void dump_stuck(harness_t *h, const char *job_id)
@@ -225,6 +240,7 @@ static void dump_stuck(harness_t *h, const char *job_id)
     fprintf(stderr, "tasks of %s not ended (at most 20):\n%s\n", job_id, rows);
     fprintf(stderr, "task topics for the workers' group:\n");
     dump_offsets(h);
+    harness_print_lanes(h);
     harness_sh(h, out, sizeof(out),
                "grep -h -e '%s' -e 'module=kafka' -e 'level=error' -e 'level=warn' "
                "\"$SHOAL_HOME\"/logs/*.log | tail -n 60",

@@ -36,6 +36,8 @@ harness_t *harness_start(const harness_conf_t *conf);
 void harness_stop(harness_t *h);
 
 shoal_devstack_t *harness_stack(harness_t *h);
+/* Prints each model lane's limit, learned rate and AIMD state to stderr. */
+void harness_print_lanes(harness_t *h);
 shoal_pg_t *harness_pg(harness_t *h);
 
 /* Produces value to topic with key (may be NULL) and waits for the ack. */

@@ -272,15 +272,17 @@ static void test_429(void)
                                " WHERE model = $1",
                                "lim");
     assert_true(second - first >= 1.0);
-    /* Now below half the rate where the decreases began, the refused share
-     * is what it was then (10%): not the limit speaking. It becomes the
-     * lane's noise level and lowers nothing more. */
+    /* Now the levels below refuse 10% again, at least half the share of
+     * the levels above: not the limit speaking. It becomes the lane's noise
+     * level, the rate goes back to where it was before the levels began
+     * (the configured 10/s), and nothing lowers it again. */
     assert_wait((grant("a", 3000, "lim", refused),
                  sql_double("SELECT noise_share FROM shoal.lanes WHERE model = $1", "lim") > 0.05),
                 5, "the noise level");
     long at_noise = decreases("lim");
     assert_true(at_noise >= 2 && at_noise <= 4);
     double low = sql_double("SELECT learned_rps FROM shoal.lanes WHERE model = $1", "lim");
+    assert_near(low, 10, 1e-9);
     double until = check_now_s() + 2.5;
     while (check_now_s() < until)
         grant("a", 3000, "lim", refused);
@@ -290,7 +292,7 @@ static void test_429(void)
                 0.05);
     assert_true(sqlcheck_long(pg,
                               "SELECT count(*) FROM shoal.lane_status WHERE model = $1"
-                              " AND limit_source = 'learned' AND last_429_at IS NOT NULL",
+                              " AND limit_source = 'config' AND last_429_at IS NOT NULL",
                               "lim") == 1);
 
     /* A Retry-After reported by one worker holds the others as long. */
@@ -313,58 +315,76 @@ static void test_429(void)
                 served * 0.5, 1e-9);
 }
 
+/* 2026-01-01 00:00:00 UTC, where window_after's windows start. */
+#define T0 1767225600.0
+
 /* One closing of the window of a lane given as JSON (fields of shoal.lanes,
  * the window started at 2026-01-01 00:00:00 UTC), p_now that many seconds
- * later, with the fleet's demand; returns the lane's field `out`. */
+ * later, with the fleet's demand; returns `out`, an expression over the
+ * lane's fields (-1 for NULL). */
 static double window_after(const char *lane, double seconds, double demand, const char *out)
 {
     char sql[1024], sec[32], v[64];
     snprintf(sec, sizeof(sec), "%.3f", seconds);
     snprintf(sql, sizeof(sql),
-             "SELECT (shoal.fleet_window(jsonb_populate_record(NULL::shoal.lanes,"
+             "SELECT %s FROM shoal.fleet_window(jsonb_populate_record(NULL::shoal.lanes,"
              " '{\"model\": \"w\", \"config_rpm\": 0, \"config_tpm\": 0, \"pending_429\": 0,"
              " \"noise_share\": 0, \"win_start\": \"2026-01-01T00:00:00Z\", \"win_sent\": 0,"
-             " \"win_ok\": 0, \"win_429\": 0, \"win_tokens\": 0, \"decreases\": 0}'::jsonb"
+             " \"win_ok\": 0, \"win_429\": 0, \"win_tokens\": 0, \"decreases\": 0,"
+             " \"level_sent\": 0, \"level_429\": 0, \"probe_sent\": 0}'::jsonb"
              " || '%s'::jsonb),"
              " '2026-01-01T00:00:00Z'::timestamptz + $1::double precision * interval '1 second',"
-             " %.3f)).%s",
-             lane, demand, out);
+             " %.3f)",
+             out, lane, demand);
     sqlcheck_text(pg, sql, sec, v, sizeof(v));
     return strcmp(v, "NULL") ? strtod(v, NULL) : -1;
 }
 
 /* Decisions rest on enough calls: a 429 among a handful waits for ten
- * calls (or 5 s); the noise level allows for the window's size; the rate
- * grows back while the fleet has more work than it allows, even when holds
- * kept it from sending; an empty window starts at the reporting worker's
- * previous refresh. */
+ * calls (or 5 s), then starts measuring the rate as it is; only a window
+ * far over cuts at once; the noise level allows for the window's size; the
+ * rate grows back while the fleet has more work than it allows, even when
+ * holds kept it from sending; an empty window starts at the reporting
+ * worker's previous refresh. */
 static void test_evidence(void)
 {
-    /* One 429 in three calls: not yet decided after 1.5 s, decided after 5. */
+    /* One 429 in three calls: not yet decided after 1.5 s; after 5 the
+     * rate is measured as it is, not cut. */
     const char *few = "{\"learned_rps\": 10, \"pending_429\": 1, \"win_sent\": 3,"
                       " \"win_ok\": 2, \"win_429\": 1}";
     assert_near(window_after(few, 1.5, 0, "learned_rps"), 10, 1e-9);
     assert_near(window_after(few, 1.5, 0, "win_sent"), 3, 1e-9);
-    assert_near(window_after(few, 5.5, 0, "learned_rps"), 10 * (2.0 / 3.0), 1e-9);
+    assert_near(window_after(few, 1.5, 0, "extract(epoch FROM level_at)"), -1, 1e-9);
+    assert_near(window_after(few, 5.5, 0, "learned_rps"), 10, 1e-9);
+    assert_near(window_after(few, 5.5, 0, "decreases"), 0, 1e-9);
+    assert_near(window_after(few, 5.5, 0, "extract(epoch FROM level_at)"), T0 + 5.5, 1e-6);
     assert_near(window_after(few, 5.5, 0, "win_sent"), 0, 1e-9);
-    /* Ten calls, one 429: decided at once. */
+    /* Ten calls, one 429: measured too. Five of ten: cut at once, by the
+     * share refused (at most to half). */
     const char *ten = "{\"learned_rps\": 10, \"pending_429\": 1, \"win_sent\": 10,"
                       " \"win_ok\": 9, \"win_429\": 1}";
-    assert_near(window_after(ten, 1.5, 0, "learned_rps"), 8.5, 1e-9);
+    assert_near(window_after(ten, 1.5, 0, "learned_rps"), 10, 1e-9);
+    assert_near(window_after(ten, 1.5, 0, "extract(epoch FROM level_at)"), T0 + 1.5, 1e-6);
+    const char *half = "{\"learned_rps\": 10, \"pending_429\": 5, \"win_sent\": 10,"
+                       " \"win_ok\": 5, \"win_429\": 5}";
+    assert_near(window_after(half, 1.5, 0, "learned_rps"), 5, 1e-9);
+    assert_near(window_after(half, 1.5, 0, "decreases"), 1, 1e-9);
+    assert_near(window_after(half, 1.5, 0, "extract(epoch FROM level_at)"), T0 + 1.5, 1e-6);
 
     /* Noise of 15%: 3 of 10 is chance (bound 0.386), 30 of 100 is not
-     * (bound 0.231). */
+     * (bound 0.231), but on a noisy lane one window only starts a
+     * measurement. */
     assert_near(sql_double("SELECT shoal.fleet_noise_bound(0.15, 10)", NULL),
                 0.15 + 2 * sqrt(0.15 * 0.85 / 10) + 0.01, 1e-9);
     assert_near(sql_double("SELECT shoal.fleet_noise_bound(0, 3)", NULL), 0.01, 1e-9);
     const char *chance = "{\"learned_rps\": 10, \"noise_share\": 0.15, \"pending_429\": 3,"
                          " \"win_sent\": 10, \"win_ok\": 7, \"win_429\": 3}";
     assert_near(window_after(chance, 1.5, 0, "learned_rps"), 10, 1e-9);
-    assert_near(window_after(chance, 1.5, 0, "decreases"), 0, 1e-9);
+    assert_near(window_after(chance, 1.5, 0, "extract(epoch FROM level_at)"), -1, 1e-9);
     const char *excess = "{\"learned_rps\": 10, \"noise_share\": 0.15, \"pending_429\": 30,"
                          " \"win_sent\": 100, \"win_ok\": 70, \"win_429\": 30}";
-    assert_near(window_after(excess, 1.5, 0, "learned_rps"), 7, 1e-9);
-    assert_near(window_after(excess, 1.5, 0, "decreases"), 1, 1e-9);
+    assert_near(window_after(excess, 1.5, 0, "learned_rps"), 10, 1e-9);
+    assert_near(window_after(excess, 1.5, 0, "extract(epoch FROM level_at)"), T0 + 1.5, 1e-6);
 
     /* Three calls in 1.5 s against a learned 10/s: with 50 tasks of demand
      * the rate grows (2%), with 5 it stays. */
@@ -392,6 +412,186 @@ static void test_evidence(void)
     if (start < prev - 0.2 &&
         sqlcheck_long(pg, "SELECT win_sent FROM shoal.lanes WHERE model = $1", "evid") == 5)
         assert_near(after, prev, 1e-6);
+}
+
+/* A level is a rate held while its calls are pooled: clean, it ends and
+ * the rate grows; refused more than noise allows, the rate is cut and the
+ * next level compared with it; refused as often 0.85x lower, it is noise;
+ * far over, it is cut before it is complete. */
+static void test_levels(void)
+{
+    /* 35 calls with one 429 so far, ten more clean ones after 1.5 s. */
+    const char *clean = "{\"learned_rps\": 10, \"level_at\": \"2026-01-01T00:00:00Z\","
+                        " \"level_sent\": 35, \"level_429\": 1, \"win_sent\": 10, \"win_ok\": 10}";
+    assert_near(window_after(clean, 1.5, 50, "extract(epoch FROM level_at)"), -1, 1e-9);
+    assert_near(window_after(clean, 1.5, 50, "learned_rps"), 10.2, 1e-9);
+    /* The same level not yet complete: the rate a lone 429 set measuring
+     * grows meanwhile; one a cut set does not. */
+    const char *young = "{\"learned_rps\": 10, \"level_at\": \"2026-01-01T00:00:00Z\","
+                        " \"level_sent\": 5, \"level_429\": 1, \"win_sent\": 10, \"win_ok\": 10}";
+    assert_near(window_after(young, 3, 50, "learned_rps"), 10.2, 1e-9);
+    assert_near(window_after(young, 3, 50, "level_sent"), 15, 1e-9);
+    const char *young_cut = "{\"learned_rps\": 10, \"level_at\": \"2026-01-01T00:00:00Z\","
+                            " \"last_decrease_at\": \"2026-01-01T00:00:00Z\","
+                            " \"level_sent\": 5, \"level_429\": 1, \"win_sent\": 10,"
+                            " \"win_ok\": 10}";
+    assert_near(window_after(young_cut, 3, 50, "learned_rps"), 10, 1e-9);
+    /* What a cut's level hears in its first 1.5 s answers calls sent before
+     * the cut: not pooled. */
+    const char *settling = "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
+                           " \"last_decrease_at\": \"2026-01-01T00:00:00Z\","
+                           " \"pending_429\": 5, \"win_sent\": 10, \"win_ok\": 5,"
+                           " \"win_429\": 5}";
+    assert_near(window_after(settling, 1.2, 50, "level_sent + level_429"), 0, 1e-9);
+    assert_near(window_after(settling, 1.6, 50, "level_sent + level_429"), 15, 1e-9);
+
+    /* Five 429s in 45 calls, nothing to compare with: cut by 15%, and the
+     * next level is compared with this one (and any before it in the run). */
+    const char *first = "{\"learned_rps\": 10, \"level_at\": \"2026-01-01T00:00:00Z\","
+                        " \"level_sent\": 35, \"level_429\": 4, \"pending_429\": 1,"
+                        " \"win_sent\": 10, \"win_ok\": 9, \"win_429\": 1}";
+    assert_near(window_after(first, 1.5, 50, "learned_rps"), 8.5, 1e-9);
+    assert_near(window_after(first, 1.5, 50, "probe_rps"), 10, 1e-9);
+    assert_near(window_after(first, 1.5, 50, "probe_share"), 5.0 / 45, 1e-9);
+    assert_near(window_after(first, 1.5, 50, "probe_sent"), 45, 1e-9);
+    assert_near(window_after(first, 1.5, 50, "extract(epoch FROM level_at)"), T0 + 1.5, 1e-6);
+    assert_near(window_after(first, 1.5, 50, "level_sent"), 0, 1e-9);
+    /* The same after levels of 40 calls refused 12%: noise, the share of
+     * all; the rate goes back to where it was before the run. */
+    const char *same = "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
+                       " \"probe_rps\": 10, \"probe_share\": 0.12, \"probe_sent\": 40,"
+                       " \"run_rps\": 11,"
+                       " \"level_sent\": 35, \"level_429\": 4, \"pending_429\": 1,"
+                       " \"win_sent\": 10, \"win_ok\": 9, \"win_429\": 1}";
+    assert_near(window_after(same, 1.5, 50, "noise_share"), (5 + 0.12 * 40) / 85, 1e-9);
+    assert_near(window_after(same, 1.5, 50, "learned_rps"), 11, 1e-9);
+    assert_near(window_after(same, 1.5, 50, "probe_sent"), 0, 1e-9);
+    assert_near(window_after(same, 1.5, 50, "extract(epoch FROM level_at)"), -1, 1e-9);
+    /* After levels refused 30%, 11% is the limit falling away: cut again,
+     * the levels pooled. */
+    const char *fell = "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
+                       " \"probe_rps\": 10, \"probe_share\": 0.3, \"probe_sent\": 40,"
+                       " \"level_sent\": 35, \"level_429\": 4, \"pending_429\": 1,"
+                       " \"win_sent\": 10, \"win_ok\": 9, \"win_429\": 1}";
+    assert_near(window_after(fell, 1.5, 50, "noise_share"), 0, 1e-9);
+    assert_near(window_after(fell, 1.5, 50, "learned_rps"), 8.5 * 0.85, 1e-9);
+    assert_near(window_after(fell, 1.5, 50, "probe_share"), (12 + 5) / 85.0, 1e-9);
+    /* Six of ten refused one second into a level: cut at once, by half. */
+    const char *far = "{\"learned_rps\": 10, \"level_at\": \"2026-01-01T00:00:00Z\","
+                      " \"last_decrease_at\": \"2025-12-31T23:59:59Z\","
+                      " \"pending_429\": 6, \"win_sent\": 10, \"win_ok\": 4, \"win_429\": 6}";
+    assert_near(window_after(far, 1.0, 50, "learned_rps"), 5, 1e-9);
+    assert_near(window_after(far, 1.0, 50, "probe_share"), 0.6, 1e-9);
+}
+
+/* A lane simulated in SQL: shoal.fleet_window every 0.5 s of simulated
+ * time, the fleet sending at the lane's rate (or p_demand) with more work
+ * than that, a provider whose limit p_limit is a bucket of one second's
+ * calls refilled continuously, refusing besides one call in p_noise_every
+ * at random (a fixed linear congruential sequence from p_seed) and
+ * reporting 429s as a worker does (those during a hold left out of
+ * pending_429). Returns what was served per second over the second half,
+ * the share refused there, and the noise level at the end. */
+static const char fleet_sim_sql[] =
+    "CREATE FUNCTION pg_temp.fleet_sim(p_start double precision, p_limit double precision,"
+    "    p_noise_every integer, p_seconds integer, p_demand double precision, p_seed bigint,"
+    "    OUT served double precision, OUT refused double precision,"
+    "    OUT noise double precision)"
+    " LANGUAGE plpgsql AS $$"
+    " DECLARE"
+    "    l shoal.lanes; t0 timestamptz := '2026-01-01T00:00:00Z'; v_now timestamptz;"
+    "    tick double precision := 0.5; acc double precision := 0; rate double precision;"
+    "    bucket double precision := greatest(p_limit, 1); x bigint := p_seed;"
+    "    n integer; k integer; s_sent bigint := 0; s_429 bigint := 0; s_ok bigint := 0;"
+    " BEGIN"
+    "    l := jsonb_populate_record(NULL::shoal.lanes, jsonb_build_object("
+    "        'model', 'sim', 'config_rpm', 0, 'config_tpm', 0, 'learned_rps', p_start,"
+    "        'limit_source', 'learned', 'pending_429', 0, 'noise_share', 0, 'win_start', t0,"
+    "        'win_sent', 0, 'win_ok', 0, 'win_429', 0, 'win_tokens', 0, 'sent_total', 0,"
+    "        'ok_total', 0, 'rate_limited_total', 0, 'tokens_total', 0, 'decreases', 0,"
+    "        'level_sent', 0, 'level_429', 0, 'probe_sent', 0));"
+    "    FOR i IN 1 .. (p_seconds / tick)::integer LOOP"
+    "        v_now := t0 + i * tick * interval '1 second';"
+    "        IF p_limit > 0 THEN"
+    "            bucket := least(bucket + p_limit * tick, greatest(p_limit, 1));"
+    "        END IF;"
+    "        rate := least(coalesce(shoal.fleet_limit(l.header_rpm, l.config_rpm,"
+    "                                                 l.learned_rps), p_demand), p_demand);"
+    "        n := 0;"
+    "        IF l.hold_until IS NULL OR v_now >= l.hold_until THEN"
+    "            acc := acc + rate * tick; n := floor(acc); acc := acc - n;"
+    "        END IF;"
+    "        k := 0;"
+    "        FOR c IN 1 .. n LOOP"
+    "            x := (x * 1103515245 + 12345) % 2147483648;"
+    "            IF p_noise_every > 0 AND (x / 65536) % p_noise_every = 0 THEN"
+    "                k := k + 1;"
+    "            ELSIF p_limit > 0 AND bucket < 1 THEN"
+    "                k := k + 1;"
+    "            ELSIF p_limit > 0 THEN"
+    "                bucket := bucket - 1;"
+    "            END IF;"
+    "        END LOOP;"
+    "        l.win_sent := l.win_sent + n; l.win_ok := l.win_ok + n - k;"
+    "        l.win_429 := l.win_429 + k;"
+    "        IF k > 0 THEN"
+    "            l.last_429_at := v_now;"
+    "            IF l.last_decrease_at IS NULL OR l.hold_until IS NULL"
+    "               OR v_now > l.hold_until THEN"
+    "                l.pending_429 := l.pending_429 + k;"
+    "            END IF;"
+    "        END IF;"
+    "        l := shoal.fleet_window(l, v_now, p_demand);"
+    "        IF i * tick > p_seconds / 2 THEN"
+    "            s_sent := s_sent + n; s_429 := s_429 + k; s_ok := s_ok + n - k;"
+    "        END IF;"
+    "    END LOOP;"
+    "    served := s_ok / (p_seconds / 2.0);"
+    "    refused := s_429::double precision / greatest(s_sent, 1);"
+    "    noise := l.noise_share;"
+    " END $$";
+
+/* The least served rate (or the largest refused share, or noise level)
+ * over three seeds of one simulated case. */
+static double simulated(const char *what, const char *start, double limit, int noise_every,
+                        int seconds, double demand)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s FROM generate_series(1, 3) AS seed,"
+             " pg_temp.fleet_sim(%s, %g, %d, %d, %g, seed * 7919) AS r",
+             what, start, limit, noise_every, seconds, demand);
+    return sql_double(sql, NULL);
+}
+
+/* Random 429s at a few calls a second once spiralled a lane down to a
+ * fraction of a call a second (its noise test needed windows of 10 calls);
+ * a limit configured four times too high could be taken for noise. Ten
+ * simulated minutes of each, three seeds each. */
+static void test_simulated(void)
+{
+    char err[512];
+    if (shoal_pg_exec(pg, fleet_sim_sql, 0, NULL, NULL, err, sizeof(err)) != SHOAL_OK)
+        test_fail("fleet_sim: %s", err);
+    /* 10% refused at random, starting from 1 and 3 calls a second, with
+     * 50 a second of work: the rate climbs to the work (45 served; 026's
+     * windows served under 0.3 here). */
+    assert_true(simulated("min(served)", "1", 0, 10, 600, 50) > 20);
+    assert_true(simulated("min(served)", "3", 0, 10, 600, 50) > 30);
+    double n = simulated("min(noise)", "3", 0, 10, 600, 50);
+    assert_true(n > 0.05 && n < 0.2);
+    /* 20% refused, and 10% with only 2 calls a second of work. */
+    assert_true(simulated("min(served)", "3", 0, 5, 600, 50) > 25);
+    assert_true(simulated("min(served)", "2", 0, 10, 600, 2) > 1.6);
+    /* A limit of 5 a second, from slow start and from 20 (a configured
+     * limit four times too high): served near it, few 429s, no noise. */
+    assert_true(simulated("min(served)", "NULL", 5, 0, 600, 200) > 4.6);
+    assert_true(simulated("max(refused)", "NULL", 5, 0, 600, 200) < 0.1);
+    assert_true(simulated("max(noise)", "NULL", 5, 0, 600, 200) < 0.02);
+    assert_true(simulated("min(served)", "20", 5, 0, 600, 200) > 4.6);
+    assert_true(simulated("max(noise)", "20", 5, 0, 600, 200) < 0.02);
+    /* The same limit with 10% noise besides. */
+    assert_true(simulated("min(served)", "20", 5, 10, 600, 200) > 4.0);
 }
 
 static void test_header(void)
@@ -616,6 +816,8 @@ int main(void)
     test_expiry();
     test_429();
     test_evidence();
+    test_levels();
+    test_simulated();
     test_header();
     test_threads();
     test_learned_survives();
