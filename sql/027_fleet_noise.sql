@@ -29,8 +29,7 @@
 --     the one above, both at most 40%, that is noise: a limit refusing a
 --     share s of calls sent at r serves r (1 - s), which is where the cut
 --     lands (0.85 r when s < 0.15), and refuses next to nothing there. Their
---     mean share becomes the noise level, and the rate goes back to where it
---     was before the levels began (no limit, if there was none).
+--     mean share becomes the noise level, and the last cut is undone.
 --   * A level refused over 50% (and above the noise bound) after 10 calls is
 --     cut at once.
 -- A deterministic simulation of a lane (tests/unit/fleet_test.c) checks
@@ -45,7 +44,6 @@ ALTER TABLE shoal.lanes
     ADD COLUMN level_at   timestamptz,                     -- a level measured since (NULL: none)
     ADD COLUMN level_sent bigint NOT NULL DEFAULT 0,       -- calls made at it
     ADD COLUMN level_429  bigint NOT NULL DEFAULT 0,       -- and refused (outside holds)
-    ADD COLUMN run_rps    double precision,                -- rate before the levels began
     ADD COLUMN probe_sent bigint NOT NULL DEFAULT 0;       -- calls of the levels before
 
 COMMENT ON COLUMN shoal.lanes.probe_rps IS
@@ -67,7 +65,7 @@ LANGUAGE sql AS $$
            last_decrease_at = l.last_decrease_at, last_increase_at = l.last_increase_at,
            last_429_at = l.last_429_at, pending_429 = l.pending_429,
            probe_rps = l.probe_rps, probe_share = l.probe_share, level_at = l.level_at,
-           level_sent = l.level_sent, level_429 = l.level_429, run_rps = l.run_rps,
+           level_sent = l.level_sent, level_429 = l.level_429,
            probe_sent = l.probe_sent,
            noise_share = l.noise_share,
            win_start = l.win_start, win_sent = l.win_sent, win_ok = l.win_ok,
@@ -184,12 +182,10 @@ BEGIN
                 l.noise_share := greatest(l.noise_share,
                                           (l.level_429 + l.probe_share * l.probe_sent)
                                           / (l.level_sent + l.probe_sent));
-                -- The cuts since the levels began were the noise's doing:
-                -- back to the rate before them.
-                IF l.run_rps = 'Infinity' THEN
-                    l.learned_rps := NULL;
-                ELSIF l.learned_rps IS NOT NULL AND l.run_rps > l.learned_rps THEN
-                    l.learned_rps := shoal.fleet_cap(l.run_rps, l.header_rpm, l.config_rpm);
+                -- The last cut was the noise's doing: undone (only the last:
+                -- were this a limit after all, the rate should not leap).
+                IF l.learned_rps < l.probe_rps THEN
+                    l.learned_rps := shoal.fleet_cap(l.probe_rps, l.header_rpm, l.config_rpm);
                 END IF;
                 v_end := true;
             ELSE
@@ -231,9 +227,6 @@ BEGIN
         l.probe_rps := NULL;
         l.probe_share := NULL;
         l.probe_sent := 0;
-        -- (Infinity: there was no limit, and a lane whose 429s turn out to
-        -- be noise has none again.)
-        l.run_rps := coalesce(v_lim_r, 'Infinity');
         IF l.noise_share = 0 AND l.win_sent >= 10 AND l.pending_429 >= 3
            AND v_share > greatest(v_bound, 0.35) THEN
             -- Clearly over: cut at once (with no limit yet, to half the rate
