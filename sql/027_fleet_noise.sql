@@ -125,14 +125,14 @@ DECLARE
     v_grow     boolean := false;
     v_cut      boolean := false;
     v_end      boolean := false;
-    v_decided  boolean;
+    -- No decision within a second of the last cut.
+    v_decided  boolean := l.last_decrease_at IS NULL
+                          OR p_now - l.last_decrease_at >= interval '1 second';
     v_quiet    interval := interval '2 seconds';
 BEGIN
     -- When a window closes, as in 026.
     IF NOT (v_elapsed >= 1.0
-            OR (v_elapsed >= 0.25 AND l.pending_429 > 0 AND v_lim_r IS NOT NULL
-                AND (l.last_decrease_at IS NULL
-                     OR p_now - l.last_decrease_at >= interval '1 second')))
+            OR (v_elapsed >= 0.25 AND l.pending_429 > 0 AND v_lim_r IS NOT NULL AND v_decided))
        OR (l.pending_429 > 0 AND l.win_sent < 10 AND v_elapsed < 5.0) THEN
         RETURN l;
     END IF;
@@ -149,8 +149,6 @@ BEGIN
         -- out). A level a cut set keeps its rate; one a lone 429 set may
         -- grow meanwhile (a limit's share only rises with it).
         v_cutlevel := l.last_decrease_at IS NOT NULL AND l.last_decrease_at >= l.level_at;
-        v_decided := l.last_decrease_at IS NULL
-                     OR p_now - l.last_decrease_at >= interval '1 second';
         -- A cut's level counts from 1.5 s after it: answers to calls sent
         -- before it (reported at the workers' next refresh, which may come
         -- after the hold) are not its own.
@@ -221,7 +219,7 @@ BEGIN
             l.probe_sent := 0;
         END IF;
     ELSIF l.pending_429 > 0 AND v_share > v_bound
-          AND (l.last_decrease_at IS NULL OR p_now - l.last_decrease_at >= interval '1 second') THEN
+          AND v_decided THEN
         -- A run of levels begins (the share of a window chosen for holding
         -- a 429 is not one of them).
         l.probe_rps := NULL;
