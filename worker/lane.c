@@ -9,6 +9,7 @@
 
 #define NPRIO 3
 #define DECREASE_EVERY_MS 500.0 /* the window shrinks at most this often */
+#define CLAMP_MS 10000.0        /* a local clamp lasts at most this long */
 
 struct shoal_lane {
     const shoal_model_t *model;
@@ -31,7 +32,8 @@ struct shoal_lane {
     double cost_sum, cost_n;
     double ok_since;        /* start of the current one-second count of answers */
     double ok_now, ok_last; /* answers in the current and the last second */
-    double clamped_at;      /* when a 429 clamped an unlimited lane locally (0: not) */
+    double fleet_rps;       /* the request rate the fleet set (0: none) */
+    double clamp_until;     /* a 429 with no fleet rate holds the lane locally until then */
 };
 
 void shoal_lane_conf_init(shoal_lane_conf_t *c)
@@ -146,9 +148,21 @@ static long output_tokens(const shoal_task_t *t)
     return t->model->max_output_tokens > 0 ? t->model->max_output_tokens : 1024;
 }
 
+/* A local clamp ends at its time even when the fleet's share has not
+ * changed since: the lane goes back to the fleet's rate (none), and the
+ * next 429 may clamp it again. */
+static void lift_clamp(shoal_lane_t *l, double now_ms)
+{
+    if (l->clamp_until > 0 && now_ms >= l->clamp_until) {
+        shoal_bucket_set(&l->req, l->fleet_rps, burst_for(l->fleet_rps, 1), now_ms);
+        l->clamp_until = 0;
+    }
+}
+
 shoal_task_t *shoal_lane_next(shoal_lane_t *l, double now_ms, double *wait_ms)
 {
     *wait_ms = -1;
+    lift_clamp(l, now_ms);
     shoal_task_t *t = pick(l);
     if (!t)
         return NULL;
@@ -251,16 +265,19 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
         }
         if (sig == SHOAL_LANE_LIMITED) {
             /* A 429 from a model with no known limit: until the fleet has
-             * learned one, hold this lane near the rate it was answered at
-             * over the last second, instead of sending at full speed into
-             * the limit for a lease round trip; half of it, as the second may
-             * have held the provider's burst allowance. */
-            if (l->req.rate <= 0 || l->clamped_at > 0) {
+             * learned one (for at most CLAMP_MS), hold this lane near the
+             * rate it was answered at over the last second, instead of
+             * sending at full speed into the limit for a lease round trip;
+             * half of it, as the second may have held the provider's burst
+             * allowance. */
+            lift_clamp(l, now_ms);
+            if (l->fleet_rps <= 0) {
                 double ok = l->ok_last > l->ok_now ? l->ok_last : l->ok_now;
                 double rps = ok * 0.5 > 1 ? ok * 0.5 : 1;
-                if (l->clamped_at == 0 || rps < l->req.rate)
+                if (l->clamp_until == 0 || rps < l->req.rate)
                     shoal_bucket_set(&l->req, rps, burst_for(rps, 1), now_ms);
-                l->clamped_at = now_ms;
+                if (l->clamp_until == 0)
+                    l->clamp_until = now_ms + CLAMP_MS;
             }
             break;
         }
@@ -296,11 +313,13 @@ long shoal_lane_charged_output(const shoal_lane_t *l, const shoal_task_t *t, lon
 
 void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms)
 {
-    /* The fleet knowing no limit yet does not undo a recent local clamp. */
-    if (rps <= 0 && l->clamped_at > 0 && now_ms - l->clamped_at < 10000)
+    /* The fleet knowing no limit yet does not undo a local clamp in force;
+     * a rate from the fleet replaces it. */
+    l->fleet_rps = rps > 0 ? rps : 0;
+    if (rps <= 0 && l->clamp_until > now_ms)
         rps = l->req.rate;
-    else if (rps > 0)
-        l->clamped_at = 0;
+    else
+        l->clamp_until = 0;
     shoal_bucket_set(&l->req, rps, burst_for(rps, 1), now_ms);
     shoal_bucket_set(&l->tok, tps, burst_for(tps, (double)l->max_cost), now_ms);
 }

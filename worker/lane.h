@@ -70,7 +70,9 @@ void shoal_lane_ended(shoal_lane_t *l, shoal_task_t *t, shoal_lane_signal_t sig,
 /* Holds the lane: no call starts before until_ms. */
 void shoal_lane_hold(shoal_lane_t *l, double until_ms);
 
-/* Sets the lane's rates: requests and tokens per second, <= 0 unlimited. */
+/* Sets the lane's rates: requests and tokens per second, <= 0 unlimited.
+ * A clamp a 429 set on a lane with no request rate stays until its time
+ * (10 s) unless the fleet now gives one. */
 void shoal_lane_set_rates(shoal_lane_t *l, double rps, double tps, double now_ms);
 
 /* The output tokens a call's limit counted, given what it produced: an

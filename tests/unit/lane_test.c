@@ -152,10 +152,10 @@ static void test_window_and_cooldown(void)
 static void test_clamp(void)
 {
     shoal_lane_t *l = lane(1000);
-    shoal_task_t *t[40];
-    char ids[40][4];
+    shoal_task_t *t[70];
+    char ids[70][4];
     double wait;
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < 70; i++) {
         snprintf(ids[i], 4, "c%d", i);
         t[i] = task(1, ids[i]);
         shoal_lane_push(l, t[i]);
@@ -172,7 +172,20 @@ static void test_clamp(void)
         while (shoal_lane_next(l, now, &wait) != NULL)
             started++;
     assert_true(started >= 9 && started <= 11);
-    for (int i = 0; i < 40; i++)
+    /* The fleet saying nothing new (its share unchanged, so no call here)
+     * does not keep the clamp past its ten seconds: at 10.5 s a second's
+     * worth starts, then a wait; from 10.6 s the lane sends freely again,
+     * and a new 429 clamps it anew. */
+    int burst = 0;
+    while (shoal_lane_next(l, 10500, &wait) != NULL)
+        burst++;
+    assert_true(burst >= 9 && burst <= 11 && wait > 0);
+    shoal_task_t *last = NULL;
+    for (int i = 0; i < 15; i++)
+        assert_true((last = shoal_lane_next(l, 10601, &wait)) != NULL);
+    shoal_lane_ended(l, last, SHOAL_LANE_LIMITED, NULL, -1, 10700);
+    assert_true(shoal_lane_next(l, 10700, &wait) == NULL && wait > 0);
+    for (int i = 0; i < 70; i++)
         free(t[i]);
     shoal_lane_destroy(l);
 }
