@@ -12,8 +12,9 @@
 -- by its first window with 429s above the noise level, to half what the
 -- fleet was served, as the workers hold themselves.
 --
--- Noise was also recognised where a limit spoke, in about one blind run in
--- four once levels started above the limit: the share of a level cut early
+-- Noise could also be recognised where a limit spoke (one blind run in
+-- four of a first version of this migration, whose levels started above
+-- the limit; 027's rules allow it too): the share of a level cut early
 -- (at its third 429, from 24 calls) or measured while the provider's burst
 -- allowance ran out understates the limit's, so its cut lands above the
 -- limit and the next level still refuses, at least half as often (0.074
