@@ -36,8 +36,6 @@ harness_t *harness_start(const harness_conf_t *conf);
 void harness_stop(harness_t *h);
 
 shoal_devstack_t *harness_stack(harness_t *h);
-/* Prints each model lane's limit, learned rate and AIMD state to stderr. */
-void harness_print_lanes(harness_t *h);
 shoal_pg_t *harness_pg(harness_t *h);
 
 /* Produces value to topic with key (may be NULL) and waits for the ack. */
@@ -61,6 +59,9 @@ void harness_wait_job(harness_t *h, const char *job_id, double timeout_s, char *
 /* Same, looking every every_ms (harness_wait_job looks every 100 ms). */
 void harness_wait_job_every(harness_t *h, const char *job_id, double timeout_s, long every_ms,
                             char *status, size_t len);
+/* Prints each model lane's limit, learned rate and AIMD state to stderr
+ * (a job's wait that times out prints it too). */
+void harness_print_lanes(harness_t *h);
 
 /* GET <sim>/stats as JSON (caller decrefs). */
 json_t *harness_sim_stats(harness_t *h);

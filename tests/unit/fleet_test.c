@@ -424,8 +424,23 @@ static void test_evidence(void)
  * the rate grows; refused more than noise allows, the rate is cut and the
  * next level compared with it; refused as often 0.85x lower, it is noise;
  * far over, it is cut before it is complete. */
+/* A level at 8.5/s, 5 of its 45 calls refused (the last in a window of 10
+ * closing now), after levels at 10/s that refused probe_share of
+ * probe_sent calls. */
+static const char *below_levels(char *buf, size_t len, double probe_share, int probe_sent)
+{
+    snprintf(buf, len,
+             "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
+             " \"probe_rps\": 10, \"probe_share\": %g, \"probe_sent\": %d,"
+             " \"level_sent\": 35, \"level_429\": 4, \"pending_429\": 1,"
+             " \"win_sent\": 10, \"win_ok\": 9, \"win_429\": 1}",
+             probe_share, probe_sent);
+    return buf;
+}
+
 static void test_levels(void)
 {
+    char buf_same[512], buf_few_above[512], buf_fell[512];
     /* 35 calls with one 429 so far, ten more clean ones after 1.5 s. */
     const char *clean = "{\"learned_rps\": 10, \"level_at\": \"2026-01-01T00:00:00Z\","
                         " \"level_sent\": 35, \"level_429\": 1, \"win_sent\": 10, \"win_ok\": 10}";
@@ -476,10 +491,7 @@ static void test_levels(void)
     assert_near(window_after(first, 1.5, 50, "level_sent"), 0, 1e-9);
     /* The same after levels of 40 calls refused 12%: noise, the share of
      * all; the last cut is undone. */
-    const char *same = "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
-                       " \"probe_rps\": 10, \"probe_share\": 0.12, \"probe_sent\": 40,"
-                       " \"level_sent\": 35, \"level_429\": 4, \"pending_429\": 1,"
-                       " \"win_sent\": 10, \"win_ok\": 9, \"win_429\": 1}";
+    const char *same = below_levels(buf_same, sizeof(buf_same), 0.12, 40);
     assert_near(window_after(same, 1.5, 50, "noise_share"), (5 + 0.12 * 40) / 85, 1e-9);
     assert_near(window_after(same, 1.5, 50, "learned_rps"), 10, 1e-9);
     assert_near(window_after(same, 1.5, 50, "probe_sent"), 0, 1e-9);
@@ -488,10 +500,7 @@ static void test_levels(void)
      * early stops at its third 429), a share under half theirs, or
      * one grown beyond chance (a provider's burst allowance running out
      * makes a limit's share grow). */
-    const char *few_above = "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
-                            " \"probe_rps\": 10, \"probe_share\": 0.12, \"probe_sent\": 24,"
-                            " \"level_sent\": 35, \"level_429\": 4, \"pending_429\": 1,"
-                            " \"win_sent\": 10, \"win_ok\": 9, \"win_429\": 1}";
+    const char *few_above = below_levels(buf_few_above, sizeof(buf_few_above), 0.12, 24);
     assert_near(window_after(few_above, 1.5, 50, "noise_share"), 0, 1e-9);
     assert_near(window_after(few_above, 1.5, 50, "learned_rps"), 8.5 * 0.85, 1e-9);
     const char *fewer = "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
@@ -508,10 +517,7 @@ static void test_levels(void)
     assert_near(window_after(grown, 1.5, 50, "decreases"), 1, 1e-9);
     /* After levels refused 30%, 11% is the limit falling away: cut again,
      * the levels pooled. */
-    const char *fell = "{\"learned_rps\": 8.5, \"level_at\": \"2026-01-01T00:00:00Z\","
-                       " \"probe_rps\": 10, \"probe_share\": 0.3, \"probe_sent\": 40,"
-                       " \"level_sent\": 35, \"level_429\": 4, \"pending_429\": 1,"
-                       " \"win_sent\": 10, \"win_ok\": 9, \"win_429\": 1}";
+    const char *fell = below_levels(buf_fell, sizeof(buf_fell), 0.3, 40);
     assert_near(window_after(fell, 1.5, 50, "noise_share"), 0, 1e-9);
     assert_near(window_after(fell, 1.5, 50, "learned_rps"), 8.5 * 0.85, 1e-9);
     assert_near(window_after(fell, 1.5, 50, "probe_share"), (12 + 5) / 85.0, 1e-9);
